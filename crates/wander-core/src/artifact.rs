@@ -66,6 +66,29 @@ pub enum Freshness {
     Stale(String),
 }
 
+/// What [`RunDir::run_stage`] did.
+#[derive(Debug)]
+pub enum StageOutcome {
+    /// The stage ran and committed this manifest.
+    Ran(Manifest),
+    /// The previous output was fresh; this is its manifest.
+    Skipped(Manifest),
+}
+
+impl StageOutcome {
+    /// The manifest either way.
+    pub fn manifest(&self) -> &Manifest {
+        match self {
+            StageOutcome::Ran(m) | StageOutcome::Skipped(m) => m,
+        }
+    }
+
+    /// Whether the stage was skipped.
+    pub fn skipped(&self) -> bool {
+        matches!(self, StageOutcome::Skipped(_))
+    }
+}
+
 /// A run directory: one folder per stage.
 #[derive(Debug, Clone)]
 pub struct RunDir {
@@ -190,6 +213,28 @@ impl RunDir {
             }
         }
         Ok(())
+    }
+
+    /// Runs `body` as `stage` unless its previous output is fresh (same config slice and
+    /// inputs, every file verified) and `force` is false. `body` writes its files into the
+    /// given writer and returns the stage's summary; the stage is committed only if it
+    /// returns `Ok`.
+    pub fn run_stage<E: From<CoreError>>(
+        &self,
+        stage: &str,
+        config: serde_json::Value,
+        inputs: BTreeMap<String, String>,
+        force: bool,
+        body: impl FnOnce(&StageWriter) -> std::result::Result<serde_json::Value, E>,
+    ) -> std::result::Result<StageOutcome, E> {
+        if !force {
+            if let Freshness::Fresh(m) = self.freshness(stage, &config, &inputs) {
+                return Ok(StageOutcome::Skipped(*m));
+            }
+        }
+        let writer = self.begin(stage)?;
+        let summary = body(&writer)?;
+        Ok(StageOutcome::Ran(writer.commit(config, inputs, summary)?))
     }
 
     /// Starts writing `stage` into a fresh partial folder.
@@ -462,6 +507,33 @@ mod tests {
             run.freshness("ingest", &json!({"k": 2}), &BTreeMap::new()),
             Freshness::Stale(_)
         ));
+    }
+
+    #[test]
+    fn run_stage_skips_when_fresh_and_reruns_when_forced_or_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunDir::open(dir.path()).unwrap();
+        let mut calls = 0;
+        let mut go = |cfg: serde_json::Value, force: bool| {
+            run.run_stage::<CoreError>("s", cfg, BTreeMap::new(), force, |w| {
+                calls += 1;
+                w.write_bytes("x", b"1")?;
+                Ok(json!({}))
+            })
+            .unwrap()
+            .skipped()
+        };
+        assert!(!go(json!(1), false));
+        assert!(go(json!(1), false));
+        assert!(!go(json!(1), true));
+        assert!(!go(json!(2), false));
+        assert_eq!(calls, 3);
+        let failed = run.run_stage::<CoreError>("s", json!(3), BTreeMap::new(), false, |w| {
+            w.write_bytes("x", b"broken")?;
+            Err(CoreError::config("k", "boom"))
+        });
+        assert!(failed.is_err());
+        assert_eq!(std::fs::read(dir.path().join("s/x")).unwrap(), b"1");
     }
 
     #[test]
