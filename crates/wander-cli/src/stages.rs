@@ -17,7 +17,10 @@ pub fn fetch_assets(ctx: &Ctx, names: &[String]) -> anyhow::Result<Value> {
     let wanted: Vec<&'static wander_assets::Asset> = if names.is_empty() {
         wander_assets::ASSETS.iter().collect()
     } else {
-        names.iter().map(|n| wander_assets::asset(n)).collect::<Result<_, _>>()?
+        names
+            .iter()
+            .map(|n| wander_assets::asset(n))
+            .collect::<Result<_, _>>()?
     };
     let mut out = serde_json::Map::new();
     for a in wanted {
@@ -25,7 +28,10 @@ pub fn fetch_assets(ctx: &Ctx, names: &[String]) -> anyhow::Result<Value> {
             log(format!("fetching {} ({})", a.requirement, a.description));
         }
         let f = fetcher.fetch(a)?;
-        out.insert(a.name.into(), json!({"dir": f.dir, "cached": f.cached, "requirement": a.requirement}));
+        out.insert(
+            a.name.into(),
+            json!({"dir": f.dir, "cached": f.cached, "requirement": a.requirement}),
+        );
     }
     Ok(Value::Object(out))
 }
@@ -40,7 +46,9 @@ fn report(stage: &str, outcome: &StageOutcome) -> Value {
         map.insert("wall_seconds".into(), json!(m.wall_seconds));
     }
     if outcome.skipped() {
-        log(format!("{stage}: up to date (inputs and config unchanged; --force redoes it)"));
+        log(format!(
+            "{stage}: up to date (inputs and config unchanged; --force redoes it)"
+        ));
     }
     summary
 }
@@ -99,7 +107,12 @@ pub fn describe(summary: &Value) -> String {
     match stage {
         "ingest" => format!(
             "ingest: {} users, {} items, {} interactions, {} positives ({}), {} skipped rows",
-            summary["users"], summary["items"], summary["interactions"], summary["positives"], summary["positive_rule"].as_str().unwrap_or(""), summary["skipped_rows"]
+            summary["users"],
+            summary["items"],
+            summary["interactions"],
+            summary["positives"],
+            summary["positive_rule"].as_str().unwrap_or(""),
+            summary["skipped_rows"]
         ),
         _ => summary.to_string(),
     }

@@ -151,7 +151,9 @@ impl RunDir {
             if e.kind() == std::io::ErrorKind::NotFound {
                 CoreError::Artifact {
                     path: self.stage_dir(stage),
-                    message: format!("stage `{stage}` has not been run; run `wander {stage}` first"),
+                    message: format!(
+                        "stage `{stage}` has not been run; run `wander {stage}` first"
+                    ),
                 }
             } else {
                 CoreError::io(&path, e)
@@ -261,7 +263,9 @@ impl RunDir {
         let entries = fs::read_dir(&self.root).map_err(|e| CoreError::io(&self.root, e))?;
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            let Some(rest) = name.strip_prefix('.') else { continue };
+            let Some(rest) = name.strip_prefix('.') else {
+                continue;
+            };
             if let Some((stage, _)) = rest.split_once(".old-") {
                 let live = self.stage_dir(stage);
                 if live.exists() {
@@ -313,8 +317,10 @@ impl StageWriter {
     /// Writes `value` as pretty JSON named `name`.
     pub fn write_json<T: Serialize>(&self, name: &str, value: &T) -> Result<()> {
         let path = self.path(name)?;
-        let bytes = serde_json::to_vec_pretty(value)
-            .map_err(|source| CoreError::Json { path: path.clone(), source })?;
+        let bytes = serde_json::to_vec_pretty(value).map_err(|source| CoreError::Json {
+            path: path.clone(),
+            source,
+        })?;
         self.write_bytes(name, &bytes)
     }
 
@@ -349,7 +355,11 @@ impl StageWriter {
         write_synced(&manifest_path, &bytes)?;
         sync_dir(&self.partial)?;
 
-        let parent = self.final_dir.parent().unwrap_or(Path::new(".")).to_path_buf();
+        let parent = self
+            .final_dir
+            .parent()
+            .unwrap_or(Path::new("."))
+            .to_path_buf();
         let old = parent.join(format!(".{}.old-{}", self.stage, std::process::id()));
         if self.final_dir.exists() {
             fs::rename(&self.final_dir, &old).map_err(|e| CoreError::io(&self.final_dir, e))?;
@@ -397,7 +407,9 @@ fn collect_files(base: &Path, dir: &Path, out: &mut BTreeMap<String, FileEntry>)
         File::open(&path)
             .and_then(|f| f.sync_all())
             .map_err(|e| CoreError::io(&path, e))?;
-        let bytes = fs::metadata(&path).map_err(|e| CoreError::io(&path, e))?.len();
+        let bytes = fs::metadata(&path)
+            .map_err(|e| CoreError::io(&path, e))?
+            .len();
         out.insert(
             rel,
             FileEntry {
@@ -498,7 +510,10 @@ mod tests {
         let m = commit_stage(&run, "ingest", b"hello");
         assert_eq!(m.outputs.len(), 2);
         let r = run.read("ingest").unwrap();
-        assert_eq!(std::fs::read(r.path("data.bin").unwrap()).unwrap(), b"hello");
+        assert_eq!(
+            std::fs::read(r.path("data.bin").unwrap()).unwrap(),
+            b"hello"
+        );
         assert!(matches!(
             run.freshness("ingest", &json!({"k": 1}), &BTreeMap::new()),
             Freshness::Fresh(_)
@@ -579,7 +594,11 @@ mod tests {
         let run = RunDir::open(dir.path()).unwrap();
         commit_stage(&run, "ingest", b"v1");
         // Simulate a crash after the live folder was moved aside, before the new one moved in.
-        std::fs::rename(dir.path().join("ingest"), dir.path().join(".ingest.old-999999")).unwrap();
+        std::fs::rename(
+            dir.path().join("ingest"),
+            dir.path().join(".ingest.old-999999"),
+        )
+        .unwrap();
         let run = RunDir::open(dir.path()).unwrap();
         assert!(run.read("ingest").is_ok());
     }

@@ -160,8 +160,20 @@ pub struct PositiveRule {
 impl PositiveRule {
     /// Parses `column op threshold`, e.g. `watch_ratio >= 0.8`.
     pub fn parse(text: &str) -> Result<Self> {
-        let bad = |m: &str| CoreError::config("data.positive", format!("`{text}`: {m}; expected e.g. `rating >= 4`"));
-        let ops = [(">=", Comparison::Ge), ("<=", Comparison::Le), ("==", Comparison::Eq), ("!=", Comparison::Ne), (">", Comparison::Gt), ("<", Comparison::Lt)];
+        let bad = |m: &str| {
+            CoreError::config(
+                "data.positive",
+                format!("`{text}`: {m}; expected e.g. `rating >= 4`"),
+            )
+        };
+        let ops = [
+            (">=", Comparison::Ge),
+            ("<=", Comparison::Le),
+            ("==", Comparison::Eq),
+            ("!=", Comparison::Ne),
+            (">", Comparison::Gt),
+            ("<", Comparison::Lt),
+        ];
         let (pos, sym, op) = ops
             .iter()
             .filter_map(|(s, op)| text.find(s).map(|p| (p, *s, *op)))
@@ -172,8 +184,14 @@ impl PositiveRule {
         if column.is_empty() || !column.chars().all(|c| c.is_alphanumeric() || c == '_') {
             return Err(bad("missing or invalid column name"));
         }
-        let threshold: f64 = value.parse().map_err(|_| bad("threshold is not a number"))?;
-        Ok(PositiveRule { column: column.to_string(), op, threshold })
+        let threshold: f64 = value
+            .parse()
+            .map_err(|_| bad("threshold is not a number"))?;
+        Ok(PositiveRule {
+            column: column.to_string(),
+            op,
+            threshold,
+        })
     }
 
     /// Whether `value` satisfies the rule.
@@ -224,21 +242,25 @@ impl Config {
         for (origin, key, raw) in &sources.overrides {
             set_key(&mut table, &defaults, key, raw, origin)?;
         }
-        let config = Config::deserialize(toml::Value::Table(table)).map_err(|e| {
-            CoreError::config("config", e.to_string().trim().to_string())
-        })?;
+        let config = Config::deserialize(toml::Value::Table(table))
+            .map_err(|e| CoreError::config("config", e.to_string().trim().to_string()))?;
         config.validate()?;
         Ok(config)
     }
 
     /// Collects `WANDER__SECTION__KEY` variables from an environment listing.
-    pub fn env_overrides(vars: impl Iterator<Item = (String, String)>) -> Vec<(String, String, String)> {
+    pub fn env_overrides(
+        vars: impl Iterator<Item = (String, String)>,
+    ) -> Vec<(String, String, String)> {
         let mut out: Vec<_> = vars
             .filter_map(|(k, v)| {
                 k.strip_prefix(ENV_PREFIX).map(|rest| {
                     (
                         format!("environment variable {k}"),
-                        rest.split("__").map(|s| s.to_ascii_lowercase()).collect::<Vec<_>>().join("."),
+                        rest.split("__")
+                            .map(|s| s.to_ascii_lowercase())
+                            .collect::<Vec<_>>()
+                            .join("."),
                         v,
                     )
                 })
@@ -252,13 +274,19 @@ impl Config {
     pub fn validate(&self) -> Result<()> {
         self.data.positive_rule()?;
         let d = &self.data;
-        for (key, v) in [("data.valid_fraction", d.valid_fraction), ("data.test_fraction", d.test_fraction)] {
+        for (key, v) in [
+            ("data.valid_fraction", d.valid_fraction),
+            ("data.test_fraction", d.test_fraction),
+        ] {
             if !(0.0..0.5).contains(&v) {
                 return Err(CoreError::config(key, format!("{v} must be in [0, 0.5)")));
             }
         }
         if d.feedback.is_empty() {
-            return Err(CoreError::config("data.feedback", "must name a numeric column"));
+            return Err(CoreError::config(
+                "data.feedback",
+                "must name a numeric column",
+            ));
         }
         if d.format == DataFormat::Generic && (d.interactions.is_empty() || d.items.is_empty()) {
             return Err(CoreError::config(
@@ -302,14 +330,26 @@ fn parse_table(text: &str, path: &Path) -> Result<toml::Table> {
     })
 }
 
-fn check_known(user: &toml::Table, defaults: &toml::Table, prefix: &str, path: &Path) -> Result<()> {
+fn check_known(
+    user: &toml::Table,
+    defaults: &toml::Table,
+    prefix: &str,
+    path: &Path,
+) -> Result<()> {
     for (key, value) in user {
-        let full = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+        let full = if prefix.is_empty() {
+            key.clone()
+        } else {
+            format!("{prefix}.{key}")
+        };
         match defaults.get(key) {
             None => {
                 return Err(CoreError::config(
                     full,
-                    format!("unknown key in {}; `wander config show` lists every key", path.display()),
+                    format!(
+                        "unknown key in {}; `wander config show` lists every key",
+                        path.display()
+                    ),
                 ))
             }
             Some(toml::Value::Table(d)) => match value {
@@ -333,25 +373,42 @@ fn merge(base: &mut toml::Table, over: toml::Table) {
     }
 }
 
-fn set_key(table: &mut toml::Table, defaults: &toml::Table, key: &str, raw: &str, origin: &str) -> Result<()> {
+fn set_key(
+    table: &mut toml::Table,
+    defaults: &toml::Table,
+    key: &str,
+    raw: &str,
+    origin: &str,
+) -> Result<()> {
     let parts: Vec<&str> = key.split('.').collect();
     let mut default_node = defaults;
     let mut node = table;
     for (i, part) in parts.iter().enumerate() {
         let last = i + 1 == parts.len();
-        let unknown = || CoreError::config(key, format!("unknown key (from {origin}); `wander config show` lists every key"));
+        let unknown = || {
+            CoreError::config(
+                key,
+                format!("unknown key (from {origin}); `wander config show` lists every key"),
+            )
+        };
         let d = default_node.get(*part).ok_or_else(unknown)?;
         if last {
             if d.is_table() {
-                return Err(CoreError::config(key, format!("is a section, not a key (from {origin})")));
+                return Err(CoreError::config(
+                    key,
+                    format!("is a section, not a key (from {origin})"),
+                ));
             }
             let parsed = format!("v = {raw}")
                 .parse::<toml::Table>()
                 .ok()
                 .and_then(|mut t| t.remove("v"));
             let value = match (d, parsed) {
+                (toml::Value::String(_), Some(v @ toml::Value::String(_))) => v,
                 (toml::Value::String(_), _) => toml::Value::String(raw.to_string()),
-                (toml::Value::Float(_), Some(toml::Value::Integer(i))) => toml::Value::Float(i as f64),
+                (toml::Value::Float(_), Some(toml::Value::Integer(i))) => {
+                    toml::Value::Float(i as f64)
+                }
                 (dv, Some(v)) if dv.same_type(&v) => v,
                 (dv, _) => {
                     return Err(CoreError::config(
@@ -363,7 +420,9 @@ fn set_key(table: &mut toml::Table, defaults: &toml::Table, key: &str, raw: &str
             node.insert(part.to_string(), value);
             return Ok(());
         }
-        let toml::Value::Table(dt) = d else { return Err(unknown()) };
+        let toml::Value::Table(dt) = d else {
+            return Err(unknown());
+        };
         default_node = dt;
         node = node
             .entry(part.to_string())
@@ -383,7 +442,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("w.toml");
         std::fs::write(&p, text).unwrap();
-        Config::load(&Sources { file: Some(p), overrides: vec![] })
+        Config::load(&Sources {
+            file: Some(p),
+            overrides: vec![],
+        })
     }
 
     #[test]
@@ -401,8 +463,13 @@ mod tests {
 
     #[test]
     fn unknown_key_is_named() {
-        let e = with_file("[data]\npositve = \"rating >= 3\"\n").unwrap_err().to_string();
-        assert!(e.contains("data.positve") && e.contains("unknown key"), "{e}");
+        let e = with_file("[data]\npositve = \"rating >= 3\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("data.positve") && e.contains("unknown key"),
+            "{e}"
+        );
         let e = with_file("[nonsense]\nx = 1\n").unwrap_err().to_string();
         assert!(e.contains("nonsense"), "{e}");
     }
@@ -417,7 +484,11 @@ mod tests {
             ]
             .into_iter(),
         );
-        let c = Config::load(&Sources { file: None, overrides: env }).unwrap();
+        let c = Config::load(&Sources {
+            file: None,
+            overrides: env,
+        })
+        .unwrap();
         assert_eq!(c.run.seed, 7);
         assert_eq!(c.data.valid_fraction, 0.0);
         let bad = Config::load(&Sources {
@@ -441,7 +512,10 @@ mod tests {
         assert!(with_file("[data]\npositive = \"rating >> 4\"\n").is_err());
         assert!(with_file("[data]\ntest_fraction = 0.9\n").is_err());
         assert!(with_file("[llm.lora]\ntargets = [\"qq\"]\n").is_err());
-        assert!(with_file("[data\n").unwrap_err().to_string().contains("w.toml"));
+        assert!(with_file("[data\n")
+            .unwrap_err()
+            .to_string()
+            .contains("w.toml"));
     }
 
     #[test]
@@ -455,7 +529,11 @@ mod tests {
             ("x == 2", 2.0, true),
             ("x != 2", 2.0, false),
         ] {
-            assert_eq!(PositiveRule::parse(text).unwrap().holds(v), expect, "{text}");
+            assert_eq!(
+                PositiveRule::parse(text).unwrap().holds(v),
+                expect,
+                "{text}"
+            );
         }
     }
 

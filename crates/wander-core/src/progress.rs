@@ -10,8 +10,7 @@ pub fn bar(total: u64, label: &str, unit: &str) -> ProgressBar {
         "{{prefix:>12}} [{{elapsed_precise}}] {{wide_bar}} {{human_pos}}/{{human_len}} {unit} {{per_sec}} ETA {{eta}} {{msg}}"
     );
     pb.set_style(
-        ProgressStyle::with_template(&template)
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        ProgressStyle::with_template(&template).unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     pb.set_prefix(label.to_string());
     pb

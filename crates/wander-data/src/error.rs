@@ -92,7 +92,13 @@ impl DataError {
         }
     }
 
-    pub(crate) fn field(file: &std::path::Path, line: u64, column: &str, value: &str, message: impl Into<String>) -> Self {
+    pub(crate) fn field(
+        file: &std::path::Path,
+        line: u64,
+        column: &str,
+        value: &str,
+        message: impl Into<String>,
+    ) -> Self {
         let value: String = value.chars().take(80).collect();
         DataError::Field {
             file: file.to_path_buf(),

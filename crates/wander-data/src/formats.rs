@@ -12,9 +12,25 @@ use crate::{DataError, Dataset, Interactions, Item, SkipCounts};
 
 /// The 19 genres of GroupLens' MovieLens-100K, in `u.item` flag order.
 const ML100K_GENRES: [&str; 19] = [
-    "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary",
-    "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi",
-    "Thriller", "War", "Western",
+    "unknown",
+    "Action",
+    "Adventure",
+    "Animation",
+    "Children's",
+    "Comedy",
+    "Crime",
+    "Documentary",
+    "Drama",
+    "Fantasy",
+    "Film-Noir",
+    "Horror",
+    "Musical",
+    "Mystery",
+    "Romance",
+    "Sci-Fi",
+    "Thriller",
+    "War",
+    "Western",
 ];
 
 /// What [`load`] read.
@@ -30,9 +46,15 @@ pub struct Loaded {
 
 /// Loads the dataset in folder `root` as `cfg` describes, validates it and splits it.
 pub fn load(cfg: &DataConfig, root: &Path) -> Result<Loaded, DataError> {
-    let rule = cfg.positive_rule().map_err(|e| DataError::Config { key: "data.positive".into(), message: e.to_string() })?;
+    let rule = cfg.positive_rule().map_err(|e| DataError::Config {
+        key: "data.positive".into(),
+        message: e.to_string(),
+    })?;
     if !root.is_dir() {
-        return Err(DataError::Missing { path: root.to_path_buf(), hint: "data.path must be a folder".into() });
+        return Err(DataError::Missing {
+            path: root.to_path_buf(),
+            hint: "data.path must be a folder".into(),
+        });
     }
     let mut b = Builder::new(Policy::new(cfg.on_error), cfg.max_line_bytes);
     match cfg.format {
@@ -44,7 +66,11 @@ pub fn load(cfg: &DataConfig, root: &Path) -> Result<Loaded, DataError> {
     let files = b.files.clone();
     let skips = b.policy.skips.clone();
     let dataset = b.finish(&rule, &cfg.feedback, cfg.valid_fraction, cfg.test_fraction)?;
-    Ok(Loaded { dataset, skips, files })
+    Ok(Loaded {
+        dataset,
+        skips,
+        files,
+    })
 }
 
 struct Builder {
@@ -88,7 +114,13 @@ impl Builder {
 
     fn add_item(&mut self, file: &Path, line: u64, item: Item) -> Result<(), DataError> {
         if item.id.trim().is_empty() {
-            return Err(DataError::field(file, line, "item_id", &item.id, "empty item id"));
+            return Err(DataError::field(
+                file,
+                line,
+                "item_id",
+                &item.id,
+                "empty item id",
+            ));
         }
         if self.item_index.contains_key(&item.id) {
             return Err(DataError::Row {
@@ -98,25 +130,46 @@ impl Builder {
                 reason: "duplicate item id",
             });
         }
-        self.item_index.insert(item.id.clone(), self.items.len() as u32);
+        self.item_index
+            .insert(item.id.clone(), self.items.len() as u32);
         self.items.push(item);
         Ok(())
     }
 
-    fn add_interaction(&mut self, file: &Path, line: u64, user: &str, item: &str, ts: i64, feedback: &[f64]) -> Result<(), DataError> {
+    fn add_interaction(
+        &mut self,
+        file: &Path,
+        line: u64,
+        user: &str,
+        item: &str,
+        ts: i64,
+        feedback: &[f64],
+    ) -> Result<(), DataError> {
         if user.trim().is_empty() {
-            return Err(DataError::field(file, line, "user_id", user, "empty user id"));
+            return Err(DataError::field(
+                file,
+                line,
+                "user_id",
+                user,
+                "empty user id",
+            ));
         }
         let Some(&item_idx) = self.item_index.get(item) else {
             return Err(DataError::Row {
                 file: file.to_path_buf(),
                 line,
-                message: format!("unknown item id `{}` (not in the items file)", item.chars().take(80).collect::<String>()),
+                message: format!(
+                    "unknown item id `{}` (not in the items file)",
+                    item.chars().take(80).collect::<String>()
+                ),
                 reason: "unknown item",
             });
         };
         let next = self.users.len() as u32;
-        let user_idx = *self.user_index.entry(user.to_string()).or_insert_with(|| next);
+        let user_idx = *self
+            .user_index
+            .entry(user.to_string())
+            .or_insert_with(|| next);
         if user_idx == next {
             self.users.push(user.to_string());
         }
@@ -132,23 +185,49 @@ impl Builder {
         self.policy.check(r).map(|_| ())
     }
 
-    fn finish(self, rule: &PositiveRule, feedback: &str, valid: f64, test: f64) -> Result<Dataset, DataError> {
-        let Builder { items, users, feedback_columns, rows, feedback: fb, files, .. } = self;
+    fn finish(
+        self,
+        rule: &PositiveRule,
+        feedback: &str,
+        valid: f64,
+        test: f64,
+    ) -> Result<Dataset, DataError> {
+        let Builder {
+            items,
+            users,
+            feedback_columns,
+            rows,
+            feedback: fb,
+            files,
+            ..
+        } = self;
         let first = files.last().cloned().unwrap_or_default();
         if items.is_empty() {
-            return Err(DataError::Empty { file: files.first().cloned().unwrap_or_default() });
+            return Err(DataError::Empty {
+                file: files.first().cloned().unwrap_or_default(),
+            });
         }
         if rows.is_empty() {
             return Err(DataError::Empty { file: first });
         }
-        let rule_col = feedback_columns.iter().position(|c| *c == rule.column).ok_or_else(|| DataError::Config {
-            key: "data.positive".into(),
-            message: format!("column `{}` is not a numeric feedback column of the data (found: {})", rule.column, feedback_columns.join(", ")),
-        })?;
+        let rule_col = feedback_columns
+            .iter()
+            .position(|c| *c == rule.column)
+            .ok_or_else(|| DataError::Config {
+                key: "data.positive".into(),
+                message: format!(
+                    "column `{}` is not a numeric feedback column of the data (found: {})",
+                    rule.column,
+                    feedback_columns.join(", ")
+                ),
+            })?;
         if !feedback_columns.iter().any(|c| c == feedback) {
             return Err(DataError::Config {
                 key: "data.feedback".into(),
-                message: format!("column `{feedback}` is not a numeric feedback column of the data (found: {})", feedback_columns.join(", ")),
+                message: format!(
+                    "column `{feedback}` is not a numeric feedback column of the data (found: {})",
+                    feedback_columns.join(", ")
+                ),
             });
         }
         // Dense user ids in sorted order of the original ids (numeric when all are numbers),
@@ -170,13 +249,24 @@ impl Builder {
             user: idx.iter().map(|&i| remap[rows[i].0 as usize]).collect(),
             item: idx.iter().map(|&i| rows[i].1).collect(),
             timestamp: idx.iter().map(|&i| rows[i].2).collect(),
-            feedback: fb.iter().map(|col| idx.iter().map(|&i| col[i]).collect()).collect(),
+            feedback: fb
+                .iter()
+                .map(|col| idx.iter().map(|&i| col[i]).collect())
+                .collect(),
             ..Default::default()
         };
-        inter.positive = inter.feedback[rule_col].iter().map(|&v| rule.holds(v)).collect();
+        inter.positive = inter.feedback[rule_col]
+            .iter()
+            .map(|&v| rule.holds(v))
+            .collect();
         inter.split = temporal_split(&inter.timestamp, valid, test);
         inter.loo_split = leave_last_out(&inter.user);
-        Ok(Dataset { users: sorted_users, items, feedback_columns, interactions: inter })
+        Ok(Dataset {
+            users: sorted_users,
+            items,
+            feedback_columns,
+            interactions: inter,
+        })
     }
 }
 
@@ -190,13 +280,32 @@ fn find_one(root: &Path, ext: &str) -> Result<PathBuf, DataError> {
     found.sort();
     match found.len() {
         1 => Ok(found.remove(0)),
-        0 => Err(DataError::Missing { path: root.join(format!("*.{ext}")), hint: format!("a RecBole dataset folder needs one .{ext} file") }),
-        _ => Err(DataError::Config { key: "data.path".into(), message: format!("{} holds several .{ext} files; keep one dataset per folder", root.display()) }),
+        0 => Err(DataError::Missing {
+            path: root.join(format!("*.{ext}")),
+            hint: format!("a RecBole dataset folder needs one .{ext} file"),
+        }),
+        _ => Err(DataError::Config {
+            key: "data.path".into(),
+            message: format!(
+                "{} holds several .{ext} files; keep one dataset per folder",
+                root.display()
+            ),
+        }),
     }
 }
 
-const TSV: Dialect = Dialect { delimiter: b'\t', quoting: false, has_header: true, encoding: Encoding::Utf8 };
-const CSV: Dialect = Dialect { delimiter: b',', quoting: true, has_header: true, encoding: Encoding::Utf8 };
+const TSV: Dialect = Dialect {
+    delimiter: b'\t',
+    quoting: false,
+    has_header: true,
+    encoding: Encoding::Utf8,
+};
+const CSV: Dialect = Dialect {
+    delimiter: b',',
+    quoting: true,
+    has_header: true,
+    encoding: Encoding::Utf8,
+};
 
 fn load_recbole(b: &mut Builder, root: &Path) -> Result<(), DataError> {
     let inter_path = find_one(root, "inter")?;
@@ -206,19 +315,29 @@ fn load_recbole(b: &mut Builder, root: &Path) -> Result<(), DataError> {
     let typed: Vec<(String, String)> = items.header.iter().map(|h| split_typed(h)).collect();
     items.header = typed.iter().map(|(n, _)| n.clone()).collect();
     let id_col = items.column("item_id")?;
-    let find = |names: &[&str]| names.iter().find_map(|n| typed.iter().position(|(h, _)| h == n));
+    let find = |names: &[&str]| {
+        names
+            .iter()
+            .find_map(|n| typed.iter().position(|(h, _)| h == n))
+    };
     let title_col = find(&["movie_title", "title", "name"]);
     let year_col = find(&["release_year", "year"]);
     let genre_col = find(&["class", "genre", "genres", "categories"]);
     let n = typed.len();
     while let Some(row) = items.next_row() {
         let r = row.and_then(|row| {
-            let get = |c: Option<usize>| -> Result<String, DataError> { c.map(|c| field(&item_path, &row, c, n).map(str::to_string)).unwrap_or(Ok(String::new())) };
+            let get = |c: Option<usize>| -> Result<String, DataError> {
+                c.map(|c| field(&item_path, &row, c, n).map(str::to_string))
+                    .unwrap_or(Ok(String::new()))
+            };
             let item = Item {
                 id: field(&item_path, &row, id_col, n)?.to_string(),
                 title: get(title_col)?,
                 year: get(year_col)?.trim().parse().ok(),
-                genres: get(genre_col)?.split_whitespace().map(str::to_string).collect(),
+                genres: get(genre_col)?
+                    .split_whitespace()
+                    .map(str::to_string)
+                    .collect(),
                 ..Default::default()
             };
             b.add_item(&item_path, row.line, item)
@@ -249,10 +368,22 @@ fn split_typed(h: &str) -> (String, String) {
     }
 }
 
-fn read_interactions(b: &mut Builder, reader: &mut Delimited, user_col: usize, item_col: usize, ts_col: usize, fb: &[usize]) -> Result<(), DataError> {
+fn read_interactions(
+    b: &mut Builder,
+    reader: &mut Delimited,
+    user_col: usize,
+    item_col: usize,
+    ts_col: usize,
+    fb: &[usize],
+) -> Result<(), DataError> {
     let file = reader.file.clone();
     let names: Vec<String> = if reader.header.is_empty() {
-        vec!["user_id".into(), "item_id".into(), "rating".into(), "timestamp".into()]
+        vec![
+            "user_id".into(),
+            "item_id".into(),
+            "rating".into(),
+            "timestamp".into(),
+        ]
     } else {
         reader.header.clone()
     };
@@ -262,7 +393,12 @@ fn read_interactions(b: &mut Builder, reader: &mut Delimited, user_col: usize, i
         let r = row.and_then(|row: Row| {
             let user = field(&file, &row, user_col, n)?;
             let item = field(&file, &row, item_col, n)?;
-            let ts = parse_timestamp(&file, row.line, &names[ts_col], field(&file, &row, ts_col, n)?)?;
+            let ts = parse_timestamp(
+                &file,
+                row.line,
+                &names[ts_col],
+                field(&file, &row, ts_col, n)?,
+            )?;
             for (slot, &c) in values.iter_mut().zip(fb) {
                 *slot = parse_f64(&file, row.line, &names[c], field(&file, &row, c, n)?)?;
             }
@@ -278,7 +414,12 @@ fn read_interactions(b: &mut Builder, reader: &mut Delimited, user_col: usize, i
 
 fn load_ml100k(b: &mut Builder, root: &Path) -> Result<(), DataError> {
     let item_path = root.join("u.item");
-    let dialect = Dialect { delimiter: b'|', quoting: false, has_header: false, encoding: Encoding::Latin1 };
+    let dialect = Dialect {
+        delimiter: b'|',
+        quoting: false,
+        has_header: false,
+        encoding: Encoding::Latin1,
+    };
     let mut items = b.open(&item_path, dialect)?;
     while let Some(row) = items.next_row() {
         let r = row.and_then(|row| {
@@ -289,10 +430,24 @@ fn load_ml100k(b: &mut Builder, root: &Path) -> Result<(), DataError> {
                 match field(&item_path, &row, 5 + g, n)?.trim() {
                     "1" => genres.push(name.to_string()),
                     "0" => {}
-                    v => return Err(DataError::field(&item_path, row.line, &format!("genre flag {name}"), v, "must be 0 or 1")),
+                    v => {
+                        return Err(DataError::field(
+                            &item_path,
+                            row.line,
+                            &format!("genre flag {name}"),
+                            v,
+                            "must be 0 or 1",
+                        ))
+                    }
                 }
             }
-            let item = Item { id: field(&item_path, &row, 0, n)?.trim().to_string(), title, year, genres, ..Default::default() };
+            let item = Item {
+                id: field(&item_path, &row, 0, n)?.trim().to_string(),
+                title,
+                year,
+                genres,
+                ..Default::default()
+            };
             b.add_item(&item_path, row.line, item)
         });
         b.accept(r)?;
@@ -301,7 +456,12 @@ fn load_ml100k(b: &mut Builder, root: &Path) -> Result<(), DataError> {
         return Err(DataError::Empty { file: item_path });
     }
     let data_path = root.join("u.data");
-    let dialect = Dialect { delimiter: b'\t', quoting: false, has_header: false, encoding: Encoding::Utf8 };
+    let dialect = Dialect {
+        delimiter: b'\t',
+        quoting: false,
+        has_header: false,
+        encoding: Encoding::Utf8,
+    };
     let mut inter = b.open(&data_path, dialect)?;
     b.set_feedback_columns(vec!["rating".into()]);
     read_interactions(b, &mut inter, 0, 1, 3, &[2])
@@ -326,7 +486,11 @@ fn split_title_year(raw: &str) -> (String, Option<i32>) {
 fn load_latest(b: &mut Builder, root: &Path) -> Result<(), DataError> {
     let movies_path = root.join("movies.csv");
     let mut movies = b.open(&movies_path, CSV)?;
-    let (id_c, title_c, genres_c) = (movies.column("movieId")?, movies.column("title")?, movies.column("genres")?);
+    let (id_c, title_c, genres_c) = (
+        movies.column("movieId")?,
+        movies.column("title")?,
+        movies.column("genres")?,
+    );
     let n = movies.header.len();
     while let Some(row) = movies.next_row() {
         let r = row.and_then(|row| {
@@ -336,7 +500,13 @@ fn load_latest(b: &mut Builder, root: &Path) -> Result<(), DataError> {
                 .filter(|g| !g.is_empty() && *g != "(no genres listed)")
                 .map(str::to_string)
                 .collect();
-            let item = Item { id: field(&movies_path, &row, id_c, n)?.trim().to_string(), title, year, genres, ..Default::default() };
+            let item = Item {
+                id: field(&movies_path, &row, id_c, n)?.trim().to_string(),
+                title,
+                year,
+                genres,
+                ..Default::default()
+            };
             b.add_item(&movies_path, row.line, item)
         });
         b.accept(r)?;
@@ -376,12 +546,22 @@ fn load_latest(b: &mut Builder, root: &Path) -> Result<(), DataError> {
     }
     let ratings_path = root.join("ratings.csv");
     let mut ratings = b.open(&ratings_path, CSV)?;
-    let (u, i, r, t) = (ratings.column("userId")?, ratings.column("movieId")?, ratings.column("rating")?, ratings.column("timestamp")?);
+    let (u, i, r, t) = (
+        ratings.column("userId")?,
+        ratings.column("movieId")?,
+        ratings.column("rating")?,
+        ratings.column("timestamp")?,
+    );
     b.set_feedback_columns(vec!["rating".into()]);
     read_interactions(b, &mut ratings, u, i, t, &[r])
 }
 
-fn load_generic(b: &mut Builder, root: &Path, interactions: &str, items: &str) -> Result<(), DataError> {
+fn load_generic(
+    b: &mut Builder,
+    root: &Path,
+    interactions: &str,
+    items: &str,
+) -> Result<(), DataError> {
     let items_path = root.join(items);
     let mut reader = open_table(b, &items_path)?;
     let id_c = reader.column("item_id")?;
@@ -389,10 +569,19 @@ fn load_generic(b: &mut Builder, root: &Path, interactions: &str, items: &str) -
     let opt = |name: &str| reader.header.iter().position(|h| h == name);
     let (text_c, tags_c, genres_c) = (opt("text"), opt("tags"), opt("genres"));
     let n = reader.header.len();
-    let list = |s: &str| s.split('|').map(str::trim).filter(|t| !t.is_empty()).map(str::to_string).collect::<Vec<_>>();
+    let list = |s: &str| {
+        s.split('|')
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
     while let Some(row) = reader.next_row() {
         let r = row.and_then(|row| {
-            let get = |c: Option<usize>| -> Result<String, DataError> { c.map(|c| field(&items_path, &row, c, n).map(str::to_string)).unwrap_or(Ok(String::new())) };
+            let get = |c: Option<usize>| -> Result<String, DataError> {
+                c.map(|c| field(&items_path, &row, c, n).map(str::to_string))
+                    .unwrap_or(Ok(String::new()))
+            };
             let item = Item {
                 id: field(&items_path, &row, id_c, n)?.trim().to_string(),
                 title: field(&items_path, &row, title_c, n)?.trim().to_string(),
@@ -410,8 +599,14 @@ fn load_generic(b: &mut Builder, root: &Path, interactions: &str, items: &str) -
     }
     let inter_path = root.join(interactions);
     let mut reader = open_table(b, &inter_path)?;
-    let (u, i, t) = (reader.column("user_id")?, reader.column("item_id")?, reader.column("timestamp")?);
-    let fb: Vec<usize> = (0..reader.header.len()).filter(|c| ![u, i, t].contains(c)).collect();
+    let (u, i, t) = (
+        reader.column("user_id")?,
+        reader.column("item_id")?,
+        reader.column("timestamp")?,
+    );
+    let fb: Vec<usize> = (0..reader.header.len())
+        .filter(|c| ![u, i, t].contains(c))
+        .collect();
     b.set_feedback_columns(fb.iter().map(|&c| reader.header[c].clone()).collect());
     read_interactions(b, &mut reader, u, i, t, &fb)
 }

@@ -153,14 +153,30 @@ impl Dataset {
             items_with_interactions: seen.iter().filter(|s| **s).count(),
             interactions: n,
             positives,
-            positive_rate: if n == 0 { 0.0 } else { positives as f64 / n as f64 },
+            positive_rate: if n == 0 {
+                0.0
+            } else {
+                positives as f64 / n as f64
+            },
             density: if self.users.is_empty() || self.items.is_empty() {
                 0.0
             } else {
                 n as f64 / (self.users.len() as f64 * self.items.len() as f64)
             },
-            time_min: self.interactions.timestamp.iter().copied().min().unwrap_or(0),
-            time_max: self.interactions.timestamp.iter().copied().max().unwrap_or(0),
+            time_min: self
+                .interactions
+                .timestamp
+                .iter()
+                .copied()
+                .min()
+                .unwrap_or(0),
+            time_max: self
+                .interactions
+                .timestamp
+                .iter()
+                .copied()
+                .max()
+                .unwrap_or(0),
             temporal_split: count(&self.interactions.split),
             leave_last_out: count(&self.interactions.loo_split),
             feedback_columns: self.feedback_columns.clone(),
@@ -174,7 +190,10 @@ impl Dataset {
 }
 
 /// The files [`load`] will read for this configuration, for input checksums before loading.
-pub fn input_files(cfg: &wander_core::config::DataConfig, root: &std::path::Path) -> Vec<std::path::PathBuf> {
+pub fn input_files(
+    cfg: &wander_core::config::DataConfig,
+    root: &std::path::Path,
+) -> Vec<std::path::PathBuf> {
     use wander_core::config::DataFormat;
     let names: Vec<String> = match cfg.format {
         DataFormat::Recbole => std::fs::read_dir(root)
@@ -189,8 +208,14 @@ pub fn input_files(cfg: &wander_core::config::DataConfig, root: &std::path::Path
             })
             .unwrap_or_default(),
         DataFormat::Movielens100k => vec!["u.data".into(), "u.item".into()],
-        DataFormat::MovielensLatest => vec!["ratings.csv".into(), "movies.csv".into(), "tags.csv".into()],
+        DataFormat::MovielensLatest => {
+            vec!["ratings.csv".into(), "movies.csv".into(), "tags.csv".into()]
+        }
         DataFormat::Generic => vec![cfg.interactions.clone(), cfg.items.clone()],
     };
-    names.into_iter().map(|n| root.join(n)).filter(|p| p.is_file()).collect()
+    names
+        .into_iter()
+        .map(|n| root.join(n))
+        .filter(|p| p.is_file())
+        .collect()
 }

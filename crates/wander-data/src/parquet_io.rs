@@ -6,7 +6,10 @@ use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::*;
-use arrow_array::{Array, ArrayRef, BooleanArray, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray, UInt32Array, UInt8Array};
+use arrow_array::{
+    Array, ArrayRef, BooleanArray, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray,
+    UInt32Array, UInt8Array,
+};
 use arrow_schema::{DataType, TimeUnit};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ArrowWriter;
@@ -27,14 +30,21 @@ pub const USERS_FILE: &str = "users.parquet";
 const FEEDBACK_PREFIX: &str = "feedback_";
 
 fn pq_err(file: &Path, e: impl std::fmt::Display) -> DataError {
-    DataError::Parquet { file: file.to_path_buf(), message: e.to_string() }
+    DataError::Parquet {
+        file: file.to_path_buf(),
+        message: e.to_string(),
+    }
 }
 
 fn write_batch(path: &Path, columns: Vec<(String, ArrayRef)>) -> Result<(), DataError> {
     let batch = RecordBatch::try_from_iter(columns).map_err(|e| pq_err(path, e))?;
-    let file = File::create(path).map_err(|e| DataError::Core(wander_core::CoreError::io(path, e)))?;
-    let props = WriterProperties::builder().set_compression(Compression::SNAPPY).build();
-    let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(props)).map_err(|e| pq_err(path, e))?;
+    let file =
+        File::create(path).map_err(|e| DataError::Core(wander_core::CoreError::io(path, e)))?;
+    let props = WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .build();
+    let mut writer =
+        ArrowWriter::try_new(file, batch.schema(), Some(props)).map_err(|e| pq_err(path, e))?;
     writer.write(&batch).map_err(|e| pq_err(path, e))?;
     writer.close().map_err(|e| pq_err(path, e))?;
     Ok(())
@@ -46,22 +56,55 @@ pub fn write_dataset(stage: &StageWriter, ds: &Dataset) -> Result<(), DataError>
     let mut cols: Vec<(String, ArrayRef)> = vec![
         ("user".into(), Arc::new(UInt32Array::from(it.user.clone()))),
         ("item".into(), Arc::new(UInt32Array::from(it.item.clone()))),
-        ("timestamp".into(), Arc::new(Int64Array::from(it.timestamp.clone()))),
+        (
+            "timestamp".into(),
+            Arc::new(Int64Array::from(it.timestamp.clone())),
+        ),
     ];
     for (name, col) in ds.feedback_columns.iter().zip(&it.feedback) {
-        cols.push((format!("{FEEDBACK_PREFIX}{name}"), Arc::new(Float64Array::from(col.clone()))));
+        cols.push((
+            format!("{FEEDBACK_PREFIX}{name}"),
+            Arc::new(Float64Array::from(col.clone())),
+        ));
     }
-    cols.push(("positive".into(), Arc::new(BooleanArray::from(it.positive.clone()))));
-    cols.push(("split".into(), Arc::new(UInt8Array::from(it.split.iter().map(|s| *s as u8).collect::<Vec<_>>()))));
-    cols.push(("loo_split".into(), Arc::new(UInt8Array::from(it.loo_split.iter().map(|s| *s as u8).collect::<Vec<_>>()))));
+    cols.push((
+        "positive".into(),
+        Arc::new(BooleanArray::from(it.positive.clone())),
+    ));
+    cols.push((
+        "split".into(),
+        Arc::new(UInt8Array::from(
+            it.split.iter().map(|s| *s as u8).collect::<Vec<_>>(),
+        )),
+    ));
+    cols.push((
+        "loo_split".into(),
+        Arc::new(UInt8Array::from(
+            it.loo_split.iter().map(|s| *s as u8).collect::<Vec<_>>(),
+        )),
+    ));
     write_batch(&stage.path(INTERACTIONS_FILE)?, cols)?;
 
-    let join = |f: &dyn Fn(&Item) -> String| -> ArrayRef { Arc::new(StringArray::from(ds.items.iter().map(f).collect::<Vec<_>>())) };
+    let join = |f: &dyn Fn(&Item) -> String| -> ArrayRef {
+        Arc::new(StringArray::from(
+            ds.items.iter().map(f).collect::<Vec<_>>(),
+        ))
+    };
     let items: Vec<(String, ArrayRef)> = vec![
-        ("item".into(), Arc::new(UInt32Array::from((0..ds.items.len() as u32).collect::<Vec<_>>()))),
+        (
+            "item".into(),
+            Arc::new(UInt32Array::from(
+                (0..ds.items.len() as u32).collect::<Vec<_>>(),
+            )),
+        ),
         ("item_id".into(), join(&|i| i.id.clone())),
         ("title".into(), join(&|i| i.title.clone())),
-        ("year".into(), Arc::new(Int32Array::from(ds.items.iter().map(|i| i.year).collect::<Vec<_>>()))),
+        (
+            "year".into(),
+            Arc::new(Int32Array::from(
+                ds.items.iter().map(|i| i.year).collect::<Vec<_>>(),
+            )),
+        ),
         ("genres".into(), join(&|i| i.genres.join("|"))),
         ("tags".into(), join(&|i| i.tags.join("|"))),
         ("text".into(), join(&|i| i.text.clone())),
@@ -69,22 +112,35 @@ pub fn write_dataset(stage: &StageWriter, ds: &Dataset) -> Result<(), DataError>
     write_batch(&stage.path(ITEMS_FILE)?, items)?;
 
     let users: Vec<(String, ArrayRef)> = vec![
-        ("user".into(), Arc::new(UInt32Array::from((0..ds.users.len() as u32).collect::<Vec<_>>()))),
-        ("user_id".into(), Arc::new(StringArray::from(ds.users.clone()))),
+        (
+            "user".into(),
+            Arc::new(UInt32Array::from(
+                (0..ds.users.len() as u32).collect::<Vec<_>>(),
+            )),
+        ),
+        (
+            "user_id".into(),
+            Arc::new(StringArray::from(ds.users.clone())),
+        ),
     ];
     write_batch(&stage.path(USERS_FILE)?, users)
 }
 
 fn read_batches(path: &Path) -> Result<Vec<RecordBatch>, DataError> {
-    let file = File::open(path).map_err(|e| DataError::Core(wander_core::CoreError::io(path, e)))?;
+    let file =
+        File::open(path).map_err(|e| DataError::Core(wander_core::CoreError::io(path, e)))?;
     let reader = ParquetRecordBatchReaderBuilder::try_new(file)
         .and_then(|b| b.with_batch_size(65_536).build())
         .map_err(|e| pq_err(path, e))?;
-    reader.collect::<Result<Vec<_>, _>>().map_err(|e| pq_err(path, e))
+    reader
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| pq_err(path, e))
 }
 
 fn column<'a>(path: &Path, batch: &'a RecordBatch, name: &str) -> Result<&'a ArrayRef, DataError> {
-    batch.column_by_name(name).ok_or_else(|| pq_err(path, format!("missing column `{name}`")))
+    batch
+        .column_by_name(name)
+        .ok_or_else(|| pq_err(path, format!("missing column `{name}`")))
 }
 
 macro_rules! typed_col {
@@ -100,17 +156,35 @@ pub fn read_dataset(stage: &StageReader) -> Result<Dataset, DataError> {
     let mut ds = Dataset::default();
     let path = stage.path(USERS_FILE)?;
     for b in read_batches(&path)? {
-        let ids = column(&path, &b, "user_id")?.as_string_opt::<i32>().ok_or_else(|| pq_err(&path, "user_id is not a string"))?;
-        ds.users.extend(ids.iter().map(|s| s.unwrap_or_default().to_string()));
+        let ids = column(&path, &b, "user_id")?
+            .as_string_opt::<i32>()
+            .ok_or_else(|| pq_err(&path, "user_id is not a string"))?;
+        ds.users
+            .extend(ids.iter().map(|s| s.unwrap_or_default().to_string()));
     }
     let path = stage.path(ITEMS_FILE)?;
     for b in read_batches(&path)? {
         let s = |name: &str| -> Result<Vec<String>, DataError> {
-            let c = column(&path, &b, name)?.as_string_opt::<i32>().ok_or_else(|| pq_err(&path, format!("{name} is not a string")))?;
-            Ok(c.iter().map(|v| v.unwrap_or_default().to_string()).collect())
+            let c = column(&path, &b, name)?
+                .as_string_opt::<i32>()
+                .ok_or_else(|| pq_err(&path, format!("{name} is not a string")))?;
+            Ok(c.iter()
+                .map(|v| v.unwrap_or_default().to_string())
+                .collect())
         };
-        let split = |v: &str| v.split('|').filter(|t| !t.is_empty()).map(str::to_string).collect::<Vec<_>>();
-        let (ids, titles, genres, tags, text) = (s("item_id")?, s("title")?, s("genres")?, s("tags")?, s("text")?);
+        let split = |v: &str| {
+            v.split('|')
+                .filter(|t| !t.is_empty())
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        };
+        let (ids, titles, genres, tags, text) = (
+            s("item_id")?,
+            s("title")?,
+            s("genres")?,
+            s("tags")?,
+            s("text")?,
+        );
         let years = typed_col!(&path, &b, "year", Int32Type);
         for k in 0..b.num_rows() {
             ds.items.push(Item {
@@ -127,20 +201,40 @@ pub fn read_dataset(stage: &StageReader) -> Result<Dataset, DataError> {
     let mut it = Interactions::default();
     for b in read_batches(&path)? {
         if ds.feedback_columns.is_empty() {
-            ds.feedback_columns = b.schema().fields().iter().filter_map(|f| f.name().strip_prefix(FEEDBACK_PREFIX).map(str::to_string)).collect();
+            ds.feedback_columns = b
+                .schema()
+                .fields()
+                .iter()
+                .filter_map(|f| f.name().strip_prefix(FEEDBACK_PREFIX).map(str::to_string))
+                .collect();
             it.feedback = vec![Vec::new(); ds.feedback_columns.len()];
         }
-        it.user.extend(typed_col!(&path, &b, "user", UInt32Type).values().iter());
-        it.item.extend(typed_col!(&path, &b, "item", UInt32Type).values().iter());
-        it.timestamp.extend(typed_col!(&path, &b, "timestamp", Int64Type).values().iter());
+        it.user
+            .extend(typed_col!(&path, &b, "user", UInt32Type).values().iter());
+        it.item
+            .extend(typed_col!(&path, &b, "item", UInt32Type).values().iter());
+        it.timestamp.extend(
+            typed_col!(&path, &b, "timestamp", Int64Type)
+                .values()
+                .iter(),
+        );
         for (k, name) in ds.feedback_columns.iter().enumerate() {
-            it.feedback[k].extend(typed_col!(&path, &b, &format!("{FEEDBACK_PREFIX}{name}"), Float64Type).values().iter());
+            it.feedback[k].extend(
+                typed_col!(&path, &b, &format!("{FEEDBACK_PREFIX}{name}"), Float64Type)
+                    .values()
+                    .iter(),
+            );
         }
-        let pos = column(&path, &b, "positive")?.as_boolean_opt().ok_or_else(|| pq_err(&path, "positive is not boolean"))?;
+        let pos = column(&path, &b, "positive")?
+            .as_boolean_opt()
+            .ok_or_else(|| pq_err(&path, "positive is not boolean"))?;
         it.positive.extend(pos.iter().map(|v| v.unwrap_or(false)));
         for (name, out) in [("split", &mut it.split), ("loo_split", &mut it.loo_split)] {
             for v in typed_col!(&path, &b, name, UInt8Type).values().iter() {
-                out.push(Split::from_u8(*v).ok_or_else(|| pq_err(&path, format!("bad {name} value {v}")))?);
+                out.push(
+                    Split::from_u8(*v)
+                        .ok_or_else(|| pq_err(&path, format!("bad {name} value {v}")))?,
+                );
             }
         }
     }
@@ -152,16 +246,31 @@ pub fn read_dataset(stage: &StageReader) -> Result<Dataset, DataError> {
 pub(crate) fn read_parquet_rows(path: &Path) -> Result<(Vec<String>, Vec<Row>), DataError> {
     let batches = read_batches(path)?;
     let Some(first) = batches.first() else {
-        return Err(DataError::Empty { file: path.to_path_buf() });
+        return Err(DataError::Empty {
+            file: path.to_path_buf(),
+        });
     };
-    let header: Vec<String> = first.schema().fields().iter().map(|f| f.name().clone()).collect();
+    let header: Vec<String> = first
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
     let mut rows = Vec::new();
     let mut line = 0u64;
     for b in &batches {
-        let cols: Vec<Vec<String>> = b.columns().iter().zip(&header).map(|(c, name)| to_strings(path, name, c)).collect::<Result<_, _>>()?;
+        let cols: Vec<Vec<String>> = b
+            .columns()
+            .iter()
+            .zip(&header)
+            .map(|(c, name)| to_strings(path, name, c))
+            .collect::<Result<_, _>>()?;
         for r in 0..b.num_rows() {
             line += 1;
-            rows.push(Row { line, fields: cols.iter().map(|c| c[r].clone()).collect() });
+            rows.push(Row {
+                line,
+                fields: cols.iter().map(|c| c[r].clone()).collect(),
+            });
         }
     }
     Ok((header, rows))
@@ -173,12 +282,36 @@ fn to_strings(path: &Path, name: &str, c: &ArrayRef) -> Result<Vec<String>, Data
         T::Native: ToString,
     {
         let a = c.as_primitive::<T>();
-        (0..a.len()).map(|i| if a.is_valid(i) { a.value(i).to_string() } else { String::new() }).collect()
+        (0..a.len())
+            .map(|i| {
+                if a.is_valid(i) {
+                    a.value(i).to_string()
+                } else {
+                    String::new()
+                }
+            })
+            .collect()
     }
     Ok(match c.data_type() {
-        DataType::Utf8 => c.as_string::<i32>().iter().map(|v| v.unwrap_or_default().to_string()).collect(),
-        DataType::LargeUtf8 => c.as_string::<i64>().iter().map(|v| v.unwrap_or_default().to_string()).collect(),
-        DataType::Boolean => c.as_boolean().iter().map(|v| v.map(|b| if b { "1" } else { "0" }).unwrap_or_default().to_string()).collect(),
+        DataType::Utf8 => c
+            .as_string::<i32>()
+            .iter()
+            .map(|v| v.unwrap_or_default().to_string())
+            .collect(),
+        DataType::LargeUtf8 => c
+            .as_string::<i64>()
+            .iter()
+            .map(|v| v.unwrap_or_default().to_string())
+            .collect(),
+        DataType::Boolean => c
+            .as_boolean()
+            .iter()
+            .map(|v| {
+                v.map(|b| if b { "1" } else { "0" })
+                    .unwrap_or_default()
+                    .to_string()
+            })
+            .collect(),
         DataType::Int8 => prim::<Int8Type>(c),
         DataType::Int16 => prim::<Int16Type>(c),
         DataType::Int32 => prim::<Int32Type>(c),
@@ -192,12 +325,33 @@ fn to_strings(path: &Path, name: &str, c: &ArrayRef) -> Result<Vec<String>, Data
         DataType::Timestamp(unit, _) => {
             let (values, div): (Vec<Option<i64>>, i64) = match unit {
                 TimeUnit::Second => (c.as_primitive::<TimestampSecondType>().iter().collect(), 1),
-                TimeUnit::Millisecond => (c.as_primitive::<TimestampMillisecondType>().iter().collect(), 1_000),
-                TimeUnit::Microsecond => (c.as_primitive::<TimestampMicrosecondType>().iter().collect(), 1_000_000),
-                TimeUnit::Nanosecond => (c.as_primitive::<TimestampNanosecondType>().iter().collect(), 1_000_000_000),
+                TimeUnit::Millisecond => (
+                    c.as_primitive::<TimestampMillisecondType>()
+                        .iter()
+                        .collect(),
+                    1_000,
+                ),
+                TimeUnit::Microsecond => (
+                    c.as_primitive::<TimestampMicrosecondType>()
+                        .iter()
+                        .collect(),
+                    1_000_000,
+                ),
+                TimeUnit::Nanosecond => (
+                    c.as_primitive::<TimestampNanosecondType>().iter().collect(),
+                    1_000_000_000,
+                ),
             };
-            values.into_iter().map(|v| v.map(|t| t.div_euclid(div).to_string()).unwrap_or_default()).collect()
+            values
+                .into_iter()
+                .map(|v| v.map(|t| t.div_euclid(div).to_string()).unwrap_or_default())
+                .collect()
         }
-        other => return Err(pq_err(path, format!("column `{name}` has unsupported type {other}"))),
+        other => {
+            return Err(pq_err(
+                path,
+                format!("column `{name}` has unsupported type {other}"),
+            ))
+        }
     })
 }

@@ -40,7 +40,11 @@ pub fn temporal_split(timestamps: &[i64], valid: f64, test: f64) -> Vec<Split> {
     sorted.sort_unstable();
     let at = |q: f64| sorted[((n as f64 * q).floor() as usize).min(n - 1)];
     let q_t = if test > 0.0 { at(1.0 - test) } else { i64::MAX };
-    let q_v = if valid > 0.0 { at(1.0 - valid - test) } else { q_t };
+    let q_v = if valid > 0.0 {
+        at(1.0 - valid - test)
+    } else {
+        q_t
+    };
     timestamps
         .iter()
         .map(|&t| {
@@ -85,7 +89,10 @@ mod tests {
     fn loo_hand_example() {
         let s = leave_last_out(&[0, 0, 0, 1, 1, 2, 2, 2, 2]);
         use Split::*;
-        assert_eq!(s, vec![Train, Valid, Test, Train, Train, Train, Train, Valid, Test]);
+        assert_eq!(
+            s,
+            vec![Train, Valid, Test, Train, Train, Train, Train, Valid, Test]
+        );
     }
 
     #[test]
@@ -93,7 +100,10 @@ mod tests {
         let ts: Vec<i64> = (0..10).collect();
         let s = temporal_split(&ts, 0.2, 0.1);
         use Split::*;
-        assert_eq!(s, vec![Train, Train, Train, Train, Train, Train, Train, Valid, Valid, Test]);
+        assert_eq!(
+            s,
+            vec![Train, Train, Train, Train, Train, Train, Train, Valid, Valid, Test]
+        );
     }
 
     proptest! {

@@ -51,7 +51,10 @@ impl Delimited {
     pub fn open(path: &Path, dialect: Dialect, max_line_bytes: u64) -> Result<Self, DataError> {
         let file = File::open(path).map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
-                DataError::Missing { path: path.to_path_buf(), hint: "check data.path and data.format".into() }
+                DataError::Missing {
+                    path: path.to_path_buf(),
+                    hint: "check data.path and data.format".into(),
+                }
             } else {
                 DataError::Core(wander_core::CoreError::io(path, e))
             }
@@ -73,12 +76,23 @@ impl Delimited {
         };
         if dialect.has_header {
             match me.next_raw() {
-                None => return Err(DataError::Empty { file: me.file.clone() }),
+                None => {
+                    return Err(DataError::Empty {
+                        file: me.file.clone(),
+                    })
+                }
                 Some(Err(e)) => {
-                    return Err(DataError::Header { file: me.file.clone(), message: e.to_string() })
+                    return Err(DataError::Header {
+                        file: me.file.clone(),
+                        message: e.to_string(),
+                    })
                 }
                 Some(Ok(row)) => {
-                    me.header = row.fields.iter().map(|f| f.trim().trim_start_matches('\u{feff}').to_string()).collect()
+                    me.header = row
+                        .fields
+                        .iter()
+                        .map(|f| f.trim().trim_start_matches('\u{feff}').to_string())
+                        .collect()
                 }
             }
         }
@@ -100,10 +114,16 @@ impl Delimited {
 
     /// Index of a header column, or a header error naming it.
     pub fn column(&self, name: &str) -> Result<usize, DataError> {
-        self.header.iter().position(|h| h == name).ok_or_else(|| DataError::Header {
-            file: self.file.clone(),
-            message: format!("missing column `{name}` (found: {})", self.header.join(", ")),
-        })
+        self.header
+            .iter()
+            .position(|h| h == name)
+            .ok_or_else(|| DataError::Header {
+                file: self.file.clone(),
+                message: format!(
+                    "missing column `{name}` (found: {})",
+                    self.header.join(", ")
+                ),
+            })
     }
 
     /// The next data row; `None` at the end of the file. A row-level problem is an `Err`
@@ -139,12 +159,16 @@ impl Delimited {
             }
             Ok(true) => {
                 let line = self.record.position().map(|p| p.line()).unwrap_or(0);
-                let bytes = self.record.as_slice().len() as u64;
+                let bytes =
+                    (self.record.as_slice().len() + self.record.len().saturating_sub(1)) as u64;
                 if bytes > self.max_line_bytes {
                     return Some(Err(DataError::Row {
                         file: self.file.clone(),
                         line,
-                        message: format!("line of {bytes} bytes exceeds data.max_line_bytes = {}", self.max_line_bytes),
+                        message: format!(
+                            "line of {bytes} bytes exceeds data.max_line_bytes = {}",
+                            self.max_line_bytes
+                        ),
                         reason: "line too long",
                     }));
                 }
@@ -183,7 +207,10 @@ pub(crate) struct Policy {
 
 impl Policy {
     pub fn new(on_error: OnError) -> Self {
-        Policy { on_error, skips: SkipCounts::default() }
+        Policy {
+            on_error,
+            skips: SkipCounts::default(),
+        }
     }
 
     /// `Ok(Some(v))` for a good row, `Ok(None)` for a skipped one, `Err` to stop.
@@ -200,32 +227,65 @@ impl Policy {
 }
 
 /// Parses a finite number.
-pub(crate) fn parse_f64(file: &Path, line: u64, column: &str, value: &str) -> Result<f64, DataError> {
+pub(crate) fn parse_f64(
+    file: &Path,
+    line: u64,
+    column: &str,
+    value: &str,
+) -> Result<f64, DataError> {
     match value.trim().parse::<f64>() {
         Ok(v) if v.is_finite() => Ok(v),
-        Ok(_) => Err(DataError::field(file, line, column, value, "not a finite number")),
+        Ok(_) => Err(DataError::field(
+            file,
+            line,
+            column,
+            value,
+            "not a finite number",
+        )),
         Err(_) => Err(DataError::field(file, line, column, value, "not a number")),
     }
 }
 
 /// Parses a unix timestamp in seconds (integer, or a float with an integral value).
-pub(crate) fn parse_timestamp(file: &Path, line: u64, column: &str, value: &str) -> Result<i64, DataError> {
+pub(crate) fn parse_timestamp(
+    file: &Path,
+    line: u64,
+    column: &str,
+    value: &str,
+) -> Result<i64, DataError> {
     let v = value.trim();
     if let Ok(t) = v.parse::<i64>() {
         return Ok(t);
     }
     match v.parse::<f64>() {
         Ok(f) if f.is_finite() && f.abs() < 9.0e15 => Ok(f.floor() as i64),
-        _ => Err(DataError::field(file, line, column, value, "not a unix timestamp in seconds")),
+        _ => Err(DataError::field(
+            file,
+            line,
+            column,
+            value,
+            "not a unix timestamp in seconds",
+        )),
     }
 }
 
 /// Takes field `idx` or reports a short row.
-pub(crate) fn field<'a>(file: &Path, row: &'a Row, idx: usize, expected: usize) -> Result<&'a str, DataError> {
-    row.fields.get(idx).map(|s| s.as_str()).ok_or_else(|| DataError::Row {
-        file: file.to_path_buf(),
-        line: row.line,
-        message: format!("expected {expected} fields, found {} (truncated row?)", row.fields.len()),
-        reason: "wrong field count",
-    })
+pub(crate) fn field<'a>(
+    file: &Path,
+    row: &'a Row,
+    idx: usize,
+    expected: usize,
+) -> Result<&'a str, DataError> {
+    row.fields
+        .get(idx)
+        .map(|s| s.as_str())
+        .ok_or_else(|| DataError::Row {
+            file: file.to_path_buf(),
+            line: row.line,
+            message: format!(
+                "expected {expected} fields, found {} (truncated row?)",
+                row.fields.len()
+            ),
+            reason: "wrong field count",
+        })
 }

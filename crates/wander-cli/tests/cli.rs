@@ -1,0 +1,221 @@
+//! End-to-end tests of the `wander` binary on tiny hand-made fixtures.
+
+mod util;
+
+use util::{fixtures, json, run, stderr, wander};
+
+fn ingest(
+    case: &std::path::Path,
+    run_dir: &std::path::Path,
+    extra: &[&str],
+) -> std::process::Output {
+    let mut cmd = wander(case);
+    cmd.args(["--json", "--set"])
+        .arg(format!("run.dir=\"{}\"", run_dir.display()));
+    for e in extra {
+        cmd.arg(e);
+    }
+    cmd.arg("ingest");
+    run(&mut cmd)
+}
+
+#[test]
+fn ingest_ml100k_layout_counts_and_positives() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = ingest(&fixtures().join("ml100k-tiny"), tmp.path(), &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let s = json(&out);
+    assert_eq!(s["users"], 4);
+    assert_eq!(s["items"], 5);
+    assert_eq!(s["interactions"], 20);
+    // rating = (u*i) % 5 + 1 >= 4  <=>  (u*i) % 5 in {3, 4}
+    let expected = (1..5)
+        .flat_map(|u| (1..6).map(move |i| (u * i) % 5 + 1))
+        .filter(|r| *r >= 4)
+        .count();
+    assert_eq!(s["positives"], expected);
+    assert_eq!(s["skipped"], false);
+    for f in [
+        "interactions.parquet",
+        "items.parquet",
+        "users.parquet",
+        "manifest.json",
+    ] {
+        assert!(tmp.path().join("ingest").join(f).is_file(), "{f}");
+    }
+    // Same inputs and config: the stage is skipped; --force redoes it.
+    assert_eq!(
+        json(&ingest(&fixtures().join("ml100k-tiny"), tmp.path(), &[]))["skipped"],
+        true
+    );
+    let mut cmd = wander(&fixtures().join("ml100k-tiny"));
+    cmd.args(["--json", "--set"])
+        .arg(format!("run.dir=\"{}\"", tmp.path().display()))
+        .args(["ingest", "--force"]);
+    assert_eq!(json(&run(&mut cmd))["skipped"], false);
+    // A changed config key reruns it.
+    let s = json(&ingest(
+        &fixtures().join("ml100k-tiny"),
+        tmp.path(),
+        &["--set", "data.positive=rating >= 5"],
+    ));
+    assert_eq!(s["skipped"], false);
+    assert_eq!(s["positives"], 20 / 5);
+}
+
+#[test]
+fn ingest_latest_small_layout_with_tags_and_quotes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = ingest(&fixtures().join("latest-tiny"), tmp.path(), &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let s = json(&out);
+    assert_eq!(
+        (
+            s["users"].as_u64(),
+            s["items"].as_u64(),
+            s["interactions"].as_u64()
+        ),
+        (Some(2), Some(3), Some(5))
+    );
+    assert_eq!(s["positives"], 3);
+}
+
+#[test]
+fn ingest_generic_layout_with_watch_ratio() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = ingest(&fixtures().join("generic-tiny"), tmp.path(), &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let s = json(&out);
+    assert_eq!(s["users"], 3);
+    assert_eq!(s["positives"], 3);
+    assert_eq!(
+        s["feedback_columns"],
+        serde_json::json!(["watch_ratio", "liked"])
+    );
+}
+
+#[test]
+fn every_broken_input_gets_a_clear_error_and_no_panic() {
+    let broken = fixtures().join("broken");
+    let mut cases: Vec<_> = std::fs::read_dir(&broken)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    cases.sort();
+    assert!(cases.len() >= 10);
+    for case in cases {
+        let tmp = tempfile::tempdir().unwrap();
+        let out = ingest(&case, tmp.path(), &[]);
+        let err = stderr(&out);
+        let expect = std::fs::read_to_string(case.join("expect.txt")).unwrap();
+        assert!(!out.status.success(), "{}: should fail", case.display());
+        assert!(
+            err.contains(expect.trim()),
+            "{}: expected `{}` in:\n{err}",
+            case.display(),
+            expect.trim()
+        );
+        assert!(
+            out.stdout.is_empty(),
+            "{}: nothing on stdout on failure",
+            case.display()
+        );
+    }
+}
+
+#[test]
+fn skip_mode_counts_bad_rows() {
+    let tmp = tempfile::tempdir().unwrap();
+    for case in ["bad-number", "unknown-item", "truncated", "bad-timestamp"] {
+        let out = ingest(
+            &fixtures().join("broken").join(case),
+            tmp.path(),
+            &["--set", "data.on_error=skip"],
+        );
+        assert!(out.status.success(), "{case}: {}", stderr(&out));
+        let s = json(&out);
+        assert_eq!(s["skipped_rows"], 1, "{case}");
+        assert_eq!(
+            s["interactions"].as_u64().unwrap() + 1,
+            if case == "truncated" { 4 } else { 20 },
+            "{case}"
+        );
+    }
+}
+
+#[test]
+fn failed_stage_leaves_earlier_artifacts_untouched() {
+    let tmp = tempfile::tempdir().unwrap();
+    let good = ingest(&fixtures().join("ml100k-tiny"), tmp.path(), &[]);
+    assert!(good.status.success());
+    let before: Vec<(String, Vec<u8>)> = std::fs::read_dir(tmp.path().join("ingest"))
+        .unwrap()
+        .flatten()
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect();
+    let bad = ingest(&fixtures().join("broken/bad-number"), tmp.path(), &[]);
+    assert!(!bad.status.success());
+    assert!(stderr(&bad).contains("earlier artifacts in the run directory are unchanged"));
+    for (name, bytes) in &before {
+        assert_eq!(
+            &std::fs::read(tmp.path().join("ingest").join(name)).unwrap(),
+            bytes,
+            "{name} changed"
+        );
+    }
+    let entries = std::fs::read_dir(tmp.path()).unwrap().count();
+    assert_eq!(entries, 1, "no partial folders left behind");
+}
+
+#[test]
+fn corrupted_artifact_is_detected_and_rebuilt() {
+    let tmp = tempfile::tempdir().unwrap();
+    assert!(ingest(&fixtures().join("ml100k-tiny"), tmp.path(), &[])
+        .status
+        .success());
+    let p = tmp.path().join("ingest/interactions.parquet");
+    let bytes = std::fs::read(&p).unwrap();
+    std::fs::write(&p, &bytes[..bytes.len() / 2]).unwrap();
+    let out = ingest(&fixtures().join("ml100k-tiny"), tmp.path(), &[]);
+    assert!(out.status.success());
+    assert_eq!(
+        json(&out)["skipped"],
+        false,
+        "a truncated artifact must not count as up to date"
+    );
+    assert_eq!(std::fs::read(&p).unwrap(), bytes, "rebuilt byte-identical");
+}
+
+#[test]
+fn config_show_unknown_keys_and_env_overrides() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = run(wander(tmp.path()).args(["config", "show"]));
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    for section in ["[run]", "[assets]", "[data]", "[llm.lora]"] {
+        assert!(text.contains(section), "{section} missing:\n{text}");
+    }
+    let out = run(wander(tmp.path())
+        .env("WANDER__RUN__SEED", "99")
+        .args(["--json", "config", "show"]));
+    assert_eq!(json(&out)["run"]["seed"], 99);
+    std::fs::write(
+        tmp.path().join("wander.toml"),
+        "[data]\nformt = \"recbole\"\n",
+    )
+    .unwrap();
+    let out = run(wander(tmp.path()).args(["config", "show"]));
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("data.formt") && err.contains("unknown key"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "one-line error: {err}");
+}

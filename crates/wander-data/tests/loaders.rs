@@ -1,0 +1,135 @@
+//! Loader robustness and Parquet round trips.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arrow_array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
+use proptest::prelude::*;
+use wander_core::artifact::RunDir;
+use wander_core::config::{Config, DataFormat, OnError};
+
+fn config(format: DataFormat) -> wander_core::config::DataConfig {
+    let mut c = Config::default_config().data;
+    c.format = format;
+    c
+}
+
+fn write_ml100k(dir: &std::path::Path, data: &[u8]) {
+    let flags = ["0"; 19].join("|");
+    std::fs::write(
+        dir.join("u.item"),
+        format!("1|A (1990)|x||u|{flags}\n2|B (1991)|x||u|{flags}\n"),
+    )
+    .unwrap();
+    std::fs::write(dir.join("u.data"), data).unwrap();
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Arbitrary bytes in the interactions file: an error or a dataset, never a panic.
+    #[test]
+    fn ml100k_loader_never_panics(data in proptest::collection::vec(any::<u8>(), 0..400)) {
+        let dir = tempfile::tempdir().unwrap();
+        write_ml100k(dir.path(), &data);
+        for on_error in [OnError::Fail, OnError::Skip] {
+            let mut c = config(DataFormat::Movielens100k);
+            c.on_error = on_error;
+            let _ = wander_data::load(&c, dir.path());
+        }
+    }
+
+    /// Well-formed random rows always load, with the right count and positives.
+    #[test]
+    fn ml100k_loader_accepts_valid_rows(rows in proptest::collection::vec((1u32..50, 1u32..3, 1u32..6, 0i64..1_000_000), 1..100)) {
+        let dir = tempfile::tempdir().unwrap();
+        let text: String = rows.iter().map(|(u, i, r, t)| format!("{u}\t{i}\t{r}\t{t}\n")).collect();
+        write_ml100k(dir.path(), text.as_bytes());
+        let loaded = wander_data::load(&config(DataFormat::Movielens100k), dir.path()).unwrap();
+        let stats = loaded.dataset.stats();
+        prop_assert_eq!(stats.interactions, rows.len());
+        prop_assert_eq!(stats.positives, rows.iter().filter(|r| r.2 >= 4).count());
+    }
+
+    /// Arbitrary CSV text in the generic layout: never a panic.
+    #[test]
+    fn generic_csv_loader_never_panics(items in "\\PC{0,200}", inter in "\\PC{0,200}") {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("items.csv"), format!("item_id,title\n{items}")).unwrap();
+        std::fs::write(dir.path().join("i.csv"), format!("user_id,item_id,timestamp,rating\n{inter}")).unwrap();
+        let mut c = config(DataFormat::Generic);
+        c.items = "items.csv".into();
+        c.interactions = "i.csv".into();
+        let _ = wander_data::load(&c, dir.path());
+    }
+}
+
+#[test]
+fn parquet_round_trip_is_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let rows: String = (0..60)
+        .map(|k| {
+            format!(
+                "{}\t{}\t{}\t{}\n",
+                k % 7 + 1,
+                k % 2 + 1,
+                k % 5 + 1,
+                1000 + k * 13 % 37
+            )
+        })
+        .collect();
+    write_ml100k(dir.path(), rows.as_bytes());
+    let loaded = wander_data::load(&config(DataFormat::Movielens100k), dir.path()).unwrap();
+    let run = RunDir::open(dir.path().join("run")).unwrap();
+    let w = run.begin("ingest").unwrap();
+    wander_data::write_dataset(&w, &loaded.dataset).unwrap();
+    w.commit(
+        serde_json::json!({}),
+        BTreeMap::new(),
+        serde_json::json!({}),
+    )
+    .unwrap();
+    let back = wander_data::read_dataset(&run.read("ingest").unwrap()).unwrap();
+    assert_eq!(back, loaded.dataset);
+    // Interactions are grouped by user and ordered by time within a user.
+    let it = &back.interactions;
+    for k in 1..it.len() {
+        assert!((it.user[k - 1], it.timestamp[k - 1]) <= (it.user[k], it.timestamp[k]));
+    }
+}
+
+#[test]
+fn generic_parquet_interactions_load() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("items.csv"),
+        "item_id,title,tags\na,Alpha,x|y\nb,Beta,\n",
+    )
+    .unwrap();
+    let cols: Vec<(&str, ArrayRef)> = vec![
+        (
+            "user_id",
+            Arc::new(StringArray::from(vec!["u1", "u2", "u1"])),
+        ),
+        ("item_id", Arc::new(StringArray::from(vec!["a", "b", "b"]))),
+        ("timestamp", Arc::new(Int64Array::from(vec![10, 20, 30]))),
+        (
+            "watch_ratio",
+            Arc::new(Float64Array::from(vec![0.9, 0.5, 0.8])),
+        ),
+    ];
+    let batch = RecordBatch::try_from_iter(cols).unwrap();
+    let file = std::fs::File::create(dir.path().join("log.parquet")).unwrap();
+    let mut w = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+    let mut c = config(DataFormat::Generic);
+    c.items = "items.csv".into();
+    c.interactions = "log.parquet".into();
+    c.positive = "watch_ratio >= 0.8".into();
+    c.feedback = "watch_ratio".into();
+    let ds = wander_data::load(&c, dir.path()).unwrap().dataset;
+    assert_eq!(ds.stats().positives, 2);
+    assert_eq!(ds.items[0].tags, vec!["x", "y"]);
+    assert_eq!(ds.users, vec!["u1", "u2"]);
+}
