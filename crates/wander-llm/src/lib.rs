@@ -1,1 +1,24 @@
-//! placeholder
+//! wander's language-model runtime: a Llama-architecture model (SmolLM2) on candle that can
+//! be trained and served by the same code.
+//!
+//! - [`gguf`]: reads GGUF files, repacks Q4_1 weights to Q8_0 once for fast inference.
+//! - [`tokenizer`]: the byte-level BPE tokenizer rebuilt from GGUF metadata, ChatML prompts.
+//! - [`model`]: our own Llama forward pass. Training uses only differentiable ops
+//!   (candle's fused RMSNorm, softmax and RoPE kernels have no backward pass and would
+//!   silently freeze the weights before them); inference uses the fused kernels and Q8_0
+//!   matmuls. LoRA adapters ride on any projection.
+//! - [`generate`]: shared-prefix batched sampling, trie-constrained decoding and exact
+//!   scoring of a fixed candidate list.
+//! - [`train`]: supervised fine-tuning with AdamW, warmup and cosine decay, gradient
+//!   accumulation and crash-safe checkpoints.
+#![deny(missing_docs)]
+
+pub mod error;
+pub mod generate;
+pub mod gguf;
+pub mod model;
+pub mod threads;
+pub mod tokenizer;
+pub mod train;
+
+pub use error::{LlmError, Result};

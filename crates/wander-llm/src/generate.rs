@@ -1,0 +1,280 @@
+//! Sampling and scoring: n samples sharing one prefill, trie-constrained decoding over a
+//! fixed list of answers, and exact scoring of a candidate list under one prompt.
+
+use candle_core::{Device, Tensor};
+
+use crate::model::{KvCache, Llama, Mode};
+use crate::{LlmError, Result};
+
+/// A prefix tree over the token sequences of the allowed answers.
+#[derive(Debug, Clone)]
+pub struct Trie {
+    nodes: Vec<TrieNode>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct TrieNode {
+    children: Vec<(u32, usize)>,
+    answer: Option<usize>,
+}
+
+impl Trie {
+    /// Builds the trie; every answer must be non-empty and no answer may be a prefix of
+    /// another (end each with the end-of-answer token to guarantee it).
+    pub fn new(answers: &[Vec<u32>]) -> Result<Self> {
+        let mut nodes = vec![TrieNode::default()];
+        for (a, seq) in answers.iter().enumerate() {
+            if seq.is_empty() {
+                return Err(LlmError::Invalid(format!("answer {a} has no tokens")));
+            }
+            let mut node = 0;
+            for &tok in seq {
+                if nodes[node].answer.is_some() {
+                    return Err(LlmError::Invalid(format!("an answer is a prefix of answer {a}")));
+                }
+                node = match nodes[node].children.iter().find(|(t, _)| *t == tok) {
+                    Some(&(_, next)) => next,
+                    None => {
+                        nodes.push(TrieNode::default());
+                        let next = nodes.len() - 1;
+                        nodes[node].children.push((tok, next));
+                        next
+                    }
+                };
+            }
+            if !nodes[node].children.is_empty() {
+                return Err(LlmError::Invalid(format!("answer {a} is a prefix of another answer")));
+            }
+            if let Some(other) = nodes[node].answer {
+                return Err(LlmError::Invalid(format!("answers {other} and {a} have the same tokens")));
+            }
+            nodes[node].answer = Some(a);
+        }
+        Ok(Trie { nodes })
+    }
+
+    fn children(&self, node: usize) -> &[(u32, usize)] {
+        &self.nodes[node].children
+    }
+}
+
+/// Sampling settings.
+#[derive(Debug, Clone)]
+pub struct SampleParams {
+    /// Number of samples.
+    pub n: usize,
+    /// Softmax temperature; 0 means greedy.
+    pub temperature: f64,
+    /// Nucleus mass kept (1.0 keeps everything).
+    pub top_p: f64,
+    /// Seed; sample `i` uses its own stream, so results do not depend on batching.
+    pub seed: u64,
+    /// Longest answer in tokens (unconstrained mode).
+    pub max_new_tokens: usize,
+}
+
+/// One generated answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    /// Generated tokens, the end token included when reached.
+    pub tokens: Vec<u32>,
+    /// Index of the allowed answer (constrained mode).
+    pub answer: Option<usize>,
+    /// Tokens that were forced by the trie rather than sampled.
+    pub forced: usize,
+}
+
+/// Counters of a generation call, for benchmarks.
+#[derive(Debug, Clone, Default)]
+pub struct GenStats {
+    /// Prompt tokens prefilled (once, shared by all samples).
+    pub prefill_tokens: usize,
+    /// Decode steps run (each a batched forward of one token per active sample).
+    pub decode_steps: usize,
+    /// Tokens generated over all samples.
+    pub generated_tokens: usize,
+}
+
+/// Draws `params.n` samples for one prompt. The prompt is prefilled once and its KV cache
+/// shared; the samples decode as one batch and leave it as they finish. With a trie, only
+/// allowed continuations are considered, and where the trie has a single child the token is
+/// forced without sampling.
+pub fn sample(model: &Llama, prompt: &[u32], params: &SampleParams, trie: Option<&Trie>, eos: u32) -> Result<(Vec<Sample>, GenStats)> {
+    if params.n == 0 || prompt.is_empty() {
+        return Err(LlmError::Invalid("sampling needs n >= 1 and a non-empty prompt".into()));
+    }
+    let mut stats = GenStats { prefill_tokens: prompt.len(), ..Default::default() };
+    let mut cache = KvCache::new(model.blocks.len());
+    let input = Tensor::new(prompt, &Device::Cpu)?.unsqueeze(0)?;
+    let hidden = model.forward_hidden(&input, &mut cache, Mode::Infer)?;
+    let mut last_hidden = hidden.narrow(1, prompt.len() - 1, 1)?.squeeze(1)?; // [1, h]
+    let base = wander_core::rng::Rng::new(params.seed);
+    let mut rngs: Vec<_> = (0..params.n).map(|i| base.fork(i as u64)).collect();
+    let mut samples = vec![Sample { tokens: Vec::new(), answer: None, forced: 0 }; params.n];
+    let mut nodes = vec![0usize; params.n];
+    let mut active: Vec<usize> = (0..params.n).collect();
+    let mut shared = true; // rows still share the prefill's single hidden state
+    while !active.is_empty() {
+        let rows = if shared { 1 } else { active.len() };
+        // Choose the next token of every active sample.
+        let mut next = Vec::with_capacity(active.len());
+        match trie {
+            Some(trie) => {
+                let mut union: Vec<u32> = active.iter().flat_map(|&s| trie.children(nodes[s]).iter().map(|c| c.0)).collect();
+                union.sort_unstable();
+                union.dedup();
+                let need_logits = active.iter().any(|&s| trie.children(nodes[s]).len() > 1);
+                let logits = if need_logits { Some(model.logits_subset(&last_hidden, &union)?.to_vec2::<f32>()?) } else { None };
+                for (k, &s) in active.iter().enumerate() {
+                    let children = trie.children(nodes[s]);
+                    let choice = if children.len() == 1 {
+                        samples[s].forced += 1;
+                        0
+                    } else {
+                        let row = &logits.as_ref().expect("logits computed")[if shared { 0 } else { k }];
+                        let l: Vec<f32> = children.iter().map(|(t, _)| row[union.binary_search(t).expect("in union")]).collect();
+                        pick(&l, params, &mut rngs[s])
+                    };
+                    let (tok, child) = children[choice];
+                    nodes[s] = child;
+                    next.push(tok);
+                }
+            }
+            None => {
+                let logits = model.logits(&last_hidden)?.to_vec2::<f32>()?;
+                for (k, &s) in active.iter().enumerate() {
+                    next.push(pick(&logits[if shared { 0 } else { k }], params, &mut rngs[s]) as u32);
+                }
+            }
+        }
+        let _ = rows;
+        // Record and retire finished samples.
+        let mut keep = Vec::with_capacity(active.len());
+        let mut keep_rows = Vec::with_capacity(active.len());
+        for (k, (&s, &tok)) in active.iter().zip(&next).enumerate() {
+            samples[s].tokens.push(tok);
+            stats.generated_tokens += 1;
+            let done = match trie {
+                Some(trie) => {
+                    let a = trie.nodes[nodes[s]].answer;
+                    samples[s].answer = a;
+                    a.is_some()
+                }
+                None => tok == eos || samples[s].tokens.len() >= params.max_new_tokens,
+            };
+            if !done {
+                keep.push(s);
+                keep_rows.push(k as u32);
+            }
+        }
+        if keep.is_empty() {
+            break;
+        }
+        if shared {
+            cache = cache.broadcast(active.len())?;
+            shared = false;
+        }
+        if keep.len() != active.len() {
+            cache = cache.select(&keep_rows)?;
+        }
+        let toks: Vec<u32> = keep_rows.iter().map(|&r| next[r as usize]).collect();
+        active = keep;
+        let input = Tensor::new(toks.as_slice(), &Device::Cpu)?.unsqueeze(1)?;
+        last_hidden = model.forward_hidden(&input, &mut cache, Mode::Infer)?.squeeze(1)?;
+        stats.decode_steps += 1;
+    }
+    Ok((samples, stats))
+}
+
+/// Picks an index from logits: greedy at temperature 0, else temperature and top-p.
+fn pick(logits: &[f32], params: &SampleParams, rng: &mut wander_core::rng::Rng) -> usize {
+    if params.temperature <= 0.0 {
+        let mut best = 0;
+        for (i, &v) in logits.iter().enumerate() {
+            if v > logits[best] {
+                best = i;
+            }
+        }
+        return best;
+    }
+    let max = logits.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let mut probs: Vec<(usize, f64)> = logits.iter().enumerate().map(|(i, &l)| (i, ((l as f64 - max) / params.temperature).exp())).collect();
+    let total: f64 = probs.iter().map(|p| p.1).sum();
+    if params.top_p < 1.0 {
+        probs.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        let mut cum = 0.0;
+        let mut cut = probs.len();
+        for (k, p) in probs.iter().enumerate() {
+            cum += p.1 / total;
+            if cum >= params.top_p {
+                cut = k + 1;
+                break;
+            }
+        }
+        probs.truncate(cut);
+    }
+    let mass: f64 = probs.iter().map(|p| p.1).sum();
+    let mut u = rng.next_f64() * mass;
+    for &(i, p) in &probs {
+        u -= p;
+        if u <= 0.0 {
+            return i;
+        }
+    }
+    probs.last().map(|p| p.0).unwrap_or(0)
+}
+
+/// Exact scores of a fixed candidate list under one prompt.
+#[derive(Debug, Clone)]
+pub struct CandidateScores {
+    /// log P(candidate | prompt) under the trie-constrained decoder (softmax over the allowed
+    /// children at every step): exactly the probability that [`sample`] at temperature 1
+    /// with this trie returns the candidate. Sums to 1 over the candidates (in prob space).
+    pub constrained_logprob: Vec<f64>,
+}
+
+/// Scores every candidate (token sequences ending in the end token) under `prompt`, sharing
+/// one prefill. The candidates are run as one batch over the broadcast prompt cache.
+pub fn score_candidates(model: &Llama, prompt: &[u32], candidates: &[Vec<u32>]) -> Result<CandidateScores> {
+    let trie = Trie::new(candidates)?;
+    let c = candidates.len();
+    let longest = candidates.iter().map(|s| s.len()).max().unwrap_or(0);
+    let mut cache = KvCache::new(model.blocks.len());
+    let input = Tensor::new(prompt, &Device::Cpu)?.unsqueeze(0)?;
+    let hidden = model.forward_hidden(&input, &mut cache, Mode::Infer)?;
+    let first = hidden.narrow(1, prompt.len() - 1, 1)?.squeeze(1)?; // [1, h]
+    // Hidden state before each candidate token: the prompt's last state, then the states
+    // after each of the candidate's tokens but its last.
+    let steps = longest.saturating_sub(1);
+    let after = if steps > 0 {
+        let mut toks = Vec::with_capacity(c * steps);
+        for s in candidates {
+            for k in 0..steps {
+                toks.push(*s.get(k).unwrap_or(s.last().expect("non-empty")));
+            }
+        }
+        let mut cache = cache.broadcast(c)?;
+        let input = Tensor::from_vec(toks, (c, steps), &Device::Cpu)?;
+        Some(model.forward_hidden(&input, &mut cache, Mode::Infer)?) // [c, steps, h]
+    } else {
+        None
+    };
+    let mut out = vec![0.0f64; c];
+    for (ci, seq) in candidates.iter().enumerate() {
+        let mut node = 0usize;
+        for (k, &tok) in seq.iter().enumerate() {
+            let children = trie.children(node);
+            let child = children.iter().position(|(t, _)| *t == tok).expect("candidate is in its own trie");
+            if children.len() > 1 {
+                let h = if k == 0 { first.clone() } else { after.as_ref().expect("steps > 0").get(ci)?.narrow(0, k - 1, 1)? };
+                let ids: Vec<u32> = children.iter().map(|c| c.0).collect();
+                let l = model.logits_subset(&h, &ids)?.squeeze(0)?.to_vec1::<f32>()?;
+                let max = l.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
+                let lse = max + l.iter().map(|&v| (v as f64 - max).exp()).sum::<f64>().ln();
+                out[ci] += l[child] as f64 - lse;
+            }
+            node = children[child].1;
+        }
+    }
+    Ok(CandidateScores { constrained_logprob: out })
+}

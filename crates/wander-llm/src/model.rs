@@ -1,0 +1,460 @@
+//! Our Llama: one forward pass for training (differentiable ops only) and inference (fused
+//! kernels, Q8_0 matmuls, KV cache shared across a batch of samples), with LoRA adapters.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+use candle_core::{DType, Device, Module, Tensor, Var, D};
+
+use crate::gguf::{GgufFile, LlamaConfig};
+use crate::{LlmError, Result};
+
+/// How the forward pass runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Differentiable composite ops: gradients reach every trainable tensor.
+    Train,
+    /// Fused kernels without backward passes: fast, for inference only.
+    Infer,
+}
+
+/// A projection's base weight, `[out, in]`.
+#[derive(Debug, Clone)]
+pub enum Weight {
+    /// f32 (trainable or frozen).
+    Dense(Tensor),
+    /// Quantized (Q8_0) for fast inference.
+    Quant(Arc<QMatMul>),
+}
+
+impl Weight {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Weight::Dense(w) => {
+                let dims = x.dims().to_vec();
+                let last = dims[dims.len() - 1];
+                let rows = x.elem_count() / last;
+                let y = x.reshape((rows, last))?.matmul(&w.t()?)?;
+                let mut out = dims;
+                *out.last_mut().expect("non-empty dims") = w.dim(0)?;
+                Ok(y.reshape(out)?)
+            }
+            Weight::Quant(q) => Ok(q.forward(x)?),
+        }
+    }
+
+    /// The weight as f32.
+    pub fn to_f32(&self) -> Result<Tensor> {
+        Ok(match self {
+            Weight::Dense(w) => w.clone(),
+            Weight::Quant(q) => match q.as_ref() {
+                QMatMul::QTensor(t) => t.dequantize(&Device::Cpu)?,
+                QMatMul::Tensor(t) => t.clone(),
+                QMatMul::TensorF16(t) => t.to_dtype(DType::F32)?,
+            },
+        })
+    }
+}
+
+/// A LoRA adapter: `y += scale * (x A^T) B^T` with `A: [r, in]`, `B: [out, r]`.
+#[derive(Debug, Clone)]
+pub struct Lora {
+    /// Down projection.
+    pub a: Var,
+    /// Up projection (zero at initialisation, so training starts from the base model).
+    pub b: Var,
+    /// alpha / rank.
+    pub scale: f64,
+}
+
+/// A linear projection with an optional adapter.
+#[derive(Debug, Clone)]
+pub struct Proj {
+    /// Base weight.
+    pub weight: Weight,
+    /// Optional LoRA adapter.
+    pub lora: Option<Lora>,
+}
+
+impl Proj {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let y = self.weight.forward(x)?;
+        match &self.lora {
+            None => Ok(y),
+            Some(l) => {
+                let dims = x.dims().to_vec();
+                let last = dims[dims.len() - 1];
+                let rows = x.elem_count() / last;
+                let h = x.reshape((rows, last))?.matmul(&l.a.as_tensor().t()?)?;
+                let d = (h.matmul(&l.b.as_tensor().t()?)? * l.scale)?;
+                let d = d.reshape(y.shape())?;
+                Ok((y + d)?)
+            }
+        }
+    }
+}
+
+/// One transformer block.
+#[derive(Debug, Clone)]
+pub struct Block {
+    attn_norm: Tensor,
+    /// q, k, v, o, gate, up, down projections, in that order.
+    pub projs: [Proj; 7],
+    ffn_norm: Tensor,
+}
+
+/// Names of the seven projections of a block, as used in `llm.lora.targets`.
+pub const PROJ_NAMES: [&str; 7] = ["q", "k", "v", "o", "gate", "up", "down"];
+const GGUF_NAMES: [&str; 7] = ["attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"];
+
+/// Per-layer key/value cache, `[batch, kv_heads, positions, head_dim]`.
+#[derive(Debug, Clone, Default)]
+pub struct KvCache {
+    layers: Vec<Option<(Tensor, Tensor)>>,
+    /// Number of cached positions.
+    pub len: usize,
+}
+
+impl KvCache {
+    /// An empty cache for `n_layer` blocks.
+    pub fn new(n_layer: usize) -> Self {
+        KvCache { layers: vec![None; n_layer], len: 0 }
+    }
+
+    /// Repeats a batch-1 cache `n` times (one prefill shared by `n` samples).
+    pub fn broadcast(&self, n: usize) -> Result<KvCache> {
+        let layers = self
+            .layers
+            .iter()
+            .map(|l| match l {
+                None => Ok(None),
+                Some((k, v)) => {
+                    let rep = |t: &Tensor| -> Result<Tensor> {
+                        let (_, h, s, d) = t.dims4()?;
+                        Ok(t.broadcast_as((n, h, s, d))?.contiguous()?)
+                    };
+                    Ok(Some((rep(k)?, rep(v)?)))
+                }
+            })
+            .collect::<Result<_>>()?;
+        Ok(KvCache { layers, len: self.len })
+    }
+
+    /// Keeps only the batch rows in `rows` (drops finished samples).
+    pub fn select(&self, rows: &[u32]) -> Result<KvCache> {
+        let idx = Tensor::new(rows, &Device::Cpu)?;
+        let layers = self
+            .layers
+            .iter()
+            .map(|l| match l {
+                None => Ok(None),
+                Some((k, v)) => Ok(Some((k.index_select(&idx, 0)?, v.index_select(&idx, 0)?))),
+            })
+            .collect::<Result<_>>()?;
+        Ok(KvCache { layers, len: self.len })
+    }
+}
+
+/// A Llama-architecture causal language model.
+#[derive(Debug, Clone)]
+pub struct Llama {
+    /// Architecture.
+    pub cfg: LlamaConfig,
+    embed: Tensor,
+    /// Transformer blocks.
+    pub blocks: Vec<Block>,
+    norm: Tensor,
+    head: Weight,
+    head_f32: Tensor,
+    cos: Tensor,
+    sin: Tensor,
+}
+
+fn rope_tables(cfg: &LlamaConfig) -> Result<(Tensor, Tensor)> {
+    let d = cfg.head_dim();
+    let theta: Vec<f32> = (0..d).step_by(2).map(|i| 1.0 / cfg.rope_theta.powf(i as f32 / d as f32)).collect();
+    let theta = Tensor::new(theta.as_slice(), &Device::Cpu)?;
+    let pos = Tensor::arange(0u32, cfg.max_seq as u32, &Device::Cpu)?.to_dtype(DType::F32)?.reshape((cfg.max_seq, 1))?;
+    let angles = pos.matmul(&theta.reshape((1, d / 2))?)?;
+    Ok((angles.cos()?, angles.sin()?))
+}
+
+fn rms_norm(x: &Tensor, w: &Tensor, eps: f64, mode: Mode) -> Result<Tensor> {
+    match mode {
+        Mode::Infer => Ok(candle_nn::ops::rms_norm(&x.contiguous()?, w, eps as f32)?),
+        Mode::Train => {
+            let ms = x.sqr()?.mean_keepdim(D::Minus1)?;
+            let normed = x.broadcast_div(&(ms + eps)?.sqrt()?)?;
+            Ok(normed.broadcast_mul(w)?)
+        }
+    }
+}
+
+impl Llama {
+    /// Loads a GGUF model. `quantized`: keep projections quantized (converted to Q8_0 if
+    /// needed) for inference; otherwise dequantize everything to f32 for training.
+    pub fn from_gguf(g: &mut GgufFile, quantized: bool) -> Result<Self> {
+        let cfg = g.config()?;
+        let embed_q = g.qtensor("token_embd.weight")?;
+        let embed = embed_q.dequantize(&Device::Cpu)?;
+        let load = |g: &mut GgufFile, name: &str| -> Result<Weight> {
+            let q = g.qtensor(name)?;
+            if quantized {
+                let q = if matches!(q.dtype(), GgmlDType::Q8_0 | GgmlDType::F32) { q } else { QTensor::quantize(&q.dequantize(&Device::Cpu)?, GgmlDType::Q8_0)? };
+                Ok(Weight::Quant(Arc::new(QMatMul::from_qtensor(q)?)))
+            } else {
+                Ok(Weight::Dense(q.dequantize(&Device::Cpu)?))
+            }
+        };
+        let mut blocks = Vec::with_capacity(cfg.n_layer);
+        for i in 0..cfg.n_layer {
+            let mut projs = Vec::with_capacity(7);
+            for n in GGUF_NAMES {
+                projs.push(Proj { weight: load(g, &format!("blk.{i}.{n}.weight"))?, lora: None });
+            }
+            blocks.push(Block {
+                attn_norm: g.f32_tensor(&format!("blk.{i}.attn_norm.weight"))?,
+                projs: projs.try_into().map_err(|_| LlmError::Invalid("seven projections".into()))?,
+                ffn_norm: g.f32_tensor(&format!("blk.{i}.ffn_norm.weight"))?,
+            });
+        }
+        let head = if g.has("output.weight") {
+            load(g, "output.weight")?
+        } else if quantized {
+            let q = if embed_q.dtype() == GgmlDType::Q8_0 { embed_q } else { QTensor::quantize(&embed, GgmlDType::Q8_0)? };
+            Weight::Quant(Arc::new(QMatMul::from_qtensor(q)?))
+        } else {
+            Weight::Dense(embed.clone())
+        };
+        let (cos, sin) = rope_tables(&cfg)?;
+        let head_f32 = if g.has("output.weight") { head.to_f32()? } else { embed.clone() };
+        Ok(Llama { norm: g.f32_tensor("output_norm.weight")?, embed, blocks, head, head_f32, cos, sin, cfg })
+    }
+
+    /// A randomly initialised model (tests, benches). With `trainable`, every weight is a
+    /// [`Var`] and is returned by name, so gradients can be checked for all of them.
+    pub fn random(cfg: LlamaConfig, seed: u64) -> Result<(Self, Vec<(String, Var)>)> {
+        let mut rng = wander_core::rng::Rng::new(seed);
+        let mut vars = Vec::new();
+        let mut var = |name: String, shape: (usize, usize), std: f64, offset: f64| -> Result<Tensor> {
+            let n = shape.0 * shape.1;
+            let data: Vec<f32> = (0..n).map(|_| (offset + std * rng.normal()) as f32).collect();
+            let t = Tensor::from_vec(data, shape, &Device::Cpu)?;
+            let v = Var::from_tensor(&t)?;
+            let out = v.as_tensor().clone();
+            vars.push((name, v));
+            Ok(out)
+        };
+        let h = cfg.hidden;
+        let kv = cfg.n_kv_head * cfg.head_dim();
+        let shapes = [(h, h), (kv, h), (kv, h), (h, h), (cfg.ffn, h), (cfg.ffn, h), (h, cfg.ffn)];
+        let embed = var("embed".into(), (cfg.vocab, h), 0.5, 0.0)?;
+        let mut blocks = Vec::new();
+        for i in 0..cfg.n_layer {
+            let attn_norm = var(format!("blk.{i}.attn_norm"), (1, h), 0.1, 1.0)?.reshape(h)?;
+            let mut projs = Vec::new();
+            for (n, s) in PROJ_NAMES.iter().zip(shapes) {
+                projs.push(Proj { weight: Weight::Dense(var(format!("blk.{i}.{n}"), s, 1.0 / (s.1 as f64).sqrt(), 0.0)?), lora: None });
+            }
+            let ffn_norm = var(format!("blk.{i}.ffn_norm"), (1, h), 0.1, 1.0)?.reshape(h)?;
+            blocks.push(Block { attn_norm, projs: projs.try_into().map_err(|_| LlmError::Invalid("projs".into()))?, ffn_norm });
+        }
+        let norm = var("norm".into(), (1, h), 0.1, 1.0)?.reshape(h)?;
+        let (cos, sin) = rope_tables(&cfg)?;
+        Ok((Llama { head: Weight::Dense(embed.clone()), head_f32: embed.clone(), embed, blocks, norm, cos, sin, cfg }, vars))
+    }
+
+    /// Adds LoRA adapters of rank `rank` to the named projections of every block; returns
+    /// the new trainable tensors by name. `A` is Gaussian with std 1/sqrt(in), `B` is zero.
+    pub fn attach_lora(&mut self, targets: &[String], rank: usize, alpha: f64, seed: u64) -> Result<Vec<(String, Var)>> {
+        let mut rng = wander_core::rng::Rng::new(seed);
+        let mut out = Vec::new();
+        for (i, block) in self.blocks.iter_mut().enumerate() {
+            for (p, name) in block.projs.iter_mut().zip(PROJ_NAMES) {
+                if !targets.iter().any(|t| t == name) {
+                    continue;
+                }
+                let (o, inp) = p.weight.to_f32()?.dims2()?;
+                let std = 1.0 / (inp as f64).sqrt();
+                let a: Vec<f32> = (0..rank * inp).map(|_| (std * rng.normal()) as f32).collect();
+                let a = Var::from_tensor(&Tensor::from_vec(a, (rank, inp), &Device::Cpu)?)?;
+                let b = Var::zeros((o, rank), DType::F32, &Device::Cpu)?;
+                out.push((format!("blk.{i}.{name}.lora_a"), a.clone()));
+                out.push((format!("blk.{i}.{name}.lora_b"), b.clone()));
+                p.lora = Some(Lora { a, b, scale: alpha / rank as f64 });
+            }
+        }
+        Ok(out)
+    }
+
+    /// The adapters' tensors by name (`blk.{i}.{proj}.lora_a|lora_b`).
+    pub fn lora_tensors(&self) -> Vec<(String, Var)> {
+        let mut out = Vec::new();
+        for (i, block) in self.blocks.iter().enumerate() {
+            for (p, name) in block.projs.iter().zip(PROJ_NAMES) {
+                if let Some(l) = &p.lora {
+                    out.push((format!("blk.{i}.{name}.lora_a"), l.a.clone()));
+                    out.push((format!("blk.{i}.{name}.lora_b"), l.b.clone()));
+                }
+            }
+        }
+        out
+    }
+
+    /// Saves the adapters as safetensors.
+    pub fn save_lora(&self, path: &Path) -> Result<()> {
+        let map: HashMap<String, Tensor> = self.lora_tensors().into_iter().map(|(n, v)| (n, v.as_tensor().clone())).collect();
+        let tmp = wander_core::artifact::temp_sibling(path);
+        candle_core::safetensors::save(&map, &tmp)?;
+        std::fs::rename(&tmp, path).map_err(|e| LlmError::Core(wander_core::CoreError::io(path, e)))?;
+        Ok(())
+    }
+
+    /// Loads adapter values saved by [`Llama::save_lora`] into adapters already attached
+    /// with the same shape.
+    pub fn load_lora(&mut self, path: &Path) -> Result<()> {
+        let map = candle_core::safetensors::load(path, &Device::Cpu)?;
+        let tensors = self.lora_tensors();
+        if tensors.len() != map.len() {
+            return Err(LlmError::Model { path: path.to_path_buf(), message: format!("holds {} adapter tensors, the model has {}", map.len(), tensors.len()) });
+        }
+        for (name, var) in tensors {
+            let t = map.get(&name).ok_or_else(|| LlmError::Model { path: path.to_path_buf(), message: format!("lacks `{name}`") })?;
+            var.set(t).map_err(|e| LlmError::Model { path: path.to_path_buf(), message: format!("`{name}`: {e}") })?;
+        }
+        Ok(())
+    }
+
+    /// Folds every adapter into its base weight (requantizing quantized ones to Q8_0) and
+    /// removes the adapters: inference then costs what the base model costs.
+    pub fn merge_lora(&mut self) -> Result<()> {
+        for block in &mut self.blocks {
+            for p in &mut block.projs {
+                if let Some(l) = p.lora.take() {
+                    let delta = (l.b.as_tensor().matmul(l.a.as_tensor())? * l.scale)?;
+                    let merged = (p.weight.to_f32()? + delta)?;
+                    p.weight = match p.weight {
+                        Weight::Dense(_) => Weight::Dense(merged),
+                        Weight::Quant(_) => Weight::Quant(Arc::new(QMatMul::from_qtensor(QTensor::quantize(&merged, GgmlDType::Q8_0)?)?)),
+                    };
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Final hidden states `[b, t, hidden]` for `tokens: [b, t]` appended after `cache`.
+    pub fn forward_hidden(&self, tokens: &Tensor, cache: &mut KvCache, mode: Mode) -> Result<Tensor> {
+        let (b, t) = tokens.dims2()?;
+        let pos = cache.len;
+        if pos + t > self.cfg.max_seq {
+            return Err(LlmError::Invalid(format!("sequence of {} tokens exceeds the model's {}", pos + t, self.cfg.max_seq)));
+        }
+        if cache.layers.len() != self.blocks.len() {
+            *cache = KvCache::new(self.blocks.len());
+        }
+        let (nh, nkv, hd) = (self.cfg.n_head, self.cfg.n_kv_head, self.cfg.head_dim());
+        let rep = nh / nkv;
+        let mut x = self.embed.index_select(&tokens.flatten_all()?, 0)?.reshape((b, t, self.cfg.hidden))?;
+        let cos = self.cos.narrow(0, pos, t)?;
+        let sin = self.sin.narrow(0, pos, t)?;
+        let total = pos + t;
+        let mask = if t > 1 {
+            let m: Vec<f32> = (0..t).flat_map(|i| (0..total).map(move |j| if j > pos + i { -1e9 } else { 0.0 })).collect();
+            Some(Tensor::from_vec(m, (t, total), &Device::Cpu)?)
+        } else {
+            None
+        };
+        let scale = 1.0 / (hd as f64).sqrt();
+        for (block, slot) in self.blocks.iter().zip(cache.layers.iter_mut()) {
+            let h = rms_norm(&x, &block.attn_norm, self.cfg.rms_eps, mode)?;
+            let [q, k, v, o, gate, up, down] = &block.projs;
+            let q = q.forward(&h)?.reshape((b, t, nh, hd))?.transpose(1, 2)?.contiguous()?;
+            let k = k.forward(&h)?.reshape((b, t, nkv, hd))?.transpose(1, 2)?.contiguous()?;
+            let v = v.forward(&h)?.reshape((b, t, nkv, hd))?.transpose(1, 2)?.contiguous()?;
+            let (q, k) = match mode {
+                Mode::Infer => (candle_nn::rotary_emb::rope_i(&q, &cos, &sin)?, candle_nn::rotary_emb::rope_i(&k, &cos, &sin)?),
+                Mode::Train => (candle_nn::rotary_emb::rope_i_slow(&q, &cos, &sin)?, candle_nn::rotary_emb::rope_i_slow(&k, &cos, &sin)?),
+            };
+            let (k, v) = match slot.take() {
+                Some((pk, pv)) => (Tensor::cat(&[&pk, &k], 2)?, Tensor::cat(&[&pv, &v], 2)?),
+                None => (k, v),
+            };
+            if mode == Mode::Infer {
+                *slot = Some((k.clone(), v.clone()));
+            }
+            // Grouped-query attention without copying K/V: fold the query heads that share
+            // a KV head into the row dimension.
+            let qg = q.reshape((b, nkv, rep * t, hd))?;
+            let att = (qg.matmul(&k.t()?)? * scale)?;
+            let att = match &mask {
+                Some(m) => att.reshape((b, nkv, rep, t, total))?.broadcast_add(m)?.reshape((b, nkv, rep * t, total))?,
+                None => att,
+            };
+            let att = match mode {
+                Mode::Infer => candle_nn::ops::softmax_last_dim(&att)?,
+                Mode::Train => candle_nn::ops::softmax(&att, D::Minus1)?,
+            };
+            let y = att.matmul(&v)?.reshape((b, nh, t, hd))?.transpose(1, 2)?.reshape((b, t, nh * hd))?;
+            x = (x + o.forward(&y)?)?;
+            let h = rms_norm(&x, &block.ffn_norm, self.cfg.rms_eps, mode)?;
+            let g = candle_nn::ops::silu(&gate.forward(&h)?)?;
+            let m = (g * up.forward(&h)?)?;
+            x = (x + down.forward(&m)?)?;
+        }
+        if mode == Mode::Infer {
+            cache.len = total;
+        }
+        rms_norm(&x, &self.norm, self.cfg.rms_eps, mode)
+    }
+
+    /// Vocabulary logits for hidden states `[..., hidden]`.
+    pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
+        self.head.forward(hidden)
+    }
+
+    /// Logits of only the vocabulary entries `ids` for hidden states `[n, hidden]`:
+    /// `[n, ids.len()]`. Constrained decoding needs no more than the allowed tokens, which
+    /// saves most of the 49k-row output projection.
+    pub fn logits_subset(&self, hidden: &Tensor, ids: &[u32]) -> Result<Tensor> {
+        let idx = Tensor::new(ids, &Device::Cpu)?;
+        let rows = self.head_f32.index_select(&idx, 0)?;
+        Ok(hidden.matmul(&rows.t()?)?)
+    }
+
+    /// Logits of the last position for each row: `[b, vocab]`.
+    pub fn last_logits(&self, tokens: &Tensor, cache: &mut KvCache) -> Result<Tensor> {
+        let h = self.forward_hidden(tokens, cache, Mode::Infer)?;
+        let t = h.dim(1)?;
+        self.logits(&h.narrow(1, t - 1, 1)?.squeeze(1)?)
+    }
+}
+
+/// A scoring head on the last hidden state: `n_out` outputs (1 for regression, or one per
+/// label bucket for classification), trained together with LoRA for the alignment model.
+#[derive(Debug, Clone)]
+pub struct ScoreHead {
+    /// `[n_out, hidden]`
+    pub w: Var,
+    /// `[n_out]`
+    pub b: Var,
+}
+
+impl ScoreHead {
+    /// A zero-initialised head.
+    pub fn new(hidden: usize, n_out: usize) -> Result<Self> {
+        Ok(ScoreHead { w: Var::zeros((n_out, hidden), DType::F32, &Device::Cpu)?, b: Var::zeros(n_out, DType::F32, &Device::Cpu)? })
+    }
+
+    /// Scores `[b, n_out]` from hidden states `[b, hidden]`.
+    pub fn forward(&self, hidden: &Tensor) -> Result<Tensor> {
+        Ok(hidden.matmul(&self.w.as_tensor().t()?)?.broadcast_add(self.b.as_tensor())?)
+    }
+
+    /// The head's tensors by name.
+    pub fn tensors(&self) -> Vec<(String, Var)> {
+        vec![("head.w".into(), self.w.clone()), ("head.b".into(), self.b.clone())]
+    }
+}
