@@ -3,6 +3,9 @@
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+/// A progress bar (indicatif's), re-exported so library crates need no direct dependency.
+pub type Bar = ProgressBar;
+
 /// A progress bar for `total` units of work, labelled with `what` (e.g. "rows", "tok").
 pub fn bar(total: u64, label: &str, unit: &str) -> ProgressBar {
     let pb = ProgressBar::with_draw_target(Some(total), draw_target());

@@ -30,7 +30,9 @@ impl Trie {
             let mut node = 0;
             for &tok in seq {
                 if nodes[node].answer.is_some() {
-                    return Err(LlmError::Invalid(format!("an answer is a prefix of answer {a}")));
+                    return Err(LlmError::Invalid(format!(
+                        "an answer is a prefix of answer {a}"
+                    )));
                 }
                 node = match nodes[node].children.iter().find(|(t, _)| *t == tok) {
                     Some(&(_, next)) => next,
@@ -43,10 +45,14 @@ impl Trie {
                 };
             }
             if !nodes[node].children.is_empty() {
-                return Err(LlmError::Invalid(format!("answer {a} is a prefix of another answer")));
+                return Err(LlmError::Invalid(format!(
+                    "answer {a} is a prefix of another answer"
+                )));
             }
             if let Some(other) = nodes[node].answer {
-                return Err(LlmError::Invalid(format!("answers {other} and {a} have the same tokens")));
+                return Err(LlmError::Invalid(format!(
+                    "answers {other} and {a} have the same tokens"
+                )));
             }
             nodes[node].answer = Some(a);
         }
@@ -99,18 +105,36 @@ pub struct GenStats {
 /// shared; the samples decode as one batch and leave it as they finish. With a trie, only
 /// allowed continuations are considered, and where the trie has a single child the token is
 /// forced without sampling.
-pub fn sample(model: &Llama, prompt: &[u32], params: &SampleParams, trie: Option<&Trie>, eos: u32) -> Result<(Vec<Sample>, GenStats)> {
+pub fn sample(
+    model: &Llama,
+    prompt: &[u32],
+    params: &SampleParams,
+    trie: Option<&Trie>,
+    eos: u32,
+) -> Result<(Vec<Sample>, GenStats)> {
     if params.n == 0 || prompt.is_empty() {
-        return Err(LlmError::Invalid("sampling needs n >= 1 and a non-empty prompt".into()));
+        return Err(LlmError::Invalid(
+            "sampling needs n >= 1 and a non-empty prompt".into(),
+        ));
     }
-    let mut stats = GenStats { prefill_tokens: prompt.len(), ..Default::default() };
+    let mut stats = GenStats {
+        prefill_tokens: prompt.len(),
+        ..Default::default()
+    };
     let mut cache = KvCache::new(model.blocks.len());
     let input = Tensor::new(prompt, &Device::Cpu)?.unsqueeze(0)?;
     let hidden = model.forward_hidden(&input, &mut cache, Mode::Infer)?;
     let mut last_hidden = hidden.narrow(1, prompt.len() - 1, 1)?.squeeze(1)?; // [1, h]
     let base = wander_core::rng::Rng::new(params.seed);
     let mut rngs: Vec<_> = (0..params.n).map(|i| base.fork(i as u64)).collect();
-    let mut samples = vec![Sample { tokens: Vec::new(), answer: None, forced: 0 }; params.n];
+    let mut samples = vec![
+        Sample {
+            tokens: Vec::new(),
+            answer: None,
+            forced: 0
+        };
+        params.n
+    ];
     let mut nodes = vec![0usize; params.n];
     let mut active: Vec<usize> = (0..params.n).collect();
     let mut shared = true; // rows still share the prefill's single hidden state
@@ -120,19 +144,34 @@ pub fn sample(model: &Llama, prompt: &[u32], params: &SampleParams, trie: Option
         let mut next = Vec::with_capacity(active.len());
         match trie {
             Some(trie) => {
-                let mut union: Vec<u32> = active.iter().flat_map(|&s| trie.children(nodes[s]).iter().map(|c| c.0)).collect();
+                let mut union: Vec<u32> = active
+                    .iter()
+                    .flat_map(|&s| trie.children(nodes[s]).iter().map(|c| c.0))
+                    .collect();
                 union.sort_unstable();
                 union.dedup();
                 let need_logits = active.iter().any(|&s| trie.children(nodes[s]).len() > 1);
-                let logits = if need_logits { Some(model.logits_subset(&last_hidden, &union)?.to_vec2::<f32>()?) } else { None };
+                let logits = if need_logits {
+                    Some(
+                        model
+                            .logits_subset(&last_hidden, &union)?
+                            .to_vec2::<f32>()?,
+                    )
+                } else {
+                    None
+                };
                 for (k, &s) in active.iter().enumerate() {
                     let children = trie.children(nodes[s]);
                     let choice = if children.len() == 1 {
                         samples[s].forced += 1;
                         0
                     } else {
-                        let row = &logits.as_ref().expect("logits computed")[if shared { 0 } else { k }];
-                        let l: Vec<f32> = children.iter().map(|(t, _)| row[union.binary_search(t).expect("in union")]).collect();
+                        let row =
+                            &logits.as_ref().expect("logits computed")[if shared { 0 } else { k }];
+                        let l: Vec<f32> = children
+                            .iter()
+                            .map(|(t, _)| row[union.binary_search(t).expect("in union")])
+                            .collect();
                         pick(&l, params, &mut rngs[s])
                     };
                     let (tok, child) = children[choice];
@@ -143,7 +182,9 @@ pub fn sample(model: &Llama, prompt: &[u32], params: &SampleParams, trie: Option
             None => {
                 let logits = model.logits(&last_hidden)?.to_vec2::<f32>()?;
                 for (k, &s) in active.iter().enumerate() {
-                    next.push(pick(&logits[if shared { 0 } else { k }], params, &mut rngs[s]) as u32);
+                    next.push(
+                        pick(&logits[if shared { 0 } else { k }], params, &mut rngs[s]) as u32,
+                    );
                 }
             }
         }
@@ -180,7 +221,9 @@ pub fn sample(model: &Llama, prompt: &[u32], params: &SampleParams, trie: Option
         let toks: Vec<u32> = keep_rows.iter().map(|&r| next[r as usize]).collect();
         active = keep;
         let input = Tensor::new(toks.as_slice(), &Device::Cpu)?.unsqueeze(1)?;
-        last_hidden = model.forward_hidden(&input, &mut cache, Mode::Infer)?.squeeze(1)?;
+        last_hidden = model
+            .forward_hidden(&input, &mut cache, Mode::Infer)?
+            .squeeze(1)?;
         stats.decode_steps += 1;
     }
     Ok((samples, stats))
@@ -198,7 +241,11 @@ fn pick(logits: &[f32], params: &SampleParams, rng: &mut wander_core::rng::Rng) 
         return best;
     }
     let max = logits.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
-    let mut probs: Vec<(usize, f64)> = logits.iter().enumerate().map(|(i, &l)| (i, ((l as f64 - max) / params.temperature).exp())).collect();
+    let mut probs: Vec<(usize, f64)> = logits
+        .iter()
+        .enumerate()
+        .map(|(i, &l)| (i, ((l as f64 - max) / params.temperature).exp()))
+        .collect();
     let total: f64 = probs.iter().map(|p| p.1).sum();
     if params.top_p < 1.0 {
         probs.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
@@ -235,7 +282,11 @@ pub struct CandidateScores {
 
 /// Scores every candidate (token sequences ending in the end token) under `prompt`, sharing
 /// one prefill. The candidates are run as one batch over the broadcast prompt cache.
-pub fn score_candidates(model: &Llama, prompt: &[u32], candidates: &[Vec<u32>]) -> Result<CandidateScores> {
+pub fn score_candidates(
+    model: &Llama,
+    prompt: &[u32],
+    candidates: &[Vec<u32>],
+) -> Result<CandidateScores> {
     let trie = Trie::new(candidates)?;
     let c = candidates.len();
     let longest = candidates.iter().map(|s| s.len()).max().unwrap_or(0);
@@ -243,8 +294,8 @@ pub fn score_candidates(model: &Llama, prompt: &[u32], candidates: &[Vec<u32>]) 
     let input = Tensor::new(prompt, &Device::Cpu)?.unsqueeze(0)?;
     let hidden = model.forward_hidden(&input, &mut cache, Mode::Infer)?;
     let first = hidden.narrow(1, prompt.len() - 1, 1)?.squeeze(1)?; // [1, h]
-    // Hidden state before each candidate token: the prompt's last state, then the states
-    // after each of the candidate's tokens but its last.
+                                                                    // Hidden state before each candidate token: the prompt's last state, then the states
+                                                                    // after each of the candidate's tokens but its last.
     let steps = longest.saturating_sub(1);
     let after = if steps > 0 {
         let mut toks = Vec::with_capacity(c * steps);
@@ -264,11 +315,25 @@ pub fn score_candidates(model: &Llama, prompt: &[u32], candidates: &[Vec<u32>]) 
         let mut node = 0usize;
         for (k, &tok) in seq.iter().enumerate() {
             let children = trie.children(node);
-            let child = children.iter().position(|(t, _)| *t == tok).expect("candidate is in its own trie");
+            let child = children
+                .iter()
+                .position(|(t, _)| *t == tok)
+                .expect("candidate is in its own trie");
             if children.len() > 1 {
-                let h = if k == 0 { first.clone() } else { after.as_ref().expect("steps > 0").get(ci)?.narrow(0, k - 1, 1)? };
+                let h = if k == 0 {
+                    first.clone()
+                } else {
+                    after
+                        .as_ref()
+                        .expect("steps > 0")
+                        .get(ci)?
+                        .narrow(0, k - 1, 1)?
+                };
                 let ids: Vec<u32> = children.iter().map(|c| c.0).collect();
-                let l = model.logits_subset(&h, &ids)?.squeeze(0)?.to_vec1::<f32>()?;
+                let l = model
+                    .logits_subset(&h, &ids)?
+                    .squeeze(0)?
+                    .to_vec1::<f32>()?;
                 let max = l.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
                 let lse = max + l.iter().map(|&v| (v as f64 - max).exp()).sum::<f64>().ln();
                 out[ci] += l[child] as f64 - lse;
@@ -276,5 +341,7 @@ pub fn score_candidates(model: &Llama, prompt: &[u32], candidates: &[Vec<u32>]) 
             node = children[child].1;
         }
     }
-    Ok(CandidateScores { constrained_logprob: out })
+    Ok(CandidateScores {
+        constrained_logprob: out,
+    })
 }

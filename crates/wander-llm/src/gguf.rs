@@ -50,7 +50,10 @@ impl LlamaConfig {
         let u = |k: &str| -> Result<usize> { Ok(get(k)?.to_u32()? as usize) };
         let arch = get("general.architecture")?.to_string()?.clone();
         if arch != "llama" {
-            return Err(LlmError::Model { path: path.to_path_buf(), message: format!("architecture `{arch}` is not supported (llama only)") });
+            return Err(LlmError::Model {
+                path: path.to_path_buf(),
+                message: format!("architecture `{arch}` is not supported (llama only)"),
+            });
         }
         let vocab = match content.metadata.get("llama.vocab_size") {
             Some(v) => v.to_u32()? as usize,
@@ -63,7 +66,11 @@ impl LlamaConfig {
             hidden: u("llama.embedding_length")?,
             ffn: u("llama.feed_forward_length")?,
             vocab,
-            rope_theta: content.metadata.get("llama.rope.freq_base").and_then(|v| v.to_f32().ok()).unwrap_or(10_000.0),
+            rope_theta: content
+                .metadata
+                .get("llama.rope.freq_base")
+                .and_then(|v| v.to_f32().ok())
+                .unwrap_or(10_000.0),
             rms_eps: get("llama.attention.layer_norm_rms_epsilon")?.to_f32()? as f64,
             max_seq: u("llama.context_length")?.min(4096),
         })
@@ -82,13 +89,18 @@ pub struct GgufFile {
 impl GgufFile {
     /// Opens and parses the header of a GGUF file.
     pub fn open(path: &Path) -> Result<Self> {
-        let file = File::open(path).map_err(|e| LlmError::Core(wander_core::CoreError::io(path, e)))?;
+        let file =
+            File::open(path).map_err(|e| LlmError::Core(wander_core::CoreError::io(path, e)))?;
         let mut reader = BufReader::new(file);
         let content = gguf_file::Content::read(&mut reader).map_err(|e| LlmError::Model {
             path: path.to_path_buf(),
             message: format!("not a readable GGUF file: {e}"),
         })?;
-        Ok(GgufFile { path: path.to_path_buf(), content, reader })
+        Ok(GgufFile {
+            path: path.to_path_buf(),
+            content,
+            reader,
+        })
     }
 
     /// The architecture metadata.
@@ -98,10 +110,12 @@ impl GgufFile {
 
     /// Reads one tensor in its stored (possibly quantized) form.
     pub fn qtensor(&mut self, name: &str) -> Result<QTensor> {
-        self.content.tensor(&mut self.reader, name, &Device::Cpu).map_err(|e| LlmError::Model {
-            path: self.path.clone(),
-            message: format!("tensor `{name}`: {e}"),
-        })
+        self.content
+            .tensor(&mut self.reader, name, &Device::Cpu)
+            .map_err(|e| LlmError::Model {
+                path: self.path.clone(),
+                message: format!("tensor `{name}`: {e}"),
+            })
     }
 
     /// Reads one tensor dequantized to f32.
@@ -116,29 +130,47 @@ impl GgufFile {
 
     /// A string-array metadata value.
     pub fn strings(&self, key: &str) -> Result<Vec<String>> {
-        let v = self.content.metadata.get(key).ok_or_else(|| LlmError::Model {
-            path: self.path.clone(),
-            message: format!("GGUF metadata lacks `{key}`"),
-        })?;
-        v.to_vec()?.iter().map(|x| Ok(x.to_string()?.clone())).collect()
+        let v = self
+            .content
+            .metadata
+            .get(key)
+            .ok_or_else(|| LlmError::Model {
+                path: self.path.clone(),
+                message: format!("GGUF metadata lacks `{key}`"),
+            })?;
+        v.to_vec()?
+            .iter()
+            .map(|x| Ok(x.to_string()?.clone()))
+            .collect()
     }
 
     /// An integer-array metadata value.
     pub fn ints(&self, key: &str) -> Result<Vec<i64>> {
-        let v = self.content.metadata.get(key).ok_or_else(|| LlmError::Model {
-            path: self.path.clone(),
-            message: format!("GGUF metadata lacks `{key}`"),
-        })?;
+        let v = self
+            .content
+            .metadata
+            .get(key)
+            .ok_or_else(|| LlmError::Model {
+                path: self.path.clone(),
+                message: format!("GGUF metadata lacks `{key}`"),
+            })?;
         v.to_vec()?
             .iter()
-            .map(|x| Ok(x.to_i32().map(i64::from).or_else(|_| x.to_u32().map(i64::from))?))
+            .map(|x| {
+                Ok(x.to_i32()
+                    .map(i64::from)
+                    .or_else(|_| x.to_u32().map(i64::from))?)
+            })
             .collect()
     }
 
     /// An integer metadata value, if present.
     pub fn int(&self, key: &str) -> Option<i64> {
         let v = self.content.metadata.get(key)?;
-        v.to_u32().map(i64::from).or_else(|_| v.to_i32().map(i64::from)).ok()
+        v.to_u32()
+            .map(i64::from)
+            .or_else(|_| v.to_i32().map(i64::from))
+            .ok()
     }
 }
 
@@ -152,7 +184,8 @@ pub fn repack_q8_0(src: &Path, out: &Path) -> Result<()> {
     let mut tensors = Vec::with_capacity(names.len());
     for name in &names {
         let q = g.qtensor(name)?;
-        let keep = matches!(q.dtype(), GgmlDType::Q8_0 | GgmlDType::F32) || q.shape().dims().len() < 2;
+        let keep =
+            matches!(q.dtype(), GgmlDType::Q8_0 | GgmlDType::F32) || q.shape().dims().len() < 2;
         let q = if keep {
             q
         } else {
@@ -163,15 +196,24 @@ pub fn repack_q8_0(src: &Path, out: &Path) -> Result<()> {
     }
     let mut metadata: Vec<(&String, &gguf_file::Value)> = g.content.metadata.iter().collect();
     metadata.sort_by(|a, b| a.0.cmp(b.0));
-    let md: Vec<(&str, &gguf_file::Value)> = metadata.iter().map(|(k, v)| (k.as_str(), *v)).collect();
-    let ts: Vec<(&str, &QTensor)> = names.iter().map(|n| n.as_str()).zip(tensors.iter()).collect();
+    let md: Vec<(&str, &gguf_file::Value)> =
+        metadata.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+    let ts: Vec<(&str, &QTensor)> = names
+        .iter()
+        .map(|n| n.as_str())
+        .zip(tensors.iter())
+        .collect();
     let tmp = wander_core::artifact::temp_sibling(out);
     {
-        let file = File::create(&tmp).map_err(|e| LlmError::Core(wander_core::CoreError::io(&tmp, e)))?;
+        let file =
+            File::create(&tmp).map_err(|e| LlmError::Core(wander_core::CoreError::io(&tmp, e)))?;
         let mut w = std::io::BufWriter::new(file);
         gguf_file::write(&mut w, &md, &ts)?;
-        let file = w.into_inner().map_err(|e| LlmError::Core(wander_core::CoreError::io(&tmp, e.into_error())))?;
-        file.sync_all().map_err(|e| LlmError::Core(wander_core::CoreError::io(&tmp, e)))?;
+        let file = w
+            .into_inner()
+            .map_err(|e| LlmError::Core(wander_core::CoreError::io(&tmp, e.into_error())))?;
+        file.sync_all()
+            .map_err(|e| LlmError::Core(wander_core::CoreError::io(&tmp, e)))?;
     }
     std::fs::rename(&tmp, out).map_err(|e| LlmError::Core(wander_core::CoreError::io(out, e)))?;
     Ok(())
@@ -187,7 +229,9 @@ pub fn q8_0_path(src: &Path) -> Result<PathBuf> {
         && std::fs::read_to_string(&stamp).is_ok_and(|s| {
             let mut parts = s.split_whitespace();
             parts.next() == Some(src_sum.as_str())
-                && parts.next().is_some_and(|o| wander_core::hash::sha256_file(&out).is_ok_and(|h| h == o))
+                && parts
+                    .next()
+                    .is_some_and(|o| wander_core::hash::sha256_file(&out).is_ok_and(|h| h == o))
         });
     if !ok {
         repack_q8_0(src, &out)?;

@@ -107,7 +107,15 @@ pub struct Block {
 
 /// Names of the seven projections of a block, as used in `llm.lora.targets`.
 pub const PROJ_NAMES: [&str; 7] = ["q", "k", "v", "o", "gate", "up", "down"];
-const GGUF_NAMES: [&str; 7] = ["attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"];
+const GGUF_NAMES: [&str; 7] = [
+    "attn_q",
+    "attn_k",
+    "attn_v",
+    "attn_output",
+    "ffn_gate",
+    "ffn_up",
+    "ffn_down",
+];
 
 /// Per-layer key/value cache, `[batch, kv_heads, positions, head_dim]`.
 #[derive(Debug, Clone, Default)]
@@ -120,7 +128,10 @@ pub struct KvCache {
 impl KvCache {
     /// An empty cache for `n_layer` blocks.
     pub fn new(n_layer: usize) -> Self {
-        KvCache { layers: vec![None; n_layer], len: 0 }
+        KvCache {
+            layers: vec![None; n_layer],
+            len: 0,
+        }
     }
 
     /// Repeats a batch-1 cache `n` times (one prefill shared by `n` samples).
@@ -139,7 +150,10 @@ impl KvCache {
                 }
             })
             .collect::<Result<_>>()?;
-        Ok(KvCache { layers, len: self.len })
+        Ok(KvCache {
+            layers,
+            len: self.len,
+        })
     }
 
     /// Keeps only the batch rows in `rows` (drops finished samples).
@@ -153,7 +167,10 @@ impl KvCache {
                 Some((k, v)) => Ok(Some((k.index_select(&idx, 0)?, v.index_select(&idx, 0)?))),
             })
             .collect::<Result<_>>()?;
-        Ok(KvCache { layers, len: self.len })
+        Ok(KvCache {
+            layers,
+            len: self.len,
+        })
     }
 }
 
@@ -174,9 +191,14 @@ pub struct Llama {
 
 fn rope_tables(cfg: &LlamaConfig) -> Result<(Tensor, Tensor)> {
     let d = cfg.head_dim();
-    let theta: Vec<f32> = (0..d).step_by(2).map(|i| 1.0 / cfg.rope_theta.powf(i as f32 / d as f32)).collect();
+    let theta: Vec<f32> = (0..d)
+        .step_by(2)
+        .map(|i| 1.0 / cfg.rope_theta.powf(i as f32 / d as f32))
+        .collect();
     let theta = Tensor::new(theta.as_slice(), &Device::Cpu)?;
-    let pos = Tensor::arange(0u32, cfg.max_seq as u32, &Device::Cpu)?.to_dtype(DType::F32)?.reshape((cfg.max_seq, 1))?;
+    let pos = Tensor::arange(0u32, cfg.max_seq as u32, &Device::Cpu)?
+        .to_dtype(DType::F32)?
+        .reshape((cfg.max_seq, 1))?;
     let angles = pos.matmul(&theta.reshape((1, d / 2))?)?;
     Ok((angles.cos()?, angles.sin()?))
 }
@@ -202,7 +224,11 @@ impl Llama {
         let load = |g: &mut GgufFile, name: &str| -> Result<Weight> {
             let q = g.qtensor(name)?;
             if quantized {
-                let q = if matches!(q.dtype(), GgmlDType::Q8_0 | GgmlDType::F32) { q } else { QTensor::quantize(&q.dequantize(&Device::Cpu)?, GgmlDType::Q8_0)? };
+                let q = if matches!(q.dtype(), GgmlDType::Q8_0 | GgmlDType::F32) {
+                    q
+                } else {
+                    QTensor::quantize(&q.dequantize(&Device::Cpu)?, GgmlDType::Q8_0)?
+                };
                 Ok(Weight::Quant(Arc::new(QMatMul::from_qtensor(q)?)))
             } else {
                 Ok(Weight::Dense(q.dequantize(&Device::Cpu)?))
@@ -212,25 +238,47 @@ impl Llama {
         for i in 0..cfg.n_layer {
             let mut projs = Vec::with_capacity(7);
             for n in GGUF_NAMES {
-                projs.push(Proj { weight: load(g, &format!("blk.{i}.{n}.weight"))?, lora: None });
+                projs.push(Proj {
+                    weight: load(g, &format!("blk.{i}.{n}.weight"))?,
+                    lora: None,
+                });
             }
             blocks.push(Block {
                 attn_norm: g.f32_tensor(&format!("blk.{i}.attn_norm.weight"))?,
-                projs: projs.try_into().map_err(|_| LlmError::Invalid("seven projections".into()))?,
+                projs: projs
+                    .try_into()
+                    .map_err(|_| LlmError::Invalid("seven projections".into()))?,
                 ffn_norm: g.f32_tensor(&format!("blk.{i}.ffn_norm.weight"))?,
             });
         }
         let head = if g.has("output.weight") {
             load(g, "output.weight")?
         } else if quantized {
-            let q = if embed_q.dtype() == GgmlDType::Q8_0 { embed_q } else { QTensor::quantize(&embed, GgmlDType::Q8_0)? };
+            let q = if embed_q.dtype() == GgmlDType::Q8_0 {
+                embed_q
+            } else {
+                QTensor::quantize(&embed, GgmlDType::Q8_0)?
+            };
             Weight::Quant(Arc::new(QMatMul::from_qtensor(q)?))
         } else {
             Weight::Dense(embed.clone())
         };
         let (cos, sin) = rope_tables(&cfg)?;
-        let head_f32 = if g.has("output.weight") { head.to_f32()? } else { embed.clone() };
-        Ok(Llama { norm: g.f32_tensor("output_norm.weight")?, embed, blocks, head, head_f32, cos, sin, cfg })
+        let head_f32 = if g.has("output.weight") {
+            head.to_f32()?
+        } else {
+            embed.clone()
+        };
+        Ok(Llama {
+            norm: g.f32_tensor("output_norm.weight")?,
+            embed,
+            blocks,
+            head,
+            head_f32,
+            cos,
+            sin,
+            cfg,
+        })
     }
 
     /// A randomly initialised model (tests, benches). With `trainable`, every weight is a
@@ -238,37 +286,80 @@ impl Llama {
     pub fn random(cfg: LlamaConfig, seed: u64) -> Result<(Self, Vec<(String, Var)>)> {
         let mut rng = wander_core::rng::Rng::new(seed);
         let mut vars = Vec::new();
-        let mut var = |name: String, shape: (usize, usize), std: f64, offset: f64| -> Result<Tensor> {
-            let n = shape.0 * shape.1;
-            let data: Vec<f32> = (0..n).map(|_| (offset + std * rng.normal()) as f32).collect();
-            let t = Tensor::from_vec(data, shape, &Device::Cpu)?;
-            let v = Var::from_tensor(&t)?;
-            let out = v.as_tensor().clone();
-            vars.push((name, v));
-            Ok(out)
-        };
+        let mut var =
+            |name: String, shape: (usize, usize), std: f64, offset: f64| -> Result<Tensor> {
+                let n = shape.0 * shape.1;
+                let data: Vec<f32> = (0..n)
+                    .map(|_| (offset + std * rng.normal()) as f32)
+                    .collect();
+                let t = Tensor::from_vec(data, shape, &Device::Cpu)?;
+                let v = Var::from_tensor(&t)?;
+                let out = v.as_tensor().clone();
+                vars.push((name, v));
+                Ok(out)
+            };
         let h = cfg.hidden;
         let kv = cfg.n_kv_head * cfg.head_dim();
-        let shapes = [(h, h), (kv, h), (kv, h), (h, h), (cfg.ffn, h), (cfg.ffn, h), (h, cfg.ffn)];
+        let shapes = [
+            (h, h),
+            (kv, h),
+            (kv, h),
+            (h, h),
+            (cfg.ffn, h),
+            (cfg.ffn, h),
+            (h, cfg.ffn),
+        ];
         let embed = var("embed".into(), (cfg.vocab, h), 0.5, 0.0)?;
         let mut blocks = Vec::new();
         for i in 0..cfg.n_layer {
             let attn_norm = var(format!("blk.{i}.attn_norm"), (1, h), 0.1, 1.0)?.reshape(h)?;
             let mut projs = Vec::new();
             for (n, s) in PROJ_NAMES.iter().zip(shapes) {
-                projs.push(Proj { weight: Weight::Dense(var(format!("blk.{i}.{n}"), s, 1.0 / (s.1 as f64).sqrt(), 0.0)?), lora: None });
+                projs.push(Proj {
+                    weight: Weight::Dense(var(
+                        format!("blk.{i}.{n}"),
+                        s,
+                        1.0 / (s.1 as f64).sqrt(),
+                        0.0,
+                    )?),
+                    lora: None,
+                });
             }
             let ffn_norm = var(format!("blk.{i}.ffn_norm"), (1, h), 0.1, 1.0)?.reshape(h)?;
-            blocks.push(Block { attn_norm, projs: projs.try_into().map_err(|_| LlmError::Invalid("projs".into()))?, ffn_norm });
+            blocks.push(Block {
+                attn_norm,
+                projs: projs
+                    .try_into()
+                    .map_err(|_| LlmError::Invalid("projs".into()))?,
+                ffn_norm,
+            });
         }
         let norm = var("norm".into(), (1, h), 0.1, 1.0)?.reshape(h)?;
         let (cos, sin) = rope_tables(&cfg)?;
-        Ok((Llama { head: Weight::Dense(embed.clone()), head_f32: embed.clone(), embed, blocks, norm, cos, sin, cfg }, vars))
+        Ok((
+            Llama {
+                head: Weight::Dense(embed.clone()),
+                head_f32: embed.clone(),
+                embed,
+                blocks,
+                norm,
+                cos,
+                sin,
+                cfg,
+            },
+            vars,
+        ))
     }
 
     /// Adds LoRA adapters of rank `rank` to the named projections of every block; returns
     /// the new trainable tensors by name. `A` is Gaussian with std 1/sqrt(in), `B` is zero.
-    pub fn attach_lora(&mut self, targets: &[String], rank: usize, alpha: f64, seed: u64) -> Result<Vec<(String, Var)>> {
+    pub fn attach_lora(
+        &mut self,
+        targets: &[String],
+        rank: usize,
+        alpha: f64,
+        seed: u64,
+    ) -> Result<Vec<(String, Var)>> {
         let mut rng = wander_core::rng::Rng::new(seed);
         let mut out = Vec::new();
         for (i, block) in self.blocks.iter_mut().enumerate() {
@@ -278,12 +369,18 @@ impl Llama {
                 }
                 let (o, inp) = p.weight.to_f32()?.dims2()?;
                 let std = 1.0 / (inp as f64).sqrt();
-                let a: Vec<f32> = (0..rank * inp).map(|_| (std * rng.normal()) as f32).collect();
+                let a: Vec<f32> = (0..rank * inp)
+                    .map(|_| (std * rng.normal()) as f32)
+                    .collect();
                 let a = Var::from_tensor(&Tensor::from_vec(a, (rank, inp), &Device::Cpu)?)?;
                 let b = Var::zeros((o, rank), DType::F32, &Device::Cpu)?;
                 out.push((format!("blk.{i}.{name}.lora_a"), a.clone()));
                 out.push((format!("blk.{i}.{name}.lora_b"), b.clone()));
-                p.lora = Some(Lora { a, b, scale: alpha / rank as f64 });
+                p.lora = Some(Lora {
+                    a,
+                    b,
+                    scale: alpha / rank as f64,
+                });
             }
         }
         Ok(out)
@@ -305,10 +402,15 @@ impl Llama {
 
     /// Saves the adapters as safetensors.
     pub fn save_lora(&self, path: &Path) -> Result<()> {
-        let map: HashMap<String, Tensor> = self.lora_tensors().into_iter().map(|(n, v)| (n, v.as_tensor().clone())).collect();
+        let map: HashMap<String, Tensor> = self
+            .lora_tensors()
+            .into_iter()
+            .map(|(n, v)| (n, v.as_tensor().clone()))
+            .collect();
         let tmp = wander_core::artifact::temp_sibling(path);
         candle_core::safetensors::save(&map, &tmp)?;
-        std::fs::rename(&tmp, path).map_err(|e| LlmError::Core(wander_core::CoreError::io(path, e)))?;
+        std::fs::rename(&tmp, path)
+            .map_err(|e| LlmError::Core(wander_core::CoreError::io(path, e)))?;
         Ok(())
     }
 
@@ -318,11 +420,24 @@ impl Llama {
         let map = candle_core::safetensors::load(path, &Device::Cpu)?;
         let tensors = self.lora_tensors();
         if tensors.len() != map.len() {
-            return Err(LlmError::Model { path: path.to_path_buf(), message: format!("holds {} adapter tensors, the model has {}", map.len(), tensors.len()) });
+            return Err(LlmError::Model {
+                path: path.to_path_buf(),
+                message: format!(
+                    "holds {} adapter tensors, the model has {}",
+                    map.len(),
+                    tensors.len()
+                ),
+            });
         }
         for (name, var) in tensors {
-            let t = map.get(&name).ok_or_else(|| LlmError::Model { path: path.to_path_buf(), message: format!("lacks `{name}`") })?;
-            var.set(t).map_err(|e| LlmError::Model { path: path.to_path_buf(), message: format!("`{name}`: {e}") })?;
+            let t = map.get(&name).ok_or_else(|| LlmError::Model {
+                path: path.to_path_buf(),
+                message: format!("lacks `{name}`"),
+            })?;
+            var.set(t).map_err(|e| LlmError::Model {
+                path: path.to_path_buf(),
+                message: format!("`{name}`: {e}"),
+            })?;
         }
         Ok(())
     }
@@ -337,7 +452,9 @@ impl Llama {
                     let merged = (p.weight.to_f32()? + delta)?;
                     p.weight = match p.weight {
                         Weight::Dense(_) => Weight::Dense(merged),
-                        Weight::Quant(_) => Weight::Quant(Arc::new(QMatMul::from_qtensor(QTensor::quantize(&merged, GgmlDType::Q8_0)?)?)),
+                        Weight::Quant(_) => Weight::Quant(Arc::new(QMatMul::from_qtensor(
+                            QTensor::quantize(&merged, GgmlDType::Q8_0)?,
+                        )?)),
                     };
                 }
             }
@@ -346,23 +463,37 @@ impl Llama {
     }
 
     /// Final hidden states `[b, t, hidden]` for `tokens: [b, t]` appended after `cache`.
-    pub fn forward_hidden(&self, tokens: &Tensor, cache: &mut KvCache, mode: Mode) -> Result<Tensor> {
+    pub fn forward_hidden(
+        &self,
+        tokens: &Tensor,
+        cache: &mut KvCache,
+        mode: Mode,
+    ) -> Result<Tensor> {
         let (b, t) = tokens.dims2()?;
         let pos = cache.len;
         if pos + t > self.cfg.max_seq {
-            return Err(LlmError::Invalid(format!("sequence of {} tokens exceeds the model's {}", pos + t, self.cfg.max_seq)));
+            return Err(LlmError::Invalid(format!(
+                "sequence of {} tokens exceeds the model's {}",
+                pos + t,
+                self.cfg.max_seq
+            )));
         }
         if cache.layers.len() != self.blocks.len() {
             *cache = KvCache::new(self.blocks.len());
         }
         let (nh, nkv, hd) = (self.cfg.n_head, self.cfg.n_kv_head, self.cfg.head_dim());
         let rep = nh / nkv;
-        let mut x = self.embed.index_select(&tokens.flatten_all()?, 0)?.reshape((b, t, self.cfg.hidden))?;
+        let mut x = self
+            .embed
+            .index_select(&tokens.flatten_all()?, 0)?
+            .reshape((b, t, self.cfg.hidden))?;
         let cos = self.cos.narrow(0, pos, t)?;
         let sin = self.sin.narrow(0, pos, t)?;
         let total = pos + t;
         let mask = if t > 1 {
-            let m: Vec<f32> = (0..t).flat_map(|i| (0..total).map(move |j| if j > pos + i { -1e9 } else { 0.0 })).collect();
+            let m: Vec<f32> = (0..t)
+                .flat_map(|i| (0..total).map(move |j| if j > pos + i { -1e9 } else { 0.0 }))
+                .collect();
             Some(Tensor::from_vec(m, (t, total), &Device::Cpu)?)
         } else {
             None
@@ -371,12 +502,30 @@ impl Llama {
         for (block, slot) in self.blocks.iter().zip(cache.layers.iter_mut()) {
             let h = rms_norm(&x, &block.attn_norm, self.cfg.rms_eps, mode)?;
             let [q, k, v, o, gate, up, down] = &block.projs;
-            let q = q.forward(&h)?.reshape((b, t, nh, hd))?.transpose(1, 2)?.contiguous()?;
-            let k = k.forward(&h)?.reshape((b, t, nkv, hd))?.transpose(1, 2)?.contiguous()?;
-            let v = v.forward(&h)?.reshape((b, t, nkv, hd))?.transpose(1, 2)?.contiguous()?;
+            let q = q
+                .forward(&h)?
+                .reshape((b, t, nh, hd))?
+                .transpose(1, 2)?
+                .contiguous()?;
+            let k = k
+                .forward(&h)?
+                .reshape((b, t, nkv, hd))?
+                .transpose(1, 2)?
+                .contiguous()?;
+            let v = v
+                .forward(&h)?
+                .reshape((b, t, nkv, hd))?
+                .transpose(1, 2)?
+                .contiguous()?;
             let (q, k) = match mode {
-                Mode::Infer => (candle_nn::rotary_emb::rope_i(&q, &cos, &sin)?, candle_nn::rotary_emb::rope_i(&k, &cos, &sin)?),
-                Mode::Train => (candle_nn::rotary_emb::rope_i_slow(&q, &cos, &sin)?, candle_nn::rotary_emb::rope_i_slow(&k, &cos, &sin)?),
+                Mode::Infer => (
+                    candle_nn::rotary_emb::rope_i(&q, &cos, &sin)?,
+                    candle_nn::rotary_emb::rope_i(&k, &cos, &sin)?,
+                ),
+                Mode::Train => (
+                    candle_nn::rotary_emb::rope_i_slow(&q, &cos, &sin)?,
+                    candle_nn::rotary_emb::rope_i_slow(&k, &cos, &sin)?,
+                ),
             };
             let (k, v) = match slot.take() {
                 Some((pk, pv)) => (Tensor::cat(&[&pk, &k], 2)?, Tensor::cat(&[&pv, &v], 2)?),
@@ -390,14 +539,21 @@ impl Llama {
             let qg = q.reshape((b, nkv, rep * t, hd))?;
             let att = (qg.matmul(&k.t()?)? * scale)?;
             let att = match &mask {
-                Some(m) => att.reshape((b, nkv, rep, t, total))?.broadcast_add(m)?.reshape((b, nkv, rep * t, total))?,
+                Some(m) => att
+                    .reshape((b, nkv, rep, t, total))?
+                    .broadcast_add(m)?
+                    .reshape((b, nkv, rep * t, total))?,
                 None => att,
             };
             let att = match mode {
                 Mode::Infer => candle_nn::ops::softmax_last_dim(&att)?,
                 Mode::Train => candle_nn::ops::softmax(&att, D::Minus1)?,
             };
-            let y = att.matmul(&v)?.reshape((b, nh, t, hd))?.transpose(1, 2)?.reshape((b, t, nh * hd))?;
+            let y = att
+                .matmul(&v)?
+                .reshape((b, nh, t, hd))?
+                .transpose(1, 2)?
+                .reshape((b, t, nh * hd))?;
             x = (x + o.forward(&y)?)?;
             let h = rms_norm(&x, &block.ffn_norm, self.cfg.rms_eps, mode)?;
             let g = candle_nn::ops::silu(&gate.forward(&h)?)?;
@@ -445,16 +601,24 @@ pub struct ScoreHead {
 impl ScoreHead {
     /// A zero-initialised head.
     pub fn new(hidden: usize, n_out: usize) -> Result<Self> {
-        Ok(ScoreHead { w: Var::zeros((n_out, hidden), DType::F32, &Device::Cpu)?, b: Var::zeros(n_out, DType::F32, &Device::Cpu)? })
+        Ok(ScoreHead {
+            w: Var::zeros((n_out, hidden), DType::F32, &Device::Cpu)?,
+            b: Var::zeros(n_out, DType::F32, &Device::Cpu)?,
+        })
     }
 
     /// Scores `[b, n_out]` from hidden states `[b, hidden]`.
     pub fn forward(&self, hidden: &Tensor) -> Result<Tensor> {
-        Ok(hidden.matmul(&self.w.as_tensor().t()?)?.broadcast_add(self.b.as_tensor())?)
+        Ok(hidden
+            .matmul(&self.w.as_tensor().t()?)?
+            .broadcast_add(self.b.as_tensor())?)
     }
 
     /// The head's tensors by name.
     pub fn tensors(&self) -> Vec<(String, Var)> {
-        vec![("head.w".into(), self.w.clone()), ("head.b".into(), self.b.clone())]
+        vec![
+            ("head.w".into(), self.w.clone()),
+            ("head.b".into(), self.b.clone()),
+        ]
     }
 }

