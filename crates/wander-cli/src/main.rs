@@ -54,6 +54,28 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Measure throughput.
+    Bench {
+        #[command(subcommand)]
+        target: BenchCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// LLM runtime: prefill, decode, shared-prefix sampling, constrained sampling, candidate
+    /// scoring and LoRA training on the configured model.
+    Llm {
+        /// Number of allowed answers (cluster-like descriptions) for constrained sampling.
+        #[arg(long, default_value_t = 64)]
+        candidates: usize,
+        /// LoRA optimizer steps for the training figure.
+        #[arg(long, default_value_t = 3)]
+        train_steps: usize,
+        /// Rerun the bench in child processes under each thread setting and report all.
+        #[arg(long)]
+        matrix: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -119,6 +141,9 @@ fn emit(ctx: &Ctx, summary: &serde_json::Value, human: &str) {
 }
 
 fn main() -> ExitCode {
+    if std::env::var_os("WANDER_NO_THREAD_DEFAULTS").is_none() {
+        wander_llm::threads::configure();
+    }
     let cli = Cli::parse();
     match real_main(cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -154,6 +179,21 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
         Command::Ingest { force } => {
             let summary = stages::ingest(&ctx, force)?;
             emit(&ctx, &summary, &stages::describe(&summary));
+        }
+        Command::Bench {
+            target:
+                BenchCommand::Llm {
+                    candidates,
+                    train_steps,
+                    matrix,
+                },
+        } => {
+            let summary = if matrix {
+                stages::bench_llm_matrix(&ctx, candidates, train_steps)?
+            } else {
+                stages::bench_llm(&ctx, candidates, train_steps)?
+            };
+            emit(&ctx, &summary, &serde_json::to_string_pretty(&summary)?);
         }
         Command::Run { force } => {
             let summary = stages::run_all(&ctx, force)?;

@@ -128,3 +128,93 @@ pub fn run_all(ctx: &Ctx, force: bool) -> anyhow::Result<Value> {
     stages.insert("ingest".into(), ingest);
     Ok(json!({"run_dir": ctx.config.run.dir, "stages": stages}))
 }
+
+/// The configured model, fetched and repacked to Q8_0 (once).
+pub fn model_q8(ctx: &Ctx) -> anyhow::Result<PathBuf> {
+    let spec = &ctx.config.llm.model;
+    let path = if spec == "asset:smollm2" {
+        ctx.fetcher().main_file("smollm2")?
+    } else {
+        ctx.fetcher().resolve(spec)?
+    };
+    if !path.is_file() {
+        anyhow::bail!("{}: model file not found (llm.model)", path.display());
+    }
+    log(format!(
+        "model {} (Q8_0 repack cached beside it)",
+        path.display()
+    ));
+    Ok(wander_llm::gguf::q8_0_path(&path)?)
+}
+
+/// `wander bench llm`.
+pub fn bench_llm(ctx: &Ctx, candidates: usize, train_steps: usize) -> anyhow::Result<Value> {
+    let q8 = model_q8(ctx)?;
+    let spinner = wander_core::progress::spinner("bench llm");
+    spinner.set_message("measuring prefill, decode, sampling, scoring, LoRA training");
+    let report = wander_llm::bench::bench_llm(&q8, candidates, train_steps)?;
+    spinner.finish_and_clear();
+    let mut v = serde_json::to_value(&report)?;
+    let goals = json!({
+        "constrained16_at_most_1s": report.constrained16_seconds <= 1.0,
+        "lora_train_at_least_100_tok_s": report.lora_train_tokens_per_s >= 100.0,
+        "decode_at_least_60_tok_s": report.decode_tokens_per_s_single >= 60.0,
+    });
+    v["goals_met"] = goals;
+    Ok(v)
+}
+
+/// `wander bench llm --matrix`: the bench under each thread setting, in child processes
+/// (candle reads the settings once per process).
+pub fn bench_llm_matrix(ctx: &Ctx, candidates: usize, train_steps: usize) -> anyhow::Result<Value> {
+    model_q8(ctx)?; // fetch and repack once, before the children run
+    let exe = std::env::current_exe()?;
+    let variants: [(&str, &[(&str, &str)]); 4] = [
+        ("candle defaults", &[]),
+        ("RAYON_NUM_THREADS=1", &[("RAYON_NUM_THREADS", "1")]),
+        (
+            "CANDLE_BARRIER_POOL_SPIN_LIMIT=100",
+            &[("CANDLE_BARRIER_POOL_SPIN_LIMIT", "100")],
+        ),
+        (
+            "both",
+            &[
+                ("RAYON_NUM_THREADS", "1"),
+                ("CANDLE_BARRIER_POOL_SPIN_LIMIT", "100"),
+            ],
+        ),
+    ];
+    let mut out = serde_json::Map::new();
+    for (label, envs) in variants {
+        log(format!("bench llm under {label}"));
+        let mut cmd = std::process::Command::new(&exe);
+        cmd.env("WANDER_NO_THREAD_DEFAULTS", "1")
+            .env_remove("RAYON_NUM_THREADS")
+            .env_remove("CANDLE_BARRIER_POOL_SPIN_LIMIT");
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        if let Some(c) = std::env::args().skip_while(|a| a != "--config").nth(1) {
+            cmd.args(["--config", &c]);
+        }
+        let o = cmd
+            .args([
+                "--json",
+                "bench",
+                "llm",
+                "--candidates",
+                &candidates.to_string(),
+                "--train-steps",
+                &train_steps.to_string(),
+            ])
+            .output()?;
+        if !o.status.success() {
+            anyhow::bail!(
+                "bench under {label} failed: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+        out.insert(label.into(), serde_json::from_slice(&o.stdout)?);
+    }
+    Ok(Value::Object(out))
+}

@@ -13,6 +13,7 @@
 //!   accumulation and crash-safe checkpoints.
 #![deny(missing_docs)]
 
+pub mod bench;
 pub mod error;
 pub mod generate;
 pub mod gguf;

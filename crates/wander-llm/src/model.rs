@@ -27,11 +27,26 @@ pub enum Weight {
     Dense(Tensor),
     /// Quantized (Q8_0) for fast inference.
     Quant(Arc<QMatMul>),
+    /// Both forms: Q8_0 for a few rows (decode), f32 GEMM for many (prefill, batched
+    /// scoring), where candle's quantized kernels run row by row and are 2-3x slower.
+    Hybrid(Arc<QMatMul>, Tensor),
 }
+
+/// Row count from which [`Weight::Hybrid`] switches to the f32 GEMM (measured: at 16 rows
+/// f32 is already faster, at 1 row Q8_0 is about 2x faster).
+pub const GEMM_MIN_ROWS: usize = 8;
 
 impl Weight {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         match self {
+            Weight::Hybrid(q, w) => {
+                let rows = x.elem_count() / x.dim(candle_core::D::Minus1)?;
+                if rows >= GEMM_MIN_ROWS {
+                    Weight::Dense(w.clone()).forward(x)
+                } else {
+                    Ok(q.forward(x)?)
+                }
+            }
             Weight::Dense(w) => {
                 let dims = x.dims().to_vec();
                 let last = dims[dims.len() - 1];
@@ -48,7 +63,7 @@ impl Weight {
     /// The weight as f32.
     pub fn to_f32(&self) -> Result<Tensor> {
         Ok(match self {
-            Weight::Dense(w) => w.clone(),
+            Weight::Dense(w) | Weight::Hybrid(_, w) => w.clone(),
             Weight::Quant(q) => match q.as_ref() {
                 QMatMul::QTensor(t) => t.dequantize(&Device::Cpu)?,
                 QMatMul::Tensor(t) => t.clone(),
@@ -224,12 +239,13 @@ impl Llama {
         let load = |g: &mut GgufFile, name: &str| -> Result<Weight> {
             let q = g.qtensor(name)?;
             if quantized {
+                let dense = q.dequantize(&Device::Cpu)?;
                 let q = if matches!(q.dtype(), GgmlDType::Q8_0 | GgmlDType::F32) {
                     q
                 } else {
-                    QTensor::quantize(&q.dequantize(&Device::Cpu)?, GgmlDType::Q8_0)?
+                    QTensor::quantize(&dense, GgmlDType::Q8_0)?
                 };
-                Ok(Weight::Quant(Arc::new(QMatMul::from_qtensor(q)?)))
+                Ok(Weight::Hybrid(Arc::new(QMatMul::from_qtensor(q)?), dense))
             } else {
                 Ok(Weight::Dense(q.dequantize(&Device::Cpu)?))
             }
@@ -455,6 +471,13 @@ impl Llama {
                         Weight::Quant(_) => Weight::Quant(Arc::new(QMatMul::from_qtensor(
                             QTensor::quantize(&merged, GgmlDType::Q8_0)?,
                         )?)),
+                        Weight::Hybrid(..) => Weight::Hybrid(
+                            Arc::new(QMatMul::from_qtensor(QTensor::quantize(
+                                &merged,
+                                GgmlDType::Q8_0,
+                            )?)?),
+                            merged,
+                        ),
                     };
                 }
             }

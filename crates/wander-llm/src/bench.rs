@@ -1,0 +1,210 @@
+//! `wander bench llm`: the runtime's throughput figures on a real model.
+
+use std::time::Instant;
+
+use candle_core::{Device, Tensor};
+use serde::Serialize;
+
+use crate::generate::{sample, score_candidates, SampleParams, Trie};
+use crate::gguf::GgufFile;
+use crate::model::{KvCache, Llama};
+use crate::tokenizer::Tokenizer;
+use crate::train::{Example, Objective, TrainConfig, Trainer};
+use crate::Result;
+
+/// Throughput figures; every rate is measured wall-clock on this machine.
+#[derive(Debug, Clone, Serialize)]
+pub struct LlmBench {
+    /// Tokens in the benchmark prompt.
+    pub prompt_tokens: usize,
+    /// Prompt prefill rate (one sequence).
+    pub prefill_tokens_per_s: f64,
+    /// Greedy decode rate, one stream, after the prefill.
+    pub decode_tokens_per_s_single: f64,
+    /// 16 unconstrained samples at temperature 1 sharing one prefill: total seconds.
+    pub unconstrained16_seconds: f64,
+    /// Generated tokens per second over those 16 samples.
+    pub unconstrained16_tokens_per_s: f64,
+    /// 16 trie-constrained samples over the candidate answers: total seconds, prefill included.
+    pub constrained16_seconds: f64,
+    /// Share of the constrained samples' tokens that the trie forced.
+    pub constrained16_forced_share: f64,
+    /// Number of allowed answers in the trie.
+    pub candidates: usize,
+    /// Exact constrained log-probabilities of every candidate under the prompt: seconds.
+    pub score_candidates_seconds: f64,
+    /// LoRA SFT throughput (prompt and answer tokens through forward and backward).
+    pub lora_train_tokens_per_s: f64,
+    /// LoRA rank and targets used for the training figure.
+    pub lora: String,
+    /// Thread settings in effect.
+    pub threads: String,
+}
+
+const WORDS: [&str; 32] = [
+    "comedy",
+    "romance",
+    "wedding",
+    "horror",
+    "slasher",
+    "night",
+    "documentary",
+    "music",
+    "concert",
+    "space",
+    "aliens",
+    "robots",
+    "western",
+    "outlaws",
+    "desert",
+    "war",
+    "soldiers",
+    "history",
+    "animation",
+    "family",
+    "talking animals",
+    "crime",
+    "heist",
+    "noir",
+    "musical",
+    "broadway",
+    "dance",
+    "sports",
+    "boxing",
+    "underdog",
+    "mystery",
+    "detective",
+];
+
+/// Candidate answers shaped like cluster descriptions (three keywords each).
+pub fn synthetic_descriptions(n: usize) -> Vec<String> {
+    let mut combos = Vec::new();
+    for a in 0..WORDS.len() {
+        for b in a + 1..WORDS.len() {
+            for c in b + 1..WORDS.len() {
+                combos.push((a, b, c));
+            }
+        }
+    }
+    // A stride coprime with the number of combinations spreads the picks over all words.
+    (0..n.min(combos.len()))
+        .map(|i| {
+            let (a, b, c) = combos[(i * 97) % combos.len()];
+            format!("{}, {}, {}", WORDS[a], WORDS[b], WORDS[c])
+        })
+        .collect()
+}
+
+/// Runs every figure on the GGUF model at `q8_path` (already repacked to Q8_0).
+pub fn bench_llm(
+    q8_path: &std::path::Path,
+    n_candidates: usize,
+    train_steps: usize,
+) -> Result<LlmBench> {
+    let mut g = GgufFile::open(q8_path)?;
+    let tok = Tokenizer::from_gguf(&g)?;
+    let model = Llama::from_gguf(&mut g, true)?;
+    let user = "A user recently enjoyed these interests, most recent last: \"space, aliens, robots\" and \"mystery, detective, noir\". Name one new interest cluster they would also enjoy, from the catalogue's list.";
+    let prompt = tok.chat_prompt("You plan a user's next novel interest.", user)?;
+    let prompt_tokens = prompt.len();
+
+    // Prefill.
+    let x = Tensor::new(prompt.as_slice(), &Device::Cpu)?.unsqueeze(0)?;
+    let _ = model.last_logits(&x, &mut KvCache::new(model.blocks.len()))?; // warm-up
+    let reps = 3;
+    let t = Instant::now();
+    for _ in 0..reps {
+        let _ = model.last_logits(&x, &mut KvCache::new(model.blocks.len()))?;
+    }
+    let prefill = t.elapsed().as_secs_f64() / reps as f64;
+
+    // Single-stream greedy decode (time after the prefill).
+    let steps = 32;
+    let greedy = SampleParams {
+        n: 1,
+        temperature: 0.0,
+        top_p: 1.0,
+        seed: 0,
+        max_new_tokens: steps,
+    };
+    let t = Instant::now();
+    let (s, _) = sample(&model, &prompt, &greedy, None, u32::MAX)?;
+    let decode = (t.elapsed().as_secs_f64() - prefill).max(1e-9);
+    let decode_rate = s[0].tokens.len().saturating_sub(1) as f64 / decode;
+
+    // 16 unconstrained samples sharing the prefill.
+    let p16 = SampleParams {
+        n: 16,
+        temperature: 1.0,
+        top_p: 1.0,
+        seed: 1,
+        max_new_tokens: 16,
+    };
+    let t = Instant::now();
+    let (_, st) = sample(&model, &prompt, &p16, None, tok.im_end)?;
+    let unconstrained = t.elapsed().as_secs_f64();
+
+    // 16 constrained samples over cluster-like descriptions.
+    let answers: Vec<Vec<u32>> = synthetic_descriptions(n_candidates)
+        .iter()
+        .map(|a| tok.answer(a))
+        .collect::<Result<_>>()?;
+    let trie = Trie::new(&answers)?;
+    let t = Instant::now();
+    let (cs, _) = sample(&model, &prompt, &p16, Some(&trie), tok.im_end)?;
+    let constrained = t.elapsed().as_secs_f64();
+    let total: usize = cs.iter().map(|s| s.tokens.len()).sum();
+    let forced: usize = cs.iter().map(|s| s.forced).sum();
+
+    let t = Instant::now();
+    let _ = score_candidates(&model, &prompt, &answers)?;
+    let score = t.elapsed().as_secs_f64();
+
+    // LoRA SFT on f32 weights.
+    let mut g = GgufFile::open(q8_path)?;
+    let mut train_model = Llama::from_gguf(&mut g, false)?;
+    let targets: Vec<String> = ["q", "k", "v", "o"].iter().map(|s| s.to_string()).collect();
+    let params = train_model.attach_lora(&targets, 8, 16.0, 0)?;
+    let examples: Vec<Example> = answers
+        .iter()
+        .take(16)
+        .map(|a| Example {
+            prompt: prompt.clone(),
+            answer: a.clone(),
+            label: 0.0,
+        })
+        .collect();
+    let cfg = TrainConfig {
+        steps: train_steps,
+        batch_size: 4,
+        grad_accum: 1,
+        lr: 1e-3,
+        warmup_steps: 1,
+        checkpoint_every: 0,
+        ..Default::default()
+    };
+    let mut trainer = Trainer::new(&train_model, Objective::Sft, params, cfg, tok.im_end, None)?;
+    let report = trainer.run(&examples, &[], None, None)?;
+
+    Ok(LlmBench {
+        prompt_tokens,
+        prefill_tokens_per_s: prompt_tokens as f64 / prefill,
+        decode_tokens_per_s_single: decode_rate,
+        unconstrained16_seconds: unconstrained,
+        unconstrained16_tokens_per_s: st.generated_tokens as f64 / unconstrained,
+        constrained16_seconds: constrained,
+        constrained16_forced_share: forced as f64 / total.max(1) as f64,
+        candidates: answers.len(),
+        score_candidates_seconds: score,
+        lora_train_tokens_per_s: report.tokens_per_second(),
+        lora: "rank 8 on q,k,v,o; batch 4".into(),
+        threads: format!(
+            "RAYON_NUM_THREADS={} CANDLE_BARRIER_POOL_SPIN_LIMIT={} (cores: {})",
+            std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "unset".into()),
+            std::env::var("CANDLE_BARRIER_POOL_SPIN_LIMIT").unwrap_or_else(|_| "unset".into()),
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(0)
+        ),
+    })
+}
