@@ -141,9 +141,6 @@ fn emit(ctx: &Ctx, summary: &serde_json::Value, human: &str) {
 }
 
 fn main() -> ExitCode {
-    if std::env::var_os("WANDER_NO_THREAD_DEFAULTS").is_none() {
-        wander_llm::threads::configure();
-    }
     let cli = Cli::parse();
     match real_main(cli) {
         Ok(()) => ExitCode::SUCCESS,

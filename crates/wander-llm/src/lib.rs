@@ -18,7 +18,6 @@ pub mod error;
 pub mod generate;
 pub mod gguf;
 pub mod model;
-pub mod threads;
 pub mod tokenizer;
 pub mod train;
 
