@@ -458,6 +458,18 @@ impl Llama {
         Ok(())
     }
 
+    /// Drops the f32 copies of hybrid weights, keeping Q8_0 only: every matmul then runs
+    /// quantized, exactly like candle's `quantized_llama` (and in 540 MB less memory).
+    pub fn quantized_only(&mut self) {
+        for block in &mut self.blocks {
+            for p in &mut block.projs {
+                if let Weight::Hybrid(q, _) = &p.weight {
+                    p.weight = Weight::Quant(q.clone());
+                }
+            }
+        }
+    }
+
     /// Folds every adapter into its base weight (requantizing quantized ones to Q8_0) and
     /// removes the adapters: inference then costs what the base model costs.
     pub fn merge_lora(&mut self) -> Result<()> {

@@ -118,6 +118,9 @@ fn our_llama_agrees_with_candle_quantized_llama() {
         tok.decode(&ref_tokens)
     );
 
+    // Logits on the prompt, with every matmul quantized as in candle's model.
+    let mut ours = ours;
+    ours.quantized_only();
     let mut cache = KvCache::new(ours.blocks.len());
     let x = Tensor::new(prompt.as_slice(), &Device::Cpu)
         .unwrap()
@@ -172,6 +175,95 @@ fn our_llama_agrees_with_candle_quantized_llama() {
         diff(&train, &reference) < 1.0,
         "f32 vs Q8_0 logits differ by {}",
         diff(&train, &reference)
+    );
+}
+
+#[test]
+fn constrained_sampling_only_returns_allowed_answers_and_scores_match() {
+    let (_, q8) = model_paths();
+    let tok = tokenizer();
+    let mut g = GgufFile::open(q8).unwrap();
+    let model = Llama::from_gguf(&mut g, true).unwrap();
+    let answers = [
+        "comedy, romance, wedding",
+        "horror, slasher, night",
+        "documentary, music, concert",
+        "sci-fi, space, aliens",
+    ];
+    let seqs: Vec<Vec<u32>> = answers.iter().map(|a| tok.answer(a).unwrap()).collect();
+    let trie = Trie::new(&seqs).unwrap();
+    let prompt = tok
+        .chat_prompt(
+            "Answer with one interest.",
+            "I liked: sci-fi, robots, future; space, stars, nasa",
+        )
+        .unwrap();
+    let params = SampleParams {
+        n: 16,
+        temperature: 1.0,
+        top_p: 1.0,
+        seed: 7,
+        max_new_tokens: 32,
+    };
+    let (samples, stats) = sample(&model, &prompt, &params, Some(&trie), tok.im_end).unwrap();
+    assert_eq!(samples.len(), 16);
+    for s in &samples {
+        let a = s
+            .answer
+            .expect("constrained samples always complete an answer");
+        assert_eq!(s.tokens, seqs[a]);
+        assert!(
+            s.forced > 0,
+            "tokens with one allowed continuation are forced"
+        );
+    }
+    assert_eq!(stats.prefill_tokens, prompt.len());
+    let (again, _) = sample(&model, &prompt, &params, Some(&trie), tok.im_end).unwrap();
+    assert_eq!(samples, again, "same seed, same samples");
+
+    let scores = score_candidates(&model, &prompt, &seqs).unwrap();
+    let total: f64 = scores.constrained_logprob.iter().map(|l| l.exp()).sum();
+    assert!(
+        (total - 1.0).abs() < 1e-4,
+        "constrained distribution sums to {total}"
+    );
+    // The sampler's empirical frequencies follow the exact distribution.
+    let n = 400;
+    let (many, _) = sample(
+        &model,
+        &prompt,
+        &SampleParams { n, ..params },
+        Some(&trie),
+        tok.im_end,
+    )
+    .unwrap();
+    for (a, lp) in scores.constrained_logprob.iter().enumerate() {
+        let freq = many.iter().filter(|s| s.answer == Some(a)).count() as f64 / n as f64;
+        let p = lp.exp();
+        let sd = (p * (1.0 - p) / n as f64).sqrt();
+        assert!(
+            (freq - p).abs() <= 4.0 * sd + 0.01,
+            "answer {a}: frequency {freq} vs exact {p}"
+        );
+    }
+}
+
+#[test]
+fn q4_1_is_repacked_to_q8_0_once() {
+    let (q41, q8) = model_paths();
+    let g = GgufFile::open(q8).unwrap();
+    let census = wander_llm::gguf::dtype_counts(&g);
+    assert!(
+        !census.contains_key("Q4_1"),
+        "Q4_1 has no fast candle kernel: {census:?}"
+    );
+    assert!(census.get("Q8_0").copied().unwrap_or(0) >= 30 * 7);
+    let before = std::fs::metadata(q8).unwrap().modified().unwrap();
+    assert_eq!(&q8_0_path(q41).unwrap(), q8);
+    assert_eq!(
+        std::fs::metadata(q8).unwrap().modified().unwrap(),
+        before,
+        "cached repack is reused"
     );
 }
 
