@@ -128,8 +128,7 @@ impl GgufFile {
         self.content.tensor_infos.contains_key(name)
     }
 
-    /// A string-array metadata value.
-    pub fn strings(&self, key: &str) -> Result<Vec<String>> {
+    fn array(&self, key: &str) -> Result<&Vec<gguf_file::Value>> {
         let v = self
             .content
             .metadata
@@ -138,7 +137,12 @@ impl GgufFile {
                 path: self.path.clone(),
                 message: format!("GGUF metadata lacks `{key}`"),
             })?;
-        v.to_vec()?
+        Ok(v.to_vec()?)
+    }
+
+    /// A string-array metadata value.
+    pub fn strings(&self, key: &str) -> Result<Vec<String>> {
+        self.array(key)?
             .iter()
             .map(|x| Ok(x.to_string()?.clone()))
             .collect()
@@ -146,15 +150,7 @@ impl GgufFile {
 
     /// An integer-array metadata value.
     pub fn ints(&self, key: &str) -> Result<Vec<i64>> {
-        let v = self
-            .content
-            .metadata
-            .get(key)
-            .ok_or_else(|| LlmError::Model {
-                path: self.path.clone(),
-                message: format!("GGUF metadata lacks `{key}`"),
-            })?;
-        v.to_vec()?
+        self.array(key)?
             .iter()
             .map(|x| {
                 Ok(x.to_i32()

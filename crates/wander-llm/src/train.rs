@@ -192,12 +192,7 @@ pub fn batch_loss(
                     targets.push(seq[k]);
                 }
             }
-            let input = Tensor::from_vec(input, (b, t), &Device::Cpu)?;
-            let hidden =
-                model.forward_hidden(&input, &mut KvCache::new(model.blocks.len()), Mode::Train)?;
-            let h = hidden
-                .reshape((b * t, model.cfg.hidden))?
-                .index_select(&Tensor::new(positions.as_slice(), &Device::Cpu)?, 0)?;
+            let h = hidden_at(model, input, b, t, &positions)?;
             let logits = model.logits(&h)?;
             let targets = Tensor::new(targets.as_slice(), &Device::Cpu)?;
             Ok((candle_nn::loss::cross_entropy(&logits, &targets)?, b * t))
@@ -212,12 +207,7 @@ pub fn batch_loss(
                 }
                 last.push((r * t + e.prompt.len() - 1) as u32);
             }
-            let input = Tensor::from_vec(input, (b, t), &Device::Cpu)?;
-            let hidden =
-                model.forward_hidden(&input, &mut KvCache::new(model.blocks.len()), Mode::Train)?;
-            let h = hidden
-                .reshape((b * t, model.cfg.hidden))?
-                .index_select(&Tensor::new(last.as_slice(), &Device::Cpu)?, 0)?;
+            let h = hidden_at(model, input, b, t, &last)?;
             let pred = head.forward(&h)?.squeeze(1)?;
             let labels = Tensor::new(
                 batch.iter().map(|e| e.label).collect::<Vec<_>>().as_slice(),
@@ -226,6 +216,16 @@ pub fn batch_loss(
             Ok(((pred - labels)?.sqr()?.mean_all()?, b * t))
         }
     }
+}
+
+/// Differentiable hidden states of a padded `[b, t]` batch at flat positions `rows`.
+fn hidden_at(model: &Llama, input: Vec<u32>, b: usize, t: usize, rows: &[u32]) -> Result<Tensor> {
+    let input = Tensor::from_vec(input, (b, t), &Device::Cpu)?;
+    let hidden =
+        model.forward_hidden(&input, &mut KvCache::new(model.blocks.len()), Mode::Train)?;
+    Ok(hidden
+        .reshape((b * t, model.cfg.hidden))?
+        .index_select(&Tensor::new(rows, &Device::Cpu)?, 0)?)
 }
 
 /// Trains `params` (tensors of `model`, or of the head) on `train`.
