@@ -416,23 +416,66 @@ impl Llama {
         out
     }
 
-    /// Saves the adapters as safetensors.
+    /// Saves the adapters as safetensors, with a manifest beside it (`<path>.json`: format
+    /// version, rank, alpha, targets, tensor count and the file's SHA-256).
     pub fn save_lora(&self, path: &Path) -> Result<()> {
-        let map: HashMap<String, Tensor> = self
-            .lora_tensors()
-            .into_iter()
-            .map(|(n, v)| (n, v.as_tensor().clone()))
+        let tensors = self.lora_tensors();
+        let map: HashMap<String, Tensor> = tensors
+            .iter()
+            .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
             .collect();
         let tmp = wander_core::artifact::temp_sibling(path);
         candle_core::safetensors::save(&map, &tmp)?;
+        std::fs::File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| LlmError::Core(wander_core::CoreError::io(&tmp, e)))?;
         std::fs::rename(&tmp, path)
             .map_err(|e| LlmError::Core(wander_core::CoreError::io(path, e)))?;
+        let first = self
+            .blocks
+            .iter()
+            .flat_map(|b| b.projs.iter())
+            .find_map(|p| p.lora.as_ref());
+        let targets: Vec<&str> = PROJ_NAMES
+            .iter()
+            .zip(self.blocks.first().map(|b| &b.projs[..]).unwrap_or(&[]))
+            .filter(|(_, p)| p.lora.is_some())
+            .map(|(n, _)| *n)
+            .collect();
+        let manifest = serde_json::json!({
+            "format_version": wander_core::artifact::FORMAT_VERSION,
+            "wander_version": wander_core::WANDER_VERSION,
+            "rank": first.map(|l| l.a.dim(0).unwrap_or(0)),
+            "scale": first.map(|l| l.scale),
+            "targets": targets,
+            "tensors": tensors.len(),
+            "sha256": wander_core::hash::sha256_file(path)?,
+        });
+        wander_core::artifact::atomic_write(
+            &lora_manifest_path(path),
+            manifest.to_string().as_bytes(),
+        )?;
         Ok(())
     }
 
     /// Loads adapter values saved by [`Llama::save_lora`] into adapters already attached
     /// with the same shape.
     pub fn load_lora(&mut self, path: &Path) -> Result<()> {
+        if let Ok(bytes) = std::fs::read(lora_manifest_path(path)) {
+            let m: serde_json::Value =
+                serde_json::from_slice(&bytes).map_err(|e| LlmError::Model {
+                    path: path.to_path_buf(),
+                    message: format!("unreadable adapter manifest: {e}"),
+                })?;
+            let actual = wander_core::hash::sha256_file(path)?;
+            if m["sha256"].as_str() != Some(actual.as_str()) {
+                return Err(LlmError::Core(wander_core::CoreError::Corrupt {
+                    path: path.to_path_buf(),
+                    expected: m["sha256"].as_str().unwrap_or("").to_string(),
+                    actual,
+                }));
+            }
+        }
         let map = candle_core::safetensors::load(path, &Device::Cpu)?;
         let tensors = self.lora_tensors();
         if tensors.len() != map.len() {
@@ -621,6 +664,15 @@ impl Llama {
         let t = h.dim(1)?;
         self.logits(&h.narrow(1, t - 1, 1)?.squeeze(1)?)
     }
+}
+
+fn lora_manifest_path(path: &Path) -> std::path::PathBuf {
+    let mut name = path
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
+    name.push(".json");
+    path.with_file_name(name)
 }
 
 /// A scoring head on the last hidden state: `n_out` outputs (1 for regression, or one per

@@ -194,6 +194,23 @@ fn lora_save_load_and_merge_preserve_outputs() {
     let (mut other, _) = Llama::random(tiny(), 4).unwrap();
     other.attach_lora(&targets, 4, 8.0, 99).unwrap();
     other.load_lora(&path).unwrap();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("lora.safetensors.json")).unwrap())
+            .unwrap();
+    assert_eq!(manifest["rank"], 4);
+    assert_eq!(manifest["targets"], serde_json::json!(["q", "o", "down"]));
+    // A damaged adapter file is refused by its checksum.
+    let good = std::fs::read(&path).unwrap();
+    let mut bad = good.clone();
+    let last = bad.len() - 1;
+    bad[last] ^= 1;
+    std::fs::write(&path, &bad).unwrap();
+    assert!(other
+        .load_lora(&path)
+        .unwrap_err()
+        .to_string()
+        .contains("corrupted"));
+    std::fs::write(&path, &good).unwrap();
     assert_eq!(logits(&other), with_adapter);
     other.merge_lora().unwrap();
     assert!(other.lora_tensors().is_empty());
