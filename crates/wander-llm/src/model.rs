@@ -51,7 +51,12 @@ impl Weight {
                 let dims = x.dims().to_vec();
                 let last = dims[dims.len() - 1];
                 let rows = x.elem_count() / last;
-                let y = x.reshape((rows, last))?.matmul(&w.t()?)?;
+                let x2 = x.reshape((rows, last))?;
+                let y = if x2.track_op() && !w.is_variable() {
+                    x2.contiguous()?.apply_op1(FrozenMatmul { w: w.clone() })?
+                } else {
+                    x2.matmul(&w.t()?)?
+                };
                 let mut out = dims;
                 *out.last_mut().expect("non-empty dims") = w.dim(0)?;
                 Ok(y.reshape(out)?)
@@ -70,6 +75,52 @@ impl Weight {
                 QMatMul::TensorF16(t) => t.to_dtype(DType::F32)?,
             },
         })
+    }
+}
+
+/// `x W^T` for a frozen `W` whose backward pass computes only the input's gradient.
+///
+/// candle's matmul backward computes the gradients of both operands unconditionally, so a
+/// frozen base weight (LoRA training) would cost an extra `[in, rows] x [rows, out]` product
+/// per projection and per step, the full vocabulary projection included.
+struct FrozenMatmul {
+    w: Tensor,
+}
+
+impl candle_core::CustomOp1 for FrozenMatmul {
+    fn name(&self) -> &'static str {
+        "frozen-matmul"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &candle_core::CpuStorage,
+        layout: &candle_core::Layout,
+    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        let (rows, inp) = layout.shape().dims2()?;
+        let (start, end) = layout.contiguous_offsets().ok_or_else(|| {
+            candle_core::Error::Msg("frozen matmul needs a contiguous input".into())
+        })?;
+        let x = Tensor::from_slice(
+            &storage.as_slice::<f32>()?[start..end],
+            (rows, inp),
+            &Device::Cpu,
+        )?;
+        let y = x.matmul(&self.w.t()?)?;
+        let out = self.w.dim(0)?;
+        Ok((
+            candle_core::CpuStorage::F32(y.flatten_all()?.to_vec1::<f32>()?),
+            candle_core::Shape::from((rows, out)),
+        ))
+    }
+
+    fn bwd(
+        &self,
+        _arg: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<Option<Tensor>> {
+        Ok(Some(grad.matmul(&self.w)?))
     }
 }
 
@@ -499,6 +550,27 @@ impl Llama {
             })?;
         }
         Ok(())
+    }
+
+    /// Detaches every base tensor from the autograd graph (a model from [`Llama::random`]
+    /// becomes frozen like one loaded from GGUF); adapters stay trainable.
+    pub fn freeze_base(&mut self) {
+        let freeze = |w: &mut Weight| {
+            if let Weight::Dense(t) = w {
+                *t = t.detach();
+            }
+        };
+        self.embed = self.embed.detach();
+        self.norm = self.norm.detach();
+        self.head_f32 = self.head_f32.detach();
+        freeze(&mut self.head);
+        for b in &mut self.blocks {
+            b.attn_norm = b.attn_norm.detach();
+            b.ffn_norm = b.ffn_norm.detach();
+            for p in &mut b.projs {
+                freeze(&mut p.weight);
+            }
+        }
     }
 
     /// Drops the f32 copies of hybrid weights, keeping Q8_0 only: every matmul then runs

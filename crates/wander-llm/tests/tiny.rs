@@ -111,6 +111,48 @@ fn lora_and_head_tensors_receive_gradients() {
     }
 }
 
+/// The frozen-weight matmul (input gradient only) gives the adapters exactly the gradients
+/// that the plain matmul gives.
+#[test]
+fn frozen_base_gives_the_same_adapter_gradients() {
+    let grads = |freeze: bool| -> Vec<Vec<f32>> {
+        let (mut model, _) = Llama::random(tiny(), 12).unwrap();
+        if freeze {
+            model.freeze_base();
+        }
+        let targets: Vec<String> = vec!["q".into(), "k".into(), "down".into()];
+        let lora = model.attach_lora(&targets, 4, 8.0, 13).unwrap();
+        for (name, v) in &lora {
+            if name.ends_with("lora_b") {
+                let vals: Vec<f32> = (0..v.elem_count())
+                    .map(|i| 0.1 * (i as f32 * 0.37).sin())
+                    .collect();
+                v.set(&Tensor::from_vec(vals, v.shape(), &Device::Cpu).unwrap())
+                    .unwrap();
+            }
+        }
+        let (loss, _) = batch_loss(&model, &Objective::Sft, &examples()[..4], 0).unwrap();
+        let store = loss.backward().unwrap();
+        lora.iter()
+            .map(|(_, v)| {
+                store
+                    .get(v.as_tensor())
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1::<f32>()
+                    .unwrap()
+            })
+            .collect()
+    };
+    let (plain, frozen) = (grads(false), grads(true));
+    for (a, b) in plain.iter().zip(&frozen) {
+        for (x, y) in a.iter().zip(b) {
+            assert!((x - y).abs() <= 1e-5 * (1.0 + x.abs()), "{x} vs {y}");
+        }
+    }
+}
+
 #[test]
 fn sft_reduces_the_loss_and_resume_matches_an_uninterrupted_run() {
     let cfg = TrainConfig {
