@@ -164,7 +164,7 @@ pub fn bench_llm(
     let mut g = GgufFile::open(q8_path)?;
     let mut train_model = Llama::from_gguf(&mut g, false)?;
     let targets: Vec<String> = ["q", "k", "v", "o"].iter().map(|s| s.to_string()).collect();
-    let params = train_model.attach_lora(&targets, 8, 16.0, 0)?;
+    let params = train_model.attach_lora(&targets, 8, 16.0, 0.0, 0)?;
     let examples: Vec<Example> = answers
         .iter()
         .take(16)

@@ -133,6 +133,13 @@ pub struct Lora {
     pub b: Var,
     /// alpha / rank.
     pub scale: f64,
+    /// Dropout probability on the adapter's input during training.
+    pub dropout: f64,
+}
+
+/// The dropout seed of one projection in one forward pass, when training.
+fn dropout_stream(mode: Mode, seed: u64, stream: u64) -> Option<u64> {
+    (mode == Mode::Train).then(|| wander_core::rng::Rng::new(seed).fork(stream).next_u64())
 }
 
 /// A linear projection with an optional adapter.
@@ -145,7 +152,9 @@ pub struct Proj {
 }
 
 impl Proj {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    /// Base projection plus adapter; `dropout_seed` (training only) draws the adapter's
+    /// input dropout mask from wander's seeded RNG, so a resumed run draws the same masks.
+    fn forward_t(&self, x: &Tensor, dropout_seed: Option<u64>) -> Result<Tensor> {
         let y = self.weight.forward(x)?;
         match &self.lora {
             None => Ok(y),
@@ -153,7 +162,25 @@ impl Proj {
                 let dims = x.dims().to_vec();
                 let last = dims[dims.len() - 1];
                 let rows = x.elem_count() / last;
-                let h = x.reshape((rows, last))?.matmul(&l.a.as_tensor().t()?)?;
+                let xin = x.reshape((rows, last))?;
+                let xin = match dropout_seed {
+                    Some(seed) if l.dropout > 0.0 => {
+                        let mut rng = wander_core::rng::Rng::new(seed);
+                        let keep = 1.0 - l.dropout;
+                        let mask: Vec<f32> = (0..rows * last)
+                            .map(|_| {
+                                if rng.next_f64() < keep {
+                                    (1.0 / keep) as f32
+                                } else {
+                                    0.0
+                                }
+                            })
+                            .collect();
+                        (xin * Tensor::from_vec(mask, (rows, last), &Device::Cpu)?)?
+                    }
+                    _ => xin,
+                };
+                let h = xin.matmul(&l.a.as_tensor().t()?)?;
                 let d = (h.matmul(&l.b.as_tensor().t()?)? * l.scale)?;
                 let d = d.reshape(y.shape())?;
                 Ok((y + d)?)
@@ -251,6 +278,7 @@ pub struct Llama {
     norm: Tensor,
     head: Weight,
     head_f32: Tensor,
+    dropout_seed: Arc<std::sync::atomic::AtomicU64>,
     cos: Tensor,
     sin: Tensor,
 }
@@ -342,6 +370,7 @@ impl Llama {
             blocks,
             head,
             head_f32,
+            dropout_seed: Default::default(),
             cos,
             sin,
             cfg,
@@ -407,6 +436,7 @@ impl Llama {
             Llama {
                 head: Weight::Dense(embed.clone()),
                 head_f32: embed.clone(),
+                dropout_seed: Default::default(),
                 embed,
                 blocks,
                 norm,
@@ -425,6 +455,7 @@ impl Llama {
         targets: &[String],
         rank: usize,
         alpha: f64,
+        dropout: f64,
         seed: u64,
     ) -> Result<Vec<(String, Var)>> {
         let mut rng = wander_core::rng::Rng::new(seed);
@@ -447,6 +478,7 @@ impl Llama {
                     a,
                     b,
                     scale: alpha / rank as f64,
+                    dropout,
                 });
             }
         }
@@ -552,6 +584,16 @@ impl Llama {
         Ok(())
     }
 
+    /// Sets the seed of the adapters' dropout masks for the next training forward passes.
+    pub fn set_dropout_seed(&self, seed: u64) {
+        self.dropout_seed
+            .store(seed, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn dropout_seed(&self) -> u64 {
+        self.dropout_seed.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Detaches every base tensor from the autograd graph (a model from [`Llama::random`]
     /// becomes frozen like one loaded from GGUF); adapters stay trainable.
     pub fn freeze_base(&mut self) {
@@ -649,21 +691,22 @@ impl Llama {
             None
         };
         let scale = 1.0 / (hd as f64).sqrt();
-        for (block, slot) in self.blocks.iter().zip(cache.layers.iter_mut()) {
+        for (li, (block, slot)) in self.blocks.iter().zip(cache.layers.iter_mut()).enumerate() {
+            let drop = |pi: u64| dropout_stream(mode, self.dropout_seed(), li as u64 * 8 + pi);
             let h = rms_norm(&x, &block.attn_norm, self.cfg.rms_eps, mode)?;
             let [q, k, v, o, gate, up, down] = &block.projs;
             let q = q
-                .forward(&h)?
+                .forward_t(&h, drop(0))?
                 .reshape((b, t, nh, hd))?
                 .transpose(1, 2)?
                 .contiguous()?;
             let k = k
-                .forward(&h)?
+                .forward_t(&h, drop(1))?
                 .reshape((b, t, nkv, hd))?
                 .transpose(1, 2)?
                 .contiguous()?;
             let v = v
-                .forward(&h)?
+                .forward_t(&h, drop(2))?
                 .reshape((b, t, nkv, hd))?
                 .transpose(1, 2)?
                 .contiguous()?;
@@ -704,11 +747,11 @@ impl Llama {
                 .reshape((b, nh, t, hd))?
                 .transpose(1, 2)?
                 .reshape((b, t, nh * hd))?;
-            x = (x + o.forward(&y)?)?;
+            x = (x + o.forward_t(&y, drop(3))?)?;
             let h = rms_norm(&x, &block.ffn_norm, self.cfg.rms_eps, mode)?;
-            let g = candle_nn::ops::silu(&gate.forward(&h)?)?;
-            let m = (g * up.forward(&h)?)?;
-            x = (x + down.forward(&m)?)?;
+            let g = candle_nn::ops::silu(&gate.forward_t(&h, drop(4))?)?;
+            let m = (g * up.forward_t(&h, drop(5))?)?;
+            x = (x + down.forward_t(&m, drop(6))?)?;
         }
         if mode == Mode::Infer {
             cache.len = total;

@@ -403,6 +403,11 @@ impl<'a> Trainer<'a> {
                         train[self.order(train.len(), epoch)[k % train.len()]].clone()
                     })
                     .collect();
+                self.model.set_dropout_seed(
+                    wander_core::rng::Rng::new(self.cfg.seed)
+                        .fork((step * self.cfg.grad_accum + micro) as u64)
+                        .next_u64(),
+                );
                 let (loss, tokens) = batch_loss(self.model, &self.objective, &batch, self.pad)?;
                 self.report.tokens += tokens;
                 step_loss += loss.to_scalar::<f32>()? as f64 / self.cfg.grad_accum as f64;

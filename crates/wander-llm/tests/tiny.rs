@@ -85,7 +85,7 @@ fn lora_and_head_tensors_receive_gradients() {
         .iter()
         .map(|s| s.to_string())
         .collect();
-    let lora = model.attach_lora(&all, 4, 8.0, 3).unwrap();
+    let lora = model.attach_lora(&all, 4, 8.0, 0.0, 3).unwrap();
     assert_eq!(lora.len(), 2 * 7 * 2);
     // B starts at zero (so A's gradient is zero at step 0, by design); give B values to
     // check that gradients flow through every adapter and every op after it.
@@ -121,7 +121,7 @@ fn frozen_base_gives_the_same_adapter_gradients() {
             model.freeze_base();
         }
         let targets: Vec<String> = vec!["q".into(), "k".into(), "down".into()];
-        let lora = model.attach_lora(&targets, 4, 8.0, 13).unwrap();
+        let lora = model.attach_lora(&targets, 4, 8.0, 0.0, 13).unwrap();
         for (name, v) in &lora {
             if name.ends_with("lora_b") {
                 let vals: Vec<f32> = (0..v.elem_count())
@@ -168,7 +168,7 @@ fn sft_reduces_the_loss_and_resume_matches_an_uninterrupted_run() {
     let targets: Vec<String> = vec!["q".into(), "v".into(), "up".into()];
     let run = |stop: Option<usize>, dir: &std::path::Path| {
         let (mut model, _) = Llama::random(tiny(), 9).unwrap();
-        let params = model.attach_lora(&targets, 4, 8.0, 11).unwrap();
+        let params = model.attach_lora(&targets, 4, 8.0, 0.1, 11).unwrap();
         let mut t =
             Trainer::new(&model, Objective::Sft, params, cfg.clone(), 0, Some(dir)).unwrap();
         let report = t.run(&examples(), &examples()[..4], stop, None).unwrap();
@@ -212,7 +212,7 @@ fn sft_reduces_the_loss_and_resume_matches_an_uninterrupted_run() {
 fn lora_save_load_and_merge_preserve_outputs() {
     let (mut model, _) = Llama::random(tiny(), 4).unwrap();
     let targets: Vec<String> = vec!["q".into(), "o".into(), "down".into()];
-    let lora = model.attach_lora(&targets, 4, 8.0, 5).unwrap();
+    let lora = model.attach_lora(&targets, 4, 8.0, 0.0, 5).unwrap();
     for (_, v) in &lora {
         v.set(&Tensor::randn(0f32, 0.2, v.shape(), &Device::Cpu).unwrap())
             .unwrap();
@@ -234,7 +234,7 @@ fn lora_save_load_and_merge_preserve_outputs() {
     let path = dir.path().join("lora.safetensors");
     model.save_lora(&path).unwrap();
     let (mut other, _) = Llama::random(tiny(), 4).unwrap();
-    other.attach_lora(&targets, 4, 8.0, 99).unwrap();
+    other.attach_lora(&targets, 4, 8.0, 0.0, 99).unwrap();
     other.load_lora(&path).unwrap();
     let manifest: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.path().join("lora.safetensors.json")).unwrap())
@@ -362,4 +362,43 @@ fn learning_rate_schedule_warms_up_and_decays() {
     for s in 10..99 {
         assert!(cfg.lr_at(s + 1) <= cfg.lr_at(s));
     }
+}
+
+#[test]
+fn lora_dropout_is_seeded_and_only_in_training() {
+    let (mut model, _) = Llama::random(tiny(), 21).unwrap();
+    let targets: Vec<String> = vec!["q".into(), "up".into()];
+    let lora = model.attach_lora(&targets, 4, 8.0, 0.5, 22).unwrap();
+    for (_, v) in &lora {
+        let vals: Vec<f32> = (0..v.elem_count())
+            .map(|i| 0.2 * (i as f32 * 0.91).cos())
+            .collect();
+        v.set(&Tensor::from_vec(vals, v.shape(), &Device::Cpu).unwrap())
+            .unwrap();
+    }
+    let loss = |seed: u64| {
+        model.set_dropout_seed(seed);
+        batch_loss(&model, &Objective::Sft, &examples()[..4], 0)
+            .unwrap()
+            .0
+            .to_scalar::<f32>()
+            .unwrap()
+    };
+    assert_eq!(loss(1), loss(1), "same seed, same masks");
+    assert_ne!(loss(1), loss(2), "another seed, other masks");
+    let x = Tensor::new(&[1u32, 5, 9, 2], &Device::Cpu)
+        .unwrap()
+        .unsqueeze(0)
+        .unwrap();
+    let infer = |seed: u64| {
+        model.set_dropout_seed(seed);
+        model
+            .last_logits(&x, &mut KvCache::new(2))
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
+    };
+    assert_eq!(infer(1), infer(2), "no dropout at inference");
 }
