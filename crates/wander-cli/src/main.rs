@@ -32,7 +32,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run every stage in order (assets, ingest), skipping those that are up to date.
+    /// Run every stage in order (assets, ingest, taxonomy), skipping those that are up to date.
     Run {
         /// Redo every stage even if its inputs and config are unchanged.
         #[arg(long)]
@@ -50,6 +50,12 @@ enum Command {
     },
     /// Load, validate and split the interaction log and catalogue into Parquet.
     Ingest {
+        /// Redo the stage even if its inputs and config are unchanged.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Build the interest-cluster taxonomy: item embeddings, two-level clusters, descriptions.
+    Taxonomy {
         /// Redo the stage even if its inputs and config are unchanged.
         #[arg(long)]
         force: bool,
@@ -175,6 +181,10 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Ingest { force } => {
             let summary = stages::ingest(&ctx, force)?;
+            emit(&ctx, &summary, &stages::describe(&summary));
+        }
+        Command::Taxonomy { force } => {
+            let summary = stages::taxonomy(&ctx, force)?;
             emit(&ctx, &summary, &stages::describe(&summary));
         }
         Command::Bench {

@@ -114,6 +114,11 @@ pub fn describe(summary: &Value) -> String {
             summary["positive_rule"].as_str().unwrap_or(""),
             summary["skipped_rows"]
         ),
+        "taxonomy" => format!(
+            "taxonomy: {} coarse / {} fine clusters, coherence {:.2} (random {:.2}), genre purity {:.2} (random {:.2}); report: {}",
+            summary["coarse_clusters"], summary["fine_clusters"], summary["coherence_text"].as_f64().unwrap_or(0.0), summary["coherence_text_random"].as_f64().unwrap_or(0.0),
+            summary["genre_purity"].as_f64().unwrap_or(0.0), summary["genre_purity_random"].as_f64().unwrap_or(0.0), summary["report"].as_str().unwrap_or("")
+        ),
         _ => summary.to_string(),
     }
 }
@@ -126,6 +131,9 @@ pub fn run_all(ctx: &Ctx, force: bool) -> anyhow::Result<Value> {
     let ingest = ingest(ctx, force)?;
     log(describe(&ingest));
     stages.insert("ingest".into(), ingest);
+    let taxonomy = taxonomy(ctx, force)?;
+    log(describe(&taxonomy));
+    stages.insert("taxonomy".into(), taxonomy);
     Ok(json!({"run_dir": ctx.config.run.dir, "stages": stages}))
 }
 
@@ -217,4 +225,74 @@ pub fn bench_llm_matrix(ctx: &Ctx, candidates: usize, train_steps: usize) -> any
         out.insert(label.into(), serde_json::from_slice(&o.stdout)?);
     }
     Ok(Value::Object(out))
+}
+
+/// `wander taxonomy`.
+pub fn taxonomy(ctx: &Ctx, force: bool) -> anyhow::Result<Value> {
+    let cfg = &ctx.config.taxonomy;
+    let run = RunDir::open(&ctx.config.run.dir)?;
+    let model_dir = ctx.fetcher().resolve(&cfg.model)?;
+    let mut inputs = BTreeMap::new();
+    inputs.insert(
+        "ingest/manifest.json".to_string(),
+        run.manifest_checksum("ingest")?,
+    );
+    for f in ["model.safetensors", "tokenizer.json", "config.json"] {
+        let p = model_dir.join(f);
+        inputs.insert(
+            p.display().to_string(),
+            sha256_file(&p).with_context(|| {
+                format!(
+                    "{}: the embedding model (taxonomy.model) is incomplete",
+                    model_dir.display()
+                )
+            })?,
+        );
+    }
+    let slice = json!({"taxonomy": cfg, "seed": ctx.config.run.seed});
+    let seed = ctx.config.run.seed;
+    let stage_dir = run.stage_dir("taxonomy");
+    let outcome = run.run_stage("taxonomy", slice, inputs, force, |w| -> anyhow::Result<Value> {
+        let ds = wander_data::read_dataset(&run.read("ingest")?)?;
+        let texts: Vec<String> = ds.items.iter().map(wander_taxonomy::item_text).collect();
+        let embedder = wander_taxonomy::embed::TextEmbedder::load(&model_dir)?;
+        let mut cache = wander_taxonomy::embed::EmbeddingCache::open(&cfg.cache_dir.join(format!("text-{}.bin", &embedder.model_sha256[..16])));
+        let bar = wander_core::progress::bar(texts.len() as u64, "embed", "items");
+        let t0 = std::time::Instant::now();
+        let (text, computed) = wander_taxonomy::embed::embed_all(&embedder, &mut cache, &texts, cfg.batch_size, Some(&bar))?;
+        let embed_seconds = t0.elapsed().as_secs_f64();
+        bar.finish_and_clear();
+        log(format!("embedded {computed} items in {embed_seconds:.1} s ({} from cache)", texts.len() - computed));
+        let spinner = wander_core::progress::spinner("taxonomy");
+        spinner.set_message("behavioural embeddings (PPMI + SVD)");
+        let ppmi = wander_taxonomy::behaviour::ppmi(&ds, cfg.window);
+        let behaviour = wander_taxonomy::behaviour::embeddings(&ppmi, cfg.behaviour_dim, seed);
+        spinner.set_message("clustering");
+        let mixed = wander_taxonomy::mix(&text, &behaviour, cfg.text_weight);
+        let tax = wander_taxonomy::build(&ds, &mixed, cfg, seed)?;
+        let (report, markdown) = wander_taxonomy::report(&ds, &tax, &text, &mixed, seed);
+        // What each embedding gives on its own, under the same clustering settings.
+        spinner.set_message("text-only and behaviour-only comparison");
+        let mut comparison = serde_json::Map::new();
+        for (label, weight) in [("text_only", 1.0), ("behaviour_only", 0.0)] {
+            let v = wander_taxonomy::mix(&text, &behaviour, weight);
+            let t = wander_taxonomy::build(&ds, &v, cfg, seed)?;
+            let (r, _) = wander_taxonomy::report(&ds, &t, &text, &v, seed);
+            comparison.insert(label.into(), json!({"coherence_text": r.coherence_text, "coherence_text_lift": r.coherence_text_lift, "genre_purity": r.genre_purity}));
+        }
+        comparison.insert(format!("configured_mix_{}", cfg.text_weight), json!({"coherence_text": report.coherence_text, "coherence_text_lift": report.coherence_text_lift, "genre_purity": report.genre_purity}));
+        spinner.finish_and_clear();
+        wander_taxonomy::write(w, &tax, &ds)?;
+        w.write_bytes("report.md", markdown.as_bytes())?;
+        let mut summary = serde_json::to_value(&report)?;
+        summary["planner_level"] = json!(tax.planner_level);
+        summary["embedded_items"] = json!(computed);
+        summary["embedding_cache_hits"] = json!(texts.len() - computed);
+        summary["embed_seconds"] = json!(embed_seconds);
+        summary["mix_comparison"] = Value::Object(comparison);
+        summary["report"] = json!(stage_dir.join("report.md"));
+        Ok(summary)
+    })
+    .context("taxonomy failed; earlier artifacts in the run directory are unchanged")?;
+    Ok(report("taxonomy", &outcome))
 }

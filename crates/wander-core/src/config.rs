@@ -29,8 +29,42 @@ pub struct Config {
     pub assets: AssetsConfig,
     /// The interaction log and catalogue, and how to read them.
     pub data: DataConfig,
+    /// The interest-cluster taxonomy.
+    pub taxonomy: TaxonomyConfig,
     /// The language-model runtime.
     pub llm: LlmConfig,
+}
+
+/// `[taxonomy]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaxonomyConfig {
+    /// Sentence-embedding model folder; `asset:minilm` is all-MiniLM-L6-v2.
+    pub model: String,
+    /// Folder of the text-embedding cache (keyed by model and text hash).
+    pub cache_dir: std::path::PathBuf,
+    /// Texts per embedding batch.
+    pub batch_size: usize,
+    /// Weight of the text embedding in the mix; 1 - weight goes to the behavioural one.
+    pub text_weight: f64,
+    /// Width of the behavioural embedding.
+    pub behaviour_dim: usize,
+    /// Co-consumption window (positions in a user's positive sequence).
+    pub window: usize,
+    /// Number of coarse clusters.
+    pub coarse_clusters: usize,
+    /// Number of fine clusters in total (nested in the coarse ones).
+    pub fine_clusters: usize,
+    /// k-means++ restarts (best inertia kept).
+    pub restarts: usize,
+    /// Lloyd iterations at most.
+    pub max_iterations: usize,
+    /// Fine clusters smaller than this are merged into their nearest sibling.
+    pub min_cluster_size: usize,
+    /// Keywords per description (more only to break ties).
+    pub keywords: usize,
+    /// Level the planner LLM speaks: `coarse` or `fine`.
+    pub planner_level: String,
 }
 
 /// `[run]`
@@ -292,6 +326,28 @@ impl Config {
             return Err(CoreError::config(
                 "data.interactions",
                 "the generic format needs both data.interactions and data.items",
+            ));
+        }
+        let t = &self.taxonomy;
+        if !(0.0..=1.0).contains(&t.text_weight) {
+            return Err(CoreError::config(
+                "taxonomy.text_weight",
+                "must be in [0, 1]",
+            ));
+        }
+        if t.coarse_clusters == 0 || t.fine_clusters < t.coarse_clusters {
+            return Err(CoreError::config(
+                "taxonomy.fine_clusters",
+                "need coarse_clusters >= 1 and fine_clusters >= coarse_clusters",
+            ));
+        }
+        if !(3..=6).contains(&t.keywords) {
+            return Err(CoreError::config("taxonomy.keywords", "must be 3 to 6"));
+        }
+        if t.planner_level != "coarse" && t.planner_level != "fine" {
+            return Err(CoreError::config(
+                "taxonomy.planner_level",
+                "must be `coarse` or `fine`",
             ));
         }
         let lora = &self.llm.lora;

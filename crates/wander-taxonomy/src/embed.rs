@@ -1,0 +1,207 @@
+//! Sentence embeddings with all-MiniLM-L6-v2 in candle: BERT forward, mean pooling over the
+//! attention mask, L2 normalisation; cached by a hash of model and text.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use candle_transformers::models::bert::{BertModel, Config};
+
+use crate::{Result, TaxonomyError};
+
+/// A loaded sentence-embedding model.
+pub struct TextEmbedder {
+    model: BertModel,
+    tokenizer: tokenizers::Tokenizer,
+    /// Identity of the weights (SHA-256), part of every cache key.
+    pub model_sha256: String,
+    /// Embedding width.
+    pub dim: usize,
+}
+
+fn model_err(path: &Path, e: impl std::fmt::Display) -> TaxonomyError {
+    TaxonomyError::Model {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    }
+}
+
+impl TextEmbedder {
+    /// Loads `model.safetensors`, `config.json` and `tokenizer.json` from `dir`.
+    pub fn load(dir: &Path) -> Result<Self> {
+        let weights = dir.join("model.safetensors");
+        let config_path = dir.join("config.json");
+        let config: Config = serde_json::from_slice(
+            &std::fs::read(&config_path).map_err(|e| model_err(&config_path, e))?,
+        )
+        .map_err(|e| model_err(&config_path, e))?;
+        let vb =
+            unsafe { VarBuilder::from_mmaped_safetensors(&[&weights], DType::F32, &Device::Cpu) }
+                .map_err(|e| model_err(&weights, e))?;
+        let model = BertModel::load(vb, &config).map_err(|e| model_err(&weights, e))?;
+        let tok_path = dir.join("tokenizer.json");
+        let mut tokenizer =
+            tokenizers::Tokenizer::from_file(&tok_path).map_err(|e| model_err(&tok_path, e))?;
+        tokenizer.with_padding(None);
+        Ok(TextEmbedder {
+            model,
+            tokenizer,
+            model_sha256: wander_core::hash::sha256_file(&weights)?,
+            dim: config.hidden_size,
+        })
+    }
+
+    /// Embeds a batch of texts (unit vectors). Texts are truncated to the tokenizer's
+    /// configured length (128 word pieces for all-MiniLM-L6-v2).
+    pub fn embed_batch(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
+        if texts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let enc = self
+            .tokenizer
+            .encode_batch(texts.to_vec(), true)
+            .map_err(|e| TaxonomyError::Invalid(format!("tokenizer: {e}")))?;
+        let len = enc.iter().map(|e| e.get_ids().len()).max().unwrap_or(1);
+        let b = texts.len();
+        let mut ids = vec![0u32; b * len];
+        let mut mask = vec![0u32; b * len];
+        for (r, e) in enc.iter().enumerate() {
+            for (k, &id) in e.get_ids().iter().enumerate() {
+                ids[r * len + k] = id;
+                mask[r * len + k] = 1;
+            }
+        }
+        let ids = Tensor::from_vec(ids, (b, len), &Device::Cpu)?;
+        let mask = Tensor::from_vec(mask, (b, len), &Device::Cpu)?;
+        let types = ids.zeros_like()?;
+        let hidden = self.model.forward(&ids, &types, Some(&mask))?;
+        let m = mask.to_dtype(DType::F32)?.unsqueeze(2)?;
+        let summed = hidden.broadcast_mul(&m)?.sum(1)?;
+        let counts = m.sum(1)?;
+        let mean = summed.broadcast_div(&counts)?;
+        let norm = mean.sqr()?.sum_keepdim(1)?.sqrt()?;
+        Ok(mean.broadcast_div(&norm)?.to_vec2::<f32>()?)
+    }
+}
+
+/// Embeddings keyed by SHA-256 of (model, text), stored in one binary file.
+pub struct EmbeddingCache {
+    path: PathBuf,
+    entries: HashMap<String, Vec<f32>>,
+    dirty: bool,
+}
+
+const MAGIC: &[u8; 8] = b"WEMBED01";
+
+impl EmbeddingCache {
+    /// Opens the cache file (missing or unreadable files give an empty cache).
+    pub fn open(path: &Path) -> Self {
+        let entries = std::fs::read(path)
+            .ok()
+            .and_then(|b| Self::decode(&b))
+            .unwrap_or_default();
+        EmbeddingCache {
+            path: path.to_path_buf(),
+            entries,
+            dirty: false,
+        }
+    }
+
+    fn decode(bytes: &[u8]) -> Option<HashMap<String, Vec<f32>>> {
+        if bytes.len() < 20 || &bytes[..8] != MAGIC {
+            return None;
+        }
+        let dim = u32::from_le_bytes(bytes[8..12].try_into().ok()?) as usize;
+        let n = u64::from_le_bytes(bytes[12..20].try_into().ok()?) as usize;
+        let rec = 64 + 4 * dim;
+        if bytes.len() != 20 + n * rec {
+            return None;
+        }
+        let mut out = HashMap::with_capacity(n);
+        for r in 0..n {
+            let at = 20 + r * rec;
+            let key = std::str::from_utf8(&bytes[at..at + 64]).ok()?.to_string();
+            let v = bytes[at + 64..at + rec]
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
+            out.insert(key, v);
+        }
+        Some(out)
+    }
+
+    /// Key of a text under a model.
+    pub fn key(model_sha256: &str, text: &str) -> String {
+        wander_core::hash::sha256_hex(format!("{model_sha256}\n{text}").as_bytes())
+    }
+
+    /// A cached embedding.
+    pub fn get(&self, key: &str) -> Option<&Vec<f32>> {
+        self.entries.get(key)
+    }
+
+    /// Adds an embedding.
+    pub fn insert(&mut self, key: String, v: Vec<f32>) {
+        self.entries.insert(key, v);
+        self.dirty = true;
+    }
+
+    /// Writes the cache atomically if it changed.
+    pub fn save(&mut self) -> Result<()> {
+        if !self.dirty {
+            return Ok(());
+        }
+        let dim = self.entries.values().next().map(|v| v.len()).unwrap_or(0);
+        let mut keys: Vec<&String> = self.entries.keys().collect();
+        keys.sort();
+        let mut bytes = Vec::with_capacity(20 + keys.len() * (64 + 4 * dim));
+        bytes.extend_from_slice(MAGIC);
+        bytes.extend_from_slice(&(dim as u32).to_le_bytes());
+        bytes.extend_from_slice(&(keys.len() as u64).to_le_bytes());
+        for k in keys {
+            bytes.extend_from_slice(k.as_bytes());
+            for x in &self.entries[k] {
+                bytes.extend_from_slice(&x.to_le_bytes());
+            }
+        }
+        wander_core::artifact::atomic_write(&self.path, &bytes)?;
+        self.dirty = false;
+        Ok(())
+    }
+}
+
+/// Embeds `texts`, reusing cached vectors; returns the vectors and how many were computed.
+pub fn embed_all(
+    embedder: &TextEmbedder,
+    cache: &mut EmbeddingCache,
+    texts: &[String],
+    batch: usize,
+    progress: Option<&wander_core::progress::Bar>,
+) -> Result<(Vec<Vec<f32>>, usize)> {
+    let keys: Vec<String> = texts
+        .iter()
+        .map(|t| EmbeddingCache::key(&embedder.model_sha256, t))
+        .collect();
+    let mut todo: Vec<usize> = (0..texts.len())
+        .filter(|&i| cache.get(&keys[i]).is_none())
+        .collect();
+    // Similar lengths in a batch waste less padding; the order is deterministic.
+    todo.sort_by_key(|&i| (texts[i].len(), i));
+    let computed = todo.len();
+    for chunk in todo.chunks(batch.max(1)) {
+        let refs: Vec<&str> = chunk.iter().map(|&i| texts[i].as_str()).collect();
+        for (&i, v) in chunk.iter().zip(embedder.embed_batch(&refs)?) {
+            cache.insert(keys[i].clone(), v);
+        }
+        if let Some(bar) = progress {
+            bar.inc(chunk.len() as u64);
+        }
+    }
+    cache.save()?;
+    let out = keys
+        .iter()
+        .map(|k| cache.get(k).cloned().expect("embedded above"))
+        .collect();
+    Ok((out, computed))
+}

@@ -1,0 +1,383 @@
+//! The interest-cluster taxonomy: the vocabulary both LLMs of wander speak.
+//!
+//! Items are embedded from their metadata text (all-MiniLM-L6-v2 in candle) and from how
+//! people consume them (PPMI over a co-consumption window, truncated SVD), mixed by
+//! `taxonomy.text_weight`, and clustered in two nested levels with seeded k-means++. Each
+//! cluster is described by keywords chosen by class-based TF-IDF, unique within its level,
+//! and [`describe::DescriptionIndex`] maps a description back to its cluster.
+#![deny(missing_docs)]
+
+pub mod behaviour;
+pub mod describe;
+pub mod embed;
+pub mod kmeans;
+pub mod linalg;
+mod report;
+
+use std::sync::Arc;
+
+use arrow_array::{ArrayRef, RecordBatch, StringArray, UInt32Array};
+use serde::{Deserialize, Serialize};
+use wander_core::config::TaxonomyConfig;
+use wander_core::rng::Rng;
+use wander_data::Dataset;
+
+pub use report::{report, TaxonomyReport};
+
+/// Errors of building or reading a taxonomy.
+#[derive(Debug, thiserror::Error)]
+pub enum TaxonomyError {
+    /// A model file is missing or unreadable.
+    #[error("{}: {message}", path.display())]
+    Model {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// Invalid input.
+    #[error("{0}")]
+    Invalid(String),
+    /// A tensor operation failed.
+    #[error("tensor: {0}")]
+    Candle(#[from] candle_core::Error),
+    /// Filesystem or artifact error.
+    #[error(transparent)]
+    Core(#[from] wander_core::CoreError),
+    /// Reading the dataset failed.
+    #[error(transparent)]
+    Data(#[from] wander_data::DataError),
+}
+
+/// Result alias for [`TaxonomyError`].
+pub type Result<T, E = TaxonomyError> = std::result::Result<T, E>;
+
+/// One interest cluster.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Cluster {
+    /// Id within its level (0-based).
+    pub id: u32,
+    /// `coarse` or `fine`.
+    pub level: String,
+    /// Coarse parent of a fine cluster.
+    pub parent: Option<u32>,
+    /// Keywords, best first.
+    pub keywords: Vec<String>,
+    /// The description the LLMs read and write (keywords joined by ", ").
+    pub description: String,
+    /// Number of items.
+    pub size: usize,
+    /// Mean of the members' (mixed) embeddings.
+    pub centroid: Vec<f32>,
+}
+
+/// A two-level taxonomy and the item-to-cluster maps.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Taxonomy {
+    /// Coarse clusters.
+    pub coarse: Vec<Cluster>,
+    /// Fine clusters, each nested in one coarse cluster.
+    pub fine: Vec<Cluster>,
+    /// Coarse cluster of each item.
+    pub item_coarse: Vec<u32>,
+    /// Fine cluster of each item.
+    pub item_fine: Vec<u32>,
+    /// `coarse` or `fine`: the level the planner uses.
+    pub planner_level: String,
+}
+
+impl Taxonomy {
+    /// The planner level's clusters.
+    pub fn planner_clusters(&self) -> &[Cluster] {
+        if self.planner_level == "coarse" {
+            &self.coarse
+        } else {
+            &self.fine
+        }
+    }
+
+    /// The planner-level cluster of every item.
+    pub fn planner_assign(&self) -> &[u32] {
+        if self.planner_level == "coarse" {
+            &self.item_coarse
+        } else {
+            &self.item_fine
+        }
+    }
+
+    /// Parser from description text to planner-level cluster id.
+    pub fn index(&self) -> describe::DescriptionIndex {
+        describe::DescriptionIndex::new(
+            self.planner_clusters()
+                .iter()
+                .map(|c| (c.id, c.description.as_str())),
+        )
+    }
+}
+
+/// The text embedded for an item: title, year, genres, tags and free text.
+pub fn item_text(item: &wander_data::Item) -> String {
+    let mut s = item.title.clone();
+    if let Some(y) = item.year {
+        s.push_str(&format!(" ({y})"));
+    }
+    if !item.genres.is_empty() {
+        s.push_str(&format!(". Genres: {}", item.genres.join(", ")));
+    }
+    if !item.tags.is_empty() {
+        s.push_str(&format!(
+            ". Tags: {}",
+            item.tags
+                .iter()
+                .take(20)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    if !item.text.is_empty() {
+        s.push_str(". ");
+        s.push_str(&item.text);
+    }
+    s
+}
+
+/// Concatenates `sqrt(w) * text` and `sqrt(1 - w) * behaviour` (both unit vectors), so that
+/// cosine similarity of the mix is the weighted sum of the two cosines; re-normalised.
+pub fn mix(text: &[Vec<f32>], behaviour: &[Vec<f32>], text_weight: f64) -> Vec<Vec<f32>> {
+    let (a, b) = (text_weight.sqrt() as f32, (1.0 - text_weight).sqrt() as f32);
+    text.iter()
+        .zip(behaviour)
+        .map(|(t, h)| {
+            let mut v: Vec<f32> = t
+                .iter()
+                .map(|x| x * a)
+                .chain(h.iter().map(|x| x * b))
+                .collect();
+            let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+            if n > 0.0 {
+                v.iter_mut().for_each(|x| *x /= n);
+            }
+            v
+        })
+        .collect()
+}
+
+fn centroid(points: &[Vec<f32>], members: &[usize]) -> Vec<f32> {
+    let dim = points.first().map(|p| p.len()).unwrap_or(0);
+    let mut c = vec![0.0f64; dim];
+    for &m in members {
+        for (s, x) in c.iter_mut().zip(&points[m]) {
+            *s += *x as f64;
+        }
+    }
+    c.iter()
+        .map(|s| (s / members.len().max(1) as f64) as f32)
+        .collect()
+}
+
+/// Builds the two-level taxonomy from item vectors.
+pub fn build(
+    ds: &Dataset,
+    vectors: &[Vec<f32>],
+    cfg: &TaxonomyConfig,
+    seed: u64,
+) -> Result<Taxonomy> {
+    let n = vectors.len();
+    if n < cfg.fine_clusters {
+        return Err(TaxonomyError::Invalid(format!(
+            "{n} items cannot form {} fine clusters; lower taxonomy.fine_clusters",
+            cfg.fine_clusters
+        )));
+    }
+    let mut rng = Rng::new(seed);
+    let all: Vec<&[f32]> = vectors.iter().map(|v| v.as_slice()).collect();
+    let coarse = kmeans::kmeans(
+        &all,
+        cfg.coarse_clusters,
+        cfg.restarts,
+        cfg.max_iterations,
+        &mut rng,
+    );
+    let kc = coarse.centroids.len();
+    let mut members: Vec<Vec<usize>> = vec![Vec::new(); kc];
+    for (i, &c) in coarse.assign.iter().enumerate() {
+        members[c].push(i);
+    }
+    // Fine clusters per coarse cluster, in proportion to size (largest remainders).
+    let quota: Vec<f64> = members
+        .iter()
+        .map(|m| cfg.fine_clusters as f64 * m.len() as f64 / n as f64)
+        .collect();
+    let mut alloc: Vec<usize> = quota
+        .iter()
+        .zip(&members)
+        .map(|(q, m)| (q.floor() as usize).clamp(1, m.len()))
+        .collect();
+    let mut order: Vec<usize> = (0..kc).collect();
+    order.sort_by(|&a, &b| {
+        (quota[b] - quota[b].floor())
+            .total_cmp(&(quota[a] - quota[a].floor()))
+            .then(a.cmp(&b))
+    });
+    let mut k = 0;
+    while alloc.iter().sum::<usize>() < cfg.fine_clusters && k < 10 * kc {
+        let c = order[k % kc];
+        if alloc[c] < members[c].len() {
+            alloc[c] += 1;
+        }
+        k += 1;
+    }
+    let mut item_coarse = vec![0u32; n];
+    let mut item_fine = vec![0u32; n];
+    let mut fine_members: Vec<(u32, Vec<usize>)> = Vec::new();
+    for (c, mem) in members.iter().enumerate() {
+        for &i in mem {
+            item_coarse[i] = c as u32;
+        }
+        let pts: Vec<&[f32]> = mem.iter().map(|&i| vectors[i].as_slice()).collect();
+        let sub = kmeans::kmeans(&pts, alloc[c], cfg.restarts, cfg.max_iterations, &mut rng);
+        let mut groups: Vec<Vec<usize>> = vec![Vec::new(); sub.centroids.len()];
+        for (j, &a) in sub.assign.iter().enumerate() {
+            groups[a].push(mem[j]);
+        }
+        // Merge tiny clusters into the nearest sibling (by centroid), smallest first.
+        loop {
+            let live: Vec<usize> = (0..groups.len())
+                .filter(|&g| !groups[g].is_empty())
+                .collect();
+            let Some(&small) = live
+                .iter()
+                .filter(|&&g| groups[g].len() < cfg.min_cluster_size)
+                .min_by_key(|&&g| (groups[g].len(), g))
+            else {
+                break;
+            };
+            if live.len() < 2 {
+                break;
+            }
+            let cs = centroid(vectors, &groups[small]);
+            let target = *live
+                .iter()
+                .filter(|&&g| g != small)
+                .min_by(|&&a, &&b| {
+                    let da: f64 = centroid(vectors, &groups[a])
+                        .iter()
+                        .zip(&cs)
+                        .map(|(x, y)| ((x - y) as f64).powi(2))
+                        .sum();
+                    let db: f64 = centroid(vectors, &groups[b])
+                        .iter()
+                        .zip(&cs)
+                        .map(|(x, y)| ((x - y) as f64).powi(2))
+                        .sum();
+                    da.total_cmp(&db).then(a.cmp(&b))
+                })
+                .expect("two live groups");
+            let moved = std::mem::take(&mut groups[small]);
+            groups[target].extend(moved);
+            groups[target].sort_unstable();
+        }
+        for g in groups.into_iter().filter(|g| !g.is_empty()) {
+            fine_members.push((c as u32, g));
+        }
+    }
+    let mut fine = Vec::with_capacity(fine_members.len());
+    for (id, (parent, mem)) in fine_members.iter().enumerate() {
+        for &i in mem {
+            item_fine[i] = id as u32;
+        }
+        fine.push(Cluster {
+            id: id as u32,
+            level: "fine".into(),
+            parent: Some(*parent),
+            keywords: vec![],
+            description: String::new(),
+            size: mem.len(),
+            centroid: centroid(vectors, mem),
+        });
+    }
+    let mut coarse_clusters: Vec<Cluster> = members
+        .iter()
+        .enumerate()
+        .map(|(c, mem)| Cluster {
+            id: c as u32,
+            level: "coarse".into(),
+            parent: None,
+            keywords: vec![],
+            description: String::new(),
+            size: mem.len(),
+            centroid: centroid(vectors, mem),
+        })
+        .collect();
+    for (clusters, assign) in [
+        (&mut coarse_clusters, &item_coarse),
+        (&mut fine, &item_fine),
+    ] {
+        let ranked = describe::ranked_terms(&ds.items, assign, clusters.len());
+        for (c, (kw, desc)) in clusters
+            .iter_mut()
+            .zip(describe::unique_descriptions(&ranked, cfg.keywords))
+        {
+            c.keywords = kw;
+            c.description = desc;
+        }
+    }
+    Ok(Taxonomy {
+        coarse: coarse_clusters,
+        fine,
+        item_coarse,
+        item_fine,
+        planner_level: cfg.planner_level.clone(),
+    })
+}
+
+/// Name of the clusters file in the taxonomy stage.
+pub const CLUSTERS_FILE: &str = "clusters.json";
+/// Name of the item-to-cluster map in the taxonomy stage.
+pub const ITEM_CLUSTERS_FILE: &str = "item_clusters.parquet";
+
+/// Writes the taxonomy: `clusters.json` (both levels, the planner level and the maps) and
+/// `item_clusters.parquet` (item, item_id, coarse, fine).
+pub fn write(
+    stage: &wander_core::artifact::StageWriter,
+    tax: &Taxonomy,
+    ds: &Dataset,
+) -> Result<()> {
+    stage.write_json(CLUSTERS_FILE, tax)?;
+    let path = stage.path(ITEM_CLUSTERS_FILE)?;
+    let cols: Vec<(&str, ArrayRef)> = vec![
+        (
+            "item",
+            Arc::new(UInt32Array::from(
+                (0..tax.item_fine.len() as u32).collect::<Vec<_>>(),
+            )),
+        ),
+        (
+            "item_id",
+            Arc::new(StringArray::from(
+                ds.items.iter().map(|i| i.id.clone()).collect::<Vec<_>>(),
+            )),
+        ),
+        (
+            "coarse",
+            Arc::new(UInt32Array::from(tax.item_coarse.clone())),
+        ),
+        ("fine", Arc::new(UInt32Array::from(tax.item_fine.clone()))),
+    ];
+    let batch =
+        RecordBatch::try_from_iter(cols).map_err(|e| TaxonomyError::Invalid(e.to_string()))?;
+    let file = std::fs::File::create(&path).map_err(|e| wander_core::CoreError::io(&path, e))?;
+    let mut w = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None)
+        .map_err(|e| TaxonomyError::Invalid(format!("{}: {e}", path.display())))?;
+    w.write(&batch)
+        .map_err(|e| TaxonomyError::Invalid(format!("{}: {e}", path.display())))?;
+    w.close()
+        .map_err(|e| TaxonomyError::Invalid(format!("{}: {e}", path.display())))?;
+    Ok(())
+}
+
+/// Reads a taxonomy from a verified stage.
+pub fn read(stage: &wander_core::artifact::StageReader) -> Result<Taxonomy> {
+    Ok(stage.read_json(CLUSTERS_FILE)?)
+}

@@ -1,0 +1,209 @@
+//! The taxonomy report: sizes, coherence against a random assignment, genre purity, and
+//! each cluster's description with its most popular items.
+
+use serde::Serialize;
+use wander_core::rng::Rng;
+use wander_data::{Dataset, Split};
+
+use crate::Taxonomy;
+
+/// Figures of a taxonomy (the `taxonomy` stage's `--json`).
+#[derive(Debug, Clone, Serialize)]
+pub struct TaxonomyReport {
+    /// Number of coarse clusters.
+    pub coarse_clusters: usize,
+    /// Number of fine clusters.
+    pub fine_clusters: usize,
+    /// Fine cluster sizes: min, median, max.
+    pub fine_size_min_median_max: [usize; 3],
+    /// Fine cluster size histogram: counts of clusters with 1-4, 5-9, 10-19, 20-49, 50-99, 100+ items.
+    pub fine_size_histogram: [usize; 6],
+    /// Mean intra-cluster cosine over mean inter-cluster cosine of the fine level, on the
+    /// text embeddings.
+    pub coherence_text: f64,
+    /// The same ratio for a random assignment with the same sizes.
+    pub coherence_text_random: f64,
+    /// The same ratio on the mixed (clustering) embeddings.
+    pub coherence_mixed: f64,
+    /// ... and for a random assignment.
+    pub coherence_mixed_random: f64,
+    /// coherence_text / coherence_text_random.
+    pub coherence_text_lift: f64,
+    /// Size-weighted mean over fine clusters of the share of members that carry the
+    /// cluster's most common genre (1 = every member shares a genre).
+    pub genre_purity: f64,
+    /// The same for a random assignment with the same sizes.
+    pub genre_purity_random: f64,
+    /// Whether every fine description is unique (after normalisation) and parses back.
+    pub descriptions_unique: bool,
+}
+
+/// `(intra mean cosine) / (inter mean cosine)` for unit vectors, using
+/// `sum_{i,j in C} cos(i, j) = |sum_{i in C} v_i|^2` (O(n d), no pair loop). Meaningful when
+/// the mean inter-cluster cosine is clearly positive, as for sentence embeddings; NaN when it
+/// is zero.
+pub fn coherence(vectors: &[Vec<f32>], assign: &[u32], k: usize) -> f64 {
+    let dim = vectors.first().map(|v| v.len()).unwrap_or(0);
+    let mut sums = vec![vec![0.0f64; dim]; k];
+    let mut counts = vec![0usize; k];
+    let mut total = vec![0.0f64; dim];
+    for (v, &c) in vectors.iter().zip(assign) {
+        counts[c as usize] += 1;
+        for d in 0..dim {
+            sums[c as usize][d] += v[d] as f64;
+            total[d] += v[d] as f64;
+        }
+    }
+    let sq = |s: &[f64]| s.iter().map(|x| x * x).sum::<f64>();
+    let n = vectors.len() as f64;
+    let norms: f64 = vectors
+        .iter()
+        .map(|v| v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>())
+        .sum();
+    let intra_sum: f64 = sums.iter().map(|s| sq(s)).sum::<f64>() - norms;
+    let intra_pairs: f64 = counts
+        .iter()
+        .map(|&c| (c * c.saturating_sub(1)) as f64)
+        .sum();
+    let all_sum = sq(&total) - norms;
+    let all_pairs = n * (n - 1.0);
+    let intra = intra_sum / intra_pairs.max(1.0);
+    let inter = (all_sum - intra_sum) / (all_pairs - intra_pairs).max(1.0);
+    if inter.abs() < 1e-12 {
+        f64::NAN
+    } else {
+        intra / inter
+    }
+}
+
+fn purity(ds: &Dataset, assign: &[u32], k: usize) -> f64 {
+    let mut genre_counts: Vec<std::collections::BTreeMap<&str, usize>> =
+        vec![Default::default(); k];
+    let mut sizes = vec![0usize; k];
+    for (item, &c) in ds.items.iter().zip(assign) {
+        sizes[c as usize] += 1;
+        for g in &item.genres {
+            *genre_counts[c as usize].entry(g.as_str()).or_default() += 1;
+        }
+    }
+    let n: usize = sizes.iter().sum();
+    genre_counts
+        .iter()
+        .map(|m| m.values().copied().max().unwrap_or(0))
+        .sum::<usize>() as f64
+        / n.max(1) as f64
+}
+
+fn shuffled(assign: &[u32], seed: u64) -> Vec<u32> {
+    let mut a = assign.to_vec();
+    Rng::new(seed).shuffle(&mut a);
+    a
+}
+
+/// Computes the report and renders it as Markdown.
+pub fn report(
+    ds: &Dataset,
+    tax: &Taxonomy,
+    text: &[Vec<f32>],
+    mixed: &[Vec<f32>],
+    seed: u64,
+) -> (TaxonomyReport, String) {
+    let k = tax.fine.len();
+    let mut sizes: Vec<usize> = tax.fine.iter().map(|c| c.size).collect();
+    sizes.sort_unstable();
+    let mut hist = [0usize; 6];
+    for &s in &sizes {
+        hist[match s {
+            0..=4 => 0,
+            5..=9 => 1,
+            10..=19 => 2,
+            20..=49 => 3,
+            50..=99 => 4,
+            _ => 5,
+        }] += 1;
+    }
+    let random = shuffled(&tax.item_fine, seed ^ 0x5eed);
+    let (ct, ctr) = (
+        coherence(text, &tax.item_fine, k),
+        coherence(text, &random, k),
+    );
+    let index = tax.index();
+    let unique = tax
+        .planner_clusters()
+        .iter()
+        .all(|c| index.parse(&c.description) == Some(c.id))
+        && tax
+            .fine
+            .iter()
+            .map(|c| crate::describe::normalize(&c.description))
+            .collect::<std::collections::HashSet<_>>()
+            .len()
+            == k;
+    let r = TaxonomyReport {
+        coarse_clusters: tax.coarse.len(),
+        fine_clusters: k,
+        fine_size_min_median_max: [sizes[0], sizes[sizes.len() / 2], sizes[sizes.len() - 1]],
+        fine_size_histogram: hist,
+        coherence_text: ct,
+        coherence_text_random: ctr,
+        coherence_mixed: coherence(mixed, &tax.item_fine, k),
+        coherence_mixed_random: coherence(mixed, &random, k),
+        coherence_text_lift: ct / ctr,
+        genre_purity: purity(ds, &tax.item_fine, k),
+        genre_purity_random: purity(ds, &random, k),
+        descriptions_unique: unique,
+    };
+    // Popularity: interactions in the training period.
+    let mut pop = vec![0usize; ds.items.len()];
+    for (i, &s) in ds.interactions.item.iter().zip(&ds.interactions.split) {
+        if s == Split::Train {
+            pop[*i as usize] += 1;
+        }
+    }
+    let mut md = String::new();
+    md.push_str("# Taxonomy report\n\n");
+    md.push_str(&format!(
+        "{} coarse and {} fine clusters over {} items; planner level: {}.\n\n",
+        r.coarse_clusters,
+        k,
+        ds.items.len(),
+        tax.planner_level
+    ));
+    md.push_str("| figure | clusters | random assignment, same sizes |\n|---|---|---|\n");
+    md.push_str(&format!(
+        "| coherence (intra / inter mean cosine), text embeddings | {:.3} | {:.3} |\n",
+        r.coherence_text, r.coherence_text_random
+    ));
+    md.push_str(&format!(
+        "| coherence, mixed embeddings | {:.3} | {:.3} |\n",
+        r.coherence_mixed, r.coherence_mixed_random
+    ));
+    md.push_str(&format!(
+        "| genre purity | {:.3} | {:.3} |\n\n",
+        r.genre_purity, r.genre_purity_random
+    ));
+    md.push_str(&format!("Fine sizes: min {}, median {}, max {}; histogram (1-4, 5-9, 10-19, 20-49, 50-99, 100+): {:?}.\n\n", r.fine_size_min_median_max[0], r.fine_size_min_median_max[1], r.fine_size_min_median_max[2], hist));
+    md.push_str(
+        "| fine | coarse | size | description | five most popular items |\n|---|---|---|---|---|\n",
+    );
+    for c in &tax.fine {
+        let mut members: Vec<usize> = (0..ds.items.len())
+            .filter(|&i| tax.item_fine[i] == c.id)
+            .collect();
+        members.sort_by(|&a, &b| pop[b].cmp(&pop[a]).then(a.cmp(&b)));
+        let top: Vec<String> = members
+            .iter()
+            .take(5)
+            .map(|&i| ds.items[i].title.replace('|', "/"))
+            .collect();
+        md.push_str(&format!(
+            "| {} | {} | {} | {} | {} |\n",
+            c.id,
+            c.parent.unwrap_or(0),
+            c.size,
+            c.description,
+            top.join("; ")
+        ));
+    }
+    (r, md)
+}
