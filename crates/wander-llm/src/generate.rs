@@ -62,6 +62,24 @@ impl Trie {
     fn children(&self, node: usize) -> &[(u32, usize)] {
         &self.nodes[node].children
     }
+
+    /// If exactly one answer lies below `node`, the tokens from `node` to its end and the
+    /// answer's index.
+    fn forced_tail(&self, mut node: usize) -> (Vec<u32>, Option<usize>) {
+        let mut tail = Vec::new();
+        loop {
+            if let Some(a) = self.nodes[node].answer {
+                return (tail, Some(a));
+            }
+            match self.nodes[node].children.as_slice() {
+                [(tok, next)] => {
+                    tail.push(*tok);
+                    node = *next;
+                }
+                _ => return (Vec::new(), None),
+            }
+        }
+    }
 }
 
 /// Sampling settings.
@@ -197,9 +215,16 @@ pub fn sample(
             stats.generated_tokens += 1;
             let done = match trie {
                 Some(trie) => {
-                    let a = trie.nodes[nodes[s]].answer;
-                    samples[s].answer = a;
-                    a.is_some()
+                    // Once only one answer remains below this node, its remaining tokens are
+                    // all forced: append them without running the model.
+                    let (tail, answer) = trie.forced_tail(nodes[s]);
+                    if let Some(a) = answer {
+                        samples[s].forced += tail.len();
+                        stats.generated_tokens += tail.len();
+                        samples[s].tokens.extend(tail);
+                        samples[s].answer = Some(a);
+                    }
+                    answer.is_some()
                 }
                 None => tok == eos || samples[s].tokens.len() >= params.max_new_tokens,
             };
