@@ -306,64 +306,91 @@ pub struct CandidateScores {
 }
 
 /// Scores every candidate (token sequences ending in the end token) under `prompt`, sharing
-/// one prefill. The candidates are run as one batch over the broadcast prompt cache.
+/// one prefill. Only the trie's branching nodes need the model: their prefixes run as one
+/// batch over the broadcast prompt cache, and each needs logits for its children only.
 pub fn score_candidates(
     model: &Llama,
     prompt: &[u32],
     candidates: &[Vec<u32>],
 ) -> Result<CandidateScores> {
+    if prompt.is_empty() {
+        return Err(LlmError::Invalid("scoring needs a non-empty prompt".into()));
+    }
     let trie = Trie::new(candidates)?;
-    let c = candidates.len();
-    let longest = candidates.iter().map(|s| s.len()).max().unwrap_or(0);
+    // Branching nodes and the token path from the root to each.
+    let mut branching: Vec<(usize, Vec<u32>)> = Vec::new();
+    let mut stack = vec![(0usize, Vec::new())];
+    while let Some((node, path)) = stack.pop() {
+        let children = trie.children(node);
+        if children.len() > 1 {
+            branching.push((node, path.clone()));
+        }
+        for &(tok, next) in children.iter().rev() {
+            let mut p = path.clone();
+            p.push(tok);
+            stack.push((next, p));
+        }
+    }
     let mut cache = KvCache::new(model.blocks.len());
     let input = Tensor::new(prompt, &Device::Cpu)?.unsqueeze(0)?;
     let hidden = model.forward_hidden(&input, &mut cache, Mode::Infer)?;
-    let first = hidden.narrow(1, prompt.len() - 1, 1)?.squeeze(1)?; // [1, h]
-                                                                    // Hidden state before each candidate token: the prompt's last state, then the states
-                                                                    // after each of the candidate's tokens but its last.
-    let steps = longest.saturating_sub(1);
-    let after = if steps > 0 {
-        let mut toks = Vec::with_capacity(c * steps);
-        for s in candidates {
-            for k in 0..steps {
-                toks.push(*s.get(k).unwrap_or(s.last().expect("non-empty")));
+    let root_hidden = hidden.narrow(1, prompt.len() - 1, 1)?.squeeze(1)?; // [1, h]
+    let deep: Vec<&(usize, Vec<u32>)> = branching.iter().filter(|(_, p)| !p.is_empty()).collect();
+    let deep_hidden = if deep.is_empty() {
+        None
+    } else {
+        let len = deep.iter().map(|(_, p)| p.len()).max().unwrap_or(1);
+        let mut toks = Vec::with_capacity(deep.len() * len);
+        for (_, p) in &deep {
+            for k in 0..len {
+                toks.push(*p.get(k).unwrap_or(p.last().expect("non-empty path")));
             }
         }
-        let mut cache = cache.broadcast(c)?;
-        let input = Tensor::from_vec(toks, (c, steps), &Device::Cpu)?;
-        Some(model.forward_hidden(&input, &mut cache, Mode::Infer)?) // [c, steps, h]
-    } else {
-        None
+        let mut cache = cache.broadcast(deep.len())?;
+        let input = Tensor::from_vec(toks, (deep.len(), len), &Device::Cpu)?;
+        Some(model.forward_hidden(&input, &mut cache, Mode::Infer)?) // [rows, len, h]
     };
-    let mut out = vec![0.0f64; c];
+    // Log-probability of each child at each branching node.
+    let mut child_logp: std::collections::HashMap<(usize, u32), f64> =
+        std::collections::HashMap::new();
+    let mut row = 0;
+    for (node, path) in &branching {
+        let h = if path.is_empty() {
+            root_hidden.clone()
+        } else {
+            let h =
+                deep_hidden
+                    .as_ref()
+                    .expect("deep rows")
+                    .get(row)?
+                    .narrow(0, path.len() - 1, 1)?;
+            row += 1;
+            h
+        };
+        let ids: Vec<u32> = trie.children(*node).iter().map(|c| c.0).collect();
+        let l = model
+            .logits_subset(&h, &ids)?
+            .squeeze(0)?
+            .to_vec1::<f32>()?;
+        let max = l.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
+        let lse = max + l.iter().map(|&v| (v as f64 - max).exp()).sum::<f64>().ln();
+        for (&tok, &v) in ids.iter().zip(&l) {
+            child_logp.insert((*node, tok), v as f64 - lse);
+        }
+    }
+    let mut out = vec![0.0f64; candidates.len()];
     for (ci, seq) in candidates.iter().enumerate() {
         let mut node = 0usize;
-        for (k, &tok) in seq.iter().enumerate() {
+        for &tok in seq {
             let children = trie.children(node);
-            let child = children
-                .iter()
-                .position(|(t, _)| *t == tok)
-                .expect("candidate is in its own trie");
             if children.len() > 1 {
-                let h = if k == 0 {
-                    first.clone()
-                } else {
-                    after
-                        .as_ref()
-                        .expect("steps > 0")
-                        .get(ci)?
-                        .narrow(0, k - 1, 1)?
-                };
-                let ids: Vec<u32> = children.iter().map(|c| c.0).collect();
-                let l = model
-                    .logits_subset(&h, &ids)?
-                    .squeeze(0)?
-                    .to_vec1::<f32>()?;
-                let max = l.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
-                let lse = max + l.iter().map(|&v| (v as f64 - max).exp()).sum::<f64>().ln();
-                out[ci] += l[child] as f64 - lse;
+                out[ci] += child_logp[&(node, tok)];
             }
-            node = children[child].1;
+            node = children
+                .iter()
+                .find(|c| c.0 == tok)
+                .expect("candidate is in its own trie")
+                .1;
         }
     }
     Ok(CandidateScores {
