@@ -32,7 +32,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run every stage in order (assets, ingest, taxonomy), skipping those that are up to date.
+    /// Run every stage in order (assets, ingest, taxonomy, transitions, train novelty), skipping those that are up to date.
     Run {
         /// Redo every stage even if its inputs and config are unchanged.
         #[arg(long)]
@@ -60,10 +60,31 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Mine cluster transitions per period and draw the novelty model's fine-tuning set.
+    Transitions {
+        /// Redo the stage even if its inputs and config are unchanged.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Train a model.
+    Train {
+        #[command(subcommand)]
+        target: TrainCommand,
+    },
     /// Measure throughput.
     Bench {
         #[command(subcommand)]
         target: BenchCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TrainCommand {
+    /// LoRA fine-tuning of SmolLM2 as the novelty model (resumes from its last checkpoint).
+    Novelty {
+        /// Redo the stage even if its inputs and config are unchanged.
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -185,6 +206,14 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Taxonomy { force } => {
             let summary = stages::taxonomy(&ctx, force)?;
+            emit(&ctx, &summary, &stages::describe(&summary));
+        }
+        Command::Transitions { force } => {
+            let summary = stages::transitions(&ctx, force)?;
+            emit(&ctx, &summary, &stages::describe(&summary));
+        }
+        Command::Train { target: TrainCommand::Novelty { force } } => {
+            let summary = stages::train_novelty(&ctx, force)?;
             emit(&ctx, &summary, &stages::describe(&summary));
         }
         Command::Bench {

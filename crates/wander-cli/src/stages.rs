@@ -119,6 +119,16 @@ pub fn describe(summary: &Value) -> String {
             summary["coarse_clusters"], summary["fine_clusters"], summary["coherence_text"].as_f64().unwrap_or(0.0), summary["coherence_text_random"].as_f64().unwrap_or(0.0),
             summary["genre_purity"].as_f64().unwrap_or(0.0), summary["genre_purity_random"].as_f64().unwrap_or(0.0), summary["report"].as_str().unwrap_or("")
         ),
+        "transitions" => format!(
+            "transitions: train {} over {} pairs (top 10% targets: {:.0}%), test {}; {} fine-tuning examples",
+            summary["train"]["transitions"], summary["train"]["pairs"], 100.0 * summary["train"]["top10pct_target_share"].as_f64().unwrap_or(0.0),
+            summary["test"]["transitions"], summary["sft_examples"]
+        ),
+        "train_novelty" => format!(
+            "train novelty: {} steps, loss {:.3} -> {:.3}, {:.0} tokens/s, {:.1} min",
+            summary["steps"], summary["first_loss"].as_f64().unwrap_or(0.0), summary["final_loss"].as_f64().unwrap_or(0.0),
+            summary["tokens_per_s"].as_f64().unwrap_or(0.0), summary["wall_seconds"].as_f64().unwrap_or(0.0) / 60.0
+        ),
         _ => summary.to_string(),
     }
 }
@@ -134,6 +144,12 @@ pub fn run_all(ctx: &Ctx, force: bool) -> anyhow::Result<Value> {
     let taxonomy = taxonomy(ctx, force)?;
     log(describe(&taxonomy));
     stages.insert("taxonomy".into(), taxonomy);
+    let transitions = transitions(ctx, force)?;
+    log(describe(&transitions));
+    stages.insert("transitions".into(), transitions);
+    let novelty = train_novelty(ctx, force)?;
+    log(describe(&novelty));
+    stages.insert("train_novelty".into(), novelty);
     Ok(json!({"run_dir": ctx.config.run.dir, "stages": stages}))
 }
 
@@ -295,4 +311,121 @@ pub fn taxonomy(ctx: &Ctx, force: bool) -> anyhow::Result<Value> {
     })
     .context("taxonomy failed; earlier artifacts in the run directory are unchanged")?;
     Ok(report("taxonomy", &outcome))
+}
+
+/// `wander transitions`.
+pub fn transitions(ctx: &Ctx, force: bool) -> anyhow::Result<Value> {
+    use wander_explore::{sft, transitions as tr};
+    let cfg = &ctx.config.novelty;
+    let run = RunDir::open(&ctx.config.run.dir)?;
+    let mut inputs = BTreeMap::new();
+    for s in ["ingest", "taxonomy"] {
+        inputs.insert(format!("{s}/manifest.json"), run.manifest_checksum(s)?);
+    }
+    let slice = json!({"examples": cfg.examples, "alpha": cfg.alpha, "max_per_pair": cfg.max_per_pair, "max_per_target": cfg.max_per_target, "eval_examples": cfg.eval_examples, "seed": ctx.config.run.seed});
+    let seed = ctx.config.run.seed;
+    let outcome = run.run_stage("transitions", slice, inputs, force, |w| -> anyhow::Result<Value> {
+        let ds = wander_data::read_dataset(&run.read("ingest")?)?;
+        let tax = wander_taxonomy::read(&run.read("taxonomy")?)?;
+        let clusters = tax.planner_clusters();
+        let all = tr::mine(&ds, tax.planner_assign());
+        let mut summary = serde_json::Map::new();
+        for (name, split) in [("train", wander_data::Split::Train), ("valid", wander_data::Split::Valid), ("test", wander_data::Split::Test)] {
+            summary.insert(name.into(), serde_json::to_value(tr::stats(&tr::counts(&all, split), clusters.len()))?);
+        }
+        let div = sft::Diversify { size: cfg.examples, alpha: cfg.alpha, max_per_pair: cfg.max_per_pair, max_per_target: cfg.max_per_target };
+        let train_set = sft::diversified(&tr::counts(&all, wander_data::Split::Train), &div, seed);
+        let eval_div = sft::Diversify { size: cfg.eval_examples, ..div };
+        let eval_set = sft::diversified(&tr::counts(&all, wander_data::Split::Valid), &eval_div, seed ^ 1);
+        let desc = |c: u32| clusters[c as usize].description.as_str();
+        let jsonl: String = train_set.iter().map(|e| sft::chat_line(desc(e.c1), desc(e.c2), desc(e.next)) + "\n").collect();
+        w.write_bytes("sft_train.jsonl", jsonl.as_bytes())?;
+        w.write_json("sft_train.json", &train_set)?;
+        w.write_json("sft_eval.json", &eval_set)?;
+        w.write_json("transitions.json", &all)?;
+        let targets: std::collections::BTreeSet<u32> = train_set.iter().map(|e| e.next).collect();
+        summary.insert("sft_examples".into(), json!(train_set.len()));
+        summary.insert("sft_distinct_targets".into(), json!(targets.len()));
+        summary.insert("sft_eval_examples".into(), json!(eval_set.len()));
+        summary.insert("clusters".into(), json!(clusters.len()));
+        Ok(Value::Object(summary))
+    })
+    .context("transitions failed; earlier artifacts in the run directory are unchanged")?;
+    Ok(report("transitions", &outcome))
+}
+
+/// Tokenised novelty examples: ChatML prompt of the two descriptions, answer = description.
+fn novelty_examples(tok: &wander_llm::tokenizer::Tokenizer, tax: &wander_taxonomy::Taxonomy, set: &[wander_explore::sft::PairExample]) -> anyhow::Result<Vec<wander_llm::train::Example>> {
+    let clusters = tax.planner_clusters();
+    set.iter()
+        .map(|e| {
+            let d = |c: u32| clusters[c as usize].description.as_str();
+            Ok(wander_llm::train::Example {
+                prompt: tok.chat_prompt(wander_explore::sft::SYSTEM, &wander_explore::sft::user_message(d(e.c1), d(e.c2)))?,
+                answer: tok.answer(d(e.next))?,
+                label: 0.0,
+            })
+        })
+        .collect()
+}
+
+/// `wander train novelty`.
+pub fn train_novelty(ctx: &Ctx, force: bool) -> anyhow::Result<Value> {
+    let cfg = &ctx.config.novelty;
+    let lora = &ctx.config.llm.lora;
+    let run = RunDir::open(&ctx.config.run.dir)?;
+    let q8 = model_q8(ctx)?;
+    let mut inputs = BTreeMap::new();
+    for s in ["taxonomy", "transitions"] {
+        inputs.insert(format!("{s}/manifest.json"), run.manifest_checksum(s)?);
+    }
+    inputs.insert(q8.display().to_string(), sha256_file(&q8)?);
+    let train_cfg = wander_llm::train::TrainConfig {
+        steps: cfg.steps,
+        batch_size: cfg.batch_size,
+        grad_accum: cfg.grad_accum,
+        lr: cfg.lr,
+        warmup_steps: cfg.warmup_steps,
+        min_lr_ratio: 0.1,
+        weight_decay: 0.0,
+        eval_every: cfg.eval_every,
+        checkpoint_every: cfg.checkpoint_every,
+        seed: ctx.config.run.seed,
+    };
+    let slice = json!({"train": train_cfg, "lora": lora});
+    let checkpoints = run.root().join(".checkpoints/novelty");
+    let outcome = run.run_stage("train_novelty", slice, inputs, force, |w| -> anyhow::Result<Value> {
+        let tax = wander_taxonomy::read(&run.read("taxonomy")?)?;
+        let stage = run.read("transitions")?;
+        let train_set: Vec<wander_explore::sft::PairExample> = stage.read_json("sft_train.json")?;
+        let eval_set: Vec<wander_explore::sft::PairExample> = stage.read_json("sft_eval.json")?;
+        let mut g = wander_llm::gguf::GgufFile::open(&q8)?;
+        let tok = wander_llm::tokenizer::Tokenizer::from_gguf(&g)?;
+        let mut model = wander_llm::model::Llama::from_gguf(&mut g, false)?;
+        let params = model.attach_lora(&lora.targets, lora.rank, lora.alpha, lora.dropout, ctx.config.run.seed)?;
+        let train = novelty_examples(&tok, &tax, &train_set)?;
+        let eval = novelty_examples(&tok, &tax, &eval_set)?;
+        let mut trainer = wander_llm::train::Trainer::new(&model, wander_llm::train::Objective::Sft, params, train_cfg.clone(), tok.im_end, Some(&checkpoints))?;
+        let bar = wander_core::progress::bar(train_cfg.steps as u64, "train", "steps");
+        let report = trainer.run(&train, &eval, None, Some(&bar))?;
+        bar.finish_and_clear();
+        if report.resumed_from > 0 {
+            log(format!("resumed from the checkpoint at step {}", report.resumed_from));
+        }
+        model.save_lora(&w.path("adapter.safetensors")?)?;
+        w.write_json("train_report.json", &report)?;
+        let _ = std::fs::remove_dir_all(&checkpoints);
+        Ok(json!({
+            "steps": report.steps,
+            "examples": train.len(),
+            "first_loss": report.losses.first(),
+            "final_loss": report.losses.last(),
+            "eval_losses": report.eval_losses,
+            "tokens_per_s": report.tokens_per_second(),
+            "resumed_from": report.resumed_from,
+            "adapter": "adapter.safetensors",
+        }))
+    })
+    .context("train novelty failed; earlier artifacts are unchanged and a rerun resumes from the last checkpoint")?;
+    Ok(report("train_novelty", &outcome))
 }

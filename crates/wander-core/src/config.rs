@@ -31,8 +31,46 @@ pub struct Config {
     pub data: DataConfig,
     /// The interest-cluster taxonomy.
     pub taxonomy: TaxonomyConfig,
+    /// The novelty model: fine-tuning data, training and evaluation.
+    pub novelty: NoveltyConfig,
     /// The language-model runtime.
     pub llm: LlmConfig,
+}
+
+/// `[novelty]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoveltyConfig {
+    /// Fine-tuning examples drawn from the training transitions.
+    pub examples: usize,
+    /// Targets are sampled in proportion to count^alpha.
+    pub alpha: f64,
+    /// At most this many targets per history pair.
+    pub max_per_pair: usize,
+    /// At most this many examples per target cluster.
+    pub max_per_target: usize,
+    /// Examples from the validation period for the periodic eval loss.
+    pub eval_examples: usize,
+    /// Optimizer steps.
+    pub steps: usize,
+    /// Examples per micro-batch.
+    pub batch_size: usize,
+    /// Micro-batches per step.
+    pub grad_accum: usize,
+    /// Peak learning rate.
+    pub lr: f64,
+    /// Linear warmup steps.
+    pub warmup_steps: usize,
+    /// Eval loss every this many steps.
+    pub eval_every: usize,
+    /// Checkpoint every this many steps.
+    pub checkpoint_every: usize,
+    /// Held-out test events evaluated (a seeded sample; 0 = all).
+    pub eval_events: usize,
+    /// Unconstrained samples per history pair for the exact-match rate.
+    pub eval_samples: usize,
+    /// Bootstrap resamples for the 95% intervals.
+    pub bootstrap_rounds: usize,
 }
 
 /// `[taxonomy]`
@@ -349,6 +387,13 @@ impl Config {
                 "taxonomy.planner_level",
                 "must be `coarse` or `fine`",
             ));
+        }
+        let n = &self.novelty;
+        if n.examples == 0 || n.batch_size == 0 || n.grad_accum == 0 || n.steps == 0 {
+            return Err(CoreError::config("novelty", "examples, steps, batch_size and grad_accum must be at least 1"));
+        }
+        if !(0.0..=1.0).contains(&n.alpha) {
+            return Err(CoreError::config("novelty.alpha", "must be in [0, 1]"));
         }
         let lora = &self.llm.lora;
         if lora.rank == 0 {

@@ -1,0 +1,139 @@
+//! Cluster transitions `(c1, c2) -> c_next` from users' positive engagement.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use wander_data::{Dataset, Split};
+
+/// One observed transition: a user's last two distinct clusters and the next novel one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transition {
+    /// User.
+    pub user: u32,
+    /// Older of the two history clusters.
+    pub c1: u32,
+    /// Most recent history cluster.
+    pub c2: u32,
+    /// The next cluster, not in {c1, c2}.
+    pub next: u32,
+    /// Period of the engagement with `next` (temporal split).
+    pub split: u8,
+}
+
+/// Mines transitions. For each user, positive interactions in time order are mapped to
+/// clusters and consecutive repeats removed (P1: "remove repeated cluster ids"); every run of
+/// three consecutive entries `(c1, c2, c3)` with `c3` not in `{c1, c2}` is a transition,
+/// labelled with the period of the engagement that made `c3`. Users whose collapsed
+/// sequence is shorter than 2 give none.
+pub fn mine(ds: &Dataset, item_cluster: &[u32]) -> Vec<Transition> {
+    let it = &ds.interactions;
+    let mut out = Vec::new();
+    let mut start = 0;
+    while start < it.len() {
+        let mut end = start;
+        while end < it.len() && it.user[end] == it.user[start] {
+            end += 1;
+        }
+        let mut seq: Vec<(u32, Split)> = Vec::new();
+        for k in start..end {
+            if !it.positive[k] {
+                continue;
+            }
+            let c = item_cluster[it.item[k] as usize];
+            if seq.last().is_none_or(|(last, _)| *last != c) {
+                seq.push((c, it.split[k]));
+            }
+        }
+        for w in seq.windows(3) {
+            let (c1, c2, (c3, split)) = (w[0].0, w[1].0, w[2]);
+            if c3 != c1 && c3 != c2 {
+                out.push(Transition { user: it.user[start], c1, c2, next: c3, split: split as u8 });
+            }
+        }
+        start = end;
+    }
+    out
+}
+
+/// Counts of next clusters per history pair.
+pub type PairCounts = BTreeMap<(u32, u32), BTreeMap<u32, u32>>;
+
+/// Counts per `(c1, c2)` of each next cluster, for one period.
+pub fn counts(transitions: &[Transition], split: Split) -> PairCounts {
+    let mut m: PairCounts = BTreeMap::new();
+    for t in transitions.iter().filter(|t| t.split == split as u8) {
+        *m.entry((t.c1, t.c2)).or_default().entry(t.next).or_default() += 1;
+    }
+    m
+}
+
+/// Summary of one period's transitions.
+#[derive(Debug, Clone, Serialize)]
+pub struct TransitionStats {
+    /// Transitions.
+    pub transitions: usize,
+    /// Distinct `(c1, c2)` pairs.
+    pub pairs: usize,
+    /// Distinct `(c1, c2, next)` triples.
+    pub triples: usize,
+    /// Share of transitions whose target is among the 10% most frequent targets.
+    pub top10pct_target_share: f64,
+}
+
+/// Figures of a period's counts (`n_clusters` sizes the top-10% cut).
+pub fn stats(c: &PairCounts, n_clusters: usize) -> TransitionStats {
+    let mut per_target = vec![0usize; n_clusters];
+    let mut total = 0;
+    let mut triples = 0;
+    for targets in c.values() {
+        for (&t, &n) in targets {
+            per_target[t as usize] += n as usize;
+            total += n as usize;
+            triples += 1;
+        }
+    }
+    per_target.sort_unstable_by(|a, b| b.cmp(a));
+    let top = (n_clusters as f64 * 0.1).ceil() as usize;
+    TransitionStats {
+        transitions: total,
+        pairs: c.len(),
+        triples,
+        top10pct_target_share: per_target.iter().take(top).sum::<usize>() as f64 / total.max(1) as f64,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wander_data::{Interactions, Item};
+
+    #[test]
+    fn hand_example() {
+        // One user, positive items mapped to clusters 0 0 1 2 1 3 (and one negative 5).
+        let clusters = [0u32, 0, 1, 2, 1, 3, 5];
+        let n = clusters.len();
+        let ds = Dataset {
+            users: vec!["u".into()],
+            items: (0..n).map(|i| Item { id: i.to_string(), ..Default::default() }).collect(),
+            feedback_columns: vec![],
+            interactions: Interactions {
+                user: vec![0; n],
+                item: (0..n as u32).collect(),
+                timestamp: (0..n as i64).collect(),
+                feedback: vec![],
+                positive: vec![true, true, true, true, true, true, false],
+                split: vec![Split::Train; n],
+                loo_split: vec![Split::Train; n],
+            },
+        };
+        let t = mine(&ds, &clusters);
+        // Collapsed: 0 1 2 1 3 -> (0,1,2) yes; (1,2,1) no (1 in history); (2,1,3) yes.
+        let triples: Vec<(u32, u32, u32)> = t.iter().map(|t| (t.c1, t.c2, t.next)).collect();
+        assert_eq!(triples, vec![(0, 1, 2), (2, 1, 3)]);
+        let c = counts(&t, Split::Train);
+        assert_eq!(c[&(0, 1)][&2], 1);
+        let s = stats(&c, 10);
+        assert_eq!((s.transitions, s.pairs, s.triples), (2, 2, 2));
+        assert!((s.top10pct_target_share - 0.5).abs() < 1e-12);
+    }
+}
