@@ -32,7 +32,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run every stage in order (assets, ingest, taxonomy, transitions, train novelty), skipping those that are up to date.
+    /// Run every stage in order (assets, ingest, taxonomy, transitions, train novelty, eval novelty), skipping those that are up to date.
     Run {
         /// Redo every stage even if its inputs and config are unchanged.
         #[arg(long)]
@@ -71,6 +71,11 @@ enum Command {
         #[command(subcommand)]
         target: TrainCommand,
     },
+    /// Evaluate a model offline on the held-out test period.
+    Eval {
+        #[command(subcommand)]
+        target: EvalCommand,
+    },
     /// Measure throughput.
     Bench {
         #[command(subcommand)]
@@ -81,6 +86,16 @@ enum Command {
 #[derive(Debug, Subcommand)]
 enum TrainCommand {
     /// LoRA fine-tuning of SmolLM2 as the novelty model (resumes from its last checkpoint).
+    Novelty {
+        /// Redo the stage even if its inputs and config are unchanged.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum EvalCommand {
+    /// The novelty model against random, popularity, co-occurrence and zero-shot SmolLM2.
     Novelty {
         /// Redo the stage even if its inputs and config are unchanged.
         #[arg(long)]
@@ -214,6 +229,10 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Train { target: TrainCommand::Novelty { force } } => {
             let summary = stages::train_novelty(&ctx, force)?;
+            emit(&ctx, &summary, &stages::describe(&summary));
+        }
+        Command::Eval { target: EvalCommand::Novelty { force } } => {
+            let summary = stages::eval_novelty(&ctx, force)?;
             emit(&ctx, &summary, &stages::describe(&summary));
         }
         Command::Bench {
