@@ -227,11 +227,15 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             let summary = stages::transitions(&ctx, force)?;
             emit(&ctx, &summary, &stages::describe(&summary));
         }
-        Command::Train { target: TrainCommand::Novelty { force } } => {
+        Command::Train {
+            target: TrainCommand::Novelty { force },
+        } => {
             let summary = stages::train_novelty(&ctx, force)?;
             emit(&ctx, &summary, &stages::describe(&summary));
         }
-        Command::Eval { target: EvalCommand::Novelty { force } } => {
+        Command::Eval {
+            target: EvalCommand::Novelty { force },
+        } => {
             let summary = stages::eval_novelty(&ctx, force)?;
             emit(&ctx, &summary, &stages::describe(&summary));
         }

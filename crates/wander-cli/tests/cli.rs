@@ -2,7 +2,7 @@
 
 mod util;
 
-use util::{fixtures, json, run, stderr, wander};
+use util::{fixtures, json, run, sizes, stderr, wander};
 
 fn ingest(
     case: &std::path::Path,
@@ -69,14 +69,7 @@ fn ingest_latest_small_layout_with_tags_and_quotes() {
     let out = ingest(&fixtures().join("latest-tiny"), tmp.path(), &[]);
     assert!(out.status.success(), "{}", stderr(&out));
     let s = json(&out);
-    assert_eq!(
-        (
-            s["users"].as_u64(),
-            s["items"].as_u64(),
-            s["interactions"].as_u64()
-        ),
-        (Some(2), Some(3), Some(5))
-    );
+    assert_eq!(sizes(&s), (2, 3, 5));
     assert_eq!(s["positives"], 3);
 }
 
@@ -235,14 +228,7 @@ fn ingest_default_movielens_100k() {
     let out = run(&mut cmd);
     assert!(out.status.success(), "{}", stderr(&out));
     let s = json(&out);
-    assert_eq!(
-        (
-            s["users"].as_u64(),
-            s["items"].as_u64(),
-            s["interactions"].as_u64()
-        ),
-        (Some(943), Some(1682), Some(100_000))
-    );
+    assert_eq!(sizes(&s), (943, 1682, 100_000));
     assert_eq!(s["positives"], 55_375, "ratings >= 4 in MovieLens-100K");
     assert_eq!(s["skipped_rows"], 0);
 }
@@ -301,4 +287,81 @@ fn taxonomy_on_movielens_is_coherent_unique_and_reproducible() {
             "{f} differs between runs with the same seed"
         );
     }
+}
+
+/// The whole pipeline so far on the real data and SmolLM2, shrunk to seconds: transitions,
+/// a two-step LoRA fine-tune, and the evaluation report with every method.
+#[test]
+fn novelty_pipeline_end_to_end_with_tiny_settings() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let sets = [
+        format!("run.dir=\"{}\"", tmp.path().join("run").display()),
+        format!(
+            "assets.cache_dir=\"{}\"",
+            root.join(".wander/assets").display()
+        ),
+        format!(
+            "taxonomy.cache_dir=\"{}\"",
+            root.join(".wander/cache").display()
+        ),
+        "novelty.examples=16".into(),
+        "novelty.eval_examples=4".into(),
+        "novelty.steps=2".into(),
+        "novelty.batch_size=4".into(),
+        "novelty.warmup_steps=1".into(),
+        "novelty.eval_every=1".into(),
+        "novelty.checkpoint_every=1".into(),
+        "novelty.eval_events=8".into(),
+        "novelty.eval_samples=1".into(),
+        "novelty.bootstrap_rounds=50".into(),
+    ];
+    let stage = |args: &[&str]| {
+        let mut cmd = wander(tmp.path());
+        cmd.arg("--json");
+        for s in &sets {
+            cmd.arg("--set").arg(s);
+        }
+        let out = run(cmd.args(args));
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        json(&out)
+    };
+    stage(&["ingest"]);
+    stage(&["taxonomy"]);
+    let t = stage(&["transitions"]);
+    assert_eq!(t["sft_examples"], 16);
+    assert!(t["train"]["transitions"].as_u64().unwrap() > 1000);
+    let jsonl =
+        std::fs::read_to_string(tmp.path().join("run/transitions/sft_train.jsonl")).unwrap();
+    assert_eq!(jsonl.lines().count(), 16);
+    let first: serde_json::Value = serde_json::from_str(jsonl.lines().next().unwrap()).unwrap();
+    assert_eq!(first["messages"][2]["role"], "assistant");
+    let tr = stage(&["train", "novelty"]);
+    assert_eq!(tr["steps"], 2);
+    assert!(tmp
+        .path()
+        .join("run/train_novelty/adapter.safetensors")
+        .is_file());
+    assert!(
+        !tmp.path().join("run/.checkpoints/novelty").exists(),
+        "checkpoints are removed once the stage is committed"
+    );
+    let ev = stage(&["eval", "novelty"]);
+    assert_eq!(ev["events"], 8);
+    for m in [
+        "random",
+        "popularity",
+        "cooccurrence",
+        "zero_shot",
+        "fine_tuned",
+    ] {
+        let h = ev["methods"][m]["hit_at_5"]["mean"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&h), "{m}: {h}");
+    }
+    assert_eq!(
+        ev["methods"]["fine_tuned"]["constrained_validity"]["mean"],
+        1.0
+    );
+    let report = std::fs::read_to_string(tmp.path().join("run/eval_novelty/report.md")).unwrap();
+    assert!(report.contains("Protocol:") && report.contains("| cooccurrence |"));
 }

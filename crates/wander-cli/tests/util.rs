@@ -47,3 +47,9 @@ pub fn json(out: &Output) -> serde_json::Value {
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
+
+/// `(users, items, interactions)` of an ingest summary.
+pub fn sizes(s: &serde_json::Value) -> (u64, u64, u64) {
+    let get = |k: &str| s[k].as_u64().unwrap_or_else(|| panic!("no `{k}` in {s}"));
+    (get("users"), get("items"), get("interactions"))
+}

@@ -390,7 +390,10 @@ impl Config {
         }
         let n = &self.novelty;
         if n.examples == 0 || n.batch_size == 0 || n.grad_accum == 0 || n.steps == 0 {
-            return Err(CoreError::config("novelty", "examples, steps, batch_size and grad_accum must be at least 1"));
+            return Err(CoreError::config(
+                "novelty",
+                "examples, steps, batch_size and grad_accum must be at least 1",
+            ));
         }
         if !(0.0..=1.0).contains(&n.alpha) {
             return Err(CoreError::config("novelty.alpha", "must be in [0, 1]"));

@@ -19,7 +19,11 @@ pub struct Estimate {
 pub fn bootstrap(values: &[f64], rounds: usize, seed: u64) -> Estimate {
     let n = values.len();
     if n == 0 {
-        return Estimate { mean: f64::NAN, lo: f64::NAN, hi: f64::NAN };
+        return Estimate {
+            mean: f64::NAN,
+            lo: f64::NAN,
+            hi: f64::NAN,
+        };
     }
     let mean = values.iter().sum::<f64>() / n as f64;
     let mut rng = Rng::new(seed);
@@ -28,7 +32,11 @@ pub fn bootstrap(values: &[f64], rounds: usize, seed: u64) -> Estimate {
         .collect();
     means.sort_by(|a, b| a.total_cmp(b));
     let at = |q: f64| means[((means.len() - 1) as f64 * q).round() as usize];
-    Estimate { mean, lo: at(0.025), hi: at(0.975) }
+    Estimate {
+        mean,
+        lo: at(0.025),
+        hi: at(0.975),
+    }
 }
 
 /// 1 if `truth` is among the first `k` of `ranked`, else 0 (hit rate / recall@k with one

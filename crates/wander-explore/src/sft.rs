@@ -44,7 +44,15 @@ pub fn diversified(counts: &PairCounts, cfg: &Diversify, seed: u64) -> Vec<PairE
         for (&next, &count) in targets {
             let w = (count as f64).powf(cfg.alpha);
             let u = rng.next_f64().max(f64::MIN_POSITIVE);
-            keyed.push((u.ln() / w, PairExample { c1, c2, next, count }));
+            keyed.push((
+                u.ln() / w,
+                PairExample {
+                    c1,
+                    c2,
+                    next,
+                    count,
+                },
+            ));
         }
     }
     keyed.sort_by(|a, b| b.0.total_cmp(&a.0));
@@ -101,10 +109,18 @@ mod tests {
 
     #[test]
     fn caps_hold_and_set_is_deduplicated_and_seeded() {
-        let cfg = Diversify { size: 40, alpha: 0.5, max_per_pair: 2, max_per_target: 5 };
+        let cfg = Diversify {
+            size: 40,
+            alpha: 0.5,
+            max_per_pair: 2,
+            max_per_target: 5,
+        };
         let a = diversified(&counts(), &cfg, 1);
         assert_eq!(a, diversified(&counts(), &cfg, 1));
-        assert!(a.iter().filter(|e| e.next == 50).count() <= 5, "popular target capped");
+        assert!(
+            a.iter().filter(|e| e.next == 50).count() <= 5,
+            "popular target capped"
+        );
         let mut per_pair = BTreeMap::new();
         for e in &a {
             *per_pair.entry((e.c1, e.c2)).or_insert(0) += 1;
@@ -116,7 +132,8 @@ mod tests {
 
     #[test]
     fn chat_line_is_valid_json() {
-        let v: serde_json::Value = serde_json::from_str(&chat_line("a, b", "c, d", "e, f")).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_str(&chat_line("a, b", "c, d", "e, f")).unwrap();
         assert_eq!(v["messages"][2]["content"], "e, f");
     }
 }

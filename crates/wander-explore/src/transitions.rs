@@ -47,7 +47,13 @@ pub fn mine(ds: &Dataset, item_cluster: &[u32]) -> Vec<Transition> {
         for w in seq.windows(3) {
             let (c1, c2, (c3, split)) = (w[0].0, w[1].0, w[2]);
             if c3 != c1 && c3 != c2 {
-                out.push(Transition { user: it.user[start], c1, c2, next: c3, split: split as u8 });
+                out.push(Transition {
+                    user: it.user[start],
+                    c1,
+                    c2,
+                    next: c3,
+                    split: split as u8,
+                });
             }
         }
         start = end;
@@ -62,7 +68,10 @@ pub type PairCounts = BTreeMap<(u32, u32), BTreeMap<u32, u32>>;
 pub fn counts(transitions: &[Transition], split: Split) -> PairCounts {
     let mut m: PairCounts = BTreeMap::new();
     for t in transitions.iter().filter(|t| t.split == split as u8) {
-        *m.entry((t.c1, t.c2)).or_default().entry(t.next).or_default() += 1;
+        *m.entry((t.c1, t.c2))
+            .or_default()
+            .entry(t.next)
+            .or_default() += 1;
     }
     m
 }
@@ -98,7 +107,8 @@ pub fn stats(c: &PairCounts, n_clusters: usize) -> TransitionStats {
         transitions: total,
         pairs: c.len(),
         triples,
-        top10pct_target_share: per_target.iter().take(top).sum::<usize>() as f64 / total.max(1) as f64,
+        top10pct_target_share: per_target.iter().take(top).sum::<usize>() as f64
+            / total.max(1) as f64,
     }
 }
 
@@ -114,7 +124,12 @@ mod tests {
         let n = clusters.len();
         let ds = Dataset {
             users: vec!["u".into()],
-            items: (0..n).map(|i| Item { id: i.to_string(), ..Default::default() }).collect(),
+            items: (0..n)
+                .map(|i| Item {
+                    id: i.to_string(),
+                    ..Default::default()
+                })
+                .collect(),
             feedback_columns: vec![],
             interactions: Interactions {
                 user: vec![0; n],
