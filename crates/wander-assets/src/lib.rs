@@ -215,12 +215,29 @@ impl Fetcher {
     /// Downloads, verifies and unpacks an asset unless it is already cached.
     pub fn fetch(&self, asset: &'static Asset) -> Result<Fetched, AssetError> {
         let dir = self.dir(asset);
+        let cached = || Fetched {
+            name: asset.name,
+            dir: self.dir(asset),
+            cached: true,
+        };
         if self.is_verified(asset) {
-            return Ok(Fetched {
-                name: asset.name,
-                dir,
-                cached: true,
-            });
+            return Ok(cached());
+        }
+        // Several processes may fetch the same asset at once (parallel tests, shards): one
+        // downloads while the others wait on an exclusive lock, then find it verified.
+        std::fs::create_dir_all(&self.cache_dir)
+            .map_err(|e| wander_core::CoreError::io(&self.cache_dir, e))?;
+        let lock_path = self.cache_dir.join(format!(".{}.lock", asset.name));
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| wander_core::CoreError::io(&lock_path, e))?;
+        lock.lock()
+            .map_err(|e| wander_core::CoreError::io(&lock_path, e))?;
+        if self.is_verified(asset) {
+            return Ok(cached());
         }
         let wheels = self.cache_dir.join("wheels");
         std::fs::create_dir_all(&wheels).map_err(|e| wander_core::CoreError::io(&wheels, e))?;
@@ -385,6 +402,19 @@ mod tests {
             err.contains("checksum mismatch") && err.contains("delete"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn concurrent_fetches_wait_for_each_other() {
+        // Two threads fetching through a failing pip both get the pip error, and neither
+        // deadlocks on the lock (it is released when the first returns).
+        let dir = tempfile::tempdir().unwrap();
+        let f = fetcher(dir.path(), "false");
+        std::thread::scope(|s| {
+            let a = s.spawn(|| f.fetch(asset("minilm").unwrap()).is_err());
+            let b = s.spawn(|| f.fetch(asset("minilm").unwrap()).is_err());
+            assert!(a.join().unwrap() && b.join().unwrap());
+        });
     }
 
     #[test]
