@@ -539,6 +539,7 @@ pub fn eval_novelty(ctx: &Ctx, force: bool) -> anyhow::Result<Value> {
         let mut ranked: BTreeMap<(&str, (u32, u32)), Vec<u32>> = BTreeMap::new();
         let mut exact: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
         let mut valid: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+        let mut exact_greedy: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
         let bar = wander_core::progress::bar(pairs.len() as u64, "eval", "pairs");
         let format_pairs = pairs.len().min(100);
         for (pi, &(c1, c2)) in pairs.iter().enumerate() {
@@ -565,6 +566,10 @@ pub fn eval_novelty(ctx: &Ctx, force: bool) -> anyhow::Result<Value> {
                         let text = tok.decode(smp.tokens.strip_suffix(&[tok.im_end]).unwrap_or(&smp.tokens))?;
                         exact.entry(name).or_default().push(f64::from(index.parse(&text).is_some()));
                     }
+                    let greedy = wander_llm::generate::SampleParams { n: 1, temperature: 0.0, ..params.clone() };
+                    let (g, _) = wander_llm::generate::sample(model, &prompt, &greedy, None, tok.im_end)?;
+                    let text = tok.decode(g[0].tokens.strip_suffix(&[tok.im_end]).unwrap_or(&g[0].tokens))?;
+                    exact_greedy.entry(name).or_default().push(f64::from(index.parse(&text).is_some()));
                     let trie = wander_llm::generate::Trie::new(&answers)?;
                     let (con, _) = wander_llm::generate::sample(model, &prompt, &params, Some(&trie), tok.im_end)?;
                     for smp in con {
@@ -579,10 +584,10 @@ pub fn eval_novelty(ctx: &Ctx, force: bool) -> anyhow::Result<Value> {
         let mut out = serde_json::Map::new();
         let mut md = String::from("# Novelty model: offline evaluation\n\n");
         md.push_str(&format!(
-            "Protocol: global temporal split (test = latest {:.0}% of interactions); transitions from positive engagement (`{}`), consecutive repeats removed; {} test events sampled with seed {} over {} distinct history pairs; every method ranks the {} clusters other than the two history clusters. Metrics are means over events with 95% percentile-bootstrap intervals ({} resamples). Exact match: {} unconstrained samples at temperature 1 for each of the first {} pairs.\n\n",
+            "Protocol: global temporal split (test = latest {:.0}% of interactions); transitions from positive engagement (`{}`), consecutive repeats removed; {} test events sampled with seed {} over {} distinct history pairs; every method ranks the {} clusters other than the two history clusters. Metrics are means over events with 95% percentile-bootstrap intervals ({} resamples). Exact match: {} unconstrained samples at temperature 1, and one greedy answer, for each of the first {} pairs.\n\n",
             100.0 * ctx.config.data.test_fraction, ctx.config.data.positive, events.len(), seed, pairs.len(), n - 2, rounds, cfg.eval_samples, format_pairs
         ));
-        md.push_str("| method | hit@1 | hit@5 | novelty (bits) | out-of-loop | coverage | exact match | constrained validity |\n|---|---|---|---|---|---|---|---|\n");
+        md.push_str("| method | hit@1 | hit@5 | novelty (bits) | out-of-loop | coverage | exact match (T = 1) | exact match (greedy) | constrained validity |\n|---|---|---|---|---|---|---|---|---|\n");
         for m in methods {
             let mut h1 = Vec::new();
             let mut h5 = Vec::new();
@@ -605,6 +610,9 @@ pub fn eval_novelty(ctx: &Ctx, force: bool) -> anyhow::Result<Value> {
             if let Some(v) = exact.get(m) {
                 entry["exact_match"] = est(v, 5);
             }
+            if let Some(v) = exact_greedy.get(m) {
+                entry["exact_match_greedy"] = est(v, 7);
+            }
             if let Some(v) = valid.get(m) {
                 entry["constrained_validity"] = est(v, 6);
             }
@@ -612,7 +620,7 @@ pub fn eval_novelty(ctx: &Ctx, force: bool) -> anyhow::Result<Value> {
                 let e = &entry[k];
                 if e.is_null() { "n/a".to_string() } else { format!("{:.3} [{:.3}, {:.3}]", e["mean"].as_f64().unwrap_or(f64::NAN), e["lo"].as_f64().unwrap_or(f64::NAN), e["hi"].as_f64().unwrap_or(f64::NAN)) }
             };
-            md.push_str(&format!("| {m} | {} | {} | {} | {} | {} | {} | {} |\n", cell("hit_at_1"), cell("hit_at_5"), cell("novelty_bits"), cell("out_of_loop"), coverage.len(), cell("exact_match"), cell("constrained_validity")));
+            md.push_str(&format!("| {m} | {} | {} | {} | {} | {} | {} | {} | {} |\n", cell("hit_at_1"), cell("hit_at_5"), cell("novelty_bits"), cell("out_of_loop"), coverage.len(), cell("exact_match"), cell("exact_match_greedy"), cell("constrained_validity")));
             out.insert(m.into(), entry);
         }
         md.push_str("\nDefinitions: hit@k = share of events whose actual next cluster is in the method's top k; novelty = mean self-information -log2 p(c) of the top-5 clusters, p from training target frequencies (Zhou et al., PNAS 2010); out-of-loop = share of top-5 clusters that never followed that history pair in training; coverage = distinct clusters ranked first over all evaluated pairs; exact match = share of unconstrained samples that parse to a cluster description (the method's format compliance); constrained validity = the same for trie-constrained samples.\n");
