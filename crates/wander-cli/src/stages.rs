@@ -414,6 +414,7 @@ fn novelty_examples(
                 )?,
                 answer: tok.answer(d(e.next))?,
                 label: 0.0,
+                targets: Vec::new(),
             })
         })
         .collect()

@@ -172,6 +172,7 @@ pub fn bench_llm(
             prompt: prompt.clone(),
             answer: a.clone(),
             label: 0.0,
+            targets: Vec::new(),
         })
         .collect();
     let cfg = TrainConfig {

@@ -313,9 +313,70 @@ pub fn score_candidates(
     prompt: &[u32],
     candidates: &[Vec<u32>],
 ) -> Result<CandidateScores> {
-    if prompt.is_empty() {
+    score_candidates_after(
+        model,
+        &KvCache::new(model.blocks.len()),
+        prompt,
+        candidates,
+        1.0,
+    )
+}
+
+/// The cache of a prompt prefix shared by many prompts (the system message and template):
+/// computed once, it lets each prompt run only its own suffix.
+pub fn prefix_cache(model: &Llama, prefix: &[u32]) -> Result<KvCache> {
+    let mut cache = KvCache::new(model.blocks.len());
+    if !prefix.is_empty() {
+        let input = Tensor::new(prefix, &Device::Cpu)?.unsqueeze(0)?;
+        model.forward_hidden(&input, &mut cache, Mode::Infer)?;
+    }
+    Ok(cache)
+}
+
+/// Final hidden state `[n, hidden]` of the last token of each `prefix ++ suffix`, the
+/// suffixes run as one right-padded batch over the broadcast prefix cache (causal attention
+/// keeps the padding out of every real position).
+pub fn last_hidden_after(model: &Llama, prefix: &KvCache, suffixes: &[Vec<u32>]) -> Result<Tensor> {
+    let len = suffixes.iter().map(Vec::len).max().unwrap_or(0);
+    if suffixes.is_empty() || suffixes.iter().any(Vec::is_empty) {
+        return Err(LlmError::Invalid(
+            "every suffix needs at least one token".into(),
+        ));
+    }
+    let mut toks = Vec::with_capacity(suffixes.len() * len);
+    let mut rows = Vec::with_capacity(suffixes.len());
+    for (r, s) in suffixes.iter().enumerate() {
+        for k in 0..len {
+            toks.push(*s.get(k).unwrap_or(&s[s.len() - 1]));
+        }
+        rows.push((r * len + s.len() - 1) as u32);
+    }
+    let mut cache = prefix.broadcast(suffixes.len())?;
+    let input = Tensor::from_vec(toks, (suffixes.len(), len), &Device::Cpu)?;
+    let h = model.forward_hidden(&input, &mut cache, Mode::Infer)?;
+    Ok(h.reshape((suffixes.len() * len, model.cfg.hidden))?
+        .index_select(&Tensor::new(rows.as_slice(), &Device::Cpu)?, 0)?)
+}
+
+/// [`score_candidates`] for the prompt `prefix ++ suffix`, with `prefix` already in a cache,
+/// at a softmax `temperature` (> 0): the result is exactly the distribution of [`sample`]
+/// with this trie, that temperature and `top_p = 1`.
+pub fn score_candidates_after(
+    model: &Llama,
+    prefix: &KvCache,
+    suffix: &[u32],
+    candidates: &[Vec<u32>],
+    temperature: f64,
+) -> Result<CandidateScores> {
+    if suffix.is_empty() {
         return Err(LlmError::Invalid("scoring needs a non-empty prompt".into()));
     }
+    if !(temperature > 0.0) {
+        return Err(LlmError::Invalid(format!(
+            "scoring needs a temperature above 0, not {temperature}"
+        )));
+    }
+    let prompt = suffix;
     let trie = Trie::new(candidates)?;
     // Branching nodes and the token path from the root to each.
     let mut branching: Vec<(usize, Vec<u32>)> = Vec::new();
@@ -331,7 +392,7 @@ pub fn score_candidates(
             stack.push((next, p));
         }
     }
-    let mut cache = KvCache::new(model.blocks.len());
+    let mut cache = prefix.clone();
     let input = Tensor::new(prompt, &Device::Cpu)?.unsqueeze(0)?;
     let hidden = model.forward_hidden(&input, &mut cache, Mode::Infer)?;
     let root_hidden = hidden.narrow(1, prompt.len() - 1, 1)?.squeeze(1)?; // [1, h]
@@ -371,7 +432,10 @@ pub fn score_candidates(
         let l = model
             .logits_subset(&h, &ids)?
             .squeeze(0)?
-            .to_vec1::<f32>()?;
+            .to_vec1::<f32>()?
+            .into_iter()
+            .map(|v| (v as f64 / temperature) as f32)
+            .collect::<Vec<f32>>();
         let max = l.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
         let lse = max + l.iter().map(|&v| (v as f64 - max).exp()).sum::<f64>().ln();
         for (&tok, &v) in ids.iter().zip(&l) {

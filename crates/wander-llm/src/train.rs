@@ -21,9 +21,13 @@ pub struct Example {
     pub prompt: Vec<u32>,
     /// Answer tokens, end token included (loss on each).
     pub answer: Vec<u32>,
-    /// Regression target for a scoring head (ignored by SFT).
+    /// Regression target for a one-output scoring head (ignored by SFT).
     #[serde(default)]
     pub label: f32,
+    /// Targets `(output index, label)` for a many-output scoring head: one prompt carries
+    /// the labels of several candidates (ignored by SFT and one-output heads).
+    #[serde(default)]
+    pub targets: Vec<(u32, f32)>,
 }
 
 /// Optimisation settings.
@@ -86,8 +90,19 @@ impl TrainConfig {
 pub enum Objective {
     /// Next-token cross-entropy on the answer tokens.
     Sft,
-    /// Mean squared error of a scoring head on the prompt's last hidden state.
+    /// Mean squared error of a scoring head on the prompt's last hidden state. A one-output
+    /// head regresses [`Example::label`]; a head with one output per candidate regresses
+    /// each of [`Example::targets`] (pointwise labels).
     Regression(ScoreHead),
+    /// Pairwise logistic (Bradley-Terry) loss over the [`Example::targets`] of each prompt:
+    /// for every two targets whose labels differ by more than `margin`, the better one
+    /// should score higher.
+    Pairwise {
+        /// One output per candidate.
+        head: ScoreHead,
+        /// Label differences at or below this are ties and give no pair.
+        margin: f32,
+    },
 }
 
 /// Figures of a finished (or resumed) run.
@@ -197,7 +212,7 @@ pub fn batch_loss(
             let targets = Tensor::new(targets.as_slice(), &Device::Cpu)?;
             Ok((candle_nn::loss::cross_entropy(&logits, &targets)?, b * t))
         }
-        Objective::Regression(head) => {
+        Objective::Regression(head) | Objective::Pairwise { head, .. } => {
             let t = batch.iter().map(|e| e.prompt.len()).max().unwrap_or(1);
             let mut input = Vec::with_capacity(b * t);
             let mut last = Vec::with_capacity(b);
@@ -208,12 +223,66 @@ pub fn batch_loss(
                 last.push((r * t + e.prompt.len() - 1) as u32);
             }
             let h = hidden_at(model, input, b, t, &last)?;
-            let pred = head.forward(&h)?.squeeze(1)?;
-            let labels = Tensor::new(
-                batch.iter().map(|e| e.label).collect::<Vec<_>>().as_slice(),
-                &Device::Cpu,
-            )?;
-            Ok(((pred - labels)?.sqr()?.mean_all()?, b * t))
+            let scores = head.forward(&h)?; // [b, n_out]
+            let n_out = scores.dim(1)?;
+            let loss = if n_out == 1 {
+                let labels: Vec<f32> = batch.iter().map(|e| e.label).collect();
+                let labels = Tensor::new(labels.as_slice(), &Device::Cpu)?;
+                (scores.squeeze(1)? - labels)?.sqr()?.mean_all()?
+            } else {
+                let flat = scores.flatten_all()?;
+                let at = |r: usize, c: u32| -> Result<u32> {
+                    if c as usize >= n_out {
+                        return Err(LlmError::Invalid(format!(
+                            "target {c} outside the head's {n_out} outputs"
+                        )));
+                    }
+                    Ok((r * n_out) as u32 + c)
+                };
+                match objective {
+                    Objective::Pairwise { margin, .. } => {
+                        let (mut hi, mut lo) = (Vec::new(), Vec::new());
+                        for (r, e) in batch.iter().enumerate() {
+                            for a in &e.targets {
+                                for z in &e.targets {
+                                    if a.1 - z.1 > *margin {
+                                        hi.push(at(r, a.0)?);
+                                        lo.push(at(r, z.0)?);
+                                    }
+                                }
+                            }
+                        }
+                        if hi.is_empty() {
+                            return Err(LlmError::Invalid(
+                                "pairwise batch without a single ordered pair of targets".into(),
+                            ));
+                        }
+                        let pick = |i: &[u32]| flat.index_select(&Tensor::new(i, &Device::Cpu)?, 0);
+                        let diff = (pick(&hi)? - pick(&lo)?)?;
+                        // softplus(-d) = log(1 + exp(-d)): the Bradley-Terry negative log-likelihood.
+                        ((diff.neg()?.exp()? + 1.0)?.log()?).mean_all()?
+                    }
+                    _ => {
+                        let mut idx = Vec::new();
+                        let mut labels = Vec::new();
+                        for (r, e) in batch.iter().enumerate() {
+                            for &(c, l) in &e.targets {
+                                idx.push(at(r, c)?);
+                                labels.push(l);
+                            }
+                        }
+                        if idx.is_empty() {
+                            return Err(LlmError::Invalid("batch without targets".into()));
+                        }
+                        let pred =
+                            flat.index_select(&Tensor::new(idx.as_slice(), &Device::Cpu)?, 0)?;
+                        (pred - Tensor::new(labels.as_slice(), &Device::Cpu)?)?
+                            .sqr()?
+                            .mean_all()?
+                    }
+                }
+            };
+            Ok((loss, b * t))
         }
     }
 }

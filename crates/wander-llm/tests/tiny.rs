@@ -26,6 +26,7 @@ fn examples() -> Vec<Example> {
             prompt: vec![1, 10 + k % 5, 20 + k % 3, 3],
             answer: vec![30 + (k % 5 + k % 3) % 7, 40 + k % 4, 2],
             label: (k % 4) as f32 / 4.0,
+            targets: Vec::new(),
         })
         .collect()
 }
@@ -401,4 +402,122 @@ fn lora_dropout_is_seeded_and_only_in_training() {
             .unwrap()
     };
     assert_eq!(infer(1), infer(2), "no dropout at inference");
+}
+
+/// Scoring after a cached prefix gives the scores of the whole prompt, and at temperature T
+/// the exact scores are the distribution of constrained sampling at T.
+#[test]
+fn prefix_cached_scoring_matches_and_temperature_is_exact() {
+    use wander_llm::generate::{last_hidden_after, prefix_cache, score_candidates_after};
+    let (model, _) = Llama::random(tiny(), 21).unwrap();
+    let answers = vec![
+        vec![30, 31, 2],
+        vec![30, 32, 2],
+        vec![40, 2],
+        vec![41, 42, 2],
+    ];
+    let prompt = [1u32, 12, 13, 14, 3];
+    let whole = score_candidates(&model, &prompt, &answers).unwrap();
+    let cache = prefix_cache(&model, &prompt[..3]).unwrap();
+    let split = score_candidates_after(&model, &cache, &prompt[3..], &answers, 1.0).unwrap();
+    for (a, b) in whole
+        .constrained_logprob
+        .iter()
+        .zip(&split.constrained_logprob)
+    {
+        assert!((a - b).abs() < 1e-4, "{a} vs {b}");
+    }
+    let cold = score_candidates_after(&model, &cache, &prompt[3..], &answers, 0.5).unwrap();
+    let total: f64 = cold.constrained_logprob.iter().map(|l| l.exp()).sum();
+    assert!((total - 1.0).abs() < 1e-5);
+    assert!(cold.constrained_logprob != split.constrained_logprob);
+    let params = SampleParams {
+        n: 800,
+        temperature: 0.5,
+        top_p: 1.0,
+        seed: 5,
+        max_new_tokens: 8,
+    };
+    let trie = Trie::new(&answers).unwrap();
+    let (samples, _) = sample(&model, &prompt, &params, Some(&trie), 2).unwrap();
+    for (a, lp) in cold.constrained_logprob.iter().enumerate() {
+        let freq = samples.iter().filter(|s| s.answer == Some(a)).count() as f64 / 800.0;
+        let p = lp.exp();
+        assert!(
+            (freq - p).abs() < 4.0 * (p * (1.0 - p) / 800.0).sqrt() + 0.01,
+            "answer {a} at T=0.5: {freq} vs {p}"
+        );
+    }
+    assert!(score_candidates_after(&model, &cache, &prompt[3..], &answers, 0.0).is_err());
+    // Batched suffixes of different lengths give each prompt's own last hidden state.
+    let suffixes = vec![vec![13u32, 14, 3], vec![7u32], vec![8u32, 9]];
+    let batched = last_hidden_after(&model, &cache, &suffixes).unwrap();
+    for (r, s) in suffixes.iter().enumerate() {
+        let one = last_hidden_after(&model, &cache, std::slice::from_ref(s)).unwrap();
+        let d = (batched.get(r).unwrap() - one.get(0).unwrap())
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(d < 1e-4, "row {r} differs by {d}");
+    }
+}
+
+/// A many-output head learns per-candidate labels (pointwise) and orders them (pairwise).
+#[test]
+fn candidate_head_learns_pointwise_and_pairwise_labels() {
+    for pairwise in [false, true] {
+        let (mut model, _) = Llama::random(tiny(), 31).unwrap();
+        model.freeze_base();
+        let lora = model
+            .attach_lora(&["q".to_string(), "v".to_string()], 4, 8.0, 0.0, 3)
+            .unwrap();
+        let head = ScoreHead::new(32, 6).unwrap();
+        // Label of candidate c after prompt k: depends on both, so the head alone cannot fit it.
+        let data: Vec<Example> = (0..8u32)
+            .map(|k| Example {
+                prompt: vec![1, 10 + k, 3],
+                answer: vec![],
+                label: 0.0,
+                targets: (0..6u32)
+                    .map(|c| (c, if (c + k) % 3 == 0 { 1.0 } else { 0.0 }))
+                    .collect(),
+            })
+            .collect();
+        let objective = if pairwise {
+            Objective::Pairwise {
+                head: head.clone(),
+                margin: 0.5,
+            }
+        } else {
+            Objective::Regression(head.clone())
+        };
+        let params: Vec<_> = lora.into_iter().chain(head.tensors()).collect();
+        let cfg = TrainConfig {
+            steps: 150,
+            batch_size: 8,
+            lr: 1e-2,
+            warmup_steps: 5,
+            checkpoint_every: 0,
+            ..Default::default()
+        };
+        let mut trainer = Trainer::new(&model, objective.clone(), params, cfg, 0, None).unwrap();
+        let before = trainer.eval_loss(&data).unwrap();
+        let report = trainer.run(&data, &[], None, None).unwrap();
+        let after = trainer.eval_loss(&data).unwrap();
+        assert!(
+            after < 0.5 * before,
+            "pairwise={pairwise}: loss {before} -> {after} ({:?})",
+            report.losses.last()
+        );
+        // The wrong output index is a clear error, not a panic.
+        let bad = Example {
+            targets: vec![(9, 1.0), (0, 0.0)],
+            ..data[0].clone()
+        };
+        assert!(batch_loss(&model, &objective, &[bad], 0).is_err());
+    }
 }
