@@ -3,7 +3,10 @@
 //! novelty model, its prompts, and its offline evaluation against baselines.
 #![deny(missing_docs)]
 
+pub mod feedback;
+pub mod linear;
 pub mod metrics;
+pub mod scaling;
 pub mod sft;
 pub mod transitions;
 

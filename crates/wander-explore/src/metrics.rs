@@ -54,6 +54,143 @@ pub fn self_information(cluster: u32, target_counts: &[u64]) -> f64 {
     -((c.max(0.5)) / (total.max(1) as f64)).log2()
 }
 
+/// Ranks (1-based) with ties sharing their average rank.
+pub fn average_ranks(values: &[f64]) -> Vec<f64> {
+    let mut idx: Vec<usize> = (0..values.len()).collect();
+    idx.sort_by(|&a, &b| values[a].total_cmp(&values[b]));
+    let mut ranks = vec![0.0; values.len()];
+    let mut i = 0;
+    while i < idx.len() {
+        let mut j = i;
+        while j + 1 < idx.len() && values[idx[j + 1]] == values[idx[i]] {
+            j += 1;
+        }
+        let r = (i + j) as f64 / 2.0 + 1.0;
+        for &k in &idx[i..=j] {
+            ranks[k] = r;
+        }
+        i = j + 1;
+    }
+    ranks
+}
+
+/// Pearson correlation; NaN when either side is constant or there are fewer than 2 values.
+pub fn pearson(x: &[f64], y: &[f64]) -> f64 {
+    let n = x.len().min(y.len());
+    if n < 2 {
+        return f64::NAN;
+    }
+    let mx = x[..n].iter().sum::<f64>() / n as f64;
+    let my = y[..n].iter().sum::<f64>() / n as f64;
+    let (mut sxy, mut sxx, mut syy) = (0.0, 0.0, 0.0);
+    for i in 0..n {
+        let (a, b) = (x[i] - mx, y[i] - my);
+        sxy += a * b;
+        sxx += a * a;
+        syy += b * b;
+    }
+    if sxx == 0.0 || syy == 0.0 {
+        return f64::NAN;
+    }
+    sxy / (sxx * syy).sqrt()
+}
+
+/// Spearman's rank correlation: Pearson's on average ranks (ties handled).
+pub fn spearman(x: &[f64], y: &[f64]) -> f64 {
+    pearson(&average_ranks(x), &average_ranks(y))
+}
+
+/// Area under the ROC curve of `scores` for binary `positive` labels (Mann-Whitney U with
+/// ties counted one half); NaN without both classes.
+pub fn auc(scores: &[f64], positive: &[bool]) -> f64 {
+    let ranks = average_ranks(scores);
+    let n_pos = positive.iter().filter(|&&p| p).count() as f64;
+    let n_neg = positive.len() as f64 - n_pos;
+    if n_pos == 0.0 || n_neg == 0.0 {
+        return f64::NAN;
+    }
+    let rank_sum: f64 = ranks
+        .iter()
+        .zip(positive)
+        .filter(|(_, &p)| p)
+        .map(|(r, _)| r)
+        .sum();
+    (rank_sum - n_pos * (n_pos + 1.0) / 2.0) / (n_pos * n_neg)
+}
+
+/// Mean absolute error.
+pub fn mae(pred: &[f64], truth: &[f64]) -> f64 {
+    let n = pred.len().min(truth.len());
+    pred.iter()
+        .zip(truth)
+        .map(|(p, t)| (p - t).abs())
+        .sum::<f64>()
+        / n.max(1) as f64
+}
+
+/// A statistic of paired data with a 95% percentile-bootstrap interval, resampling the
+/// pairs (for correlations and AUC, which are not means of per-event values).
+pub fn bootstrap_paired(
+    x: &[f64],
+    y: &[f64],
+    stat: impl Fn(&[f64], &[f64]) -> f64,
+    rounds: usize,
+    seed: u64,
+) -> Estimate {
+    let n = x.len().min(y.len());
+    let value = stat(&x[..n], &y[..n]);
+    if n == 0 {
+        return Estimate {
+            mean: f64::NAN,
+            lo: f64::NAN,
+            hi: f64::NAN,
+        };
+    }
+    let mut rng = Rng::new(seed);
+    let mut stats: Vec<f64> = (0..rounds.max(1))
+        .map(|_| {
+            let (mut a, mut b) = (Vec::with_capacity(n), Vec::with_capacity(n));
+            for _ in 0..n {
+                let k = rng.below(n);
+                a.push(x[k]);
+                b.push(y[k]);
+            }
+            stat(&a, &b)
+        })
+        .filter(|v| v.is_finite())
+        .collect();
+    if stats.is_empty() {
+        return Estimate {
+            mean: value,
+            lo: f64::NAN,
+            hi: f64::NAN,
+        };
+    }
+    stats.sort_by(|a, b| a.total_cmp(b));
+    let at = |q: f64| stats[((stats.len() - 1) as f64 * q).round() as usize];
+    Estimate {
+        mean: value,
+        lo: at(0.025),
+        hi: at(0.975),
+    }
+}
+
+/// Shannon entropy in bits of a distribution given by non-negative weights.
+pub fn entropy_bits(weights: &[f64]) -> f64 {
+    let total: f64 = weights.iter().sum();
+    if total <= 0.0 {
+        return 0.0;
+    }
+    weights
+        .iter()
+        .filter(|&&w| w > 0.0)
+        .map(|&w| {
+            let p = w / total;
+            -p * p.log2()
+        })
+        .sum()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -69,7 +206,47 @@ mod tests {
         assert!(e.lo < 0.5 && e.hi > 0.5);
     }
 
+    #[test]
+    fn rank_statistics_by_hand() {
+        assert_eq!(
+            average_ranks(&[3.0, 1.0, 3.0, 2.0]),
+            vec![3.5, 1.0, 3.5, 2.0]
+        );
+        assert!((spearman(&[1.0, 2.0, 3.0], &[10.0, 20.0, 30.0]) - 1.0).abs() < 1e-12);
+        assert!((spearman(&[1.0, 2.0, 3.0], &[3.0, 2.0, 1.0]) + 1.0).abs() < 1e-12);
+        assert!(spearman(&[1.0, 1.0], &[1.0, 2.0]).is_nan());
+        // Positives 0.9, 0.4; negatives 0.4, 0.1: pairs won 1 + 1 + 0.5 + 1 = 3.5 of 4.
+        assert!((auc(&[0.9, 0.4, 0.4, 0.1], &[true, true, false, false]) - 0.875).abs() < 1e-12);
+        assert!(auc(&[0.1], &[true]).is_nan());
+        assert!((mae(&[1.0, 2.0], &[2.0, 2.0]) - 0.5).abs() < 1e-12);
+        assert!((entropy_bits(&[1.0, 1.0, 0.0]) - 1.0).abs() < 1e-12);
+    }
+
     proptest! {
+        #[test]
+        fn auc_is_one_minus_auc_of_negated_scores(v in proptest::collection::vec((0.0f64..1.0, proptest::bool::ANY), 2..40)) {
+            let s: Vec<f64> = v.iter().map(|x| x.0).collect();
+            let p: Vec<bool> = v.iter().map(|x| x.1).collect();
+            let a = auc(&s, &p);
+            let neg: Vec<f64> = s.iter().map(|x| -x).collect();
+            let b = auc(&neg, &p);
+            if a.is_finite() {
+                prop_assert!((a + b - 1.0).abs() < 1e-9);
+                prop_assert!((0.0..=1.0).contains(&a));
+            }
+        }
+
+        #[test]
+        fn spearman_is_bounded_and_symmetric(v in proptest::collection::vec((-5.0f64..5.0, -5.0f64..5.0), 2..40)) {
+            let x: Vec<f64> = v.iter().map(|p| p.0).collect();
+            let y: Vec<f64> = v.iter().map(|p| p.1).collect();
+            let r = spearman(&x, &y);
+            if r.is_finite() {
+                prop_assert!((-1.0 - 1e-9..=1.0 + 1e-9).contains(&r));
+                prop_assert!((r - spearman(&y, &x)).abs() < 1e-9);
+            }
+        }
+
         #[test]
         fn bootstrap_interval_brackets_the_mean(v in proptest::collection::vec(0.0f64..1.0, 1..50)) {
             let e = bootstrap(&v, 200, 3);

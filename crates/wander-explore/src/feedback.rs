@@ -1,0 +1,419 @@
+//! Collective feedback labels for the alignment model (P2): how users who had interests
+//! `(c1, c2)` liked their engagement with a novel cluster `c`, aggregated over all of them.
+//!
+//! Unlike the novelty model's transitions, *every* interaction counts here, positive or not:
+//! a label is a rate of positive feedback (or a mean feedback value), so the negatives are
+//! what give it meaning.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use wander_data::{Dataset, Split};
+
+use crate::{ExploreError, Result};
+
+/// One engagement with a cluster outside the user's current two interests.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct FeedbackEvent {
+    /// User.
+    pub user: u32,
+    /// Older of the user's two most recent distinct positively engaged clusters.
+    pub c1: u32,
+    /// The most recent one.
+    pub c2: u32,
+    /// The novel cluster engaged with (not in `{c1, c2}`).
+    pub next: u32,
+    /// Whether the engagement was positive (the configured rule).
+    pub positive: bool,
+    /// The feedback column's value.
+    pub value: f64,
+    /// Period of the engagement.
+    pub split: u8,
+}
+
+/// Mines feedback events. Each user's interactions are read in time order; the user's
+/// interest state is the last two distinct clusters of *positive* engagement. Every
+/// interaction (positive or not) with a cluster outside that state, once the state has two
+/// clusters, is an event; a positive one then moves the state on.
+pub fn events(ds: &Dataset, item_cluster: &[u32], feedback_column: usize) -> Vec<FeedbackEvent> {
+    let it = &ds.interactions;
+    let values = it.feedback.get(feedback_column);
+    let mut out = Vec::new();
+    let mut start = 0;
+    while start < it.len() {
+        let mut end = start;
+        while end < it.len() && it.user[end] == it.user[start] {
+            end += 1;
+        }
+        let (mut c1, mut c2): (Option<u32>, Option<u32>) = (None, None);
+        for k in start..end {
+            let c = item_cluster[it.item[k] as usize];
+            if let (Some(a), Some(b)) = (c1, c2) {
+                if c != a && c != b {
+                    out.push(FeedbackEvent {
+                        user: it.user[k],
+                        c1: a,
+                        c2: b,
+                        next: c,
+                        positive: it.positive[k],
+                        value: values.map_or(f64::NAN, |v| v[k]),
+                        split: it.split[k] as u8,
+                    });
+                }
+            }
+            if it.positive[k] && c2 != Some(c) {
+                c1 = c2;
+                c2 = Some(c);
+            }
+        }
+        start = end;
+    }
+    out
+}
+
+/// Which per-event signal is aggregated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Signal {
+    /// 1 for positive engagement, 0 otherwise: the label is a positive rate.
+    Positive,
+    /// The feedback column's value (e.g. rating, watch ratio): the label is its mean.
+    Value,
+}
+
+/// How aggregated rates become labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Normalize {
+    /// The rate as it is.
+    Raw,
+    /// The rate minus the target cluster's global rate in the same period: what the
+    /// transition adds beyond the cluster's general appeal.
+    Relative,
+    /// The rate's percentile among all labels of the period, in [0, 1].
+    Percentile,
+}
+
+/// Label settings.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct LabelConfig {
+    /// Aggregated signal.
+    pub signal: Signal,
+    /// Normalisation.
+    pub normalize: Normalize,
+    /// Triples seen from fewer distinct users get no label.
+    pub min_users: usize,
+    /// Labels are rounded to multiples of this (0: no rounding).
+    pub round: f64,
+}
+
+/// One collective-feedback label.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Label {
+    /// History cluster (older).
+    pub c1: u32,
+    /// History cluster (recent).
+    pub c2: u32,
+    /// Candidate novel cluster.
+    pub next: u32,
+    /// The normalised, rounded label.
+    pub label: f64,
+    /// The aggregated rate before normalisation: the mean over users of each user's mean
+    /// signal, so no single heavy user dominates.
+    pub rate: f64,
+    /// Distinct users behind it.
+    pub users: u32,
+    /// Events behind it.
+    pub events: u32,
+}
+
+/// Per-cluster rate of the signal over all events of a period (mean over events).
+pub fn cluster_rates(
+    events: &[FeedbackEvent],
+    split: Split,
+    cfg: &LabelConfig,
+    n_clusters: usize,
+) -> Vec<f64> {
+    let mut sum = vec![0.0; n_clusters];
+    let mut count = vec![0.0; n_clusters];
+    for e in events.iter().filter(|e| e.split == split as u8) {
+        if let Some(v) = signal_of(e, cfg.signal) {
+            sum[e.next as usize] += v;
+            count[e.next as usize] += 1.0;
+        }
+    }
+    sum.iter()
+        .zip(&count)
+        .map(|(s, c)| if *c > 0.0 { s / c } else { f64::NAN })
+        .collect()
+}
+
+fn signal_of(e: &FeedbackEvent, signal: Signal) -> Option<f64> {
+    match signal {
+        Signal::Positive => Some(f64::from(u8::from(e.positive))),
+        Signal::Value => e.value.is_finite().then_some(e.value),
+    }
+}
+
+/// Aggregates one period's events into labels, sorted by `(c1, c2, next)`.
+pub fn labels(
+    events: &[FeedbackEvent],
+    split: Split,
+    cfg: &LabelConfig,
+    n_clusters: usize,
+) -> Result<Vec<Label>> {
+    if cfg.round < 0.0 || !cfg.round.is_finite() {
+        return Err(ExploreError::Invalid(format!(
+            "feedback.round must be a finite number >= 0, not {}",
+            cfg.round
+        )));
+    }
+    // (c1, c2, next) -> user -> (sum, count)
+    let mut per: BTreeMap<(u32, u32, u32), BTreeMap<u32, (f64, u32)>> = BTreeMap::new();
+    for e in events.iter().filter(|e| e.split == split as u8) {
+        if let Some(v) = signal_of(e, cfg.signal) {
+            let s = per
+                .entry((e.c1, e.c2, e.next))
+                .or_default()
+                .entry(e.user)
+                .or_default();
+            s.0 += v;
+            s.1 += 1;
+        }
+    }
+    let global = cluster_rates(events, split, cfg, n_clusters);
+    let mut out: Vec<Label> = per
+        .into_iter()
+        .filter(|(_, users)| users.len() >= cfg.min_users.max(1))
+        .map(|((c1, c2, next), users)| {
+            let rate = users.values().map(|(s, n)| s / *n as f64).sum::<f64>() / users.len() as f64;
+            Label {
+                c1,
+                c2,
+                next,
+                label: rate,
+                rate,
+                users: users.len() as u32,
+                events: users.values().map(|u| u.1).sum(),
+            }
+        })
+        .collect();
+    match cfg.normalize {
+        Normalize::Raw => {}
+        Normalize::Relative => {
+            for l in &mut out {
+                l.label = l.rate - global[l.next as usize];
+            }
+        }
+        Normalize::Percentile => {
+            let rates: Vec<f64> = out.iter().map(|l| l.rate).collect();
+            let ranks = crate::metrics::average_ranks(&rates);
+            let denom = (out.len().max(2) - 1) as f64;
+            for (l, r) in out.iter_mut().zip(ranks) {
+                l.label = r / denom;
+            }
+        }
+    }
+    if cfg.round > 0.0 {
+        for l in &mut out {
+            l.label = (l.label / cfg.round).round() * cfg.round;
+        }
+    }
+    Ok(out)
+}
+
+/// A pairwise preference: after `(c1, c2)`, users liked `better` more than `worse`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Preference {
+    /// History cluster (older).
+    pub c1: u32,
+    /// History cluster (recent).
+    pub c2: u32,
+    /// Preferred candidate.
+    pub better: u32,
+    /// The other one.
+    pub worse: u32,
+    /// Label difference.
+    pub margin: f64,
+}
+
+/// Pairwise examples: every two labels of the same history pair that differ by more than
+/// `margin`.
+pub fn preferences(labels: &[Label], margin: f64) -> Vec<Preference> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    while start < labels.len() {
+        let key = (labels[start].c1, labels[start].c2);
+        let mut end = start;
+        while end < labels.len() && (labels[end].c1, labels[end].c2) == key {
+            end += 1;
+        }
+        for a in &labels[start..end] {
+            for b in &labels[start..end] {
+                if a.label - b.label > margin {
+                    out.push(Preference {
+                        c1: key.0,
+                        c2: key.1,
+                        better: a.next,
+                        worse: b.next,
+                        margin: a.label - b.label,
+                    });
+                }
+            }
+        }
+        start = end;
+    }
+    out
+}
+
+/// Labels grouped by history pair, in `(c1, c2)` order: one alignment training prompt each.
+pub fn by_pair(labels: &[Label]) -> Vec<((u32, u32), Vec<(u32, f64)>)> {
+    let mut m: BTreeMap<(u32, u32), Vec<(u32, f64)>> = BTreeMap::new();
+    for l in labels {
+        m.entry((l.c1, l.c2)).or_default().push((l.next, l.label));
+    }
+    m.into_iter().collect()
+}
+
+/// The system message of the alignment model's prompt.
+pub const ALIGNMENT_SYSTEM: &str =
+    "You judge how much users with these interests enjoy each new interest.";
+
+/// One label as a JSON line for other trainers: the descriptions and the label.
+pub fn label_line(l: &Label, describe: impl Fn(u32) -> String) -> String {
+    serde_json::json!({
+        "history": [describe(l.c1), describe(l.c2)],
+        "candidate": describe(l.next),
+        "label": l.label, "rate": l.rate, "users": l.users, "events": l.events,
+        "c1": l.c1, "c2": l.c2, "next": l.next,
+    })
+    .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wander_data::{Interactions, Item};
+
+    fn dataset(rows: &[(u32, u32, bool, f64)]) -> Dataset {
+        let n = rows.len();
+        Dataset {
+            users: vec!["a".into(), "b".into()],
+            items: (0..10)
+                .map(|i| Item {
+                    id: i.to_string(),
+                    ..Default::default()
+                })
+                .collect(),
+            feedback_columns: vec!["rating".into()],
+            interactions: Interactions {
+                user: rows.iter().map(|r| r.0).collect(),
+                item: rows.iter().map(|r| r.1).collect(),
+                timestamp: (0..n as i64).collect(),
+                feedback: vec![rows.iter().map(|r| r.3).collect()],
+                positive: rows.iter().map(|r| r.2).collect(),
+                split: vec![Split::Train; n],
+                loo_split: vec![Split::Train; n],
+            },
+        }
+    }
+
+    #[test]
+    fn events_follow_the_positive_interest_state() {
+        // Items map to clusters 0..9 one to one. User 0: +0 +1 -2 +2 -0 +3.
+        let ds = dataset(&[
+            (0, 0, true, 5.0),
+            (0, 1, true, 4.0),
+            (0, 2, false, 2.0),
+            (0, 2, true, 4.0),
+            (0, 0, false, 1.0),
+            (0, 3, true, 5.0),
+            (1, 4, true, 5.0),
+        ]);
+        let clusters: Vec<u32> = (0..10).collect();
+        let ev = events(&ds, &clusters, 0);
+        let got: Vec<(u32, u32, u32, bool)> = ev
+            .iter()
+            .map(|e| (e.c1, e.c2, e.next, e.positive))
+            .collect();
+        // State (0,1): -2 and +2 are events; state becomes (1,2): -0 is an event, +3 too.
+        assert_eq!(
+            got,
+            vec![
+                (0, 1, 2, false),
+                (0, 1, 2, true),
+                (1, 2, 0, false),
+                (1, 2, 3, true)
+            ]
+        );
+        let cfg = LabelConfig {
+            signal: Signal::Positive,
+            normalize: Normalize::Raw,
+            min_users: 1,
+            round: 0.0,
+        };
+        let l = labels(&ev, Split::Train, &cfg, 10).unwrap();
+        assert_eq!(
+            (l[0].c1, l[0].c2, l[0].next, l[0].rate, l[0].events),
+            (0, 1, 2, 0.5, 2)
+        );
+        let v = labels(
+            &ev,
+            Split::Train,
+            &LabelConfig {
+                signal: Signal::Value,
+                ..cfg
+            },
+            10,
+        )
+        .unwrap();
+        assert_eq!(v[0].rate, 3.0);
+        let r = labels(
+            &ev,
+            Split::Train,
+            &LabelConfig {
+                normalize: Normalize::Relative,
+                ..cfg
+            },
+            10,
+        )
+        .unwrap();
+        // Cluster 2's global rate is 0.5 (one of two), so the relative label is 0.
+        assert_eq!(r[0].label, 0.0);
+        let none = labels(
+            &ev,
+            Split::Train,
+            &LabelConfig {
+                min_users: 2,
+                ..cfg
+            },
+            10,
+        )
+        .unwrap();
+        assert!(none.is_empty());
+        let p = preferences(&l, 0.1);
+        let got: Vec<(u32, u32, u32, u32)> = p.iter().map(|p| (p.c1, p.c2, p.better, p.worse)).collect();
+        assert_eq!(got, vec![(1, 2, 3, 0)]);
+        assert!(labels(&ev, Split::Train, &LabelConfig { round: -1.0, ..cfg }, 10).is_err());
+    }
+
+    #[test]
+    fn rounding_percentiles_and_preferences() {
+        let mk = |next, rate| Label {
+            c1: 0,
+            c2: 1,
+            next,
+            label: rate,
+            rate,
+            users: 1,
+            events: 1,
+        };
+        let ls = vec![mk(2, 0.9), mk(3, 0.2), mk(4, 0.5)];
+        let p = preferences(&ls, 0.25);
+        let got: Vec<(u32, u32)> = p.iter().map(|p| (p.better, p.worse)).collect();
+        assert_eq!(got, vec![(2, 3), (2, 4), (4, 3)]);
+        let grouped = by_pair(&ls);
+        assert_eq!(grouped.len(), 1);
+        assert_eq!(grouped[0].1.len(), 3);
+    }
+}
