@@ -35,6 +35,112 @@ pub struct Config {
     pub novelty: NoveltyConfig,
     /// The language-model runtime.
     pub llm: LlmConfig,
+    /// Collective feedback labels.
+    pub feedback: FeedbackConfig,
+    /// The alignment model: training and evaluation.
+    pub alignment: AlignmentConfig,
+    /// The exploration table (best-of-n over every cluster pair) and its scaling evaluation.
+    pub precompute: PrecomputeConfig,
+}
+
+/// Which per-event signal collective feedback aggregates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FeedbackSignal {
+    /// 1 for positive engagement (the `data.positive` rule), 0 otherwise: a positive rate.
+    Positive,
+    /// The `data.feedback` column's value (rating, watch ratio): its mean.
+    Value,
+}
+
+/// How aggregated feedback becomes a label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FeedbackNormalize {
+    /// The rate itself.
+    Raw,
+    /// The rate minus the candidate cluster's global rate in the same period.
+    Relative,
+    /// The rate's percentile among the period's labels, in [0, 1].
+    Percentile,
+}
+
+/// `[feedback]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeedbackConfig {
+    /// Aggregated signal.
+    pub signal: FeedbackSignal,
+    /// Normalisation of the aggregated rate.
+    pub normalize: FeedbackNormalize,
+    /// Triples seen from fewer distinct users get no label.
+    pub min_users: usize,
+    /// Labels are rounded to multiples of this (0: none).
+    pub round: f64,
+    /// Pairwise examples: label differences at or below this are ties.
+    pub pairwise_margin: f64,
+}
+
+/// Training objective of the alignment model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AlignmentObjective {
+    /// Squared error on each label.
+    Pointwise,
+    /// Bradley-Terry loss on label-ordered candidate pairs of the same history.
+    Pairwise,
+}
+
+/// `[alignment]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlignmentConfig {
+    /// Loss on the labels.
+    pub objective: AlignmentObjective,
+    /// Optimizer steps.
+    pub steps: usize,
+    /// History pairs (prompts, each with all its labels) per micro-batch.
+    pub batch_size: usize,
+    /// Micro-batches per step.
+    pub grad_accum: usize,
+    /// Peak learning rate of the LoRA adapters.
+    pub lr: f64,
+    /// Peak learning rate of the scoring head.
+    pub head_lr: f64,
+    /// Linear warmup steps.
+    pub warmup_steps: usize,
+    /// Eval loss every this many steps.
+    pub eval_every: usize,
+    /// Checkpoint every this many steps.
+    pub checkpoint_every: usize,
+    /// Bootstrap resamples for the 95% intervals of `eval alignment`.
+    pub bootstrap_rounds: usize,
+}
+
+/// `[precompute]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrecomputeConfig {
+    /// `all` ordered pairs of distinct planner clusters, or only those `observed` as a
+    /// history in the training period.
+    pub pairs: String,
+    /// `exact` (score every cluster under the novelty model, then draw n from that exact
+    /// distribution) or `sample` (run the constrained sampler n times).
+    pub mode: String,
+    /// Proposals drawn per pair (best-of-n).
+    pub n: usize,
+    /// Sampling temperature of the novelty model.
+    pub temperature: f64,
+    /// Clusters kept per pair in the table.
+    pub top_k: usize,
+    /// Pairs per resumable chunk.
+    pub chunk_pairs: usize,
+    /// Values of n compared by `wander eval scaling`.
+    pub scaling_n: Vec<usize>,
+    /// Rankings per pair drawn to estimate hit@k and novelty-only selection.
+    pub scaling_draws: usize,
+    /// Bootstrap resamples for the 95% intervals of `eval scaling`.
+    pub bootstrap_rounds: usize,
 }
 
 /// `[novelty]`
@@ -397,6 +503,50 @@ impl Config {
         }
         if !(0.0..=1.0).contains(&n.alpha) {
             return Err(CoreError::config("novelty.alpha", "must be in [0, 1]"));
+        }
+        let a = &self.alignment;
+        if a.steps == 0 || a.batch_size == 0 || a.grad_accum == 0 {
+            return Err(CoreError::config(
+                "alignment",
+                "steps, batch_size and grad_accum must be at least 1",
+            ));
+        }
+        if !(self.feedback.round >= 0.0) || !(self.feedback.pairwise_margin >= 0.0) {
+            return Err(CoreError::config(
+                "feedback.round",
+                "round and pairwise_margin must be numbers >= 0",
+            ));
+        }
+        let p = &self.precompute;
+        if p.pairs != "all" && p.pairs != "observed" {
+            return Err(CoreError::config(
+                "precompute.pairs",
+                "must be `all` or `observed`",
+            ));
+        }
+        if p.mode != "exact" && p.mode != "sample" {
+            return Err(CoreError::config(
+                "precompute.mode",
+                "must be `exact` or `sample`",
+            ));
+        }
+        if p.n == 0 || p.top_k == 0 || p.chunk_pairs == 0 || p.scaling_draws == 0 {
+            return Err(CoreError::config(
+                "precompute",
+                "n, top_k, chunk_pairs and scaling_draws must be at least 1",
+            ));
+        }
+        if !(p.temperature > 0.0) {
+            return Err(CoreError::config(
+                "precompute.temperature",
+                "must be above 0",
+            ));
+        }
+        if p.scaling_n.is_empty() || p.scaling_n.contains(&0) {
+            return Err(CoreError::config(
+                "precompute.scaling_n",
+                "must list values of n, each at least 1",
+            ));
         }
         let lora = &self.llm.lora;
         if lora.rank == 0 {

@@ -71,28 +71,7 @@ pub fn events(ds: &Dataset, item_cluster: &[u32], feedback_column: usize) -> Vec
     out
 }
 
-/// Which per-event signal is aggregated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Signal {
-    /// 1 for positive engagement, 0 otherwise: the label is a positive rate.
-    Positive,
-    /// The feedback column's value (e.g. rating, watch ratio): the label is its mean.
-    Value,
-}
-
-/// How aggregated rates become labels.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Normalize {
-    /// The rate as it is.
-    Raw,
-    /// The rate minus the target cluster's global rate in the same period: what the
-    /// transition adds beyond the cluster's general appeal.
-    Relative,
-    /// The rate's percentile among all labels of the period, in [0, 1].
-    Percentile,
-}
+pub use wander_core::config::{FeedbackNormalize as Normalize, FeedbackSignal as Signal};
 
 /// Label settings.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -392,7 +371,8 @@ mod tests {
         .unwrap();
         assert!(none.is_empty());
         let p = preferences(&l, 0.1);
-        let got: Vec<(u32, u32, u32, u32)> = p.iter().map(|p| (p.c1, p.c2, p.better, p.worse)).collect();
+        let got: Vec<(u32, u32, u32, u32)> =
+            p.iter().map(|p| (p.c1, p.c2, p.better, p.worse)).collect();
         assert_eq!(got, vec![(1, 2, 3, 0)]);
         assert!(labels(&ev, Split::Train, &LabelConfig { round: -1.0, ..cfg }, 10).is_err());
     }

@@ -160,11 +160,12 @@ impl AdamW {
         })
     }
 
-    fn step(&mut self, params: &[Var], grads: &[Tensor], lr: f64, wd: f64) -> Result<()> {
+    fn step(&mut self, params: &[Var], grads: &[Tensor], lr: &[f64], wd: f64) -> Result<()> {
         self.t += 1;
         let c1 = 1.0 - BETA1.powi(self.t as i32);
         let c2 = 1.0 - BETA2.powi(self.t as i32);
         for (i, (p, g)) in params.iter().zip(grads).enumerate() {
+            let lr = lr[i];
             self.m[i] = ((&self.m[i] * BETA1)? + (g * (1.0 - BETA1))?)?;
             self.v[i] = ((&self.v[i] * BETA2)? + (g.sqr()? * (1.0 - BETA2))?)?;
             let update = ((&self.m[i] / c1)? / ((&self.v[i] / c2)?.sqrt()? + EPS)?)?;
@@ -308,6 +309,7 @@ pub struct Trainer<'a> {
     pad: u32,
     checkpoint_dir: Option<PathBuf>,
     report: TrainReport,
+    lr_scale: Vec<f64>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -342,7 +344,9 @@ impl<'a> Trainer<'a> {
             pad,
             checkpoint_dir: checkpoint_dir.map(Path::to_path_buf),
             report: TrainReport::default(),
+            lr_scale: Vec::new(),
         };
+        t.lr_scale = vec![1.0; t.params.len()];
         t.try_resume()?;
         Ok(t)
     }
@@ -418,6 +422,16 @@ impl<'a> Trainer<'a> {
             .map_err(|e| LlmError::Core(wander_core::CoreError::io(&st, e)))?;
         wander_core::artifact::atomic_write(&dir.join("checkpoint.json"), &meta_bytes)?;
         Ok(())
+    }
+
+    /// Multiplies the learning rate of the tensors whose name starts with `prefix` (a
+    /// scoring head usually wants a larger one than the adapters).
+    pub fn set_lr_scale(&mut self, prefix: &str, scale: f64) {
+        for (n, s) in self.names.iter().zip(&mut self.lr_scale) {
+            if n.starts_with(prefix) {
+                *s = scale;
+            }
+        }
     }
 
     /// The batch order of `epoch`: a seeded permutation of the training set.
@@ -502,10 +516,11 @@ impl<'a> Trainer<'a> {
                 });
             }
             let lr = self.cfg.lr_at(step);
+            let lrs: Vec<f64> = self.lr_scale.iter().map(|s| s * lr).collect();
             self.opt.step(
                 &self.params,
                 grads.as_deref().unwrap_or(&[]),
-                lr,
+                &lrs,
                 self.cfg.weight_decay,
             )?;
             self.report.steps += 1;
