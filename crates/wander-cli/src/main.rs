@@ -4,6 +4,7 @@
 //! them all in order. `--json` prints the summary as one JSON object on stdout, while logs
 //! and progress bars go to stderr.
 
+mod align;
 mod stages;
 
 use std::path::PathBuf;
@@ -66,6 +67,25 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Aggregate collective feedback labels for the alignment model.
+    Feedback {
+        /// Redo the stage even if its inputs and config are unchanged.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Precompute the exploration table: best-of-n novel clusters for every history pair
+    /// (resumable; `--shard i/N` computes one shard, `--merge` assembles them).
+    Precompute {
+        /// Recompute every chunk even if already done.
+        #[arg(long)]
+        force: bool,
+        /// Compute only chunks i, i + N, i + 2N, ... (run the N shards as parallel jobs).
+        #[arg(long, value_name = "i/N")]
+        shard: Option<align::Shard>,
+        /// Only assemble the table from the computed chunks of all shards.
+        #[arg(long, conflicts_with = "shard")]
+        merge: bool,
+    },
     /// Train a model.
     Train {
         #[command(subcommand)]
@@ -91,12 +111,30 @@ enum TrainCommand {
         #[arg(long)]
         force: bool,
     },
+    /// SmolLM2 + LoRA + a per-cluster scoring head on collective feedback labels.
+    Alignment {
+        /// Redo the stage even if its inputs and config are unchanged.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
 enum EvalCommand {
     /// The novelty model against random, popularity, co-occurrence and zero-shot SmolLM2.
     Novelty {
+        /// Redo the stage even if its inputs and config are unchanged.
+        #[arg(long)]
+        force: bool,
+    },
+    /// The alignment model against held-out collective feedback, beside simple baselines.
+    Alignment {
+        /// Redo the stage even if its inputs and config are unchanged.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Best-of-n for several n: relevance, held-out feedback, novelty and diversity.
+    Scaling {
         /// Redo the stage even if its inputs and config are unchanged.
         #[arg(long)]
         force: bool,
@@ -237,6 +275,36 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             target: EvalCommand::Novelty { force },
         } => {
             let summary = stages::eval_novelty(&ctx, force)?;
+            emit(&ctx, &summary, &stages::describe(&summary));
+        }
+        Command::Eval {
+            target: EvalCommand::Alignment { force },
+        } => {
+            let summary = align::eval_alignment(&ctx, force)?;
+            emit(&ctx, &summary, &stages::describe(&summary));
+        }
+        Command::Eval {
+            target: EvalCommand::Scaling { force },
+        } => {
+            let summary = align::eval_scaling(&ctx, force)?;
+            emit(&ctx, &summary, &stages::describe(&summary));
+        }
+        Command::Train {
+            target: TrainCommand::Alignment { force },
+        } => {
+            let summary = align::train_alignment(&ctx, force)?;
+            emit(&ctx, &summary, &stages::describe(&summary));
+        }
+        Command::Feedback { force } => {
+            let summary = align::feedback_stage(&ctx, force)?;
+            emit(&ctx, &summary, &stages::describe(&summary));
+        }
+        Command::Precompute {
+            force,
+            shard,
+            merge,
+        } => {
+            let summary = align::precompute(&ctx, force, shard, merge)?;
             emit(&ctx, &summary, &stages::describe(&summary));
         }
         Command::Bench {

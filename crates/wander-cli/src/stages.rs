@@ -37,7 +37,7 @@ pub fn fetch_assets(ctx: &Ctx, names: &[String]) -> anyhow::Result<Value> {
 }
 
 /// A stage's summary with how it went, as printed by `--json`.
-fn report(stage: &str, outcome: &StageOutcome) -> Value {
+pub(crate) fn report(stage: &str, outcome: &StageOutcome) -> Value {
     let m = outcome.manifest();
     let mut summary = m.summary.clone();
     if let Value::Object(map) = &mut summary {
@@ -53,7 +53,7 @@ fn report(stage: &str, outcome: &StageOutcome) -> Value {
     summary
 }
 
-fn checksums(files: &[PathBuf]) -> anyhow::Result<BTreeMap<String, String>> {
+pub(crate) fn checksums(files: &[PathBuf]) -> anyhow::Result<BTreeMap<String, String>> {
     files
         .iter()
         .map(|f| Ok((f.display().to_string(), sha256_file(f)?)))

@@ -6,6 +6,8 @@
 pub mod feedback;
 pub mod linear;
 pub mod metrics;
+pub mod planner;
+pub mod plot;
 pub mod scaling;
 pub mod sft;
 pub mod transitions;

@@ -3,19 +3,7 @@
 
 use wander_core::rng::Rng;
 
-/// A candidate kept for a history pair: the cluster, its alignment score, its probability
-/// under the novelty model and how many of the n samples proposed it.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct Choice {
-    /// Cluster id.
-    pub cluster: u32,
-    /// Alignment-model score.
-    pub alignment: f32,
-    /// Probability under the novelty model (constrained, at the sampling temperature).
-    pub novelty_prob: f32,
-    /// Samples (of n) that proposed it; 0 for a fallback.
-    pub frequency: u32,
-}
+pub use wander_table::Choice;
 
 /// Draws `n` proposals from `probs` (indices into it) with `rng`: inverse-CDF sampling.
 pub fn draw(probs: &[f64], n: usize, rng: &mut Rng) -> Vec<usize> {

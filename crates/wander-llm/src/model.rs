@@ -816,6 +816,40 @@ impl ScoreHead {
             .broadcast_add(self.b.as_tensor())?)
     }
 
+    /// Sets the bias (one value per output), e.g. to each candidate's prior mean label.
+    pub fn set_bias(&self, bias: &[f32]) -> Result<()> {
+        Ok(self.b.set(&Tensor::new(bias, &Device::Cpu)?)?)
+    }
+
+    /// Saves the head as safetensors (`head.w`, `head.b`).
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let map: std::collections::HashMap<String, Tensor> = self
+            .tensors()
+            .into_iter()
+            .map(|(n, v)| (n, v.as_tensor().clone()))
+            .collect();
+        let tmp = wander_core::artifact::temp_sibling(path);
+        candle_core::safetensors::save(&map, &tmp)?;
+        std::fs::rename(&tmp, path)
+            .map_err(|e| LlmError::Core(wander_core::CoreError::io(path, e)))?;
+        Ok(())
+    }
+
+    /// Loads a head saved by [`ScoreHead::save`].
+    pub fn load(path: &Path) -> Result<Self> {
+        let t = candle_core::safetensors::load(path, &Device::Cpu)?;
+        let get = |k: &str| {
+            t.get(k).cloned().ok_or_else(|| LlmError::Model {
+                path: path.to_path_buf(),
+                message: format!("scoring head file lacks `{k}`"),
+            })
+        };
+        Ok(ScoreHead {
+            w: Var::from_tensor(&get("head.w")?)?,
+            b: Var::from_tensor(&get("head.b")?)?,
+        })
+    }
+
     /// The head's tensors by name.
     pub fn tensors(&self) -> Vec<(String, Var)> {
         vec![

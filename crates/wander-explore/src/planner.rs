@@ -1,0 +1,155 @@
+//! The two LLMs at inference time over history pairs: the novelty model's exact proposal
+//! distribution and the alignment model's scores of every candidate.
+//!
+//! Every pair's prompt starts with the same tokens (system message and template); that
+//! shared prefix runs once and each pair runs only its own suffix.
+
+use std::collections::HashMap;
+
+use candle_core::Tensor;
+use wander_llm::generate::{last_hidden_after, prefix_cache, score_candidates_after};
+use wander_llm::model::{KvCache, Llama, ScoreHead};
+use wander_llm::tokenizer::Tokenizer;
+
+use crate::{ExploreError, Result};
+
+/// Tokenised prompts of history pairs, split into the prefix they all share and each
+/// pair's suffix.
+#[derive(Debug, Clone)]
+pub struct PairPrompts {
+    /// Tokens every prompt starts with.
+    pub prefix: Vec<u32>,
+    suffix: HashMap<(u32, u32), Vec<u32>>,
+}
+
+impl PairPrompts {
+    /// Prompts `system` + `user(d1, d2)` for every pair in `pairs`. The split point is the
+    /// longest common token prefix, less one token so that no suffix is empty.
+    pub fn new(
+        tok: &Tokenizer,
+        system: &str,
+        user: impl Fn(&str, &str) -> String,
+        descriptions: &[String],
+        pairs: &[(u32, u32)],
+    ) -> Result<Self> {
+        let full: Vec<((u32, u32), Vec<u32>)> = pairs
+            .iter()
+            .map(|&(a, b)| {
+                let d = |c: u32| {
+                    descriptions
+                        .get(c as usize)
+                        .map(String::as_str)
+                        .ok_or_else(|| {
+                            ExploreError::Invalid(format!("cluster {c} has no description"))
+                        })
+                };
+                Ok(((a, b), tok.chat_prompt(system, &user(d(a)?, d(b)?))?))
+            })
+            .collect::<Result<_>>()?;
+        let Some(first) = full.first() else {
+            return Ok(PairPrompts {
+                prefix: Vec::new(),
+                suffix: HashMap::new(),
+            });
+        };
+        let mut common = first.1.len().saturating_sub(1);
+        for (_, p) in &full {
+            let same = first.1.iter().zip(p).take_while(|(x, y)| x == y).count();
+            common = common.min(same).min(p.len().saturating_sub(1));
+        }
+        let prefix = first.1[..common].to_vec();
+        let suffix = full
+            .into_iter()
+            .map(|(k, p)| (k, p[common..].to_vec()))
+            .collect();
+        Ok(PairPrompts { prefix, suffix })
+    }
+
+    /// The suffix of a pair's prompt.
+    pub fn suffix(&self, c1: u32, c2: u32) -> Result<&[u32]> {
+        self.suffix
+            .get(&(c1, c2))
+            .map(Vec::as_slice)
+            .ok_or_else(|| ExploreError::Invalid(format!("no prompt for the pair ({c1}, {c2})")))
+    }
+}
+
+/// The novelty model with its answers: exact proposal probabilities per pair.
+pub struct NoveltyScorer<'a> {
+    model: &'a Llama,
+    prompts: &'a PairPrompts,
+    cache: KvCache,
+    answers: &'a [Vec<u32>],
+}
+
+impl<'a> NoveltyScorer<'a> {
+    /// Runs the shared prefix once. `answers[c]` is cluster c's description as answer tokens.
+    pub fn new(
+        model: &'a Llama,
+        prompts: &'a PairPrompts,
+        answers: &'a [Vec<u32>],
+    ) -> Result<Self> {
+        Ok(NoveltyScorer {
+            model,
+            prompts,
+            cache: prefix_cache(model, &prompts.prefix)?,
+            answers,
+        })
+    }
+
+    /// Probability of each cluster being proposed after `(c1, c2)` by the constrained
+    /// sampler at `temperature`, over the clusters other than c1 and c2 (those get 0).
+    pub fn probs(&self, c1: u32, c2: u32, temperature: f64) -> Result<Vec<f64>> {
+        let novel: Vec<usize> = (0..self.answers.len())
+            .filter(|&c| c != c1 as usize && c != c2 as usize)
+            .collect();
+        let cand: Vec<Vec<u32>> = novel.iter().map(|&c| self.answers[c].clone()).collect();
+        let s = score_candidates_after(
+            self.model,
+            &self.cache,
+            self.prompts.suffix(c1, c2)?,
+            &cand,
+            temperature,
+        )?;
+        let mut out = vec![0.0; self.answers.len()];
+        for (&c, lp) in novel.iter().zip(&s.constrained_logprob) {
+            out[c] = lp.exp();
+        }
+        Ok(out)
+    }
+}
+
+/// The alignment model: a (LoRA-merged) LLM reading the history pair and a head with one
+/// output per candidate cluster.
+pub struct AlignmentScorer<'a> {
+    model: &'a Llama,
+    head: &'a ScoreHead,
+    prompts: &'a PairPrompts,
+    cache: KvCache,
+}
+
+impl<'a> AlignmentScorer<'a> {
+    /// Runs the shared prefix once.
+    pub fn new(model: &'a Llama, head: &'a ScoreHead, prompts: &'a PairPrompts) -> Result<Self> {
+        Ok(AlignmentScorer {
+            model,
+            head,
+            prompts,
+            cache: prefix_cache(model, &prompts.prefix)?,
+        })
+    }
+
+    /// Scores of every candidate cluster for each pair, the pairs run as one batch.
+    pub fn scores(&self, pairs: &[(u32, u32)]) -> Result<Vec<Vec<f32>>> {
+        if pairs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let suffixes: Vec<Vec<u32>> = pairs
+            .iter()
+            .map(|&(a, b)| self.prompts.suffix(a, b).map(<[u32]>::to_vec))
+            .collect::<Result<_>>()?;
+        let h = last_hidden_after(self.model, &self.cache, &suffixes)?;
+        let s: Tensor = self.head.forward(&h).map_err(ExploreError::Llm)?;
+        Ok(s.to_vec2::<f32>().map_err(wander_llm::LlmError::from)?)
+    }
+}
