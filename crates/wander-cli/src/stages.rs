@@ -138,6 +138,33 @@ pub fn describe(summary: &Value) -> String {
                 f("fine_tuned", "exact_match"), summary["report"].as_str().unwrap_or("")
             )
         }
+        "feedback" => format!(
+            "feedback: {} train labels over {} pairs (mean {:.3}), {} test labels; {} events in training",
+            summary["train"]["labels"], summary["train"]["pairs"], summary["train"]["label_mean"].as_f64().unwrap_or(f64::NAN),
+            summary["test"]["labels"], summary["train"]["events"]
+        ),
+        "train_alignment" => format!(
+            "train alignment: {} steps on {} pairs ({} labels), loss {:.4} -> {:.4}, {:.1} min",
+            summary["steps"], summary["pairs"], summary["labels"], summary["first_loss"].as_f64().unwrap_or(0.0),
+            summary["final_loss"].as_f64().unwrap_or(0.0), summary["wall_seconds"].as_f64().unwrap_or(0.0) / 60.0
+        ),
+        "eval_alignment" => {
+            let m = &summary["methods"];
+            let f = |k: &str| m[k]["spearman"]["mean"].as_f64().unwrap_or(f64::NAN);
+            format!(
+                "eval alignment on {} held-out triples: Spearman LLM {:.3}, cluster rate {:.3}, linear {:.3}. {}",
+                summary["triples"], f("alignment_llm"), f("cluster_global_rate"), f("linear_embeddings"), summary["verdict"].as_str().unwrap_or("")
+            )
+        }
+        "precompute" => format!(
+            "precompute: {} pairs, n = {}, {} mode, {:.2} pairs/s, {} fallbacks",
+            summary["pairs"], summary["n"], summary["mode"].as_str().unwrap_or(""), summary["pairs_per_s"].as_f64().unwrap_or(0.0), summary["fallbacks"]
+        ),
+        "eval_scaling" => format!(
+            "eval scaling on {} events: hit@1 gain {:+.3}, feedback gain {:+.4}, novelty above co-occurrence: {}; report: {}",
+            summary["events"], summary["claim"]["hit_at_1_gain"].as_f64().unwrap_or(f64::NAN), summary["claim"]["feedback_gain"].as_f64().unwrap_or(f64::NAN),
+            summary["claim"]["novelty_above_cooccurrence"], summary["report"].as_str().unwrap_or("")
+        ),
         _ => summary.to_string(),
     }
 }
@@ -162,6 +189,21 @@ pub fn run_all(ctx: &Ctx, force: bool) -> anyhow::Result<Value> {
     let eval = eval_novelty(ctx, force)?;
     log(describe(&eval));
     stages.insert("eval_novelty".into(), eval);
+    type Stage = fn(&Ctx, bool) -> anyhow::Result<Value>;
+    let rest: [(&str, Stage); 5] = [
+        ("feedback", crate::align::feedback_stage),
+        ("train_alignment", crate::align::train_alignment),
+        ("eval_alignment", crate::align::eval_alignment),
+        ("precompute", |c, f| {
+            crate::align::precompute(c, f, None, false)
+        }),
+        ("eval_scaling", crate::align::eval_scaling),
+    ];
+    for (name, stage) in rest {
+        let s = stage(ctx, force)?;
+        log(describe(&s));
+        stages.insert(name.into(), s);
+    }
     Ok(json!({"run_dir": ctx.config.run.dir, "stages": stages}))
 }
 

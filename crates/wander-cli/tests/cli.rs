@@ -315,6 +315,19 @@ fn novelty_pipeline_end_to_end_with_tiny_settings() {
         "novelty.eval_events=8".into(),
         "novelty.eval_samples=1".into(),
         "novelty.bootstrap_rounds=50".into(),
+        // A small taxonomy keeps the all-pairs precompute to seconds.
+        "taxonomy.coarse_clusters=4".into(),
+        "taxonomy.fine_clusters=12".into(),
+        "feedback.min_users=2".into(),
+        "alignment.steps=2".into(),
+        "alignment.batch_size=4".into(),
+        "alignment.warmup_steps=1".into(),
+        "alignment.eval_every=1".into(),
+        "alignment.bootstrap_rounds=50".into(),
+        "precompute.chunk_pairs=16".into(),
+        "precompute.scaling_n=[1, 4]".into(),
+        "precompute.scaling_draws=10".into(),
+        "precompute.bootstrap_rounds=50".into(),
     ];
     let stage = |args: &[&str]| {
         let mut cmd = wander(tmp.path());
@@ -364,4 +377,84 @@ fn novelty_pipeline_end_to_end_with_tiny_settings() {
     );
     let report = std::fs::read_to_string(tmp.path().join("run/eval_novelty/report.md")).unwrap();
     assert!(report.contains("Protocol:") && report.contains("| cooccurrence |"));
+
+    // The alignment half: labels, a two-step alignment model, its evaluation.
+    let fb = stage(&["feedback"]);
+    let train_labels = fb["train"]["labels"].as_u64().unwrap();
+    assert!(train_labels > 50, "{fb}");
+    assert!(
+        fb["train"]["events"].as_u64().unwrap() > fb["train"]["positive_events"].as_u64().unwrap(),
+        "negatives count"
+    );
+    let lines =
+        std::fs::read_to_string(tmp.path().join("run/feedback/pointwise_train.jsonl")).unwrap();
+    assert_eq!(lines.lines().count() as u64, train_labels);
+    let ta = stage(&["train", "alignment"]);
+    assert_eq!(ta["steps"], 2);
+    assert!(tmp
+        .path()
+        .join("run/train_alignment/head.safetensors")
+        .is_file());
+    let ea = stage(&["eval", "alignment"]);
+    for m in ["alignment_llm", "cluster_global_rate", "linear_embeddings"] {
+        let mae = ea["methods"][m]["mae"]["mean"].as_f64().unwrap();
+        assert!(mae.is_finite() && mae >= 0.0, "{m}: {ea}");
+    }
+    assert!(ea["verdict"].as_str().unwrap().contains("alignment LLM"));
+
+    // Precompute in two shards, resumed by an unsharded run, then merged; the table must be
+    // identical to a from-scratch run (deterministic for the seed).
+    let s0 = stage(&["precompute", "--shard", "0/2"]);
+    assert!(s0["chunks_missing_overall"].as_u64().unwrap() > 0);
+    let mut merge = wander(tmp.path());
+    merge.arg("--json");
+    for s in &sets {
+        merge.arg("--set").arg(s);
+    }
+    let early = run(merge.args(["precompute", "--merge"]));
+    assert!(
+        !early.status.success(),
+        "merging with a shard missing must fail"
+    );
+    assert!(
+        stderr(&early).contains("not computed yet"),
+        "{}",
+        stderr(&early)
+    );
+    stage(&["precompute", "--shard", "1/2"]);
+    let merged = stage(&["precompute", "--merge"]);
+    assert_eq!(merged["pairs"], 132, "12 x 11 ordered pairs");
+    assert_eq!(merged["fallbacks"], 0);
+    let table = std::fs::read(tmp.path().join("run/precompute/table.bin")).unwrap();
+    assert!(stage(&["precompute"])["skipped"].as_bool().unwrap());
+    let again = stage(&["precompute", "--force"]);
+    assert_eq!(again["pairs"], 132);
+    assert_eq!(
+        std::fs::read(tmp.path().join("run/precompute/table.bin")).unwrap(),
+        table,
+        "same seed, same table"
+    );
+    assert!(tmp.path().join("run/precompute/table.parquet").is_file());
+
+    let sc = stage(&["eval", "scaling"]);
+    for s in [
+        "best_of_1",
+        "best_of_4",
+        "novelty_only_1",
+        "novelty_only_4",
+        "cooccurrence",
+    ] {
+        let h = sc["strategies"][s]["hit_at_1"]["mean"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&h), "{s}: {sc}");
+    }
+    // n = 1: best-of-1 and most-frequent-of-1 are the same draw, so hit@1 agrees in expectation.
+    let b1 = sc["strategies"]["best_of_1"]["hit_at_1"]["mean"]
+        .as_f64()
+        .unwrap();
+    let f1 = sc["strategies"]["novelty_only_1"]["hit_at_1"]["mean"]
+        .as_f64()
+        .unwrap();
+    assert!((b1 - f1).abs() < 0.1, "{b1} vs {f1}");
+    let svg = std::fs::read_to_string(tmp.path().join("run/eval_scaling/scaling.svg")).unwrap();
+    assert!(svg.starts_with("<svg"));
 }

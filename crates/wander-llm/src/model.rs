@@ -809,9 +809,14 @@ impl ScoreHead {
         })
     }
 
-    /// Scores `[b, n_out]` from hidden states `[b, hidden]`.
+    /// Scores `[b, n_out]` from hidden states `[b, hidden]`. Each hidden state is scaled to
+    /// unit length first: the final norm leaves entries of several units, and with Adam
+    /// (every weight moving by about the learning rate per step) raw features would move a
+    /// score by `lr * sum |h|`, hundreds of times the label scale.
     pub fn forward(&self, hidden: &Tensor) -> Result<Tensor> {
+        let norm = (hidden.sqr()?.sum_keepdim(D::Minus1)? + 1e-12)?.sqrt()?;
         Ok(hidden
+            .broadcast_div(&norm)?
             .matmul(&self.w.as_tensor().t()?)?
             .broadcast_add(self.b.as_tensor())?)
     }
