@@ -5,6 +5,7 @@
 //! and progress bars go to stderr.
 
 mod align;
+mod items;
 mod stages;
 
 use std::path::PathBuf;
@@ -117,6 +118,12 @@ enum TrainCommand {
         #[arg(long)]
         force: bool,
     },
+    /// SASRec item policy (resumes after its last finished epoch).
+    Items {
+        /// Redo the stage even if its inputs and config are unchanged.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -135,6 +142,12 @@ enum EvalCommand {
     },
     /// Best-of-n for several n: relevance, held-out feedback, novelty and diversity.
     Scaling {
+        /// Redo the stage even if its inputs and config are unchanged.
+        #[arg(long)]
+        force: bool,
+    },
+    /// SASRec against popularity: full-ranking NDCG, Recall, MRR; restricted retrieval.
+    Items {
         /// Redo the stage even if its inputs and config are unchanged.
         #[arg(long)]
         force: bool,
@@ -293,6 +306,18 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             target: TrainCommand::Alignment { force },
         } => {
             let summary = align::train_alignment(&ctx, force)?;
+            emit(&ctx, &summary, &stages::describe(&summary));
+        }
+        Command::Train {
+            target: TrainCommand::Items { force },
+        } => {
+            let summary = items::train_items(&ctx, force)?;
+            emit(&ctx, &summary, &stages::describe(&summary));
+        }
+        Command::Eval {
+            target: EvalCommand::Items { force },
+        } => {
+            let summary = items::eval_items(&ctx, force)?;
             emit(&ctx, &summary, &stages::describe(&summary));
         }
         Command::Feedback { force } => {

@@ -165,6 +165,16 @@ pub fn describe(summary: &Value) -> String {
             summary["events"], summary["claim"]["hit_at_1_gain"].as_f64().unwrap_or(f64::NAN), summary["claim"]["feedback_gain"].as_f64().unwrap_or(f64::NAN),
             summary["claim"]["novelty_above_cooccurrence"], summary["report"].as_str().unwrap_or("")
         ),
+        "train_items" => format!(
+            "train items: {} epochs (best {}), valid NDCG@10 {:.4}, {:.1} s/epoch",
+            summary["epochs"], summary["best_epoch"], summary["best_valid_ndcg10"].as_f64().unwrap_or(0.0), summary["seconds_per_epoch"].as_f64().unwrap_or(0.0)
+        ),
+        "eval_items" => format!(
+            "eval items on {} users: NDCG@10 SASRec {:.4}, popularity {:.4}; restricted retrieval p99 {:.3} ms; report: {}",
+            summary["users"], summary["methods"]["sasrec"]["ndcg_at_10"]["mean"].as_f64().unwrap_or(f64::NAN),
+            summary["methods"]["popularity"]["ndcg_at_10"]["mean"].as_f64().unwrap_or(f64::NAN),
+            summary["retrieval"]["latency_ms_p99"].as_f64().unwrap_or(f64::NAN), summary["report"].as_str().unwrap_or("")
+        ),
         _ => summary.to_string(),
     }
 }
@@ -190,7 +200,9 @@ pub fn run_all(ctx: &Ctx, force: bool) -> anyhow::Result<Value> {
     log(describe(&eval));
     stages.insert("eval_novelty".into(), eval);
     type Stage = fn(&Ctx, bool) -> anyhow::Result<Value>;
-    let rest: [(&str, Stage); 5] = [
+    let rest: [(&str, Stage); 7] = [
+        ("train_items", crate::items::train_items),
+        ("eval_items", crate::items::eval_items),
         ("feedback", crate::align::feedback_stage),
         ("train_alignment", crate::align::train_alignment),
         ("eval_alignment", crate::align::eval_alignment),

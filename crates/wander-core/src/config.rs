@@ -41,6 +41,43 @@ pub struct Config {
     pub alignment: AlignmentConfig,
     /// The exploration table (best-of-n over every cluster pair) and its scaling evaluation.
     pub precompute: PrecomputeConfig,
+    /// The item policy (SASRec) and cluster-restricted retrieval.
+    pub items: ItemsConfig,
+}
+
+/// `[items]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ItemsConfig {
+    /// Longest item sequence the model reads.
+    pub max_len: usize,
+    /// Embedding width.
+    pub dim: usize,
+    /// Transformer blocks.
+    pub layers: usize,
+    /// Attention heads.
+    pub heads: usize,
+    /// Dropout in training.
+    pub dropout: f64,
+    /// `full` softmax over the catalogue or `sampled` softmax over `negatives` items.
+    pub loss: String,
+    /// Negatives of the sampled softmax.
+    pub negatives: usize,
+    /// Users per batch.
+    pub batch_size: usize,
+    /// Adam learning rate.
+    pub lr: f64,
+    /// Most epochs.
+    pub max_epochs: usize,
+    /// Early stopping: epochs without a better validation NDCG@10.
+    pub patience: usize,
+    /// `exact` scan of the target clusters' items, or `quantized` (int8 first pass, then
+    /// exact rescoring of `rerank x n` candidates) for very large catalogues.
+    pub index: String,
+    /// Quantized index: candidates rescored exactly per wanted item.
+    pub rerank: usize,
+    /// Threads for ranking evaluation (0 = all cores).
+    pub eval_threads: usize,
 }
 
 /// Which per-event signal collective feedback aggregates.
@@ -547,6 +584,34 @@ impl Config {
                 "precompute.scaling_n",
                 "must list values of n, each at least 1",
             ));
+        }
+        let it = &self.items;
+        if it.dim == 0 || it.heads == 0 || it.dim % it.heads != 0 {
+            return Err(CoreError::config(
+                "items.dim",
+                "must be a positive multiple of items.heads",
+            ));
+        }
+        if it.max_len == 0 || it.batch_size == 0 || it.max_epochs == 0 || it.layers == 0 {
+            return Err(CoreError::config(
+                "items",
+                "max_len, batch_size, max_epochs and layers must be at least 1",
+            ));
+        }
+        if it.loss != "full" && it.loss != "sampled" {
+            return Err(CoreError::config(
+                "items.loss",
+                "must be `full` or `sampled`",
+            ));
+        }
+        if it.index != "exact" && it.index != "quantized" {
+            return Err(CoreError::config(
+                "items.index",
+                "must be `exact` or `quantized`",
+            ));
+        }
+        if !(0.0..1.0).contains(&it.dropout) {
+            return Err(CoreError::config("items.dropout", "must be in [0, 1)"));
         }
         let lora = &self.llm.lora;
         if lora.rank == 0 {

@@ -1,0 +1,180 @@
+//! Stages of the item policy: `wander train items` and `wander eval items`.
+
+use std::collections::BTreeMap;
+
+use anyhow::Context;
+use serde_json::{json, Value};
+use wander_core::artifact::RunDir;
+use wander_explore::metrics::bootstrap;
+use wander_items::eval::{ranks, RankingMetrics, Target};
+use wander_items::model::{SasRec, SasRecConfig};
+use wander_items::retrieve::{Index, Retriever};
+use wander_items::train::{full_scores, Loss, TrainConfig};
+use wander_items::Sequences;
+
+use crate::stages::report;
+use crate::{log, Ctx};
+
+fn threads(n: usize) -> usize {
+    if n == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        n
+    }
+}
+
+fn model_config(ctx: &Ctx, vocab: usize) -> SasRecConfig {
+    let c = &ctx.config.items;
+    SasRecConfig {
+        vocab,
+        max_len: c.max_len,
+        dim: c.dim,
+        layers: c.layers,
+        heads: c.heads,
+        dropout: c.dropout,
+    }
+}
+
+/// `wander train items`.
+pub fn train_items(ctx: &Ctx, force: bool) -> anyhow::Result<Value> {
+    let c = &ctx.config.items;
+    let run = RunDir::open(&ctx.config.run.dir)?;
+    let mut inputs = BTreeMap::new();
+    inputs.insert(
+        "ingest/manifest.json".to_string(),
+        run.manifest_checksum("ingest")?,
+    );
+    let slice = json!({"items": {"max_len": c.max_len, "dim": c.dim, "layers": c.layers, "heads": c.heads, "dropout": c.dropout, "loss": c.loss, "negatives": c.negatives, "batch_size": c.batch_size, "lr": c.lr, "max_epochs": c.max_epochs, "patience": c.patience}, "seed": ctx.config.run.seed});
+    let checkpoints = run.root().join(".checkpoints/items");
+    let outcome = run.run_stage("train_items", slice, inputs, force, |w| -> anyhow::Result<Value> {
+        let ds = wander_data::read_dataset(&run.read("ingest")?)?;
+        let seqs = Sequences::from_dataset(&ds);
+        let cfg = TrainConfig {
+            max_epochs: c.max_epochs,
+            patience: c.patience,
+            batch_size: c.batch_size,
+            lr: c.lr,
+            loss: if c.loss == "sampled" { Loss::Sampled(c.negatives) } else { Loss::Full },
+            seed: ctx.config.run.seed,
+            eval_threads: threads(c.eval_threads),
+        };
+        let bar = wander_core::progress::bar(c.max_epochs as u64, "items", "epochs");
+        let (model, rep) = wander_items::train::train(&seqs, model_config(ctx, seqs.vocab), &cfg, Some(&checkpoints), |e| {
+            bar.set_position(e.epoch as u64);
+            bar.set_message(format!("loss {:.3} valid NDCG@10 {:.4} ({:.1} s/epoch)", e.loss, e.valid_ndcg10, e.train_seconds));
+        })?;
+        bar.finish_and_clear();
+        if rep.resumed_from > 0 {
+            log(format!("resumed after epoch {}", rep.resumed_from));
+        }
+        model.save(&w.path("model.safetensors")?)?;
+        w.write_json("train_report.json", &rep)?;
+        let _ = std::fs::remove_dir_all(&checkpoints);
+        let n = rep.epochs.len().max(1) as f64;
+        Ok(json!({
+            "epochs": rep.epochs.len(), "best_epoch": rep.best_epoch, "best_valid_ndcg10": rep.best_valid_ndcg10,
+            "early_stopped": rep.early_stopped, "seconds_per_epoch": rep.epochs.iter().map(|e| e.train_seconds).sum::<f64>() / n,
+            "eval_seconds_per_epoch": rep.epochs.iter().map(|e| e.eval_seconds).sum::<f64>() / n,
+            "final_loss": rep.epochs.last().map(|e| e.loss), "resumed_from": rep.resumed_from, "loss": c.loss,
+        }))
+    })
+    .context("train items failed; earlier artifacts are unchanged and a rerun resumes after the last finished epoch")?;
+    Ok(report("train_items", &outcome))
+}
+
+fn estimate(ranks_: &[usize], f: impl Fn(usize) -> f64, rounds: usize, seed: u64) -> Value {
+    let v: Vec<f64> = ranks_.iter().map(|&r| f(r)).collect();
+    serde_json::to_value(bootstrap(&v, rounds, seed)).unwrap_or(Value::Null)
+}
+
+/// `wander eval items`.
+pub fn eval_items(ctx: &Ctx, force: bool) -> anyhow::Result<Value> {
+    let c = &ctx.config.items;
+    let run = RunDir::open(&ctx.config.run.dir)?;
+    let mut inputs = BTreeMap::new();
+    for s in ["ingest", "taxonomy", "train_items"] {
+        inputs.insert(format!("{s}/manifest.json"), run.manifest_checksum(s)?);
+    }
+    let seed = ctx.config.run.seed;
+    let slice = json!({"index": c.index, "rerank": c.rerank, "seed": seed});
+    let stage_dir = run.stage_dir("eval_items");
+    let outcome = run.run_stage("eval_items", slice, inputs, force, |w| -> anyhow::Result<Value> {
+        let ds = wander_data::read_dataset(&run.read("ingest")?)?;
+        let seqs = Sequences::from_dataset(&ds);
+        let model = SasRec::load(&run.read("train_items")?.path("model.safetensors")?)?;
+        let cpu = model.to_cpu()?;
+        let th = threads(c.eval_threads);
+        let t0 = std::time::Instant::now();
+        let sas = ranks(&seqs, Target::Test, |h| full_scores(&cpu, h), 64, th);
+        let sas_seconds = t0.elapsed().as_secs_f64();
+        let pop_scores = seqs.popularity();
+        let pop = ranks(&seqs, Target::Test, |_| pop_scores.clone(), 64, th);
+        let rounds = 1000;
+        let mut methods = serde_json::Map::new();
+        let mut md = format!(
+            "# Item policy: offline evaluation\n\nProtocol: leave-last-out per user over all interactions (implicit feedback): the last item is the test target, the second-to-last validation (early stopping), the rest training. Full ranking over all {} catalogue items; the user's training and validation items are removed from the candidates; ties are broken by item id (lower first). {} test users. 95% percentile-bootstrap intervals over users ({rounds} resamples).\n\n| model | NDCG@10 | Recall@10 | MRR@10 |\n|---|---|---|---|\n",
+            seqs.vocab - 1, sas.len()
+        );
+        for (name, r) in [("sasrec", &sas), ("popularity", &pop)] {
+            let m = RankingMetrics::from_ranks(r.clone(), 10);
+            let e = json!({
+                "ndcg_at_10": estimate(r, |x| wander_items::eval::ndcg_at(x, 10), rounds, seed ^ 1),
+                "recall_at_10": estimate(r, |x| f64::from(u8::from(x <= 10)), rounds, seed ^ 2),
+                "mrr_at_10": estimate(r, |x| if x <= 10 { 1.0 / x as f64 } else { 0.0 }, rounds, seed ^ 3),
+                "users": m.users,
+            });
+            let cell = |k: &str| format!("{:.4} [{:.4}, {:.4}]", e[k]["mean"].as_f64().unwrap_or(f64::NAN), e[k]["lo"].as_f64().unwrap_or(f64::NAN), e[k]["hi"].as_f64().unwrap_or(f64::NAN));
+            md.push_str(&format!("| {name} | {} | {} | {} |\n", cell("ndcg_at_10"), cell("recall_at_10"), cell("mrr_at_10")));
+            methods.insert(name.into(), e);
+        }
+        // Cluster-restricted retrieval: for each test user, the test item's planner cluster
+        // plus one other; exact scan vs the quantized index, and per-request latency.
+        let tax = wander_taxonomy::read(&run.read("taxonomy")?)?;
+        let assign = tax.planner_assign();
+        let n_clusters = tax.planner_clusters().len();
+        let mut cluster_of = vec![u32::MAX; seqs.vocab];
+        for (i, &cl) in assign.iter().enumerate() {
+            cluster_of[i + 1] = cl;
+        }
+        let retriever = Retriever::new(cpu.item.clone(), cpu.cfg.dim, &cluster_of, n_clusters);
+        let mut rng = wander_core::rng::Rng::new(seed);
+        let (mut found, mut total, mut violations, mut hits_exact) = (0usize, 0usize, 0usize, 0usize);
+        let mut latencies = Vec::new();
+        let users: Vec<usize> = (0..seqs.train.len()).filter(|&u| seqs.test[u].is_some()).collect();
+        for &u in &users {
+            let mut history = seqs.train[u].clone();
+            history.extend(seqs.valid[u]);
+            let target = seqs.test[u].expect("filtered");
+            let mut seen = history.clone();
+            seen.sort_unstable();
+            seen.dedup();
+            seen.retain(|&i| i != target);
+            let clusters = [cluster_of[target as usize], rng.below(n_clusters) as u32];
+            let t = std::time::Instant::now();
+            let uv = cpu.user_vector(&history);
+            let exact = retriever.top_n(&uv, &clusters, &seen, 10, Index::Exact);
+            latencies.push(t.elapsed().as_secs_f64() * 1e3);
+            let approx = retriever.top_n(&uv, &clusters, &seen, 10, Index::Quantized { rerank: c.rerank });
+            total += exact.len();
+            found += exact.iter().filter(|h| approx.iter().any(|a| a.item == h.item)).count();
+            hits_exact += usize::from(exact.iter().any(|h| h.item == target));
+            violations += exact.iter().chain(&approx).filter(|h| !clusters.contains(&cluster_of[h.item as usize]) || seen.binary_search(&h.item).is_ok()).count();
+        }
+        latencies.sort_by(|a, b| a.total_cmp(b));
+        let pct = |q: f64| latencies.get(((latencies.len().max(1) - 1) as f64 * q).round() as usize).copied().unwrap_or(f64::NAN);
+        let retrieval = json!({
+            "requests": users.len(), "quantized_recall_at_10_vs_exact": found as f64 / total.max(1) as f64,
+            "restricted_hit_at_10": hits_exact as f64 / users.len().max(1) as f64,
+            "violations": violations, "latency_ms_mean": latencies.iter().sum::<f64>() / latencies.len().max(1) as f64,
+            "latency_ms_p50": pct(0.5), "latency_ms_p99": pct(0.99), "index": c.index,
+        });
+        md.push_str(&format!(
+            "\nCluster-restricted retrieval ({} requests: the test item's cluster plus one random cluster, top 10, seen items excluded): hit@10 of the test item {:.3}; quantized index recall@10 against the exact scan {:.3} (rerank {}); items outside the clusters or already seen: {}; latency per request (user vector from the history + exact scan) mean {:.3} ms, p99 {:.3} ms.\n\nFull ranking of all users took {:.2} s on {} threads.\n",
+            users.len(), retrieval["restricted_hit_at_10"].as_f64().unwrap_or(0.0), retrieval["quantized_recall_at_10_vs_exact"].as_f64().unwrap_or(0.0), c.rerank, violations, retrieval["latency_ms_mean"].as_f64().unwrap_or(0.0), pct(0.99), sas_seconds, th
+        ));
+        w.write_bytes("report.md", md.as_bytes())?;
+        Ok(json!({"users": sas.len(), "methods": methods, "retrieval": retrieval, "ranking_seconds": sas_seconds, "report": stage_dir.join("report.md")}))
+    })
+    .context("eval items failed; earlier artifacts in the run directory are unchanged")?;
+    Ok(report("eval_items", &outcome))
+}
