@@ -87,6 +87,9 @@ enum Command {
         #[arg(long, conflicts_with = "shard")]
         merge: bool,
     },
+    /// Serve the exploration table and item policy over HTTP (`serve.bind`; SIGHUP or
+    /// POST /admin/reload swaps in the run directory's new artifacts).
+    Serve,
     /// Train a model.
     Train {
         #[command(subcommand)]
@@ -319,6 +322,9 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
         } => {
             let summary = items::eval_items(&ctx, force)?;
             emit(&ctx, &summary, &stages::describe(&summary));
+        }
+        Command::Serve => {
+            wander_serve::serve(ctx.config.clone())?;
         }
         Command::Feedback { force } => {
             let summary = align::feedback_stage(&ctx, force)?;

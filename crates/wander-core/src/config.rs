@@ -43,6 +43,31 @@ pub struct Config {
     pub precompute: PrecomputeConfig,
     /// The item policy (SASRec) and cluster-restricted retrieval.
     pub items: ItemsConfig,
+    /// The HTTP service.
+    pub serve: ServeConfig,
+}
+
+/// `[serve]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServeConfig {
+    /// Address to bind, `host:port` (port 0 picks a free one).
+    pub bind: String,
+    /// Bearer token of `POST /admin/reload`; empty disables the endpoint (SIGHUP still
+    /// reloads). The environment variable `WANDER_ADMIN_TOKEN` overrides it.
+    pub admin_token: String,
+    /// Largest accepted request body in bytes.
+    pub max_body_bytes: usize,
+    /// Longest accepted history.
+    pub max_history: usize,
+    /// Most clusters a request may ask for.
+    pub max_clusters: usize,
+    /// Most items a request may ask for.
+    pub max_items: usize,
+    /// Per-request time limit in milliseconds.
+    pub timeout_ms: u64,
+    /// Worker threads (0 = one per core).
+    pub workers: usize,
 }
 
 /// `[items]`
@@ -612,6 +637,18 @@ impl Config {
         }
         if !(0.0..1.0).contains(&it.dropout) {
             return Err(CoreError::config("items.dropout", "must be in [0, 1)"));
+        }
+        let sv = &self.serve;
+        if sv.max_body_bytes == 0
+            || sv.max_history == 0
+            || sv.max_clusters == 0
+            || sv.max_items == 0
+            || sv.timeout_ms == 0
+        {
+            return Err(CoreError::config(
+                "serve",
+                "max_body_bytes, max_history, max_clusters, max_items and timeout_ms must be at least 1",
+            ));
         }
         let lora = &self.llm.lora;
         if lora.rank == 0 {

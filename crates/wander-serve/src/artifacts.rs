@@ -1,0 +1,409 @@
+//! What the service serves from: one run's verified artifacts, and the request logic on them.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use wander_core::artifact::RunDir;
+use wander_core::config::{Config, PositiveRule};
+use wander_items::model::{CpuSasRec, SasRec};
+use wander_items::retrieve::{Index, Retriever};
+use wander_table::ExplorationTable;
+
+use crate::{ApiError, ServeError};
+
+/// A cluster as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClusterInfo {
+    /// Planner-level id.
+    pub id: u32,
+    /// The description the planner reads and writes.
+    pub description: String,
+    /// Keywords, best first.
+    pub keywords: Vec<String>,
+    /// Items in the cluster.
+    pub size: usize,
+}
+
+/// Limits a request must respect.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Longest history.
+    pub max_history: usize,
+    /// Most clusters.
+    pub max_clusters: usize,
+    /// Most items.
+    pub max_items: usize,
+}
+
+/// An item id as sent: a string or a number.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum ItemId {
+    /// `"50"`
+    Text(String),
+    /// `50`
+    Number(u64),
+}
+
+impl ItemId {
+    fn as_string(&self) -> String {
+        match self {
+            ItemId::Text(s) => s.clone(),
+            ItemId::Number(n) => n.to_string(),
+        }
+    }
+}
+
+/// One history entry: an item id, or an object with the id and a feedback value.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum HistoryEntry {
+    /// Just the item (counts as positive engagement).
+    Plain(ItemId),
+    /// The item and the feedback value of the configured positive rule's column.
+    Full {
+        /// Item id.
+        item: ItemId,
+        /// Feedback value; entries failing the positive rule do not shape the interests.
+        feedback: Option<f64>,
+    },
+}
+
+/// `POST /v1/explore` body.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExploreRequest {
+    /// The user's recent history, oldest first.
+    pub history: Vec<HistoryEntry>,
+    /// Novel clusters wanted (default 1).
+    #[serde(default = "one")]
+    pub clusters: usize,
+    /// Items wanted in total (default 10).
+    #[serde(default = "ten")]
+    pub items: usize,
+}
+
+fn one() -> usize {
+    1
+}
+fn ten() -> usize {
+    10
+}
+
+/// A chosen novel cluster.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChosenCluster {
+    /// Id.
+    pub id: u32,
+    /// Description.
+    pub description: String,
+    /// Alignment score (predicted collective feedback); null for fallbacks.
+    pub alignment_score: Option<f32>,
+}
+
+/// A served item.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServedItem {
+    /// Item id as in the catalogue.
+    pub id: String,
+    /// Title.
+    pub title: String,
+    /// Cluster it belongs to.
+    pub cluster: u32,
+    /// Item-policy score (SASRec dot product; popularity count when the history is empty).
+    pub score: f32,
+}
+
+/// `POST /v1/explore` answer.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExploreResponse {
+    /// The user's last two distinct clusters of positive engagement, older first.
+    pub history_clusters: Vec<ChosenCluster>,
+    /// Novel clusters to explore, best first.
+    pub clusters: Vec<ChosenCluster>,
+    /// Items from those clusters, best first.
+    pub items: Vec<ServedItem>,
+    /// `null`, `cold_start` (fewer than two clusters in the history) or `pair_not_in_table`.
+    pub fallback: Option<&'static str>,
+    /// History entries whose item id is not in the catalogue (ignored).
+    pub unknown_items: usize,
+    /// Version of the exploration table (checksum of its manifest).
+    pub table_version: String,
+}
+
+/// One run's artifacts, verified against their manifests.
+pub struct Artifacts {
+    /// Checksum of the precompute manifest.
+    pub version: String,
+    /// The run directory they came from.
+    pub run_dir: PathBuf,
+    table: ExplorationTable,
+    clusters: Vec<ClusterInfo>,
+    item_ids: Vec<String>,
+    titles: Vec<String>,
+    by_id: HashMap<String, u32>,
+    item_cluster: Vec<u32>,
+    model: CpuSasRec,
+    retriever: Retriever,
+    index: Index,
+    popularity: Vec<f32>,
+    popular_clusters: Vec<u32>,
+    positive: PositiveRule,
+}
+
+impl Artifacts {
+    /// Loads and verifies the artifacts of `run_dir` (ingest, taxonomy, precompute,
+    /// train_items); any checksum or version mismatch refuses the whole run.
+    pub fn load(run_dir: &Path, config: &Config) -> Result<Self, ServeError> {
+        if !run_dir.is_dir() {
+            return Err(ServeError::Artifacts(format!(
+                "{}: run directory not found (run.dir); run the pipeline first",
+                run_dir.display()
+            )));
+        }
+        let run = RunDir::open(run_dir)?;
+        let pre = run.read("precompute")?;
+        let version = run.manifest_checksum("precompute")?;
+        let table = ExplorationTable::read(&pre.path("table.bin")?)?;
+        let tax = wander_taxonomy::read(&run.read("taxonomy")?)
+            .map_err(|e| ServeError::Artifacts(e.to_string()))?;
+        let ds = wander_data::read_dataset(&run.read("ingest")?)
+            .map_err(|e| ServeError::Artifacts(e.to_string()))?;
+        let model = SasRec::load(&run.read("train_items")?.path("model.safetensors")?)
+            .and_then(|m| m.to_cpu())
+            .map_err(|e| ServeError::Artifacts(e.to_string()))?;
+        let clusters: Vec<ClusterInfo> = tax
+            .planner_clusters()
+            .iter()
+            .map(|c| ClusterInfo {
+                id: c.id,
+                description: c.description.clone(),
+                keywords: c.keywords.clone(),
+                size: c.size,
+            })
+            .collect();
+        if table.n_clusters() as usize != clusters.len() {
+            return Err(ServeError::Artifacts(format!(
+                "the table has {} clusters, the taxonomy {}: artifacts of different runs",
+                table.n_clusters(),
+                clusters.len()
+            )));
+        }
+        let item_cluster = tax.planner_assign().to_vec();
+        if model.cfg.vocab != ds.items.len() + 1 || item_cluster.len() != ds.items.len() {
+            return Err(ServeError::Artifacts(
+                "item model, taxonomy and catalogue disagree on the number of items".into(),
+            ));
+        }
+        let mut cluster_of = vec![u32::MAX; model.cfg.vocab];
+        for (i, &c) in item_cluster.iter().enumerate() {
+            cluster_of[i + 1] = c;
+        }
+        let retriever = Retriever::new(
+            model.item.clone(),
+            model.cfg.dim,
+            &cluster_of,
+            clusters.len(),
+        );
+        let it = &ds.interactions;
+        let mut popularity = vec![0f32; model.cfg.vocab];
+        let mut cluster_pop = vec![0f64; clusters.len()];
+        for k in 0..it.len() {
+            if it.split[k] == wander_data::Split::Train && it.positive[k] {
+                popularity[it.item[k] as usize + 1] += 1.0;
+                cluster_pop[item_cluster[it.item[k] as usize] as usize] += 1.0;
+            }
+        }
+        let mut popular_clusters: Vec<u32> = (0..clusters.len() as u32).collect();
+        popular_clusters.sort_by(|a, b| {
+            cluster_pop[*b as usize]
+                .total_cmp(&cluster_pop[*a as usize])
+                .then(a.cmp(b))
+        });
+        let item_ids: Vec<String> = ds.items.iter().map(|i| i.id.clone()).collect();
+        let by_id = item_ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| (id.clone(), i as u32))
+            .collect();
+        Ok(Artifacts {
+            version,
+            run_dir: run_dir.to_path_buf(),
+            table,
+            clusters,
+            titles: ds.items.iter().map(|i| i.title.clone()).collect(),
+            item_ids,
+            by_id,
+            item_cluster,
+            model,
+            retriever,
+            index: if config.items.index == "quantized" {
+                Index::Quantized {
+                    rerank: config.items.rerank,
+                }
+            } else {
+                Index::Exact
+            },
+            popularity,
+            popular_clusters,
+            positive: config.data.positive_rule()?,
+        })
+    }
+
+    /// A cluster by id.
+    pub fn cluster(&self, id: u32) -> Option<&ClusterInfo> {
+        self.clusters.get(id as usize)
+    }
+
+    /// Number of clusters.
+    pub fn n_clusters(&self) -> usize {
+        self.clusters.len()
+    }
+
+    fn chosen(&self, id: u32, score: Option<f32>) -> ChosenCluster {
+        ChosenCluster {
+            id,
+            description: self.clusters[id as usize].description.clone(),
+            alignment_score: score,
+        }
+    }
+
+    /// Answers one exploration request.
+    pub fn explore(
+        &self,
+        req: &ExploreRequest,
+        limits: &Limits,
+    ) -> Result<ExploreResponse, ApiError> {
+        if req.history.len() > limits.max_history {
+            return Err(ApiError::unprocessable(
+                "history_too_long",
+                format!(
+                    "history has {} entries; at most {} are accepted",
+                    req.history.len(),
+                    limits.max_history
+                ),
+            ));
+        }
+        if req.clusters == 0 || req.clusters > limits.max_clusters {
+            return Err(ApiError::unprocessable(
+                "invalid_clusters",
+                format!(
+                    "`clusters` must be 1 to {}, not {}",
+                    limits.max_clusters, req.clusters
+                ),
+            ));
+        }
+        if req.items > limits.max_items {
+            return Err(ApiError::unprocessable(
+                "invalid_items",
+                format!(
+                    "`items` must be 0 to {}, not {}",
+                    limits.max_items, req.items
+                ),
+            ));
+        }
+        let mut unknown = 0;
+        let mut model_ids = Vec::with_capacity(req.history.len());
+        let mut interest: Vec<u32> = Vec::new();
+        for e in &req.history {
+            let (id, feedback) = match e {
+                HistoryEntry::Plain(id) => (id, None),
+                HistoryEntry::Full { item, feedback } => (item, *feedback),
+            };
+            if let Some(f) = feedback {
+                if !f.is_finite() {
+                    return Err(ApiError::unprocessable(
+                        "invalid_feedback",
+                        "feedback values must be finite numbers".into(),
+                    ));
+                }
+            }
+            let Some(&idx) = self.by_id.get(&id.as_string()) else {
+                unknown += 1;
+                continue;
+            };
+            model_ids.push(idx + 1);
+            if feedback.is_none_or(|f| self.positive.holds(f)) {
+                let c = self.item_cluster[idx as usize];
+                if interest.last() != Some(&c) {
+                    interest.push(c);
+                }
+            }
+        }
+        let history_clusters: Vec<u32> = interest[interest.len().saturating_sub(2)..].to_vec();
+        let mut fallback = None;
+        let mut chosen: Vec<ChosenCluster> = Vec::new();
+        if let [c1, c2] = history_clusters[..] {
+            for ch in self.table.get(c1, c2).iter().take(req.clusters) {
+                chosen.push(self.chosen(ch.cluster, Some(ch.alignment)));
+            }
+            if chosen.is_empty() {
+                fallback = Some("pair_not_in_table");
+            }
+        } else {
+            fallback = Some("cold_start");
+        }
+        if chosen.is_empty() {
+            // Documented fallback: the most engaged-with clusters the user has not shown.
+            for &c in self
+                .popular_clusters
+                .iter()
+                .filter(|c| !history_clusters.contains(c))
+                .take(req.clusters)
+            {
+                chosen.push(self.chosen(c, None));
+            }
+        }
+        let targets: Vec<u32> = chosen.iter().map(|c| c.id).collect();
+        let mut seen = model_ids.clone();
+        seen.sort_unstable();
+        seen.dedup();
+        let hits = if req.items == 0 {
+            Vec::new()
+        } else if model_ids.is_empty() {
+            let mut cand: Vec<(u32, f32)> = targets
+                .iter()
+                .flat_map(|&c| {
+                    self.retriever
+                        .cluster_items(c)
+                        .iter()
+                        .map(|&id| (id, self.popularity[id as usize]))
+                })
+                .collect();
+            cand.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+            cand.truncate(req.items);
+            cand
+        } else {
+            let user = self.model.user_vector(&model_ids);
+            self.retriever
+                .top_n(&user, &targets, &seen, req.items, self.index)
+                .into_iter()
+                .map(|h| (h.item, h.score))
+                .collect()
+        };
+        let items = hits
+            .into_iter()
+            .map(|(id, score)| {
+                let i = id as usize - 1;
+                ServedItem {
+                    id: self.item_ids[i].clone(),
+                    title: self.titles[i].clone(),
+                    cluster: self.item_cluster[i],
+                    score,
+                }
+            })
+            .collect();
+        Ok(ExploreResponse {
+            history_clusters: history_clusters
+                .iter()
+                .map(|&c| self.chosen(c, None))
+                .collect(),
+            clusters: chosen,
+            items,
+            fallback,
+            unknown_items: unknown,
+            table_version: self.version.clone(),
+        })
+    }
+}
