@@ -92,8 +92,12 @@ impl Adam {
             let Some(g) = grads.get(var.as_tensor()) else {
                 continue;
             };
-            self.m[i] = ((&self.m[i] * b1)? + (g * (1.0 - b1))?)?;
-            self.v[i] = ((&self.v[i] * b2)? + (g.sqr()? * (1.0 - b2))?)?;
+            // Gradients carry the op graph of their step; without detaching, the moment
+            // estimates would chain every step's graph together and memory would grow
+            // without bound (21 GB after 20 epochs before this).
+            let g = g.detach();
+            self.m[i] = ((&self.m[i] * b1)? + (&g * (1.0 - b1))?)?.detach();
+            self.v[i] = ((&self.v[i] * b2)? + (g.sqr()? * (1.0 - b2))?)?.detach();
             let update = ((&self.m[i] / c1)? / ((&self.v[i] / c2)?.sqrt()? + eps)?)?;
             var.set(&(var.as_tensor() - (update * lr)?)?)?;
         }

@@ -166,8 +166,10 @@ impl AdamW {
         let c2 = 1.0 - BETA2.powi(self.t as i32);
         for (i, (p, g)) in params.iter().zip(grads).enumerate() {
             let lr = lr[i];
-            self.m[i] = ((&self.m[i] * BETA1)? + (g * (1.0 - BETA1))?)?;
-            self.v[i] = ((&self.v[i] * BETA2)? + (g.sqr()? * (1.0 - BETA2))?)?;
+            // Detached, so the moments never hold on to a step's op graph.
+            let g = g.detach();
+            self.m[i] = ((&self.m[i] * BETA1)? + (&g * (1.0 - BETA1))?)?.detach();
+            self.v[i] = ((&self.v[i] * BETA2)? + (g.sqr()? * (1.0 - BETA2))?)?.detach();
             let update = ((&self.m[i] / c1)? / ((&self.v[i] / c2)?.sqrt()? + EPS)?)?;
             let decayed = (p.as_tensor() * (1.0 - lr * wd))?;
             p.set(&(decayed - (update * lr)?)?)?;
