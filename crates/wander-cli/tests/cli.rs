@@ -2,7 +2,7 @@
 
 mod util;
 
-use util::{fixtures, json, run, sizes, stderr, wander};
+use util::{fixtures, http, json, run, sizes, start_server, stderr, wander};
 
 fn ingest(
     case: &std::path::Path,
@@ -328,6 +328,9 @@ fn novelty_pipeline_end_to_end_with_tiny_settings() {
         "precompute.scaling_n=[1, 4]".into(),
         "precompute.scaling_draws=10".into(),
         "precompute.bootstrap_rounds=50".into(),
+        "items.max_epochs=2".into(),
+        "items.dim=16".into(),
+        "items.batch_size=256".into(),
     ];
     let stage = |args: &[&str]| {
         let mut cmd = wander(tmp.path());
@@ -457,4 +460,210 @@ fn novelty_pipeline_end_to_end_with_tiny_settings() {
     assert!((b1 - f1).abs() < 0.1, "{b1} vs {f1}");
     let svg = std::fs::read_to_string(tmp.path().join("run/eval_scaling/scaling.svg")).unwrap();
     assert!(svg.starts_with("<svg"));
+
+    // The item policy, then the service on everything the pipeline produced.
+    let ti = stage(&["train", "items"]);
+    assert_eq!(ti["epochs"], 2);
+    let ei = stage(&["eval", "items"]);
+    assert_eq!(ei["retrieval"]["violations"], 0);
+    let s = ei["methods"]["sasrec"]["ndcg_at_10"]["mean"]
+        .as_f64()
+        .unwrap();
+    assert!((0.0..=1.0).contains(&s));
+    let mut args: Vec<String> = Vec::new();
+    for s in &sets {
+        args.push("--set".into());
+        args.push(s.clone());
+    }
+    args.extend([
+        "--set".into(),
+        "serve.bind=\"127.0.0.1:0\"".into(),
+        "--set".into(),
+        "serve.admin_token=\"s3cret\"".into(),
+        "--set".into(),
+        "serve.max_body_bytes=4096".into(),
+    ]);
+    serve_checks(tmp.path(), &args);
+}
+
+/// Every endpoint of the real server, malformed input, a reload under load, and a corrupt
+/// table (refused at reload and at startup).
+fn serve_checks(dir: &std::path::Path, args: &[String]) {
+    let server = start_server(dir, args).expect("server starts");
+    let addr = server.addr.clone();
+    let json_h = [("Content-Type", "application/json")];
+    let (st, body) = http(&addr, "GET", "/healthz", &[], b"");
+    assert_eq!((st, body.as_str()), (200, "ok"));
+    assert_eq!(http(&addr, "GET", "/readyz", &[], b"").0, 200);
+    // A history of MovieLens ids: known items across clusters.
+    let req = br#"{"history": ["1", "2", {"item": 3, "feedback": 5}, {"item": "4", "feedback": 1}, "50", "100", "181", "258"], "clusters": 2, "items": 5}"#;
+    let (st, body) = http(&addr, "POST", "/v1/explore", &json_h, req);
+    assert_eq!(st, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["history_clusters"].as_array().unwrap().len(), 2, "{v}");
+    assert!(v["fallback"].is_null(), "{v}");
+    let chosen: Vec<u64> = v["clusters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_u64().unwrap())
+        .collect();
+    assert!(!chosen.is_empty() && chosen.len() <= 2);
+    let hist: Vec<u64> = v["history_clusters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_u64().unwrap())
+        .collect();
+    assert!(
+        chosen.iter().all(|c| !hist.contains(c)),
+        "novel clusters only: {v}"
+    );
+    let items = v["items"].as_array().unwrap();
+    assert_eq!(items.len(), 5);
+    for it in items {
+        assert!(
+            chosen.contains(&it["cluster"].as_u64().unwrap()),
+            "items come from the chosen clusters: {v}"
+        );
+        assert!(
+            !["1", "2", "3", "4", "50", "100", "181", "258"].contains(&it["id"].as_str().unwrap()),
+            "no seen item: {v}"
+        );
+    }
+    // Cold start, unknown ids, and errors with stable codes.
+    let (st, body) = http(
+        &addr,
+        "POST",
+        "/v1/explore",
+        &json_h,
+        br#"{"history": ["no-such-item"]}"#,
+    );
+    assert_eq!(st, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["fallback"], "cold_start");
+    assert_eq!(v["unknown_items"], 1);
+    let code = |st: u16, body: &str| -> (u16, String) {
+        let v: serde_json::Value = serde_json::from_str(body)
+            .unwrap_or_else(|e| panic!("error body is JSON ({e}): {body}"));
+        (st, v["error"]["code"].as_str().unwrap().to_string())
+    };
+    let (st, b) = http(&addr, "POST", "/v1/explore", &json_h, b"{\"history\": [");
+    assert_eq!(code(st, &b), (400, "invalid_json".into()));
+    let (st, b) = http(&addr, "POST", "/v1/explore", &json_h, br#"{"history": 5}"#);
+    assert_eq!(code(st, &b), (422, "invalid_request".into()));
+    let (st, b) = http(
+        &addr,
+        "POST",
+        "/v1/explore",
+        &json_h,
+        br#"{"history": [], "clusters": 1000}"#,
+    );
+    assert_eq!(code(st, &b), (422, "invalid_clusters".into()));
+    let big = format!("{{\"history\": [{}]}}", vec!["\"1\""; 2000].join(","));
+    let (st, b) = http(&addr, "POST", "/v1/explore", &json_h, big.as_bytes());
+    assert_eq!(code(st, &b), (413, "body_too_large".into()));
+    let (st, b) = http(&addr, "POST", "/v1/explore", &[], br#"{"history": []}"#);
+    assert_eq!(code(st, &b), (415, "unsupported_media_type".into()));
+    let (st, b) = http(&addr, "POST", "/v1/explore", &json_h, &[0xff, 0xfe, 0x00]);
+    assert_eq!(st, 400, "{b}");
+    let (st, b) = http(&addr, "GET", "/v1/clusters/0", &[], b"");
+    assert_eq!(st, 200, "{b}");
+    assert!(b.contains("description"));
+    let (st, b) = http(&addr, "GET", "/v1/clusters/99999", &[], b"");
+    assert_eq!(code(st, &b), (404, "unknown_cluster".into()));
+    let (st, b) = http(&addr, "GET", "/v1/clusters/abc", &[], b"");
+    assert_eq!(code(st, &b), (400, "invalid_id".into()));
+    let (st, b) = http(&addr, "GET", "/nope", &[], b"");
+    assert_eq!(code(st, &b), (404, "not_found".into()));
+    let (st, b) = http(&addr, "GET", "/openapi.json", &[], b"");
+    assert_eq!(st, 200);
+    let doc: serde_json::Value = serde_json::from_str(&b).unwrap();
+    assert!(doc["paths"]["/v1/explore"].is_object());
+    // Reload: token required; under concurrent load no request fails.
+    let (st, b) = http(
+        &addr,
+        "POST",
+        "/admin/reload",
+        &[("Authorization", "Bearer wrong")],
+        b"",
+    );
+    assert_eq!(code(st, &b), (401, "unauthorized".into()));
+    let load = {
+        let addr = addr.clone();
+        std::thread::spawn(move || {
+            let mut statuses = Vec::new();
+            for _ in 0..150 {
+                statuses.push(
+                    http(
+                        &addr,
+                        "POST",
+                        "/v1/explore",
+                        &[("Content-Type", "application/json")],
+                        br#"{"history": ["1", "50", "181"], "items": 3}"#,
+                    )
+                    .0,
+                );
+            }
+            statuses
+        })
+    };
+    for _ in 0..3 {
+        let (st, b) = http(
+            &addr,
+            "POST",
+            "/admin/reload",
+            &[("Authorization", "Bearer s3cret")],
+            b"",
+        );
+        assert_eq!(st, 200, "{b}");
+    }
+    let statuses = load.join().unwrap();
+    assert!(
+        statuses.iter().all(|&s| s == 200),
+        "requests failed during reload: {statuses:?}"
+    );
+    let (st, m) = http(&addr, "GET", "/metrics", &[], b"");
+    assert_eq!(st, 200);
+    assert!(
+        m.contains("wander_requests_total{endpoint=\"explore\",status=\"200\"}"),
+        "{m}"
+    );
+    assert!(
+        m.contains("wander_request_duration_seconds_bucket")
+            && m.contains("wander_table_info{version=")
+    );
+    assert!(m.contains("wander_reloads_total 3"), "{m}");
+    // A corrupted table: the reload is refused and the old version keeps serving.
+    let table = dir.join("run/precompute/table.bin");
+    let good = std::fs::read(&table).unwrap();
+    let mut bad = good.clone();
+    let mid = bad.len() / 2;
+    bad[mid] ^= 0x40;
+    std::fs::write(&table, &bad).unwrap();
+    let (st, b) = http(
+        &addr,
+        "POST",
+        "/admin/reload",
+        &[("Authorization", "Bearer s3cret")],
+        b"",
+    );
+    assert_eq!(code(st, &b), (409, "reload_failed".into()));
+    assert_eq!(
+        http(
+            &addr,
+            "POST",
+            "/v1/explore",
+            &json_h,
+            br#"{"history": ["1", "50"]}"#
+        )
+        .0,
+        200
+    );
+    drop(server);
+    let refused = start_server(dir, args);
+    assert!(refused.is_err(), "a corrupt table must not be served");
+    let msg = refused.err().unwrap();
+    assert!(msg.contains("corrupt") || msg.contains("checksum"), "{msg}");
+    std::fs::write(&table, &good).unwrap();
 }
