@@ -514,7 +514,7 @@ pub fn precompute(
         ],
     )?;
     inputs.insert(q8.display().to_string(), sha256_file(&q8)?);
-    let slice = json!({"precompute": {"pairs": cfg.pairs, "mode": cfg.mode, "n": cfg.n, "temperature": cfg.temperature, "top_k": cfg.top_k, "chunk_pairs": cfg.chunk_pairs}, "seed": ctx.config.run.seed});
+    let slice = json!({"scorer": "full-trie-v2", "precompute": {"pairs": cfg.pairs, "mode": cfg.mode, "n": cfg.n, "temperature": cfg.temperature, "top_k": cfg.top_k, "chunk_pairs": cfg.chunk_pairs}, "seed": ctx.config.run.seed});
     let key = wander_core::hash::sha256_hex(
         serde_json::to_string(&json!({"slice": slice, "inputs": inputs}))?.as_bytes(),
     );
@@ -575,12 +575,14 @@ pub fn precompute(
             for &ci in &todo {
                 let t0 = std::time::Instant::now();
                 let scores = align.scores(chunks[ci])?;
+                let all_probs = novelty.probs_all(chunks[ci], cfg.temperature, 16)?;
                 let mut records = Vec::with_capacity(chunks[ci].len());
-                for (&(c1, c2), alignment) in chunks[ci].iter().zip(scores) {
-                    let probs = novelty.probs(c1, c2, cfg.temperature)?;
+                for (k, (&(c1, c2), alignment)) in chunks[ci].iter().zip(scores).enumerate() {
                     let mut rng = wander_core::rng::Rng::new(ctx.config.run.seed)
                         .fork(((c1 as u64) << 32) | c2 as u64);
-                    let freq = if cfg.mode == "sample" {
+                    // Proposals of the history clusters are not novel: dropped.
+                    let (probs, freq) = if cfg.mode == "sample" {
+                        let probs = all_probs[k].clone();
                         let mut prompt = nprompts.prefix.clone();
                         prompt.extend_from_slice(nprompts.suffix(c1, c2)?);
                         let params = wander_llm::generate::SampleParams {
@@ -599,14 +601,20 @@ pub fn precompute(
                         )?;
                         let mut f = vec![0u32; m as usize];
                         for s in samples.iter().filter_map(|s| s.answer) {
-                            if s as u32 != c1 && s as u32 != c2 {
-                                f[s] += 1;
-                            }
+                            f[s] += 1;
                         }
-                        f
+                        (probs, f)
                     } else {
-                        scaling::frequencies(&scaling::draw(&probs, cfg.n, &mut rng), m as usize)
+                        let probs = all_probs[k].clone();
+                        let f = scaling::frequencies(
+                            &scaling::draw(&probs, cfg.n, &mut rng),
+                            m as usize,
+                        );
+                        (probs, f)
                     };
+                    let mut freq = freq;
+                    freq[c1 as usize] = 0;
+                    freq[c2 as usize] = 0;
                     let score64: Vec<f64> = alignment.iter().map(|&v| v as f64).collect();
                     let mut kept = scaling::best_k(&freq, &score64, cfg.top_k);
                     let fallback = kept.is_empty();
@@ -803,12 +811,20 @@ pub fn eval_scaling(ctx: &Ctx, force: bool) -> anyhow::Result<Value> {
             let mut freq_only: BTreeMap<(u32, u32), Dist> = BTreeMap::new();
             for &p in &pairs {
                 let (probs, align) = &scores[&p];
+                // Proposals of the history clusters are dropped: they can never be chosen
+                // (lowest score), and a draw of only those leaves nothing (a fallback).
+                let mut align = align.clone();
+                align[p.0 as usize] = f64::NEG_INFINITY;
+                align[p.1 as usize] = f64::NEG_INFINITY;
+                let align = &align;
                 let top1 = scaling::best_of_n_exact(probs, align, n as u32);
                 let mut rng = wander_core::rng::Rng::new(seed).fork(((p.0 as u64) << 32 | p.1 as u64) ^ ((n as u64) << 48));
                 let (mut topk, mut f1, mut fk) = (vec![0.0; m], vec![0.0; m], vec![0.0; m]);
                 let unit = 1.0 / cfg.scaling_draws as f64;
                 for _ in 0..cfg.scaling_draws {
-                    let f = scaling::frequencies(&scaling::draw(probs, n, &mut rng), m);
+                    let mut f = scaling::frequencies(&scaling::draw(probs, n, &mut rng), m);
+                    f[p.0 as usize] = 0;
+                    f[p.1 as usize] = 0;
                     for c in scaling::best_k(&f, align, k) {
                         topk[c] += unit;
                     }
@@ -821,6 +837,9 @@ pub fn eval_scaling(ctx: &Ctx, force: bool) -> anyhow::Result<Value> {
                         fk[c] += unit;
                     }
                 }
+                let mut top1 = top1;
+                top1[p.0 as usize] = 0.0;
+                top1[p.1 as usize] = 0.0;
                 best.insert(p, (top1, topk));
                 freq_only.insert(p, (f1, fk));
                 bar.inc(1);

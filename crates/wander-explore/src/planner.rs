@@ -7,7 +7,9 @@
 use std::collections::HashMap;
 
 use candle_core::Tensor;
-use wander_llm::generate::{last_hidden_after, prefix_cache, score_candidates_after};
+use wander_llm::generate::{
+    last_hidden_after, prefix_cache, score_candidates_after, score_candidates_batch,
+};
 use wander_llm::model::{KvCache, Llama, ScoreHead};
 use wander_llm::tokenizer::Tokenizer;
 
@@ -114,6 +116,51 @@ impl<'a> NoveltyScorer<'a> {
         let mut out = vec![0.0; self.answers.len()];
         for (&c, lp) in novel.iter().zip(&s.constrained_logprob) {
             out[c] = lp.exp();
+        }
+        Ok(out)
+    }
+}
+
+impl NoveltyScorer<'_> {
+    /// Probability of every cluster (the history clusters included: the sampler's trie holds
+    /// every description, and proposals of c1 or c2 are dropped afterwards) for each pair.
+    /// Pairs whose suffixes have the same length run as one batch (at most `batch` prompts).
+    pub fn probs_all(
+        &self,
+        pairs: &[(u32, u32)],
+        temperature: f64,
+        batch: usize,
+    ) -> Result<Vec<Vec<f64>>> {
+        let mut out = vec![Vec::new(); pairs.len()];
+        let mut by_len: std::collections::BTreeMap<usize, Vec<usize>> =
+            std::collections::BTreeMap::new();
+        for (i, &(a, b)) in pairs.iter().enumerate() {
+            by_len
+                .entry(self.prompts.suffix(a, b)?.len())
+                .or_default()
+                .push(i);
+        }
+        for group in by_len.values() {
+            for chunk in group.chunks(batch.max(1)) {
+                let suffixes: Vec<Vec<u32>> = chunk
+                    .iter()
+                    .map(|&i| {
+                        self.prompts
+                            .suffix(pairs[i].0, pairs[i].1)
+                            .map(<[u32]>::to_vec)
+                    })
+                    .collect::<Result<_>>()?;
+                let scores = score_candidates_batch(
+                    self.model,
+                    &self.cache,
+                    &suffixes,
+                    self.answers,
+                    temperature,
+                )?;
+                for (&i, row) in chunk.iter().zip(scores) {
+                    out[i] = row.into_iter().map(f64::exp).collect();
+                }
+            }
         }
         Ok(out)
     }

@@ -368,17 +368,40 @@ pub fn score_candidates_after(
     candidates: &[Vec<u32>],
     temperature: f64,
 ) -> Result<CandidateScores> {
-    if suffix.is_empty() {
-        return Err(LlmError::Invalid("scoring needs a non-empty prompt".into()));
+    let mut out =
+        score_candidates_batch(model, prefix, &[suffix.to_vec()], candidates, temperature)?;
+    Ok(CandidateScores {
+        constrained_logprob: out.pop().expect("one prompt"),
+    })
+}
+
+/// Exact constrained log-probabilities of every candidate after each of several prompts
+/// `prefix ++ suffixes[r]` whose suffixes all have the same length. The prompts run as one
+/// batch, and the trie's branching prefixes of all prompts as a second one: one forward
+/// pass pair for the whole group instead of one per prompt.
+pub fn score_candidates_batch(
+    model: &Llama,
+    prefix: &KvCache,
+    suffixes: &[Vec<u32>],
+    candidates: &[Vec<u32>],
+    temperature: f64,
+) -> Result<Vec<Vec<f64>>> {
+    let Some(first) = suffixes.first() else {
+        return Ok(Vec::new());
+    };
+    let l = first.len();
+    if l == 0 || suffixes.iter().any(|s| s.len() != l) {
+        return Err(LlmError::Invalid(
+            "batched scoring needs non-empty suffixes of one length".into(),
+        ));
     }
     if !(temperature > 0.0) {
         return Err(LlmError::Invalid(format!(
             "scoring needs a temperature above 0, not {temperature}"
         )));
     }
-    let prompt = suffix;
+    let b = suffixes.len();
     let trie = Trie::new(candidates)?;
-    // Branching nodes and the token path from the root to each.
     let mut branching: Vec<(usize, Vec<u32>)> = Vec::new();
     let mut stack = vec![(0usize, Vec::new())];
     while let Some((node, path)) = stack.pop() {
@@ -392,63 +415,68 @@ pub fn score_candidates_after(
             stack.push((next, p));
         }
     }
-    let mut cache = prefix.clone();
-    let input = Tensor::new(prompt, &Device::Cpu)?.unsqueeze(0)?;
+    let mut cache = prefix.broadcast(b)?;
+    let toks: Vec<u32> = suffixes.iter().flatten().copied().collect();
+    let input = Tensor::from_vec(toks, (b, l), &Device::Cpu)?;
     let hidden = model.forward_hidden(&input, &mut cache, Mode::Infer)?;
-    let root_hidden = hidden.narrow(1, prompt.len() - 1, 1)?.squeeze(1)?; // [1, h]
+    let root_hidden = hidden.narrow(1, l - 1, 1)?.squeeze(1)?; // [b, h]
     let deep: Vec<&(usize, Vec<u32>)> = branching.iter().filter(|(_, p)| !p.is_empty()).collect();
-    let deep_hidden = if deep.is_empty() {
+    let d = deep.len();
+    let deep_hidden = if d == 0 {
         None
     } else {
         let len = deep.iter().map(|(_, p)| p.len()).max().unwrap_or(1);
-        let mut toks = Vec::with_capacity(deep.len() * len);
-        for (_, p) in &deep {
-            for k in 0..len {
-                toks.push(*p.get(k).unwrap_or(p.last().expect("non-empty path")));
+        let mut toks = Vec::with_capacity(b * d * len);
+        let mut rows = Vec::with_capacity(b * d);
+        for r in 0..b {
+            for (_, p) in &deep {
+                rows.push(r as u32);
+                for k in 0..len {
+                    toks.push(*p.get(k).unwrap_or(p.last().expect("non-empty path")));
+                }
             }
         }
-        let mut cache = cache.broadcast(deep.len())?;
-        let input = Tensor::from_vec(toks, (deep.len(), len), &Device::Cpu)?;
-        Some(model.forward_hidden(&input, &mut cache, Mode::Infer)?) // [rows, len, h]
+        let mut cache = cache.select(&rows)?;
+        let input = Tensor::from_vec(toks, (b * d, len), &Device::Cpu)?;
+        Some(model.forward_hidden(&input, &mut cache, Mode::Infer)?) // [b * d, len, h]
     };
-    // Log-probability of each child at each branching node.
-    let mut child_logp: std::collections::HashMap<(usize, u32), f64> =
-        std::collections::HashMap::new();
-    let mut row = 0;
+    // Per prompt, the log-probability of each child at each branching node.
+    let mut child_logp: Vec<std::collections::HashMap<(usize, u32), f64>> =
+        vec![std::collections::HashMap::new(); b];
+    let mut deep_index = 0;
     for (node, path) in &branching {
         let h = if path.is_empty() {
             root_hidden.clone()
         } else {
-            let h =
-                deep_hidden
-                    .as_ref()
-                    .expect("deep rows")
-                    .get(row)?
-                    .narrow(0, path.len() - 1, 1)?;
-            row += 1;
-            h
+            let rows: Vec<u32> = (0..b).map(|r| (r * d + deep_index) as u32).collect();
+            deep_index += 1;
+            deep_hidden
+                .as_ref()
+                .expect("deep rows")
+                .index_select(&Tensor::new(rows.as_slice(), &Device::Cpu)?, 0)?
+                .narrow(1, path.len() - 1, 1)?
+                .squeeze(1)?
         };
         let ids: Vec<u32> = trie.children(*node).iter().map(|c| c.0).collect();
-        let l = model
-            .logits_subset(&h, &ids)?
-            .squeeze(0)?
-            .to_vec1::<f32>()?
-            .into_iter()
-            .map(|v| (v as f64 / temperature) as f32)
-            .collect::<Vec<f32>>();
-        let max = l.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
-        let lse = max + l.iter().map(|&v| (v as f64 - max).exp()).sum::<f64>().ln();
-        for (&tok, &v) in ids.iter().zip(&l) {
-            child_logp.insert((*node, tok), v as f64 - lse);
+        let logits = model.logits_subset(&h, &ids)?.to_vec2::<f32>()?;
+        for (r, l) in logits.into_iter().enumerate() {
+            let l: Vec<f64> = l.into_iter().map(|v| v as f64 / temperature).collect();
+            let max = l.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let lse = max + l.iter().map(|&v| (v - max).exp()).sum::<f64>().ln();
+            for (&tok, &v) in ids.iter().zip(&l) {
+                child_logp[r].insert((*node, tok), v - lse);
+            }
         }
     }
-    let mut out = vec![0.0f64; candidates.len()];
+    let mut out = vec![vec![0.0f64; candidates.len()]; b];
     for (ci, seq) in candidates.iter().enumerate() {
         let mut node = 0usize;
         for &tok in seq {
             let children = trie.children(node);
             if children.len() > 1 {
-                out[ci] += child_logp[&(node, tok)];
+                for r in 0..b {
+                    out[r][ci] += child_logp[r][&(node, tok)];
+                }
             }
             node = children
                 .iter()
@@ -457,7 +485,5 @@ pub fn score_candidates_after(
                 .1;
         }
     }
-    Ok(CandidateScores {
-        constrained_logprob: out,
-    })
+    Ok(out)
 }

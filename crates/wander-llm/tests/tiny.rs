@@ -449,6 +449,25 @@ fn prefix_cached_scoring_matches_and_temperature_is_exact() {
         );
     }
     assert!(score_candidates_after(&model, &cache, &prompt[3..], &answers, 0.0).is_err());
+    // A batch of equal-length suffixes scores each prompt as it scores alone.
+    let suffixes = vec![vec![13u32, 14, 3], vec![15u32, 16, 3], vec![9u32, 9, 9]];
+    let batched =
+        wander_llm::generate::score_candidates_batch(&model, &cache, &suffixes, &answers, 0.7)
+            .unwrap();
+    for (s, row) in suffixes.iter().zip(&batched) {
+        let one = score_candidates_after(&model, &cache, s, &answers, 0.7).unwrap();
+        for (a, b) in one.constrained_logprob.iter().zip(row) {
+            assert!((a - b).abs() < 1e-4, "{a} vs {b}");
+        }
+    }
+    assert!(wander_llm::generate::score_candidates_batch(
+        &model,
+        &cache,
+        &[vec![1u32], vec![1u32, 2]],
+        &answers,
+        1.0
+    )
+    .is_err());
     // Batched suffixes of different lengths give each prompt's own last hidden state.
     let suffixes = vec![vec![13u32, 14, 3], vec![7u32], vec![8u32, 9]];
     let batched = last_hidden_after(&model, &cache, &suffixes).unwrap();
