@@ -1,0 +1,736 @@
+//! A closed-loop simulator of interest exploration, in the spirit of RecSim's interest
+//! exploration environment, built so that its world is consistent with the real logs.
+//!
+//! - **Users** have a latent affinity for *every* cluster: a low-rank reconstruction of the
+//!   real user x cluster engagement matrix (so clusters a user never touched get a value
+//!   predicted from similar users), standardised, plus per-user noise. Simulated users are
+//!   copies of real users with fresh noise.
+//! - **Items** have a quality: their smoothed positive rate in the training period.
+//! - **Sessions**: each simulated day an active user sees `slots` items: one exploration slot
+//!   from the strategy under test (a novel cluster for the user's last two interests), the
+//!   rest from the item policy inside the user's known interests. For each shown item the
+//!   user clicks or not (a no-click option), and a click is positive engagement and then a
+//!   completion with probabilities rising with affinity and quality.
+//! - **Interests grow**: positive engagement with a new cluster adds it to the interests and
+//!   moves the user's last-two state.
+//! - **Return**: the probability that a user comes back the next day rises with the recent
+//!   satisfaction (an exponential moving average of the positive rate).
+//! - **Feedback loop**: every `refresh_days` the strategies that learn from logs (the
+//!   co-occurrence recommender; best-of-n's re-ranking by observed feedback, when enabled)
+//!   are refitted on the simulated logs so far.
+//!
+//! A/B experiments split the population by a hash of the user id; several seeds give the
+//! intervals of the effects.
+#![deny(missing_docs)]
+
+use std::collections::{HashMap, HashSet};
+
+use serde::{Deserialize, Serialize};
+use wander_core::rng::Rng;
+
+/// Errors of the simulator.
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    /// Invalid world or settings.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Result alias for [`SimError`].
+pub type Result<T, E = SimError> = std::result::Result<T, E>;
+
+/// The real data the world is derived from.
+#[derive(Debug, Clone)]
+pub struct WorldInput {
+    /// Planner cluster of every item.
+    pub item_cluster: Vec<u32>,
+    /// Positive and total training interactions of every item.
+    pub item_counts: Vec<(u32, u32)>,
+    /// Per real user: positive training engagements per cluster.
+    pub user_cluster_positives: Vec<Vec<f64>>,
+    /// Per real user: their positively engaged clusters in time order (repeats collapsed).
+    pub user_sequences: Vec<Vec<u32>>,
+    /// Exploration table: for each (c1, c2), clusters best first with alignment scores.
+    pub table: HashMap<(u32, u32), Vec<(u32, f32)>>,
+    /// Novelty-model proposal probabilities per (c1, c2) over all clusters.
+    pub novelty: HashMap<(u32, u32), Vec<f32>>,
+    /// Training transition counts (c1, c2) -> next -> count.
+    pub transitions: HashMap<(u32, u32), HashMap<u32, u32>>,
+}
+
+/// Simulation settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SimConfig {
+    /// Simulated users.
+    pub users: usize,
+    /// Simulated days.
+    pub days: usize,
+    /// Items per session (the first is the exploration slot).
+    pub slots: usize,
+    /// Rank of the affinity factorisation.
+    pub rank: usize,
+    /// Standard deviation of the per-user affinity noise.
+    pub noise: f64,
+    /// Days between refits of the log-trained strategies.
+    pub refresh_days: usize,
+    /// Whether best-of-n re-ranks its table candidates by the collective feedback observed
+    /// in the simulation at each refresh (the table recomputed from simulated logs).
+    pub refresh_table: bool,
+    /// Baseline log-odds of coming back the next day.
+    pub return_base: f64,
+    /// Weight of recent satisfaction on the return log-odds.
+    pub return_satisfaction: f64,
+}
+
+/// An exploration-slot strategy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    /// No exploration slot: every slot from the item policy.
+    None,
+    /// A uniformly random novel cluster.
+    Random,
+    /// The globally most engaged-with novel cluster not yet in the interests.
+    Popular,
+    /// The most frequent next cluster after the pair in the (simulated) logs.
+    Cooccurrence,
+    /// One proposal of the novelty model (n = 1).
+    NoveltyOnly,
+    /// The exploration table's best-of-n choice.
+    BestOfN,
+}
+
+impl std::str::FromStr for Strategy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "none" => Strategy::None,
+            "random" => Strategy::Random,
+            "popular" => Strategy::Popular,
+            "cooccurrence" => Strategy::Cooccurrence,
+            "novelty_only" => Strategy::NoveltyOnly,
+            "best_of_n" => Strategy::BestOfN,
+            _ => return Err(format!("unknown strategy `{s}`; use none, random, popular, cooccurrence, novelty_only or best_of_n")),
+        })
+    }
+}
+
+/// One arm's figures for one day.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct DayMetrics {
+    /// Users who had a session.
+    pub active_users: usize,
+    /// Share of the arm's users who had a session (arms differ slightly in size).
+    pub active_share: f64,
+    /// Items shown.
+    pub impressions: usize,
+    /// Positive engagements / impressions.
+    pub positive_rate: f64,
+    /// Completions / impressions.
+    pub completion_rate: f64,
+    /// Positive engagements in the exploration slot / exploration impressions.
+    pub exploration_positive_rate: f64,
+    /// Mean number of interest clusters per user of the arm.
+    pub interests_per_user: f64,
+    /// Distinct (user, cluster) pairs with positive engagement so far.
+    pub unique_user_clusters: usize,
+    /// The same per user of the arm.
+    pub unique_user_clusters_per_user: f64,
+}
+
+/// The world: affinities, qualities and cluster item lists.
+pub struct World {
+    n_clusters: usize,
+    affinity: Vec<Vec<f64>>,
+    quality: Vec<f64>,
+    cluster_items: Vec<Vec<u32>>,
+    popular: Vec<u32>,
+    input: WorldInput,
+}
+
+fn sigmoid(x: f64) -> f64 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+impl World {
+    /// Builds the world: a rank-`rank` reconstruction of log(1 + positives) per user and
+    /// cluster (eigen-decomposition of the cluster Gram matrix), standardised; item quality
+    /// from the smoothed positive rate, standardised.
+    pub fn new(input: WorldInput, rank: usize) -> Result<Self> {
+        let m = input.user_cluster_positives.first().map_or(0, Vec::len);
+        if m < 3 || input.user_cluster_positives.is_empty() {
+            return Err(SimError::Invalid(
+                "the simulator needs at least 3 clusters and 1 user".into(),
+            ));
+        }
+        let e: Vec<Vec<f64>> = input
+            .user_cluster_positives
+            .iter()
+            .map(|r| r.iter().map(|v| v.ln_1p()).collect())
+            .collect();
+        let mut gram = vec![0.0; m * m];
+        for r in &e {
+            for i in 0..m {
+                for j in 0..m {
+                    gram[i * m + j] += r[i] * r[j];
+                }
+            }
+        }
+        let (_, vecs) = wander_taxonomy::linalg::symmetric_eigen(&gram, m);
+        let k = rank.clamp(1, m);
+        let recon: Vec<Vec<f64>> = e
+            .iter()
+            .map(|r| {
+                let proj: Vec<f64> = (0..k)
+                    .map(|c| (0..m).map(|i| r[i] * vecs[i * m + c]).sum())
+                    .collect();
+                (0..m)
+                    .map(|i| (0..k).map(|c| proj[c] * vecs[i * m + c]).sum())
+                    .collect()
+            })
+            .collect();
+        let all: Vec<f64> = recon.iter().flatten().copied().collect();
+        let mean = all.iter().sum::<f64>() / all.len() as f64;
+        let sd = (all.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / all.len() as f64)
+            .sqrt()
+            .max(1e-9);
+        let affinity = recon
+            .into_iter()
+            .map(|r| r.into_iter().map(|v| (v - mean) / sd).collect())
+            .collect();
+        let raw: Vec<f64> = input
+            .item_counts
+            .iter()
+            .map(|&(p, n)| {
+                ((p as f64 + 1.0) / (n as f64 + 2.0)).ln()
+                    - ((n as f64 - p as f64 + 1.0) / (n as f64 + 2.0)).ln()
+            })
+            .collect();
+        let qm = raw.iter().sum::<f64>() / raw.len().max(1) as f64;
+        let qs = (raw.iter().map(|v| (v - qm).powi(2)).sum::<f64>() / raw.len().max(1) as f64)
+            .sqrt()
+            .max(1e-9);
+        let quality = raw.iter().map(|v| (v - qm) / qs).collect();
+        let mut cluster_items = vec![Vec::new(); m];
+        for (i, &c) in input.item_cluster.iter().enumerate() {
+            if (c as usize) < m {
+                cluster_items[c as usize].push(i as u32);
+            }
+        }
+        let mut pop = vec![0.0; m];
+        for r in &input.user_cluster_positives {
+            for (c, v) in r.iter().enumerate() {
+                pop[c] += v;
+            }
+        }
+        let mut popular: Vec<u32> = (0..m as u32).collect();
+        popular.sort_by(|a, b| pop[*b as usize].total_cmp(&pop[*a as usize]).then(a.cmp(b)));
+        Ok(World {
+            n_clusters: m,
+            affinity,
+            quality,
+            cluster_items,
+            popular,
+            input,
+        })
+    }
+}
+
+struct SimUser {
+    affinity: Vec<f64>,
+    interests: Vec<u32>,
+    interest_set: HashSet<u32>,
+    last2: (u32, u32),
+    satisfaction: f64,
+    active: bool,
+    seen: HashSet<u32>,
+}
+
+/// Arm of a user: a hash of the user id (splitmix64), so assignment is stable across seeds.
+pub fn arm_of(user: u64, arms: usize) -> usize {
+    let mut z = user.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    ((z ^ (z >> 31)) % arms as u64) as usize
+}
+
+struct Learned {
+    /// (c1, c2) -> next -> count, from the logs (real training ones plus simulated).
+    transitions: HashMap<(u32, u32), HashMap<u32, u32>>,
+    /// (c1, c2, c) -> (positives, impressions) observed in exploration slots.
+    feedback: HashMap<(u32, u32, u32), (u32, u32)>,
+    /// Snapshot used by the strategies until the next refresh.
+    cooc_best: HashMap<(u32, u32), Vec<u32>>,
+    table_rerank: HashMap<(u32, u32), Vec<u32>>,
+}
+
+/// Runs one simulation: `arms[a]` is the strategy of arm a. Returns `[arm][day]` metrics.
+pub fn simulate(
+    world: &World,
+    cfg: &SimConfig,
+    arms: &[Strategy],
+    seed: u64,
+) -> Result<Vec<Vec<DayMetrics>>> {
+    if arms.is_empty() || cfg.users == 0 || cfg.days == 0 || cfg.slots == 0 {
+        return Err(SimError::Invalid(
+            "simulate: need at least one arm, user, day and slot".into(),
+        ));
+    }
+    let m = world.n_clusters;
+    let real = world.affinity.len();
+    let mut rng = Rng::new(seed);
+    let mut users: Vec<SimUser> = (0..cfg.users)
+        .map(|u| {
+            let src = (u * 7919 + (seed as usize % 97)) % real;
+            let mut r = Rng::new(seed).fork(u as u64 + 1);
+            let affinity = world.affinity[src]
+                .iter()
+                .map(|a| a + cfg.noise * r.normal())
+                .collect();
+            let seq = &world.input.user_sequences[src];
+            let mut interests: Vec<u32> = seq.clone();
+            interests.dedup();
+            let interest_set: HashSet<u32> = interests.iter().copied().collect();
+            let last2 = match seq.len() {
+                0 => (world.popular[0], world.popular[1]),
+                1 => (
+                    world
+                        .popular
+                        .iter()
+                        .copied()
+                        .find(|&c| c != seq[0])
+                        .unwrap_or(0),
+                    seq[0],
+                ),
+                n => (seq[n - 2], seq[n - 1]),
+            };
+            SimUser {
+                affinity,
+                interests,
+                interest_set,
+                last2,
+                satisfaction: 0.5,
+                active: true,
+                seen: HashSet::new(),
+            }
+        })
+        .collect();
+    let arm_users: Vec<usize> = (0..cfg.users)
+        .map(|u| arm_of(u as u64, arms.len()))
+        .collect();
+    let mut learned = Learned {
+        transitions: world.input.transitions.clone(),
+        feedback: HashMap::new(),
+        cooc_best: HashMap::new(),
+        table_rerank: HashMap::new(),
+    };
+    refresh(world, &mut learned, cfg.refresh_table);
+    let mut out = vec![Vec::with_capacity(cfg.days); arms.len()];
+    let mut engaged: Vec<HashSet<(usize, u32)>> = vec![HashSet::new(); arms.len()];
+    for day in 0..cfg.days {
+        if day > 0 && cfg.refresh_days > 0 && day % cfg.refresh_days == 0 {
+            refresh(world, &mut learned, cfg.refresh_table);
+        }
+        let mut day_m: Vec<DayMetrics> = vec![DayMetrics::default(); arms.len()];
+        let mut pos = vec![0usize; arms.len()];
+        let mut comp = vec![0usize; arms.len()];
+        let (mut exp_pos, mut exp_n) = (vec![0usize; arms.len()], vec![0usize; arms.len()]);
+        for (u, user) in users.iter_mut().enumerate() {
+            let a = arm_users[u];
+            if !user.active {
+                user.active = rng.next_f64()
+                    < sigmoid(
+                        cfg.return_base + cfg.return_satisfaction * (user.satisfaction - 0.5),
+                    );
+                if !user.active {
+                    continue;
+                }
+            }
+            day_m[a].active_users += 1;
+            let mut session_pos = 0;
+            for slot in 0..cfg.slots {
+                let explore = slot == 0 && arms[a] != Strategy::None;
+                let cluster = if explore {
+                    choose_novel(world, &learned, arms[a], user, &mut rng)
+                } else {
+                    // The item policy: a known interest, by affinity.
+                    let w: Vec<f64> = user
+                        .interests
+                        .iter()
+                        .map(|&c| user.affinity[c as usize].exp())
+                        .collect();
+                    if w.is_empty() {
+                        world.popular[0]
+                    } else {
+                        user.interests[pick(&w, &mut rng)]
+                    }
+                };
+                let items = &world.cluster_items[cluster as usize];
+                if items.is_empty() {
+                    continue;
+                }
+                // The item: the best-quality unseen of a few random draws (a crude ranker).
+                let mut item = items[rng.below(items.len())];
+                for _ in 0..3 {
+                    let cand = items[rng.below(items.len())];
+                    if !user.seen.contains(&cand)
+                        && (user.seen.contains(&item)
+                            || world.quality[cand as usize] > world.quality[item as usize])
+                    {
+                        item = cand;
+                    }
+                }
+                user.seen.insert(item);
+                day_m[a].impressions += 1;
+                let aff = user.affinity[cluster as usize];
+                let q = world.quality[item as usize];
+                let clicked = rng.next_f64() < sigmoid(0.8 * aff + 0.4 * q - 0.5);
+                let positive = clicked && rng.next_f64() < sigmoid(1.2 * aff + 0.5 * q + 0.3);
+                let completed = positive && rng.next_f64() < sigmoid(0.8 * aff + 0.8 * q);
+                if explore {
+                    exp_n[a] += 1;
+                    let f = learned
+                        .feedback
+                        .entry((user.last2.0, user.last2.1, cluster))
+                        .or_default();
+                    f.1 += 1;
+                    if positive {
+                        exp_pos[a] += 1;
+                        f.0 += 1;
+                    }
+                }
+                if positive {
+                    pos[a] += 1;
+                    session_pos += 1;
+                    engaged[a].insert((u, cluster));
+                    if completed {
+                        comp[a] += 1;
+                    }
+                    if cluster != user.last2.1 {
+                        if cluster != user.last2.0 {
+                            *learned
+                                .transitions
+                                .entry(user.last2)
+                                .or_default()
+                                .entry(cluster)
+                                .or_default() += 1;
+                        }
+                        user.last2 = (user.last2.1, cluster);
+                    }
+                    if user.interest_set.insert(cluster) {
+                        user.interests.push(cluster);
+                    }
+                }
+            }
+            let rate = session_pos as f64 / cfg.slots as f64;
+            user.satisfaction = 0.7 * user.satisfaction + 0.3 * rate;
+            user.active = rng.next_f64()
+                < sigmoid(cfg.return_base + cfg.return_satisfaction * (user.satisfaction - 0.5));
+        }
+        for a in 0..arms.len() {
+            let d = &mut day_m[a];
+            let n = d.impressions.max(1) as f64;
+            d.positive_rate = pos[a] as f64 / n;
+            d.completion_rate = comp[a] as f64 / n;
+            d.exploration_positive_rate = exp_pos[a] as f64 / exp_n[a].max(1) as f64;
+            let members: Vec<&SimUser> = users
+                .iter()
+                .enumerate()
+                .filter(|(u, _)| arm_users[*u] == a)
+                .map(|(_, s)| s)
+                .collect();
+            d.interests_per_user = members
+                .iter()
+                .map(|s| s.interests.len() as f64)
+                .sum::<f64>()
+                / members.len().max(1) as f64;
+            d.unique_user_clusters = engaged[a].len();
+            d.active_share = d.active_users as f64 / members.len().max(1) as f64;
+            d.unique_user_clusters_per_user =
+                d.unique_user_clusters as f64 / members.len().max(1) as f64;
+            out[a].push(d.clone());
+        }
+    }
+    let _ = m;
+    Ok(out)
+}
+
+fn pick(weights: &[f64], rng: &mut Rng) -> usize {
+    let total: f64 = weights.iter().sum();
+    let mut u = rng.next_f64() * total;
+    for (i, w) in weights.iter().enumerate() {
+        if u < *w {
+            return i;
+        }
+        u -= w;
+    }
+    weights.len() - 1
+}
+
+fn refresh(world: &World, l: &mut Learned, refresh_table: bool) {
+    l.cooc_best = l
+        .transitions
+        .iter()
+        .map(|(k, next)| {
+            let mut v: Vec<(u32, u32)> = next.iter().map(|(&c, &n)| (c, n)).collect();
+            v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+            (*k, v.into_iter().map(|(c, _)| c).collect())
+        })
+        .collect();
+    l.table_rerank.clear();
+    if refresh_table {
+        for (k, choices) in &world.input.table {
+            // Alignment score blended with the observed exploration feedback (shrunk towards
+            // the score by a prior of 10 impressions).
+            let mut v: Vec<(u32, f64)> = choices
+                .iter()
+                .map(|&(c, s)| {
+                    let (p, n) = l.feedback.get(&(k.0, k.1, c)).copied().unwrap_or((0, 0));
+                    (c, (s as f64 * 10.0 + p as f64) / (10.0 + n as f64))
+                })
+                .collect();
+            v.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+            l.table_rerank
+                .insert(*k, v.into_iter().map(|(c, _)| c).collect());
+        }
+    }
+}
+
+fn choose_novel(world: &World, l: &Learned, s: Strategy, user: &SimUser, rng: &mut Rng) -> u32 {
+    let m = world.n_clusters as u32;
+    let (c1, c2) = user.last2;
+    let novel = |c: u32| c != c1 && c != c2;
+    let random = |rng: &mut Rng| loop {
+        let c = rng.below(m as usize) as u32;
+        if novel(c) {
+            return c;
+        }
+    };
+    match s {
+        Strategy::None | Strategy::Random => random(rng),
+        Strategy::Popular => world
+            .popular
+            .iter()
+            .copied()
+            .find(|&c| novel(c) && !user.interest_set.contains(&c))
+            .or_else(|| world.popular.iter().copied().find(|&c| novel(c)))
+            .unwrap_or(0),
+        Strategy::Cooccurrence => l
+            .cooc_best
+            .get(&(c1, c2))
+            .and_then(|v| v.iter().copied().find(|&c| novel(c)))
+            .unwrap_or_else(|| {
+                world
+                    .popular
+                    .iter()
+                    .copied()
+                    .find(|&c| novel(c))
+                    .unwrap_or(0)
+            }),
+        Strategy::NoveltyOnly => match world.input.novelty.get(&(c1, c2)) {
+            Some(p) => {
+                let w: Vec<f64> = p
+                    .iter()
+                    .enumerate()
+                    .map(|(c, &v)| if novel(c as u32) { v as f64 } else { 0.0 })
+                    .collect();
+                if w.iter().sum::<f64>() > 0.0 {
+                    pick(&w, rng) as u32
+                } else {
+                    random(rng)
+                }
+            }
+            None => random(rng),
+        },
+        Strategy::BestOfN => l
+            .table_rerank
+            .get(&(c1, c2))
+            .and_then(|v| v.first().copied())
+            .or_else(|| {
+                world
+                    .input
+                    .table
+                    .get(&(c1, c2))
+                    .and_then(|v| v.first().map(|x| x.0))
+            })
+            .unwrap_or_else(|| random(rng)),
+    }
+}
+
+/// A difference between two arms over seeds: mean and 95% t-interval.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Effect {
+    /// Mean over seeds of (treatment - control) / control, in percent.
+    pub relative_pct: f64,
+    /// Lower end of the 95% interval.
+    pub lo: f64,
+    /// Upper end.
+    pub hi: f64,
+    /// Whether the interval excludes zero.
+    pub significant: bool,
+}
+
+/// Two-sided 97.5% quantile of Student's t for `df` degrees of freedom (table; normal above 30).
+pub fn t975(df: usize) -> f64 {
+    const T: [f64; 30] = [
+        12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
+        2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056,
+        2.052, 2.048, 2.045, 2.042,
+    ];
+    if df == 0 {
+        f64::INFINITY
+    } else {
+        T.get(df - 1).copied().unwrap_or(1.96)
+    }
+}
+
+/// Effect of arm `t` against arm `c` for one per-day figure, averaged over days per seed.
+pub fn effect(
+    runs: &[Vec<Vec<DayMetrics>>],
+    c: usize,
+    t: usize,
+    f: impl Fn(&DayMetrics) -> f64,
+) -> Effect {
+    let diffs: Vec<f64> = runs
+        .iter()
+        .map(|r| {
+            let mean = |a: usize| r[a].iter().map(&f).sum::<f64>() / r[a].len().max(1) as f64;
+            let base = mean(c);
+            if base.abs() < 1e-12 {
+                0.0
+            } else {
+                100.0 * (mean(t) - base) / base
+            }
+        })
+        .collect();
+    let n = diffs.len() as f64;
+    let mean = diffs.iter().sum::<f64>() / n.max(1.0);
+    let sd = if diffs.len() > 1 {
+        (diffs.iter().map(|d| (d - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt()
+    } else {
+        f64::INFINITY
+    };
+    let half = t975(diffs.len().saturating_sub(1)) * sd / n.max(1.0).sqrt();
+    Effect {
+        relative_pct: mean,
+        lo: mean - half,
+        hi: mean + half,
+        significant: mean - half > 0.0 || mean + half < 0.0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn toy() -> World {
+        let m = 8;
+        let users = 60;
+        let mut rng = Rng::new(1);
+        let item_cluster: Vec<u32> = (0..160).map(|i| (i % m) as u32).collect();
+        let item_counts = (0..160)
+            .map(|_| {
+                let n = 5 + rng.below(20) as u32;
+                (rng.below(n as usize) as u32, n)
+            })
+            .collect();
+        let user_cluster_positives = (0..users)
+            .map(|u| {
+                (0..m)
+                    .map(|c| if (u + c) % 3 == 0 { 3.0 } else { 0.0 })
+                    .collect()
+            })
+            .collect();
+        let user_sequences = (0..users)
+            .map(|u| vec![(u % m) as u32, ((u + 3) % m) as u32])
+            .collect();
+        let mut table = HashMap::new();
+        let mut novelty = HashMap::new();
+        for a in 0..m as u32 {
+            for b in 0..m as u32 {
+                if a != b {
+                    table.insert((a, b), vec![((a + b + 1) % m as u32, 0.7f32)]);
+                    novelty.insert((a, b), vec![1.0f32 / m as f32; m]);
+                }
+            }
+        }
+        World::new(
+            WorldInput {
+                item_cluster,
+                item_counts,
+                user_cluster_positives,
+                user_sequences,
+                table,
+                novelty,
+                transitions: HashMap::new(),
+            },
+            3,
+        )
+        .unwrap()
+    }
+
+    fn cfg() -> SimConfig {
+        SimConfig {
+            users: 2000,
+            days: 10,
+            slots: 4,
+            rank: 3,
+            noise: 0.5,
+            refresh_days: 3,
+            refresh_table: true,
+            return_base: 0.5,
+            return_satisfaction: 3.0,
+        }
+    }
+
+    #[test]
+    fn aa_test_shows_no_significant_effect() {
+        let w = toy();
+        let runs: Vec<_> = (0..6)
+            .map(|s| simulate(&w, &cfg(), &[Strategy::Random, Strategy::Random], s).unwrap())
+            .collect();
+        for (name, f) in [
+            (
+                "positive_rate",
+                Box::new(|d: &DayMetrics| d.positive_rate) as Box<dyn Fn(&DayMetrics) -> f64>,
+            ),
+            ("active_share", Box::new(|d: &DayMetrics| d.active_share)),
+            (
+                "unique_pairs",
+                Box::new(|d: &DayMetrics| d.unique_user_clusters_per_user),
+            ),
+            ("interests", Box::new(|d: &DayMetrics| d.interests_per_user)),
+        ] {
+            let e = effect(&runs, 0, 1, f);
+            assert!(!e.significant, "A/A {name}: {e:?}");
+        }
+    }
+
+    #[test]
+    fn deterministic_and_sane() {
+        let w = toy();
+        let a = simulate(&w, &cfg(), &[Strategy::None, Strategy::Popular], 3).unwrap();
+        let b = simulate(&w, &cfg(), &[Strategy::None, Strategy::Popular], 3).unwrap();
+        assert_eq!(a, b);
+        for arm in &a {
+            assert_eq!(arm.len(), 10);
+            for d in arm {
+                assert!(
+                    (0.0..=1.0).contains(&d.positive_rate) && d.completion_rate <= d.positive_rate
+                );
+            }
+            // Interests only grow.
+            assert!(arm
+                .windows(2)
+                .all(|w| w[1].interests_per_user >= w[0].interests_per_user));
+        }
+        // Exploration adds interests faster than none.
+        assert!(a[1].last().unwrap().interests_per_user > a[0].last().unwrap().interests_per_user);
+        let counts = (0..1000).fold([0usize; 2], |mut c, u| {
+            c[arm_of(u, 2)] += 1;
+            c
+        });
+        assert!(counts[0] > 400 && counts[1] > 400);
+        assert!(simulate(&w, &cfg(), &[], 1).is_err());
+    }
+}
