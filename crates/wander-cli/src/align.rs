@@ -31,7 +31,7 @@ fn label_config(ctx: &Ctx) -> LabelConfig {
     }
 }
 
-fn manifests(run: &RunDir, stages: &[&str]) -> anyhow::Result<BTreeMap<String, String>> {
+pub(crate) fn manifests(run: &RunDir, stages: &[&str]) -> anyhow::Result<BTreeMap<String, String>> {
     stages
         .iter()
         .map(|s| Ok((format!("{s}/manifest.json"), run.manifest_checksum(s)?)))
@@ -732,7 +732,7 @@ fn write_scores(
 }
 
 /// Per pair: (novelty probabilities, alignment scores), read from `scores.parquet`.
-fn read_scores(
+pub(crate) fn read_scores(
     path: &Path,
     m: usize,
 ) -> anyhow::Result<BTreeMap<(u32, u32), (Vec<f64>, Vec<f64>)>> {

@@ -6,6 +6,7 @@
 
 mod align;
 mod items;
+mod simulate;
 mod stages;
 
 use std::path::PathBuf;
@@ -90,6 +91,15 @@ enum Command {
     /// Serve the exploration table and item policy over HTTP (`serve.bind`; SIGHUP or
     /// POST /admin/reload swaps in the run directory's new artifacts).
     Serve,
+    /// Closed-loop A/B simulation of the exploration strategies (`[simulate]`).
+    Simulate {
+        /// Redo the stage even if its inputs and config are unchanged.
+        #[arg(long)]
+        force: bool,
+        /// A/A run: the first arm's strategy in both arms (must show no effect).
+        #[arg(long)]
+        aa: bool,
+    },
     /// Train a model.
     Train {
         #[command(subcommand)]
@@ -321,6 +331,10 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             target: EvalCommand::Items { force },
         } => {
             let summary = items::eval_items(&ctx, force)?;
+            emit(&ctx, &summary, &stages::describe(&summary));
+        }
+        Command::Simulate { force, aa } => {
+            let summary = simulate::simulate_stage(&ctx, force, aa)?;
             emit(&ctx, &summary, &stages::describe(&summary));
         }
         Command::Serve => {

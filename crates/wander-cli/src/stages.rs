@@ -175,6 +175,14 @@ pub fn describe(summary: &Value) -> String {
             summary["methods"]["popularity"]["ndcg_at_10"]["mean"].as_f64().unwrap_or(f64::NAN),
             summary["retrieval"]["latency_ms_p99"].as_f64().unwrap_or(f64::NAN), summary["report"].as_str().unwrap_or("")
         ),
+        "simulate" | "simulate_aa" => {
+            let arms = summary["arms"].as_array().cloned().unwrap_or_default();
+            let effects: Vec<String> = arms.iter().skip(1).filter_map(|a| a.as_str()).map(|a| {
+                let e = &summary["effects"][a]["positive_rate"];
+                format!("{a}: positive rate {:+.2}% [{:+.2}, {:+.2}]", e["relative_pct"].as_f64().unwrap_or(f64::NAN), e["lo"].as_f64().unwrap_or(f64::NAN), e["hi"].as_f64().unwrap_or(f64::NAN))
+            }).collect();
+            format!("{stage}: {} users x {} days x {} seeds in {:.1} s; vs {}: {}; report: {}", summary["users"], summary["days"], summary["seeds"], summary["seconds"].as_f64().unwrap_or(0.0), arms.first().and_then(|a| a.as_str()).unwrap_or(""), effects.join("; "), summary["report"].as_str().unwrap_or(""))
+        }
         _ => summary.to_string(),
     }
 }
@@ -200,7 +208,7 @@ pub fn run_all(ctx: &Ctx, force: bool) -> anyhow::Result<Value> {
     log(describe(&eval));
     stages.insert("eval_novelty".into(), eval);
     type Stage = fn(&Ctx, bool) -> anyhow::Result<Value>;
-    let rest: [(&str, Stage); 7] = [
+    let rest: [(&str, Stage); 8] = [
         ("train_items", crate::items::train_items),
         ("eval_items", crate::items::eval_items),
         ("feedback", crate::align::feedback_stage),
@@ -210,6 +218,9 @@ pub fn run_all(ctx: &Ctx, force: bool) -> anyhow::Result<Value> {
             crate::align::precompute(c, f, None, false)
         }),
         ("eval_scaling", crate::align::eval_scaling),
+        ("simulate", |c, f| {
+            crate::simulate::simulate_stage(c, f, false)
+        }),
     ];
     for (name, stage) in rest {
         let s = stage(ctx, force)?;

@@ -331,6 +331,9 @@ fn novelty_pipeline_end_to_end_with_tiny_settings() {
         "items.max_epochs=2".into(),
         "items.dim=16".into(),
         "items.batch_size=256".into(),
+        "simulate.users=600".into(),
+        "simulate.days=6".into(),
+        "simulate.seeds=3".into(),
     ];
     let stage = |args: &[&str]| {
         let mut cmd = wander(tmp.path());
@@ -460,6 +463,25 @@ fn novelty_pipeline_end_to_end_with_tiny_settings() {
     assert!((b1 - f1).abs() < 0.1, "{b1} vs {f1}");
     let svg = std::fs::read_to_string(tmp.path().join("run/eval_scaling/scaling.svg")).unwrap();
     assert!(svg.starts_with("<svg"));
+
+    // Closed-loop simulation: an A/B run with every strategy arm, and an A/A run.
+    let sim = stage(&["simulate"]);
+    assert_eq!(sim["arms"].as_array().unwrap().len(), 3);
+    let e = &sim["effects"]["best_of_n"]["positive_rate"];
+    assert!(e["lo"].as_f64().unwrap() <= e["hi"].as_f64().unwrap());
+    let daily: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(tmp.path().join("run/simulate/daily.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        daily["series"]["best_of_n"]["active_share"]
+            .as_array()
+            .unwrap()
+            .len(),
+        6
+    );
+    let aa = stage(&["simulate", "--aa"]);
+    assert_eq!(aa["arms"][0], "cooccurrence_a");
 
     // The item policy, then the service on everything the pipeline produced.
     let ti = stage(&["train", "items"]);

@@ -45,6 +45,36 @@ pub struct Config {
     pub items: ItemsConfig,
     /// The HTTP service.
     pub serve: ServeConfig,
+    /// The closed-loop simulator.
+    pub simulate: SimulateConfig,
+}
+
+/// `[simulate]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimulateConfig {
+    /// Simulated users.
+    pub users: usize,
+    /// Simulated days.
+    pub days: usize,
+    /// Items per session; the first is the exploration slot.
+    pub slots: usize,
+    /// Seeds (independent repetitions) for the intervals.
+    pub seeds: usize,
+    /// Rank of the user x cluster affinity factorisation.
+    pub rank: usize,
+    /// Standard deviation of per-user affinity noise.
+    pub noise: f64,
+    /// Days between refits of strategies that learn from the (simulated) logs.
+    pub refresh_days: usize,
+    /// Re-rank the exploration table's candidates by observed feedback at each refit.
+    pub refresh_table: bool,
+    /// Baseline log-odds of returning the next day.
+    pub return_base: f64,
+    /// Weight of recent satisfaction on the return log-odds.
+    pub return_satisfaction: f64,
+    /// Strategies of the arms; the first is the control.
+    pub arms: Vec<String>,
 }
 
 /// `[serve]`
@@ -637,6 +667,32 @@ impl Config {
         }
         if !(0.0..1.0).contains(&it.dropout) {
             return Err(CoreError::config("items.dropout", "must be in [0, 1)"));
+        }
+        let sim = &self.simulate;
+        if sim.users == 0
+            || sim.days == 0
+            || sim.slots == 0
+            || sim.seeds == 0
+            || sim.arms.is_empty()
+        {
+            return Err(CoreError::config(
+                "simulate",
+                "users, days, slots, seeds and arms must be non-empty",
+            ));
+        }
+        for a in &sim.arms {
+            if ![
+                "none",
+                "random",
+                "popular",
+                "cooccurrence",
+                "novelty_only",
+                "best_of_n",
+            ]
+            .contains(&a.as_str())
+            {
+                return Err(CoreError::config("simulate.arms", format!("unknown strategy `{a}`; use none, random, popular, cooccurrence, novelty_only or best_of_n")));
+            }
         }
         let sv = &self.serve;
         if sv.max_body_bytes == 0
