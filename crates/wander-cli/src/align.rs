@@ -801,66 +801,16 @@ pub fn eval_scaling(ctx: &Ctx, force: bool) -> anyhow::Result<Value> {
         let label_of: BTreeMap<(u32, u32, u32), f64> = test_labels.iter().map(|l| ((l.c1, l.c2, l.next), l.label)).collect();
         let k = cfg.top_k;
         let rounds = cfg.bootstrap_rounds;
-        // Per strategy and pair: P(chosen = c) (top-1) and P(c in the top k).
-        type Dist = (Vec<f64>, Vec<f64>);
         let pairs: BTreeSet<(u32, u32)> = events.iter().map(|e| (e.c1, e.c2)).collect();
         let mut strategies: Vec<(String, BTreeMap<(u32, u32), Dist>)> = Vec::new();
         let bar = wander_core::progress::bar((cfg.scaling_n.len() * pairs.len()) as u64, "scaling", "pairs");
         for &n in &cfg.scaling_n {
-            let mut best: BTreeMap<(u32, u32), Dist> = BTreeMap::new();
-            let mut freq_only: BTreeMap<(u32, u32), Dist> = BTreeMap::new();
-            for &p in &pairs {
-                let (probs, align) = &scores[&p];
-                // Proposals of the history clusters are dropped: they can never be chosen
-                // (lowest score), and a draw of only those leaves nothing (a fallback).
-                let mut align = align.clone();
-                align[p.0 as usize] = f64::NEG_INFINITY;
-                align[p.1 as usize] = f64::NEG_INFINITY;
-                let align = &align;
-                let top1 = scaling::best_of_n_exact(probs, align, n as u32);
-                let mut rng = wander_core::rng::Rng::new(seed).fork(((p.0 as u64) << 32 | p.1 as u64) ^ ((n as u64) << 48));
-                let (mut topk, mut f1, mut fk) = (vec![0.0; m], vec![0.0; m], vec![0.0; m]);
-                let unit = 1.0 / cfg.scaling_draws as f64;
-                for _ in 0..cfg.scaling_draws {
-                    let mut f = scaling::frequencies(&scaling::draw(probs, n, &mut rng), m);
-                    f[p.0 as usize] = 0;
-                    f[p.1 as usize] = 0;
-                    for c in scaling::best_k(&f, align, k) {
-                        topk[c] += unit;
-                    }
-                    let fscore: Vec<f64> = f.iter().zip(probs).map(|(&q, &pr)| q as f64 + pr * 1e-6).collect();
-                    let by_f = scaling::best_k(&f, &fscore, k);
-                    if let Some(&c) = by_f.first() {
-                        f1[c] += unit;
-                    }
-                    for c in by_f {
-                        fk[c] += unit;
-                    }
-                }
-                let mut top1 = top1;
-                top1[p.0 as usize] = 0.0;
-                top1[p.1 as usize] = 0.0;
-                best.insert(p, (top1, topk));
-                freq_only.insert(p, (f1, fk));
-                bar.inc(1);
-            }
+            let (best, freq_only) = llm_dists(&scores, &pairs, n, k, cfg.scaling_draws, seed, m, Some(&bar));
             strategies.push((format!("best_of_{n}"), best));
             strategies.push((format!("novelty_only_{n}"), freq_only));
         }
         bar.finish_and_clear();
-        // Co-occurrence: the training period's most frequent next clusters (popularity breaks ties).
-        let mut cooc: BTreeMap<(u32, u32), Dist> = BTreeMap::new();
-        for &p in &pairs {
-            let co = train.get(&p);
-            let s: Vec<f64> = (0..m as u32).map(|c| if c == p.0 || c == p.1 { f64::NEG_INFINITY } else { co.and_then(|x| x.get(&c)).copied().unwrap_or(0) as f64 * 1e9 + target_counts[c as usize] as f64 }).collect();
-            let order = scaling::by_score(&s);
-            let (mut t1, mut tk) = (vec![0.0; m], vec![0.0; m]);
-            t1[order[0]] = 1.0;
-            for &c in order.iter().take(k) {
-                tk[c] = 1.0;
-            }
-            cooc.insert(p, (t1, tk));
-        }
+        let cooc = cooc_dists(&train, &target_counts, &pairs, k, m);
         strategies.push(("cooccurrence".into(), cooc));
         let mut results = serde_json::Map::new();
         let mut rows = Vec::new();
@@ -939,4 +889,109 @@ pub fn eval_scaling(ctx: &Ctx, force: bool) -> anyhow::Result<Value> {
     })
     .context("eval scaling failed; earlier artifacts in the run directory are unchanged")?;
     Ok(report("eval_scaling", &outcome))
+}
+
+/// Per pair: P(chosen = c) (top-1) and P(c in the top k), over all clusters.
+pub(crate) type Dist = (Vec<f64>, Vec<f64>);
+
+/// Best-of-n (top-1 exact, top-k by `draws` simulated proposal sets) and novelty-only
+/// (most frequent proposal) distributions per pair for one n. Proposals of the history
+/// clusters are dropped: they can never be chosen, and a draw of only those leaves nothing.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn llm_dists(
+    scores: &BTreeMap<(u32, u32), (Vec<f64>, Vec<f64>)>,
+    pairs: &BTreeSet<(u32, u32)>,
+    n: usize,
+    k: usize,
+    draws: usize,
+    seed: u64,
+    m: usize,
+    bar: Option<&wander_core::progress::Bar>,
+) -> (BTreeMap<(u32, u32), Dist>, BTreeMap<(u32, u32), Dist>) {
+    let mut best = BTreeMap::new();
+    let mut freq_only = BTreeMap::new();
+    for &p in pairs {
+        let (probs, align) = &scores[&p];
+        let mut align = align.clone();
+        align[p.0 as usize] = f64::NEG_INFINITY;
+        align[p.1 as usize] = f64::NEG_INFINITY;
+        let mut top1 = scaling::best_of_n_exact(probs, &align, n as u32);
+        top1[p.0 as usize] = 0.0;
+        top1[p.1 as usize] = 0.0;
+        let mut rng = wander_core::rng::Rng::new(seed)
+            .fork(((p.0 as u64) << 32 | p.1 as u64) ^ ((n as u64) << 48));
+        let (mut topk, mut f1, mut fk) = (vec![0.0; m], vec![0.0; m], vec![0.0; m]);
+        let unit = 1.0 / draws.max(1) as f64;
+        for _ in 0..draws.max(1) {
+            let mut f = scaling::frequencies(&scaling::draw(probs, n, &mut rng), m);
+            f[p.0 as usize] = 0;
+            f[p.1 as usize] = 0;
+            for c in scaling::best_k(&f, &align, k) {
+                topk[c] += unit;
+            }
+            let fscore: Vec<f64> = f
+                .iter()
+                .zip(probs)
+                .map(|(&q, &pr)| q as f64 + pr * 1e-6)
+                .collect();
+            let by_f = scaling::best_k(&f, &fscore, k);
+            if let Some(&c) = by_f.first() {
+                f1[c] += unit;
+            }
+            for c in by_f {
+                fk[c] += unit;
+            }
+        }
+        best.insert(p, (top1, topk));
+        freq_only.insert(p, (f1, fk));
+        if let Some(b) = bar {
+            b.inc(1);
+        }
+    }
+    (best, freq_only)
+}
+
+/// A deterministic ranking per pair as a distribution: `score(pair, c)`, history clusters
+/// excluded, ties by id.
+pub(crate) fn ranked_dists(
+    pairs: &BTreeSet<(u32, u32)>,
+    k: usize,
+    m: usize,
+    score: impl Fn((u32, u32), u32) -> f64,
+) -> BTreeMap<(u32, u32), Dist> {
+    pairs
+        .iter()
+        .map(|&p| {
+            let s: Vec<f64> = (0..m as u32)
+                .map(|c| {
+                    if c == p.0 || c == p.1 {
+                        f64::NEG_INFINITY
+                    } else {
+                        score(p, c)
+                    }
+                })
+                .collect();
+            let order = scaling::by_score(&s);
+            let (mut t1, mut tk) = (vec![0.0; m], vec![0.0; m]);
+            t1[order[0]] = 1.0;
+            for &c in order.iter().take(k) {
+                tk[c] = 1.0;
+            }
+            (p, (t1, tk))
+        })
+        .collect()
+}
+
+/// Co-occurrence: the training period's most frequent next clusters (popularity breaks ties).
+pub(crate) fn cooc_dists(
+    train: &wander_explore::transitions::PairCounts,
+    target_counts: &[u64],
+    pairs: &BTreeSet<(u32, u32)>,
+    k: usize,
+    m: usize,
+) -> BTreeMap<(u32, u32), Dist> {
+    ranked_dists(pairs, k, m, |p, c| {
+        train.get(&p).and_then(|x| x.get(&c)).copied().unwrap_or(0) as f64 * 1e9
+            + target_counts[c as usize] as f64
+    })
 }

@@ -5,6 +5,7 @@
 //! and progress bars go to stderr.
 
 mod align;
+mod harness;
 mod items;
 mod simulate;
 mod stages;
@@ -105,10 +106,14 @@ enum Command {
         #[command(subcommand)]
         target: TrainCommand,
     },
-    /// Evaluate a model offline on the held-out test period.
+    /// Evaluate offline on the held-out test period: without a subcommand, every
+    /// exploration-slot strategy under one protocol; with one, a single model.
     Eval {
         #[command(subcommand)]
-        target: EvalCommand,
+        target: Option<EvalCommand>,
+        /// Redo the stage even if its inputs and config are unchanged.
+        #[arg(long)]
+        force: bool,
     },
     /// Measure throughput.
     Bench {
@@ -298,19 +303,22 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             emit(&ctx, &summary, &stages::describe(&summary));
         }
         Command::Eval {
-            target: EvalCommand::Novelty { force },
+            target: Some(EvalCommand::Novelty { force }),
+            ..
         } => {
             let summary = stages::eval_novelty(&ctx, force)?;
             emit(&ctx, &summary, &stages::describe(&summary));
         }
         Command::Eval {
-            target: EvalCommand::Alignment { force },
+            target: Some(EvalCommand::Alignment { force }),
+            ..
         } => {
             let summary = align::eval_alignment(&ctx, force)?;
             emit(&ctx, &summary, &stages::describe(&summary));
         }
         Command::Eval {
-            target: EvalCommand::Scaling { force },
+            target: Some(EvalCommand::Scaling { force }),
+            ..
         } => {
             let summary = align::eval_scaling(&ctx, force)?;
             emit(&ctx, &summary, &stages::describe(&summary));
@@ -328,9 +336,17 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             emit(&ctx, &summary, &stages::describe(&summary));
         }
         Command::Eval {
-            target: EvalCommand::Items { force },
+            target: Some(EvalCommand::Items { force }),
+            ..
         } => {
             let summary = items::eval_items(&ctx, force)?;
+            emit(&ctx, &summary, &stages::describe(&summary));
+        }
+        Command::Eval {
+            target: None,
+            force,
+        } => {
+            let summary = harness::eval_all(&ctx, force)?;
             emit(&ctx, &summary, &stages::describe(&summary));
         }
         Command::Simulate { force, aa } => {

@@ -175,6 +175,12 @@ pub fn describe(summary: &Value) -> String {
             summary["methods"]["popularity"]["ndcg_at_10"]["mean"].as_f64().unwrap_or(f64::NAN),
             summary["retrieval"]["latency_ms_p99"].as_f64().unwrap_or(f64::NAN), summary["report"].as_str().unwrap_or("")
         ),
+        "eval" => {
+            let st = &summary["strategies"];
+            let names: Vec<String> = st.as_object().map(|o| o.keys().cloned().collect()).unwrap_or_default();
+            let parts: Vec<String> = names.iter().map(|n| format!("{n} {:.3}", st[n]["hit_at_k"]["mean"].as_f64().unwrap_or(f64::NAN))).collect();
+            format!("eval on {} events: hit@k {}; report: {}", summary["events"], parts.join(", "), summary["report"].as_str().unwrap_or(""))
+        }
         "simulate" | "simulate_aa" => {
             let arms = summary["arms"].as_array().cloned().unwrap_or_default();
             let effects: Vec<String> = arms.iter().skip(1).filter_map(|a| a.as_str()).map(|a| {
@@ -208,7 +214,7 @@ pub fn run_all(ctx: &Ctx, force: bool) -> anyhow::Result<Value> {
     log(describe(&eval));
     stages.insert("eval_novelty".into(), eval);
     type Stage = fn(&Ctx, bool) -> anyhow::Result<Value>;
-    let rest: [(&str, Stage); 8] = [
+    let rest: [(&str, Stage); 9] = [
         ("train_items", crate::items::train_items),
         ("eval_items", crate::items::eval_items),
         ("feedback", crate::align::feedback_stage),
@@ -218,6 +224,7 @@ pub fn run_all(ctx: &Ctx, force: bool) -> anyhow::Result<Value> {
             crate::align::precompute(c, f, None, false)
         }),
         ("eval_scaling", crate::align::eval_scaling),
+        ("eval", crate::harness::eval_all),
         ("simulate", |c, f| {
             crate::simulate::simulate_stage(c, f, false)
         }),

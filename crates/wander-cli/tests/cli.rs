@@ -464,6 +464,30 @@ fn novelty_pipeline_end_to_end_with_tiny_settings() {
     let svg = std::fs::read_to_string(tmp.path().join("run/eval_scaling/scaling.svg")).unwrap();
     assert!(svg.starts_with("<svg"));
 
+    // Every strategy under one protocol.
+    let ev = stage(&["eval"]);
+    assert_eq!(ev["strategies"]["oracle"]["hit_at_1"]["mean"], 1.0);
+    for s in [
+        "random_novel",
+        "popular_novel",
+        "cooccurrence",
+        "novelty_only_n1",
+        "best_of_16",
+    ] {
+        let v = &ev["strategies"][s];
+        assert!(
+            (0.0..=1.0).contains(&v["hit_at_1"]["mean"].as_f64().unwrap()),
+            "{s}: {v}"
+        );
+        assert!(v["validity"]["mean"].as_f64().unwrap() > 0.5, "{s}: {v}");
+    }
+    let rep = std::fs::read_to_string(tmp.path().join("run/eval/report.md")).unwrap();
+    assert!(
+        rep.starts_with("# Exploration strategies")
+            && rep.contains("Protocol:")
+            && rep.contains("Definitions and sources")
+    );
+
     // Closed-loop simulation: an A/B run with every strategy arm, and an A/A run.
     let sim = stage(&["simulate"]);
     assert_eq!(sim["arms"].as_array().unwrap().len(), 3);

@@ -1,0 +1,166 @@
+//! `wander eval`: every exploration-slot strategy on the held-out period, under one protocol.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use anyhow::{bail, Context};
+use serde_json::{json, Value};
+use wander_core::artifact::RunDir;
+use wander_explore::feedback::Label;
+use wander_explore::metrics::{bootstrap, entropy_bits, self_information};
+use wander_explore::transitions::Transition;
+
+use crate::align::{cooc_dists, llm_dists, manifests, ranked_dists, read_scores, Dist};
+use crate::stages::report;
+use crate::Ctx;
+
+fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let (mut ab, mut aa, mut bb) = (0.0f64, 0.0f64, 0.0f64);
+    for (x, y) in a.iter().zip(b) {
+        ab += (*x as f64) * (*y as f64);
+        aa += (*x as f64).powi(2);
+        bb += (*y as f64).powi(2);
+    }
+    if aa == 0.0 || bb == 0.0 {
+        0.0
+    } else {
+        ab / (aa * bb).sqrt()
+    }
+}
+
+/// `wander eval`.
+pub fn eval_all(ctx: &Ctx, force: bool) -> anyhow::Result<Value> {
+    let cfg = &ctx.config.precompute;
+    let run = RunDir::open(&ctx.config.run.dir)?;
+    let inputs = manifests(&run, &["taxonomy", "transitions", "feedback", "precompute"])?;
+    let seed = ctx.config.run.seed;
+    let slice = json!({"n": cfg.n, "draws": cfg.scaling_draws, "bootstrap_rounds": cfg.bootstrap_rounds, "top_k": cfg.top_k, "seed": seed});
+    let stage_dir = run.stage_dir("eval");
+    let outcome = run.run_stage("eval", slice, inputs, force, |w| -> anyhow::Result<Value> {
+        let pre = run.read("precompute")?;
+        let tax = wander_taxonomy::read(&run.read("taxonomy")?)?;
+        let m = tax.planner_clusters().len();
+        let centroids: Vec<Vec<f32>> = tax.planner_clusters().iter().map(|c| c.centroid.clone()).collect();
+        let scores = read_scores(&pre.path("scores.parquet")?, m)?;
+        let all: Vec<Transition> = run.read("transitions")?.read_json("transitions.json")?;
+        let train = wander_explore::transitions::counts(&all, wander_data::Split::Train);
+        let mut target_counts = vec![0u64; m];
+        for t in train.values() {
+            for (&c, &k) in t {
+                target_counts[c as usize] += k as u64;
+            }
+        }
+        let events: Vec<Transition> = all.iter().copied().filter(|t| t.split == wander_data::Split::Test as u8 && scores.contains_key(&(t.c1, t.c2))).collect();
+        if events.is_empty() {
+            bail!("no test transitions whose history pair is in the table");
+        }
+        let labels: Vec<Label> = run.read("feedback")?.read_json("labels_test.json")?;
+        let label_of: BTreeMap<(u32, u32, u32), f64> = labels.iter().map(|l| ((l.c1, l.c2, l.next), l.label)).collect();
+        let k = cfg.top_k;
+        let rounds = cfg.bootstrap_rounds;
+        let pairs: BTreeSet<(u32, u32)> = events.iter().map(|e| (e.c1, e.c2)).collect();
+        let uniform = 1.0 / (m as f64 - 2.0);
+        let random: BTreeMap<(u32, u32), Dist> = pairs.iter().map(|&p| {
+            let t1: Vec<f64> = (0..m as u32).map(|c| if c == p.0 || c == p.1 { 0.0 } else { uniform }).collect();
+            let tk = t1.iter().map(|v| (v * k as f64).min(1.0)).collect();
+            (p, (t1, tk))
+        }).collect();
+        let popular = ranked_dists(&pairs, k, m, |_, c| target_counts[c as usize] as f64);
+        let cooc = cooc_dists(&train, &target_counts, &pairs, k, m);
+        let (novelty1, _) = llm_dists(&scores, &pairs, 1, k, cfg.scaling_draws, seed, m, None);
+        let (best, _) = llm_dists(&scores, &pairs, cfg.n, k, cfg.scaling_draws, seed, m, None);
+        let strategies: Vec<(String, Option<&BTreeMap<(u32, u32), Dist>>)> = vec![
+            ("random_novel".into(), Some(&random)),
+            ("popular_novel".into(), Some(&popular)),
+            ("cooccurrence".into(), Some(&cooc)),
+            ("novelty_only_n1".into(), Some(&novelty1)),
+            (format!("best_of_{}", cfg.n), Some(&best)),
+            ("oracle".into(), None),
+        ];
+        let mut results = serde_json::Map::new();
+        let metrics = ["hit_at_1", "hit_at_k", "heldout_feedback", "novelty_bits", "out_of_loop", "validity"];
+        let mut md = format!(
+            "# Exploration strategies on the held-out period\n\nProtocol: global temporal split (test = latest {:.0}% of interactions; seed {seed}); {} test-period transitions (a user's two most recent distinct positively engaged clusters and the next new one) over {} history pairs; each strategy serves the exploration slot for the pair. LLM strategies use the exact proposal distributions of the precompute stage (`{}` mode, temperature {}), top-{k} lists from {} simulated proposal sets. 95% percentile-bootstrap intervals over events ({rounds} resamples).\n\n| strategy | hit@1 | hit@{k} | held-out feedback | novelty (bits) | out-of-loop | validity | coverage | diversity (bits) | intra-list diversity | unique user-cluster hits |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
+            100.0 * ctx.config.data.test_fraction, events.len(), pairs.len(), cfg.mode, cfg.temperature, cfg.scaling_draws
+        );
+        for (si, (name, dist)) in strategies.iter().enumerate() {
+            let mut vals: Vec<Vec<f64>> = vec![Vec::new(); metrics.len()];
+            let mut served = vec![0.0; m];
+            let mut pair_hits: BTreeMap<(u32, u32), f64> = BTreeMap::new();
+            let mut ild = Vec::new();
+            for e in &events {
+                let (t1, tk): (Vec<f64>, Vec<f64>) = match dist {
+                    Some(d) => d[&(e.c1, e.c2)].clone(),
+                    None => {
+                        // Oracle: serves the cluster the user actually went to next.
+                        let mut t1 = vec![0.0; m];
+                        t1[e.next as usize] = 1.0;
+                        (t1.clone(), t1)
+                    }
+                };
+                vals[0].push(t1[e.next as usize]);
+                vals[1].push(tk[e.next as usize]);
+                let (mut num, mut den) = (0.0, 0.0);
+                for (c, p) in t1.iter().enumerate() {
+                    if let Some(l) = label_of.get(&(e.c1, e.c2, c as u32)) {
+                        num += p * l;
+                        den += p;
+                    }
+                }
+                if den > 1e-3 {
+                    vals[2].push(num / den);
+                }
+                let mass: f64 = t1.iter().sum();
+                vals[3].push(if mass > 0.0 { t1.iter().enumerate().map(|(c, p)| p * self_information(c as u32, &target_counts)).sum::<f64>() / mass } else { 0.0 });
+                let seen = train.get(&(e.c1, e.c2));
+                vals[4].push(if mass > 0.0 { t1.iter().enumerate().filter(|(c, _)| seen.is_none_or(|s| !s.contains_key(&(*c as u32)))).map(|(_, p)| p).sum::<f64>() / mass } else { 0.0 });
+                vals[5].push(mass);
+                for (c, p) in t1.iter().enumerate() {
+                    served[c] += p;
+                }
+                // Expected distinct (user, cluster) engagements the slot would have produced.
+                let miss = pair_hits.entry((e.user, e.next)).or_insert(1.0);
+                *miss *= 1.0 - t1[e.next as usize];
+                if dist.is_some() {
+                    let (mut num, mut den) = (0.0, 0.0);
+                    for i in 0..m {
+                        for j in i + 1..m {
+                            let w = tk[i] * tk[j];
+                            if w > 0.0 {
+                                num += w * (1.0 - cosine(&centroids[i], &centroids[j]));
+                                den += w;
+                            }
+                        }
+                    }
+                    if den > 0.0 {
+                        ild.push(num / den);
+                    }
+                }
+            }
+            let coverage = served.iter().filter(|&&s| s >= 1.0).count();
+            let unique = pair_hits.values().map(|miss| 1.0 - miss).sum::<f64>();
+            let mut entry = serde_json::Map::new();
+            for (mi, mname) in metrics.iter().enumerate() {
+                entry.insert(mname.to_string(), serde_json::to_value(bootstrap(&vals[mi], rounds, seed ^ (si as u64 * 16 + mi as u64)))?);
+            }
+            entry.insert("coverage_clusters".into(), json!(coverage));
+            entry.insert("diversity_bits".into(), json!(entropy_bits(&served)));
+            entry.insert("intra_list_diversity".into(), json!(if ild.is_empty() { f64::NAN } else { ild.iter().sum::<f64>() / ild.len() as f64 }));
+            entry.insert("unique_user_cluster_hits".into(), json!(unique));
+            let cell = |key: &str| {
+                let v = &entry[key];
+                format!("{:.3} [{:.3}, {:.3}]", v["mean"].as_f64().unwrap_or(f64::NAN), v["lo"].as_f64().unwrap_or(f64::NAN), v["hi"].as_f64().unwrap_or(f64::NAN))
+            };
+            md.push_str(&format!(
+                "| {name} | {} | {} | {} | {} | {} | {} | {coverage} | {:.2} | {} | {unique:.0} |\n",
+                cell("hit_at_1"), cell("hit_at_k"), cell("heldout_feedback"), cell("novelty_bits"), cell("out_of_loop"), cell("validity"), entropy_bits(&served),
+                entry["intra_list_diversity"].as_f64().map_or("n/a".into(), |v| if v.is_nan() { "n/a".into() } else { format!("{v:.3}") })
+            ));
+            results.insert(name.clone(), Value::Object(entry));
+        }
+        md.push_str(&format!("\nDefinitions and sources: hit@k = share of events whose actual next cluster is among the strategy's top k (hit rate; with the top-1 served, hit@1); held-out feedback = the test-period collective feedback label (feedback stage; P2's alignment target) of the served cluster after that pair, where one exists; novelty = mean self-information -log2 p(c) of the served cluster, p from training target frequencies (Zhou et al., PNAS 2010); out-of-loop = share of served clusters that never followed that pair in training (P1's motivation: leaving the feedback loop); validity = share of events where the strategy served a valid novel cluster (LLM proposals of a history cluster are dropped; if all n are, nothing is served); coverage = clusters served at least once in expectation (catalogue coverage, Ge et al., RecSys 2010); diversity = entropy of the served clusters over events; intra-list diversity = mean pairwise (1 - cosine) of the top-{k} clusters' centroid embeddings (Ziegler et al., WWW 2005), with inclusion probabilities as weights for randomised lists; unique user-cluster hits = expected number of distinct (user, cluster) pairs the slot would have matched (P2's exploration-diversity figure). The oracle serves the actual next cluster: an upper bound for hit rates only.\n"));
+        w.write_bytes("report.md", md.as_bytes())?;
+        Ok(json!({"events": events.len(), "pairs": pairs.len(), "strategies": results, "report": stage_dir.join("report.md")}))
+    })
+    .context("eval failed; earlier artifacts in the run directory are unchanged")?;
+    Ok(report("eval", &outcome))
+}
