@@ -7,6 +7,7 @@
 mod align;
 mod harness;
 mod items;
+mod report;
 mod simulate;
 mod stages;
 
@@ -100,6 +101,12 @@ enum Command {
         /// A/A run: the first arm's strategy in both arms (must show no effect).
         #[arg(long)]
         aa: bool,
+    },
+    /// One Markdown and one self-contained HTML report (SVG plots) from the stages' reports.
+    Report {
+        /// Redo the stage even if its inputs are unchanged.
+        #[arg(long)]
+        force: bool,
     },
     /// Train a model.
     Train {
@@ -347,6 +354,10 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             force,
         } => {
             let summary = harness::eval_all(&ctx, force)?;
+            emit(&ctx, &summary, &stages::describe(&summary));
+        }
+        Command::Report { force } => {
+            let summary = report::report_stage(&ctx, force)?;
             emit(&ctx, &summary, &stages::describe(&summary));
         }
         Command::Simulate { force, aa } => {

@@ -175,6 +175,7 @@ pub fn describe(summary: &Value) -> String {
             summary["methods"]["popularity"]["ndcg_at_10"]["mean"].as_f64().unwrap_or(f64::NAN),
             summary["retrieval"]["latency_ms_p99"].as_f64().unwrap_or(f64::NAN), summary["report"].as_str().unwrap_or("")
         ),
+        "report" => format!("report: {} sections, {} figures; open {}", summary["sections"].as_array().map_or(0, Vec::len), summary["figures"], summary["html"].as_str().unwrap_or("")),
         "eval" => {
             let st = &summary["strategies"];
             let names: Vec<String> = st.as_object().map(|o| o.keys().cloned().collect()).unwrap_or_default();
@@ -214,7 +215,7 @@ pub fn run_all(ctx: &Ctx, force: bool) -> anyhow::Result<Value> {
     log(describe(&eval));
     stages.insert("eval_novelty".into(), eval);
     type Stage = fn(&Ctx, bool) -> anyhow::Result<Value>;
-    let rest: [(&str, Stage); 9] = [
+    let rest: [(&str, Stage); 10] = [
         ("train_items", crate::items::train_items),
         ("eval_items", crate::items::eval_items),
         ("feedback", crate::align::feedback_stage),
@@ -228,6 +229,7 @@ pub fn run_all(ctx: &Ctx, force: bool) -> anyhow::Result<Value> {
         ("simulate", |c, f| {
             crate::simulate::simulate_stage(c, f, false)
         }),
+        ("report", crate::report::report_stage),
     ];
     for (name, stage) in rest {
         let s = stage(ctx, force)?;

@@ -507,6 +507,15 @@ fn novelty_pipeline_end_to_end_with_tiny_settings() {
     let aa = stage(&["simulate", "--aa"]);
     assert_eq!(aa["arms"][0], "cooccurrence_a");
 
+    let rep = stage(&["report"]);
+    assert!(rep["figures"].as_u64().unwrap() >= 3, "{rep}");
+    let html = std::fs::read_to_string(tmp.path().join("run/report/report.html")).unwrap();
+    assert!(
+        html.contains("<svg")
+            && html.contains("Closed-loop A/B simulation")
+            && !html.contains("missing figure")
+    );
+
     // The item policy, then the service on everything the pipeline produced.
     let ti = stage(&["train", "items"]);
     assert_eq!(ti["epochs"], 2);
