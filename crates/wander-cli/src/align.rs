@@ -156,18 +156,16 @@ pub fn train_alignment(ctx: &Ctx, force: bool) -> anyhow::Result<Value> {
     let q8 = model_q8(ctx)?;
     let mut inputs = manifests(&run, &["taxonomy", "feedback"])?;
     inputs.insert(q8.display().to_string(), sha256_file(&q8)?);
-    let train_cfg = wander_llm::train::TrainConfig {
-        steps: cfg.steps,
-        batch_size: cfg.batch_size,
-        grad_accum: cfg.grad_accum,
-        lr: cfg.lr,
-        warmup_steps: cfg.warmup_steps,
-        min_lr_ratio: 0.1,
-        weight_decay: 0.0,
-        eval_every: cfg.eval_every,
-        checkpoint_every: cfg.checkpoint_every,
-        seed: ctx.config.run.seed,
-    };
+    let train_cfg = lora_train_config(
+        cfg.steps,
+        cfg.batch_size,
+        cfg.grad_accum,
+        cfg.lr,
+        cfg.warmup_steps,
+        cfg.eval_every,
+        cfg.checkpoint_every,
+        ctx.config.run.seed,
+    );
     let slice = json!({"train": train_cfg, "lora": lora, "objective": cfg.objective, "head_lr": cfg.head_lr, "pairwise_margin": ctx.config.feedback.pairwise_margin});
     let checkpoints = run.root().join(".checkpoints/alignment");
     let outcome = run.run_stage("train_alignment", slice, inputs, force, |w| -> anyhow::Result<Value> {
@@ -200,12 +198,7 @@ pub fn train_alignment(ctx: &Ctx, force: bool) -> anyhow::Result<Value> {
         let mut trainer = wander_llm::train::Trainer::new(&model, objective, all_params, train_cfg.clone(), tok.im_end, Some(&checkpoints))?;
         trainer.set_lr_scale("head.", cfg.head_lr / cfg.lr);
         let initial_eval = if eval.is_empty() { f64::NAN } else { trainer.eval_loss(&eval)? };
-        let bar = wander_core::progress::bar(train_cfg.steps as u64, "align", "steps");
-        let report = trainer.run(&train, &eval, None, Some(&bar))?;
-        bar.finish_and_clear();
-        if report.resumed_from > 0 {
-            log(format!("resumed from the checkpoint at step {}", report.resumed_from));
-        }
+        let report = run_trainer(&mut trainer, &train, &eval, train_cfg.steps, "align")?;
         model.save_lora(&w.path("adapter.safetensors")?)?;
         head.save(&w.path("head.safetensors")?)?;
         w.write_json("train_report.json", &report)?;
@@ -783,22 +776,7 @@ pub fn eval_scaling(ctx: &Ctx, force: bool) -> anyhow::Result<Value> {
     let outcome = run.run_stage("eval_scaling", slice, inputs, force, |w| -> anyhow::Result<Value> {
         let pre = run.read("precompute")?;
         let m = pre.manifest().summary["clusters"].as_u64().context("precompute summary lacks `clusters`")? as usize;
-        let scores = read_scores(&pre.path("scores.parquet")?, m)?;
-        let all: Vec<Transition> = run.read("transitions")?.read_json("transitions.json")?;
-        let train = wander_explore::transitions::counts(&all, wander_data::Split::Train);
-        let mut target_counts = vec![0u64; m];
-        for t in train.values() {
-            for (&c, &k) in t {
-                target_counts[c as usize] += k as u64;
-            }
-        }
-        let events: Vec<Transition> = all.iter().copied().filter(|t| t.split == wander_data::Split::Test as u8 && scores.contains_key(&(t.c1, t.c2))).collect();
-        if events.is_empty() {
-            bail!("no test transitions whose history pair is in the table");
-        }
-        let fb = run.read("feedback")?;
-        let test_labels: Vec<Label> = fb.read_json("labels_test.json")?;
-        let label_of: BTreeMap<(u32, u32, u32), f64> = test_labels.iter().map(|l| ((l.c1, l.c2, l.next), l.label)).collect();
+        let HeldOut { scores, train, target_counts, events, label_of } = held_out(&run, m)?;
         let k = cfg.top_k;
         let rounds = cfg.bootstrap_rounds;
         let pairs: BTreeSet<(u32, u32)> = events.iter().map(|e| (e.c1, e.c2)).collect();
@@ -994,4 +972,93 @@ pub(crate) fn cooc_dists(
         train.get(&p).and_then(|x| x.get(&c)).copied().unwrap_or(0) as f64 * 1e9
             + target_counts[c as usize] as f64
     })
+}
+
+/// What the offline evaluations of the exploration slot read: every pair's proposal
+/// probabilities and alignment scores, training transition counts, the test-period events
+/// whose pair is in the table, and the test-period collective feedback labels.
+pub(crate) struct HeldOut {
+    pub scores: BTreeMap<(u32, u32), (Vec<f64>, Vec<f64>)>,
+    pub train: wander_explore::transitions::PairCounts,
+    pub target_counts: Vec<u64>,
+    pub events: Vec<Transition>,
+    pub label_of: BTreeMap<(u32, u32, u32), f64>,
+}
+
+pub(crate) fn held_out(run: &RunDir, m: usize) -> anyhow::Result<HeldOut> {
+    let scores = read_scores(&run.read("precompute")?.path("scores.parquet")?, m)?;
+    let all: Vec<Transition> = run.read("transitions")?.read_json("transitions.json")?;
+    let train = wander_explore::transitions::counts(&all, wander_data::Split::Train);
+    let mut target_counts = vec![0u64; m];
+    for t in train.values() {
+        for (&c, &k) in t {
+            target_counts[c as usize] += k as u64;
+        }
+    }
+    let events: Vec<Transition> = all
+        .iter()
+        .copied()
+        .filter(|t| t.split == wander_data::Split::Test as u8 && scores.contains_key(&(t.c1, t.c2)))
+        .collect();
+    if events.is_empty() {
+        bail!("no test transitions whose history pair is in the table");
+    }
+    let labels: Vec<Label> = run.read("feedback")?.read_json("labels_test.json")?;
+    let label_of = labels
+        .iter()
+        .map(|l| ((l.c1, l.c2, l.next), l.label))
+        .collect();
+    Ok(HeldOut {
+        scores,
+        train,
+        target_counts,
+        events,
+        label_of,
+    })
+}
+
+/// The optimisation settings shared by the LoRA trainings.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn lora_train_config(
+    steps: usize,
+    batch_size: usize,
+    grad_accum: usize,
+    lr: f64,
+    warmup_steps: usize,
+    eval_every: usize,
+    checkpoint_every: usize,
+    seed: u64,
+) -> wander_llm::train::TrainConfig {
+    wander_llm::train::TrainConfig {
+        steps,
+        batch_size,
+        grad_accum,
+        lr,
+        warmup_steps,
+        min_lr_ratio: 0.1,
+        weight_decay: 0.0,
+        eval_every,
+        checkpoint_every,
+        seed,
+    }
+}
+
+/// Runs a trainer with a progress bar and says when it resumed.
+pub(crate) fn run_trainer(
+    trainer: &mut wander_llm::train::Trainer<'_>,
+    train: &[wander_llm::train::Example],
+    eval: &[wander_llm::train::Example],
+    steps: usize,
+    label: &str,
+) -> anyhow::Result<wander_llm::train::TrainReport> {
+    let bar = wander_core::progress::bar(steps as u64, label, "steps");
+    let report = trainer.run(train, eval, None, Some(&bar))?;
+    bar.finish_and_clear();
+    if report.resumed_from > 0 {
+        log(format!(
+            "resumed from the checkpoint at step {}",
+            report.resumed_from
+        ));
+    }
+    Ok(report)
 }

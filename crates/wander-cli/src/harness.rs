@@ -2,14 +2,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use serde_json::{json, Value};
 use wander_core::artifact::RunDir;
-use wander_explore::feedback::Label;
 use wander_explore::metrics::{bootstrap, entropy_bits, self_information};
-use wander_explore::transitions::Transition;
 
-use crate::align::{cooc_dists, llm_dists, manifests, ranked_dists, read_scores, Dist};
+use crate::align::{cooc_dists, held_out, llm_dists, manifests, ranked_dists, Dist, HeldOut};
 use crate::stages::report;
 use crate::Ctx;
 
@@ -40,21 +38,8 @@ pub fn eval_all(ctx: &Ctx, force: bool) -> anyhow::Result<Value> {
         let tax = wander_taxonomy::read(&run.read("taxonomy")?)?;
         let m = tax.planner_clusters().len();
         let centroids: Vec<Vec<f32>> = tax.planner_clusters().iter().map(|c| c.centroid.clone()).collect();
-        let scores = read_scores(&pre.path("scores.parquet")?, m)?;
-        let all: Vec<Transition> = run.read("transitions")?.read_json("transitions.json")?;
-        let train = wander_explore::transitions::counts(&all, wander_data::Split::Train);
-        let mut target_counts = vec![0u64; m];
-        for t in train.values() {
-            for (&c, &k) in t {
-                target_counts[c as usize] += k as u64;
-            }
-        }
-        let events: Vec<Transition> = all.iter().copied().filter(|t| t.split == wander_data::Split::Test as u8 && scores.contains_key(&(t.c1, t.c2))).collect();
-        if events.is_empty() {
-            bail!("no test transitions whose history pair is in the table");
-        }
-        let labels: Vec<Label> = run.read("feedback")?.read_json("labels_test.json")?;
-        let label_of: BTreeMap<(u32, u32, u32), f64> = labels.iter().map(|l| ((l.c1, l.c2, l.next), l.label)).collect();
+        let _ = &pre;
+        let HeldOut { scores, train, target_counts, events, label_of } = held_out(&run, m)?;
         let k = cfg.top_k;
         let rounds = cfg.bootstrap_rounds;
         let pairs: BTreeSet<(u32, u32)> = events.iter().map(|e| (e.c1, e.c2)).collect();

@@ -505,18 +505,16 @@ pub fn train_novelty(ctx: &Ctx, force: bool) -> anyhow::Result<Value> {
         inputs.insert(format!("{s}/manifest.json"), run.manifest_checksum(s)?);
     }
     inputs.insert(q8.display().to_string(), sha256_file(&q8)?);
-    let train_cfg = wander_llm::train::TrainConfig {
-        steps: cfg.steps,
-        batch_size: cfg.batch_size,
-        grad_accum: cfg.grad_accum,
-        lr: cfg.lr,
-        warmup_steps: cfg.warmup_steps,
-        min_lr_ratio: 0.1,
-        weight_decay: 0.0,
-        eval_every: cfg.eval_every,
-        checkpoint_every: cfg.checkpoint_every,
-        seed: ctx.config.run.seed,
-    };
+    let train_cfg = crate::align::lora_train_config(
+        cfg.steps,
+        cfg.batch_size,
+        cfg.grad_accum,
+        cfg.lr,
+        cfg.warmup_steps,
+        cfg.eval_every,
+        cfg.checkpoint_every,
+        ctx.config.run.seed,
+    );
     let slice = json!({"train": train_cfg, "lora": lora});
     let checkpoints = run.root().join(".checkpoints/novelty");
     let outcome = run.run_stage("train_novelty", slice, inputs, force, |w| -> anyhow::Result<Value> {
@@ -531,12 +529,7 @@ pub fn train_novelty(ctx: &Ctx, force: bool) -> anyhow::Result<Value> {
         let train = novelty_examples(&tok, &tax, &train_set)?;
         let eval = novelty_examples(&tok, &tax, &eval_set)?;
         let mut trainer = wander_llm::train::Trainer::new(&model, wander_llm::train::Objective::Sft, params, train_cfg.clone(), tok.im_end, Some(&checkpoints))?;
-        let bar = wander_core::progress::bar(train_cfg.steps as u64, "train", "steps");
-        let report = trainer.run(&train, &eval, None, Some(&bar))?;
-        bar.finish_and_clear();
-        if report.resumed_from > 0 {
-            log(format!("resumed from the checkpoint at step {}", report.resumed_from));
-        }
+        let report = crate::align::run_trainer(&mut trainer, &train, &eval, train_cfg.steps, "train")?;
         model.save_lora(&w.path("adapter.safetensors")?)?;
         w.write_json("train_report.json", &report)?;
         let _ = std::fs::remove_dir_all(&checkpoints);
