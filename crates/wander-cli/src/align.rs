@@ -799,7 +799,9 @@ pub fn eval_scaling(ctx: &Ctx, force: bool) -> anyhow::Result<Value> {
                 let (t1, tk) = &dist[&(e.c1, e.c2)];
                 h1.push(t1[e.next as usize]);
                 hk.push(tk[e.next as usize]);
-                nov.push(t1.iter().enumerate().map(|(c, p)| p * self_information(c as u32, &target_counts)).sum());
+                // Of the cluster served when one is (a draw of only c1 and c2 serves none).
+                let mass: f64 = t1.iter().sum();
+                nov.push(if mass > 0.0 { t1.iter().enumerate().map(|(c, p)| p * self_information(c as u32, &target_counts)).sum::<f64>() / mass } else { 0.0 });
                 let (mut num, mut den) = (0.0, 0.0);
                 for (c, p) in t1.iter().enumerate() {
                     if let Some(l) = label_of.get(&(e.c1, e.c2, c as u32)) {
