@@ -1,12 +1,13 @@
 -- wrk script for POST /v1/explore: a pool of realistic MovieLens-100K histories (ids 1-1682),
 -- 10 to 30 items each, drawn once with a fixed seed; each request takes the next one.
 math.randomseed(42)
+local items = tonumber(os.getenv("ITEMS") or "10")
 local bodies = {}
 for i = 1, 512 do
   local n = math.random(10, 30)
   local ids = {}
   for k = 1, n do ids[k] = '"' .. math.random(1, 1682) .. '"' end
-  bodies[i] = '{"history": [' .. table.concat(ids, ",") .. '], "clusters": 2, "items": 10}'
+  bodies[i] = '{"history": [' .. table.concat(ids, ",") .. '], "clusters": 2, "items": ' .. items .. '}'
 end
 local i = 0
 wrk.method = "POST"

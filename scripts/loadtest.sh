@@ -2,6 +2,7 @@
 # Load test of `wander serve` on loopback with wrk (apt-get install wrk), on the default run
 # directory (run the pipeline first). Usage: scripts/loadtest.sh [seconds] [connections]
 # Prints wrk's summary, then repeats the run while reloading the artifacts every second.
+# ITEMS=0 asks for clusters only (the table lookup without the item policy).
 set -euo pipefail
 secs=${1:-20}
 conns=${2:-32}
