@@ -386,8 +386,8 @@ pub fn eval_alignment(ctx: &Ctx, force: bool) -> anyhow::Result<Value> {
         let median = sorted[sorted.len() / 2];
         let mut methods = serde_json::Map::new();
         let mut md = format!(
-            "# Alignment model: offline evaluation\n\nProtocol: collective feedback labels (`{:?}` signal, `{:?}` normalisation, at least {} users, rounded to {}) of the held-out test period: {} (c1, c2, candidate) triples over {} history pairs. The model was trained on {} training-period labels. Above-median for AUC: label > {median:.3}. 95% intervals: percentile bootstrap over triples ({rounds} resamples).\n\n| method | Spearman | AUC (above median) | MAE |\n|---|---|---|---|\n",
-            ctx.config.feedback.signal, ctx.config.feedback.normalize, ctx.config.feedback.min_users, ctx.config.feedback.round, test.len(), pairs.len(), train.len()
+            "# Alignment model: offline evaluation\n\nProtocol: collective feedback labels (`{}` signal, `{}` normalisation, at least {} users, rounded to {}) of the held-out test period: {} (c1, c2, candidate) triples over {} history pairs. The model was trained on {} training-period labels. Above-median for AUC: label > {median:.3}. 95% intervals: percentile bootstrap over triples ({rounds} resamples).\n\n| method | Spearman | AUC (above median) | MAE |\n|---|---|---|---|\n",
+            serde_json::to_value(ctx.config.feedback.signal)?.as_str().unwrap_or(""), serde_json::to_value(ctx.config.feedback.normalize)?.as_str().unwrap_or(""), ctx.config.feedback.min_users, ctx.config.feedback.round, test.len(), pairs.len(), train.len()
         );
         let above: Vec<f64> = truth.iter().map(|&t| f64::from(u8::from(t > median))).collect();
         let fmt = |e: &Estimate| format!("{:.3} [{:.3}, {:.3}]", e.mean, e.lo, e.hi);
