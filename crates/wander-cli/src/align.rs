@@ -802,16 +802,7 @@ pub fn eval_scaling(ctx: &Ctx, force: bool) -> anyhow::Result<Value> {
                 // Of the cluster served when one is (a draw of only c1 and c2 serves none).
                 let mass: f64 = t1.iter().sum();
                 nov.push(if mass > 0.0 { t1.iter().enumerate().map(|(c, p)| p * self_information(c as u32, &target_counts)).sum::<f64>() / mass } else { 0.0 });
-                let (mut num, mut den) = (0.0, 0.0);
-                for (c, p) in t1.iter().enumerate() {
-                    if let Some(l) = label_of.get(&(e.c1, e.c2, c as u32)) {
-                        num += p * l;
-                        den += p;
-                    }
-                }
-                if den > 1e-3 {
-                    fbk.push(num / den);
-                }
+                fbk.extend(heldout_feedback(&t1, e, &label_of));
                 for (c, p) in t1.iter().enumerate() {
                     served[c] += p;
                 }
@@ -1063,4 +1054,22 @@ pub(crate) fn run_trainer(
         ));
     }
     Ok(report)
+}
+
+/// Held-out collective feedback of the cluster served after `e`'s pair: the test-period
+/// label of each possible choice weighted by its probability, over the choices that have a
+/// label (`None` when almost none do).
+pub(crate) fn heldout_feedback(
+    top1: &[f64],
+    e: &Transition,
+    label_of: &BTreeMap<(u32, u32, u32), f64>,
+) -> Option<f64> {
+    let (mut num, mut den) = (0.0, 0.0);
+    for (c, p) in top1.iter().enumerate() {
+        if let Some(l) = label_of.get(&(e.c1, e.c2, c as u32)) {
+            num += p * l;
+            den += p;
+        }
+    }
+    (den > 1e-3).then(|| num / den)
 }

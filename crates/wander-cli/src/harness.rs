@@ -7,7 +7,9 @@ use serde_json::{json, Value};
 use wander_core::artifact::RunDir;
 use wander_explore::metrics::{bootstrap, entropy_bits, self_information};
 
-use crate::align::{cooc_dists, held_out, llm_dists, manifests, ranked_dists, Dist, HeldOut};
+use crate::align::{
+    cooc_dists, held_out, heldout_feedback, llm_dists, manifests, ranked_dists, Dist, HeldOut,
+};
 use crate::stages::report;
 use crate::Ctx;
 
@@ -84,16 +86,7 @@ pub fn eval_all(ctx: &Ctx, force: bool) -> anyhow::Result<Value> {
                 };
                 vals[0].push(t1[e.next as usize]);
                 vals[1].push(tk[e.next as usize]);
-                let (mut num, mut den) = (0.0, 0.0);
-                for (c, p) in t1.iter().enumerate() {
-                    if let Some(l) = label_of.get(&(e.c1, e.c2, c as u32)) {
-                        num += p * l;
-                        den += p;
-                    }
-                }
-                if den > 1e-3 {
-                    vals[2].push(num / den);
-                }
+                vals[2].extend(heldout_feedback(&t1, e, &label_of));
                 let mass: f64 = t1.iter().sum();
                 vals[3].push(if mass > 0.0 { t1.iter().enumerate().map(|(c, p)| p * self_information(c as u32, &target_counts)).sum::<f64>() / mass } else { 0.0 });
                 let seen = train.get(&(e.c1, e.c2));

@@ -408,9 +408,51 @@ fn novelty_pipeline_end_to_end_with_tiny_settings() {
     }
     assert!(ea["verdict"].as_str().unwrap().contains("alignment LLM"));
 
-    // Precompute in two shards, resumed by an unsharded run, then merged; the table must be
-    // identical to a from-scratch run (deterministic for the seed).
-    let s0 = stage(&["precompute", "--shard", "0/2"]);
+    // kill -9 in the middle of a precompute: the rerun keeps the finished chunks.
+    let mut cmd = wander(tmp.path());
+    for s in &sets {
+        cmd.arg("--set").arg(s);
+    }
+    let mut child = cmd
+        .arg("precompute")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let work = tmp.path().join("run/.work");
+    let chunks_done = || -> usize {
+        std::fs::read_dir(&work)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .flat_map(|d| std::fs::read_dir(d.path()).into_iter().flatten().flatten())
+            .filter(|f| f.file_name().to_string_lossy().starts_with("chunk-"))
+            .count()
+    };
+    let t0 = std::time::Instant::now();
+    while chunks_done() == 0 && t0.elapsed().as_secs() < 300 {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let kept = chunks_done();
+    assert!((1..9).contains(&kept), "{kept} chunks when killed");
+    let mut resume = wander(tmp.path());
+    resume.arg("--json");
+    for s in &sets {
+        resume.arg("--set").arg(s);
+    }
+    let resumed = run(resume.arg("precompute"));
+    assert!(resumed.status.success(), "{}", stderr(&resumed));
+    assert!(
+        stderr(&resumed).contains(&format!("{} chunks already done", kept)),
+        "{}",
+        stderr(&resumed)
+    );
+    let after_kill = std::fs::read(tmp.path().join("run/precompute/table.bin")).unwrap();
+
+    // Precompute in two shards, then merged; the table must be identical to the resumed
+    // one and to a from-scratch run (deterministic for the seed).
+    let s0 = stage(&["precompute", "--shard", "0/2", "--force"]);
     assert!(s0["chunks_missing_overall"].as_u64().unwrap() > 0);
     let mut merge = wander(tmp.path());
     merge.arg("--json");
@@ -432,6 +474,10 @@ fn novelty_pipeline_end_to_end_with_tiny_settings() {
     assert_eq!(merged["pairs"], 132, "12 x 11 ordered pairs");
     assert!(merged["fallbacks"].as_u64().unwrap() <= 13, "{merged}");
     let table = std::fs::read(tmp.path().join("run/precompute/table.bin")).unwrap();
+    assert_eq!(
+        table, after_kill,
+        "sharded and resumed runs give the same table"
+    );
     assert!(stage(&["precompute"])["skipped"].as_bool().unwrap());
     let again = stage(&["precompute", "--force"]);
     assert_eq!(again["pairs"], 132);
