@@ -146,15 +146,19 @@ pub fn report_stage(ctx: &Ctx, force: bool) -> anyhow::Result<Value> {
         for (stage, title) in &present {
             let r = run.read(stage)?;
             let Ok(text) = std::fs::read_to_string(r.path("report.md")?) else { continue };
+            let mut text = text;
             for (name, _) in &r.manifest().outputs {
                 if name.ends_with(".svg") {
+                    // Stages may use the same figure names: prefix them with the stage.
                     let svg = std::fs::read_to_string(r.path(name)?).with_context(|| format!("{stage}/{name}"))?;
-                    svgs.insert(name.clone(), svg.clone());
-                    w.write_bytes(name, svg.as_bytes())?;
+                    let unique = format!("{stage}-{name}");
+                    text = text.replace(&format!("({name})"), &format!("({unique})"));
+                    w.write_bytes(&unique, svg.as_bytes())?;
+                    svgs.insert(unique, svg);
                 }
             }
-            // Demote the stage's headings one level under its section.
-            let demoted: String = text.lines().map(|l| if l.starts_with('#') { format!("#{l}\n") } else { format!("{l}\n") }).collect();
+            // Demote the stage's headings below its section heading.
+            let demoted: String = text.lines().map(|l| if l.starts_with('#') { format!("##{l}\n") } else { format!("{l}\n") }).collect();
             md.push_str(&format!("## {title} (`{stage}`)\n\n{demoted}\n"));
         }
         body.push_str(&to_html(&md, &svgs));
