@@ -108,6 +108,28 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Generate a synthetic interaction log (generic layout, Parquet) for scale tests.
+    Synth {
+        /// Output folder (`interactions.parquet`, `items.parquet`); use it with
+        /// `data.format = "generic"`.
+        #[arg(long)]
+        out: PathBuf,
+        /// Users.
+        #[arg(long, default_value_t = 100_000)]
+        users: usize,
+        /// Items.
+        #[arg(long, default_value_t = 50_000)]
+        items: usize,
+        /// Latent clusters.
+        #[arg(long, default_value_t = 200)]
+        clusters: usize,
+        /// Interactions.
+        #[arg(long, default_value_t = 10_000_000)]
+        interactions: u64,
+        /// Zipf exponent of item popularity.
+        #[arg(long, default_value_t = 1.0)]
+        item_skew: f64,
+    },
     /// Train a model.
     Train {
         #[command(subcommand)]
@@ -359,6 +381,28 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
         Command::Report { force } => {
             let summary = report::report_stage(&ctx, force)?;
             emit(&ctx, &summary, &stages::describe(&summary));
+        }
+        Command::Synth {
+            out,
+            users,
+            items,
+            clusters,
+            interactions,
+            item_skew,
+        } => {
+            let cfg = wander_data::synth::SynthConfig {
+                users,
+                items,
+                clusters,
+                interactions,
+                item_skew,
+                user_skew: 0.8,
+                focus: 0.7,
+                seed: ctx.config.run.seed,
+            };
+            let s = wander_data::synth::generate(&cfg, &out)?;
+            let summary = serde_json::json!({"stage": "synth", "out": out, "config": cfg, "interactions": s.interactions, "top1pct_item_share": s.top1pct_item_share, "seconds": s.seconds, "rows_per_s": s.interactions as f64 / s.seconds.max(1e-9)});
+            emit(&ctx, &summary, &format!("synth: {} interactions in {:.1} s into {} (top 1% of items: {:.0}% of interactions)", s.interactions, s.seconds, out.display(), 100.0 * s.top1pct_item_share));
         }
         Command::Simulate { force, aa } => {
             let summary = simulate::simulate_stage(&ctx, force, aa)?;

@@ -11,6 +11,7 @@ mod error;
 mod formats;
 mod parquet_io;
 mod split;
+pub mod synth;
 mod text;
 
 pub use error::DataError;
