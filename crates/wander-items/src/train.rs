@@ -484,6 +484,35 @@ mod tests {
         }
     }
 
+    /// Regression test for the graph-retention trap: Adam's moments must not track the
+    /// autograd graph of the step that produced them (they did, and memory grew by every
+    /// step's graph until the process was killed).
+    #[test]
+    fn adam_moments_hold_no_autograd_graph() {
+        let seqs = patterned();
+        let (mc, tc) = cfg();
+        let model = SasRec::new(mc, 1).unwrap();
+        let zeros: Vec<Tensor> = model
+            .vars()
+            .iter()
+            .map(|(_, v)| v.as_tensor().zeros_like().unwrap())
+            .collect();
+        let mut adam = Adam {
+            m: zeros.clone(),
+            v: zeros,
+            t: 0,
+        };
+        for step in 0..2 {
+            let loss = batch_loss(&model, &seqs, &[0, 1, 2, 3], tc.loss, step).unwrap();
+            let grads = loss.backward().unwrap();
+            adam.step(&model, &grads, 1e-3).unwrap();
+        }
+        assert!(
+            adam.m.iter().chain(&adam.v).all(|t| !t.track_op()),
+            "moments keep the graph alive"
+        );
+    }
+
     #[test]
     fn sampled_softmax_trains_and_resume_is_exact() {
         let seqs = patterned();
