@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use anyhow::Context;
 use serde_json::{json, Value};
 use wander_core::artifact::RunDir;
-use wander_sim::{effect, simulate, DayMetrics, SimConfig, Strategy, World, WorldInput};
+use wander_sim::{effect, simulate, DayMetrics, Strategy, World, WorldInput};
 
 use crate::align::{manifests, read_scores};
 use crate::stages::report;
@@ -24,7 +24,7 @@ const FIGURES: [Figure; 6] = [
     }),
 ];
 
-fn world(run: &RunDir) -> anyhow::Result<World> {
+fn world(run: &RunDir, rank: usize) -> anyhow::Result<World> {
     let ds = wander_data::read_dataset(&run.read("ingest")?)?;
     let tax = wander_taxonomy::read(&run.read("taxonomy")?)?;
     let assign = tax.planner_assign().to_vec();
@@ -81,7 +81,7 @@ fn world(run: &RunDir) -> anyhow::Result<World> {
             novelty,
             transitions,
         },
-        8,
+        rank,
     )?)
 }
 
@@ -108,13 +108,12 @@ pub fn simulate_stage(ctx: &Ctx, force: bool, aa: bool) -> anyhow::Result<Value>
     let slice = json!({"simulate": c, "aa": aa, "seed": seed});
     let stage_dir = run.stage_dir(stage);
     let outcome = run.run_stage(stage, slice, inputs, force, |w| -> anyhow::Result<Value> {
-        let world = world(&run)?;
-        let cfg = SimConfig { users: c.users, days: c.days, slots: c.slots, rank: c.rank, noise: c.noise, refresh_days: c.refresh_days, refresh_table: c.refresh_table, return_base: c.return_base, return_satisfaction: c.return_satisfaction };
+        let world = world(&run, c.rank)?;
         let bar = wander_core::progress::bar(c.seeds as u64, "simulate", "seeds");
         let t0 = std::time::Instant::now();
         let mut runs = Vec::new();
         for s in 0..c.seeds {
-            runs.push(simulate(&world, &cfg, &arms, seed.wrapping_add(s as u64))?);
+            runs.push(simulate(&world, c, &arms, seed.wrapping_add(s as u64))?);
             bar.inc(1);
         }
         bar.finish_and_clear();

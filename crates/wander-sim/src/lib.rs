@@ -58,29 +58,9 @@ pub struct WorldInput {
     pub transitions: HashMap<(u32, u32), HashMap<u32, u32>>,
 }
 
-/// Simulation settings.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct SimConfig {
-    /// Simulated users.
-    pub users: usize,
-    /// Simulated days.
-    pub days: usize,
-    /// Items per session (the first is the exploration slot).
-    pub slots: usize,
-    /// Rank of the affinity factorisation.
-    pub rank: usize,
-    /// Standard deviation of the per-user affinity noise.
-    pub noise: f64,
-    /// Days between refits of the log-trained strategies.
-    pub refresh_days: usize,
-    /// Whether best-of-n re-ranks its table candidates by the collective feedback observed
-    /// in the simulation at each refresh (the table recomputed from simulated logs).
-    pub refresh_table: bool,
-    /// Baseline log-odds of coming back the next day.
-    pub return_base: f64,
-    /// Weight of recent satisfaction on the return log-odds.
-    pub return_satisfaction: f64,
-}
+/// Simulation settings: the `[simulate]` section (`arms` and `seeds` are used by the
+/// caller that runs the experiment; `rank` by [`World::new`]).
+pub use wander_core::config::SimulateConfig as SimConfig;
 
 /// An exploration-slot strategy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
