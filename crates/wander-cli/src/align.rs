@@ -174,10 +174,7 @@ pub fn train_alignment(ctx: &Ctx, force: bool) -> anyhow::Result<Value> {
         let stage = run.read("feedback")?;
         let train_labels: Vec<Label> = stage.read_json("labels_train.json")?;
         let valid_labels: Vec<Label> = stage.read_json("labels_valid.json")?;
-        let mut g = wander_llm::gguf::GgufFile::open(&q8)?;
-        let tok = wander_llm::tokenizer::Tokenizer::from_gguf(&g)?;
-        let mut model = wander_llm::model::Llama::from_gguf(&mut g, false)?;
-        let params = model.attach_lora(&lora.targets, lora.rank, lora.alpha, lora.dropout, ctx.config.run.seed)?;
+        let (tok, model, params) = crate::align::trainable_model(ctx, &q8)?;
         let pairwise = (cfg.objective == wander_core::config::AlignmentObjective::Pairwise)
             .then_some(ctx.config.feedback.pairwise_margin as f32);
         let train = alignment_examples(&tok, &descriptions, &train_labels, pairwise)?;
@@ -1072,4 +1069,28 @@ pub(crate) fn heldout_feedback(
         }
     }
     (den > 1e-3).then(|| num / den)
+}
+
+/// The tokenizer and a trainable SmolLM2 (f32 weights) with fresh LoRA adapters of
+/// `[llm.lora]`, and the adapters' tensors.
+pub(crate) fn trainable_model(
+    ctx: &Ctx,
+    q8: &Path,
+) -> anyhow::Result<(
+    wander_llm::tokenizer::Tokenizer,
+    wander_llm::model::Llama,
+    Vec<(String, wander_llm::Var)>,
+)> {
+    let lora = &ctx.config.llm.lora;
+    let mut g = wander_llm::gguf::GgufFile::open(q8)?;
+    let tok = wander_llm::tokenizer::Tokenizer::from_gguf(&g)?;
+    let mut model = wander_llm::model::Llama::from_gguf(&mut g, false)?;
+    let params = model.attach_lora(
+        &lora.targets,
+        lora.rank,
+        lora.alpha,
+        lora.dropout,
+        ctx.config.run.seed,
+    )?;
+    Ok((tok, model, params))
 }

@@ -522,10 +522,7 @@ pub fn train_novelty(ctx: &Ctx, force: bool) -> anyhow::Result<Value> {
         let stage = run.read("transitions")?;
         let train_set: Vec<wander_explore::sft::PairExample> = stage.read_json("sft_train.json")?;
         let eval_set: Vec<wander_explore::sft::PairExample> = stage.read_json("sft_eval.json")?;
-        let mut g = wander_llm::gguf::GgufFile::open(&q8)?;
-        let tok = wander_llm::tokenizer::Tokenizer::from_gguf(&g)?;
-        let mut model = wander_llm::model::Llama::from_gguf(&mut g, false)?;
-        let params = model.attach_lora(&lora.targets, lora.rank, lora.alpha, lora.dropout, ctx.config.run.seed)?;
+        let (tok, model, params) = crate::align::trainable_model(ctx, &q8)?;
         let train = novelty_examples(&tok, &tax, &train_set)?;
         let eval = novelty_examples(&tok, &tax, &eval_set)?;
         let mut trainer = wander_llm::train::Trainer::new(&model, wander_llm::train::Objective::Sft, params, train_cfg.clone(), tok.im_end, Some(&checkpoints))?;

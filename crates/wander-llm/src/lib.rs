@@ -21,4 +21,6 @@ pub mod model;
 pub mod tokenizer;
 pub mod train;
 
+/// candle's trainable tensor, as returned for adapters and heads.
+pub use candle_core::Var;
 pub use error::{LlmError, Result};
