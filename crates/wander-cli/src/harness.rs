@@ -36,11 +36,9 @@ pub fn eval_all(ctx: &Ctx, force: bool) -> anyhow::Result<Value> {
     let slice = json!({"n": cfg.n, "draws": cfg.scaling_draws, "bootstrap_rounds": cfg.bootstrap_rounds, "top_k": cfg.top_k, "seed": seed});
     let stage_dir = run.stage_dir("eval");
     let outcome = run.run_stage("eval", slice, inputs, force, |w| -> anyhow::Result<Value> {
-        let pre = run.read("precompute")?;
         let tax = wander_taxonomy::read(&run.read("taxonomy")?)?;
         let m = tax.planner_clusters().len();
         let centroids: Vec<Vec<f32>> = tax.planner_clusters().iter().map(|c| c.centroid.clone()).collect();
-        let _ = &pre;
         let HeldOut { scores, train, target_counts, events, label_of } = held_out(&run, m)?;
         let k = cfg.top_k;
         let rounds = cfg.bootstrap_rounds;

@@ -148,7 +148,6 @@ pub fn train(
         t: 0,
     };
     let mut report = TrainReport::default();
-    let mut best = model.to_cpu()?;
     let mut best_vars: Option<Vec<Tensor>> = None;
     if let Some(dir) = checkpoint_dir {
         if let Some((r, t, vars, m, v, bv)) = load_checkpoint(dir, &model_cfg, cfg)? {
@@ -170,9 +169,6 @@ pub fn train(
         }
         Ok(out)
     };
-    if best_vars.is_some() {
-        best = restore_best(&model, &best_vars)?.to_cpu()?;
-    }
     let mut since_best = report.epochs.len().saturating_sub(report.best_epoch);
     while report.epochs.len() < cfg.max_epochs
         && !(report.best_epoch > 0 && since_best >= cfg.patience)
@@ -216,7 +212,6 @@ pub fn train(
         if ndcg > report.best_valid_ndcg10 || report.best_epoch == 0 {
             report.best_valid_ndcg10 = ndcg;
             report.best_epoch = epoch;
-            best = cpu;
             best_vars = Some(
                 model
                     .vars()
@@ -240,7 +235,6 @@ pub fn train(
         }
     }
     report.early_stopped = report.epochs.len() < cfg.max_epochs;
-    let _ = best;
     let result = restore_best(&model, &best_vars)?;
     Ok((result, report))
 }
