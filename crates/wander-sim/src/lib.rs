@@ -660,6 +660,8 @@ mod tests {
             refresh_table: true,
             return_base: 0.5,
             return_satisfaction: 3.0,
+            seeds: 1,
+            arms: Vec::new(),
         }
     }
 
