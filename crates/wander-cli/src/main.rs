@@ -4,6 +4,8 @@
 //! them all in order. `--json` prints the summary as one JSON object on stdout, while logs
 //! and progress bars go to stderr.
 
+#[cfg(feature = "engine")]
+mod aggregate;
 mod align;
 mod harness;
 mod items;
@@ -108,12 +110,42 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
-    /// Generate a synthetic interaction log (generic layout, Parquet) for scale tests.
+    /// Run the log aggregations (transition counts, feedback label parts, co-consumption
+    /// counts) as SQL plans on DataFusion, embedded or on a Ballista cluster.
+    Aggregate {
+        /// `embedded` or `ballista://HOST:PORT` (default: engine.url).
+        #[arg(long)]
+        engine: Option<String>,
+        /// Prepared events (a Parquet file or folder of parts, as `wander synth --layout
+        /// events` writes) instead of the run's ingested log; needs --clusters.
+        #[arg(long)]
+        events: Option<PathBuf>,
+        /// Item-to-cluster Parquet table (`item`, `cluster`) for --events.
+        #[arg(long)]
+        clusters: Option<PathBuf>,
+        /// Also run the in-memory miners on the run's log and fail unless every row matches.
+        #[arg(long)]
+        check: bool,
+        /// Print the SQL of each query (as a JSON object) instead of running it.
+        #[arg(long)]
+        print_sql: bool,
+        /// Redo the stage even if its inputs and config are unchanged.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Generate a synthetic interaction log (Parquet) for scale tests.
     Synth {
-        /// Output folder (`interactions.parquet`, `items.parquet`); use it with
-        /// `data.format = "generic"`.
+        /// Output folder: `interactions.parquet` and `items.parquet` (generic layout, use it
+        /// with `data.format = "generic"`), or `events/` and `clusters.parquet` (events
+        /// layout, for `wander aggregate --events`).
         #[arg(long)]
         out: PathBuf,
+        /// `generic` or `events`.
+        #[arg(long, default_value = "generic")]
+        layout: String,
+        /// Rows per part file of the events layout.
+        #[arg(long, default_value_t = 5_000_000)]
+        part_rows: u64,
         /// Users.
         #[arg(long, default_value_t = 100_000)]
         users: usize,
@@ -389,8 +421,16 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             clusters,
             interactions,
             item_skew,
+            layout,
+            part_rows,
         } => {
+            let layout = match layout.as_str() {
+                "generic" => wander_data::synth::Layout::Generic,
+                "events" => wander_data::synth::Layout::Events { part_rows },
+                other => anyhow::bail!("--layout must be `generic` or `events`, not `{other}`"),
+            };
             let cfg = wander_data::synth::SynthConfig {
+                layout,
                 users,
                 items,
                 clusters,
@@ -403,6 +443,37 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             let s = wander_data::synth::generate(&cfg, &out)?;
             let summary = serde_json::json!({"stage": "synth", "out": out, "config": cfg, "interactions": s.interactions, "top1pct_item_share": s.top1pct_item_share, "seconds": s.seconds, "rows_per_s": s.interactions as f64 / s.seconds.max(1e-9)});
             emit(&ctx, &summary, &format!("synth: {} interactions in {:.1} s into {} (top 1% of items: {:.0}% of interactions)", s.interactions, s.seconds, out.display(), 100.0 * s.top1pct_item_share));
+        }
+        Command::Aggregate {
+            engine,
+            events,
+            clusters,
+            check,
+            print_sql,
+            force,
+        } => {
+            #[cfg(feature = "engine")]
+            {
+                let args = aggregate::AggregateArgs {
+                    engine,
+                    events,
+                    clusters,
+                    check,
+                    print_sql,
+                    force,
+                };
+                let summary = aggregate::aggregate_stage(&ctx, &args)?;
+                if print_sql {
+                    println!("{summary}");
+                } else {
+                    emit(&ctx, &summary, &stages::describe(&summary));
+                }
+            }
+            #[cfg(not(feature = "engine"))]
+            {
+                let _ = (engine, events, clusters, check, print_sql, force);
+                anyhow::bail!("this wander was built without the SQL engine; rebuild with `cargo build --release -p wander-cli --features engine`");
+            }
         }
         Command::Simulate { force, aa } => {
             let summary = simulate::simulate_stage(&ctx, force, aa)?;

@@ -175,6 +175,13 @@ pub fn describe(summary: &Value) -> String {
             summary["methods"]["popularity"]["ndcg_at_10"]["mean"].as_f64().unwrap_or(f64::NAN),
             summary["retrieval"]["latency_ms_p99"].as_f64().unwrap_or(f64::NAN), summary["report"].as_str().unwrap_or("")
         ),
+        "aggregate" => format!(
+            "aggregate on {}: {} events x {} queries in {:.1} s ({:.0} events/s), peak memory {:.0} MiB{}",
+            summary["engine"].as_str().unwrap_or(""), summary["events"], summary["queries"].as_array().map_or(0, Vec::len),
+            summary["seconds"].as_f64().unwrap_or(0.0), summary["events_per_second"].as_f64().unwrap_or(0.0),
+            summary["peak_rss_bytes"].as_f64().unwrap_or(0.0) / 1048576.0,
+            if summary["matches_in_memory"] == true { "; identical to the in-memory miners" } else { "" }
+        ),
         "report" => format!("report: {} sections, {} figures; open {}", summary["sections"].as_array().map_or(0, Vec::len), summary["figures"], summary["html"].as_str().unwrap_or("")),
         "eval" => {
             let st = &summary["strategies"];

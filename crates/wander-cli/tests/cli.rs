@@ -287,6 +287,70 @@ fn taxonomy_on_movielens_is_coherent_unique_and_reproducible() {
             "{f} differs between runs with the same seed"
         );
     }
+    #[cfg(feature = "engine")]
+    aggregate_checks(tmp.path(), &base);
+}
+
+/// `wander aggregate --check` on the real log and taxonomy: the DataFusion plans, embedded and
+/// on a Ballista scheduler + executor on loopback, give exactly the in-memory miners' rows.
+#[cfg(feature = "engine")]
+fn aggregate_checks(dir: &std::path::Path, base: &dyn Fn(&mut std::process::Command)) {
+    let mut agg = wander(dir);
+    base(&mut agg);
+    let out = run(agg.args(["aggregate", "--check"]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let s = json(&out);
+    assert_eq!(s["matches_in_memory"], true);
+    assert_eq!(s["events"], 100_000);
+    assert!(
+        s["compared_rows"]["transitions"].as_u64().unwrap() > 1000,
+        "{s}"
+    );
+    assert!(
+        s["compared_rows"]["co_consumption"].as_u64().unwrap() > 10_000,
+        "{s}"
+    );
+    assert!(dir.join("run/aggregate/manifest.json").is_file());
+    // The same stage on Ballista: `wander-ballista` sits next to `wander` in the target folder.
+    let exe = std::path::Path::new(env!("CARGO_BIN_EXE_wander"));
+    let launcher = exe.with_file_name("wander-ballista");
+    assert!(
+        launcher.is_file(),
+        "{} is built by `cargo test --workspace`",
+        launcher.display()
+    );
+    let mut cluster = std::process::Command::new(&launcher)
+        .args(["local", "--cores", "2"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(cluster.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let url: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let url = url["scheduler"].as_str().unwrap().to_string();
+    let mut agg = wander(dir);
+    base(&mut agg);
+    let out = run(agg.args(["aggregate", "--check", "--force", "--engine", &url]));
+    let _ = cluster.kill();
+    let _ = cluster.wait();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let s = json(&out);
+    assert_eq!(s["matches_in_memory"], true);
+    assert_eq!(s["engine"], url.as_str());
+    let mut bad = wander(dir);
+    base(&mut bad);
+    let out = run(bad.args(["aggregate", "--engine", "spark://x:1"]));
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("ballista://HOST:PORT"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 /// The whole pipeline so far on the real data and SmolLM2, shrunk to seconds: transitions,

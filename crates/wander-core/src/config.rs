@@ -47,6 +47,22 @@ pub struct Config {
     pub serve: ServeConfig,
     /// The closed-loop simulator.
     pub simulate: SimulateConfig,
+    /// The SQL engine of `wander aggregate` (DataFusion embedded, or a Ballista cluster).
+    pub engine: EngineConfig,
+}
+
+/// `[engine]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineConfig {
+    /// `embedded` or `ballista://HOST:PORT`.
+    pub url: String,
+    /// Memory pool of the embedded engine, MiB; sorts and aggregations spill beyond it.
+    pub memory_limit_mb: usize,
+    /// Parallel partitions of the embedded engine (0: one per core).
+    pub partitions: usize,
+    /// Where spill files go (empty: `<run.dir>/.work/spill`).
+    pub spill_dir: String,
 }
 
 /// `[simulate]`
@@ -693,6 +709,22 @@ impl Config {
             {
                 return Err(CoreError::config("simulate.arms", format!("unknown strategy `{a}`; use none, random, popular, cooccurrence, novelty_only or best_of_n")));
             }
+        }
+        let en = &self.engine;
+        if en.url != "embedded" && !en.url.starts_with("ballista://") {
+            return Err(CoreError::config(
+                "engine.url",
+                format!(
+                    "must be `embedded` or `ballista://HOST:PORT`, not `{}`",
+                    en.url
+                ),
+            ));
+        }
+        if en.memory_limit_mb < 64 {
+            return Err(CoreError::config(
+                "engine.memory_limit_mb",
+                "must be at least 64",
+            ));
         }
         let sv = &self.serve;
         if sv.max_body_bytes == 0

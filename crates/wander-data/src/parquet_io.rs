@@ -8,7 +8,7 @@ use arrow_array::cast::AsArray;
 use arrow_array::types::*;
 use arrow_array::{
     Array, ArrayRef, BooleanArray, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray,
-    UInt32Array, UInt8Array,
+    UInt32Array, UInt64Array, UInt8Array,
 };
 use arrow_schema::{DataType, TimeUnit};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -59,6 +59,12 @@ pub fn write_dataset(stage: &StageWriter, ds: &Dataset) -> Result<(), DataError>
         (
             "timestamp".into(),
             Arc::new(Int64Array::from(it.timestamp.clone())),
+        ),
+        // The row's position in (user, time, input) order: the order key that SQL engines
+        // need, since timestamps tie.
+        (
+            "seq".into(),
+            Arc::new(UInt64Array::from_iter_values(0..it.len() as u64)),
         ),
     ];
     for (name, col) in ds.feedback_columns.iter().zip(&it.feedback) {

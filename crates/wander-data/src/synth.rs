@@ -10,7 +10,10 @@ use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow_array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray, UInt32Array};
+use arrow_array::{
+    ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray, UInt32Array,
+    UInt64Array, UInt8Array,
+};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
@@ -38,6 +41,24 @@ pub struct SynthConfig {
     pub focus: f64,
     /// Seed.
     pub seed: u64,
+    /// What files to write.
+    pub layout: Layout,
+}
+
+/// The files [`generate`] writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Layout {
+    /// `items.parquet` and `interactions.parquet` in the generic input layout (string item
+    /// ids, raw feedback columns), for `wander ingest`.
+    Generic,
+    /// The prepared layout that `wander aggregate` reads: `events/part-NNNNN.parquet`
+    /// (`user`, `item`, `seq`, `positive` = rating >= 4, `split` by time 80/10/10,
+    /// `feedback_rating`, `feedback_watch_ratio`) in parts of at most `part_rows` rows, and
+    /// `clusters.parquet` (`item`, `cluster`: the latent clusters).
+    Events {
+        /// Rows per part file.
+        part_rows: u64,
+    },
 }
 
 /// Figures of a generated log.
@@ -80,6 +101,159 @@ fn io(path: &Path, e: impl std::fmt::Display) -> DataError {
     }
 }
 
+fn write_file(path: &Path, cols: &[(&str, ArrayRef)]) -> Result<(), DataError> {
+    let batch = RecordBatch::try_from_iter(cols.iter().map(|(n, c)| (*n, c.clone())))
+        .map_err(|e| io(path, e))?;
+    let f = File::create(path).map_err(|e| DataError::Core(wander_core::CoreError::io(path, e)))?;
+    let mut w = ArrowWriter::try_new(f, batch.schema(), None).map_err(|e| io(path, e))?;
+    w.write(&batch).map_err(|e| io(path, e))?;
+    w.close().map_err(|e| io(path, e))?;
+    Ok(())
+}
+
+/// Where generated interaction batches go: one generic file, or prepared parts.
+struct Sink {
+    dir: std::path::PathBuf,
+    layout: Layout,
+    writer: Option<(std::path::PathBuf, ArrowWriter<File>, u64)>,
+    parts: usize,
+}
+
+impl Sink {
+    fn new(dir: &Path, layout: Layout) -> Result<Self, DataError> {
+        if let Layout::Events { part_rows } = layout {
+            if part_rows == 0 {
+                return Err(DataError::Config {
+                    key: "synth.part_rows".into(),
+                    message: "must be >= 1".into(),
+                });
+            }
+            let events = dir.join("events");
+            std::fs::create_dir_all(&events)
+                .map_err(|e| DataError::Core(wander_core::CoreError::io(&events, e)))?;
+        }
+        Ok(Sink {
+            dir: dir.into(),
+            layout,
+            writer: None,
+            parts: 0,
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn write(
+        &mut self,
+        first_row: u64,
+        users: Vec<u32>,
+        items: Vec<u32>,
+        ts: Vec<i64>,
+        rating: Vec<f64>,
+        watch: Vec<f64>,
+        total: u64,
+    ) -> Result<(), DataError> {
+        let n = users.len() as u64;
+        let (path, cols): (std::path::PathBuf, Vec<(&str, ArrayRef)>) = match self.layout {
+            Layout::Generic => (
+                self.dir.join("interactions.parquet"),
+                vec![
+                    ("user_id", Arc::new(UInt32Array::from(users)) as ArrayRef),
+                    (
+                        "item_id",
+                        Arc::new(StringArray::from_iter_values(
+                            items.iter().map(|i| format!("i{i}")),
+                        )) as ArrayRef,
+                    ),
+                    ("timestamp", Arc::new(Int64Array::from(ts)) as ArrayRef),
+                    ("rating", Arc::new(Float64Array::from(rating)) as ArrayRef),
+                    (
+                        "watch_ratio",
+                        Arc::new(Float64Array::from(watch)) as ArrayRef,
+                    ),
+                ],
+            ),
+            Layout::Events { part_rows } => {
+                let part = first_row / part_rows;
+                if self.writer.as_ref().is_some_and(|w| w.2 != part) {
+                    self.close()?;
+                }
+                // Time order is row order here, so the split is by row position.
+                let split = (first_row..first_row + n).map(|r| {
+                    let t = r as f64 / total as f64;
+                    if t < 0.8 {
+                        0u8
+                    } else if t < 0.9 {
+                        1
+                    } else {
+                        2
+                    }
+                });
+                (
+                    self.dir
+                        .join("events")
+                        .join(format!("part-{part:05}.parquet")),
+                    vec![
+                        ("user", Arc::new(UInt32Array::from(users)) as ArrayRef),
+                        ("item", Arc::new(UInt32Array::from(items)) as ArrayRef),
+                        (
+                            "seq",
+                            Arc::new(UInt64Array::from_iter_values(first_row..first_row + n))
+                                as ArrayRef,
+                        ),
+                        (
+                            "positive",
+                            Arc::new(BooleanArray::from(
+                                rating.iter().map(|r| *r >= 4.0).collect::<Vec<_>>(),
+                            )) as ArrayRef,
+                        ),
+                        (
+                            "split",
+                            Arc::new(UInt8Array::from_iter_values(split)) as ArrayRef,
+                        ),
+                        (
+                            "feedback_rating",
+                            Arc::new(Float64Array::from(rating)) as ArrayRef,
+                        ),
+                        (
+                            "feedback_watch_ratio",
+                            Arc::new(Float64Array::from(watch)) as ArrayRef,
+                        ),
+                    ],
+                )
+            }
+        };
+        let batch = RecordBatch::try_from_iter(cols).map_err(|e| io(&path, e))?;
+        if self.writer.is_none() {
+            let f = File::create(&path)
+                .map_err(|e| DataError::Core(wander_core::CoreError::io(&path, e)))?;
+            let props = WriterProperties::builder()
+                .set_compression(Compression::SNAPPY)
+                .build();
+            let w =
+                ArrowWriter::try_new(f, batch.schema(), Some(props)).map_err(|e| io(&path, e))?;
+            let part = match self.layout {
+                Layout::Events { part_rows } => first_row / part_rows,
+                Layout::Generic => 0,
+            };
+            self.writer = Some((path.clone(), w, part));
+            self.parts += 1;
+        }
+        let (path, w, _) = self.writer.as_mut().expect("opened above");
+        w.write(&batch).map_err(|e| io(path, e))
+    }
+
+    fn close(&mut self) -> Result<(), DataError> {
+        if let Some((path, w, _)) = self.writer.take() {
+            w.close().map_err(|e| io(&path, e))?;
+        }
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<usize, DataError> {
+        self.close()?;
+        Ok(self.parts)
+    }
+}
+
 /// Writes `items.parquet` and `interactions.parquet` into `dir`.
 pub fn generate(cfg: &SynthConfig, dir: &Path) -> Result<SynthSummary, DataError> {
     if cfg.users == 0 || cfg.items == 0 || cfg.clusters == 0 || cfg.clusters > cfg.items {
@@ -109,44 +283,55 @@ pub fn generate(cfg: &SynthConfig, dir: &Path) -> Result<SynthSummary, DataError
         .map(|v| zipf_cdf(v.len().max(1), cfg.item_skew))
         .collect();
     let item_cdf = zipf_cdf(cfg.items, cfg.item_skew);
-    let items_path = dir.join("items.parquet");
-    let ids: Vec<String> = (0..cfg.items).map(|i| format!("i{i}")).collect();
-    let titles: Vec<String> = (0..cfg.items)
-        .map(|i| format!("Item {i} of cluster {}", item_cluster[i]))
-        .collect();
-    let genres: Vec<String> = item_cluster
-        .iter()
-        .map(|c| format!("genre{}|theme{}", c % 20, c / 20))
-        .collect();
-    let batch = RecordBatch::try_from_iter([
-        ("item_id", Arc::new(StringArray::from(ids)) as ArrayRef),
-        ("title", Arc::new(StringArray::from(titles)) as ArrayRef),
-        ("genres", Arc::new(StringArray::from(genres)) as ArrayRef),
-    ])
-    .map_err(|e| io(&items_path, e))?;
-    let f = File::create(&items_path)
-        .map_err(|e| DataError::Core(wander_core::CoreError::io(&items_path, e)))?;
-    let mut w = ArrowWriter::try_new(f, batch.schema(), None).map_err(|e| io(&items_path, e))?;
-    w.write(&batch).map_err(|e| io(&items_path, e))?;
-    w.close().map_err(|e| io(&items_path, e))?;
+    match cfg.layout {
+        Layout::Generic => {
+            let ids: Vec<String> = (0..cfg.items).map(|i| format!("i{i}")).collect();
+            let titles: Vec<String> = (0..cfg.items)
+                .map(|i| format!("Item {i} of cluster {}", item_cluster[i]))
+                .collect();
+            let genres: Vec<String> = item_cluster
+                .iter()
+                .map(|c| format!("genre{}|theme{}", c % 20, c / 20))
+                .collect();
+            write_file(
+                &dir.join("items.parquet"),
+                &[
+                    ("item_id", Arc::new(StringArray::from(ids)) as ArrayRef),
+                    ("title", Arc::new(StringArray::from(titles)) as ArrayRef),
+                    ("genres", Arc::new(StringArray::from(genres)) as ArrayRef),
+                ],
+            )?;
+        }
+        Layout::Events { .. } => write_file(
+            &dir.join("clusters.parquet"),
+            &[
+                (
+                    "item",
+                    Arc::new(UInt32Array::from_iter_values(0..cfg.items as u32)) as ArrayRef,
+                ),
+                (
+                    "cluster",
+                    Arc::new(UInt32Array::from(item_cluster.clone())) as ArrayRef,
+                ),
+            ],
+        )?,
+    }
     // Users: three preferred clusters each, drawn by cluster size.
     let prefs: Vec<[u32; 3]> = (0..cfg.users)
         .map(|_| [0, 1, 2].map(|_| draw(&cluster_cdf, &mut rng) as u32))
         .collect();
     let user_cdf = zipf_cdf(cfg.users, cfg.user_skew);
-    let path = dir.join("interactions.parquet");
-    let f =
-        File::create(&path).map_err(|e| DataError::Core(wander_core::CoreError::io(&path, e)))?;
-    let props = WriterProperties::builder()
-        .set_compression(Compression::SNAPPY)
-        .build();
-    let mut writer: Option<ArrowWriter<File>> = None;
+    let mut sink = Sink::new(dir, cfg.layout)?;
     let mut top_hits = 0u64;
     let top_cut = (cfg.items / 100).max(1) as u32;
     let mut written = 0u64;
     let base_ts = 1_600_000_000i64;
     while written < cfg.interactions {
-        let n = (cfg.interactions - written).min(BATCH as u64) as usize;
+        let mut n = (cfg.interactions - written).min(BATCH as u64);
+        if let Layout::Events { part_rows } = cfg.layout {
+            n = n.min(part_rows - written % part_rows);
+        }
+        let n = n as usize;
         let (mut users, mut items, mut ts, mut rating, mut watch) = (
             Vec::with_capacity(n),
             Vec::with_capacity(n),
@@ -175,43 +360,15 @@ pub fn generate(cfg: &SynthConfig, dir: &Path) -> Result<SynthSummary, DataError
             let wr = ((if liked { 0.75 } else { 0.5 }) + rng.normal() * 0.25).clamp(0.0, 1.2);
             top_hits += u64::from(item < top_cut);
             users.push(u as u32);
-            items.push(format!("i{item}"));
+            items.push(item);
             ts.push(base_ts + ((written + k as u64) / 4) as i64);
             rating.push(r);
             watch.push((wr * 1000.0_f64).round() / 1000.0);
         }
-        let batch = RecordBatch::try_from_iter([
-            ("user_id", Arc::new(UInt32Array::from(users)) as ArrayRef),
-            ("item_id", Arc::new(StringArray::from(items)) as ArrayRef),
-            ("timestamp", Arc::new(Int64Array::from(ts)) as ArrayRef),
-            ("rating", Arc::new(Float64Array::from(rating)) as ArrayRef),
-            (
-                "watch_ratio",
-                Arc::new(Float64Array::from(watch)) as ArrayRef,
-            ),
-        ])
-        .map_err(|e| io(&path, e))?;
-        if writer.is_none() {
-            writer = Some(
-                ArrowWriter::try_new(
-                    f.try_clone()
-                        .map_err(|e| DataError::Core(wander_core::CoreError::io(&path, e)))?,
-                    batch.schema(),
-                    Some(props.clone()),
-                )
-                .map_err(|e| io(&path, e))?,
-            );
-        }
-        writer
-            .as_mut()
-            .expect("created")
-            .write(&batch)
-            .map_err(|e| io(&path, e))?;
+        sink.write(written, users, items, ts, rating, watch, cfg.interactions)?;
         written += n as u64;
     }
-    if let Some(w) = writer {
-        w.close().map_err(|e| io(&path, e))?;
-    }
+    sink.finish()?;
     Ok(SynthSummary {
         interactions: written,
         top1pct_item_share: top_hits as f64 / written.max(1) as f64,
@@ -235,6 +392,7 @@ mod tests {
             user_skew: 0.8,
             focus: 0.7,
             seed: 1,
+            layout: Layout::Generic,
         };
         let s = generate(&cfg, dir.path()).unwrap();
         assert_eq!(s.interactions, 20_000);
@@ -258,5 +416,66 @@ mod tests {
             "same seed, same bytes"
         );
         assert!(generate(&SynthConfig { clusters: 0, ..cfg }, dir.path()).is_err());
+    }
+
+    #[test]
+    fn events_layout_writes_parts_clusters_and_derived_columns() {
+        use arrow_array::cast::AsArray;
+        use arrow_array::types::{Float64Type, UInt64Type, UInt8Type};
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = SynthConfig {
+            users: 100,
+            items: 200,
+            clusters: 6,
+            interactions: 20_000,
+            item_skew: 1.0,
+            user_skew: 0.8,
+            focus: 0.7,
+            seed: 3,
+            layout: Layout::Events { part_rows: 7_000 },
+        };
+        generate(&cfg, dir.path()).unwrap();
+        let mut parts: Vec<_> = std::fs::read_dir(dir.path().join("events"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        parts.sort();
+        assert_eq!(parts.len(), 3);
+        let mut next_seq = 0u64;
+        let mut splits = [0usize; 3];
+        for p in &parts {
+            let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+                File::open(p).unwrap(),
+            )
+            .unwrap()
+            .build()
+            .unwrap();
+            for b in reader {
+                let b = b.unwrap();
+                let seq = b
+                    .column_by_name("seq")
+                    .unwrap()
+                    .as_primitive::<UInt64Type>();
+                let rating = b
+                    .column_by_name("feedback_rating")
+                    .unwrap()
+                    .as_primitive::<Float64Type>();
+                let positive = b.column_by_name("positive").unwrap().as_boolean();
+                let split = b
+                    .column_by_name("split")
+                    .unwrap()
+                    .as_primitive::<UInt8Type>();
+                for k in 0..b.num_rows() {
+                    assert_eq!(seq.value(k), next_seq);
+                    next_seq += 1;
+                    assert_eq!(positive.value(k), rating.value(k) >= 4.0);
+                    splits[split.value(k) as usize] += 1;
+                }
+            }
+        }
+        assert_eq!(next_seq, 20_000);
+        assert_eq!(splits, [16_000, 2_000, 2_000]);
+        assert!(dir.path().join("clusters.parquet").is_file());
+        assert!(!dir.path().join("interactions.parquet").exists());
     }
 }

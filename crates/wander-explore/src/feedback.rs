@@ -106,20 +106,89 @@ pub struct Label {
     pub events: u32,
 }
 
-/// Per-cluster rate of the signal over all events of a period (mean over events).
-pub fn cluster_rates(
-    events: &[FeedbackEvent],
-    split: Split,
-    cfg: &LabelConfig,
-    n_clusters: usize,
-) -> Vec<f64> {
+/// Users who had the signal sum `s` over `n` engagements with `next` from state `(c1, c2)`
+/// in one period: the sufficient statistics of a label. Any engine that groups the events by
+/// `(c1, c2, next, user)` and then by `(c1, c2, next, s, n)` produces exactly these, so labels
+/// computed from them do not depend on how the events were summed.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct LabelPart {
+    /// History cluster (older).
+    pub c1: u32,
+    /// History cluster (recent).
+    pub c2: u32,
+    /// Candidate novel cluster.
+    pub next: u32,
+    /// One user's signal sum.
+    pub s: f64,
+    /// That user's engagements.
+    pub n: u32,
+    /// Users with exactly this `(s, n)`.
+    pub users: u32,
+}
+
+/// Sorts parts into their canonical order: `(c1, c2, next, s, n)`.
+pub fn sort_parts(parts: &mut [LabelPart]) {
+    parts.sort_unstable_by(|x, y| {
+        (x.c1, x.c2, x.next)
+            .cmp(&(y.c1, y.c2, y.next))
+            .then(x.s.total_cmp(&y.s))
+            .then(x.n.cmp(&y.n))
+    });
+}
+
+/// One period's label parts from the events, in canonical order.
+pub fn label_parts(events: &[FeedbackEvent], split: Split, signal: Signal) -> Vec<LabelPart> {
+    // (c1, c2, next) -> user -> (sum, count)
+    let mut per: BTreeMap<(u32, u32, u32), BTreeMap<u32, (f64, u32)>> = BTreeMap::new();
+    for e in events.iter().filter(|e| e.split == split as u8) {
+        if let Some(v) = signal_of(e, signal) {
+            let s = per
+                .entry((e.c1, e.c2, e.next))
+                .or_default()
+                .entry(e.user)
+                .or_default();
+            s.0 += v;
+            s.1 += 1;
+        }
+    }
+    let mut parts = Vec::new();
+    for ((c1, c2, next), users) in per {
+        let mut stats: Vec<(f64, u32)> = users.into_values().collect();
+        stats.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        for (s, n) in stats {
+            match parts.last_mut() {
+                Some(LabelPart {
+                    c1: p1,
+                    c2: p2,
+                    next: pn,
+                    s: ps,
+                    n: pk,
+                    users,
+                }) if (*p1, *p2, *pn, *pk) == (c1, c2, next, n) && ps.total_cmp(&s).is_eq() => {
+                    *users += 1
+                }
+                _ => parts.push(LabelPart {
+                    c1,
+                    c2,
+                    next,
+                    s,
+                    n,
+                    users: 1,
+                }),
+            }
+        }
+    }
+    parts
+}
+
+/// Per-cluster rate of the signal over all events of a period (mean over events), from the
+/// period's label parts.
+pub fn cluster_rates(parts: &[LabelPart], n_clusters: usize) -> Vec<f64> {
     let mut sum = vec![0.0; n_clusters];
     let mut count = vec![0.0; n_clusters];
-    for e in events.iter().filter(|e| e.split == split as u8) {
-        if let Some(v) = signal_of(e, cfg.signal) {
-            sum[e.next as usize] += v;
-            count[e.next as usize] += 1.0;
-        }
+    for p in parts {
+        sum[p.next as usize] += p.s * f64::from(p.users);
+        count[p.next as usize] += f64::from(p.n) * f64::from(p.users);
     }
     sum.iter()
         .zip(&count)
@@ -141,42 +210,56 @@ pub fn labels(
     cfg: &LabelConfig,
     n_clusters: usize,
 ) -> Result<Vec<Label>> {
+    labels_from_parts(&label_parts(events, split, cfg.signal), cfg, n_clusters)
+}
+
+/// Labels from one period's parts (in canonical order, see [`sort_parts`]), sorted by
+/// `(c1, c2, next)`. The rate is the mean over users of each user's mean signal.
+pub fn labels_from_parts(
+    parts: &[LabelPart],
+    cfg: &LabelConfig,
+    n_clusters: usize,
+) -> Result<Vec<Label>> {
     if cfg.round < 0.0 || !cfg.round.is_finite() {
         return Err(ExploreError::Invalid(format!(
             "feedback.round must be a finite number >= 0, not {}",
             cfg.round
         )));
     }
-    // (c1, c2, next) -> user -> (sum, count)
-    let mut per: BTreeMap<(u32, u32, u32), BTreeMap<u32, (f64, u32)>> = BTreeMap::new();
-    for e in events.iter().filter(|e| e.split == split as u8) {
-        if let Some(v) = signal_of(e, cfg.signal) {
-            let s = per
-                .entry((e.c1, e.c2, e.next))
-                .or_default()
-                .entry(e.user)
-                .or_default();
-            s.0 += v;
-            s.1 += 1;
-        }
+    if let Some(p) = parts.iter().find(|p| p.next as usize >= n_clusters) {
+        return Err(ExploreError::Invalid(format!(
+            "label part names cluster {} but there are {n_clusters} clusters",
+            p.next
+        )));
     }
-    let global = cluster_rates(events, split, cfg, n_clusters);
-    let mut out: Vec<Label> = per
-        .into_iter()
-        .filter(|(_, users)| users.len() >= cfg.min_users.max(1))
-        .map(|((c1, c2, next), users)| {
-            let rate = users.values().map(|(s, n)| s / *n as f64).sum::<f64>() / users.len() as f64;
-            Label {
-                c1,
-                c2,
-                next,
+    let global = cluster_rates(parts, n_clusters);
+    let mut out: Vec<Label> = Vec::new();
+    let mut start = 0;
+    while start < parts.len() {
+        let key = (parts[start].c1, parts[start].c2, parts[start].next);
+        let mut end = start;
+        let (mut users, mut events, mut sum) = (0u32, 0u32, 0.0f64);
+        while end < parts.len() && (parts[end].c1, parts[end].c2, parts[end].next) == key {
+            let p = &parts[end];
+            users += p.users;
+            events += p.n * p.users;
+            sum += f64::from(p.users) * (p.s / f64::from(p.n));
+            end += 1;
+        }
+        if users as usize >= cfg.min_users.max(1) {
+            let rate = sum / f64::from(users);
+            out.push(Label {
+                c1: key.0,
+                c2: key.1,
+                next: key.2,
                 label: rate,
                 rate,
-                users: users.len() as u32,
-                events: users.values().map(|u| u.1).sum(),
-            }
-        })
-        .collect();
+                users,
+                events,
+            });
+        }
+        start = end;
+    }
     match cfg.normalize {
         Normalize::Raw => {}
         Normalize::Relative => {

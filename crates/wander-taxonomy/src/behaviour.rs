@@ -8,10 +8,9 @@ use wander_data::{Dataset, Split};
 
 use crate::linalg::{orthonormalize, sparse_mul, symmetric_eigen, Sparse};
 
-/// PPMI matrix of items that the same user consumed positively within `window` positions of
-/// each other, in the training period.
-pub fn ppmi(ds: &Dataset, window: usize) -> Sparse {
-    let n = ds.items.len();
+/// Co-consumption counts: how often items `a != b` were consumed positively within `window`
+/// positions of each other in a user's training sequence, counted in both directions.
+pub fn co_consumption(ds: &Dataset, window: usize) -> HashMap<(u32, u32), f64> {
     let it = &ds.interactions;
     let mut pairs: HashMap<(u32, u32), f64> = HashMap::new();
     let mut start = 0;
@@ -34,14 +33,25 @@ pub fn ppmi(ds: &Dataset, window: usize) -> Sparse {
         }
         start = end;
     }
+    pairs
+}
+
+/// PPMI matrix of items that the same user consumed positively within `window` positions of
+/// each other, in the training period.
+pub fn ppmi(ds: &Dataset, window: usize) -> Sparse {
+    ppmi_from_counts(ds.items.len(), &co_consumption(ds, window))
+}
+
+/// PPMI matrix of `n` items from co-consumption counts.
+pub fn ppmi_from_counts(n: usize, pairs: &HashMap<(u32, u32), f64>) -> Sparse {
     let mut row_sum = vec![0.0f64; n];
     let mut total = 0.0;
-    for (&(a, _), &c) in &pairs {
+    for (&(a, _), &c) in pairs {
         row_sum[a as usize] += c;
         total += c;
     }
     let mut rows: Sparse = vec![Vec::new(); n];
-    for (&(a, b), &c) in &pairs {
+    for (&(a, b), &c) in pairs {
         let pmi = (c * total / (row_sum[a as usize] * row_sum[b as usize])).ln();
         if pmi > 0.0 {
             rows[a as usize].push((b, pmi as f32));

@@ -1,0 +1,169 @@
+//! The SQL plans on the embedded engine give exactly the in-memory miners' rows.
+
+mod common;
+
+use common::{in_memory, random_log, read_outputs, write_tables};
+use wander_engine::{sql, Embedded, Engine, Inputs};
+use wander_explore::feedback::Signal;
+
+fn embedded(partitions: usize) -> Engine {
+    Engine::Embedded(Embedded {
+        memory_limit: 256 << 20,
+        partitions,
+        spill_dir: None,
+    })
+}
+
+fn check(
+    seed: u64,
+    users: usize,
+    items: usize,
+    clusters: u32,
+    max_len: usize,
+    parts: usize,
+    partitions: usize,
+) {
+    let log = random_log(seed, users, items, clusters, max_len);
+    let dir = tempfile::tempdir().unwrap();
+    write_tables(&log, dir.path(), parts);
+    let inputs = Inputs {
+        events: dir.path().join("events"),
+        clusters: dir.path().join("clusters.parquet"),
+    };
+    for (signal, sql_signal, column) in [
+        (Signal::Positive, sql::Signal::Positive, usize::MAX),
+        (
+            Signal::Value,
+            sql::Signal::Value("feedback_rating".into()),
+            0,
+        ),
+    ] {
+        let window = 1 + (seed as usize % 4);
+        let out = dir.path().join(format!("out-{column}"));
+        let summary = wander_engine::run(
+            &embedded(partitions),
+            &inputs,
+            &sql::all(&sql_signal, window),
+            &out,
+        )
+        .unwrap();
+        assert_eq!(summary.events, log.ds.interactions.len() as u64);
+        let (t, p, c) = read_outputs(&out);
+        let (mt, mp, mc) = in_memory(&log, signal, column, window);
+        assert!(
+            !mt.is_empty() && !mp.is_empty() && !mc.is_empty(),
+            "seed {seed}: a test log must exercise every query"
+        );
+        assert_eq!(t, mt, "transitions, seed {seed}");
+        assert_eq!(p, mp, "label parts, seed {seed}, {signal:?}");
+        assert_eq!(c, mc, "co-consumption, seed {seed}, window {window}");
+    }
+}
+
+#[test]
+fn same_rows_as_the_in_memory_miners() {
+    for seed in 0..6 {
+        check(
+            seed,
+            40,
+            30,
+            5,
+            60,
+            1 + seed as usize % 3,
+            1 + seed as usize % 4,
+        );
+    }
+}
+
+#[test]
+fn many_clusters_and_long_sequences() {
+    check(11, 25, 400, 60, 400, 4, 2);
+}
+
+#[test]
+fn labels_from_engine_parts_equal_in_memory_labels() {
+    let log = random_log(7, 60, 40, 6, 80);
+    let dir = tempfile::tempdir().unwrap();
+    write_tables(&log, dir.path(), 2);
+    let inputs = Inputs {
+        events: dir.path().join("events"),
+        clusters: dir.path().join("clusters.parquet"),
+    };
+    let out = dir.path().join("out");
+    wander_engine::run(
+        &embedded(2),
+        &inputs,
+        &[("label_parts", sql::label_parts(&sql::Signal::Positive))],
+        &out,
+    )
+    .unwrap();
+    let rows = wander_engine::read_label_parts(&out.join("label_parts.parquet")).unwrap();
+    let events = wander_explore::feedback::events(&log.ds, &log.assign, usize::MAX);
+    for normalize in [
+        wander_explore::feedback::Normalize::Raw,
+        wander_explore::feedback::Normalize::Relative,
+        wander_explore::feedback::Normalize::Percentile,
+    ] {
+        let cfg = wander_explore::feedback::LabelConfig {
+            signal: Signal::Positive,
+            normalize,
+            min_users: 2,
+            round: 0.0,
+        };
+        let split = wander_data::Split::Train;
+        let mut parts: Vec<wander_explore::feedback::LabelPart> = rows
+            .iter()
+            .filter(|r| r.split == split as u8)
+            .map(|r| wander_explore::feedback::LabelPart {
+                c1: r.c1,
+                c2: r.c2,
+                next: r.next,
+                s: r.s,
+                n: r.n as u32,
+                users: r.users as u32,
+            })
+            .collect();
+        wander_explore::feedback::sort_parts(&mut parts);
+        let from_engine = wander_explore::feedback::labels_from_parts(&parts, &cfg, 6).unwrap();
+        let in_memory = wander_explore::feedback::labels(&events, split, &cfg, 6).unwrap();
+        assert!(!in_memory.is_empty());
+        assert_eq!(from_engine, in_memory, "{normalize:?}");
+    }
+}
+
+#[test]
+fn missing_input_and_missing_column_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let inputs = Inputs {
+        events: dir.path().join("nope"),
+        clusters: dir.path().join("clusters.parquet"),
+    };
+    let e = wander_engine::run(
+        &embedded(1),
+        &inputs,
+        &sql::all(&sql::Signal::Positive, 2),
+        dir.path(),
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("nope"), "{e}");
+    let log = random_log(1, 5, 5, 2, 10);
+    write_tables(&log, dir.path(), 1);
+    let inputs = Inputs {
+        events: dir.path().join("events"),
+        clusters: dir.path().join("clusters.parquet"),
+    };
+    let e = wander_engine::run(
+        &embedded(1),
+        &inputs,
+        &[(
+            "label_parts",
+            sql::label_parts(&sql::Signal::Value("feedback_nope".into())),
+        )],
+        &dir.path().join("out"),
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string().contains("label_parts") && e.to_string().contains("feedback_nope"),
+        "{e}"
+    );
+}
