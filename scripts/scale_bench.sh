@@ -19,8 +19,13 @@ CLUSTERS="${CLUSTERS:-500}"
 MEM_MB="${WANDER__ENGINE__MEMORY_LIMIT_MB:-2048}"
 THREADS="$(nproc)"
 mkdir -p "$WORK"
-cargo build --release -p wander-cli --features engine
-W=target/release/wander
+# WANDER_BIN: an already built wander with the engine (e.g. the one `cargo test --workspace
+# --release --all-features` leaves in target/release), to skip the build.
+W="${WANDER_BIN:-}"
+if [ -z "$W" ]; then
+  cargo build --release -p wander-cli --features engine
+  W=target/release/wander
+fi
 if [ ! -f "$WORK/data/clusters.parquet" ] || [ "$(cat "$WORK/data/.rows" 2>/dev/null)" != "$N" ]; then
   rm -rf "$WORK/data"
   $W --json synth --layout events --out "$WORK/data" --interactions "$N" --users "$USERS" \
@@ -41,21 +46,37 @@ echo "DuckDB ..." >&2
 target/bench-venv/bin/python scripts/duckdb_aggregate.py --events "$WORK/data/events" \
   --clusters "$WORK/data/clusters.parquet" --sql "$WORK/queries.json" --out "$WORK/duckdb" \
   --threads "$THREADS" --memory-limit-mb "$MEM_MB" --temp-dir "$WORK/spill-duckdb" > "$WORK/duckdb.json"
-python3 - "$WORK" <<'PY'
+target/bench-venv/bin/python - "$WORK" <<'PY'
 import json, sys, re
+import duckdb
 work = sys.argv[1]
 w = json.load(open(f"{work}/wander.json"))
 d = json.load(open(f"{work}/duckdb.json"))
 t = open(f"{work}/wander.time").read()
 rss_kb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", t).group(1))
+dq = {q["name"]: q for q in d["queries"]}
+# Same rows, not just the same counts: both result sets, cast to one type, differ nowhere.
+con = duckdb.connect()
+con.execute("SET threads = 2")
+cols = {"transitions": "split::BIGINT, c1::BIGINT, c2::BIGINT, next::BIGINT, n::BIGINT",
+        "label_parts": "split::BIGINT, c1::BIGINT, c2::BIGINT, next::BIGINT, s::DOUBLE, n::BIGINT, users::BIGINT",
+        "co_consumption": "a::BIGINT, b::BIGINT, n::BIGINT"}
+identical = {}
+for name, c in cols.items():
+    a = f"SELECT {c} FROM read_parquet('{work}/run/aggregate/{name}.parquet')"
+    b = f"SELECT {c} FROM read_parquet('{work}/duckdb/{name}.parquet')"
+    diff = con.execute(f"SELECT (SELECT COUNT(*) FROM ({a} EXCEPT ALL {b})) + (SELECT COUNT(*) FROM ({b} EXCEPT ALL {a}))").fetchone()[0]
+    identical[name] = diff == 0
 report = {"interactions": w["events"], "wander": w, "duckdb": d,
           "wander_peak_rss_bytes_time_v": rss_kb * 1024,
           "ratio_events_per_second_wander_over_duckdb": w["events_per_second"] / d["events_per_second"],
-          "same_row_counts": [q["rows"] for q in w["queries"]] == [q["rows"] for q in d["queries"]]}
+          "identical_results": identical}
 json.dump(report, open(f"{work}/report.json", "w"), indent=2)
-print(f"{'query':16} {'wander s':>10} {'duckdb s':>10} {'rows':>12}")
-for a, b in zip(w["queries"], d["queries"]):
-    print(f"{a['name']:16} {a['seconds']:10.1f} {b['seconds']:10.1f} {a['rows']:12} {'' if a['rows'] == b['rows'] else '(duckdb ' + str(b['rows']) + ')'}")
+print(f"{'query':16} {'wander s':>10} {'duckdb s':>10} {'rows':>12}  identical")
+for a in w["queries"]:
+    b = dq[a["name"]]
+    rows = str(a["rows"]) if a["rows"] == b["rows"] else f"{a['rows']} vs {b['rows']}"
+    print(f"{a['name']:16} {a['seconds']:10.1f} {b['seconds']:10.1f} {rows:>12}  {identical[a['name']]}")
 print(f"events/s  wander {w['events_per_second']:,.0f}  duckdb {d['events_per_second']:,.0f}  ratio {report['ratio_events_per_second_wander_over_duckdb']:.2f}")
 print(f"peak RSS  wander {rss_kb/1024:,.0f} MiB  duckdb {d['peak_rss_bytes']/2**20:,.0f} MiB")
 print(f"report: {work}/report.json")
