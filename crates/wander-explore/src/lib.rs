@@ -4,6 +4,7 @@
 #![deny(missing_docs)]
 
 pub mod feedback;
+pub mod html;
 pub mod linear;
 pub mod metrics;
 pub mod planner;

@@ -261,6 +261,32 @@ impl Artifacts {
         self.clusters.len()
     }
 
+    /// A history that reaches the exploration table: the most popular item of each of the
+    /// two most engaged-with clusters, the less popular cluster first. Empty when the run
+    /// has fewer than two clusters with a positive training engagement.
+    pub fn example_history(&self) -> Vec<String> {
+        let mut history: Vec<String> = self
+            .popular_clusters
+            .iter()
+            .take(2)
+            .filter_map(|&c| {
+                (0..self.item_ids.len())
+                    .filter(|&i| self.item_cluster[i] == c && self.popularity[i + 1] > 0.0)
+                    .max_by(|&a, &b| {
+                        self.popularity[a + 1]
+                            .total_cmp(&self.popularity[b + 1])
+                            .then(b.cmp(&a))
+                    })
+                    .map(|i| self.item_ids[i].clone())
+            })
+            .collect();
+        if history.len() < 2 {
+            history.clear();
+        }
+        history.reverse();
+        history
+    }
+
     fn chosen(&self, id: u32, score: Option<f32>) -> ChosenCluster {
         ChosenCluster {
             id,

@@ -354,6 +354,110 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
+/// What one query of a freshly started service answered (`wander run`'s serve check).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SmokeQuery {
+    /// The loopback address the service listened on.
+    pub address: String,
+    /// Seconds from start to ready (artifacts loaded and verified, socket bound).
+    pub startup_seconds: f64,
+    /// The request body sent to `POST /v1/explore`.
+    pub request: serde_json::Value,
+    /// The HTTP status of the answer.
+    pub status: u16,
+    /// Milliseconds from sending the request to reading the whole answer.
+    pub latency_ms: f64,
+    /// The answer's JSON body.
+    pub response: serde_json::Value,
+}
+
+/// Starts the service on an ephemeral loopback port, sends one `POST /v1/explore` over TCP
+/// with [`Artifacts::example_history`], reads the answer, and shuts the service down. An
+/// answer other than 200 with at least one cluster is an error.
+pub fn smoke_query(mut config: Config) -> Result<SmokeQuery, ServeError> {
+    config.serve.bind = "127.0.0.1:0".into();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let started = Instant::now();
+        let state = AppState::load(config)?;
+        let history = state.artifacts().example_history();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let address = listener.local_addr()?;
+        let startup_seconds = started.elapsed().as_secs_f64();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let app = router(state);
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stopped.await;
+                })
+                .await
+        });
+        let request = json!({"history": history, "clusters": 2, "items": 5});
+        let sent = Instant::now();
+        let body = request.clone();
+        let answer = tokio::task::spawn_blocking(move || {
+            http_post_json(address, "/v1/explore", &body)
+        })
+        .await
+        .map_err(|e| ServeError::Artifacts(format!("the smoke client failed: {e}")))?;
+        let latency_ms = sent.elapsed().as_secs_f64() * 1e3;
+        let _ = stop.send(());
+        let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
+        let (status, response) = answer?;
+        let clusters = response["clusters"].as_array().map_or(0, |c| c.len());
+        if status != 200 || clusters == 0 {
+            return Err(ServeError::Artifacts(format!(
+                "the service answered {status} with {clusters} clusters to {request}: {response}"
+            )));
+        }
+        Ok(SmokeQuery {
+            address: address.to_string(),
+            startup_seconds,
+            request,
+            status,
+            latency_ms,
+            response,
+        })
+    })
+}
+
+/// One HTTP/1.1 POST over a plain blocking TCP connection (`Connection: close`): the
+/// status and the JSON body of the answer. Blocking std IO keeps the client free of extra
+/// tokio features; it runs on a blocking thread.
+fn http_post_json(
+    address: SocketAddr,
+    path: &str,
+    body: &serde_json::Value,
+) -> Result<(u16, serde_json::Value), ServeError> {
+    use std::io::{Read, Write};
+    let body = body.to_string();
+    let mut stream = std::net::TcpStream::connect_timeout(&address, Duration::from_secs(10))?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    stream.set_write_timeout(Some(Duration::from_secs(30)))?;
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes())?;
+    stream.write_all(body.as_bytes())?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw);
+    let malformed = || ServeError::Artifacts(format!("malformed HTTP answer: {text:.200}"));
+    let (head, payload) = text.split_once("\r\n\r\n").ok_or_else(malformed)?;
+    let status: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(malformed)?;
+    let json = serde_json::from_str(payload).map_err(|_| malformed())?;
+    Ok((status, json))
+}
+
 /// Binds, prints the bound address (`listening on ADDR` on stderr), and serves until
 /// ctrl-c; SIGHUP reloads the artifacts.
 pub fn serve(config: Config) -> Result<(), ServeError> {

@@ -1,8 +1,6 @@
 //! The SQL plans on the embedded engine give exactly the in-memory miners' rows.
 
-mod common;
-
-use common::{in_memory, random_log, read_outputs, write_tables};
+use crate::common::{in_memory, random_log, read_outputs, write_tables};
 use wander_engine::{sql, Embedded, Engine, Inputs};
 use wander_explore::feedback::Signal;
 

@@ -1,12 +1,10 @@
 //! A real Ballista scheduler and executor, each its own process on loopback, run the plans;
 //! the results must equal the embedded engine's and the in-memory miners'.
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 
-use common::{in_memory, random_log, read_outputs, write_tables};
+use crate::common::{in_memory, random_log, read_outputs, write_tables};
 use wander_engine::{sql, Embedded, Engine, Inputs};
 
 /// Kills the child process when dropped, so a failing test leaves no server behind.

@@ -14,7 +14,8 @@ pub fn wander(cwd: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_wander"));
     cmd.current_dir(cwd)
         .env("WANDER_NO_PROGRESS", "1")
-        .env_remove("WANDER_CONFIG");
+        .env_remove("WANDER_CONFIG")
+        .env_remove("WANDER_PROFILE");
     for (k, _) in std::env::vars() {
         if k.starts_with("WANDER__") {
             cmd.env_remove(k);
