@@ -1,24 +1,17 @@
 //! `wander`: LLM-planned interest exploration for recommender systems.
 //!
-//! Every pipeline stage is a subcommand writing into the run directory; `wander run` runs
-//! them all in order. `--json` prints the summary as one JSON object on stdout, while logs
-//! and progress bars go to stderr.
-
-#[cfg(feature = "engine")]
-mod aggregate;
-mod align;
-mod harness;
-mod items;
-mod report;
-mod simulate;
-mod stages;
+//! Flags and wiring only: every pipeline stage is a subcommand that runs a
+//! [`wander_pipeline::Stage`]; `wander run` runs them all in order. `--json` prints the
+//! summary as one JSON object on stdout, while logs and progress bars go to stderr.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use serde::Serialize;
 use wander_core::config::{Config, Sources};
+use wander_pipeline::{stages, Stage, StageContext};
 
 /// LLM-planned interest exploration for recommender systems.
 #[derive(Debug, Parser)]
@@ -95,7 +88,7 @@ enum Command {
         force: bool,
         /// Compute only chunks i, i + N, i + 2N, ... (run the N shards as parallel jobs).
         #[arg(long, value_name = "i/N")]
-        shard: Option<align::Shard>,
+        shard: Option<stages::Shard>,
         /// Only assemble the table from the computed chunks of all shards.
         #[arg(long, conflicts_with = "shard")]
         merge: bool,
@@ -273,30 +266,6 @@ enum ConfigCommand {
     Show,
 }
 
-/// Everything a stage needs.
-pub struct Ctx {
-    /// The effective configuration.
-    pub config: Config,
-    /// Whether `--json` was given.
-    pub json: bool,
-}
-
-impl Ctx {
-    /// The asset fetcher for this configuration.
-    pub fn fetcher(&self) -> wander_assets::Fetcher {
-        wander_assets::Fetcher {
-            cache_dir: self.config.assets.cache_dir.clone(),
-            pip: self.config.assets.pip.clone(),
-            index_url: self.config.assets.index_url.clone(),
-        }
-    }
-}
-
-/// Writes a log line to stderr.
-pub fn log(message: impl std::fmt::Display) {
-    eprintln!("wander: {message}");
-}
-
 fn load_config(cli: &Cli) -> anyhow::Result<Config> {
     let file = match &cli.config {
         Some(p) => Some(p.clone()),
@@ -316,12 +285,20 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
     })?)
 }
 
-fn emit(ctx: &Ctx, summary: &serde_json::Value, human: &str) {
-    if ctx.json {
-        println!("{summary}");
+/// Prints a summary: one JSON object on stdout with `--json`, its one-line form on stderr
+/// otherwise.
+fn emit(json: bool, summary: &(impl Serialize + std::fmt::Display)) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(summary)?);
     } else {
-        eprintln!("{human}");
+        eprintln!("{summary}");
     }
+    Ok(())
+}
+
+/// Runs one stage and prints its summary.
+fn run_stage(ctx: &StageContext, json: bool, stage: &dyn Stage, force: bool) -> anyhow::Result<()> {
+    emit(json, &stage.run(ctx, force)?)
 }
 
 fn main() -> ExitCode {
@@ -337,15 +314,13 @@ fn main() -> ExitCode {
 
 fn real_main(cli: Cli) -> anyhow::Result<()> {
     let config = load_config(&cli)?;
-    let ctx = Ctx {
-        config,
-        json: cli.json,
-    };
+    let ctx = StageContext::new(config);
+    let json = cli.json;
     match cli.command {
         Command::Config {
             action: ConfigCommand::Show,
         } => {
-            if ctx.json {
+            if json {
                 println!("{}", serde_json::to_string(&ctx.config)?);
             } else {
                 print!("{}", ctx.config.to_toml());
@@ -353,79 +328,40 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Assets {
             action: AssetsCommand::Fetch { names },
-        } => {
-            let summary = stages::fetch_assets(&ctx, &names)?;
-            emit(&ctx, &summary, &format!("assets: {summary}"));
-        }
-        Command::Ingest { force } => {
-            let summary = stages::ingest(&ctx, force)?;
-            emit(&ctx, &summary, &stages::describe(&summary));
-        }
-        Command::Taxonomy { force } => {
-            let summary = stages::taxonomy(&ctx, force)?;
-            emit(&ctx, &summary, &stages::describe(&summary));
-        }
-        Command::Transitions { force } => {
-            let summary = stages::transitions(&ctx, force)?;
-            emit(&ctx, &summary, &stages::describe(&summary));
-        }
-        Command::Train {
-            target: TrainCommand::Novelty { force },
-        } => {
-            let summary = stages::train_novelty(&ctx, force)?;
-            emit(&ctx, &summary, &stages::describe(&summary));
-        }
-        Command::Eval {
-            target: Some(EvalCommand::Novelty { force }),
-            ..
-        } => {
-            let summary = stages::eval_novelty(&ctx, force)?;
-            emit(&ctx, &summary, &stages::describe(&summary));
-        }
-        Command::Eval {
-            target: Some(EvalCommand::Alignment { force }),
-            ..
-        } => {
-            let summary = align::eval_alignment(&ctx, force)?;
-            emit(&ctx, &summary, &stages::describe(&summary));
-        }
-        Command::Eval {
-            target: Some(EvalCommand::Scaling { force }),
-            ..
-        } => {
-            let summary = align::eval_scaling(&ctx, force)?;
-            emit(&ctx, &summary, &stages::describe(&summary));
-        }
-        Command::Train {
-            target: TrainCommand::Alignment { force },
-        } => {
-            let summary = align::train_alignment(&ctx, force)?;
-            emit(&ctx, &summary, &stages::describe(&summary));
-        }
-        Command::Train {
-            target: TrainCommand::Items { force },
-        } => {
-            let summary = items::train_items(&ctx, force)?;
-            emit(&ctx, &summary, &stages::describe(&summary));
-        }
-        Command::Eval {
-            target: Some(EvalCommand::Items { force }),
-            ..
-        } => {
-            let summary = items::eval_items(&ctx, force)?;
-            emit(&ctx, &summary, &stages::describe(&summary));
-        }
-        Command::Eval {
-            target: None,
+        } => run_stage(&ctx, json, &stages::Assets { names }, false)?,
+        Command::Ingest { force } => run_stage(&ctx, json, &stages::Ingest, force)?,
+        Command::Taxonomy { force } => run_stage(&ctx, json, &stages::Taxonomy, force)?,
+        Command::Transitions { force } => run_stage(&ctx, json, &stages::Transitions, force)?,
+        Command::Feedback { force } => run_stage(&ctx, json, &stages::Feedback, force)?,
+        Command::Train { target } => match target {
+            TrainCommand::Novelty { force } => run_stage(&ctx, json, &stages::TrainNovelty, force)?,
+            TrainCommand::Alignment { force } => {
+                run_stage(&ctx, json, &stages::TrainAlignment, force)?
+            }
+            TrainCommand::Items { force } => run_stage(&ctx, json, &stages::TrainItems, force)?,
+        },
+        Command::Eval { target, force } => match target {
+            None => run_stage(&ctx, json, &stages::Eval, force)?,
+            Some(EvalCommand::Novelty { force }) => {
+                run_stage(&ctx, json, &stages::EvalNovelty, force)?
+            }
+            Some(EvalCommand::Alignment { force }) => {
+                run_stage(&ctx, json, &stages::EvalAlignment, force)?
+            }
+            Some(EvalCommand::Scaling { force }) => {
+                run_stage(&ctx, json, &stages::EvalScaling, force)?
+            }
+            Some(EvalCommand::Items { force }) => run_stage(&ctx, json, &stages::EvalItems, force)?,
+        },
+        Command::Precompute {
             force,
-        } => {
-            let summary = harness::eval_all(&ctx, force)?;
-            emit(&ctx, &summary, &stages::describe(&summary));
-        }
-        Command::Report { force } => {
-            let summary = report::report_stage(&ctx, force)?;
-            emit(&ctx, &summary, &stages::describe(&summary));
-        }
+            shard,
+            merge,
+        } => run_stage(&ctx, json, &stages::Precompute { shard, merge }, force)?,
+        Command::Simulate { force, aa } => run_stage(&ctx, json, &stages::Simulate { aa }, force)?,
+        Command::Report { force } => run_stage(&ctx, json, &stages::Report, force)?,
+        Command::Run { force } => emit(json, &wander_pipeline::run_all(&ctx, force)?)?,
+        Command::Serve => wander_serve::serve(ctx.config.clone())?,
         Command::Synth {
             out,
             users,
@@ -454,7 +390,11 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             };
             let s = wander_data::synth::generate(&cfg, &out)?;
             let summary = serde_json::json!({"stage": "synth", "out": out, "config": cfg, "interactions": s.interactions, "top1pct_item_share": s.top1pct_item_share, "seconds": s.seconds, "rows_per_s": s.interactions as f64 / s.seconds.max(1e-9)});
-            emit(&ctx, &summary, &format!("synth: {} interactions in {:.1} s into {} (top 1% of items: {:.0}% of interactions)", s.interactions, s.seconds, out.display(), 100.0 * s.top1pct_item_share));
+            if json {
+                println!("{summary}");
+            } else {
+                eprintln!("synth: {} interactions in {:.1} s into {} (top 1% of items: {:.0}% of interactions)", s.interactions, s.seconds, out.display(), 100.0 * s.top1pct_item_share);
+            }
         }
         Command::Aggregate {
             engine,
@@ -466,7 +406,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
         } => {
             #[cfg(feature = "engine")]
             {
-                let args = aggregate::AggregateArgs {
+                let args = stages::aggregate::AggregateArgs {
                     engine,
                     events,
                     clusters,
@@ -474,11 +414,11 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                     print_sql,
                     force,
                 };
-                let summary = aggregate::aggregate_stage(&ctx, &args)?;
+                let summary = stages::aggregate::aggregate_stage(&ctx, &args)?;
                 if print_sql {
-                    println!("{summary}");
+                    println!("{}", summary.fields());
                 } else {
-                    emit(&ctx, &summary, &stages::describe(&summary));
+                    emit(json, &summary)?;
                 }
             }
             #[cfg(not(feature = "engine"))]
@@ -486,25 +426,6 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                 let _ = (engine, events, clusters, check, print_sql, force);
                 anyhow::bail!("this wander was built without the SQL engine; rebuild with `cargo build --release -p wander-cli --features engine`");
             }
-        }
-        Command::Simulate { force, aa } => {
-            let summary = simulate::simulate_stage(&ctx, force, aa)?;
-            emit(&ctx, &summary, &stages::describe(&summary));
-        }
-        Command::Serve => {
-            wander_serve::serve(ctx.config.clone())?;
-        }
-        Command::Feedback { force } => {
-            let summary = align::feedback_stage(&ctx, force)?;
-            emit(&ctx, &summary, &stages::describe(&summary));
-        }
-        Command::Precompute {
-            force,
-            shard,
-            merge,
-        } => {
-            let summary = align::precompute(&ctx, force, shard, merge)?;
-            emit(&ctx, &summary, &stages::describe(&summary));
         }
         Command::Bench {
             target:
@@ -515,19 +436,15 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                 },
         } => {
             let summary = if matrix {
-                stages::bench_llm_matrix(&ctx, candidates, train_steps)?
+                wander_pipeline::bench::bench_llm_matrix(&ctx, candidates, train_steps)?
             } else {
-                stages::bench_llm(&ctx, candidates, train_steps)?
+                wander_pipeline::bench::bench_llm(&ctx, candidates, train_steps)?
             };
-            emit(&ctx, &summary, &serde_json::to_string_pretty(&summary)?);
-        }
-        Command::Run { force } => {
-            let summary = stages::run_all(&ctx, force)?;
-            emit(
-                &ctx,
-                &summary,
-                &format!("run finished: {}", ctx.config.run.dir.display()),
-            );
+            if json {
+                println!("{summary}");
+            } else {
+                eprintln!("{}", serde_json::to_string_pretty(&summary)?);
+            }
         }
     }
     Ok(())

@@ -219,8 +219,17 @@ fn quick_profile_is_a_marked_smoke_configuration() {
     let out = run(wander(tmp.path()).args(["--json", "run", "--profile", "quick", "--help"]));
     assert!(out.status.success());
     let help = String::from_utf8_lossy(&out.stdout);
-    for stage in ["train alignment", "precompute", "simulate", "report", "serve check"] {
-        assert!(help.contains(stage), "`wander run --help` omits {stage}:\n{help}");
+    for stage in [
+        "train alignment",
+        "precompute",
+        "simulate",
+        "report",
+        "serve check",
+    ] {
+        assert!(
+            help.contains(stage),
+            "`wander run --help` omits {stage}:\n{help}"
+        );
     }
     let out = run(wander(tmp.path()).args(["--profile", "quick", "--json", "config", "show"]));
     assert!(out.status.success(), "{}", stderr(&out));
@@ -228,10 +237,18 @@ fn quick_profile_is_a_marked_smoke_configuration() {
     assert_eq!(c["run"]["smoke"], true);
     assert_eq!(c["run"]["dir"], "runs/quick");
     assert_eq!(c["taxonomy"]["fine_clusters"], 16);
-    let out = run(wander(tmp.path())
-        .env("WANDER_PROFILE", "quick")
-        .args(["--set", "taxonomy.fine_clusters=20", "--json", "config", "show"]));
-    assert_eq!(json(&out)["taxonomy"]["fine_clusters"], 20, "--set wins over the profile");
+    let out = run(wander(tmp.path()).env("WANDER_PROFILE", "quick").args([
+        "--set",
+        "taxonomy.fine_clusters=20",
+        "--json",
+        "config",
+        "show",
+    ]));
+    assert_eq!(
+        json(&out)["taxonomy"]["fine_clusters"],
+        20,
+        "--set wins over the profile"
+    );
     let out = run(wander(tmp.path()).args(["--profile", "fast", "config", "show"]));
     assert!(!out.status.success());
     let err = stderr(&out);

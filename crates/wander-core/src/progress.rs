@@ -72,8 +72,9 @@ impl LogLines {
 
 impl TermLike for LogLines {
     fn width(&self) -> u16 {
-        // Wide enough that a bar's line is never wrapped.
-        200
+        // The bar takes what the counts and ETA leave of this width; wide enough that a
+        // line is never wrapped, narrow enough to read in a log.
+        120
     }
     fn move_cursor_up(&self, _: usize) -> std::io::Result<()> {
         Ok(())

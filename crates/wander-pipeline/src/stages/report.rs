@@ -3,12 +3,15 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::Context;
-use serde_json::{json, Value};
+use serde_json::json;
+use serde_json::Value;
 use wander_core::artifact::RunDir;
 
-use crate::stages::report;
-use crate::Ctx;
+use crate::common::report;
+use crate::ResultExt;
+use crate::StageContext;
+use crate::StageId;
+use crate::Summary;
 
 const SECTIONS: [(&str, &str); 8] = [
     ("taxonomy", "Interest taxonomy"),
@@ -24,7 +27,7 @@ const SECTIONS: [(&str, &str); 8] = [
 use wander_explore::html::to_html;
 
 /// `wander report`.
-pub fn report_stage(ctx: &Ctx, force: bool) -> anyhow::Result<Value> {
+pub fn report_stage(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
     let run = RunDir::open(&ctx.config.run.dir)?;
     let present: Vec<(&str, &str)> = SECTIONS
         .iter()
@@ -32,7 +35,7 @@ pub fn report_stage(ctx: &Ctx, force: bool) -> anyhow::Result<Value> {
         .filter(|(s, _)| run.read_manifest(s).is_ok())
         .collect();
     if present.is_empty() {
-        anyhow::bail!(
+        crate::bail!(
             "{}: no stage reports yet; run the pipeline first (`wander run`)",
             run.root().display()
         );
@@ -47,7 +50,7 @@ pub fn report_stage(ctx: &Ctx, force: bool) -> anyhow::Result<Value> {
     if smoke {
         slice["smoke"] = json!(true);
     }
-    let outcome = run.run_stage("report", slice, inputs, force, |w| -> anyhow::Result<Value> {
+    let outcome = run.run_stage(StageId::Report.folder(), slice, inputs, force, |w| -> crate::Result<Value> {
         let mut md = format!("# wander report\n\nRun directory `{}`. Each section is the report of one stage, verified against its manifest; the commands that made them are `wander <stage>` with the configuration recorded in each manifest.\n\n", run.root().display());
         if smoke {
             md.push_str("> **Smoke run (quick profile), not results.** Every stage ran with small settings (configs/quick.toml: a 16-cluster taxonomy, a few LoRA steps, a few SASRec epochs, a small simulation) to show that the pipeline works end to end. For figures, run the default profile (`wander run`).\n\n");
@@ -94,5 +97,5 @@ pub fn report_stage(ctx: &Ctx, force: bool) -> anyhow::Result<Value> {
         Ok(json!({"smoke": smoke, "sections": present.iter().map(|p| p.0).collect::<Vec<_>>(), "html": stage_dir.join("report.html"), "report": stage_dir.join("report.md"), "figures": svgs.len()}))
     })
     .context("report failed; earlier artifacts in the run directory are unchanged")?;
-    Ok(report("report", &outcome))
+    Ok(report(StageId::Report, &outcome))
 }

@@ -2,14 +2,24 @@
 
 use std::collections::HashMap;
 
-use anyhow::Context;
-use serde_json::{json, Value};
+use serde_json::json;
+use serde_json::Value;
 use wander_core::artifact::RunDir;
-use wander_sim::{effect, simulate, DayMetrics, Strategy, World, WorldInput};
+use wander_sim::effect;
+use wander_sim::simulate;
+use wander_sim::DayMetrics;
+use wander_sim::Strategy;
+use wander_sim::World;
+use wander_sim::WorldInput;
 
-use crate::align::{manifests, read_scores};
-use crate::stages::report;
-use crate::Ctx;
+use crate::common::manifests;
+use crate::common::report;
+use crate::stages::precompute::read_scores;
+use crate::PipelineError;
+use crate::ResultExt;
+use crate::StageContext;
+use crate::StageId;
+use crate::Summary;
 
 type Figure = (&'static str, fn(&DayMetrics) -> f64);
 
@@ -24,7 +34,7 @@ const FIGURES: [Figure; 6] = [
     }),
 ];
 
-fn world(run: &RunDir, rank: usize) -> anyhow::Result<World> {
+fn world(run: &RunDir, rank: usize) -> crate::Result<World> {
     let ds = wander_data::read_dataset(&run.read("ingest")?)?;
     let tax = wander_taxonomy::read(&run.read("taxonomy")?)?;
     let assign = tax.planner_assign().to_vec();
@@ -86,17 +96,17 @@ fn world(run: &RunDir, rank: usize) -> anyhow::Result<World> {
 }
 
 /// `wander simulate [--aa]`.
-pub fn simulate_stage(ctx: &Ctx, force: bool, aa: bool) -> anyhow::Result<Value> {
+pub fn simulate_stage(ctx: &StageContext, force: bool, aa: bool) -> crate::Result<Summary> {
     let c = &ctx.config.simulate;
     let run = RunDir::open(&ctx.config.run.dir)?;
-    let inputs = manifests(&run, &["ingest", "taxonomy", "transitions", "precompute"])?;
+    let inputs = manifests(&run, StageId::Simulate.inputs())?;
     let arms: Vec<Strategy> = if aa {
-        vec![c.arms[0].parse().map_err(anyhow::Error::msg)?; 2]
+        vec![c.arms[0].parse().map_err(PipelineError::msg)?; 2]
     } else {
         c.arms
             .iter()
-            .map(|a| a.parse().map_err(anyhow::Error::msg))
-            .collect::<anyhow::Result<_>>()?
+            .map(|a| a.parse().map_err(PipelineError::msg))
+            .collect::<crate::Result<_>>()?
     };
     let names: Vec<String> = if aa {
         vec![format!("{}_a", c.arms[0]), format!("{}_b", c.arms[0])]
@@ -104,10 +114,15 @@ pub fn simulate_stage(ctx: &Ctx, force: bool, aa: bool) -> anyhow::Result<Value>
         c.arms.clone()
     };
     let seed = ctx.config.run.seed;
-    let stage = if aa { "simulate_aa" } else { "simulate" };
+    let id = if aa {
+        StageId::SimulateAa
+    } else {
+        StageId::Simulate
+    };
+    let stage = id.folder();
     let slice = json!({"simulate": c, "aa": aa, "seed": seed});
     let stage_dir = run.stage_dir(stage);
-    let outcome = run.run_stage(stage, slice, inputs, force, |w| -> anyhow::Result<Value> {
+    let outcome = run.run_stage(stage, slice, inputs, force, |w| -> crate::Result<Value> {
         let world = world(&run, c.rank)?;
         let bar = wander_core::progress::bar(c.seeds as u64, "simulate", "seeds");
         let t0 = std::time::Instant::now();
@@ -160,5 +175,5 @@ pub fn simulate_stage(ctx: &Ctx, force: bool, aa: bool) -> anyhow::Result<Value>
         Ok(json!({"arms": names, "users": c.users, "days": c.days, "seeds": c.seeds, "seconds": seconds, "effects": effects, "report": stage_dir.join("report.md")}))
     })
     .context("simulate failed; earlier artifacts in the run directory are unchanged")?;
-    Ok(report(stage, &outcome))
+    Ok(report(id, &outcome))
 }

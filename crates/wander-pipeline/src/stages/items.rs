@@ -1,19 +1,28 @@
-//! Stages of the item policy: `wander train items` and `wander eval items`.
+//! `wander train items` and `wander eval items`: SASRec, the item policy, and its full-ranking evaluation.
 
-use std::collections::BTreeMap;
-
-use anyhow::Context;
-use serde_json::{json, Value};
+use serde_json::json;
+use serde_json::Value;
 use wander_core::artifact::RunDir;
 use wander_explore::metrics::bootstrap;
-use wander_items::eval::{ranks, RankingMetrics, Target};
-use wander_items::model::{SasRec, SasRecConfig};
-use wander_items::retrieve::{Index, Retriever};
-use wander_items::train::{full_scores, Loss, TrainConfig};
+use wander_items::eval::ranks;
+use wander_items::eval::RankingMetrics;
+use wander_items::eval::Target;
+use wander_items::model::SasRec;
+use wander_items::model::SasRecConfig;
+use wander_items::retrieve::Index;
+use wander_items::retrieve::Retriever;
+use wander_items::train::full_scores;
+use wander_items::train::Loss;
+use wander_items::train::TrainConfig;
 use wander_items::Sequences;
 
-use crate::stages::report;
-use crate::{log, Ctx};
+use crate::common::manifests;
+use crate::common::report;
+use crate::log;
+use crate::ResultExt;
+use crate::StageContext;
+use crate::StageId;
+use crate::Summary;
 
 fn threads(n: usize) -> usize {
     if n == 0 {
@@ -23,7 +32,7 @@ fn threads(n: usize) -> usize {
     }
 }
 
-fn model_config(ctx: &Ctx, vocab: usize) -> SasRecConfig {
+fn model_config(ctx: &StageContext, vocab: usize) -> SasRecConfig {
     let c = &ctx.config.items;
     SasRecConfig {
         vocab,
@@ -36,17 +45,13 @@ fn model_config(ctx: &Ctx, vocab: usize) -> SasRecConfig {
 }
 
 /// `wander train items`.
-pub fn train_items(ctx: &Ctx, force: bool) -> anyhow::Result<Value> {
+pub fn train_items(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
     let c = &ctx.config.items;
     let run = RunDir::open(&ctx.config.run.dir)?;
-    let mut inputs = BTreeMap::new();
-    inputs.insert(
-        "ingest/manifest.json".to_string(),
-        run.manifest_checksum("ingest")?,
-    );
+    let inputs = manifests(&run, StageId::TrainItems.inputs())?;
     let slice = json!({"items": {"max_len": c.max_len, "dim": c.dim, "layers": c.layers, "heads": c.heads, "dropout": c.dropout, "loss": c.loss, "negatives": c.negatives, "batch_size": c.batch_size, "lr": c.lr, "max_epochs": c.max_epochs, "patience": c.patience}, "seed": ctx.config.run.seed});
     let checkpoints = run.root().join(".checkpoints/items");
-    let outcome = run.run_stage("train_items", slice, inputs, force, |w| -> anyhow::Result<Value> {
+    let outcome = run.run_stage(StageId::TrainItems.folder(), slice, inputs, force, |w| -> crate::Result<Value> {
         let ds = wander_data::read_dataset(&run.read("ingest")?)?;
         let seqs = Sequences::from_dataset(&ds);
         let cfg = TrainConfig {
@@ -79,7 +84,7 @@ pub fn train_items(ctx: &Ctx, force: bool) -> anyhow::Result<Value> {
         }))
     })
     .context("train items failed; earlier artifacts are unchanged and a rerun resumes after the last finished epoch")?;
-    Ok(report("train_items", &outcome))
+    Ok(report(StageId::TrainItems, &outcome))
 }
 
 fn estimate(ranks_: &[usize], f: impl Fn(usize) -> f64, rounds: usize, seed: u64) -> Value {
@@ -88,17 +93,14 @@ fn estimate(ranks_: &[usize], f: impl Fn(usize) -> f64, rounds: usize, seed: u64
 }
 
 /// `wander eval items`.
-pub fn eval_items(ctx: &Ctx, force: bool) -> anyhow::Result<Value> {
+pub fn eval_items(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
     let c = &ctx.config.items;
     let run = RunDir::open(&ctx.config.run.dir)?;
-    let mut inputs = BTreeMap::new();
-    for s in ["ingest", "taxonomy", "train_items"] {
-        inputs.insert(format!("{s}/manifest.json"), run.manifest_checksum(s)?);
-    }
+    let inputs = manifests(&run, StageId::EvalItems.inputs())?;
     let seed = ctx.config.run.seed;
     let slice = json!({"index": c.index, "rerank": c.rerank, "seed": seed});
     let stage_dir = run.stage_dir("eval_items");
-    let outcome = run.run_stage("eval_items", slice, inputs, force, |w| -> anyhow::Result<Value> {
+    let outcome = run.run_stage(StageId::EvalItems.folder(), slice, inputs, force, |w| -> crate::Result<Value> {
         let ds = wander_data::read_dataset(&run.read("ingest")?)?;
         let seqs = Sequences::from_dataset(&ds);
         let model = SasRec::load(&run.read("train_items")?.path("model.safetensors")?)?;
@@ -176,5 +178,5 @@ pub fn eval_items(ctx: &Ctx, force: bool) -> anyhow::Result<Value> {
         Ok(json!({"users": sas.len(), "methods": methods, "retrieval": retrieval, "ranking_seconds": sas_seconds, "report": stage_dir.join("report.md")}))
     })
     .context("eval items failed; earlier artifacts in the run directory are unchanged")?;
-    Ok(report("eval_items", &outcome))
+    Ok(report(StageId::EvalItems, &outcome))
 }

@@ -1,19 +1,49 @@
 //! `wander aggregate`: the log aggregations as DataFusion plans, embedded or on Ballista.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::{bail, Context};
-use arrow_array::{ArrayRef, RecordBatch, UInt32Array};
-use serde_json::{json, Value};
+use arrow_array::ArrayRef;
+use arrow_array::RecordBatch;
+use arrow_array::UInt32Array;
+use serde_json::json;
+use serde_json::Value;
 use wander_core::artifact::RunDir;
 use wander_core::config::FeedbackSignal;
-use wander_engine::{sql, Embedded, Engine, Inputs};
+use wander_engine::sql;
+use wander_engine::Embedded;
+use wander_engine::Engine;
+use wander_engine::Inputs;
 use wander_explore::feedback;
 
-use crate::stages::report;
-use crate::Ctx;
+use crate::bail;
+use crate::common::checksums;
+use crate::common::clock;
+use crate::common::manifests;
+use crate::common::model_q8;
+use crate::common::report;
+use crate::eval::cooc_dists;
+use crate::eval::held_out;
+use crate::eval::heldout_feedback;
+use crate::eval::llm_dists;
+use crate::eval::ranked_dists;
+use crate::eval::Dist;
+use crate::eval::HeldOut;
+use crate::llm::alignment_prompts;
+use crate::llm::load_models;
+use crate::llm::lora_train_config;
+use crate::llm::novelty_prompts;
+use crate::llm::run_trainer;
+use crate::llm::trainable_model;
+use crate::llm::Models;
+use crate::log;
+use crate::PipelineError;
+use crate::ResultExt;
+use crate::StageContext;
+use crate::StageId;
+use crate::Summary;
 
 /// What `wander aggregate` was asked to do.
 #[derive(Debug, Clone, Default)]
@@ -32,7 +62,7 @@ pub struct AggregateArgs {
     pub force: bool,
 }
 
-fn signal(ctx: &Ctx) -> sql::Signal {
+fn signal(ctx: &StageContext) -> sql::Signal {
     match ctx.config.feedback.signal {
         FeedbackSignal::Positive => sql::Signal::Positive,
         FeedbackSignal::Value => {
@@ -41,7 +71,7 @@ fn signal(ctx: &Ctx) -> sql::Signal {
     }
 }
 
-fn engine(ctx: &Ctx, spec: Option<&str>) -> anyhow::Result<Engine> {
+fn engine(ctx: &StageContext, spec: Option<&str>) -> crate::Result<Engine> {
     let e = &ctx.config.engine;
     let spill = if e.spill_dir.is_empty() {
         ctx.config.run.dir.join(".work").join("spill")
@@ -56,7 +86,7 @@ fn engine(ctx: &Ctx, spec: Option<&str>) -> anyhow::Result<Engine> {
     Ok(Engine::parse(spec.unwrap_or(&e.url), embedded)?)
 }
 
-fn parquet_columns(path: &Path) -> anyhow::Result<Vec<String>> {
+fn parquet_columns(path: &Path) -> crate::Result<Vec<String>> {
     let file = std::fs::File::open(path).with_context(|| format!("{}", path.display()))?;
     let reader = parquet::file::serialized_reader::SerializedFileReader::new(file)
         .with_context(|| format!("{}: not a Parquet file", path.display()))?;
@@ -71,7 +101,7 @@ fn parquet_columns(path: &Path) -> anyhow::Result<Vec<String>> {
         .collect())
 }
 
-fn parquet_files(path: &Path) -> anyhow::Result<Vec<PathBuf>> {
+fn parquet_files(path: &Path) -> crate::Result<Vec<PathBuf>> {
     if path.is_dir() {
         let mut files: Vec<PathBuf> = std::fs::read_dir(path)
             .with_context(|| format!("{}", path.display()))?
@@ -91,7 +121,7 @@ fn parquet_files(path: &Path) -> anyhow::Result<Vec<PathBuf>> {
 }
 
 /// Checks that the events table has what the queries read, naming the file and column.
-fn check_events(path: &Path, signal: &sql::Signal) -> anyhow::Result<()> {
+fn check_events(path: &Path, signal: &sql::Signal) -> crate::Result<()> {
     let first = &parquet_files(path)?[0];
     let columns = parquet_columns(first)?;
     let mut needed = vec!["user", "item", "seq", "positive", "split"];
@@ -115,7 +145,7 @@ fn check_events(path: &Path, signal: &sql::Signal) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn write_clusters(path: &Path, assign: &[u32]) -> anyhow::Result<()> {
+fn write_clusters(path: &Path, assign: &[u32]) -> crate::Result<()> {
     let batch = RecordBatch::try_from_iter([
         (
             "item",
@@ -207,7 +237,7 @@ fn first_difference<T: PartialEq + std::fmt::Debug>(engine: &[T], memory: &[T]) 
 }
 
 /// `wander aggregate`.
-pub fn aggregate_stage(ctx: &Ctx, args: &AggregateArgs) -> anyhow::Result<Value> {
+pub fn aggregate_stage(ctx: &StageContext, args: &AggregateArgs) -> crate::Result<Summary> {
     let signal = signal(ctx);
     let window = ctx.config.taxonomy.window;
     let queries = sql::all(&signal, window);
@@ -235,10 +265,10 @@ pub fn aggregate_stage(ctx: &Ctx, args: &AggregateArgs) -> anyhow::Result<Value>
             inputs.insert(f.display().to_string(), sum);
         }
     } else {
-        inputs = crate::align::manifests(&run, &["ingest", "taxonomy"])?;
+        inputs = manifests(&run, StageId::Aggregate.inputs())?;
     }
     let slice = json!({"engine": engine.name(), "signal": signal_name(&signal), "window": window, "check": args.check, "memory_limit_mb": ctx.config.engine.memory_limit_mb, "partitions": ctx.config.engine.partitions});
-    let outcome = run.run_stage("aggregate", slice, inputs, args.force, |w| -> anyhow::Result<Value> {
+    let outcome = run.run_stage(StageId::Aggregate.folder(), slice, inputs, args.force, |w| -> crate::Result<Value> {
         let out_dir = w.path("transitions.parquet")?.parent().expect("inside the stage").to_path_buf();
         let (table, loaded) = match &external {
             Some((events, clusters)) => (
@@ -286,7 +316,7 @@ pub fn aggregate_stage(ctx: &Ctx, args: &AggregateArgs) -> anyhow::Result<Value>
         out["inputs"] = json!({"events": table.events, "clusters": table.clusters});
         Ok(out)
     })?;
-    Ok(report("aggregate", &outcome))
+    Ok(report(StageId::Aggregate, &outcome))
 }
 
 fn signal_name(s: &sql::Signal) -> String {

@@ -1,17 +1,28 @@
 //! `wander eval`: every exploration-slot strategy on the held-out period, under one protocol.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 
-use anyhow::Context;
-use serde_json::{json, Value};
+use serde_json::json;
+use serde_json::Value;
 use wander_core::artifact::RunDir;
-use wander_explore::metrics::{bootstrap, entropy_bits, self_information};
+use wander_explore::metrics::bootstrap;
+use wander_explore::metrics::entropy_bits;
+use wander_explore::metrics::self_information;
 
-use crate::align::{
-    cooc_dists, held_out, heldout_feedback, llm_dists, manifests, ranked_dists, Dist, HeldOut,
-};
-use crate::stages::report;
-use crate::Ctx;
+use crate::common::manifests;
+use crate::common::report;
+use crate::eval::cooc_dists;
+use crate::eval::held_out;
+use crate::eval::heldout_feedback;
+use crate::eval::llm_dists;
+use crate::eval::ranked_dists;
+use crate::eval::Dist;
+use crate::eval::HeldOut;
+use crate::ResultExt;
+use crate::StageContext;
+use crate::StageId;
+use crate::Summary;
 
 fn cosine(a: &[f32], b: &[f32]) -> f64 {
     let (mut ab, mut aa, mut bb) = (0.0f64, 0.0f64, 0.0f64);
@@ -28,14 +39,14 @@ fn cosine(a: &[f32], b: &[f32]) -> f64 {
 }
 
 /// `wander eval`.
-pub fn eval_all(ctx: &Ctx, force: bool) -> anyhow::Result<Value> {
+pub fn eval_all(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
     let cfg = &ctx.config.precompute;
     let run = RunDir::open(&ctx.config.run.dir)?;
-    let inputs = manifests(&run, &["taxonomy", "transitions", "feedback", "precompute"])?;
+    let inputs = manifests(&run, StageId::Eval.inputs())?;
     let seed = ctx.config.run.seed;
     let slice = json!({"n": cfg.n, "draws": cfg.scaling_draws, "bootstrap_rounds": cfg.bootstrap_rounds, "top_k": cfg.top_k, "seed": seed});
     let stage_dir = run.stage_dir("eval");
-    let outcome = run.run_stage("eval", slice, inputs, force, |w| -> anyhow::Result<Value> {
+    let outcome = run.run_stage(StageId::Eval.folder(), slice, inputs, force, |w| -> crate::Result<Value> {
         let tax = wander_taxonomy::read(&run.read("taxonomy")?)?;
         let m = tax.planner_clusters().len();
         let centroids: Vec<Vec<f32>> = tax.planner_clusters().iter().map(|c| c.centroid.clone()).collect();
@@ -138,5 +149,5 @@ pub fn eval_all(ctx: &Ctx, force: bool) -> anyhow::Result<Value> {
         Ok(json!({"events": events.len(), "pairs": pairs.len(), "strategies": results, "report": stage_dir.join("report.md")}))
     })
     .context("eval failed; earlier artifacts in the run directory are unchanged")?;
-    Ok(report("eval", &outcome))
+    Ok(report(StageId::Eval, &outcome))
 }

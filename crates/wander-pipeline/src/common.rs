@@ -1,0 +1,85 @@
+//! Helpers every stage shares: the stage summary, input checksums, the configured model.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde_json::json;
+use serde_json::Value;
+use wander_core::artifact::RunDir;
+use wander_core::artifact::StageOutcome;
+use wander_core::hash::sha256_file;
+
+use crate::log;
+use crate::StageContext;
+use crate::StageId;
+use crate::Summary;
+
+/// A stage's summary with how it went, as printed by `--json`.
+pub(crate) fn report(id: StageId, outcome: &StageOutcome) -> Summary {
+    let stage = id.folder();
+    let m = outcome.manifest();
+    let mut summary = m.summary.clone();
+    if let Value::Object(map) = &mut summary {
+        map.insert("stage".into(), json!(stage));
+        map.insert("skipped".into(), json!(outcome.skipped()));
+        map.insert("wall_seconds".into(), json!(m.wall_seconds));
+    }
+    if outcome.skipped() {
+        log(format!(
+            "{stage}: up to date (inputs and config unchanged; --force redoes it)"
+        ));
+    }
+    Summary::new(id, summary)
+}
+
+pub(crate) fn checksums(files: &[PathBuf]) -> crate::Result<BTreeMap<String, String>> {
+    files
+        .iter()
+        .map(|f| Ok((f.display().to_string(), sha256_file(f)?)))
+        .collect()
+}
+
+pub(crate) fn manifests(
+    run: &RunDir,
+    stages: &[StageId],
+) -> crate::Result<BTreeMap<String, String>> {
+    stages
+        .iter()
+        .map(|s| {
+            let folder = s.folder();
+            Ok((
+                format!("{folder}/manifest.json"),
+                run.manifest_checksum(folder)?,
+            ))
+        })
+        .collect()
+}
+
+/// The configured model, fetched and repacked to Q8_0 (once).
+pub fn model_q8(ctx: &StageContext) -> crate::Result<PathBuf> {
+    let spec = &ctx.config.llm.model;
+    let path = if spec == "asset:smollm2" {
+        ctx.fetcher().main_file("smollm2")?
+    } else {
+        ctx.fetcher().resolve(spec)?
+    };
+    if !path.is_file() {
+        crate::bail!("{}: model file not found (llm.model)", path.display());
+    }
+    log(format!(
+        "model {} (Q8_0 repack cached beside it)",
+        path.display()
+    ));
+    Ok(wander_llm::gguf::q8_0_path(&path)?)
+}
+
+/// Seconds as `1h02m03s`, `2m03s` or `3.4s`.
+pub(crate) fn clock(seconds: f64) -> String {
+    let s = seconds.max(0.0);
+    let whole = s as u64;
+    match whole {
+        0..=59 => format!("{s:.1}s"),
+        60..=3599 => format!("{}m{:02}s", whole / 60, whole % 60),
+        _ => format!("{}h{:02}m{:02}s", whole / 3600, whole / 60 % 60, whole % 60),
+    }
+}

@@ -1,0 +1,177 @@
+//! Evaluation inputs shared by `wander eval scaling` and `wander eval` (the harness): the held-out transitions, each strategy's per-pair serving distribution, held-out collective feedback.
+
+use std::collections::BTreeMap;
+use std::collections::BTreeSet;
+
+use wander_core::artifact::RunDir;
+use wander_explore::feedback::Label;
+use wander_explore::scaling;
+use wander_explore::transitions::Transition;
+
+use crate::stages::precompute::read_scores;
+
+/// Per pair: P(chosen = c) (top-1) and P(c in the top k), over all clusters.
+pub(crate) type Dist = (Vec<f64>, Vec<f64>);
+
+/// Best-of-n (top-1 exact, top-k by `draws` simulated proposal sets) and novelty-only
+/// (most frequent proposal) distributions per pair for one n. Proposals of the history
+/// clusters are dropped: they can never be chosen, and a draw of only those leaves nothing.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn llm_dists(
+    scores: &BTreeMap<(u32, u32), (Vec<f64>, Vec<f64>)>,
+    pairs: &BTreeSet<(u32, u32)>,
+    n: usize,
+    k: usize,
+    draws: usize,
+    seed: u64,
+    m: usize,
+    bar: Option<&wander_core::progress::Bar>,
+) -> (BTreeMap<(u32, u32), Dist>, BTreeMap<(u32, u32), Dist>) {
+    let mut best = BTreeMap::new();
+    let mut freq_only = BTreeMap::new();
+    for &p in pairs {
+        let (probs, align) = &scores[&p];
+        let mut align = align.clone();
+        align[p.0 as usize] = f64::NEG_INFINITY;
+        align[p.1 as usize] = f64::NEG_INFINITY;
+        let mut top1 = scaling::best_of_n_exact(probs, &align, n as u32);
+        top1[p.0 as usize] = 0.0;
+        top1[p.1 as usize] = 0.0;
+        let mut rng = wander_core::rng::Rng::new(seed)
+            .fork(((p.0 as u64) << 32 | p.1 as u64) ^ ((n as u64) << 48));
+        let (mut topk, mut f1, mut fk) = (vec![0.0; m], vec![0.0; m], vec![0.0; m]);
+        let unit = 1.0 / draws.max(1) as f64;
+        for _ in 0..draws.max(1) {
+            let mut f = scaling::frequencies(&scaling::draw(probs, n, &mut rng), m);
+            f[p.0 as usize] = 0;
+            f[p.1 as usize] = 0;
+            for c in scaling::best_k(&f, &align, k) {
+                topk[c] += unit;
+            }
+            let fscore: Vec<f64> = f
+                .iter()
+                .zip(probs)
+                .map(|(&q, &pr)| q as f64 + pr * 1e-6)
+                .collect();
+            let by_f = scaling::best_k(&f, &fscore, k);
+            if let Some(&c) = by_f.first() {
+                f1[c] += unit;
+            }
+            for c in by_f {
+                fk[c] += unit;
+            }
+        }
+        best.insert(p, (top1, topk));
+        freq_only.insert(p, (f1, fk));
+        if let Some(b) = bar {
+            b.inc(1);
+        }
+    }
+    (best, freq_only)
+}
+
+/// A deterministic ranking per pair as a distribution: `score(pair, c)`, history clusters
+/// excluded, ties by id.
+pub(crate) fn ranked_dists(
+    pairs: &BTreeSet<(u32, u32)>,
+    k: usize,
+    m: usize,
+    score: impl Fn((u32, u32), u32) -> f64,
+) -> BTreeMap<(u32, u32), Dist> {
+    pairs
+        .iter()
+        .map(|&p| {
+            let s: Vec<f64> = (0..m as u32)
+                .map(|c| {
+                    if c == p.0 || c == p.1 {
+                        f64::NEG_INFINITY
+                    } else {
+                        score(p, c)
+                    }
+                })
+                .collect();
+            let order = scaling::by_score(&s);
+            let (mut t1, mut tk) = (vec![0.0; m], vec![0.0; m]);
+            t1[order[0]] = 1.0;
+            for &c in order.iter().take(k) {
+                tk[c] = 1.0;
+            }
+            (p, (t1, tk))
+        })
+        .collect()
+}
+
+/// Co-occurrence: the training period's most frequent next clusters (popularity breaks ties).
+pub(crate) fn cooc_dists(
+    train: &wander_explore::transitions::PairCounts,
+    target_counts: &[u64],
+    pairs: &BTreeSet<(u32, u32)>,
+    k: usize,
+    m: usize,
+) -> BTreeMap<(u32, u32), Dist> {
+    ranked_dists(pairs, k, m, |p, c| {
+        train.get(&p).and_then(|x| x.get(&c)).copied().unwrap_or(0) as f64 * 1e9
+            + target_counts[c as usize] as f64
+    })
+}
+
+/// What the offline evaluations of the exploration slot read: every pair's proposal
+/// probabilities and alignment scores, training transition counts, the test-period events
+/// whose pair is in the table, and the test-period collective feedback labels.
+pub(crate) struct HeldOut {
+    pub scores: BTreeMap<(u32, u32), (Vec<f64>, Vec<f64>)>,
+    pub train: wander_explore::transitions::PairCounts,
+    pub target_counts: Vec<u64>,
+    pub events: Vec<Transition>,
+    pub label_of: BTreeMap<(u32, u32, u32), f64>,
+}
+
+pub(crate) fn held_out(run: &RunDir, m: usize) -> crate::Result<HeldOut> {
+    let scores = read_scores(&run.read("precompute")?.path("scores.parquet")?, m)?;
+    let all: Vec<Transition> = run.read("transitions")?.read_json("transitions.json")?;
+    let train = wander_explore::transitions::counts(&all, wander_data::Split::Train);
+    let mut target_counts = vec![0u64; m];
+    for t in train.values() {
+        for (&c, &k) in t {
+            target_counts[c as usize] += k as u64;
+        }
+    }
+    let events: Vec<Transition> = all
+        .iter()
+        .copied()
+        .filter(|t| t.split == wander_data::Split::Test as u8 && scores.contains_key(&(t.c1, t.c2)))
+        .collect();
+    if events.is_empty() {
+        bail!("no test transitions whose history pair is in the table");
+    }
+    let labels: Vec<Label> = run.read("feedback")?.read_json("labels_test.json")?;
+    let label_of = labels
+        .iter()
+        .map(|l| ((l.c1, l.c2, l.next), l.label))
+        .collect();
+    Ok(HeldOut {
+        scores,
+        train,
+        target_counts,
+        events,
+        label_of,
+    })
+}
+
+/// Held-out collective feedback of the cluster served after `e`'s pair: the test-period
+/// label of each possible choice weighted by its probability, over the choices that have a
+/// label (`None` when almost none do).
+pub(crate) fn heldout_feedback(
+    top1: &[f64],
+    e: &Transition,
+    label_of: &BTreeMap<(u32, u32, u32), f64>,
+) -> Option<f64> {
+    let (mut num, mut den) = (0.0, 0.0);
+    for (c, p) in top1.iter().enumerate() {
+        if let Some(l) = label_of.get(&(e.c1, e.c2, c as u32)) {
+            num += p * l;
+            den += p;
+        }
+    }
+    (den > 1e-3).then(|| num / den)
+}

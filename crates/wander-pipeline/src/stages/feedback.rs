@@ -1,0 +1,87 @@
+//! `wander feedback`: collective feedback labels per (c1, c2, candidate) and period.
+
+use std::collections::BTreeSet;
+
+use serde_json::json;
+use serde_json::Value;
+use wander_core::artifact::RunDir;
+use wander_explore::feedback;
+use wander_explore::feedback::LabelConfig;
+
+use crate::common::manifests;
+use crate::common::report;
+use crate::ResultExt;
+use crate::StageContext;
+use crate::StageId;
+use crate::Summary;
+
+fn label_config(ctx: &StageContext) -> LabelConfig {
+    let f = &ctx.config.feedback;
+    LabelConfig {
+        signal: f.signal,
+        normalize: f.normalize,
+        min_users: f.min_users,
+        round: f.round,
+    }
+}
+
+/// `wander feedback`.
+pub fn feedback_stage(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
+    let run = RunDir::open(&ctx.config.run.dir)?;
+    let inputs = manifests(&run, StageId::Feedback.inputs())?;
+    let slice = json!({"feedback": ctx.config.feedback, "column": ctx.config.data.feedback});
+    let cfg = label_config(ctx);
+    let margin = ctx.config.feedback.pairwise_margin;
+    let outcome = run.run_stage(StageId::Feedback.folder(), slice, inputs, force, |w| -> crate::Result<Value> {
+        let ds = wander_data::read_dataset(&run.read("ingest")?)?;
+        let tax = wander_taxonomy::read(&run.read("taxonomy")?)?;
+        let clusters = tax.planner_clusters();
+        let column = ds.feedback_columns.iter().position(|c| *c == ctx.config.data.feedback);
+        if column.is_none() && cfg.signal == feedback::Signal::Value {
+            bail!(
+                "config: data.feedback: column `{}` is not in the data (columns: {}); feedback.signal = \"value\" needs it",
+                ctx.config.data.feedback,
+                ds.feedback_columns.join(", ")
+            );
+        }
+        let events = feedback::events(&ds, tax.planner_assign(), column.unwrap_or(usize::MAX));
+        let mut summary = serde_json::Map::new();
+        let describe = |c: u32| clusters[c as usize].description.clone();
+        for (name, split) in [
+            ("train", wander_data::Split::Train),
+            ("valid", wander_data::Split::Valid),
+            ("test", wander_data::Split::Test),
+        ] {
+            let labels = feedback::labels(&events, split, &cfg, clusters.len())?;
+            let n_events = events.iter().filter(|e| e.split == split as u8).count();
+            let positive = events.iter().filter(|e| e.split == split as u8 && e.positive).count();
+            let values: Vec<f64> = labels.iter().map(|l| l.label).collect();
+            let mean = values.iter().sum::<f64>() / values.len().max(1) as f64;
+            let sd = (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / values.len().max(1) as f64).sqrt();
+            let pairs: BTreeSet<(u32, u32)> = labels.iter().map(|l| (l.c1, l.c2)).collect();
+            let prefs = feedback::preferences(&labels, margin);
+            summary.insert(name.into(), json!({
+                "events": n_events, "positive_events": positive, "labels": labels.len(), "pairs": pairs.len(),
+                "label_mean": mean, "label_sd": sd, "preferences": prefs.len(),
+            }));
+            w.write_json(&format!("labels_{name}.json"), &labels)?;
+            if name == "train" {
+                let lines: String = labels.iter().map(|l| feedback::label_line(l, describe) + "\n").collect();
+                w.write_bytes("pointwise_train.jsonl", lines.as_bytes())?;
+                let lines: String = prefs
+                    .iter()
+                    .map(|p| {
+                        json!({"history": [describe(p.c1), describe(p.c2)], "better": describe(p.better), "worse": describe(p.worse), "margin": p.margin}).to_string() + "\n"
+                    })
+                    .collect();
+                w.write_bytes("pairwise_train.jsonl", lines.as_bytes())?;
+            }
+        }
+        summary.insert("signal".into(), json!(cfg.signal));
+        summary.insert("normalize".into(), json!(cfg.normalize));
+        summary.insert("min_users".into(), json!(cfg.min_users));
+        Ok(Value::Object(summary))
+    })
+    .context("feedback failed; earlier artifacts in the run directory are unchanged")?;
+    Ok(report(StageId::Feedback, &outcome))
+}

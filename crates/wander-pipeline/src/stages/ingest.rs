@@ -1,0 +1,80 @@
+//! `wander assets fetch` and `wander ingest`: the default assets, then the validated, split dataset.
+
+use serde_json::json;
+use serde_json::Value;
+use wander_core::artifact::RunDir;
+use wander_core::config::Config;
+
+use crate::common::checksums;
+use crate::common::report;
+use crate::log;
+use crate::ResultExt;
+use crate::StageContext;
+use crate::StageId;
+use crate::Summary;
+
+/// `wander assets fetch`: fetches the named assets (all when empty).
+pub fn fetch_assets(ctx: &StageContext, names: &[String]) -> crate::Result<Summary> {
+    let fetcher = ctx.fetcher();
+    let wanted: Vec<&'static wander_assets::Asset> = if names.is_empty() {
+        wander_assets::ASSETS.iter().collect()
+    } else {
+        names
+            .iter()
+            .map(|n| wander_assets::asset(n))
+            .collect::<Result<_, _>>()?
+    };
+    let mut out = serde_json::Map::new();
+    for a in wanted {
+        if !fetcher.is_verified(a) {
+            log(format!("fetching {} ({})", a.requirement, a.description));
+        }
+        let f = fetcher.fetch(a)?;
+        out.insert(
+            a.name.into(),
+            json!({"dir": f.dir, "cached": f.cached, "requirement": a.requirement}),
+        );
+    }
+    Ok(Summary::new(StageId::Assets, Value::Object(out)))
+}
+
+/// `wander ingest`.
+pub fn ingest(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
+    let cfg = &ctx.config.data;
+    let root = ctx.fetcher().resolve(&cfg.path)?;
+    let inputs = checksums(&wander_data::input_files(cfg, &root))?;
+    let run = RunDir::open(&ctx.config.run.dir)?;
+    let outcome = run.run_stage(StageId::Ingest.folder(), Config::slice(cfg), inputs, force, |w| -> crate::Result<Value> {
+        let spinner = wander_core::progress::spinner("ingest");
+        spinner.set_message(format!("reading {}", root.display()));
+        let loaded = wander_data::load(cfg, &root)?;
+        spinner.set_message("writing parquet");
+        wander_data::write_dataset(w, &loaded.dataset)?;
+        spinner.finish_and_clear();
+        let stats = loaded.dataset.stats();
+        for example in &loaded.skips.examples {
+            log(format!("skipped: {example}"));
+        }
+        Ok(json!({
+            "data_path": root,
+            "format": cfg.format,
+            "positive_rule": cfg.positive,
+            "users": stats.users,
+            "items": stats.items,
+            "items_with_interactions": stats.items_with_interactions,
+            "interactions": stats.interactions,
+            "positives": stats.positives,
+            "positive_rate": stats.positive_rate,
+            "density": stats.density,
+            "time_min": stats.time_min,
+            "time_max": stats.time_max,
+            "temporal_split": {"train": stats.temporal_split[0], "valid": stats.temporal_split[1], "test": stats.temporal_split[2]},
+            "leave_last_out": {"train": stats.leave_last_out[0], "valid": stats.leave_last_out[1], "test": stats.leave_last_out[2]},
+            "feedback_columns": stats.feedback_columns,
+            "skipped_rows": loaded.skips.skipped_rows,
+            "skipped_by_reason": loaded.skips.by_reason,
+        }))
+    })
+    .context("ingest failed; earlier artifacts in the run directory are unchanged")?;
+    Ok(report(StageId::Ingest, &outcome))
+}

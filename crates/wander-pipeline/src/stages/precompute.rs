@@ -1,0 +1,369 @@
+//! `wander precompute`: the exploration table, best-of-n of the novelty model's proposals by alignment score for every cluster pair; chunked, resumable and shardable.
+
+use std::collections::BTreeMap;
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use serde::Deserialize;
+use serde::Serialize;
+use serde_json::json;
+use serde_json::Value;
+use wander_core::artifact::RunDir;
+use wander_core::hash::sha256_file;
+use wander_explore::planner::AlignmentScorer;
+use wander_explore::planner::NoveltyScorer;
+use wander_explore::scaling;
+use wander_explore::transitions::Transition;
+use wander_table::Choice;
+use wander_table::ExplorationTable;
+
+use crate::common::manifests;
+use crate::common::model_q8;
+use crate::common::report;
+use crate::llm::alignment_prompts;
+use crate::llm::load_models;
+use crate::llm::novelty_prompts;
+use crate::log;
+use crate::PipelineError;
+use crate::ResultExt;
+use crate::StageContext;
+use crate::StageId;
+use crate::Summary;
+
+/// One pair's precomputed scores and choices.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct PairRecord {
+    c1: u32,
+    c2: u32,
+    /// Novelty-model proposal probability of every cluster (0 for c1, c2).
+    novelty: Vec<f32>,
+    /// Alignment score of every cluster.
+    alignment: Vec<f32>,
+    choices: Vec<Choice>,
+    fallback: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Chunk {
+    key: String,
+    index: usize,
+    seconds: f64,
+    records: Vec<PairRecord>,
+}
+
+/// A `--shard i/N` argument.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    /// 0-based shard index.
+    pub index: usize,
+    /// Number of shards.
+    pub count: usize,
+}
+
+impl std::str::FromStr for Shard {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (i, n) = s
+            .split_once('/')
+            .ok_or_else(|| format!("`{s}`: expected i/N, e.g. 0/4"))?;
+        let index: usize = i
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{s}`: shard index `{i}` is not a number"))?;
+        let count: usize = n
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{s}`: shard count `{n}` is not a number"))?;
+        if count == 0 || index >= count {
+            return Err(format!("`{s}`: need 0 <= i < N"));
+        }
+        Ok(Shard { index, count })
+    }
+}
+
+fn precompute_pairs(ctx: &StageContext, run: &RunDir, n: u32) -> crate::Result<Vec<(u32, u32)>> {
+    if ctx.config.precompute.pairs == "observed" {
+        let all: Vec<Transition> = run.read("transitions")?.read_json("transitions.json")?;
+        let set: BTreeSet<(u32, u32)> = all
+            .iter()
+            .filter(|t| t.split == wander_data::Split::Train as u8)
+            .map(|t| (t.c1, t.c2))
+            .collect();
+        Ok(set.into_iter().collect())
+    } else {
+        Ok((0..n)
+            .flat_map(|a| (0..n).filter(move |&b| b != a).map(move |b| (a, b)))
+            .collect())
+    }
+}
+
+/// `wander precompute [--shard i/N] [--merge]`.
+pub fn precompute(
+    ctx: &StageContext,
+    force: bool,
+    shard: Option<Shard>,
+    merge_only: bool,
+) -> crate::Result<Summary> {
+    let cfg = &ctx.config.precompute;
+    let run = RunDir::open(&ctx.config.run.dir)?;
+    let q8 = model_q8(ctx)?;
+    let mut inputs = manifests(&run, StageId::Precompute.inputs())?;
+    inputs.insert(q8.display().to_string(), sha256_file(&q8)?);
+    let slice = json!({"scorer": "full-trie-v2", "precompute": {"pairs": cfg.pairs, "mode": cfg.mode, "n": cfg.n, "temperature": cfg.temperature, "top_k": cfg.top_k, "chunk_pairs": cfg.chunk_pairs}, "seed": ctx.config.run.seed});
+    let key = wander_core::hash::sha256_hex(
+        serde_json::to_string(&json!({"slice": slice, "inputs": inputs}))?.as_bytes(),
+    );
+    let work = run
+        .root()
+        .join(".work")
+        .join(format!("precompute-{}", &key[..16]));
+    std::fs::create_dir_all(&work).with_context(|| format!("{}: cannot create", work.display()))?;
+    let chunk_path = |i: usize| work.join(format!("chunk-{i:05}.json"));
+    let tax = wander_taxonomy::read(&run.read("taxonomy")?)?;
+    let m = tax.planner_clusters().len() as u32;
+    let pairs = precompute_pairs(ctx, &run, m)?;
+    let chunks: Vec<&[(u32, u32)]> = pairs.chunks(cfg.chunk_pairs).collect();
+    let done = |i: usize| -> bool {
+        std::fs::read(chunk_path(i))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Chunk>(&b).ok())
+            .is_some_and(|c| c.key == key && c.index == i)
+    };
+    let shard = shard.unwrap_or(Shard { index: 0, count: 1 });
+    if !merge_only {
+        if shard.count == 1 && !force {
+            if let wander_core::artifact::Freshness::Fresh(_) =
+                run.freshness("precompute", &slice, &inputs)
+            {
+                let outcome = run.run_stage(
+                    "precompute",
+                    slice,
+                    inputs,
+                    false,
+                    |_| -> crate::Result<Value> { unreachable!("fresh") },
+                )?;
+                return Ok(report(StageId::Precompute, &outcome));
+            }
+        }
+        let mine: Vec<usize> = (0..chunks.len())
+            .filter(|i| i % shard.count == shard.index)
+            .collect();
+        let todo: Vec<usize> = mine
+            .iter()
+            .copied()
+            .filter(|&i| force || !done(i))
+            .collect();
+        let todo_pairs: usize = todo.iter().map(|&i| chunks[i].len()).sum();
+        log(format!(
+            "precompute shard {}/{}: {} of {} pairs to do ({} chunks already done), {} mode, n = {}",
+            shard.index, shard.count, todo_pairs, mine.iter().map(|&i| chunks[i].len()).sum::<usize>(), mine.len() - todo.len(), cfg.mode, cfg.n
+        ));
+        if !todo.is_empty() {
+            let models = load_models(ctx, &run, &q8, true)?;
+            let nprompts = novelty_prompts(&models, &pairs)?;
+            let aprompts = alignment_prompts(&models, &pairs)?;
+            let novelty = NoveltyScorer::new(&models.novelty, &nprompts, &models.answers)?;
+            let align = AlignmentScorer::new(&models.alignment, &models.head, &aprompts)?;
+            let trie = wander_llm::generate::Trie::new(&models.answers)?;
+            let bar = wander_core::progress::bar(todo_pairs as u64, "precompute", "pairs");
+            let started = std::time::Instant::now();
+            for &ci in &todo {
+                let t0 = std::time::Instant::now();
+                let scores = align.scores(chunks[ci])?;
+                let all_probs = novelty.probs_all(chunks[ci], cfg.temperature, 16)?;
+                let mut records = Vec::with_capacity(chunks[ci].len());
+                for (k, (&(c1, c2), alignment)) in chunks[ci].iter().zip(scores).enumerate() {
+                    let mut rng = wander_core::rng::Rng::new(ctx.config.run.seed)
+                        .fork(((c1 as u64) << 32) | c2 as u64);
+                    // Proposals of the history clusters are not novel: dropped.
+                    let (probs, freq) = if cfg.mode == "sample" {
+                        let probs = all_probs[k].clone();
+                        let mut prompt = nprompts.prefix.clone();
+                        prompt.extend_from_slice(nprompts.suffix(c1, c2)?);
+                        let params = wander_llm::generate::SampleParams {
+                            n: cfg.n,
+                            temperature: cfg.temperature,
+                            top_p: 1.0,
+                            seed: rng.next_u64(),
+                            max_new_tokens: 32,
+                        };
+                        let (samples, _) = wander_llm::generate::sample(
+                            &models.novelty,
+                            &prompt,
+                            &params,
+                            Some(&trie),
+                            models.tok.im_end,
+                        )?;
+                        let mut f = vec![0u32; m as usize];
+                        for s in samples.iter().filter_map(|s| s.answer) {
+                            f[s] += 1;
+                        }
+                        (probs, f)
+                    } else {
+                        let probs = all_probs[k].clone();
+                        let f = scaling::frequencies(
+                            &scaling::draw(&probs, cfg.n, &mut rng),
+                            m as usize,
+                        );
+                        (probs, f)
+                    };
+                    let mut freq = freq;
+                    freq[c1 as usize] = 0;
+                    freq[c2 as usize] = 0;
+                    let score64: Vec<f64> = alignment.iter().map(|&v| v as f64).collect();
+                    let mut kept = scaling::best_k(&freq, &score64, cfg.top_k);
+                    let fallback = kept.is_empty();
+                    if fallback {
+                        // Nothing valid was proposed: the best-aligned novel clusters.
+                        let novel: Vec<u32> = (0..m)
+                            .map(|c| if c == c1 || c == c2 { 0 } else { 1 })
+                            .collect();
+                        kept = scaling::best_k(&novel, &score64, cfg.top_k);
+                    }
+                    let choices = kept
+                        .iter()
+                        .map(|&c| Choice {
+                            cluster: c as u32,
+                            alignment: alignment[c],
+                            novelty_prob: probs[c] as f32,
+                            frequency: freq[c],
+                        })
+                        .collect();
+                    records.push(PairRecord {
+                        c1,
+                        c2,
+                        novelty: probs.iter().map(|&p| p as f32).collect(),
+                        alignment,
+                        choices,
+                        fallback,
+                    });
+                    bar.inc(1);
+                }
+                let chunk = Chunk {
+                    key: key.clone(),
+                    index: ci,
+                    seconds: t0.elapsed().as_secs_f64(),
+                    records,
+                };
+                wander_core::artifact::atomic_write(&chunk_path(ci), &serde_json::to_vec(&chunk)?)?;
+            }
+            bar.finish_and_clear();
+            log(format!(
+                "{} pairs in {:.0} s ({:.2} pairs/s)",
+                todo_pairs,
+                started.elapsed().as_secs_f64(),
+                todo_pairs as f64 / started.elapsed().as_secs_f64().max(1e-9)
+            ));
+        }
+        if shard.count > 1 {
+            let missing: Vec<usize> = (0..chunks.len()).filter(|&i| !done(i)).collect();
+            return Ok(Summary::new(
+                StageId::Precompute,
+                json!({"stage": "precompute", "shard": format!("{}/{}", shard.index, shard.count), "pairs_done": todo_pairs, "chunks_missing_overall": missing.len(), "work_dir": work, "next": if missing.is_empty() { "all shards done: run `wander precompute --merge`" } else { "wait for the other shards, then run `wander precompute --merge`" }}),
+            ));
+        }
+    }
+    let outcome = run.run_stage(StageId::Precompute.folder(), slice, inputs, true, |w| -> crate::Result<Value> {
+        let missing: Vec<usize> = (0..chunks.len()).filter(|&i| !done(i)).collect();
+        if !missing.is_empty() {
+            bail!("{} of {} chunks are not computed yet (first missing: chunk {} in {}); run the missing shards (chunk i belongs to shard i mod N) or `wander precompute` without --shard", missing.len(), chunks.len(), missing[0], work.display());
+        }
+        let mut table = ExplorationTable::new(m, cfg.top_k as u32);
+        let mut seconds = 0.0;
+        let (mut sc1, mut sc2, mut scl, mut snov, mut sal) = (vec![], vec![], vec![], vec![], vec![]);
+        let mut fallbacks = 0;
+        for i in 0..chunks.len() {
+            let c: Chunk = serde_json::from_slice(&std::fs::read(chunk_path(i))?)?;
+            seconds += c.seconds;
+            for r in c.records {
+                fallbacks += usize::from(r.fallback);
+                table.set(r.c1, r.c2, r.choices).map_err(PipelineError::msg)?;
+                for c in 0..m {
+                    sc1.push(r.c1);
+                    sc2.push(r.c2);
+                    scl.push(c);
+                    snov.push(r.novelty[c as usize]);
+                    sal.push(r.alignment[c as usize]);
+                }
+            }
+        }
+        w.write_bytes("table.bin", &table.to_bytes())?;
+        table.write_parquet(&w.path("table.parquet")?)?;
+        write_scores(&w.path("scores.parquet")?, sc1, sc2, scl, snov, sal)?;
+        let models: BTreeMap<String, String> = ["train_novelty", "train_alignment"].iter().map(|s| Ok((s.to_string(), run.read(s)?.manifest().outputs.iter().map(|(k, v)| format!("{k}:{}", v.sha256)).collect::<Vec<_>>().join(",")))).collect::<crate::Result<_>>()?;
+        let _ = std::fs::remove_dir_all(&work);
+        Ok(json!({
+            "pairs": table.pairs(), "clusters": m, "mode": cfg.mode, "n": cfg.n, "temperature": cfg.temperature, "top_k": cfg.top_k,
+            "fallbacks": fallbacks, "compute_seconds": seconds, "pairs_per_s": table.pairs() as f64 / seconds.max(1e-9),
+            "model_checksums": models, "table": "table.bin",
+        }))
+    })
+    .context("precompute failed; computed chunks are kept and a rerun continues from them")?;
+    Ok(report(StageId::Precompute, &outcome))
+}
+
+fn write_scores(
+    path: &Path,
+    c1: Vec<u32>,
+    c2: Vec<u32>,
+    cl: Vec<u32>,
+    nov: Vec<f32>,
+    al: Vec<f32>,
+) -> crate::Result<()> {
+    use arrow_array::{ArrayRef, Float32Array, RecordBatch, UInt32Array};
+    use std::sync::Arc;
+    let cols: Vec<(&str, ArrayRef)> = vec![
+        ("c1", Arc::new(UInt32Array::from(c1))),
+        ("c2", Arc::new(UInt32Array::from(c2))),
+        ("cluster", Arc::new(UInt32Array::from(cl))),
+        ("novelty_prob", Arc::new(Float32Array::from(nov))),
+        ("alignment_score", Arc::new(Float32Array::from(al))),
+    ];
+    let batch = RecordBatch::try_from_iter(cols)?;
+    let mut w =
+        parquet::arrow::ArrowWriter::try_new(std::fs::File::create(path)?, batch.schema(), None)?;
+    w.write(&batch)?;
+    w.close()?;
+    Ok(())
+}
+
+/// Per pair: (novelty probabilities, alignment scores), read from `scores.parquet`.
+pub(crate) fn read_scores(
+    path: &Path,
+    m: usize,
+) -> crate::Result<BTreeMap<(u32, u32), (Vec<f64>, Vec<f64>)>> {
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::{Float32Type, UInt32Type};
+    let file =
+        std::fs::File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
+    let reader =
+        parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)?.build()?;
+    let mut out: BTreeMap<(u32, u32), (Vec<f64>, Vec<f64>)> = BTreeMap::new();
+    for batch in reader {
+        let batch = batch?;
+        let col = |name: &str| {
+            batch
+                .column_by_name(name)
+                .with_context(|| format!("{}: no column `{name}`", path.display()))
+        };
+        let c1 = col("c1")?.as_primitive::<UInt32Type>().clone();
+        let c2 = col("c2")?.as_primitive::<UInt32Type>().clone();
+        let cl = col("cluster")?.as_primitive::<UInt32Type>().clone();
+        let nov = col("novelty_prob")?.as_primitive::<Float32Type>().clone();
+        let al = col("alignment_score")?
+            .as_primitive::<Float32Type>()
+            .clone();
+        for i in 0..batch.num_rows() {
+            let e = out
+                .entry((c1.value(i), c2.value(i)))
+                .or_insert_with(|| (vec![0.0; m], vec![f64::NEG_INFINITY; m]));
+            let c = cl.value(i) as usize;
+            if c >= m {
+                bail!("{}: row {i}: cluster {c} outside {m}", path.display());
+            }
+            e.0[c] = nov.value(i) as f64;
+            e.1[c] = al.value(i) as f64;
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,80 @@
+//! `wander taxonomy`: item embeddings, the two-level clusters and their descriptions.
+
+use serde_json::json;
+use serde_json::Value;
+use wander_core::artifact::RunDir;
+use wander_core::hash::sha256_file;
+
+use crate::common::manifests;
+use crate::common::report;
+use crate::log;
+use crate::ResultExt;
+use crate::StageContext;
+use crate::StageId;
+use crate::Summary;
+
+/// `wander taxonomy`.
+pub fn taxonomy(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
+    let cfg = &ctx.config.taxonomy;
+    let run = RunDir::open(&ctx.config.run.dir)?;
+    let model_dir = ctx.fetcher().resolve(&cfg.model)?;
+    let mut inputs = manifests(&run, StageId::Taxonomy.inputs())?;
+    for f in ["model.safetensors", "tokenizer.json", "config.json"] {
+        let p = model_dir.join(f);
+        inputs.insert(
+            p.display().to_string(),
+            sha256_file(&p).with_context(|| {
+                format!(
+                    "{}: the embedding model (taxonomy.model) is incomplete",
+                    model_dir.display()
+                )
+            })?,
+        );
+    }
+    let slice = json!({"taxonomy": cfg, "seed": ctx.config.run.seed});
+    let seed = ctx.config.run.seed;
+    let stage_dir = run.stage_dir("taxonomy");
+    let outcome = run.run_stage(StageId::Taxonomy.folder(), slice, inputs, force, |w| -> crate::Result<Value> {
+        let ds = wander_data::read_dataset(&run.read("ingest")?)?;
+        let texts: Vec<String> = ds.items.iter().map(wander_taxonomy::item_text).collect();
+        let embedder = wander_taxonomy::embed::TextEmbedder::load(&model_dir)?;
+        let mut cache = wander_taxonomy::embed::EmbeddingCache::open(&cfg.cache_dir.join(format!("text-{}.bin", &embedder.model_sha256[..16])));
+        let bar = wander_core::progress::bar(texts.len() as u64, "embed", "items");
+        let t0 = std::time::Instant::now();
+        let (text, computed) = wander_taxonomy::embed::embed_all(&embedder, &mut cache, &texts, cfg.batch_size, Some(&bar))?;
+        let embed_seconds = t0.elapsed().as_secs_f64();
+        bar.finish_and_clear();
+        log(format!("embedded {computed} items in {embed_seconds:.1} s ({} from cache)", texts.len() - computed));
+        let spinner = wander_core::progress::spinner("taxonomy");
+        spinner.set_message("behavioural embeddings (PPMI + SVD)");
+        let ppmi = wander_taxonomy::behaviour::ppmi(&ds, cfg.window);
+        let behaviour = wander_taxonomy::behaviour::embeddings(&ppmi, cfg.behaviour_dim, seed);
+        spinner.set_message("clustering");
+        let mixed = wander_taxonomy::mix(&text, &behaviour, cfg.text_weight);
+        let tax = wander_taxonomy::build(&ds, &mixed, cfg, seed)?;
+        let (report, markdown) = wander_taxonomy::report(&ds, &tax, &text, &mixed, seed);
+        // What each embedding gives on its own, under the same clustering settings.
+        spinner.set_message("text-only and behaviour-only comparison");
+        let mut comparison = serde_json::Map::new();
+        for (label, weight) in [("text_only", 1.0), ("behaviour_only", 0.0)] {
+            let v = wander_taxonomy::mix(&text, &behaviour, weight);
+            let t = wander_taxonomy::build(&ds, &v, cfg, seed)?;
+            let (r, _) = wander_taxonomy::report(&ds, &t, &text, &v, seed);
+            comparison.insert(label.into(), json!({"coherence_text": r.coherence_text, "coherence_text_lift": r.coherence_text_lift, "genre_purity": r.genre_purity}));
+        }
+        comparison.insert(format!("configured_mix_{}", cfg.text_weight), json!({"coherence_text": report.coherence_text, "coherence_text_lift": report.coherence_text_lift, "genre_purity": report.genre_purity}));
+        spinner.finish_and_clear();
+        wander_taxonomy::write(w, &tax, &ds)?;
+        w.write_bytes("report.md", markdown.as_bytes())?;
+        let mut summary = serde_json::to_value(&report)?;
+        summary["planner_level"] = json!(tax.planner_level);
+        summary["embedded_items"] = json!(computed);
+        summary["embedding_cache_hits"] = json!(texts.len() - computed);
+        summary["embed_seconds"] = json!(embed_seconds);
+        summary["mix_comparison"] = Value::Object(comparison);
+        summary["report"] = json!(stage_dir.join("report.md"));
+        Ok(summary)
+    })
+    .context("taxonomy failed; earlier artifacts in the run directory are unchanged")?;
+    Ok(report(StageId::Taxonomy, &outcome))
+}

@@ -1,0 +1,81 @@
+//! `wander transitions`: cluster transitions per period and the novelty model's fine-tuning set.
+
+use serde_json::json;
+use serde_json::Value;
+use wander_core::artifact::RunDir;
+
+use crate::common::manifests;
+use crate::common::report;
+use crate::ResultExt;
+use crate::StageContext;
+use crate::StageId;
+use crate::Summary;
+
+/// `wander transitions`.
+pub fn transitions(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
+    use wander_explore::{sft, transitions as tr};
+    let cfg = &ctx.config.novelty;
+    let run = RunDir::open(&ctx.config.run.dir)?;
+    let inputs = manifests(&run, StageId::Transitions.inputs())?;
+    let slice = json!({"examples": cfg.examples, "alpha": cfg.alpha, "max_per_pair": cfg.max_per_pair, "max_per_target": cfg.max_per_target, "eval_examples": cfg.eval_examples, "seed": ctx.config.run.seed});
+    let seed = ctx.config.run.seed;
+    let outcome = run
+        .run_stage(
+            "transitions",
+            slice,
+            inputs,
+            force,
+            |w| -> crate::Result<Value> {
+                let ds = wander_data::read_dataset(&run.read("ingest")?)?;
+                let tax = wander_taxonomy::read(&run.read("taxonomy")?)?;
+                let clusters = tax.planner_clusters();
+                let all = tr::mine(&ds, tax.planner_assign());
+                let mut summary = serde_json::Map::new();
+                for (name, split) in [
+                    ("train", wander_data::Split::Train),
+                    ("valid", wander_data::Split::Valid),
+                    ("test", wander_data::Split::Test),
+                ] {
+                    summary.insert(
+                        name.into(),
+                        serde_json::to_value(tr::stats(&tr::counts(&all, split), clusters.len()))?,
+                    );
+                }
+                let div = sft::Diversify {
+                    size: cfg.examples,
+                    alpha: cfg.alpha,
+                    max_per_pair: cfg.max_per_pair,
+                    max_per_target: cfg.max_per_target,
+                };
+                let train_set =
+                    sft::diversified(&tr::counts(&all, wander_data::Split::Train), &div, seed);
+                let eval_div = sft::Diversify {
+                    size: cfg.eval_examples,
+                    ..div
+                };
+                let eval_set = sft::diversified(
+                    &tr::counts(&all, wander_data::Split::Valid),
+                    &eval_div,
+                    seed ^ 1,
+                );
+                let desc = |c: u32| clusters[c as usize].description.as_str();
+                let jsonl: String = train_set
+                    .iter()
+                    .map(|e| sft::chat_line(desc(e.c1), desc(e.c2), desc(e.next)) + "\n")
+                    .collect();
+                w.write_bytes("sft_train.jsonl", jsonl.as_bytes())?;
+                w.write_json("sft_train.json", &train_set)?;
+                w.write_json("sft_eval.json", &eval_set)?;
+                w.write_json("transitions.json", &all)?;
+                let targets: std::collections::BTreeSet<u32> =
+                    train_set.iter().map(|e| e.next).collect();
+                summary.insert("sft_examples".into(), json!(train_set.len()));
+                summary.insert("sft_distinct_targets".into(), json!(targets.len()));
+                summary.insert("sft_eval_examples".into(), json!(eval_set.len()));
+                summary.insert("clusters".into(), json!(clusters.len()));
+                Ok(Value::Object(summary))
+            },
+        )
+        .context("transitions failed; earlier artifacts in the run directory are unchanged")?;
+    Ok(report(StageId::Transitions, &outcome))
+}
