@@ -135,7 +135,7 @@ pub struct ItemsConfig {
     /// Dropout in training.
     pub dropout: f64,
     /// `full` softmax over the catalogue or `sampled` softmax over `negatives` items.
-    pub loss: String,
+    pub loss: ItemLoss,
     /// Negatives of the sampled softmax.
     pub negatives: usize,
     /// Users per batch.
@@ -148,7 +148,7 @@ pub struct ItemsConfig {
     pub patience: usize,
     /// `exact` scan of the target clusters' items, or `quantized` (int8 first pass, then
     /// exact rescoring of `rerank x n` candidates) for very large catalogues.
-    pub index: String,
+    pub index: IndexKind,
     /// Quantized index: candidates rescored exactly per wanted item.
     pub rerank: usize,
     /// Threads for ranking evaluation (0 = all cores).
@@ -235,10 +235,10 @@ pub struct AlignmentConfig {
 pub struct PrecomputeConfig {
     /// `all` ordered pairs of distinct planner clusters, or only those `observed` as a
     /// history in the training period.
-    pub pairs: String,
+    pub pairs: PairSet,
     /// `exact` (score every cluster under the novelty model, then draw n from that exact
     /// distribution) or `sample` (run the constrained sampler n times).
-    pub mode: String,
+    pub mode: ProposalMode,
     /// Proposals drawn per pair (best-of-n).
     pub n: usize,
     /// Sampling temperature of the novelty model.
@@ -320,7 +320,7 @@ pub struct TaxonomyConfig {
     /// Keywords per description (more only to break ties).
     pub keywords: usize,
     /// Level the planner LLM speaks: `coarse` or `fine`.
-    pub planner_level: String,
+    pub planner_level: PlannerLevel,
 }
 
 /// `[run]`
@@ -346,6 +346,74 @@ pub struct AssetsConfig {
     /// Package index URL handed to pip; empty for pip's own configuration.
     pub index_url: String,
 }
+
+/// A configuration choice among named modes: serde reads and writes the lowercase name
+/// (so config slices and artifacts keep the strings they had), `Display` prints it.
+macro_rules! mode_enum {
+    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+        pub enum $name {
+            $($(#[$vdoc])* #[serde(rename = $text)] $variant),+
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(match self { $($name::$variant => $text),+ })
+            }
+        }
+    };
+}
+
+mode_enum!(
+    /// The taxonomy level the planner LLMs speak (`taxonomy.planner_level`).
+    PlannerLevel {
+        /// The coarse clusters.
+        Coarse = "coarse",
+        /// The fine clusters.
+        Fine = "fine",
+    }
+);
+
+mode_enum!(
+    /// Which history pairs the exploration table covers (`precompute.pairs`).
+    PairSet {
+        /// Every ordered pair of distinct planner clusters.
+        All = "all",
+        /// Only pairs observed as a history in the training period.
+        Observed = "observed",
+    }
+);
+
+mode_enum!(
+    /// How the novelty model's n proposals are drawn (`precompute.mode`).
+    ProposalMode {
+        /// From the exact (trie-constrained) proposal distribution.
+        Exact = "exact",
+        /// By running the constrained sampler n times.
+        Sample = "sample",
+    }
+);
+
+mode_enum!(
+    /// SASRec's training loss (`items.loss`).
+    ItemLoss {
+        /// Softmax over the whole catalogue.
+        Full = "full",
+        /// Sampled softmax over `items.negatives` items.
+        Sampled = "sampled",
+    }
+);
+
+mode_enum!(
+    /// The item index of restricted retrieval (`items.index`).
+    IndexKind {
+        /// An exact scan of the chosen clusters' items.
+        Exact = "exact",
+        /// An int8 first pass, then exact rescoring.
+        Quantized = "quantized",
+    }
+);
 
 /// Layout of the input data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -552,8 +620,17 @@ impl Config {
         for (origin, key, raw) in &sources.overrides {
             set_key(&mut table, &defaults, key, raw, origin)?;
         }
-        let config = Config::deserialize(toml::Value::Table(table))
-            .map_err(|e| CoreError::config("config", e.to_string().trim().to_string()))?;
+        let config = Config::deserialize(toml::Value::Table(table.clone())).map_err(|e| {
+            let message = e.to_string().trim().to_string();
+            let key = key_of_bad_value(&table, &message);
+            // One line: the key is named separately, so toml's "in `key`" line goes.
+            let text: Vec<&str> = message
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && *l != format!("in `{key}`"))
+                .collect();
+            CoreError::config(key, text.join(" "))
+        })?;
         config.validate()?;
         Ok(config)
     }
@@ -603,7 +680,10 @@ impl Config {
         }
         for (key, v) in [
             ("simulate.noise", self.simulate.noise),
-            ("simulate.return_satisfaction", self.simulate.return_satisfaction),
+            (
+                "simulate.return_satisfaction",
+                self.simulate.return_satisfaction,
+            ),
         ] {
             if !(v.is_finite() && v >= 0.0) {
                 return Err(CoreError::config(
@@ -625,14 +705,20 @@ impl Config {
             ("taxonomy.behaviour_dim", self.taxonomy.behaviour_dim),
             ("feedback.min_users", self.feedback.min_users),
             ("novelty.bootstrap_rounds", self.novelty.bootstrap_rounds),
-            ("alignment.bootstrap_rounds", self.alignment.bootstrap_rounds),
-            ("precompute.bootstrap_rounds", self.precompute.bootstrap_rounds),
+            (
+                "alignment.bootstrap_rounds",
+                self.alignment.bootstrap_rounds,
+            ),
+            (
+                "precompute.bootstrap_rounds",
+                self.precompute.bootstrap_rounds,
+            ),
         ] {
             if v == 0 {
                 return Err(CoreError::config(key, "must be at least 1"));
             }
         }
-        if self.items.loss == "sampled" && self.items.negatives == 0 {
+        if self.items.loss == ItemLoss::Sampled && self.items.negatives == 0 {
             return Err(CoreError::config(
                 "items.negatives",
                 "must be at least 1 with items.loss = \"sampled\"",
@@ -676,12 +762,6 @@ impl Config {
         if !(3..=6).contains(&t.keywords) {
             return Err(CoreError::config("taxonomy.keywords", "must be 3 to 6"));
         }
-        if t.planner_level != "coarse" && t.planner_level != "fine" {
-            return Err(CoreError::config(
-                "taxonomy.planner_level",
-                "must be `coarse` or `fine`",
-            ));
-        }
         let n = &self.novelty;
         if n.examples == 0 || n.batch_size == 0 || n.grad_accum == 0 || n.steps == 0 {
             return Err(CoreError::config(
@@ -706,18 +786,6 @@ impl Config {
             ));
         }
         let p = &self.precompute;
-        if p.pairs != "all" && p.pairs != "observed" {
-            return Err(CoreError::config(
-                "precompute.pairs",
-                "must be `all` or `observed`",
-            ));
-        }
-        if p.mode != "exact" && p.mode != "sample" {
-            return Err(CoreError::config(
-                "precompute.mode",
-                "must be `exact` or `sample`",
-            ));
-        }
         if p.n == 0 || p.top_k == 0 || p.chunk_pairs == 0 || p.scaling_draws == 0 {
             return Err(CoreError::config(
                 "precompute",
@@ -747,18 +815,6 @@ impl Config {
             return Err(CoreError::config(
                 "items",
                 "max_len, batch_size, max_epochs and layers must be at least 1",
-            ));
-        }
-        if it.loss != "full" && it.loss != "sampled" {
-            return Err(CoreError::config(
-                "items.loss",
-                "must be `full` or `sampled`",
-            ));
-        }
-        if it.index != "exact" && it.index != "quantized" {
-            return Err(CoreError::config(
-                "items.index",
-                "must be `exact` or `quantized`",
             ));
         }
         if !(0.0..1.0).contains(&it.dropout) {
@@ -884,6 +940,40 @@ fn check_known(
         }
     }
     Ok(())
+}
+
+/// The dotted key a deserialization message is about: toml names it (`... in `key``);
+/// otherwise the key holding the rejected value (`unknown variant `v``); else "config".
+fn key_of_bad_value(table: &toml::Table, message: &str) -> String {
+    let quoted_after = |marker: &str| {
+        message
+            .rfind(marker)
+            .and_then(|i| message[i + marker.len()..].split('`').next())
+            .map(str::to_string)
+    };
+    if let Some(key) = quoted_after("in `") {
+        return key;
+    }
+    fn walk(table: &toml::Table, prefix: &str, bad: &str) -> Option<String> {
+        table.iter().find_map(|(key, value)| {
+            let full = if prefix.is_empty() {
+                key.clone()
+            } else {
+                format!("{prefix}.{key}")
+            };
+            match value {
+                toml::Value::String(s) if s == bad => Some(full),
+                toml::Value::Array(items) if items.iter().any(|v| v.as_str() == Some(bad)) => {
+                    Some(full)
+                }
+                toml::Value::Table(t) => walk(t, &full, bad),
+                _ => None,
+            }
+        })
+    }
+    quoted_after("unknown variant `")
+        .and_then(|bad| walk(table, "", &bad))
+        .unwrap_or_else(|| "config".to_string())
 }
 
 fn merge(base: &mut toml::Table, over: toml::Table) {
@@ -1012,8 +1102,14 @@ mod tests {
         .unwrap();
         assert!(c.run.smoke);
         assert_eq!(c.run.dir, PathBuf::from("runs/quick"));
-        assert_eq!(c.taxonomy.fine_clusters, 16, "the profile wins over the file");
-        assert_eq!(c.run.seed, 5, "keys the profile does not set stay the file's");
+        assert_eq!(
+            c.taxonomy.fine_clusters, 16,
+            "the profile wins over the file"
+        );
+        assert_eq!(
+            c.run.seed, 5,
+            "keys the profile does not set stay the file's"
+        );
         assert_eq!(c.novelty.steps, 3, "--set wins over the profile");
         assert!(!Config::default_config().run.smoke);
     }
@@ -1043,6 +1139,38 @@ mod tests {
             .to_string();
             assert!(e.contains(key), "{key} = {value}: {e}");
         }
+    }
+
+    #[test]
+    fn a_mode_outside_its_choices_names_the_key_and_the_choices() {
+        for (key, value, choice) in [
+            ("precompute.mode", "exakt", "sample"),
+            ("precompute.pairs", "some", "observed"),
+            ("items.loss", "bpr", "sampled"),
+            ("items.index", "hnsw", "quantized"),
+            ("taxonomy.planner_level", "mid", "coarse"),
+        ] {
+            let e = Config::load(&Sources {
+                overrides: vec![("--set".into(), key.into(), format!("\"{value}\""))],
+                ..Default::default()
+            })
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+            assert!(
+                e.contains(key) && e.contains(value) && e.contains(choice),
+                "{e}"
+            );
+            assert!(
+                e.starts_with(&format!("config: {key}:")),
+                "names the key first: {e}"
+            );
+            assert_eq!(e.lines().count(), 1, "{e}");
+        }
+        let c = Config::default_config();
+        assert_eq!(c.precompute.mode, ProposalMode::Exact);
+        assert_eq!(c.precompute.mode.to_string(), "exact");
+        assert_eq!(serde_json::to_value(c.items.index).unwrap(), "exact");
     }
 
     #[test]

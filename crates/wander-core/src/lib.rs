@@ -1,5 +1,6 @@
 //! Foundation of wander: typed errors, the configuration model, crash-safe artifact IO
-//! (atomic writes, manifests, checksums), a small deterministic RNG and progress reporting.
+//! (atomic writes, manifests, checksums), a small deterministic RNG, the small dense linear
+//! algebra the taxonomy and the simulator share, and progress reporting.
 //!
 //! Every stage of the pipeline writes its outputs through [`artifact::StageWriter`], which
 //! stages files under a temporary folder, fsyncs them and swaps the folder in only when the
@@ -10,6 +11,7 @@ pub mod artifact;
 pub mod config;
 pub mod error;
 pub mod hash;
+pub mod linalg;
 pub mod progress;
 pub mod rng;
 

@@ -119,11 +119,17 @@ mod tests {
         let term = LogLines::new(Duration::from_millis(50));
         term.write_str("early").unwrap();
         term.flush().unwrap();
-        assert!(term.frame().1.is_empty(), "a frame is dropped, not accumulated");
+        assert!(
+            term.frame().1.is_empty(),
+            "a frame is dropped, not accumulated"
+        );
         let before = term.frame().0;
         std::thread::sleep(Duration::from_millis(60));
         term.write_str("late  ").unwrap();
         term.flush().unwrap();
-        assert!(term.frame().0 > before, "a frame after the interval is printed");
+        assert!(
+            term.frame().0 > before,
+            "a frame after the interval is printed"
+        );
     }
 }

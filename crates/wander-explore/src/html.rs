@@ -110,6 +110,9 @@ mod tests {
         assert!(h.contains("<tr><th>a</th><th>b</th></tr>") && h.contains("<td>1</td>"));
         assert!(h.contains("<figure><svg></svg></figure>"));
         let q = to_html("> **Smoke run**, not results.\n", &svgs);
-        assert!(q.contains("<blockquote") && q.contains("<b>Smoke run</b>"), "{q}");
+        assert!(
+            q.contains("<blockquote") && q.contains("<b>Smoke run</b>"),
+            "{q}"
+        );
     }
 }

@@ -48,6 +48,59 @@ pub fn best_k(freq: &[u32], scores: &[f64], k: usize) -> Vec<usize> {
         .collect()
 }
 
+/// One history pair's entry of the exploration table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PairChoice {
+    /// The kept clusters, best first, each with its score, probability and frequency.
+    pub choices: Vec<wander_table::Choice>,
+    /// How often each cluster was proposed, with the history clusters' proposals removed.
+    pub frequency: Vec<u32>,
+    /// Whether nothing novel was proposed, so the best-aligned novel clusters were kept.
+    pub fallback: bool,
+}
+
+/// P2's best-of-n choice for the history pair `(c1, c2)`: proposals of `c1` or `c2` are
+/// dropped (they are not novel), the remaining distinct proposals are ranked by alignment
+/// score and the best `top_k` kept. When no novel cluster was proposed, the `top_k`
+/// best-aligned novel clusters are kept instead (with frequency 0) and `fallback` is set.
+/// `frequency`, `probs` and `alignment` are indexed by cluster.
+pub fn choose_best_of_n(
+    (c1, c2): (u32, u32),
+    mut frequency: Vec<u32>,
+    probs: &[f64],
+    alignment: &[f32],
+    top_k: usize,
+) -> PairChoice {
+    for history in [c1, c2] {
+        if let Some(f) = frequency.get_mut(history as usize) {
+            *f = 0;
+        }
+    }
+    let scores: Vec<f64> = alignment.iter().map(|&v| v as f64).collect();
+    let mut kept = best_k(&frequency, &scores, top_k);
+    let fallback = kept.is_empty();
+    if fallback {
+        let novel: Vec<u32> = (0..alignment.len() as u32)
+            .map(|c| u32::from(c != c1 && c != c2))
+            .collect();
+        kept = best_k(&novel, &scores, top_k);
+    }
+    let choices = kept
+        .iter()
+        .map(|&c| wander_table::Choice {
+            cluster: c as u32,
+            alignment: alignment[c],
+            novelty_prob: probs[c] as f32,
+            frequency: frequency[c],
+        })
+        .collect();
+    PairChoice {
+        choices,
+        frequency,
+        fallback,
+    }
+}
+
 /// The most frequent proposal (novelty-only selection), ties by higher probability and
 /// then index.
 pub fn most_frequent(freq: &[u32], probs: &[f64]) -> Option<usize> {
@@ -83,6 +136,40 @@ pub fn best_of_n_exact(probs: &[f64], scores: &[f64], n: u32) -> Vec<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn best_of_n_drops_history_ranks_by_score_and_keeps_top_k() {
+        // Cluster 0 and 1 are the history; 0 has the best score and was proposed most.
+        let freq = vec![5, 1, 2, 0, 1, 3];
+        let probs = [0.3, 0.1, 0.2, 0.1, 0.1, 0.2];
+        let align = [0.99, 0.9, 0.5, 0.95, 0.7, 0.6];
+        let c = choose_best_of_n((0, 1), freq, &probs, &align, 2);
+        assert!(!c.fallback);
+        let kept: Vec<u32> = c.choices.iter().map(|x| x.cluster).collect();
+        assert_eq!(
+            kept,
+            vec![4, 5],
+            "3 has the best novel score but was never proposed"
+        );
+        assert_eq!(c.frequency, vec![0, 0, 2, 0, 1, 3]);
+        assert_eq!(c.choices[0].frequency, 1);
+        assert_eq!(c.choices[1].novelty_prob, 0.2);
+        assert_eq!(c.choices[1].alignment, 0.6);
+    }
+
+    #[test]
+    fn best_of_n_falls_back_to_best_aligned_novel_clusters() {
+        let freq = vec![4, 4, 0, 0];
+        let align = [0.9, 0.8, 0.1, 0.7];
+        let c = choose_best_of_n((0, 1), freq, &[0.5, 0.5, 0.0, 0.0], &align, 3);
+        assert!(c.fallback);
+        let kept: Vec<(u32, u32)> = c.choices.iter().map(|x| (x.cluster, x.frequency)).collect();
+        assert_eq!(
+            kept,
+            vec![(3, 0), (2, 0)],
+            "novel clusters only, by score, frequency 0"
+        );
+    }
 
     #[test]
     fn exact_best_of_n_matches_monte_carlo() {

@@ -238,7 +238,7 @@ impl Artifacts {
             item_cluster,
             model,
             retriever,
-            index: if config.items.index == "quantized" {
+            index: if config.items.index == wander_core::config::IndexKind::Quantized {
                 Index::Quantized {
                     rerank: config.items.rerank,
                 }

@@ -399,11 +399,10 @@ pub fn smoke_query(mut config: Config) -> Result<SmokeQuery, ServeError> {
         let request = json!({"history": history, "clusters": 2, "items": 5});
         let sent = Instant::now();
         let body = request.clone();
-        let answer = tokio::task::spawn_blocking(move || {
-            http_post_json(address, "/v1/explore", &body)
-        })
-        .await
-        .map_err(|e| ServeError::Artifacts(format!("the smoke client failed: {e}")))?;
+        let answer =
+            tokio::task::spawn_blocking(move || http_post_json(address, "/v1/explore", &body))
+                .await
+                .map_err(|e| ServeError::Artifacts(format!("the smoke client failed: {e}")))?;
         let latency_ms = sent.elapsed().as_secs_f64() * 1e3;
         let _ = stop.send(());
         let _ = tokio::time::timeout(Duration::from_secs(10), server).await;

@@ -156,7 +156,7 @@ impl World {
                 }
             }
         }
-        let (_, vecs) = wander_taxonomy::linalg::symmetric_eigen(&gram, m);
+        let (_, vecs) = wander_core::linalg::symmetric_eigen(&gram, m);
         let k = rank.clamp(1, m);
         let recon: Vec<Vec<f64>> = e
             .iter()

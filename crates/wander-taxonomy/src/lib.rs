@@ -11,7 +11,7 @@ pub mod behaviour;
 pub mod describe;
 pub mod embed;
 pub mod kmeans;
-pub mod linalg;
+pub use wander_core::linalg;
 mod report;
 
 use std::sync::Arc;
@@ -83,13 +83,13 @@ pub struct Taxonomy {
     /// Fine cluster of each item.
     pub item_fine: Vec<u32>,
     /// `coarse` or `fine`: the level the planner uses.
-    pub planner_level: String,
+    pub planner_level: wander_core::config::PlannerLevel,
 }
 
 impl Taxonomy {
     /// The planner level's clusters.
     pub fn planner_clusters(&self) -> &[Cluster] {
-        if self.planner_level == "coarse" {
+        if self.planner_level == wander_core::config::PlannerLevel::Coarse {
             &self.coarse
         } else {
             &self.fine
@@ -98,7 +98,7 @@ impl Taxonomy {
 
     /// The planner-level cluster of every item.
     pub fn planner_assign(&self) -> &[u32] {
-        if self.planner_level == "coarse" {
+        if self.planner_level == wander_core::config::PlannerLevel::Coarse {
             &self.item_coarse
         } else {
             &self.item_fine
@@ -328,7 +328,7 @@ pub fn build(
         fine,
         item_coarse,
         item_fine,
-        planner_level: cfg.planner_level.clone(),
+        planner_level: cfg.planner_level,
     })
 }
 

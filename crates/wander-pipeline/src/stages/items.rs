@@ -3,6 +3,7 @@
 use serde_json::json;
 use serde_json::Value;
 use wander_core::artifact::RunDir;
+use wander_core::config::ItemLoss;
 use wander_explore::metrics::bootstrap;
 use wander_items::eval::ranks;
 use wander_items::eval::RankingMetrics;
@@ -59,7 +60,7 @@ pub fn train_items(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
             patience: c.patience,
             batch_size: c.batch_size,
             lr: c.lr,
-            loss: if c.loss == "sampled" { Loss::Sampled(c.negatives) } else { Loss::Full },
+            loss: match c.loss { ItemLoss::Sampled => Loss::Sampled(c.negatives), ItemLoss::Full => Loss::Full },
             seed: ctx.config.run.seed,
             eval_threads: threads(c.eval_threads),
         };

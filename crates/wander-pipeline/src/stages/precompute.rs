@@ -9,6 +9,7 @@ use serde::Serialize;
 use serde_json::json;
 use serde_json::Value;
 use wander_core::artifact::RunDir;
+use wander_core::config::{PairSet, ProposalMode};
 use wander_core::hash::sha256_file;
 use wander_explore::planner::AlignmentScorer;
 use wander_explore::planner::NoveltyScorer;
@@ -82,7 +83,7 @@ impl std::str::FromStr for Shard {
 }
 
 fn precompute_pairs(ctx: &StageContext, run: &RunDir, n: u32) -> crate::Result<Vec<(u32, u32)>> {
-    if ctx.config.precompute.pairs == "observed" {
+    if ctx.config.precompute.pairs == PairSet::Observed {
         let all: Vec<Transition> = run.read("transitions")?.read_json("transitions.json")?;
         let set: BTreeSet<(u32, u32)> = all
             .iter()
@@ -176,7 +177,7 @@ pub fn precompute(
                     let mut rng = wander_core::rng::Rng::new(ctx.config.run.seed)
                         .fork(((c1 as u64) << 32) | c2 as u64);
                     // Proposals of the history clusters are not novel: dropped.
-                    let (probs, freq) = if cfg.mode == "sample" {
+                    let (probs, freq) = if cfg.mode == ProposalMode::Sample {
                         let probs = all_probs[k].clone();
                         let mut prompt = nprompts.prefix.clone();
                         prompt.extend_from_slice(nprompts.suffix(c1, c2)?);
@@ -207,28 +208,9 @@ pub fn precompute(
                         );
                         (probs, f)
                     };
-                    let mut freq = freq;
-                    freq[c1 as usize] = 0;
-                    freq[c2 as usize] = 0;
-                    let score64: Vec<f64> = alignment.iter().map(|&v| v as f64).collect();
-                    let mut kept = scaling::best_k(&freq, &score64, cfg.top_k);
-                    let fallback = kept.is_empty();
-                    if fallback {
-                        // Nothing valid was proposed: the best-aligned novel clusters.
-                        let novel: Vec<u32> = (0..m)
-                            .map(|c| if c == c1 || c == c2 { 0 } else { 1 })
-                            .collect();
-                        kept = scaling::best_k(&novel, &score64, cfg.top_k);
-                    }
-                    let choices = kept
-                        .iter()
-                        .map(|&c| Choice {
-                            cluster: c as u32,
-                            alignment: alignment[c],
-                            novelty_prob: probs[c] as f32,
-                            frequency: freq[c],
-                        })
-                        .collect();
+                    let choice =
+                        scaling::choose_best_of_n((c1, c2), freq, &probs, &alignment, cfg.top_k);
+                    let (choices, fallback) = (choice.choices, choice.fallback);
                     records.push(PairRecord {
                         c1,
                         c2,

@@ -1,5 +1,7 @@
-//! Small dense linear algebra for the behavioural embedding: sparse-dense products,
-//! Gram-Schmidt, and the Jacobi eigen-solver for small symmetric matrices.
+//! Small dense linear algebra for the taxonomy's behavioural embedding and the simulator's
+//! low-rank world: sparse-dense products, Gram-Schmidt, and the Jacobi eigen-solver for small
+//! symmetric matrices. It lives at the bottom of the stack so that neither needs the other
+//! (the simulator no longer pulls in the taxonomy and its BERT dependencies).
 
 /// A sparse matrix in row form: `rows[i]` lists `(column, value)`.
 pub type Sparse = Vec<Vec<(u32, f32)>>;
