@@ -207,6 +207,8 @@ pub enum AlignmentObjective {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AlignmentConfig {
+    /// What the model reads: the history pair (`cluster_head`) or also the candidate.
+    pub arch: AlignmentArch,
     /// Loss on the labels.
     pub objective: AlignmentObjective,
     /// Optimizer steps.
@@ -412,6 +414,18 @@ mode_enum!(
         Exact = "exact",
         /// An int8 first pass, then exact rescoring.
         Quantized = "quantized",
+    }
+);
+
+mode_enum!(
+    /// What the alignment model reads (`alignment.arch`).
+    AlignmentArch {
+        /// The history pair; a head with one output per planner cluster scores every
+        /// candidate from one forward pass.
+        ClusterHead = "cluster_head",
+        /// The history pair and the candidate's description (P2's scorer); a one-output
+        /// head on the last hidden state predicts the label.
+        Candidate = "candidate",
     }
 );
 
@@ -773,6 +787,12 @@ impl Config {
             return Err(CoreError::config("novelty.alpha", "must be in [0, 1]"));
         }
         let a = &self.alignment;
+        if a.arch == AlignmentArch::Candidate && a.objective == AlignmentObjective::Pairwise {
+            return Err(CoreError::config(
+                "alignment.objective",
+                "the candidate architecture trains pointwise (one label per prompt); use objective = \"pointwise\"",
+            ));
+        }
         if a.steps == 0 || a.batch_size == 0 || a.grad_accum == 0 {
             return Err(CoreError::config(
                 "alignment",

@@ -341,6 +341,16 @@ pub fn by_pair(labels: &[Label]) -> Vec<((u32, u32), Vec<(u32, f64)>)> {
 pub const ALIGNMENT_SYSTEM: &str =
     "You judge how much users with these interests enjoy each new interest.";
 
+/// System message of the candidate-conditioned alignment model.
+pub const ALIGNMENT_CANDIDATE_SYSTEM: &str =
+    "You judge how much users with these interests enjoy a new interest.";
+
+/// The user message of the candidate-conditioned alignment model: the history pair, then
+/// the candidate last, so that the prompts of one pair differ only in their last tokens.
+pub fn candidate_message(d1: &str, d2: &str, candidate: &str) -> String {
+    format!("Recent interests: {d1}; then {d2}. How much will they enjoy this new interest: {candidate}")
+}
+
 /// One label as a JSON line for other trainers: the descriptions and the label.
 pub fn label_line(l: &Label, describe: impl Fn(u32) -> String) -> String {
     serde_json::json!({

@@ -100,6 +100,44 @@ pub fn spearman(x: &[f64], y: &[f64]) -> f64 {
     pearson(&average_ranks(x), &average_ranks(y))
 }
 
+/// Spearman correlation inside each group (e.g. the candidates of one history pair, which is
+/// what best-of-n has to rank), for every group with at least `min_size` members whose
+/// `truth` is not constant; groups in order of their first member. A prediction constant
+/// within a group ranks nothing there and counts as 0.
+pub fn within_group_spearman<K: Ord + Copy>(
+    groups: &[K],
+    pred: &[f64],
+    truth: &[f64],
+    min_size: usize,
+) -> Vec<f64> {
+    let mut members: std::collections::BTreeMap<K, Vec<usize>> = Default::default();
+    let mut order = Vec::new();
+    for (i, &g) in groups.iter().enumerate() {
+        let m = members.entry(g).or_default();
+        if m.is_empty() {
+            order.push(g);
+        }
+        m.push(i);
+    }
+    order
+        .iter()
+        .filter_map(|g| {
+            let idx = &members[g];
+            let t: Vec<f64> = idx.iter().map(|&i| truth[i]).collect();
+            let p: Vec<f64> = idx.iter().map(|&i| pred[i]).collect();
+            let varies = |v: &[f64]| v.iter().any(|x| x != &v[0]);
+            (idx.len() >= min_size && varies(&t)).then(|| {
+                let r = spearman(&p, &t);
+                if r.is_finite() {
+                    r
+                } else {
+                    0.0
+                }
+            })
+        })
+        .collect()
+}
+
 /// Area under the ROC curve of `scores` for binary `positive` labels (Mann-Whitney U with
 /// ties counted one half); NaN without both classes.
 pub fn auc(scores: &[f64], positive: &[bool]) -> f64 {
@@ -194,6 +232,34 @@ pub fn entropy_bits(weights: &[f64]) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn within_group_spearman_ranks_inside_each_group() {
+        let groups = [1, 1, 1, 2, 2, 2, 3, 3, 4, 4, 4];
+        let truth = [0.1, 0.5, 0.9, 0.3, 0.2, 0.1, 0.4, 0.6, 0.5, 0.5, 0.5];
+        // Group 1 in order, group 2 reversed; 3 is too small, 4 has constant truth.
+        let pred = [1.0, 2.0, 3.0, 1.0, 2.0, 3.0, 0.0, 1.0, 1.0, 2.0, 3.0];
+        let r = within_group_spearman(&groups, &pred, &truth, 3);
+        assert_eq!(r.len(), 2);
+        assert!((r[0] - 1.0).abs() < 1e-12 && (r[1] + 1.0).abs() < 1e-12, "{r:?}");
+        // A global offset per group changes nothing; a constant prediction counts 0.
+        let constant = [5.0; 11];
+        assert_eq!(within_group_spearman(&groups, &constant, &truth, 3), vec![0.0, 0.0]);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn within_group_spearman_is_bounded(
+            values in proptest::collection::vec((0u8..4, -1.0f64..1.0, -1.0f64..1.0), 0..60)
+        ) {
+            let groups: Vec<u8> = values.iter().map(|v| v.0).collect();
+            let pred: Vec<f64> = values.iter().map(|v| v.1).collect();
+            let truth: Vec<f64> = values.iter().map(|v| v.2).collect();
+            for r in within_group_spearman(&groups, &pred, &truth, 3) {
+                proptest::prop_assert!(r.is_finite() && (-1.0 - 1e-9..=1.0 + 1e-9).contains(&r));
+            }
+        }
+    }
     use proptest::prelude::*;
 
     #[test]

@@ -1,5 +1,6 @@
 //! The two LLMs at inference time over history pairs: the novelty model's exact proposal
-//! distribution and the alignment model's scores of every candidate.
+//! distribution and the alignment model's scores of every candidate (from a per-cluster
+//! head, or by reading each candidate's description).
 //!
 //! Every pair's prompt starts with the same tokens (system message and template); that
 //! shared prefix runs once and each pair runs only its own suffix.
@@ -198,5 +199,87 @@ impl<'a> AlignmentScorer<'a> {
         let h = last_hidden_after(self.model, &self.cache, &suffixes)?;
         let s: Tensor = self.head.forward(&h).map_err(ExploreError::Llm)?;
         Ok(s.to_vec2::<f32>().map_err(wander_llm::LlmError::from)?)
+    }
+}
+
+/// The candidate-conditioned alignment model (P2's scorer): a (LoRA-merged) LLM reading the
+/// history pair and one candidate's description, and a one-output head on the last hidden
+/// state. The tokens every prompt shares run once; the rest of each prompt runs in batches.
+pub struct CandidateScorer<'a> {
+    model: &'a Llama,
+    head: &'a ScoreHead,
+    tok: &'a Tokenizer,
+    descriptions: &'a [String],
+}
+
+/// Prompts scored per forward batch.
+const CANDIDATE_BATCH: usize = 16;
+
+impl<'a> CandidateScorer<'a> {
+    /// A scorer over the clusters' `descriptions`.
+    pub fn new(
+        model: &'a Llama,
+        head: &'a ScoreHead,
+        tok: &'a Tokenizer,
+        descriptions: &'a [String],
+    ) -> Self {
+        CandidateScorer {
+            model,
+            head,
+            tok,
+            descriptions,
+        }
+    }
+
+    /// The tokens of the prompt for `(c1, c2, candidate)`.
+    pub fn prompt(&self, (c1, c2, c): (u32, u32, u32)) -> Result<Vec<u32>> {
+        let d = |c: u32| {
+            self.descriptions
+                .get(c as usize)
+                .map(String::as_str)
+                .ok_or_else(|| ExploreError::Invalid(format!("cluster {c} has no description")))
+        };
+        Ok(self.tok.chat_prompt(
+            crate::feedback::ALIGNMENT_CANDIDATE_SYSTEM,
+            &crate::feedback::candidate_message(d(c1)?, d(c2)?, d(c)?),
+        )?)
+    }
+
+    /// The predicted label of each `(c1, c2, candidate)` triple, in order. Non-finite
+    /// predictions are an error.
+    pub fn scores(&self, triples: &[(u32, u32, u32)]) -> Result<Vec<f32>> {
+        if triples.is_empty() {
+            return Ok(Vec::new());
+        }
+        let prompts: Vec<Vec<u32>> = triples
+            .iter()
+            .map(|&t| self.prompt(t))
+            .collect::<Result<_>>()?;
+        let first = &prompts[0];
+        let mut common = first.len().saturating_sub(1);
+        for p in &prompts {
+            let same = first.iter().zip(p).take_while(|(x, y)| x == y).count();
+            common = common.min(same).min(p.len().saturating_sub(1));
+        }
+        let cache = prefix_cache(self.model, &first[..common])?;
+        let mut out = Vec::with_capacity(triples.len());
+        for batch in prompts.chunks(CANDIDATE_BATCH) {
+            let suffixes: Vec<Vec<u32>> = batch.iter().map(|p| p[common..].to_vec()).collect();
+            let h = last_hidden_after(self.model, &cache, &suffixes)?;
+            let s: Tensor = self.head.forward(&h).map_err(ExploreError::Llm)?;
+            let rows = s.to_vec2::<f32>().map_err(wander_llm::LlmError::from)?;
+            for row in rows {
+                let v = *row.first().ok_or_else(|| {
+                    ExploreError::Invalid("the alignment head has no output".into())
+                })?;
+                if !v.is_finite() {
+                    return Err(ExploreError::Invalid(format!(
+                        "the alignment model gave a non-finite score ({v})"
+                    )));
+                }
+                out.push(v);
+            }
+        }
+        Ok(out)
     }
 }

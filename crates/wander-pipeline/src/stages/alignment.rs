@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 use serde_json::json;
 use serde_json::Value;
 use wander_core::artifact::RunDir;
+use wander_core::config::AlignmentArch;
 use wander_core::hash::sha256_file;
 use wander_explore::feedback;
 use wander_explore::feedback::Label;
@@ -15,7 +16,8 @@ use wander_explore::metrics::bootstrap_paired;
 use wander_explore::metrics::mae;
 use wander_explore::metrics::spearman;
 use wander_explore::metrics::Estimate;
-use wander_explore::planner::AlignmentScorer;
+use wander_explore::metrics::within_group_spearman;
+use wander_explore::planner::{AlignmentScorer, CandidateScorer};
 
 use crate::common::manifests;
 use crate::common::model_q8;
@@ -62,6 +64,30 @@ fn alignment_examples(
     Ok(out)
 }
 
+/// One example per label for the candidate-conditioned model: the prompt holds the history
+/// pair and the candidate's description; the label is the regression target.
+fn candidate_examples(
+    tok: &wander_llm::tokenizer::Tokenizer,
+    descriptions: &[String],
+    labels: &[Label],
+) -> crate::Result<Vec<wander_llm::train::Example>> {
+    labels
+        .iter()
+        .map(|l| {
+            let d = |c: u32| descriptions[c as usize].as_str();
+            Ok(wander_llm::train::Example {
+                prompt: tok.chat_prompt(
+                    feedback::ALIGNMENT_CANDIDATE_SYSTEM,
+                    &feedback::candidate_message(d(l.c1), d(l.c2), d(l.next)),
+                )?,
+                answer: Vec::new(),
+                label: l.label as f32,
+                targets: Vec::new(),
+            })
+        })
+        .collect()
+}
+
 /// Mean train label of each candidate cluster (the global mean where it has none): the
 /// "c_next's global rate" baseline in label units, and the head's starting bias.
 fn cluster_means(labels: &[Label], n: usize) -> Vec<f64> {
@@ -96,7 +122,12 @@ pub fn train_alignment(ctx: &StageContext, force: bool) -> crate::Result<Summary
         cfg.checkpoint_every,
         ctx.config.run.seed,
     );
-    let slice = json!({"train": train_cfg, "lora": lora, "objective": cfg.objective, "head_lr": cfg.head_lr, "pairwise_margin": ctx.config.feedback.pairwise_margin});
+    let candidate = cfg.arch == AlignmentArch::Candidate;
+    let mut slice = json!({"train": train_cfg, "lora": lora, "objective": cfg.objective, "head_lr": cfg.head_lr, "pairwise_margin": ctx.config.feedback.pairwise_margin});
+    if candidate {
+        // Only then, so that runs of the per-cluster head made before `arch` existed stay fresh.
+        slice["arch"] = json!(cfg.arch);
+    }
     let checkpoints = run.root().join(".checkpoints/alignment");
     let outcome = run.run_stage(StageId::TrainAlignment.folder(), slice, inputs, force, |w| -> crate::Result<Value> {
         let tax = wander_taxonomy::read(&run.read("taxonomy")?)?;
@@ -107,14 +138,23 @@ pub fn train_alignment(ctx: &StageContext, force: bool) -> crate::Result<Summary
         let (tok, model, params) = crate::llm::trainable_model(ctx, &q8)?;
         let pairwise = (cfg.objective == wander_core::config::AlignmentObjective::Pairwise)
             .then_some(ctx.config.feedback.pairwise_margin as f32);
-        let train = alignment_examples(&tok, &descriptions, &train_labels, pairwise)?;
-        let eval = alignment_examples(&tok, &descriptions, &valid_labels, pairwise)?;
+        let (train, eval) = if candidate {
+            (candidate_examples(&tok, &descriptions, &train_labels)?, candidate_examples(&tok, &descriptions, &valid_labels)?)
+        } else {
+            (alignment_examples(&tok, &descriptions, &train_labels, pairwise)?, alignment_examples(&tok, &descriptions, &valid_labels, pairwise)?)
+        };
         if train.is_empty() {
             bail!("no training labels: lower feedback.min_users or check data.positive (feedback stage has 0 train labels)");
         }
-        let head = wander_llm::model::ScoreHead::new(model.cfg.hidden, descriptions.len())?;
-        let means = cluster_means(&train_labels, descriptions.len());
-        if pairwise.is_none() {
+        let outputs = if candidate { 1 } else { descriptions.len() };
+        let head = wander_llm::model::ScoreHead::new(model.cfg.hidden, outputs)?;
+        if candidate {
+            // The head starts at the mean label, so the model learns what history and
+            // candidate add to it.
+            let mean = train_labels.iter().map(|l| l.label).sum::<f64>() / train_labels.len() as f64;
+            head.set_bias(&[mean as f32])?;
+        } else if pairwise.is_none() {
+            let means = cluster_means(&train_labels, descriptions.len());
             head.set_bias(&means.iter().map(|&m| m as f32).collect::<Vec<_>>())?;
         }
         let objective = match pairwise {
@@ -130,9 +170,10 @@ pub fn train_alignment(ctx: &StageContext, force: bool) -> crate::Result<Summary
         head.save(&w.path("head.safetensors")?)?;
         w.write_json("train_report.json", &report)?;
         let _ = std::fs::remove_dir_all(&checkpoints);
-        Ok(json!({
+        let pairs = train_labels.iter().map(|l| (l.c1, l.c2)).collect::<BTreeSet<_>>().len();
+        let mut summary = json!({
             "steps": report.steps,
-            "pairs": train.len(),
+            "pairs": pairs,
             "labels": train_labels.len(),
             "objective": cfg.objective,
             "first_loss": report.losses.first(),
@@ -143,10 +184,28 @@ pub fn train_alignment(ctx: &StageContext, force: bool) -> crate::Result<Summary
             "resumed_from": report.resumed_from,
             "adapter": "adapter.safetensors",
             "head": "head.safetensors",
-        }))
+        });
+        if candidate {
+            summary["arch"] = json!(cfg.arch);
+            summary["prompts"] = json!(train.len());
+        }
+        Ok(summary)
     })
     .context("train alignment failed; earlier artifacts are unchanged and a rerun resumes from the last checkpoint")?;
     Ok(report(StageId::TrainAlignment, &outcome))
+}
+
+/// Held-out pairs with fewer labels than this give no within-pair correlation.
+const WITHIN_PAIR_MIN: usize = 3;
+
+/// The architecture the run's alignment model was trained with (its manifest records it;
+/// runs from before `alignment.arch` existed are the per-cluster head).
+pub(crate) fn trained_arch(run: &RunDir) -> crate::Result<AlignmentArch> {
+    let stage = run.read(StageId::TrainAlignment.folder())?;
+    Ok(match stage.manifest().summary.get("arch") {
+        Some(v) => serde_json::from_value(v.clone())?,
+        None => AlignmentArch::ClusterHead,
+    })
 }
 
 /// Seeded Gaussian random projection of cluster centroids to `dim` dimensions.
@@ -195,19 +254,37 @@ pub fn eval_alignment(ctx: &StageContext, force: bool) -> crate::Result<Summary>
         let models = load_models(ctx, &run, &q8, false)?;
         let n = models.descriptions.len();
         let pairs: Vec<(u32, u32)> = test.iter().map(|l| (l.c1, l.c2)).collect::<BTreeSet<_>>().into_iter().collect();
-        let prompts = alignment_prompts(&models, &pairs)?;
-        let scorer = AlignmentScorer::new(&models.alignment, &models.head, &prompts)?;
-        let bar = wander_core::progress::bar(pairs.len() as u64, "eval", "pairs");
-        let mut llm_scores: BTreeMap<(u32, u32), Vec<f32>> = BTreeMap::new();
-        for chunk in pairs.chunks(16) {
-            for (p, s) in chunk.iter().zip(scorer.scores(chunk)?) {
-                llm_scores.insert(*p, s);
+        // What was trained decides how it is read (not the current config).
+        let arch = trained_arch(&run)?;
+        let llm: Vec<f64> = match arch {
+            AlignmentArch::ClusterHead => {
+                let prompts = alignment_prompts(&models, &pairs)?;
+                let scorer = AlignmentScorer::new(&models.alignment, &models.head, &prompts)?;
+                let bar = wander_core::progress::bar(pairs.len() as u64, "eval", "pairs");
+                let mut llm_scores: BTreeMap<(u32, u32), Vec<f32>> = BTreeMap::new();
+                for chunk in pairs.chunks(16) {
+                    for (p, s) in chunk.iter().zip(scorer.scores(chunk)?) {
+                        llm_scores.insert(*p, s);
+                    }
+                    bar.inc(chunk.len() as u64);
+                }
+                bar.finish_and_clear();
+                test.iter().map(|l| llm_scores[&(l.c1, l.c2)][l.next as usize] as f64).collect()
             }
-            bar.inc(chunk.len() as u64);
-        }
-        bar.finish_and_clear();
+            AlignmentArch::Candidate => {
+                let scorer = CandidateScorer::new(&models.alignment, &models.head, &models.tok, &models.descriptions);
+                let triples: Vec<(u32, u32, u32)> = test.iter().map(|l| (l.c1, l.c2, l.next)).collect();
+                let bar = wander_core::progress::bar(triples.len() as u64, "eval", "triples");
+                let mut out = Vec::with_capacity(triples.len());
+                for chunk in triples.chunks(64) {
+                    out.extend(scorer.scores(chunk)?.into_iter().map(f64::from));
+                    bar.inc(chunk.len() as u64);
+                }
+                bar.finish_and_clear();
+                out
+            }
+        };
         let truth: Vec<f64> = test.iter().map(|l| l.label).collect();
-        let llm: Vec<f64> = test.iter().map(|l| llm_scores[&(l.c1, l.c2)][l.next as usize] as f64).collect();
         let means = cluster_means(&train, n);
         let global: Vec<f64> = test.iter().map(|l| means[l.next as usize]).collect();
         // Linear model over the clusters' centroid embeddings (projected to 32 dimensions):
@@ -259,11 +336,43 @@ pub fn eval_alignment(ctx: &StageContext, force: bool) -> crate::Result<Summary>
         } else {
             "The alignment LLM does NOT beat the baselines on Spearman correlation with held-out feedback.".to_string()
         };
+        // Ranking the candidates of one pair is what best-of-n needs; and a model that only
+        // learned each candidate's appeal cannot predict candidates or pairs it never saw.
+        let pair_of: Vec<(u32, u32)> = test.iter().map(|l| (l.c1, l.c2)).collect();
+        let trained_pairs: BTreeSet<(u32, u32)> = train.iter().map(|l| (l.c1, l.c2)).collect();
+        let trained_candidates: BTreeSet<u32> = train.iter().map(|l| l.next).collect();
+        let new_pair: Vec<usize> = (0..test.len()).filter(|&i| !trained_pairs.contains(&pair_of[i])).collect();
+        let new_candidate: Vec<usize> = (0..test.len()).filter(|&i| !trained_candidates.contains(&test[i].next)).collect();
+        let subset = |pred: &[f64], idx: &[usize], salt: u64| -> Option<Estimate> {
+            (idx.len() >= 5).then(|| {
+                let p: Vec<f64> = idx.iter().map(|&i| pred[i]).collect();
+                let t: Vec<f64> = idx.iter().map(|&i| truth[i]).collect();
+                bootstrap_paired(&p, &t, spearman, rounds, seed ^ salt)
+            })
+        };
+        let show = |e: &Option<Estimate>| e.as_ref().map_or("-".to_string(), |e| fmt(e));
+        let mut within_pairs = 0;
+        md.push_str(&format!(
+            "\n### Within a history pair, and on what training never saw\n\nWithin-pair Spearman: the rank correlation between predictions and labels among the candidates of one history pair, for every held-out pair with at least {WITHIN_PAIR_MIN} labels that are not all equal, averaged over those pairs (95% interval: bootstrap over pairs). A prediction constant within a pair counts 0. Held-out pairs: {} triples whose history pair has no training label. Held-out candidates: {} triples whose candidate has no training label (the global rate then falls back to the mean label). `-`: fewer than 5 triples.\n\n| method | within-pair Spearman | Spearman, held-out pairs | Spearman, held-out candidates |\n|---|---|---|---|\n",
+            new_pair.len(), new_candidate.len()
+        ));
+        for (name, pred) in [("alignment_llm", &llm), ("cluster_global_rate", &global), ("linear_embeddings", &linear)] {
+            let per_pair = within_group_spearman(&pair_of, pred, &truth, WITHIN_PAIR_MIN);
+            within_pairs = per_pair.len();
+            let within = bootstrap(&per_pair, rounds, seed ^ 14);
+            let (hp, hc) = (subset(pred, &new_pair, 15), subset(pred, &new_candidate, 16));
+            md.push_str(&format!("| {name} | {} ({} pairs) | {} | {} |\n", fmt(&within), per_pair.len(), show(&hp), show(&hc)));
+            if let Some(Value::Object(m)) = methods.get_mut(name) {
+                m.insert("within_pair_spearman".into(), json!(within));
+                m.insert("spearman_heldout_pairs".into(), json!(hp));
+                m.insert("spearman_heldout_candidates".into(), json!(hc));
+            }
+        }
         md.push_str(&format!("\n{verdict}\n\nBaselines: `cluster_global_rate` predicts the candidate's mean training label whatever the history (a popularity-of-satisfaction prior); `linear_embeddings` is ridge regression (penalty {lambda} picked on validation labels) on [e1 + e2, e_c, (e1 + e2) * e_c], e = the cluster's centroid embedding under a seeded random projection to 32 dimensions. Spearman: rank correlation with ties averaged; AUC: Mann-Whitney with ties one half; MAE in label units.\n"));
         w.write_bytes("report.md", md.as_bytes())?;
         let preds: Vec<Value> = test.iter().zip(&llm).zip(&global).zip(&linear).map(|(((l, a), g), r)| json!({"c1": l.c1, "c2": l.c2, "next": l.next, "label": l.label, "alignment_llm": a, "cluster_global_rate": g, "linear_embeddings": r})).collect();
         w.write_json("predictions.json", &preds)?;
-        Ok(json!({"triples": test.len(), "pairs": pairs.len(), "methods": methods, "ridge_lambda": lambda, "verdict": verdict, "report": stage_dir.join("report.md")}))
+        Ok(json!({"triples": test.len(), "pairs": pairs.len(), "arch": arch, "within_pair_pairs": within_pairs, "heldout_pair_triples": new_pair.len(), "heldout_candidate_triples": new_candidate.len(), "methods": methods, "ridge_lambda": lambda, "verdict": verdict, "report": stage_dir.join("report.md")}))
     })
     .context("eval alignment failed; earlier artifacts in the run directory are unchanged")?;
     Ok(report(StageId::EvalAlignment, &outcome))

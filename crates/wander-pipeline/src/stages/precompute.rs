@@ -9,9 +9,9 @@ use serde::Serialize;
 use serde_json::json;
 use serde_json::Value;
 use wander_core::artifact::RunDir;
-use wander_core::config::{PairSet, ProposalMode};
+use wander_core::config::{AlignmentArch, PairSet, ProposalMode};
 use wander_core::hash::sha256_file;
-use wander_explore::planner::AlignmentScorer;
+use wander_explore::planner::{AlignmentScorer, CandidateScorer};
 use wander_explore::planner::NoveltyScorer;
 use wander_explore::scaling;
 use wander_explore::transitions::Transition;
@@ -165,12 +165,29 @@ pub fn precompute(
             let aprompts = alignment_prompts(&models, &pairs)?;
             let novelty = NoveltyScorer::new(&models.novelty, &nprompts, &models.answers)?;
             let align = AlignmentScorer::new(&models.alignment, &models.head, &aprompts)?;
+            let arch = crate::stages::alignment::trained_arch(&run)?;
+            let candidate_scorer = CandidateScorer::new(
+                &models.alignment,
+                &models.head,
+                &models.tok,
+                &models.descriptions,
+            );
             let trie = wander_llm::generate::Trie::new(&models.answers)?;
             let bar = wander_core::progress::bar(todo_pairs as u64, "precompute", "pairs");
             let started = std::time::Instant::now();
             for &ci in &todo {
                 let t0 = std::time::Instant::now();
-                let scores = align.scores(chunks[ci])?;
+                let scores: Vec<Vec<f32>> = match arch {
+                    AlignmentArch::ClusterHead => align.scores(chunks[ci])?,
+                    // The candidate-reading model scores each cluster of each pair.
+                    AlignmentArch::Candidate => chunks[ci]
+                        .iter()
+                        .map(|&(c1, c2)| {
+                            let triples: Vec<(u32, u32, u32)> = (0..m).map(|c| (c1, c2, c)).collect();
+                            candidate_scorer.scores(&triples)
+                        })
+                        .collect::<Result<_, _>>()?,
+                };
                 let all_probs = novelty.probs_all(chunks[ci], cfg.temperature, 16)?;
                 let mut records = Vec::with_capacity(chunks[ci].len());
                 for (k, (&(c1, c2), alignment)) in chunks[ci].iter().zip(scores).enumerate() {
