@@ -255,6 +255,15 @@ fn quick_profile_is_a_marked_smoke_configuration() {
     assert!(err.contains("`fast`") && err.contains("quick"), "{err}");
 }
 
+/// Copies a stage folder (files only, as stages write them).
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
+}
+
 /// The embedded default on the real MovieLens-100K (fetched from the recbole wheel by
 /// wander's own asset code into the repository's cache).
 #[test]
@@ -513,6 +522,43 @@ fn novelty_pipeline_end_to_end_with_tiny_settings() {
         assert!(mae.is_finite() && mae >= 0.0, "{m}: {ea}");
     }
     assert!(ea["verdict"].as_str().unwrap().contains("alignment LLM"));
+    assert_eq!(ea["arch"], "cluster_head");
+    for m in ["alignment_llm", "cluster_global_rate", "linear_embeddings"] {
+        let w = &ea["methods"][m]["within_pair_spearman"]["mean"];
+        assert!(w.as_f64().is_some_and(|w| (-1.0..=1.0).contains(&w)), "{m}: {ea}");
+    }
+
+    // The candidate-reading alignment model (P2's scorer), in a run of its own that shares
+    // the labels: two steps, then its evaluation reads the candidate for every triple.
+    let cand = tmp.path().join("run_candidate");
+    std::fs::create_dir_all(&cand).unwrap();
+    for s in ["ingest", "taxonomy", "transitions", "feedback"] {
+        copy_dir(&tmp.path().join("run").join(s), &cand.join(s));
+    }
+    let candidate_stage = |args: &[&str]| {
+        let mut cmd = wander(tmp.path());
+        cmd.arg("--json");
+        for s in &sets {
+            cmd.arg("--set").arg(s);
+        }
+        cmd.args(["--set", &format!("run.dir=\"{}\"", cand.display())]);
+        cmd.args(["--set", "alignment.arch=\"candidate\""]);
+        let out = run(cmd.args(args));
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        json(&out)
+    };
+    let tc = candidate_stage(&["train", "alignment"]);
+    assert_eq!(tc["arch"], "candidate");
+    assert_eq!(tc["prompts"], train_labels);
+    let ec = candidate_stage(&["eval", "alignment"]);
+    assert_eq!(ec["arch"], "candidate");
+    let p: Vec<serde_json::Value> = serde_json::from_str(
+        &std::fs::read_to_string(cand.join("eval_alignment/predictions.json")).unwrap(),
+    )
+    .unwrap();
+    let distinct: std::collections::BTreeSet<String> =
+        p.iter().map(|r| r["alignment_llm"].to_string()).collect();
+    assert!(distinct.len() > 1, "a candidate-reading model scores candidates differently");
 
     // kill -9 in the middle of a precompute: the rerun keeps the finished chunks.
     let mut cmd = wander(tmp.path());

@@ -32,6 +32,19 @@ pub(crate) fn report(id: StageId, outcome: &StageOutcome) -> Summary {
     Summary::new(id, summary)
 }
 
+/// The configured model and the inputs of a stage that runs it: the manifests of the
+/// stages `id` reads plus the model file's checksum (so a new model reruns the stage).
+pub(crate) fn model_and_inputs(
+    ctx: &StageContext,
+    run: &RunDir,
+    id: StageId,
+) -> crate::Result<(PathBuf, BTreeMap<String, String>)> {
+    let q8 = model_q8(ctx)?;
+    let mut inputs = manifests(run, id.inputs())?;
+    inputs.insert(q8.display().to_string(), sha256_file(&q8)?);
+    Ok((q8, inputs))
+}
+
 pub(crate) fn checksums(files: &[PathBuf]) -> crate::Result<BTreeMap<String, String>> {
     files
         .iter()

@@ -7,7 +7,6 @@ use serde_json::json;
 use serde_json::Value;
 use wander_core::artifact::RunDir;
 use wander_core::config::AlignmentArch;
-use wander_core::hash::sha256_file;
 use wander_explore::feedback;
 use wander_explore::feedback::Label;
 use wander_explore::metrics::auc;
@@ -20,6 +19,7 @@ use wander_explore::metrics::within_group_spearman;
 use wander_explore::planner::{AlignmentScorer, CandidateScorer};
 
 use crate::common::manifests;
+use crate::common::model_and_inputs;
 use crate::common::model_q8;
 use crate::common::report;
 use crate::llm::alignment_prompts;
@@ -63,6 +63,9 @@ fn alignment_examples(
     }
     Ok(out)
 }
+
+/// Validation labels in the candidate architecture's periodic eval loss (a seeded sample).
+const CANDIDATE_EVAL_PROMPTS: usize = 128;
 
 /// One example per label for the candidate-conditioned model: the prompt holds the history
 /// pair and the candidate's description; the label is the regression target.
@@ -109,9 +112,7 @@ pub fn train_alignment(ctx: &StageContext, force: bool) -> crate::Result<Summary
     let cfg = &ctx.config.alignment;
     let lora = &ctx.config.llm.lora;
     let run = RunDir::open(&ctx.config.run.dir)?;
-    let q8 = model_q8(ctx)?;
-    let mut inputs = manifests(&run, StageId::TrainAlignment.inputs())?;
-    inputs.insert(q8.display().to_string(), sha256_file(&q8)?);
+    let (q8, inputs) = model_and_inputs(ctx, &run, StageId::TrainAlignment)?;
     let train_cfg = lora_train_config(
         cfg.steps,
         cfg.batch_size,
@@ -139,7 +140,12 @@ pub fn train_alignment(ctx: &StageContext, force: bool) -> crate::Result<Summary
         let pairwise = (cfg.objective == wander_core::config::AlignmentObjective::Pairwise)
             .then_some(ctx.config.feedback.pairwise_margin as f32);
         let (train, eval) = if candidate {
-            (candidate_examples(&tok, &descriptions, &train_labels)?, candidate_examples(&tok, &descriptions, &valid_labels)?)
+            // One prompt per label makes the validation set several times the cluster head's
+            // (one prompt per pair): a seeded sample keeps the periodic eval loss as cheap.
+            let mut valid_sample = valid_labels.clone();
+            wander_core::rng::Rng::new(ctx.config.run.seed).shuffle(&mut valid_sample);
+            valid_sample.truncate(CANDIDATE_EVAL_PROMPTS);
+            (candidate_examples(&tok, &descriptions, &train_labels)?, candidate_examples(&tok, &descriptions, &valid_sample)?)
         } else {
             (alignment_examples(&tok, &descriptions, &train_labels, pairwise)?, alignment_examples(&tok, &descriptions, &valid_labels, pairwise)?)
         };

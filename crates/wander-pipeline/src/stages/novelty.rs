@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 use serde_json::json;
 use serde_json::Value;
 use wander_core::artifact::RunDir;
-use wander_core::hash::sha256_file;
 
 use crate::common::manifests;
+use crate::common::model_and_inputs;
 use crate::common::model_q8;
 use crate::common::report;
 use crate::log;
@@ -44,9 +44,7 @@ pub fn train_novelty(ctx: &StageContext, force: bool) -> crate::Result<Summary> 
     let cfg = &ctx.config.novelty;
     let lora = &ctx.config.llm.lora;
     let run = RunDir::open(&ctx.config.run.dir)?;
-    let q8 = model_q8(ctx)?;
-    let mut inputs = manifests(&run, StageId::TrainNovelty.inputs())?;
-    inputs.insert(q8.display().to_string(), sha256_file(&q8)?);
+    let (q8, inputs) = model_and_inputs(ctx, &run, StageId::TrainNovelty)?;
     let train_cfg = crate::llm::lora_train_config(
         cfg.steps,
         cfg.batch_size,

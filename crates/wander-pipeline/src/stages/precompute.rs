@@ -10,7 +10,6 @@ use serde_json::json;
 use serde_json::Value;
 use wander_core::artifact::RunDir;
 use wander_core::config::{AlignmentArch, PairSet, ProposalMode};
-use wander_core::hash::sha256_file;
 use wander_explore::planner::{AlignmentScorer, CandidateScorer};
 use wander_explore::planner::NoveltyScorer;
 use wander_explore::scaling;
@@ -18,8 +17,7 @@ use wander_explore::transitions::Transition;
 use wander_table::Choice;
 use wander_table::ExplorationTable;
 
-use crate::common::manifests;
-use crate::common::model_q8;
+use crate::common::model_and_inputs;
 use crate::common::report;
 use crate::llm::alignment_prompts;
 use crate::llm::load_models;
@@ -107,9 +105,7 @@ pub fn precompute(
 ) -> crate::Result<Summary> {
     let cfg = &ctx.config.precompute;
     let run = RunDir::open(&ctx.config.run.dir)?;
-    let q8 = model_q8(ctx)?;
-    let mut inputs = manifests(&run, StageId::Precompute.inputs())?;
-    inputs.insert(q8.display().to_string(), sha256_file(&q8)?);
+    let (q8, inputs) = model_and_inputs(ctx, &run, StageId::Precompute)?;
     let slice = json!({"scorer": "full-trie-v2", "precompute": {"pairs": cfg.pairs, "mode": cfg.mode, "n": cfg.n, "temperature": cfg.temperature, "top_k": cfg.top_k, "chunk_pairs": cfg.chunk_pairs}, "seed": ctx.config.run.seed});
     let key = wander_core::hash::sha256_hex(
         serde_json::to_string(&json!({"slice": slice, "inputs": inputs}))?.as_bytes(),
