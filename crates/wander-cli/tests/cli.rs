@@ -525,7 +525,10 @@ fn novelty_pipeline_end_to_end_with_tiny_settings() {
     assert_eq!(ea["arch"], "cluster_head");
     for m in ["alignment_llm", "cluster_global_rate", "linear_embeddings"] {
         let w = &ea["methods"][m]["within_pair_spearman"]["mean"];
-        assert!(w.as_f64().is_some_and(|w| (-1.0..=1.0).contains(&w)), "{m}: {ea}");
+        assert!(
+            w.as_f64().is_some_and(|w| (-1.0..=1.0).contains(&w)),
+            "{m}: {ea}"
+        );
     }
 
     // The candidate-reading alignment model (P2's scorer), in a run of its own that shares
@@ -558,7 +561,10 @@ fn novelty_pipeline_end_to_end_with_tiny_settings() {
     .unwrap();
     let distinct: std::collections::BTreeSet<String> =
         p.iter().map(|r| r["alignment_llm"].to_string()).collect();
-    assert!(distinct.len() > 1, "a candidate-reading model scores candidates differently");
+    assert!(
+        distinct.len() > 1,
+        "a candidate-reading model scores candidates differently"
+    );
 
     // kill -9 in the middle of a precompute: the rerun keeps the finished chunks.
     let mut cmd = wander(tmp.path());

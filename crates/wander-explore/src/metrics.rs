@@ -241,10 +241,16 @@ mod tests {
         let pred = [1.0, 2.0, 3.0, 1.0, 2.0, 3.0, 0.0, 1.0, 1.0, 2.0, 3.0];
         let r = within_group_spearman(&groups, &pred, &truth, 3);
         assert_eq!(r.len(), 2);
-        assert!((r[0] - 1.0).abs() < 1e-12 && (r[1] + 1.0).abs() < 1e-12, "{r:?}");
+        assert!(
+            (r[0] - 1.0).abs() < 1e-12 && (r[1] + 1.0).abs() < 1e-12,
+            "{r:?}"
+        );
         // A global offset per group changes nothing; a constant prediction counts 0.
         let constant = [5.0; 11];
-        assert_eq!(within_group_spearman(&groups, &constant, &truth, 3), vec![0.0, 0.0]);
+        assert_eq!(
+            within_group_spearman(&groups, &constant, &truth, 3),
+            vec![0.0, 0.0]
+        );
     }
 
     proptest::proptest! {

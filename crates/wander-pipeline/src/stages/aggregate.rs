@@ -18,28 +18,8 @@ use wander_engine::Engine;
 use wander_engine::Inputs;
 use wander_explore::feedback;
 
-use crate::bail;
-use crate::common::checksums;
-use crate::common::clock;
 use crate::common::manifests;
-use crate::common::model_q8;
 use crate::common::report;
-use crate::eval::cooc_dists;
-use crate::eval::held_out;
-use crate::eval::heldout_feedback;
-use crate::eval::llm_dists;
-use crate::eval::ranked_dists;
-use crate::eval::Dist;
-use crate::eval::HeldOut;
-use crate::llm::alignment_prompts;
-use crate::llm::load_models;
-use crate::llm::lora_train_config;
-use crate::llm::novelty_prompts;
-use crate::llm::run_trainer;
-use crate::llm::trainable_model;
-use crate::llm::Models;
-use crate::log;
-use crate::PipelineError;
 use crate::ResultExt;
 use crate::StageContext;
 use crate::StageId;
@@ -246,7 +226,7 @@ pub fn aggregate_stage(ctx: &StageContext, args: &AggregateArgs) -> crate::Resul
             .iter()
             .map(|(n, q)| (n.to_string(), Value::String(q.clone())))
             .collect();
-        return Ok(Value::Object(map));
+        return Ok(Summary::new(StageId::Aggregate, Value::Object(map)));
     }
     let engine = engine(ctx, args.engine.as_deref())?;
     let run = RunDir::open(&ctx.config.run.dir)?;

@@ -14,8 +14,8 @@ use wander_explore::metrics::bootstrap;
 use wander_explore::metrics::bootstrap_paired;
 use wander_explore::metrics::mae;
 use wander_explore::metrics::spearman;
-use wander_explore::metrics::Estimate;
 use wander_explore::metrics::within_group_spearman;
+use wander_explore::metrics::Estimate;
 use wander_explore::planner::{AlignmentScorer, CandidateScorer};
 
 use crate::common::manifests;

@@ -10,8 +10,8 @@ use serde_json::json;
 use serde_json::Value;
 use wander_core::artifact::RunDir;
 use wander_core::config::{AlignmentArch, PairSet, ProposalMode};
-use wander_explore::planner::{AlignmentScorer, CandidateScorer};
 use wander_explore::planner::NoveltyScorer;
+use wander_explore::planner::{AlignmentScorer, CandidateScorer};
 use wander_explore::scaling;
 use wander_explore::transitions::Transition;
 use wander_table::Choice;
@@ -179,7 +179,8 @@ pub fn precompute(
                     AlignmentArch::Candidate => chunks[ci]
                         .iter()
                         .map(|&(c1, c2)| {
-                            let triples: Vec<(u32, u32, u32)> = (0..m).map(|c| (c1, c2, c)).collect();
+                            let triples: Vec<(u32, u32, u32)> =
+                                (0..m).map(|c| (c1, c2, c)).collect();
                             candidate_scorer.scores(&triples)
                         })
                         .collect::<Result<_, _>>()?,
