@@ -1,4 +1,6 @@
-//! Evaluation inputs shared by `wander eval scaling` and `wander eval` (the harness): the held-out transitions, each strategy's per-pair serving distribution, held-out collective feedback.
+//! Evaluation inputs shared by `wander eval scaling` and `wander eval` (the harness): the
+//! held-out transitions, each strategy's per-pair serving distribution, held-out collective
+//! feedback.
 
 use std::collections::BTreeMap;
 use std::collections::BTreeSet;

@@ -1,4 +1,5 @@
-//! The LLM pieces the stages share: LoRA training setup and loop, the trainable model, and a run's inference models with their prompts.
+//! The LLM pieces the stages share: LoRA training setup and loop, the trainable model, and a
+//! run's inference models with their prompts.
 
 use std::path::Path;
 

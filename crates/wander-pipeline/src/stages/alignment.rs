@@ -1,4 +1,5 @@
-//! `wander train alignment` and `wander eval alignment`: the alignment model (P2) and its evaluation against the candidate's global rate and a ridge baseline.
+//! `wander train alignment` and `wander eval alignment`: the alignment model (P2) and its
+//! evaluation against the candidate's global rate and a ridge baseline.
 
 use std::collections::BTreeMap;
 use std::collections::BTreeSet;

@@ -1,4 +1,5 @@
-//! `wander assets fetch` and `wander ingest`: the default assets, then the validated, split dataset.
+//! `wander assets fetch` and `wander ingest`: the default assets, then the validated, split
+//! dataset.
 
 use serde_json::json;
 use serde_json::Value;

@@ -1,4 +1,5 @@
-//! `wander train items` and `wander eval items`: SASRec, the item policy, and its full-ranking evaluation.
+//! `wander train items` and `wander eval items`: SASRec, the item policy, and its full-ranking
+//! evaluation.
 
 use serde_json::json;
 use serde_json::Value;

@@ -1,4 +1,5 @@
-//! `wander train novelty` and `wander eval novelty`: LoRA fine-tuning of the novelty model and its offline evaluation against baselines.
+//! `wander train novelty` and `wander eval novelty`: LoRA fine-tuning of the novelty model and
+//! its offline evaluation against baselines.
 
 use std::collections::BTreeMap;
 

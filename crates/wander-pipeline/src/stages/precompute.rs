@@ -1,4 +1,5 @@
-//! `wander precompute`: the exploration table, best-of-n of the novelty model's proposals by alignment score for every cluster pair; chunked, resumable and shardable.
+//! `wander precompute`: the exploration table, best-of-n of the novelty model's proposals by
+//! alignment score for every cluster pair; chunked, resumable and shardable.
 
 use std::collections::BTreeMap;
 use std::collections::BTreeSet;

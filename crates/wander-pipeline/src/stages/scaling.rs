@@ -1,4 +1,5 @@
-//! `wander eval scaling`: best-of-n for several n against novelty-only selection and co-occurrence.
+//! `wander eval scaling`: best-of-n for several n against novelty-only selection and co-
+//! occurrence.
 
 use std::collections::BTreeMap;
 use std::collections::BTreeSet;

@@ -1,4 +1,5 @@
-//! `wander transitions`: cluster transitions per period and the novelty model's fine-tuning set.
+//! `wander transitions`: cluster transitions per period and the novelty model's fine-tuning
+//! set.
 
 use serde_json::json;
 use serde_json::Value;
