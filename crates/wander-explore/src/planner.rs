@@ -198,7 +198,13 @@ impl<'a> AlignmentScorer<'a> {
             .collect::<Result<_>>()?;
         let h = last_hidden_after(self.model, &self.cache, &suffixes)?;
         let s: Tensor = self.head.forward(&h).map_err(ExploreError::Llm)?;
-        Ok(s.to_vec2::<f32>().map_err(wander_llm::LlmError::from)?)
+        let rows = s.to_vec2::<f32>().map_err(wander_llm::LlmError::from)?;
+        if let Some(v) = rows.iter().flatten().find(|v| !v.is_finite()) {
+            return Err(ExploreError::Invalid(format!(
+                "the alignment model gave a non-finite score ({v})"
+            )));
+        }
+        Ok(rows)
     }
 }
 

@@ -66,8 +66,13 @@ pub fn ndcg_at(rank: usize, k: usize) -> f64 {
 
 /// Rank (1-based) of `target` among the items `1..scores.len()` not in `seen` (sorted):
 /// one plus the number of items scoring higher, or equal with a lower id.
+/// A non-finite target score ranks last (a diverged model scores 0, never 1).
 pub fn rank_of(scores: &[f32], target: u32, seen: &[u32]) -> usize {
     let st = scores[target as usize];
+    let candidate = |i: u32| i != target && seen.binary_search(&i).is_err();
+    if !st.is_finite() {
+        return 1 + (1..scores.len() as u32).filter(|&i| candidate(i)).count();
+    }
     let mut rank = 1;
     for (i, &s) in scores.iter().enumerate().skip(1) {
         let i = i as u32;
@@ -143,6 +148,22 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_non_finite_target_score_ranks_last() {
+        // Items 1..=5; 3 is seen; the target is 2.
+        let mut scores = vec![0.0, 0.1, f32::NAN, 0.3, 0.4, 0.5];
+        assert_eq!(
+            rank_of(&scores, 2, &[3]),
+            4,
+            "after the 3 other unseen items"
+        );
+        scores = vec![f32::NAN; 6];
+        assert_eq!(rank_of(&scores, 2, &[]), 5);
+        assert_eq!(ndcg_at(rank_of(&scores, 2, &[]), 10), 1.0 / 6f64.log2());
+        scores = vec![0.0, 0.1, 0.2, f32::INFINITY, 0.4, 0.5];
+        assert_eq!(rank_of(&scores, 3, &[]), 5, "inf is not a score either");
+    }
     use proptest::prelude::*;
 
     #[test]

@@ -184,7 +184,14 @@ pub fn train(
                 .fork(((epoch as u64) << 32) | bi as u64)
                 .next_u64();
             let loss = batch_loss(&model, seqs, batch, cfg.loss, seed)?;
-            total += loss.to_scalar::<f32>()? as f64;
+            let value = loss.to_scalar::<f32>()? as f64;
+            if !value.is_finite() {
+                return Err(ItemsError::Invalid(format!(
+                    "training diverged: the loss at epoch {epoch}, batch {} is {value}; lower items.lr",
+                    bi + 1
+                )));
+            }
+            total += value;
             batches += 1;
             let grads = loss.backward()?;
             adam.step(&model, &grads, cfg.lr)?;

@@ -517,6 +517,12 @@ impl<'a> Trainer<'a> {
                         .collect::<candle_core::Result<_>>()?,
                 });
             }
+            if !step_loss.is_finite() {
+                return Err(LlmError::Invalid(format!(
+                    "training diverged: the loss at step {} is {step_loss}; lower the learning rate",
+                    step + 1
+                )));
+            }
             let lr = self.cfg.lr_at(step);
             let lrs: Vec<f64> = self.lr_scale.iter().map(|s| s * lr).collect();
             self.opt.step(

@@ -1,5 +1,5 @@
-//! The pipeline's error: what failed, with the context each layer adds (printed as one line,
-//! outermost first, like `train alignment failed; ...: no training labels: ...`).
+//! The pipeline's error: what failed, with the context each layer adds. [`chain`] prints it
+//! as one line, outermost first, like `train alignment failed; ...: no training labels: ...`.
 
 use std::fmt::Display;
 
@@ -9,12 +9,15 @@ pub enum PipelineError {
     /// Invalid input, configuration or state, with what to do about it.
     #[error("{0}")]
     Invalid(String),
-    /// An error with the context in which it happened.
-    #[error("{context}: {source}")]
+    /// An error with the context in which it happened. Its `Display` is the context alone;
+    /// the cause is its `source()`, so a chain printer (anyhow's `{:#}`, [`chain`]) shows
+    /// each part once.
+    #[error("{context}")]
     Context {
         /// What was being done.
         context: String,
         /// What went wrong.
+        #[source]
         source: Box<PipelineError>,
     },
     /// Configuration, artifact store or IO error.
@@ -75,6 +78,19 @@ impl PipelineError {
     }
 }
 
+/// The error and its causes as one line, outermost first, joined by `: ` (what anyhow's
+/// `{:#}` prints).
+pub fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = error.to_string();
+    let mut cause = error.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
+}
+
 /// Result alias for [`PipelineError`].
 pub type Result<T, E = PipelineError> = std::result::Result<T, E>;
 
@@ -124,7 +140,13 @@ mod tests {
             .unwrap_err();
         assert_eq!(
             e.to_string(),
-            "precompute failed: writing table.bin: disk full"
+            "precompute failed",
+            "Display is this level only"
+        );
+        assert_eq!(
+            chain(&e),
+            "precompute failed: writing table.bin: disk full",
+            "each part once"
         );
         let none: Option<u8> = None;
         assert_eq!(

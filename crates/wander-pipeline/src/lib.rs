@@ -25,7 +25,7 @@ pub mod run;
 mod stage;
 pub mod stages;
 
-pub use error::{PipelineError, Result, ResultExt};
+pub use error::{chain, PipelineError, Result, ResultExt};
 pub use run::{run_all, RunSummary};
 pub use stage::{Stage, StageId, Summary};
 
