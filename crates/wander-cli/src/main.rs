@@ -226,6 +226,16 @@ enum EvalCommand {
         #[arg(long)]
         force: bool,
     },
+    /// The candidate-reading alignment model on a synthetic world whose labels depend on how
+    /// the candidate relates to the history: can it learn what best-of-n needs? (Needs no run.)
+    Planted {
+        /// LoRA training steps (batches of `alignment.batch_size` prompts).
+        #[arg(long, default_value_t = 200)]
+        steps: usize,
+        /// Redo the stage even if its inputs and config are unchanged.
+        #[arg(long)]
+        force: bool,
+    },
     /// SASRec against popularity: full-ranking NDCG, Recall, MRR; restricted retrieval.
     Items {
         /// Redo the stage even if its inputs and config are unchanged.
@@ -352,6 +362,9 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                 run_stage(&ctx, json, &stages::EvalScaling, force)?
             }
             Some(EvalCommand::Items { force }) => run_stage(&ctx, json, &stages::EvalItems, force)?,
+            Some(EvalCommand::Planted { steps, force }) => {
+                run_stage(&ctx, json, &stages::EvalPlanted { steps }, force)?
+            }
         },
         Command::Precompute {
             force,

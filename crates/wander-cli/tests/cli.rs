@@ -438,6 +438,8 @@ fn novelty_pipeline_end_to_end_with_tiny_settings() {
         "alignment.batch_size=4".into(),
         "alignment.warmup_steps=1".into(),
         "alignment.eval_every=1".into(),
+        // The periodic eval loss over a few validation prompts, not hundreds.
+        "alignment.eval_prompts=16".into(),
         "alignment.bootstrap_rounds=50".into(),
         "precompute.chunk_pairs=16".into(),
         "precompute.scaling_n=[1, 4]".into(),
@@ -456,7 +458,10 @@ fn novelty_pipeline_end_to_end_with_tiny_settings() {
         for s in &sets {
             cmd.arg("--set").arg(s);
         }
+        let started = std::time::Instant::now();
         let out = run(cmd.args(args));
+        // Where this test's time goes, for `--nocapture` (it is the longest test).
+        eprintln!("{args:?}: {:.1} s", started.elapsed().as_secs_f64());
         assert!(out.status.success(), "{args:?}: {}", stderr(&out));
         json(&out)
     };
@@ -546,7 +551,12 @@ fn novelty_pipeline_end_to_end_with_tiny_settings() {
         }
         cmd.args(["--set", &format!("run.dir=\"{}\"", cand.display())]);
         cmd.args(["--set", "alignment.arch=\"candidate\""]);
+        let started = std::time::Instant::now();
         let out = run(cmd.args(args));
+        eprintln!(
+            "candidate {args:?}: {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
         assert!(out.status.success(), "{args:?}: {}", stderr(&out));
         json(&out)
     };

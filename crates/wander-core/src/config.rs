@@ -225,6 +225,8 @@ pub struct AlignmentConfig {
     pub warmup_steps: usize,
     /// Eval loss every this many steps.
     pub eval_every: usize,
+    /// Validation prompts in the periodic eval loss (a seeded sample of at most this many).
+    pub eval_prompts: usize,
     /// Checkpoint every this many steps.
     pub checkpoint_every: usize,
     /// Bootstrap resamples for the 95% intervals of `eval alignment`.
@@ -718,6 +720,7 @@ impl Config {
             ("taxonomy.window", self.taxonomy.window),
             ("taxonomy.behaviour_dim", self.taxonomy.behaviour_dim),
             ("feedback.min_users", self.feedback.min_users),
+            ("alignment.eval_prompts", self.alignment.eval_prompts),
             ("novelty.bootstrap_rounds", self.novelty.bootstrap_rounds),
             (
                 "alignment.bootstrap_rounds",

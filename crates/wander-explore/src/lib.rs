@@ -8,6 +8,7 @@ pub mod html;
 pub mod linear;
 pub mod metrics;
 pub mod planner;
+pub mod planted;
 pub mod plot;
 pub mod scaling;
 pub mod sft;

@@ -34,6 +34,8 @@ pub enum StageId {
     TrainAlignment,
     /// The alignment model against baselines.
     EvalAlignment,
+    /// The candidate-reading alignment model on a synthetic planted signal (not in `wander run`).
+    EvalPlanted,
     /// The exploration table.
     Precompute,
     /// Best-of-n for several n.
@@ -67,6 +69,7 @@ impl StageId {
             StageId::Feedback => "feedback",
             StageId::TrainAlignment => "train_alignment",
             StageId::EvalAlignment => "eval_alignment",
+            StageId::EvalPlanted => "eval_planted",
             StageId::Precompute => "precompute",
             StageId::EvalScaling => "eval_scaling",
             StageId::Eval => "eval",
@@ -87,6 +90,7 @@ impl StageId {
             StageId::EvalItems => "eval items",
             StageId::TrainAlignment => "train alignment",
             StageId::EvalAlignment => "eval alignment",
+            StageId::EvalPlanted => "eval planted",
             StageId::EvalScaling => "eval scaling",
             StageId::SimulateAa => "simulate --aa",
             StageId::ServeCheck => "serve check",
@@ -100,7 +104,7 @@ impl StageId {
     pub const fn inputs(self) -> &'static [StageId] {
         use StageId::*;
         match self {
-            Assets | Ingest | Report => &[],
+            Assets | Ingest | Report | EvalPlanted => &[],
             Taxonomy | TrainItems => &[Ingest],
             Transitions | Feedback | Aggregate => &[Ingest, Taxonomy],
             TrainNovelty => &[Taxonomy, Transitions],

@@ -65,12 +65,9 @@ fn alignment_examples(
     Ok(out)
 }
 
-/// Validation labels in the candidate architecture's periodic eval loss (a seeded sample).
-const CANDIDATE_EVAL_PROMPTS: usize = 128;
-
 /// One example per label for the candidate-conditioned model: the prompt holds the history
 /// pair and the candidate's description; the label is the regression target.
-fn candidate_examples(
+pub(crate) fn candidate_examples(
     tok: &wander_llm::tokenizer::Tokenizer,
     descriptions: &[String],
     labels: &[Label],
@@ -125,7 +122,7 @@ pub fn train_alignment(ctx: &StageContext, force: bool) -> crate::Result<Summary
         ctx.config.run.seed,
     );
     let candidate = cfg.arch == AlignmentArch::Candidate;
-    let mut slice = json!({"train": train_cfg, "lora": lora, "objective": cfg.objective, "head_lr": cfg.head_lr, "pairwise_margin": ctx.config.feedback.pairwise_margin});
+    let mut slice = json!({"train": train_cfg, "lora": lora, "objective": cfg.objective, "head_lr": cfg.head_lr, "pairwise_margin": ctx.config.feedback.pairwise_margin, "eval_prompts": cfg.eval_prompts});
     if candidate {
         // Only then, so that runs of the per-cluster head made before `arch` existed stay fresh.
         slice["arch"] = json!(cfg.arch);
@@ -140,16 +137,17 @@ pub fn train_alignment(ctx: &StageContext, force: bool) -> crate::Result<Summary
         let (tok, model, params) = crate::llm::trainable_model(ctx, &q8)?;
         let pairwise = (cfg.objective == wander_core::config::AlignmentObjective::Pairwise)
             .then_some(ctx.config.feedback.pairwise_margin as f32);
-        let (train, eval) = if candidate {
-            // One prompt per label makes the validation set several times the cluster head's
-            // (one prompt per pair): a seeded sample keeps the periodic eval loss as cheap.
-            let mut valid_sample = valid_labels.clone();
-            wander_core::rng::Rng::new(ctx.config.run.seed).shuffle(&mut valid_sample);
-            valid_sample.truncate(CANDIDATE_EVAL_PROMPTS);
-            (candidate_examples(&tok, &descriptions, &train_labels)?, candidate_examples(&tok, &descriptions, &valid_sample)?)
+        let (train, mut eval) = if candidate {
+            (candidate_examples(&tok, &descriptions, &train_labels)?, candidate_examples(&tok, &descriptions, &valid_labels)?)
         } else {
             (alignment_examples(&tok, &descriptions, &train_labels, pairwise)?, alignment_examples(&tok, &descriptions, &valid_labels, pairwise)?)
         };
+        // The periodic eval loss runs every validation prompt: a seeded sample bounds its cost
+        // (the candidate architecture has one prompt per label, several times the pairs).
+        if eval.len() > cfg.eval_prompts {
+            wander_core::rng::Rng::new(ctx.config.run.seed).shuffle(&mut eval);
+            eval.truncate(cfg.eval_prompts);
+        }
         if train.is_empty() {
             bail!("no training labels: lower feedback.min_users or check data.positive (feedback stage has 0 train labels)");
         }

@@ -8,6 +8,7 @@ pub mod harness;
 pub mod ingest;
 pub mod items;
 pub mod novelty;
+pub mod planted;
 pub mod precompute;
 pub mod report;
 pub mod scaling;
@@ -93,6 +94,23 @@ plain_stage!(
     /// The serve check: the service started over the run and queried once.
     ServeCheck, ServeCheck, serve_check::serve_check
 );
+
+/// `wander eval planted [--steps N]`: the candidate-reading alignment model on a synthetic
+/// world with a planted history-dependent signal.
+#[derive(Debug, Clone, Copy)]
+pub struct EvalPlanted {
+    /// LoRA training steps.
+    pub steps: usize,
+}
+
+impl Stage for EvalPlanted {
+    fn id(&self) -> StageId {
+        StageId::EvalPlanted
+    }
+    fn run(&self, ctx: &StageContext, force: bool) -> Result<Summary> {
+        planted::eval_planted(ctx, self.steps, force)
+    }
+}
 
 /// `wander assets fetch [NAME...]` (every asset when `names` is empty).
 #[derive(Debug, Clone, Default)]
