@@ -843,8 +843,12 @@ fn serve_checks(dir: &std::path::Path, args: &[String]) {
     assert_eq!(code(st, &b), (404, "unknown_cluster".into()));
     let (st, b) = http(&addr, "GET", "/v1/clusters/abc", &[], b"");
     assert_eq!(code(st, &b), (400, "invalid_id".into()));
+    let (st, b) = http(&addr, "GET", "/v1/clusters/99999999999", &[], b"");
+    assert_eq!(code(st, &b), (404, "unknown_cluster".into()));
     let (st, b) = http(&addr, "GET", "/nope", &[], b"");
     assert_eq!(code(st, &b), (404, "not_found".into()));
+    let (st, b) = http(&addr, "DELETE", "/v1/explore", &[], b"");
+    assert_eq!(code(st, &b), (405, "method_not_allowed".into()));
     let (st, b) = http(&addr, "GET", "/openapi.json", &[], b"");
     assert_eq!(st, 200);
     let doc: serde_json::Value = serde_json::from_str(&b).unwrap();
@@ -903,6 +907,11 @@ fn serve_checks(dir: &std::path::Path, args: &[String]) {
             && m.contains("wander_table_info{version=")
     );
     assert!(m.contains("wander_reloads_total 3"), "{m}");
+    assert!(
+        m.contains("wander_requests_total{endpoint=\"unmatched\",status=\"405\"} 1")
+            && m.contains("wander_requests_total{endpoint=\"unmatched\",status=\"404\"} 1"),
+        "{m}"
+    );
     // A corrupted table: the reload is refused and the old version keeps serving.
     let table = dir.join("run/precompute/table.bin");
     let good = std::fs::read(&table).unwrap();
@@ -918,6 +927,10 @@ fn serve_checks(dir: &std::path::Path, args: &[String]) {
         b"",
     );
     assert_eq!(code(st, &b), (409, "reload_failed".into()));
+    assert!(
+        !b.contains(dir.to_str().unwrap()),
+        "no server path reaches the client: {b}"
+    );
     assert_eq!(
         http(
             &addr,
@@ -935,4 +948,46 @@ fn serve_checks(dir: &std::path::Path, args: &[String]) {
     let msg = refused.err().unwrap();
     assert!(msg.contains("corrupt") || msg.contains("checksum"), "{msg}");
     std::fs::write(&table, &good).unwrap();
+    sigterm_drains_in_flight_requests(dir, args);
+}
+
+/// SIGTERM (what a rollout sends) while a request is half-sent: the service stops taking
+/// connections, answers that request, and exits 0.
+fn sigterm_drains_in_flight_requests(dir: &std::path::Path, args: &[String]) {
+    use std::io::{Read, Write};
+    let mut server = start_server(dir, args).expect("server starts");
+    let body = br#"{"history": ["1", "50"], "clusters": 1}"#;
+    let mut s = std::net::TcpStream::connect(&server.addr).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    let head = format!(
+        "POST /v1/explore HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        server.addr,
+        body.len()
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(&body[..10]).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    s.write_all(&body[10..]).unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    assert!(out.starts_with("HTTP/1.1 200"), "in-flight request: {out}");
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(st) = server.child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            started.elapsed().as_secs() < 15,
+            "the service did not exit after SIGTERM"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(status.success(), "exit status after SIGTERM: {status}");
 }

@@ -196,6 +196,12 @@ impl RunDir {
     fn verify(&self, stage: &str, manifest: &Manifest) -> Result<()> {
         let dir = self.stage_dir(stage);
         for (name, entry) in &manifest.outputs {
+            if !inside_stage(name) {
+                return Err(CoreError::Artifact {
+                    path: dir.join(MANIFEST),
+                    message: format!("lists an output outside the stage folder: `{name}`"),
+                });
+            }
             let path = dir.join(name);
             let meta = fs::metadata(&path).map_err(|e| CoreError::io(&path, e))?;
             if meta.len() != entry.bytes {
@@ -301,6 +307,12 @@ impl StageWriter {
     /// Path of `name` inside the partial folder, for writers that need a path. Parent folders
     /// are created.
     pub fn path(&self, name: &str) -> Result<PathBuf> {
+        if !inside_stage(name) {
+            return Err(CoreError::Artifact {
+                path: self.partial.clone(),
+                message: format!("output name `{name}` would leave the stage folder"),
+            });
+        }
         let path = self.partial.join(name);
         if let Some(parent) = path.parent() {
             fs::create_dir_all(parent).map_err(|e| CoreError::io(parent, e))?;
@@ -426,6 +438,16 @@ fn collect_files(base: &Path, dir: &Path, out: &mut BTreeMap<String, FileEntry>)
 pub struct StageReader {
     dir: PathBuf,
     manifest: Manifest,
+}
+
+/// Whether an output name stays inside its stage folder: relative, with only plain
+/// components (no `..`, no root, no drive prefix).
+fn inside_stage(name: &str) -> bool {
+    let path = Path::new(name);
+    !name.is_empty()
+        && path
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)))
 }
 
 impl StageReader {
@@ -566,6 +588,25 @@ mod tests {
             run.freshness("ingest", &json!({"k": 1}), &BTreeMap::new()),
             Freshness::Stale(_)
         ));
+    }
+
+    #[test]
+    fn output_names_never_leave_the_stage_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunDir::open(dir.path().join("run")).unwrap();
+        commit_stage(&run, "ingest", b"hello");
+        std::fs::write(dir.path().join("secret"), b"outside").unwrap();
+        // A manifest edited to list a file outside the run: refused, not read.
+        let manifest = dir.path().join("run/ingest/manifest.json");
+        let text = std::fs::read_to_string(&manifest).unwrap();
+        std::fs::write(&manifest, text.replace("\"data.bin\"", "\"../../secret\"")).unwrap();
+        let err = run.read("ingest").unwrap_err().to_string();
+        assert!(err.contains("outside the stage folder"), "{err}");
+        let w = run.begin("other").unwrap();
+        for name in ["../x", "/etc/x", "", "a/../../x"] {
+            assert!(w.write_bytes(name, b"1").is_err(), "{name}");
+        }
+        assert!(w.write_bytes("sub/ok.bin", b"1").is_ok());
     }
 
     #[test]

@@ -118,6 +118,8 @@ pub struct ServeConfig {
     pub timeout_ms: u64,
     /// Worker threads (0 = one per core).
     pub workers: usize,
+    /// On SIGTERM or SIGINT: seconds to let in-flight requests finish before exiting.
+    pub drain_seconds: u64,
 }
 
 /// `[items]`
@@ -227,6 +229,9 @@ pub struct AlignmentConfig {
     pub eval_every: usize,
     /// Validation prompts in the periodic eval loss (a seeded sample of at most this many).
     pub eval_prompts: usize,
+    /// Share of the planner clusters (seeded) whose labels as a candidate training never
+    /// sees, so that `eval alignment` measures unseen candidates; 0 = none.
+    pub holdout_candidates: f64,
     /// Checkpoint every this many steps.
     pub checkpoint_every: usize,
     /// Bootstrap resamples for the 95% intervals of `eval alignment`.
@@ -243,6 +248,9 @@ pub struct PrecomputeConfig {
     /// `exact` (score every cluster under the novelty model, then draw n from that exact
     /// distribution) or `sample` (run the constrained sampler n times).
     pub mode: ProposalMode,
+    /// `token` (the constrained sampler's per-token renormalisation) or `answer` (whole
+    /// answers' unconstrained probabilities, renormalised; exact mode only).
+    pub normalize: ProposalNormalize,
     /// Proposals drawn per pair (best-of-n).
     pub n: usize,
     /// Sampling temperature of the novelty model.
@@ -396,6 +404,18 @@ mode_enum!(
         Exact = "exact",
         /// By running the constrained sampler n times.
         Sample = "sample",
+    }
+);
+
+mode_enum!(
+    /// How the novelty model's probabilities are normalised over the valid answers
+    /// (`precompute.normalize`).
+    ProposalNormalize {
+        /// At every token, over the answers' next tokens (the trie-constrained sampler).
+        Token = "token",
+        /// Over whole answers: each answer's unconstrained probability at the temperature,
+        /// renormalised (P2: sample, drop invalid outputs, renormalise).
+        Answer = "answer",
     }
 );
 
@@ -615,6 +635,14 @@ impl Config {
         let mut table = parse_table(DEFAULT_TOML, Path::new("<embedded wander.toml>"))?;
         let defaults = table.clone();
         if let Some(path) = &sources.file {
+            // A FIFO or a device would block the read (or never end): only regular files.
+            let meta = std::fs::metadata(path).map_err(|e| CoreError::io(path, e))?;
+            if !meta.is_file() {
+                return Err(CoreError::config(
+                    "--config",
+                    format!("{} is not a regular file", path.display()),
+                ));
+            }
             let text = std::fs::read_to_string(path).map_err(|e| CoreError::io(path, e))?;
             let user = parse_table(&text, path)?;
             check_known(&user, &defaults, "", path)?;
@@ -695,6 +723,10 @@ impl Config {
             }
         }
         for (key, v) in [
+            (
+                "alignment.holdout_candidates",
+                self.alignment.holdout_candidates,
+            ),
             ("simulate.noise", self.simulate.noise),
             (
                 "simulate.return_satisfaction",
@@ -734,6 +766,23 @@ impl Config {
             if v == 0 {
                 return Err(CoreError::config(key, "must be at least 1"));
             }
+        }
+        if self.alignment.holdout_candidates >= 0.5 {
+            return Err(CoreError::config(
+                "alignment.holdout_candidates",
+                format!(
+                    "{} must be below 0.5 (a share of the clusters)",
+                    self.alignment.holdout_candidates
+                ),
+            ));
+        }
+        if self.precompute.normalize == ProposalNormalize::Answer
+            && self.precompute.mode == ProposalMode::Sample
+        {
+            return Err(CoreError::config(
+                "precompute.normalize",
+                "\"answer\" needs precompute.mode = \"exact\" (the sampler is trie-constrained, which is the \"token\" normalisation)",
+            ));
         }
         if self.items.loss == ItemLoss::Sampled && self.items.negatives == 0 {
             return Err(CoreError::config(
@@ -1084,6 +1133,47 @@ mod tests {
             overrides: vec![],
             ..Default::default()
         })
+    }
+
+    #[test]
+    fn a_config_path_that_is_not_a_regular_file_is_refused_without_reading() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = Config::load(&Sources {
+            file: Some(dir.path().to_path_buf()),
+            ..Default::default()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("is not a regular file"), "{e}");
+        #[cfg(unix)]
+        {
+            // A FIFO with no writer would block a read forever.
+            let fifo = dir.path().join("fifo.toml");
+            let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+            if made.is_ok_and(|s| s.success()) {
+                let e = Config::load(&Sources {
+                    file: Some(fifo),
+                    ..Default::default()
+                })
+                .unwrap_err()
+                .to_string();
+                assert!(e.contains("is not a regular file"), "{e}");
+            }
+        }
+    }
+
+    #[test]
+    fn answer_normalisation_needs_exact_mode() {
+        let e = with_file("[precompute]\nmode = \"sample\"\nnormalize = \"answer\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("precompute.normalize"), "{e}");
+        let c = with_file("[precompute]\nnormalize = \"answer\"\n").unwrap();
+        assert_eq!(c.precompute.normalize, ProposalNormalize::Answer);
+        let e = with_file("[alignment]\neval_prompts = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("alignment.eval_prompts"), "{e}");
     }
 
     #[test]

@@ -92,7 +92,15 @@ impl Delimited {
                         .fields
                         .iter()
                         .map(|f| f.trim().trim_start_matches('\u{feff}').to_string())
-                        .collect()
+                        .collect();
+                    for (i, h) in me.header.iter().enumerate() {
+                        if me.header[..i].contains(h) {
+                            return Err(DataError::Header {
+                                file: me.file.clone(),
+                                message: format!("column `{h}` appears twice"),
+                            });
+                        }
+                    }
                 }
             }
         }
@@ -174,6 +182,14 @@ impl Delimited {
                 }
                 let mut fields = Vec::with_capacity(self.record.len());
                 for (i, raw) in self.record.iter().enumerate() {
+                    if raw.contains(&0) {
+                        return Some(Err(DataError::Row {
+                            file: self.file.clone(),
+                            line,
+                            message: format!("field {} contains a NUL byte", i + 1),
+                            reason: "NUL byte",
+                        }));
+                    }
                     match self.encoding {
                         Encoding::Latin1 => fields.push(raw.iter().map(|&b| b as char).collect()),
                         Encoding::Utf8 => match std::str::from_utf8(raw) {
@@ -246,7 +262,12 @@ pub(crate) fn parse_f64(
     }
 }
 
-/// Parses a unix timestamp in seconds (integer, or a float with an integral value).
+/// Latest accepted timestamp: 3000-01-01 in unix seconds (a larger value is almost surely
+/// milliseconds or garbage).
+pub(crate) const MAX_TIMESTAMP: i64 = 32_503_680_000;
+
+/// Parses a unix timestamp in seconds (integer, or a float with an integral value), from
+/// 1970 to [`MAX_TIMESTAMP`].
 pub(crate) fn parse_timestamp(
     file: &Path,
     line: u64,
@@ -254,38 +275,61 @@ pub(crate) fn parse_timestamp(
     value: &str,
 ) -> Result<i64, DataError> {
     let v = value.trim();
-    if let Ok(t) = v.parse::<i64>() {
-        return Ok(t);
-    }
-    match v.parse::<f64>() {
-        Ok(f) if f.is_finite() && f.abs() < 9.0e15 => Ok(f.floor() as i64),
-        _ => Err(DataError::field(
+    let t = match v.parse::<i64>() {
+        Ok(t) => t,
+        Err(_) => match v.parse::<f64>() {
+            Ok(f) if f.is_finite() && f.fract() == 0.0 && f.abs() < 9.0e15 => f as i64,
+            Ok(f) if f.is_finite() && f.fract() != 0.0 => {
+                return Err(DataError::field(
+                    file,
+                    line,
+                    column,
+                    value,
+                    "a fractional timestamp: whole unix seconds are expected",
+                ))
+            }
+            _ => {
+                return Err(DataError::field(
+                    file,
+                    line,
+                    column,
+                    value,
+                    "not a unix timestamp in seconds",
+                ))
+            }
+        },
+    };
+    if !(0..=MAX_TIMESTAMP).contains(&t) {
+        return Err(DataError::field(
             file,
             line,
             column,
             value,
-            "not a unix timestamp in seconds",
-        )),
+            "outside 1970-01-01 .. 3000-01-01 in unix seconds (milliseconds? negative?)",
+        ));
     }
+    Ok(t)
 }
 
-/// Takes field `idx` or reports a short row.
+/// Takes field `idx`, or reports a row whose field count is not `expected`.
 pub(crate) fn field<'a>(
     file: &Path,
     row: &'a Row,
     idx: usize,
     expected: usize,
 ) -> Result<&'a str, DataError> {
-    row.fields
-        .get(idx)
-        .map(|s| s.as_str())
-        .ok_or_else(|| DataError::Row {
+    let found = row.fields.len();
+    if found != expected {
+        return Err(DataError::Row {
             file: file.to_path_buf(),
             line: row.line,
-            message: format!(
-                "expected {expected} fields, found {} (truncated row?)",
-                row.fields.len()
-            ),
+            message: if found < expected {
+                format!("expected {expected} fields, found {found} (truncated row?)")
+            } else {
+                format!("expected {expected} fields, found {found} (an extra delimiter, or an unclosed quote that joined lines?)")
+            },
             reason: "wrong field count",
-        })
+        });
+    }
+    Ok(row.fields[idx].as_str())
 }

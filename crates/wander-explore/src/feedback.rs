@@ -328,6 +328,19 @@ pub fn preferences(labels: &[Label], margin: f64) -> Vec<Preference> {
     out
 }
 
+/// A seeded share of the `n` clusters whose labels training withholds as candidates, so that
+/// evaluation can measure how a model scores candidates it never saw (at least one cluster
+/// when `share > 0`, never all of them).
+pub fn held_out_candidates(n: usize, share: f64, seed: u64) -> std::collections::BTreeSet<u32> {
+    if n < 2 || !(share > 0.0) {
+        return Default::default();
+    }
+    let k = ((n as f64 * share).round() as usize).clamp(1, n - 1);
+    let mut ids: Vec<u32> = (0..n as u32).collect();
+    wander_core::rng::Rng::new(seed ^ 0x5eed_c0de).shuffle(&mut ids);
+    ids.into_iter().take(k).collect()
+}
+
 /// Labels grouped by history pair, in `(c1, c2)` order: one alignment training prompt each.
 pub fn by_pair(labels: &[Label]) -> Vec<((u32, u32), Vec<(u32, f64)>)> {
     let mut m: BTreeMap<(u32, u32), Vec<(u32, f64)>> = BTreeMap::new();
@@ -365,6 +378,18 @@ pub fn label_line(l: &Label, describe: impl Fn(u32) -> String) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn held_out_candidates_are_a_seeded_strict_subset() {
+        let a = held_out_candidates(64, 0.1, 3);
+        assert_eq!(a.len(), 6);
+        assert_eq!(a, held_out_candidates(64, 0.1, 3));
+        assert_ne!(a, held_out_candidates(64, 0.1, 4));
+        assert!(a.iter().all(|&c| c < 64));
+        assert!(held_out_candidates(64, 0.0, 3).is_empty());
+        assert_eq!(held_out_candidates(4, 0.9, 3).len(), 3);
+        assert_eq!(held_out_candidates(4, 0.01, 3).len(), 1);
+    }
     use wander_data::{Interactions, Item};
 
     fn dataset(rows: &[(u32, u32, bool, f64)]) -> Dataset {

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use candle_core::Tensor;
 use wander_llm::generate::{
-    last_hidden_after, prefix_cache, score_candidates_after, score_candidates_batch,
+    extend_cache, last_hidden_after, prefix_cache, score_candidates_after, score_candidates_batch,
 };
 use wander_llm::model::{KvCache, Llama, ScoreHead};
 use wander_llm::tokenizer::Tokenizer;
@@ -98,6 +98,27 @@ impl<'a> NoveltyScorer<'a> {
             cache: prefix_cache(model, &prompts.prefix)?,
             answers,
         })
+    }
+
+    /// P2's proposal distribution after `(c1, c2)`: each answer's unconstrained probability
+    /// at `temperature` (sample, drop what is not a valid answer), renormalised over every
+    /// answer (the history clusters included, as in [`NoveltyScorer::probs_all`]); and the
+    /// share of unconstrained samples that would be a valid answer at all.
+    pub fn answer_probs(&self, c1: u32, c2: u32, temperature: f64) -> Result<(Vec<f64>, f64)> {
+        let logp = wander_llm::generate::answer_logprobs(
+            self.model,
+            &self.cache,
+            self.prompts.suffix(c1, c2)?,
+            self.answers,
+            temperature,
+        )?;
+        let max = logp.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let sum: f64 = logp.iter().map(|l| (l - max).exp()).sum();
+        let valid_share = (max + sum.ln()).exp();
+        Ok((
+            logp.iter().map(|l| (l - max).exp() / sum).collect(),
+            valid_share,
+        ))
     }
 
     /// Probability of each cluster being proposed after `(c1, c2)` by the constrained
@@ -221,6 +242,20 @@ pub struct CandidateScorer<'a> {
 /// Prompts scored per forward batch.
 const CANDIDATE_BATCH: usize = 16;
 
+/// Length of the longest prefix all `prompts` share, leaving at least one token of each to
+/// run (the last token's hidden state is what the head reads).
+fn common_prefix<'p>(mut prompts: impl Iterator<Item = &'p [u32]>) -> usize {
+    let Some(first) = prompts.next() else {
+        return 0;
+    };
+    let mut common = first.len().saturating_sub(1);
+    for p in prompts {
+        let same = first.iter().zip(p).take_while(|(x, y)| x == y).count();
+        common = common.min(same).min(p.len().saturating_sub(1));
+    }
+    common
+}
+
 impl<'a> CandidateScorer<'a> {
     /// A scorer over the clusters' `descriptions`.
     pub fn new(
@@ -261,31 +296,64 @@ impl<'a> CandidateScorer<'a> {
             .iter()
             .map(|&t| self.prompt(t))
             .collect::<Result<_>>()?;
-        let first = &prompts[0];
-        let mut common = first.len().saturating_sub(1);
-        for p in &prompts {
-            let same = first.iter().zip(p).take_while(|(x, y)| x == y).count();
-            common = common.min(same).min(p.len().saturating_sub(1));
+        // Two levels of sharing: the tokens every prompt shares (system message, template)
+        // run once; then each history pair's own tokens run once for all its candidates, and
+        // only the candidates' suffixes (about ten tokens each) run per prompt.
+        let common = common_prefix(prompts.iter().map(Vec::as_slice));
+        let cache = prefix_cache(self.model, &prompts[0][..common])?;
+        let mut groups: Vec<((u32, u32), Vec<usize>)> = Vec::new();
+        let mut group_of: HashMap<(u32, u32), usize> = HashMap::new();
+        for (i, &(c1, c2, _)) in triples.iter().enumerate() {
+            let g = *group_of.entry((c1, c2)).or_insert_with(|| {
+                groups.push(((c1, c2), Vec::new()));
+                groups.len() - 1
+            });
+            groups[g].1.push(i);
         }
-        let cache = prefix_cache(self.model, &first[..common])?;
-        let mut out = Vec::with_capacity(triples.len());
-        for batch in prompts.chunks(CANDIDATE_BATCH) {
-            let suffixes: Vec<Vec<u32>> = batch.iter().map(|p| p[common..].to_vec()).collect();
-            let h = last_hidden_after(self.model, &cache, &suffixes)?;
-            let s: Tensor = self.head.forward(&h).map_err(ExploreError::Llm)?;
-            let rows = s.to_vec2::<f32>().map_err(wander_llm::LlmError::from)?;
-            for row in rows {
-                let v = *row.first().ok_or_else(|| {
-                    ExploreError::Invalid("the alignment head has no output".into())
-                })?;
-                if !v.is_finite() {
-                    return Err(ExploreError::Invalid(format!(
-                        "the alignment model gave a non-finite score ({v})"
-                    )));
+        let mut out = vec![f32::NAN; triples.len()];
+        for (_, members) in &groups {
+            let shared = common_prefix(members.iter().map(|&i| prompts[i].as_slice())).max(common);
+            let pair_cache =
+                extend_cache(self.model, &cache, &prompts[members[0]][common..shared])?;
+            for batch in members.chunks(CANDIDATE_BATCH) {
+                let suffixes: Vec<Vec<u32>> = batch
+                    .iter()
+                    .map(|&i| prompts[i][shared..].to_vec())
+                    .collect();
+                let h = last_hidden_after(self.model, &pair_cache, &suffixes)?;
+                let s: Tensor = self.head.forward(&h).map_err(ExploreError::Llm)?;
+                let rows = s.to_vec2::<f32>().map_err(wander_llm::LlmError::from)?;
+                for (&i, row) in batch.iter().zip(rows) {
+                    let v = *row.first().ok_or_else(|| {
+                        ExploreError::Invalid("the alignment head has no output".into())
+                    })?;
+                    if !v.is_finite() {
+                        return Err(ExploreError::Invalid(format!(
+                            "the alignment model gave a non-finite score ({v})"
+                        )));
+                    }
+                    out[i] = v;
                 }
-                out.push(v);
             }
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::common_prefix;
+
+    #[test]
+    fn the_shared_prefix_leaves_every_prompt_a_token() {
+        let a: &[u32] = &[1, 2, 3, 4];
+        let b: &[u32] = &[1, 2, 3, 5, 6];
+        assert_eq!(common_prefix([a, b].into_iter()), 3);
+        // Identical prompts still keep their last token to run.
+        assert_eq!(common_prefix([a, a].into_iter()), 3);
+        // A prompt that is a prefix of another keeps its last token too.
+        assert_eq!(common_prefix([&a[..2], a].into_iter()), 1);
+        assert_eq!(common_prefix(std::iter::empty()), 0);
+        assert_eq!(common_prefix([&[7u32][..]].into_iter()), 0);
     }
 }

@@ -333,6 +333,17 @@ pub fn prefix_cache(model: &Llama, prefix: &[u32]) -> Result<KvCache> {
     Ok(cache)
 }
 
+/// The cache of `prefix ++ tokens`, from the cache of `prefix` (a batch-1 cache, left as
+/// it is): a second level of sharing, e.g. a history pair's tokens under many candidates.
+pub fn extend_cache(model: &Llama, prefix: &KvCache, tokens: &[u32]) -> Result<KvCache> {
+    let mut cache = prefix.broadcast(1)?;
+    if !tokens.is_empty() {
+        let input = Tensor::new(tokens, &Device::Cpu)?.unsqueeze(0)?;
+        model.forward_hidden(&input, &mut cache, Mode::Infer)?;
+    }
+    Ok(cache)
+}
+
 /// Final hidden state `[n, hidden]` of the last token of each `prefix ++ suffix`, the
 /// suffixes run as one right-padded batch over the broadcast prefix cache (causal attention
 /// keeps the padding out of every real position).
@@ -484,6 +495,102 @@ pub fn score_candidates_batch(
                 .expect("candidate is in its own trie")
                 .1;
         }
+    }
+    Ok(out)
+}
+
+/// Rows of vocabulary logits computed at once by [`answer_logprobs`] (49k floats each).
+const ANSWER_LOGIT_ROWS: usize = 128;
+
+/// Unconstrained log-probabilities of whole answers after `prefix ++ suffix`: for each
+/// answer (token sequences ending in the end token), the sum over its tokens of the model's
+/// log-softmax over the *full* vocabulary at `temperature`. This is the probability that
+/// unconstrained sampling at that temperature writes exactly this answer; renormalised over
+/// the valid answers it is P2's proposal distribution (sample, drop invalid outputs,
+/// renormalise), and its sum over the answers is the share of samples that are valid. The
+/// trie-constrained distribution ([`score_candidates_batch`]) instead renormalises at every
+/// token, which favours answers whose first tokens have few siblings.
+pub fn answer_logprobs(
+    model: &Llama,
+    prefix: &KvCache,
+    suffix: &[u32],
+    answers: &[Vec<u32>],
+    temperature: f64,
+) -> Result<Vec<f64>> {
+    if suffix.is_empty() || answers.iter().any(Vec::is_empty) {
+        return Err(LlmError::Invalid(
+            "answer scoring needs a non-empty suffix and non-empty answers".into(),
+        ));
+    }
+    if !(temperature > 0.0 && temperature.is_finite()) {
+        return Err(LlmError::Invalid(format!(
+            "scoring needs a finite temperature above 0, not {temperature}"
+        )));
+    }
+    let mut cache = prefix.broadcast(1)?;
+    let input = Tensor::new(suffix, &Device::Cpu)?.unsqueeze(0)?;
+    let h = model.forward_hidden(&input, &mut cache, Mode::Infer)?;
+    let root = h.narrow(1, suffix.len() - 1, 1)?.squeeze(1)?; // [1, hidden]
+                                                              // (row of hidden states, token) for every token of every answer: the first token is
+                                                              // predicted from the prompt's last position, token k from the answer's position k - 1.
+    let context = answers.iter().map(|a| a.len() - 1).max().unwrap_or(0);
+    let mut wanted: Vec<(usize, u32)> = Vec::new();
+    for (i, a) in answers.iter().enumerate() {
+        wanted.push((0, a[0]));
+        for k in 1..a.len() {
+            wanted.push((1 + i * context + (k - 1), a[k]));
+        }
+    }
+    let states = if context == 0 {
+        root
+    } else {
+        let mut toks = Vec::with_capacity(answers.len() * context);
+        for a in answers {
+            for k in 0..context {
+                // Right padding repeats the last context token; causal attention keeps it
+                // out of every real position.
+                toks.push(a[k.min(a.len().saturating_sub(2))]);
+            }
+        }
+        let mut c = cache.broadcast(answers.len())?;
+        let input = Tensor::from_vec(toks, (answers.len(), context), &Device::Cpu)?;
+        let hid = model.forward_hidden(&input, &mut c, Mode::Infer)?;
+        let hid = hid.reshape((answers.len() * context, model.cfg.hidden))?;
+        Tensor::cat(&[&root, &hid], 0)?
+    };
+    // Only the rows some answer reads, in chunks, each through the full output projection.
+    let mut rows: Vec<usize> = wanted.iter().map(|w| w.0).collect();
+    rows.sort_unstable();
+    rows.dedup();
+    let mut logp_of_row: std::collections::HashMap<usize, Vec<f32>> =
+        std::collections::HashMap::with_capacity(rows.len());
+    for chunk in rows.chunks(ANSWER_LOGIT_ROWS) {
+        let idx: Vec<u32> = chunk.iter().map(|&r| r as u32).collect();
+        let x = states.index_select(&Tensor::new(idx.as_slice(), &Device::Cpu)?, 0)?;
+        let logits = (model.logits(&x)?.to_dtype(candle_core::DType::F32)? / temperature)?;
+        let logp = candle_nn::ops::log_softmax(&logits, candle_core::D::Minus1)?;
+        for (&r, row) in chunk.iter().zip(logp.to_vec2::<f32>()?) {
+            logp_of_row.insert(r, row);
+        }
+    }
+    let mut out = vec![0.0f64; answers.len()];
+    let mut w = wanted.iter();
+    for (i, a) in answers.iter().enumerate() {
+        for _ in 0..a.len() {
+            let &(row, tok) = w.next().expect("one entry per answer token");
+            let lp = logp_of_row[&row]
+                .get(tok as usize)
+                .copied()
+                .ok_or_else(|| {
+                    LlmError::Invalid(format!("token {tok} is outside the vocabulary"))
+                })?;
+            out[i] += f64::from(lp);
+        }
+    }
+    if let Some(bad) = out.iter().position(|v| !v.is_finite()) {
+        return Err(LlmError::Invalid(format!(
+            "answer {bad} has a non-finite log-probability"
+        )));
     }
     Ok(out)
 }

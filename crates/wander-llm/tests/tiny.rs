@@ -540,3 +540,86 @@ fn candidate_head_learns_pointwise_and_pairwise_labels() {
         assert!(batch_loss(&model, &objective, &[bad], 0).is_err());
     }
 }
+
+/// Unconstrained whole-answer log-probabilities equal the token-by-token product of the
+/// full-vocabulary softmax at temperature T, after a cached prefix; they sum to at most 1.
+#[test]
+fn answer_logprobs_are_the_unconstrained_probability_of_each_answer() {
+    use wander_llm::generate::{answer_logprobs, prefix_cache};
+    let (model, _) = Llama::random(tiny(), 23).unwrap();
+    let answers = vec![
+        vec![30, 31, 2],
+        vec![30, 32, 2],
+        vec![40, 2],
+        vec![41, 42, 43, 2],
+        vec![2],
+    ];
+    let prompt = [1u32, 12, 13, 14, 3];
+    let cache = prefix_cache(&model, &prompt[..2]).unwrap();
+    for temperature in [0.7, 1.0, 1.5] {
+        let fast = answer_logprobs(&model, &cache, &prompt[2..], &answers, temperature).unwrap();
+        for (a, &got) in answers.iter().zip(&fast) {
+            let mut seq = prompt.to_vec();
+            let mut want = 0.0f64;
+            for &tok in a {
+                let input = Tensor::new(seq.as_slice(), &Device::Cpu)
+                    .unwrap()
+                    .unsqueeze(0)
+                    .unwrap();
+                let logits = model
+                    .last_logits(&input, &mut KvCache::new(2))
+                    .unwrap()
+                    .squeeze(0)
+                    .unwrap()
+                    .to_vec1::<f32>()
+                    .unwrap();
+                let scaled: Vec<f64> = logits.iter().map(|&l| l as f64 / temperature).collect();
+                let max = scaled.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                let lse = max + scaled.iter().map(|v| (v - max).exp()).sum::<f64>().ln();
+                want += scaled[tok as usize] - lse;
+                seq.push(tok);
+            }
+            assert!(
+                (got - want).abs() < 1e-3,
+                "T={temperature} {a:?}: {got} vs {want}"
+            );
+        }
+        let total: f64 = fast.iter().map(|l| l.exp()).sum();
+        assert!(total > 0.0 && total <= 1.0 + 1e-6, "{total}");
+    }
+    assert!(answer_logprobs(&model, &cache, &prompt[2..], &answers, f64::NAN).is_err());
+    assert!(answer_logprobs(&model, &cache, &[], &answers, 1.0).is_err());
+}
+
+/// A cache extended by a second level of shared tokens gives the hidden states of the whole
+/// prompts, and leaves the first-level cache usable as before.
+#[test]
+fn an_extended_cache_equals_the_whole_prefix() {
+    use wander_llm::generate::{extend_cache, last_hidden_after, prefix_cache};
+    let (model, _) = Llama::random(tiny(), 29).unwrap();
+    let system = [1u32, 12, 13];
+    let history = [20u32, 21, 22, 23];
+    let suffixes = vec![vec![30u32, 31, 2], vec![40u32, 2], vec![41u32, 42, 43, 2]];
+    let base = prefix_cache(&model, &system).unwrap();
+    let extended = extend_cache(&model, &base, &history).unwrap();
+    let whole: Vec<u32> = system.iter().chain(&history).copied().collect();
+    let direct = prefix_cache(&model, &whole).unwrap();
+    let a = last_hidden_after(&model, &extended, &suffixes)
+        .unwrap()
+        .to_vec2::<f32>()
+        .unwrap();
+    let b = last_hidden_after(&model, &direct, &suffixes)
+        .unwrap()
+        .to_vec2::<f32>()
+        .unwrap();
+    for (x, y) in a.iter().flatten().zip(b.iter().flatten()) {
+        assert!((x - y).abs() < 1e-4, "{x} vs {y}");
+    }
+    // The first level is unchanged: extending it again gives the same answer.
+    let again = extend_cache(&model, &base, &history).unwrap();
+    let c = last_hidden_after(&model, &again, &suffixes)
+        .unwrap()
+        .to_vec2::<f32>()
+        .unwrap();
+    assert_eq!(a, c);
+}

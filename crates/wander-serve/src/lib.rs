@@ -243,7 +243,12 @@ async fn cluster(State(state): Shared, UrlPath(id): UrlPath<String>) -> Response
     let st = state.clone();
     timed(&state, "clusters", async move {
         let a = st.artifacts();
-        let id: u32 = id.parse().map_err(|_| ApiError { status: StatusCode::BAD_REQUEST, code: "invalid_id", message: format!("cluster id `{id}` is not a number") })?;
+        // Digits beyond u32 are a number, just not a cluster.
+        let unknown = |id: &str| ApiError { status: StatusCode::NOT_FOUND, code: "unknown_cluster", message: format!("no cluster {id}; ids are 0 to {}", a.n_clusters().saturating_sub(1)) };
+        if !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_digit()) && id.parse::<u32>().is_err() {
+            return Err(unknown(&id));
+        }
+        let id: u32 = id.parse().map_err(|_| ApiError { status: StatusCode::BAD_REQUEST, code: "invalid_id", message: "a cluster id is a non-negative integer".into() })?;
         let c = a.cluster(id).ok_or_else(|| ApiError { status: StatusCode::NOT_FOUND, code: "unknown_cluster", message: format!("no cluster {id}; ids are 0 to {}", a.n_clusters().saturating_sub(1)) })?;
         Ok(Json(json!({"id": c.id, "description": c.description, "keywords": c.keywords, "size": c.size, "table_version": a.version})))
     })
@@ -312,7 +317,11 @@ async fn admin_reload(State(state): Shared, headers: HeaderMap) -> Response {
         }
         match st.reload().await {
             Ok(v) => Ok(Json(json!({"reloaded": true, "table_version": v}))),
-            Err(e) => Err(ApiError { status: StatusCode::CONFLICT, code: "reload_failed", message: format!("{e}; still serving the previous version") }),
+            Err(e) => {
+                // The cause names server paths: it goes to the operator's log, not the client.
+                eprintln!("wander: reload failed, still serving the previous version: {e}");
+                Err(ApiError { status: StatusCode::CONFLICT, code: "reload_failed", message: "the new artifacts could not be loaded (the server log says why); still serving the previous version".into() })
+            }
         }
     })
     .await
@@ -326,13 +335,26 @@ async fn openapi() -> Response {
     ([("content-type", "application/json")], OPENAPI).into_response()
 }
 
-async fn not_found() -> Response {
-    ApiError {
-        status: StatusCode::NOT_FOUND,
-        code: "not_found",
-        message: "no such endpoint; see GET /openapi.json".into(),
-    }
-    .into_response()
+async fn not_found(State(state): Shared) -> Response {
+    timed(&state, "unmatched", async {
+        Err::<(), _>(ApiError {
+            status: StatusCode::NOT_FOUND,
+            code: "not_found",
+            message: "no such endpoint; see GET /openapi.json".into(),
+        })
+    })
+    .await
+}
+
+async fn method_not_allowed(State(state): Shared) -> Response {
+    timed(&state, "unmatched", async {
+        Err::<(), _>(ApiError {
+            status: StatusCode::METHOD_NOT_ALLOWED,
+            code: "method_not_allowed",
+            message: "this endpoint does not take that method; see GET /openapi.json".into(),
+        })
+    })
+    .await
 }
 
 /// The OpenAPI 3 document of the service.
@@ -350,6 +372,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/openapi.json", get(openapi))
         .route("/admin/reload", post(admin_reload))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
 }
@@ -502,11 +525,45 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
                 }
             });
         }
-        axum::serve(listener, router(state))
-            .with_graceful_shutdown(async {
-                let _ = tokio::signal::ctrl_c().await;
-            })
-            .await?;
+        let drain = Duration::from_secs(state.config.serve.drain_seconds);
+        let (stopping_tx, mut stopping) = tokio::sync::watch::channel(false);
+        let server = axum::serve(listener, router(state)).with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            eprintln!(
+                "wander: shutting down: no new connections; in-flight requests have {} s",
+                drain.as_secs()
+            );
+            let _ = stopping_tx.send(true);
+        });
+        // A stalled client must not hold the process past the drain deadline.
+        let deadline = async move {
+            let _ = stopping.wait_for(|s| *s).await;
+            tokio::time::sleep(drain).await;
+        };
+        tokio::select! {
+            served = async { server.await } => served?,
+            () = deadline => eprintln!("wander: drain deadline passed; closing the remaining connections"),
+        }
+        eprintln!("wander: stopped");
         Ok(())
     })
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM (what Kubernetes and systemd send to stop).
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
 }

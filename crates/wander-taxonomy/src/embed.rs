@@ -92,7 +92,10 @@ pub struct EmbeddingCache {
     dirty: bool,
 }
 
-const MAGIC: &[u8; 8] = b"WEMBED01";
+/// Format 02: header, records, then the SHA-256 (hex) of everything before it. A file that
+/// fails the checksum or holds a non-finite value is ignored and its texts embedded again.
+const MAGIC: &[u8; 8] = b"WEMBED02";
+const CHECKSUM_LEN: usize = 64;
 
 impl EmbeddingCache {
     /// Opens the cache file (missing or unreadable files give an empty cache).
@@ -109,7 +112,11 @@ impl EmbeddingCache {
     }
 
     fn decode(bytes: &[u8]) -> Option<HashMap<String, Vec<f32>>> {
-        if bytes.len() < 20 || &bytes[..8] != MAGIC {
+        if bytes.len() < 20 + CHECKSUM_LEN || &bytes[..8] != MAGIC {
+            return None;
+        }
+        let (bytes, checksum) = bytes.split_at(bytes.len() - CHECKSUM_LEN);
+        if wander_core::hash::sha256_hex(bytes).as_bytes() != checksum {
             return None;
         }
         let dim = u32::from_le_bytes(bytes[8..12].try_into().ok()?) as usize;
@@ -122,10 +129,13 @@ impl EmbeddingCache {
         for r in 0..n {
             let at = 20 + r * rec;
             let key = std::str::from_utf8(&bytes[at..at + 64]).ok()?.to_string();
-            let v = bytes[at + 64..at + rec]
+            let v: Vec<f32> = bytes[at + 64..at + rec]
                 .chunks_exact(4)
                 .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
                 .collect();
+            if v.iter().any(|x| !x.is_finite()) {
+                return None;
+            }
             out.insert(key, v);
         }
         Some(out)
@@ -165,6 +175,8 @@ impl EmbeddingCache {
                 bytes.extend_from_slice(&x.to_le_bytes());
             }
         }
+        let checksum = wander_core::hash::sha256_hex(&bytes);
+        bytes.extend_from_slice(checksum.as_bytes());
         wander_core::artifact::atomic_write(&self.path, &bytes)?;
         self.dirty = false;
         Ok(())
@@ -204,4 +216,42 @@ pub fn embed_all(
         .map(|k| cache.get(k).cloned().expect("embedded above"))
         .collect();
     Ok((out, computed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn saved(entries: &[(&str, Vec<f32>)]) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("embeddings.bin");
+        let mut cache = EmbeddingCache::open(&path);
+        for (text, v) in entries {
+            cache.insert(EmbeddingCache::key("model", text), v.clone());
+        }
+        cache.save().unwrap();
+        (dir, path)
+    }
+
+    #[test]
+    fn a_saved_cache_reads_back() {
+        let (_dir, path) = saved(&[("a", vec![0.5, -1.0]), ("b", vec![2.0, 3.0])]);
+        let cache = EmbeddingCache::open(&path);
+        assert_eq!(
+            cache.get(&EmbeddingCache::key("model", "b")),
+            Some(&vec![2.0, 3.0])
+        );
+    }
+
+    #[test]
+    fn a_flipped_byte_or_a_non_finite_value_empties_the_cache() {
+        let (_dir, path) = saved(&[("a", vec![0.5, -1.0])]);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[20 + 64] ^= 1;
+        std::fs::write(&path, &bytes).unwrap();
+        assert!(EmbeddingCache::open(&path).entries.is_empty());
+
+        let (_dir, path) = saved(&[("a", vec![f32::NAN, 1.0])]);
+        assert!(EmbeddingCache::open(&path).entries.is_empty());
+    }
 }

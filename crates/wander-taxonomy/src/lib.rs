@@ -190,6 +190,27 @@ pub fn build(
             cfg.fine_clusters
         )));
     }
+    if let Some(i) = vectors
+        .iter()
+        .position(|v| v.iter().any(|x| !x.is_finite()))
+    {
+        return Err(TaxonomyError::Invalid(format!(
+            "the embedding of item {} (row {i}) is not finite; delete the embedding cache (taxonomy.cache_dir) and rerun",
+            ds.items.get(i).map_or("?", |it| it.id.as_str())
+        )));
+    }
+    // Identical vectors (items whose text and behaviour are the same) cannot be told apart:
+    // k-means would return empty clusters.
+    let distinct = vectors
+        .iter()
+        .map(|v| v.iter().map(|x| x.to_bits()).collect::<Vec<u32>>())
+        .collect::<std::collections::HashSet<_>>()
+        .len();
+    if distinct < cfg.fine_clusters || distinct < cfg.coarse_clusters {
+        return Err(TaxonomyError::Invalid(format!(
+            "only {distinct} of the {n} items have distinct embeddings (items with the same title, genres and tags look alike); lower taxonomy.fine_clusters and taxonomy.coarse_clusters to at most {distinct}, or give the items more distinct text"
+        )));
+    }
     let mut rng = Rng::new(seed);
     let all: Vec<&[f32]> = vectors.iter().map(|v| v.as_slice()).collect();
     let coarse = kmeans::kmeans(
@@ -212,7 +233,7 @@ pub fn build(
     let mut alloc: Vec<usize> = quota
         .iter()
         .zip(&members)
-        .map(|(q, m)| (q.floor() as usize).clamp(1, m.len()))
+        .map(|(q, m)| (q.floor() as usize).max(1).min(m.len()))
         .collect();
     let mut order: Vec<usize> = (0..kc).collect();
     order.sort_by(|&a, &b| {
@@ -234,6 +255,9 @@ pub fn build(
     for (c, mem) in members.iter().enumerate() {
         for &i in mem {
             item_coarse[i] = c as u32;
+        }
+        if mem.is_empty() {
+            continue;
         }
         let pts: Vec<&[f32]> = mem.iter().map(|&i| vectors[i].as_slice()).collect();
         let sub = kmeans::kmeans(&pts, alloc[c], cfg.restarts, cfg.max_iterations, &mut rng);

@@ -108,3 +108,35 @@ fn too_few_items_is_a_clear_error() {
         .to_string();
     assert!(err.contains("fine_clusters"), "{err}");
 }
+
+#[test]
+fn items_that_all_look_alike_are_a_clear_error_not_a_panic() {
+    let (ds, vecs) = synthetic();
+    let same = vec![vecs[0].clone(); vecs.len()];
+    let err = wander_taxonomy::build(&ds, &same, &cfg(), 1)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("only 1 of the 120 items have distinct embeddings"),
+        "{err}"
+    );
+    // Fewer distinct items than clusters still builds when the config asks for few enough.
+    let mut few = vecs.clone();
+    for v in few.iter_mut().skip(6) {
+        *v = vecs[0].clone();
+    }
+    let mut c = cfg();
+    c.coarse_clusters = 2;
+    c.fine_clusters = 4;
+    assert!(wander_taxonomy::build(&ds, &few, &c, 1).is_ok());
+}
+
+#[test]
+fn a_non_finite_embedding_names_the_item() {
+    let (ds, mut vecs) = synthetic();
+    vecs[7][3] = f32::NAN;
+    let err = wander_taxonomy::build(&ds, &vecs, &cfg(), 1)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("item i7 (row 7) is not finite"), "{err}");
+}

@@ -127,13 +127,18 @@ pub fn train_alignment(ctx: &StageContext, force: bool) -> crate::Result<Summary
         // Only then, so that runs of the per-cluster head made before `arch` existed stay fresh.
         slice["arch"] = json!(cfg.arch);
     }
+    if cfg.holdout_candidates > 0.0 {
+        slice["holdout_candidates"] = json!(cfg.holdout_candidates);
+    }
     let checkpoints = run.root().join(".checkpoints/alignment");
     let outcome = run.run_stage(StageId::TrainAlignment.folder(), slice, inputs, force, |w| -> crate::Result<Value> {
         let tax = wander_taxonomy::read(&run.read("taxonomy")?)?;
         let descriptions: Vec<String> = tax.planner_clusters().iter().map(|c| c.description.clone()).collect();
         let stage = run.read("feedback")?;
-        let train_labels: Vec<Label> = stage.read_json("labels_train.json")?;
-        let valid_labels: Vec<Label> = stage.read_json("labels_valid.json")?;
+        let held = feedback::held_out_candidates(descriptions.len(), cfg.holdout_candidates, ctx.config.run.seed);
+        let seen = |l: &Label| !held.contains(&l.next);
+        let train_labels: Vec<Label> = stage.read_json::<Vec<Label>>("labels_train.json")?.into_iter().filter(seen).collect();
+        let valid_labels: Vec<Label> = stage.read_json::<Vec<Label>>("labels_valid.json")?.into_iter().filter(seen).collect();
         let (tok, model, params) = crate::llm::trainable_model(ctx, &q8)?;
         let pairwise = (cfg.objective == wander_core::config::AlignmentObjective::Pairwise)
             .then_some(ctx.config.feedback.pairwise_margin as f32);
@@ -194,6 +199,9 @@ pub fn train_alignment(ctx: &StageContext, force: bool) -> crate::Result<Summary
             summary["arch"] = json!(cfg.arch);
             summary["prompts"] = json!(train.len());
         }
+        if !held.is_empty() {
+            summary["holdout_candidates"] = json!(held);
+        }
         Ok(summary)
     })
     .context("train alignment failed; earlier artifacts are unchanged and a rerun resumes from the last checkpoint")?;
@@ -250,8 +258,15 @@ pub fn eval_alignment(ctx: &StageContext, force: bool) -> crate::Result<Summary>
     let stage_dir = run.stage_dir("eval_alignment");
     let outcome = run.run_stage(StageId::EvalAlignment.folder(), slice, inputs, force, |w| -> crate::Result<Value> {
         let stage = run.read("feedback")?;
-        let train: Vec<Label> = stage.read_json("labels_train.json")?;
-        let valid: Vec<Label> = stage.read_json("labels_valid.json")?;
+        // Candidates that training withheld (alignment.holdout_candidates) are unseen for the
+        // baselines too.
+        let held: BTreeSet<u32> = match run.read(StageId::TrainAlignment.folder())?.manifest().summary.get("holdout_candidates") {
+            Some(v) => serde_json::from_value(v.clone())?,
+            None => BTreeSet::new(),
+        };
+        let seen = |l: &Label| !held.contains(&l.next);
+        let train: Vec<Label> = stage.read_json::<Vec<Label>>("labels_train.json")?.into_iter().filter(seen).collect();
+        let valid: Vec<Label> = stage.read_json::<Vec<Label>>("labels_valid.json")?.into_iter().filter(seen).collect();
         let test: Vec<Label> = stage.read_json("labels_test.json")?;
         if test.is_empty() {
             bail!("no held-out labels in the test period: lower feedback.min_users");
@@ -358,8 +373,9 @@ pub fn eval_alignment(ctx: &StageContext, force: bool) -> crate::Result<Summary>
         let show = |e: &Option<Estimate>| e.as_ref().map_or("-".to_string(), |e| fmt(e));
         let mut within_pairs = 0;
         md.push_str(&format!(
-            "\n### Within a history pair, and on what training never saw\n\nWithin-pair Spearman: the rank correlation between predictions and labels among the candidates of one history pair, for every held-out pair with at least {WITHIN_PAIR_MIN} labels that are not all equal, averaged over those pairs (95% interval: bootstrap over pairs). A prediction constant within a pair counts 0. Held-out pairs: {} triples whose history pair has no training label. Held-out candidates: {} triples whose candidate has no training label (the global rate then falls back to the mean label). `-`: fewer than 5 triples.\n\n| method | within-pair Spearman | Spearman, held-out pairs | Spearman, held-out candidates |\n|---|---|---|---|\n",
-            new_pair.len(), new_candidate.len()
+            "\n### Within a history pair, and on what training never saw\n\nWithin-pair Spearman: the rank correlation between predictions and labels among the candidates of one history pair, for every held-out pair with at least {WITHIN_PAIR_MIN} labels that are not all equal, averaged over those pairs (95% interval: bootstrap over pairs). A prediction constant within a pair counts 0. Held-out pairs: {} triples whose history pair has no training label. Held-out candidates: {} triples whose candidate has no training label (the global rate then falls back to the mean label){}. `-`: fewer than 5 triples.\n\n| method | within-pair Spearman | Spearman, held-out pairs | Spearman, held-out candidates |\n|---|---|---|---|\n",
+            new_pair.len(), new_candidate.len(),
+            if held.is_empty() { String::new() } else { format!("; {} clusters were withheld from training by design (alignment.holdout_candidates: {})", held.len(), held.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")) }
         ));
         for (name, pred) in [("alignment_llm", &llm), ("cluster_global_rate", &global), ("linear_embeddings", &linear)] {
             let per_pair = within_group_spearman(&pair_of, pred, &truth, WITHIN_PAIR_MIN);
@@ -377,7 +393,7 @@ pub fn eval_alignment(ctx: &StageContext, force: bool) -> crate::Result<Summary>
         w.write_bytes("report.md", md.as_bytes())?;
         let preds: Vec<Value> = test.iter().zip(&llm).zip(&global).zip(&linear).map(|(((l, a), g), r)| json!({"c1": l.c1, "c2": l.c2, "next": l.next, "label": l.label, "alignment_llm": a, "cluster_global_rate": g, "linear_embeddings": r})).collect();
         w.write_json("predictions.json", &preds)?;
-        Ok(json!({"triples": test.len(), "pairs": pairs.len(), "arch": arch, "within_pair_pairs": within_pairs, "heldout_pair_triples": new_pair.len(), "heldout_candidate_triples": new_candidate.len(), "methods": methods, "ridge_lambda": lambda, "verdict": verdict, "report": stage_dir.join("report.md")}))
+        Ok(json!({"triples": test.len(), "pairs": pairs.len(), "arch": arch, "within_pair_pairs": within_pairs, "heldout_pair_triples": new_pair.len(), "heldout_candidate_triples": new_candidate.len(), "holdout_candidates": held, "methods": methods, "ridge_lambda": lambda, "verdict": verdict, "report": stage_dir.join("report.md")}))
     })
     .context("eval alignment failed; earlier artifacts in the run directory are unchanged")?;
     Ok(report(StageId::EvalAlignment, &outcome))

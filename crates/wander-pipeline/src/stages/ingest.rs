@@ -49,10 +49,24 @@ pub fn ingest(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
         let spinner = wander_core::progress::spinner("ingest");
         spinner.set_message(format!("reading {}", root.display()));
         let loaded = wander_data::load(cfg, &root)?;
+        // Later stages would fail on these, three stages on: say it here, where it is found.
+        let early = loaded.dataset.stats();
+        if early.temporal_split[0] == 0 {
+            crate::bail!(
+                "the training period is empty: none of the {} interactions falls before the validation cut (data.valid_fraction = {}, data.test_fraction = {}); are the timestamps all equal?",
+                early.interactions, cfg.valid_fraction, cfg.test_fraction
+            );
+        }
+        if early.positives == 0 {
+            crate::bail!(
+                "no interaction is positive under data.positive = \"{}\" ({} interactions): check the rule and the feedback column's values",
+                cfg.positive, early.interactions
+            );
+        }
         spinner.set_message("writing parquet");
         wander_data::write_dataset(w, &loaded.dataset)?;
         spinner.finish_and_clear();
-        let stats = loaded.dataset.stats();
+        let stats = early;
         for example in &loaded.skips.examples {
             log(format!("skipped: {example}"));
         }

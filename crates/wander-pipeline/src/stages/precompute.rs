@@ -10,7 +10,7 @@ use serde::Serialize;
 use serde_json::json;
 use serde_json::Value;
 use wander_core::artifact::RunDir;
-use wander_core::config::{AlignmentArch, PairSet, ProposalMode};
+use wander_core::config::{AlignmentArch, PairSet, ProposalMode, ProposalNormalize};
 use wander_explore::planner::NoveltyScorer;
 use wander_explore::planner::{AlignmentScorer, CandidateScorer};
 use wander_explore::scaling;
@@ -41,6 +41,10 @@ struct PairRecord {
     alignment: Vec<f32>,
     choices: Vec<Choice>,
     fallback: bool,
+    /// With `precompute.normalize = "answer"`: the share of unconstrained samples that are a
+    /// valid answer (absent otherwise, so token-mode chunks keep their bytes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    valid_share: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -107,7 +111,11 @@ pub fn precompute(
     let cfg = &ctx.config.precompute;
     let run = RunDir::open(&ctx.config.run.dir)?;
     let (q8, inputs) = model_and_inputs(ctx, &run, StageId::Precompute)?;
-    let slice = json!({"scorer": "full-trie-v2", "precompute": {"pairs": cfg.pairs, "mode": cfg.mode, "n": cfg.n, "temperature": cfg.temperature, "top_k": cfg.top_k, "chunk_pairs": cfg.chunk_pairs}, "seed": ctx.config.run.seed});
+    let mut slice = json!({"scorer": "full-trie-v2", "precompute": {"pairs": cfg.pairs, "mode": cfg.mode, "n": cfg.n, "temperature": cfg.temperature, "top_k": cfg.top_k, "chunk_pairs": cfg.chunk_pairs}, "seed": ctx.config.run.seed});
+    if cfg.normalize == ProposalNormalize::Answer {
+        // Only then, so that tables made before `normalize` existed stay fresh.
+        slice["precompute"]["normalize"] = json!(cfg.normalize);
+    }
     let key = wander_core::hash::sha256_hex(
         serde_json::to_string(&json!({"slice": slice, "inputs": inputs}))?.as_bytes(),
     );
@@ -186,7 +194,23 @@ pub fn precompute(
                         })
                         .collect::<Result<_, _>>()?,
                 };
-                let all_probs = novelty.probs_all(chunks[ci], cfg.temperature, 16)?;
+                let (all_probs, valid_shares): (Vec<Vec<f64>>, Vec<Option<f64>>) =
+                    match cfg.normalize {
+                        ProposalNormalize::Token => (
+                            novelty.probs_all(chunks[ci], cfg.temperature, 16)?,
+                            vec![None; chunks[ci].len()],
+                        ),
+                        ProposalNormalize::Answer => chunks[ci]
+                            .iter()
+                            .map(|&(c1, c2)| {
+                                novelty
+                                    .answer_probs(c1, c2, cfg.temperature)
+                                    .map(|(p, v)| (p, Some(v)))
+                            })
+                            .collect::<Result<Vec<_>, _>>()?
+                            .into_iter()
+                            .unzip(),
+                    };
                 let mut records = Vec::with_capacity(chunks[ci].len());
                 for (k, (&(c1, c2), alignment)) in chunks[ci].iter().zip(scores).enumerate() {
                     let mut rng = wander_core::rng::Rng::new(ctx.config.run.seed)
@@ -233,6 +257,7 @@ pub fn precompute(
                         alignment,
                         choices,
                         fallback,
+                        valid_share: valid_shares[k],
                     });
                     bar.inc(1);
                 }
@@ -269,11 +294,13 @@ pub fn precompute(
         let mut seconds = 0.0;
         let (mut sc1, mut sc2, mut scl, mut snov, mut sal) = (vec![], vec![], vec![], vec![], vec![]);
         let mut fallbacks = 0;
+        let mut valid_shares = Vec::new();
         for i in 0..chunks.len() {
             let c: Chunk = serde_json::from_slice(&std::fs::read(chunk_path(i))?)?;
             seconds += c.seconds;
             for r in c.records {
                 fallbacks += usize::from(r.fallback);
+                valid_shares.extend(r.valid_share);
                 table.set(r.c1, r.c2, r.choices).map_err(PipelineError::msg)?;
                 for c in 0..m {
                     sc1.push(r.c1);
@@ -289,11 +316,18 @@ pub fn precompute(
         write_scores(&w.path("scores.parquet")?, sc1, sc2, scl, snov, sal)?;
         let models: BTreeMap<String, String> = ["train_novelty", "train_alignment"].iter().map(|s| Ok((s.to_string(), run.read(s)?.manifest().outputs.iter().map(|(k, v)| format!("{k}:{}", v.sha256)).collect::<Vec<_>>().join(",")))).collect::<crate::Result<_>>()?;
         let _ = std::fs::remove_dir_all(&work);
-        Ok(json!({
+        let mut summary = json!({
             "pairs": table.pairs(), "clusters": m, "mode": cfg.mode, "n": cfg.n, "temperature": cfg.temperature, "top_k": cfg.top_k,
             "fallbacks": fallbacks, "compute_seconds": seconds, "pairs_per_s": table.pairs() as f64 / seconds.max(1e-9),
             "model_checksums": models, "table": "table.bin",
-        }))
+        });
+        if cfg.normalize == ProposalNormalize::Answer {
+            summary["normalize"] = json!(cfg.normalize);
+            // P2's "unconstrained validity": how often sampling at this temperature writes a
+            // valid cluster description at all.
+            summary["valid_share_mean"] = json!(valid_shares.iter().sum::<f64>() / valid_shares.len().max(1) as f64);
+        }
+        Ok(summary)
     })
     .context("precompute failed; computed chunks are kept and a rerun continues from them")?;
     Ok(report(StageId::Precompute, &outcome))
