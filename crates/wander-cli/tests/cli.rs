@@ -551,6 +551,8 @@ fn novelty_pipeline_end_to_end_with_tiny_settings() {
         }
         cmd.args(["--set", &format!("run.dir=\"{}\"", cand.display())]);
         cmd.args(["--set", "alignment.arch=\"candidate\""]);
+        // A quarter of the clusters never seen as a candidate in training.
+        cmd.args(["--set", "alignment.holdout_candidates=0.25"]);
         let started = std::time::Instant::now();
         let out = run(cmd.args(args));
         eprintln!(
@@ -562,9 +564,25 @@ fn novelty_pipeline_end_to_end_with_tiny_settings() {
     };
     let tc = candidate_stage(&["train", "alignment"]);
     assert_eq!(tc["arch"], "candidate");
-    assert_eq!(tc["prompts"], train_labels);
+    let held: Vec<u64> = tc["holdout_candidates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_u64().unwrap())
+        .collect();
+    assert!(
+        (1..=4).contains(&held.len()),
+        "about a quarter of the planner clusters: {tc}"
+    );
+    let prompts = tc["prompts"].as_u64().unwrap();
+    assert!(prompts > 0 && prompts < train_labels, "{tc}");
     let ec = candidate_stage(&["eval", "alignment"]);
     assert_eq!(ec["arch"], "candidate");
+    assert_eq!(ec["holdout_candidates"], tc["holdout_candidates"]);
+    assert!(
+        ec["heldout_candidate_triples"].as_u64().unwrap() > 0,
+        "{ec}"
+    );
     let p: Vec<serde_json::Value> = serde_json::from_str(
         &std::fs::read_to_string(cand.join("eval_alignment/predictions.json")).unwrap(),
     )

@@ -335,25 +335,41 @@ async fn openapi() -> Response {
     ([("content-type", "application/json")], OPENAPI).into_response()
 }
 
-async fn not_found(State(state): Shared) -> Response {
-    timed(&state, "unmatched", async {
+/// A request no route answers, as JSON and counted under `endpoint="unmatched"`.
+async fn unmatched(
+    state: &AppState,
+    status: StatusCode,
+    code: &'static str,
+    message: &str,
+) -> Response {
+    let message = format!("{message}; see GET /openapi.json");
+    timed(state, "unmatched", async move {
         Err::<(), _>(ApiError {
-            status: StatusCode::NOT_FOUND,
-            code: "not_found",
-            message: "no such endpoint; see GET /openapi.json".into(),
+            status,
+            code,
+            message,
         })
     })
     .await
 }
 
+async fn not_found(State(state): Shared) -> Response {
+    unmatched(
+        &state,
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no such endpoint",
+    )
+    .await
+}
+
 async fn method_not_allowed(State(state): Shared) -> Response {
-    timed(&state, "unmatched", async {
-        Err::<(), _>(ApiError {
-            status: StatusCode::METHOD_NOT_ALLOWED,
-            code: "method_not_allowed",
-            message: "this endpoint does not take that method; see GET /openapi.json".into(),
-        })
-    })
+    unmatched(
+        &state,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this endpoint does not take that method",
+    )
     .await
 }
 

@@ -89,9 +89,27 @@ pub(crate) fn candidate_examples(
         .collect()
 }
 
+/// The candidate-reading model's prediction for each label's triple, with a progress bar.
+pub(crate) fn score_labels(
+    scorer: &CandidateScorer,
+    labels: &[Label],
+    bar_label: &str,
+) -> crate::Result<Vec<f64>> {
+    let triples: Vec<(u32, u32, u32)> = labels.iter().map(|l| (l.c1, l.c2, l.next)).collect();
+    let bar = wander_core::progress::bar(triples.len() as u64, bar_label, "triples");
+    let mut out = Vec::with_capacity(triples.len());
+    // Labels come sorted by pair, so a chunk holds few pairs and each pair's tokens run once.
+    for chunk in triples.chunks(128) {
+        out.extend(scorer.scores(chunk)?.into_iter().map(f64::from));
+        bar.inc(chunk.len() as u64);
+    }
+    bar.finish_and_clear();
+    Ok(out)
+}
+
 /// Mean train label of each candidate cluster (the global mean where it has none): the
 /// "c_next's global rate" baseline in label units, and the head's starting bias.
-fn cluster_means(labels: &[Label], n: usize) -> Vec<f64> {
+pub(crate) fn cluster_means(labels: &[Label], n: usize) -> Vec<f64> {
     let mut sum = vec![0.0; n];
     let mut count = vec![0.0; n];
     for l in labels {
@@ -293,15 +311,7 @@ pub fn eval_alignment(ctx: &StageContext, force: bool) -> crate::Result<Summary>
             }
             AlignmentArch::Candidate => {
                 let scorer = CandidateScorer::new(&models.alignment, &models.head, &models.tok, &models.descriptions);
-                let triples: Vec<(u32, u32, u32)> = test.iter().map(|l| (l.c1, l.c2, l.next)).collect();
-                let bar = wander_core::progress::bar(triples.len() as u64, "eval", "triples");
-                let mut out = Vec::with_capacity(triples.len());
-                for chunk in triples.chunks(64) {
-                    out.extend(scorer.scores(chunk)?.into_iter().map(f64::from));
-                    bar.inc(chunk.len() as u64);
-                }
-                bar.finish_and_clear();
-                out
+                score_labels(&scorer, &test, "eval")?
             }
         };
         let truth: Vec<f64> = test.iter().map(|l| l.label).collect();

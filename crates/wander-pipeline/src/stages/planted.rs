@@ -76,23 +76,11 @@ pub fn eval_planted(ctx: &StageContext, steps: usize, force: bool) -> crate::Res
         drop(trainer);
 
         let scorer = CandidateScorer::new(&model, &head, &tok, &world.descriptions);
-        let triples: Vec<(u32, u32, u32)> = world.test.iter().map(|l| (l.c1, l.c2, l.next)).collect();
-        let bar = wander_core::progress::bar(triples.len() as u64, "planted", "triples");
-        let mut llm = Vec::with_capacity(triples.len());
-        for chunk in triples.chunks(64) {
-            llm.extend(scorer.scores(chunk)?.into_iter().map(f64::from));
-            bar.inc(chunk.len() as u64);
-        }
-        bar.finish_and_clear();
-
+        let llm = super::alignment::score_labels(&scorer, &world.test, "planted")?;
         let truth: Vec<f64> = world.test.iter().map(|l| l.label).collect();
         let n = world.descriptions.len();
-        let (mut sum, mut count) = (vec![0.0; n], vec![0.0; n]);
-        for l in &world.train {
-            sum[l.next as usize] += l.label;
-            count[l.next as usize] += 1.0;
-        }
-        let global: Vec<f64> = world.test.iter().map(|l| sum[l.next as usize] / count[l.next as usize]).collect();
+        let means = super::alignment::cluster_means(&world.train, n);
+        let global: Vec<f64> = world.test.iter().map(|l| means[l.next as usize]).collect();
         let rule: Vec<f64> = world.test.iter().map(|l| planted::planted_label(&world.family, l.c1, l.c2, l.next)).collect();
         let groups: Vec<(u32, u32)> = world.test.iter().map(|l| (l.c1, l.c2)).collect();
         let pairs = groups.iter().collect::<BTreeSet<_>>().len();
