@@ -249,7 +249,7 @@ async fn cluster(State(state): Shared, UrlPath(id): UrlPath<String>) -> Response
             return Err(unknown(&id));
         }
         let id: u32 = id.parse().map_err(|_| ApiError { status: StatusCode::BAD_REQUEST, code: "invalid_id", message: "a cluster id is a non-negative integer".into() })?;
-        let c = a.cluster(id).ok_or_else(|| ApiError { status: StatusCode::NOT_FOUND, code: "unknown_cluster", message: format!("no cluster {id}; ids are 0 to {}", a.n_clusters().saturating_sub(1)) })?;
+        let c = a.cluster(id).ok_or_else(|| unknown(&id.to_string()))?;
         Ok(Json(json!({"id": c.id, "description": c.description, "keywords": c.keywords, "size": c.size, "table_version": a.version})))
     })
     .await
