@@ -54,15 +54,17 @@ pub fn eval_planted(ctx: &StageContext, steps: usize, force: bool) -> crate::Res
         0,
         seed,
     );
-    let slice = json!({"train": train_cfg, "lora": ctx.config.llm.lora, "head_lr": cfg.head_lr, "bootstrap_rounds": rounds, "held_out": HELD_OUT});
+    let slice = json!({"train": train_cfg, "lora": ctx.config.llm.lora, "head_lr": cfg.head_lr, "bootstrap_rounds": rounds, "held_out": HELD_OUT, "eval_prompts": cfg.eval_prompts});
     let stage_dir = run.stage_dir(StageId::EvalPlanted.folder());
     let outcome = run.run_stage(StageId::EvalPlanted.folder(), slice, inputs, force, |w| -> crate::Result<Value> {
         let world = planted::planted_world(seed, HELD_OUT);
         let (tok, model, params) = crate::llm::trainable_model(ctx, &q8)?;
         let train = super::alignment::candidate_examples(&tok, &world.descriptions, &world.train)?;
+        // The periodic loss is only reported (the trainer keeps no best checkpoint), so it
+        // may read held-out labels: a seeded sample of `alignment.eval_prompts` of them.
         let mut valid = world.test.clone();
         wander_core::rng::Rng::new(seed).shuffle(&mut valid);
-        valid.truncate(128);
+        valid.truncate(cfg.eval_prompts);
         let eval = super::alignment::candidate_examples(&tok, &world.descriptions, &valid)?;
         let head = wander_llm::model::ScoreHead::new(model.cfg.hidden, 1)?;
         let mean = world.train.iter().map(|l| l.label).sum::<f64>() / world.train.len() as f64;
@@ -91,7 +93,7 @@ pub fn eval_planted(ctx: &StageContext, steps: usize, force: bool) -> crate::Res
         let met = m_llm.mean >= PLANTED_GOAL;
         let fmt = |e: &Estimate| format!("{:.3} [{:.3}, {:.3}]", e.mean, e.lo, e.hi);
         let md = format!(
-            "# Alignment model on a planted signal\n\nA synthetic world (wander_explore::planted): {n} clusters in 4 families, described in words (\"music: jazz, saxophone, swing\"). After a history (c1, c2), a candidate's label is {} when it shares the recent cluster's family, {} when it shares the older one's, {} otherwise, plus Gaussian noise (sd {}). Every candidate has the same global rate up to noise, so only a model that reads the history and the candidate together can rank the candidates of one history. {} training labels over {} pairs; held out: {} labels over {pairs} pairs that training never saw.\n\nThe candidate-reading model (`alignment.arch = \"candidate\"`: SmolLM2 + LoRA + a scalar head on the last hidden state) trained for {steps} steps of {} prompts; validation loss {initial_eval:.4} before, {:.4} after.\n\n| method | within-pair Spearman (95% interval, bootstrap over pairs) |\n|---|---|\n| alignment LLM, candidate-reading | {} |\n| candidate's global rate | {} |\n| the planted rule itself (noise is the only error) | {} |\n\nGoal: at least {PLANTED_GOAL} for the alignment LLM: **{}**.\n",
+            "# Alignment model on a planted signal\n\nA synthetic world (wander_explore::planted): {n} clusters in 4 families, described in words (\"music: jazz, saxophone, swing\"). After a history (c1, c2), a candidate's label is {} when it shares the recent cluster's family, {} when it shares the older one's, {} otherwise, plus Gaussian noise (sd {}). Every candidate has the same global rate up to noise, so only a model that reads the history and the candidate together can rank the candidates of one history. {} training labels over {} pairs; held out: {} labels over {pairs} pairs that training never saw.\n\nThe candidate-reading model (`alignment.arch = \"candidate\"`: SmolLM2 + LoRA + a scalar head on the last hidden state) trained for {steps} steps of {} prompts; loss on a seeded sample of held-out labels (reported only, nothing selected by it) {initial_eval:.4} before, {:.4} after.\n\n| method | within-pair Spearman (95% interval, bootstrap over pairs) |\n|---|---|\n| alignment LLM, candidate-reading | {} |\n| candidate's global rate | {} |\n| the planted rule itself (noise is the only error) | {} |\n\nGoal: at least {PLANTED_GOAL} for the alignment LLM: **{}**.\n",
             planted::PLANTED_LABELS[0], planted::PLANTED_LABELS[1], planted::PLANTED_LABELS[2], planted::PLANTED_NOISE,
             world.train.len(), world.train.iter().map(|l| (l.c1, l.c2)).collect::<BTreeSet<_>>().len(), world.test.len(),
             cfg.batch_size * cfg.grad_accum, train_report.eval_losses.last().map_or(f64::NAN, |e| e.1),
