@@ -34,6 +34,9 @@ pub(crate) struct Delimited {
     encoding: Encoding,
     pub header: Vec<String>,
     rows_read: u64,
+    /// The file's length when it does not end with a newline: the row that reaches it was
+    /// possibly cut short (a copy or download stopped mid-row).
+    unterminated_len: Option<u64>,
 }
 
 enum Source {
@@ -49,7 +52,7 @@ pub(crate) struct Row {
 
 impl Delimited {
     pub fn open(path: &Path, dialect: Dialect, max_line_bytes: u64) -> Result<Self, DataError> {
-        let file = File::open(path).map_err(|e| {
+        let mut file = File::open(path).map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
                 DataError::Missing {
                     path: path.to_path_buf(),
@@ -59,6 +62,8 @@ impl Delimited {
                 DataError::Core(wander_core::CoreError::io(path, e))
             }
         })?;
+        let unterminated_len = unterminated_length(&mut file)
+            .map_err(|e| DataError::Core(wander_core::CoreError::io(path, e)))?;
         let reader = csv::ReaderBuilder::new()
             .delimiter(dialect.delimiter)
             .quoting(dialect.quoting)
@@ -73,6 +78,7 @@ impl Delimited {
             encoding: dialect.encoding,
             header: Vec::new(),
             rows_read: 0,
+            unterminated_len: None,
         };
         if dialect.has_header {
             match me.next_raw() {
@@ -104,6 +110,8 @@ impl Delimited {
                 }
             }
         }
+        // Set after the header: a header-only file without a newline is reported as empty.
+        me.unterminated_len = unterminated_len;
         Ok(me)
     }
 
@@ -117,6 +125,7 @@ impl Delimited {
             encoding: Encoding::Utf8,
             header,
             rows_read: 0,
+            unterminated_len: None,
         }
     }
 
@@ -167,6 +176,17 @@ impl Delimited {
             }
             Ok(true) => {
                 let line = self.record.position().map(|p| p.line()).unwrap_or(0);
+                if self
+                    .unterminated_len
+                    .is_some_and(|len| reader.position().byte() >= len)
+                {
+                    return Some(Err(DataError::Row {
+                        file: self.file.clone(),
+                        line,
+                        message: "the file ends in this row without a final newline: was it cut short? If the file is complete, end it with a newline".into(),
+                        reason: "unterminated last row",
+                    }));
+                }
                 let bytes =
                     (self.record.as_slice().len() + self.record.len().saturating_sub(1)) as u64;
                 if bytes > self.max_line_bytes {
@@ -213,6 +233,21 @@ impl Delimited {
             }
         }
     }
+}
+
+/// The file's length when its last byte is not a newline (`None` for an empty file or one
+/// that ends with `\n`); leaves the file positioned at its start.
+fn unterminated_length(file: &mut File) -> std::io::Result<Option<u64>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let len = file.metadata()?.len();
+    if len == 0 {
+        return Ok(None);
+    }
+    file.seek(SeekFrom::End(-1))?;
+    let mut last = [0u8; 1];
+    file.read_exact(&mut last)?;
+    file.rewind()?;
+    Ok((last[0] != b'\n').then_some(len))
 }
 
 /// Applies the fail-fast or skip-and-count policy to row-level errors.

@@ -133,3 +133,67 @@ fn generic_parquet_interactions_load() {
     assert_eq!(ds.items[0].tags, vec!["x", "y"]);
     assert_eq!(ds.users, vec!["u1", "u2"]);
 }
+
+/// A boolean feedback column in Parquet reads as 1 and 0, so `liked >= 1` marks the trues.
+#[test]
+fn generic_parquet_boolean_feedback_reads_as_one_and_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("items.csv"),
+        "item_id,title\na,Alpha\nb,Beta\n",
+    )
+    .unwrap();
+    let cols: Vec<(&str, ArrayRef)> = vec![
+        (
+            "user_id",
+            Arc::new(StringArray::from(vec!["u1", "u2", "u1"])),
+        ),
+        ("item_id", Arc::new(StringArray::from(vec!["a", "b", "b"]))),
+        ("timestamp", Arc::new(Int64Array::from(vec![10, 20, 30]))),
+        (
+            "liked",
+            Arc::new(arrow_array::BooleanArray::from(vec![true, false, true])),
+        ),
+    ];
+    let batch = RecordBatch::try_from_iter(cols).unwrap();
+    let file = std::fs::File::create(dir.path().join("log.parquet")).unwrap();
+    let mut w = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+    let mut c = config(DataFormat::Generic);
+    c.items = "items.csv".into();
+    c.interactions = "log.parquet".into();
+    c.positive = "liked >= 1".into();
+    c.feedback = "liked".into();
+    let ds = wander_data::load(&c, dir.path()).unwrap().dataset;
+    assert_eq!(ds.stats().positives, 2);
+    let mut values = ds.interactions.feedback[0].clone();
+    values.sort_by(f64::total_cmp);
+    assert_eq!(values, vec![0.0, 1.0, 1.0]);
+}
+
+/// A file whose last row has no newline was possibly cut mid-row: that row is an error
+/// naming the line (skipped and counted under `on_error = skip`); the same file with its
+/// newline loads whole.
+#[test]
+fn a_last_row_without_newline_is_refused_as_possibly_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let rows = "1\t1\t5\t880000000\n1\t2\t4\t880000001\n2\t1\t3\t8800";
+    write_ml100k(dir.path(), rows.as_bytes());
+    let err = wander_data::load(&config(DataFormat::Movielens100k), dir.path())
+        .err()
+        .expect("a cut last row is an error")
+        .to_string();
+    assert!(
+        err.contains("u.data:3: the file ends in this row without a final newline"),
+        "{err}"
+    );
+    let mut skip = config(DataFormat::Movielens100k);
+    skip.on_error = OnError::Skip;
+    let loaded = wander_data::load(&skip, dir.path()).unwrap();
+    assert_eq!(loaded.dataset.stats().interactions, 2);
+    assert_eq!(loaded.skips.skipped_rows, 1);
+    write_ml100k(dir.path(), format!("{rows}\n").as_bytes());
+    let whole = wander_data::load(&config(DataFormat::Movielens100k), dir.path()).unwrap();
+    assert_eq!(whole.dataset.stats().interactions, 3);
+}

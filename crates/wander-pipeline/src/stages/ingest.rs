@@ -58,9 +58,18 @@ pub fn ingest(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
             );
         }
         if early.positives == 0 {
+            // The values the rule saw make a wrong threshold or a 0/1 (boolean) column obvious.
+            let range = cfg.positive_rule().ok().and_then(|rule| {
+                let ds = &loaded.dataset;
+                let col = ds.feedback_columns.iter().position(|c| *c == rule.column)?;
+                let values = &ds.interactions.feedback[col];
+                let lo = values.iter().copied().fold(f64::INFINITY, f64::min);
+                let hi = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                Some(format!("; column `{}` ranges from {lo} to {hi} (a boolean column reads as 0 and 1)", rule.column))
+            });
             crate::bail!(
-                "no interaction is positive under data.positive = \"{}\" ({} interactions): check the rule and the feedback column's values",
-                cfg.positive, early.interactions
+                "no interaction is positive under data.positive = \"{}\" ({} interactions){}: check the rule and the feedback column's values",
+                cfg.positive, early.interactions, range.unwrap_or_default()
             );
         }
         spinner.set_message("writing parquet");
