@@ -967,6 +967,157 @@ fn serve_checks(dir: &std::path::Path, args: &[String]) {
     assert!(msg.contains("corrupt") || msg.contains("checksum"), "{msg}");
     std::fs::write(&table, &good).unwrap();
     sigterm_drains_in_flight_requests(dir, args);
+    slow_clients_long_targets_malformed_http_and_access_log(dir, args);
+    sigterm_under_keepalive_load_fails_no_request(dir, args);
+}
+
+/// The edges of HTTP: a client that sends its head or body too slowly, a target over
+/// `serve.max_uri_bytes`, bytes that are not HTTP, and the sampled access log.
+fn slow_clients_long_targets_malformed_http_and_access_log(dir: &std::path::Path, args: &[String]) {
+    use std::io::{Read, Write};
+    let mut args = args.to_vec();
+    for set in ["serve.read_timeout_ms=400", "serve.access_log=1.0"] {
+        args.extend(["--set".to_string(), set.to_string()]);
+    }
+    let server = start_server(dir, &args).expect("server starts");
+    let addr = server.addr.clone();
+    let code = |body: &str| -> String {
+        let v: serde_json::Value = serde_json::from_str(body)
+            .unwrap_or_else(|e| panic!("error body is JSON ({e}): {body}"));
+        v["error"]["code"].as_str().unwrap().to_string()
+    };
+    let long = format!("/v1/clusters/{}", "9".repeat(9000));
+    let (st, b) = http(&addr, "GET", &long, &[], b"");
+    assert_eq!((st, code(&b)), (414, "uri_too_long".to_string()), "{b}");
+    // A body that stops halfway: 408 once serve.read_timeout_ms has passed.
+    let mut s = std::net::TcpStream::connect(&addr).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    s.write_all(b"POST /v1/explore HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 40\r\n\r\n{\"history\": [").unwrap();
+    let started = std::time::Instant::now();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.starts_with("HTTP/1.1 408"), "slow body: {out}");
+    assert_eq!(code(out.split_once("\r\n\r\n").unwrap().1), "body_timeout");
+    assert!(started.elapsed().as_secs_f64() < 5.0);
+    // A head that never ends (slowloris): the connection is closed, no answer.
+    let mut s = std::net::TcpStream::connect(&addr).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let waited = started.elapsed().as_secs_f64();
+    assert!(
+        (0.3..5.0).contains(&waited),
+        "closed after {waited} s: {out:?}"
+    );
+    // Not HTTP: hyper answers 400 itself, and /metrics counts it.
+    let mut s = std::net::TcpStream::connect(&addr).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    s.write_all(b"\x16\x03\x01 not http\r\n\r\n").unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    assert!(
+        String::from_utf8_lossy(&out).starts_with("HTTP/1.1 400"),
+        "{out:?}"
+    );
+    let (st, m) = http(&addr, "GET", "/metrics", &[], b"");
+    assert_eq!(st, 200);
+    for line in [
+        "wander_connection_errors_total{kind=\"header_timeout\"} 1",
+        "wander_connection_errors_total{kind=\"malformed_request\"} 1",
+        "wander_requests_total{endpoint=\"unmatched\",status=\"414\"} 1",
+        "wander_requests_total{endpoint=\"explore\",status=\"408\"} 1",
+    ] {
+        assert!(m.contains(line), "{line} in:\n{m}");
+    }
+    // Every request above reached the access log as one JSON line.
+    let read_log = || -> (Vec<String>, Vec<serde_json::Value>) {
+        let log = server.log.lock().unwrap().clone();
+        let entries = log
+            .iter()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        (log, entries)
+    };
+    let (mut log, mut entries) = read_log();
+    for _ in 0..100 {
+        if entries.len() >= 3 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        (log, entries) = read_log();
+    }
+    let statuses: Vec<u64> = entries
+        .iter()
+        .map(|e| e["status"].as_u64().unwrap())
+        .collect();
+    assert_eq!(statuses, vec![414, 408, 200], "{log:?}");
+    let e = &entries[1];
+    assert_eq!(
+        (e["method"].as_str(), e["path"].as_str()),
+        (Some("POST"), Some("/v1/explore"))
+    );
+    assert_eq!(e["bytes_in"], 40);
+    assert!(e["peer"].as_str().unwrap().starts_with("127.0.0.1:"), "{e}");
+    assert!(
+        e["ms"].as_f64().unwrap() >= 300.0,
+        "the 408 waited for the body: {e}"
+    );
+}
+
+/// A load test with SIGTERM in the middle: 8 clients on kept-alive connections; every
+/// request the service took is answered 200, and it exits 0.
+fn sigterm_under_keepalive_load_fails_no_request(dir: &std::path::Path, args: &[String]) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let mut server = start_server(dir, args).expect("server starts");
+    let (stop, stopping) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let load = {
+        let (addr, stop, stopping) = (server.addr.clone(), stop.clone(), stopping.clone());
+        std::thread::spawn(move || {
+            util::keepalive_load(
+                &addr,
+                8,
+                "/v1/explore",
+                br#"{"history": ["1", "50", "181"], "items": 3}"#,
+                stop,
+                stopping,
+            )
+        })
+    };
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    stopping.store(true, Ordering::Relaxed);
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(st) = server.child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(started.elapsed().as_secs() < 25, "no exit after SIGTERM");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    stop.store(true, Ordering::Relaxed);
+    let stats = load.join().unwrap();
+    eprintln!("SIGTERM under load: {stats:?}, exit {status}");
+    assert!(status.success(), "exit status after SIGTERM: {status}");
+    assert_eq!(stats.failed, 0, "{stats:?}");
+    assert!(
+        stats.answered >= 100,
+        "too little load to mean anything: {stats:?}"
+    );
 }
 
 /// SIGTERM (what a rollout sends) while a request is half-sent: the service stops taking

@@ -120,6 +120,14 @@ pub struct ServeConfig {
     pub workers: usize,
     /// On SIGTERM or SIGINT: seconds to let in-flight requests finish before exiting.
     pub drain_seconds: u64,
+    /// Milliseconds a client has to send a request's head, and again its body; an idle
+    /// keep-alive connection is closed after the same time.
+    pub read_timeout_ms: u64,
+    /// Longest accepted request target (path and query) in bytes (longer: 414).
+    pub max_uri_bytes: usize,
+    /// Share of requests written to the access log on stderr as one JSON line each
+    /// (0 = off, 1 = every request).
+    pub access_log: f64,
 }
 
 /// `[items]`
@@ -940,10 +948,25 @@ impl Config {
             || sv.max_clusters == 0
             || sv.max_items == 0
             || sv.timeout_ms == 0
+            || sv.read_timeout_ms == 0
+            || sv.max_uri_bytes == 0
         {
             return Err(CoreError::config(
                 "serve",
-                "max_body_bytes, max_history, max_clusters, max_items and timeout_ms must be at least 1",
+                "max_body_bytes, max_history, max_clusters, max_items, timeout_ms, read_timeout_ms and max_uri_bytes must be at least 1",
+            ));
+        }
+        if !(0.0..=1.0).contains(&sv.access_log) {
+            return Err(CoreError::config(
+                "serve.access_log",
+                "must be a share in [0, 1] (0 = off, 1 = every request)",
+            ));
+        }
+        // hyper answers longer targets itself, without a JSON body.
+        if sv.max_uri_bytes > 65_534 {
+            return Err(CoreError::config(
+                "serve.max_uri_bytes",
+                "must be at most 65534 (the HTTP parser's own limit)",
             ));
         }
         let lora = &self.llm.lora;

@@ -6,6 +6,7 @@
 #![deny(missing_docs)]
 
 pub mod artifacts;
+mod server;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -14,12 +15,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use axum::body::Body;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{DefaultBodyLimit, Path as UrlPath, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, Path as UrlPath, Request, State};
 use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use http_body_util::BodyExt;
 use serde_json::json;
 use wander_core::config::Config;
 
@@ -87,6 +91,9 @@ struct Metrics {
     sum_micros: AtomicU64,
     reloads: AtomicU64,
     reload_failures: AtomicU64,
+    connection_errors: Mutex<BTreeMap<&'static str, u64>>,
+    /// Requests seen by the access-log sampler.
+    sampled: AtomicU64,
 }
 
 impl Metrics {
@@ -102,6 +109,22 @@ impl Metrics {
         self.count.fetch_add(1, Ordering::Relaxed);
         self.sum_micros
             .fetch_add((seconds * 1e6) as u64, Ordering::Relaxed);
+    }
+
+    fn connection_error(&self, kind: &'static str) {
+        if let Ok(mut m) = self.connection_errors.lock() {
+            *m.entry(kind).or_default() += 1;
+        }
+    }
+
+    /// Whether this request goes to the access log: an even spread of exactly `share` of
+    /// the requests (request n is logged when floor(n * share) steps up), no randomness.
+    fn sample(&self, share: f64) -> bool {
+        if share <= 0.0 {
+            return false;
+        }
+        let n = self.sampled.fetch_add(1, Ordering::Relaxed) as f64;
+        ((n + 1.0) * share).floor() > (n * share).floor()
     }
 }
 
@@ -174,29 +197,88 @@ impl AppState {
 
 type Shared = State<Arc<AppState>>;
 
+/// Runs a handler's work under `serve.timeout_ms` and counts it in /metrics.
+///
+/// The work is CPU-bound and not preempted: `tokio::time::timeout` only fires at an await
+/// point, so an answer that is ready after the limit is replaced by the 503 as well (the
+/// client asked for an answer within the limit or none).
 async fn timed<F, T>(state: &AppState, endpoint: &'static str, f: F) -> Response
 where
     F: std::future::Future<Output = Result<T, ApiError>>,
     T: IntoResponse,
 {
-    let start = Instant::now();
     let limit = Duration::from_millis(state.config.serve.timeout_ms);
+    within(limit, &state.metrics, endpoint, f).await
+}
+
+/// [`timed`] with the limit and the metrics given.
+async fn within<F, T>(limit: Duration, metrics: &Metrics, endpoint: &'static str, f: F) -> Response
+where
+    F: std::future::Future<Output = Result<T, ApiError>>,
+    T: IntoResponse,
+{
+    let start = Instant::now();
     let resp = match tokio::time::timeout(limit, f).await {
-        Ok(Ok(v)) => v.into_response(),
-        Ok(Err(e)) => e.into_response(),
-        Err(_) => ApiError {
+        Ok(answer) if start.elapsed() <= limit => match answer {
+            Ok(v) => v.into_response(),
+            Err(e) => e.into_response(),
+        },
+        Ok(_) | Err(_) => ApiError {
             status: StatusCode::SERVICE_UNAVAILABLE,
             code: "timeout",
-            message: format!("the request took longer than {} ms", limit.as_millis()),
+            message: format!(
+                "the request took longer than serve.timeout_ms = {} ms",
+                limit.as_millis()
+            ),
         }
         .into_response(),
     };
+    metrics.observe(
+        endpoint,
+        resp.status().as_u16(),
+        start.elapsed().as_secs_f64(),
+    );
+    resp
+}
+
+/// Counts an answer in /metrics and passes it on.
+fn counted(state: &AppState, endpoint: &'static str, start: Instant, resp: Response) -> Response {
     state.metrics.observe(
         endpoint,
         resp.status().as_u16(),
         start.elapsed().as_secs_f64(),
     );
     resp
+}
+
+/// Reads the whole request body within `serve.read_timeout_ms` and `serve.max_body_bytes`
+/// (a client that sends its body slowly holds a connection, not the service).
+async fn read_body(state: &AppState, req: Request) -> Result<Request, ApiError> {
+    let limit = state.config.serve.max_body_bytes;
+    let wait = Duration::from_millis(state.config.serve.read_timeout_ms);
+    let (parts, body) = req.into_parts();
+    let collected = http_body_util::Limited::new(body, limit).collect();
+    match tokio::time::timeout(wait, collected).await {
+        Ok(Ok(bytes)) => Ok(Request::from_parts(parts, Body::from(bytes.to_bytes()))),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            code: "body_too_large",
+            message: format!("the request body exceeds serve.max_body_bytes = {limit} bytes"),
+        }),
+        Ok(Err(e)) => Err(ApiError {
+            status: StatusCode::BAD_REQUEST,
+            code: "body_unreadable",
+            message: format!("the request body could not be read: {e}"),
+        }),
+        Err(_) => Err(ApiError {
+            status: StatusCode::REQUEST_TIMEOUT,
+            code: "body_timeout",
+            message: format!(
+                "the request body did not arrive within serve.read_timeout_ms = {} ms",
+                wait.as_millis()
+            ),
+        }),
+    }
 }
 
 fn json_error(rejection: JsonRejection) -> ApiError {
@@ -226,13 +308,17 @@ fn json_error(rejection: JsonRejection) -> ApiError {
     }
 }
 
-async fn explore(
-    State(state): Shared,
-    body: Result<Json<ExploreRequest>, JsonRejection>,
-) -> Response {
+async fn explore(State(state): Shared, req: Request) -> Response {
+    let start = Instant::now();
+    let req = match read_body(&state, req).await {
+        Ok(req) => req,
+        Err(e) => return counted(&state, "explore", start, e.into_response()),
+    };
     let st = state.clone();
     timed(&state, "explore", async move {
-        let Json(req) = body.map_err(json_error)?;
+        let Json(req) = Json::<ExploreRequest>::from_request(req, &())
+            .await
+            .map_err(json_error)?;
         let artifacts = st.artifacts();
         artifacts.explore(&req, &st.limits).map(Json)
     })
@@ -302,12 +388,23 @@ async fn metrics(State(state): Shared) -> Response {
         "# TYPE wander_reload_failures_total counter\nwander_reload_failures_total {}\n",
         m.reload_failures.load(Ordering::Relaxed)
     ));
+    out.push_str("# HELP wander_connection_errors_total Connections that ended in an error before or instead of an answer by the router: malformed HTTP (answered by the HTTP parser without a JSON body), header timeouts, requests cut short.\n# TYPE wander_connection_errors_total counter\n");
+    if let Ok(map) = m.connection_errors.lock() {
+        for (kind, n) in map.iter() {
+            out.push_str(&format!(
+                "wander_connection_errors_total{{kind=\"{kind}\"}} {n}\n"
+            ));
+        }
+    }
     ([("content-type", "text/plain; version=0.0.4")], out).into_response()
 }
 
 async fn admin_reload(State(state): Shared, headers: HeaderMap) -> Response {
     let st = state.clone();
-    timed(&state, "admin_reload", async move {
+    let start = Instant::now();
+    // Not under serve.timeout_ms: a reload loads and verifies every artifact, and cutting
+    // it off would leave the operator not knowing which version serves.
+    let answer = async move {
         if st.admin_token.is_empty() {
             return Err(ApiError { status: StatusCode::NOT_FOUND, code: "reload_disabled", message: "no admin token is configured (serve.admin_token or WANDER_ADMIN_TOKEN); send SIGHUP to reload".into() });
         }
@@ -323,8 +420,13 @@ async fn admin_reload(State(state): Shared, headers: HeaderMap) -> Response {
                 Err(ApiError { status: StatusCode::CONFLICT, code: "reload_failed", message: "the new artifacts could not be loaded (the server log says why); still serving the previous version".into() })
             }
         }
-    })
-    .await
+    }
+    .await;
+    let resp = match answer {
+        Ok(v) => v.into_response(),
+        Err(e) => e.into_response(),
+    };
+    counted(&state, "admin_reload", start, resp)
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -390,7 +492,54 @@ pub fn router(state: Arc<AppState>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), edge))
         .with_state(state)
+}
+
+/// Before routing: refuses an overlong request target (JSON 414), and writes the sampled
+/// access log line after the answer.
+async fn edge(State(state): Shared, req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let serve = &state.config.serve;
+    let logged = state.metrics.sample(serve.access_log).then(|| {
+        let peer = req
+            .extensions()
+            .get::<server::PeerAddr>()
+            .map(|p| p.0.to_string());
+        let bytes_in: Option<u64> = req
+            .headers()
+            .get("content-length")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
+        let path: String = req.uri().path().chars().take(512).collect();
+        (peer, req.method().to_string(), path, bytes_in)
+    });
+    let target = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
+    let resp = if target > serve.max_uri_bytes {
+        let message = format!(
+            "the request target is {target} bytes; serve.max_uri_bytes = {}",
+            serve.max_uri_bytes
+        );
+        unmatched(&state, StatusCode::URI_TOO_LONG, "uri_too_long", &message).await
+    } else {
+        next.run(req).await
+    };
+    if let Some((peer, method, path, bytes_in)) = logged {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        let line = json!({
+            "ts": (now * 1e3).round() / 1e3,
+            "peer": peer,
+            "method": method,
+            "path": path,
+            "status": resp.status().as_u16(),
+            "ms": (start.elapsed().as_secs_f64() * 1e6).round() / 1e3,
+            "bytes_in": bytes_in,
+        });
+        eprintln!("{line}");
+    }
+    resp
 }
 
 /// What one query of a freshly started service answered (`wander run`'s serve check).
@@ -427,14 +576,14 @@ pub fn smoke_query(mut config: Config) -> Result<SmokeQuery, ServeError> {
         let address = listener.local_addr()?;
         let startup_seconds = started.elapsed().as_secs_f64();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let app = router(state);
-        let server = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = stopped.await;
-                })
-                .await
-        });
+        let server = tokio::spawn(server::serve_connections(
+            listener,
+            state,
+            async move {
+                let _ = stopped.await;
+            },
+            Duration::from_secs(10),
+        ));
         let request = json!({"history": history, "clusters": 2, "items": 5});
         let sent = Instant::now();
         let body = request.clone();
@@ -542,23 +691,19 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
             });
         }
         let drain = Duration::from_secs(state.config.serve.drain_seconds);
-        let (stopping_tx, mut stopping) = tokio::sync::watch::channel(false);
-        let server = axum::serve(listener, router(state)).with_graceful_shutdown(async move {
+        let stopping = async move {
             shutdown_signal().await;
             eprintln!(
                 "wander: shutting down: no new connections; in-flight requests have {} s",
                 drain.as_secs()
             );
-            let _ = stopping_tx.send(true);
-        });
-        // A stalled client must not hold the process past the drain deadline.
-        let deadline = async move {
-            let _ = stopping.wait_for(|s| *s).await;
-            tokio::time::sleep(drain).await;
         };
-        tokio::select! {
-            served = async { server.await } => served?,
-            () = deadline => eprintln!("wander: drain deadline passed; closing the remaining connections"),
+        // A stalled client cannot hold the process past the drain deadline.
+        match server::serve_connections(listener, state, stopping, drain).await {
+            server::Ended::Drained => {}
+            server::Ended::DeadlinePassed { open } => {
+                eprintln!("wander: drain deadline passed; closed {open} remaining connection(s)")
+            }
         }
         eprintln!("wander: stopped");
         Ok(())
@@ -581,5 +726,69 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         () = terminate => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn blocking_work(ms: u64) -> impl std::future::Future<Output = Result<&'static str, ApiError>> {
+        async move {
+            // CPU-bound work holds the thread: no await point for a timer to fire at.
+            std::thread::sleep(Duration::from_millis(ms));
+            Ok("done")
+        }
+    }
+
+    #[tokio::test]
+    async fn an_answer_ready_after_the_limit_is_a_503_timeout() {
+        let metrics = Metrics::default();
+        let late = within(
+            Duration::from_millis(5),
+            &metrics,
+            "explore",
+            blocking_work(40),
+        )
+        .await;
+        assert_eq!(late.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let body = axum::body::to_bytes(late.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["error"]["code"], "timeout");
+        let on_time = within(
+            Duration::from_millis(2000),
+            &metrics,
+            "explore",
+            blocking_work(1),
+        )
+        .await;
+        assert_eq!(on_time.status(), StatusCode::OK);
+        let counts = metrics.requests.lock().unwrap().clone();
+        assert_eq!(counts.get(&("explore", 503)), Some(&1));
+        assert_eq!(counts.get(&("explore", 200)), Some(&1));
+    }
+
+    #[tokio::test]
+    async fn an_answer_that_awaits_past_the_limit_is_cut_off() {
+        let metrics = Metrics::default();
+        let slow = async {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            Ok::<_, ApiError>("never")
+        };
+        let started = Instant::now();
+        let resp = within(Duration::from_millis(10), &metrics, "explore", slow).await;
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn the_access_log_sample_is_exactly_the_share() {
+        for (share, expected) in [(0.0, 0), (0.1, 100), (0.25, 250), (1.0, 1000)] {
+            let metrics = Metrics::default();
+            let logged = (0..1000).filter(|_| metrics.sample(share)).count();
+            assert_eq!(logged, expected, "share {share}");
+        }
     }
 }

@@ -98,6 +98,8 @@ pub struct Server {
     pub child: std::process::Child,
     /// `host:port` it listens on.
     pub addr: String,
+    /// Its stderr lines after the `listening on` line, as they come.
+    pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Drop for Server {
@@ -125,12 +127,141 @@ pub fn start_server(cwd: &Path, args: &[String]) -> Result<Server, String> {
     while let Some(Ok(line)) = lines.next() {
         if let Some(rest) = line.split("listening on ").nth(1) {
             let addr = rest.split_whitespace().next().unwrap().to_string();
-            std::thread::spawn(move || for _ in lines {});
-            return Ok(Server { child, addr });
+            let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+            let sink = log.clone();
+            std::thread::spawn(move || {
+                for line in lines.map_while(Result::ok) {
+                    sink.lock().unwrap().push(line);
+                }
+            });
+            return Ok(Server { child, addr, log });
         }
         seen.push_str(&line);
         seen.push('\n');
     }
     let _ = child.wait();
     Err(seen)
+}
+
+/// What a keep-alive load run saw; see [`keepalive_load`].
+#[derive(Debug, Default, Clone, Copy)]
+pub struct LoadStats {
+    /// Requests answered 200 with a whole body.
+    pub answered: u64,
+    /// Requests that got anything else: another status, a cut answer, a reset after the
+    /// request was sent on a fresh connection.
+    pub failed: u64,
+    /// Requests whose kept-alive connection was closed before a single byte came back (the
+    /// server closed it as idle, the inherent HTTP/1.1 race; clients retry these), retried
+    /// once on a new connection.
+    pub retried: u64,
+    /// Connections refused once the server had stopped listening (the load balancer's
+    /// business, not a failed request).
+    pub refused_after_stop: u64,
+}
+
+/// `threads` clients send `POST path` with `body` over kept-alive connections until `stop`
+/// is set or, after `stopping` is set, the server refuses new connections; they honour
+/// `connection: close`.
+pub fn keepalive_load(
+    addr: &str,
+    threads: usize,
+    path: &str,
+    body: &[u8],
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    stopping: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> LoadStats {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::sync::atomic::Ordering;
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes()
+    .into_iter()
+    .chain(body.iter().copied())
+    .collect::<Vec<u8>>();
+    let handles: Vec<_> = (0..threads)
+        .map(|_| {
+            let (addr, request) = (addr.to_string(), request.clone());
+            let (stop, stopping) = (stop.clone(), stopping.clone());
+            std::thread::spawn(move || {
+                let mut stats = LoadStats::default();
+                let mut conn: Option<BufReader<std::net::TcpStream>> = None;
+                let mut retrying = false;
+                while !stop.load(Ordering::Relaxed) {
+                    let fresh = conn.is_none();
+                    if fresh {
+                        match std::net::TcpStream::connect(&addr) {
+                            Ok(s) => {
+                                s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+                                    .unwrap();
+                                conn = Some(BufReader::new(s));
+                            }
+                            Err(_) if stopping.load(Ordering::Relaxed) => {
+                                stats.refused_after_stop += 1;
+                                break;
+                            }
+                            Err(e) => panic!("connect before the stop: {e}"),
+                        }
+                    }
+                    let c = conn.as_mut().unwrap();
+                    let sent = c.get_mut().write_all(&request).is_ok();
+                    // The status line, headers, then a body of content-length bytes.
+                    let mut status = String::new();
+                    let got = sent && c.read_line(&mut status).map_or(0, |n| n) > 0;
+                    if !got {
+                        conn = None;
+                        if !fresh && !retrying {
+                            stats.retried += 1;
+                            retrying = true;
+                            continue;
+                        }
+                        stats.failed += 1;
+                        retrying = false;
+                        continue;
+                    }
+                    retrying = false;
+                    let (mut length, mut close) = (None, false);
+                    loop {
+                        let mut h = String::new();
+                        if c.read_line(&mut h).map_or(0, |n| n) == 0 {
+                            break;
+                        }
+                        let h = h.trim_end().to_ascii_lowercase();
+                        if h.is_empty() {
+                            break;
+                        }
+                        if let Some(v) = h.strip_prefix("content-length:") {
+                            length = v.trim().parse::<usize>().ok();
+                        }
+                        if h.starts_with("connection:") && h.contains("close") {
+                            close = true;
+                        }
+                    }
+                    let mut payload = vec![0u8; length.unwrap_or(0)];
+                    let whole = length.is_some() && c.read_exact(&mut payload).is_ok();
+                    if whole && status.starts_with("HTTP/1.1 200") {
+                        stats.answered += 1;
+                    } else {
+                        stats.failed += 1;
+                        close = true;
+                    }
+                    if close {
+                        conn = None;
+                    }
+                }
+                stats
+            })
+        })
+        .collect();
+    handles
+        .into_iter()
+        .map(|h| h.join().unwrap())
+        .fold(LoadStats::default(), |a, b| LoadStats {
+            answered: a.answered + b.answered,
+            failed: a.failed + b.failed,
+            retried: a.retried + b.retried,
+            refused_after_stop: a.refused_after_stop + b.refused_after_stop,
+        })
 }
