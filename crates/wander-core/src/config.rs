@@ -715,32 +715,53 @@ impl Config {
             return Err(CoreError::config("run.dir", "must name a folder"));
         }
         // A NaN or infinite rate trains nothing and can look perfect downstream.
-        for (key, v) in [
-            ("novelty.lr", self.novelty.lr),
-            ("alignment.lr", self.alignment.lr),
-            ("alignment.head_lr", self.alignment.head_lr),
-            ("items.lr", self.items.lr),
-            ("llm.lora.alpha", self.llm.lora.alpha),
-            ("precompute.temperature", self.precompute.temperature),
+        // Upper ends too: a finite but absurd value (1e308) overflows the arithmetic it
+        // feeds into inf or NaN, several stages later.
+        for (key, v, max) in [
+            ("novelty.lr", self.novelty.lr, 1.0),
+            ("alignment.lr", self.alignment.lr, 1.0),
+            ("alignment.head_lr", self.alignment.head_lr, 1.0),
+            ("items.lr", self.items.lr, 1.0),
+            ("llm.lora.alpha", self.llm.lora.alpha, 10_000.0),
+            ("precompute.temperature", self.precompute.temperature, 100.0),
         ] {
-            if !(v.is_finite() && v > 0.0) {
+            if !(v.is_finite() && v > 0.0 && v <= max) {
                 return Err(CoreError::config(
                     key,
-                    format!("{v} must be a finite number above 0"),
+                    format!("{v} must be a number above 0 and at most {max}"),
                 ));
             }
         }
-        for (key, v) in [
+        for (key, v, range) in [
+            ("feedback.round", self.feedback.round, 0.0..=1.0),
             (
-                "alignment.holdout_candidates",
-                self.alignment.holdout_candidates,
+                "feedback.pairwise_margin",
+                self.feedback.pairwise_margin,
+                0.0..=1.0,
             ),
-            ("simulate.noise", self.simulate.noise),
+            ("simulate.noise", self.simulate.noise, 0.0..=100.0),
+            (
+                "simulate.return_base",
+                self.simulate.return_base,
+                -100.0..=100.0,
+            ),
             (
                 "simulate.return_satisfaction",
                 self.simulate.return_satisfaction,
+                0.0..=100.0,
             ),
         ] {
+            if !range.contains(&v) {
+                return Err(CoreError::config(
+                    key,
+                    format!("{v} must be in [{}, {}]", range.start(), range.end()),
+                ));
+            }
+        }
+        for (key, v) in [(
+            "alignment.holdout_candidates",
+            self.alignment.holdout_candidates,
+        )] {
             if !(v.is_finite() && v >= 0.0) {
                 return Err(CoreError::config(
                     key,
@@ -748,13 +769,14 @@ impl Config {
                 ));
             }
         }
-        if !self.simulate.return_base.is_finite() {
-            return Err(CoreError::config(
-                "simulate.return_base",
-                "must be a finite number",
-            ));
-        }
         for (key, v) in [
+            ("data.max_line_bytes", self.data.max_line_bytes as usize),
+            ("taxonomy.batch_size", self.taxonomy.batch_size),
+            ("taxonomy.min_cluster_size", self.taxonomy.min_cluster_size),
+            ("novelty.max_per_pair", self.novelty.max_per_pair),
+            ("novelty.max_per_target", self.novelty.max_per_target),
+            ("items.rerank", self.items.rerank),
+            ("simulate.rank", self.simulate.rank),
             ("taxonomy.restarts", self.taxonomy.restarts),
             ("taxonomy.max_iterations", self.taxonomy.max_iterations),
             ("taxonomy.window", self.taxonomy.window),
@@ -1383,6 +1405,103 @@ mod tests {
                 expect,
                 "{text}"
             );
+        }
+    }
+
+    /// Every leaf key of the default config (`section.key`, `llm.lora.rank`, ...) with its
+    /// default value as JSON.
+    fn leaf_keys() -> &'static [(String, serde_json::Value)] {
+        fn walk(v: &serde_json::Value, path: &str, out: &mut Vec<(String, serde_json::Value)>) {
+            match v {
+                serde_json::Value::Object(m) => {
+                    for (k, v) in m {
+                        let p = if path.is_empty() {
+                            k.clone()
+                        } else {
+                            format!("{path}.{k}")
+                        };
+                        walk(v, &p, out);
+                    }
+                }
+                leaf => out.push((path.to_string(), leaf.clone())),
+            }
+        }
+        static KEYS: std::sync::OnceLock<Vec<(String, serde_json::Value)>> =
+            std::sync::OnceLock::new();
+        KEYS.get_or_init(|| {
+            let mut out = Vec::new();
+            walk(
+                &serde_json::to_value(Config::default_config()).unwrap(),
+                "",
+                &mut out,
+            );
+            out
+        })
+    }
+
+    /// Values at the edges: zero, negative, non-finite, huge, the wrong type.
+    const EDGE_VALUES: &[&str] = &[
+        "0",
+        "-1",
+        "1",
+        "0.5",
+        "nan",
+        "inf",
+        "-inf",
+        "1e308",
+        "-1e308",
+        "18446744073709551615",
+        "9223372036854775807",
+        "-9223372036854775808",
+        "1e-320",
+        "\"\"",
+        "\"x\"",
+        "true",
+        "[]",
+        "[0]",
+        "{}",
+        "\"nan\"",
+        "0.0",
+        "-0.0",
+        "65535",
+        "4294967296",
+    ];
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(crate::fuzz_cases(512)))]
+
+        /// Any value in any key: the config loads or fails with an error, never a panic;
+        /// a config that loads holds no non-finite number (JSON writes those as null).
+        #[test]
+        fn any_override_loads_finite_or_is_refused(
+            key in proptest::sample::Index::arbitrary(),
+            value in proptest::sample::select(EDGE_VALUES),
+        ) {
+            let keys = leaf_keys();
+            let (key, default) = &keys[key.index(keys.len())];
+            let loaded = Config::load(&Sources {
+                overrides: vec![("--set".into(), key.clone(), value.to_string())],
+                ..Default::default()
+            });
+            match loaded {
+                Ok(c) => {
+                    let json = serde_json::to_value(&c).unwrap();
+                    let got = key.split('.').fold(&json, |v, k| &v[k]);
+                    prop_assert!(
+                        !(got.is_null() && default.is_number()),
+                        "{key} = {value} loaded as a non-finite number"
+                    );
+                }
+                Err(e) => prop_assert!(!e.to_string().is_empty()),
+            }
+        }
+
+        /// Arbitrary text as the config file: a config or an error naming the file.
+        #[test]
+        fn any_config_file_text_loads_or_names_the_file(text in "\\PC{0,300}") {
+            if let Err(e) = with_file(&text) {
+                prop_assert!(e.to_string().contains("w.toml"), "{e}");
+            }
         }
     }
 

@@ -19,3 +19,13 @@ pub use error::{CoreError, Result};
 
 /// The version of wander that wrote an artifact; recorded in every manifest.
 pub const WANDER_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Cases per property in the parser fuzz tests: `default` in CI (a bounded time), or the
+/// `WANDER_FUZZ_CASES` environment variable for a longer run
+/// (`WANDER_FUZZ_CASES=20000 cargo test --release -p wander-data --test loaders`).
+pub fn fuzz_cases(default: u32) -> u32 {
+    std::env::var("WANDER_FUZZ_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}

@@ -11,7 +11,7 @@ use arrow_array::{
     UInt32Array, UInt64Array, UInt8Array,
 };
 use arrow_schema::{DataType, TimeUnit};
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::arrow_reader::{ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
@@ -34,6 +34,38 @@ fn pq_err(file: &Path, e: impl std::fmt::Display) -> DataError {
         file: file.to_path_buf(),
         message: e.to_string(),
     }
+}
+
+/// Runs the Parquet decoder on a user's file. parquet-rs still asserts on some corrupt
+/// metadata (negative column offsets, apache/arrow-rs#6228, found again by the loader fuzz
+/// test): a panic inside it becomes an error naming the file, and its message is not
+/// printed as a crash.
+fn guarded<T>(path: &Path, decode: impl FnOnce() -> Result<T, DataError>) -> Result<T, DataError> {
+    use std::cell::Cell;
+    thread_local!(static DECODING: Cell<bool> = const { Cell::new(false) });
+    static QUIET_HOOK: std::sync::Once = std::sync::Once::new();
+    QUIET_HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !DECODING.with(Cell::get) {
+                previous(info);
+            }
+        }));
+    });
+    DECODING.with(|d| d.set(true));
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(decode));
+    DECODING.with(|d| d.set(false));
+    outcome.unwrap_or_else(|payload| {
+        let why = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        Err(pq_err(
+            path,
+            format!("the file is corrupt (the Parquet decoder gave up: {why})"),
+        ))
+    })
 }
 
 fn write_batch(path: &Path, columns: Vec<(String, ArrayRef)>) -> Result<(), DataError> {
@@ -132,10 +164,21 @@ pub fn write_dataset(stage: &StageWriter, ds: &Dataset) -> Result<(), DataError>
     write_batch(&stage.path(USERS_FILE)?, users)
 }
 
-fn read_batches(path: &Path) -> Result<Vec<RecordBatch>, DataError> {
+/// Where a Parquet file comes from: its embedded Arrow schema is trusted only in wander's
+/// own, checksummed artifacts.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    Artifact,
+    UserInput,
+}
+
+fn read_batches(path: &Path, origin: Origin) -> Result<Vec<RecordBatch>, DataError> {
     let file =
         File::open(path).map_err(|e| DataError::Core(wander_core::CoreError::io(path, e)))?;
-    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+    // A damaged `ARROW:schema` footer entry panics inside arrow-ipc (found by the loader
+    // fuzz test); Parquet's own schema carries every type a data file needs.
+    let options = ArrowReaderOptions::new().with_skip_arrow_metadata(origin == Origin::UserInput);
+    let reader = ParquetRecordBatchReaderBuilder::try_new_with_options(file, options)
         .and_then(|b| b.with_batch_size(65_536).build())
         .map_err(|e| pq_err(path, e))?;
     reader
@@ -161,7 +204,7 @@ macro_rules! typed_col {
 pub fn read_dataset(stage: &StageReader) -> Result<Dataset, DataError> {
     let mut ds = Dataset::default();
     let path = stage.path(USERS_FILE)?;
-    for b in read_batches(&path)? {
+    for b in read_batches(&path, Origin::Artifact)? {
         let ids = column(&path, &b, "user_id")?
             .as_string_opt::<i32>()
             .ok_or_else(|| pq_err(&path, "user_id is not a string"))?;
@@ -169,7 +212,7 @@ pub fn read_dataset(stage: &StageReader) -> Result<Dataset, DataError> {
             .extend(ids.iter().map(|s| s.unwrap_or_default().to_string()));
     }
     let path = stage.path(ITEMS_FILE)?;
-    for b in read_batches(&path)? {
+    for b in read_batches(&path, Origin::Artifact)? {
         let s = |name: &str| -> Result<Vec<String>, DataError> {
             let c = column(&path, &b, name)?
                 .as_string_opt::<i32>()
@@ -205,7 +248,7 @@ pub fn read_dataset(stage: &StageReader) -> Result<Dataset, DataError> {
     }
     let path = stage.path(INTERACTIONS_FILE)?;
     let mut it = Interactions::default();
-    for b in read_batches(&path)? {
+    for b in read_batches(&path, Origin::Artifact)? {
         if ds.feedback_columns.is_empty() {
             ds.feedback_columns = b
                 .schema()
@@ -250,7 +293,7 @@ pub fn read_dataset(stage: &StageReader) -> Result<Dataset, DataError> {
 
 /// Reads any flat Parquet file as text rows (row numbers as lines), for the generic loader.
 pub(crate) fn read_parquet_rows(path: &Path) -> Result<(Vec<String>, Vec<Row>), DataError> {
-    let batches = read_batches(path)?;
+    let batches = guarded(path, || read_batches(path, Origin::UserInput))?;
     let Some(first) = batches.first() else {
         return Err(DataError::Empty {
             file: path.to_path_buf(),

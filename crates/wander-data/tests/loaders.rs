@@ -25,7 +25,7 @@ fn write_ml100k(dir: &std::path::Path, data: &[u8]) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(64))]
+    #![proptest_config(ProptestConfig::with_cases(wander_core::fuzz_cases(64)))]
 
     /// Arbitrary bytes in the interactions file: an error or a dataset, never a panic.
     #[test]
@@ -62,6 +62,92 @@ proptest! {
         c.interactions = "i.csv".into();
         let _ = wander_data::load(&c, dir.path());
     }
+
+    /// RecBole atomic files: a typed header, then arbitrary bytes; or bytes alone.
+    #[test]
+    fn recbole_loader_never_panics(
+        inter in proptest::collection::vec(any::<u8>(), 0..300),
+        item in proptest::collection::vec(any::<u8>(), 0..300),
+        typed_header in any::<bool>(),
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let (hi, ht) = if typed_header {
+            ("user_id:token\titem_id:token\trating:float\ttimestamp:float\n", "item_id:token\tmovie_title:token_seq\n")
+        } else {
+            ("", "")
+        };
+        std::fs::write(dir.path().join("x.inter"), [hi.as_bytes(), &inter].concat()).unwrap();
+        std::fs::write(dir.path().join("x.item"), [ht.as_bytes(), &item].concat()).unwrap();
+        for on_error in [OnError::Fail, OnError::Skip] {
+            let mut c = config(DataFormat::Recbole);
+            c.on_error = on_error;
+            let _ = wander_data::load(&c, dir.path());
+        }
+    }
+
+    /// MovieLens latest-small: arbitrary bytes after the real headers.
+    #[test]
+    fn movielens_latest_loader_never_panics(
+        ratings in proptest::collection::vec(any::<u8>(), 0..300),
+        movies in proptest::collection::vec(any::<u8>(), 0..300),
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("ratings.csv"), [b"userId,movieId,rating,timestamp\n".as_slice(), &ratings].concat()).unwrap();
+        std::fs::write(dir.path().join("movies.csv"), [b"movieId,title,genres\n1,A (1990),Drama\n".as_slice(), &movies].concat()).unwrap();
+        for on_error in [OnError::Fail, OnError::Skip] {
+            let mut c = config(DataFormat::MovielensLatest);
+            c.on_error = on_error;
+            let _ = wander_data::load(&c, dir.path());
+        }
+    }
+
+    /// A valid Parquet interactions file with one byte changed or the tail cut off, or
+    /// arbitrary bytes named .parquet: an error or a dataset, never a panic.
+    #[test]
+    fn generic_parquet_loader_never_panics(
+        position in any::<proptest::sample::Index>(),
+        byte in any::<u8>(),
+        cut in any::<bool>(),
+        noise in proptest::collection::vec(any::<u8>(), 0..200),
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("items.csv"), "item_id,title\na,Alpha\nb,Beta\n").unwrap();
+        let valid = small_parquet();
+        let i = position.index(valid.len());
+        let mangled = if cut {
+            valid[..i].to_vec()
+        } else {
+            let mut v = valid.clone();
+            v[i] = byte;
+            v
+        };
+        let mut c = config(DataFormat::Generic);
+        c.items = "items.csv".into();
+        c.interactions = "log.parquet".into();
+        for bytes in [mangled, noise] {
+            std::fs::write(dir.path().join("log.parquet"), bytes).unwrap();
+            let _ = wander_data::load(&c, dir.path());
+        }
+    }
+}
+
+/// A small valid Parquet interactions file (user_id, item_id, timestamp, rating).
+fn small_parquet() -> Vec<u8> {
+    let cols: Vec<(&str, ArrayRef)> = vec![
+        (
+            "user_id",
+            Arc::new(StringArray::from(vec!["u1", "u2", "u1"])),
+        ),
+        ("item_id", Arc::new(StringArray::from(vec!["a", "b", "b"]))),
+        ("timestamp", Arc::new(Int64Array::from(vec![10, 20, 30]))),
+        ("rating", Arc::new(Float64Array::from(vec![5.0, 3.0, 4.0]))),
+    ];
+    let batch = RecordBatch::try_from_iter(cols).unwrap();
+    let mut out = Vec::new();
+    let mut w = parquet::arrow::ArrowWriter::try_new(&mut out, batch.schema(), None).unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+    out
 }
 
 #[test]
@@ -196,4 +282,36 @@ fn a_last_row_without_newline_is_refused_as_possibly_cut() {
     write_ml100k(dir.path(), format!("{rows}\n").as_bytes());
     let whole = wander_data::load(&config(DataFormat::Movielens100k), dir.path()).unwrap();
     assert_eq!(whole.dataset.stats().interactions, 3);
+}
+
+/// Every single byte of a valid Parquet file set to 0xff in turn: each load is a dataset or
+/// an error naming the file; some corruptions make the Parquet decoder itself panic, and
+/// those come back as errors too.
+#[test]
+fn every_corrupted_byte_of_a_parquet_file_is_an_error_not_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("items.csv"),
+        "item_id,title\na,Alpha\nb,Beta\n",
+    )
+    .unwrap();
+    let mut c = config(DataFormat::Generic);
+    c.items = "items.csv".into();
+    c.interactions = "log.parquet".into();
+    let valid = small_parquet();
+    let mut decoder_gave_up = 0;
+    for i in 0..valid.len() {
+        let mut bytes = valid.clone();
+        bytes[i] = 0xff;
+        std::fs::write(dir.path().join("log.parquet"), bytes).unwrap();
+        if let Err(e) = wander_data::load(&c, dir.path()) {
+            let e = e.to_string();
+            assert!(e.contains("log.parquet"), "{e}");
+            decoder_gave_up += e.contains("decoder gave up") as usize;
+        }
+    }
+    eprintln!(
+        "{decoder_gave_up} of {} corruptions panicked inside the decoder",
+        valid.len()
+    );
 }
