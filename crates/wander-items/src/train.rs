@@ -71,6 +71,51 @@ pub struct TrainReport {
     pub resumed_from: usize,
 }
 
+/// One epoch's results without its timings.
+#[derive(Debug, Clone, Serialize)]
+pub struct EpochHistory {
+    /// 1-based epoch.
+    pub epoch: usize,
+    /// Mean training loss.
+    pub loss: f64,
+    /// Validation NDCG@10.
+    pub valid_ndcg10: f64,
+}
+
+/// What a run learned, without the facts of the process that ran it (timings, resume
+/// point): the same bytes whether or not the run was killed and resumed.
+#[derive(Debug, Clone, Serialize)]
+pub struct TrainHistory {
+    /// Every epoch.
+    pub epochs: Vec<EpochHistory>,
+    /// Epoch of the best validation NDCG@10 (its weights are the result).
+    pub best_epoch: usize,
+    /// That NDCG@10.
+    pub best_valid_ndcg10: f64,
+    /// Whether early stopping ended it.
+    pub early_stopped: bool,
+}
+
+impl TrainReport {
+    /// The run's history, for the stage's `train_report.json`.
+    pub fn history(&self) -> TrainHistory {
+        TrainHistory {
+            epochs: self
+                .epochs
+                .iter()
+                .map(|e| EpochHistory {
+                    epoch: e.epoch,
+                    loss: e.loss,
+                    valid_ndcg10: e.valid_ndcg10,
+                })
+                .collect(),
+            best_epoch: self.best_epoch,
+            best_valid_ndcg10: self.best_valid_ndcg10,
+            early_stopped: self.early_stopped,
+        }
+    }
+}
+
 struct Adam {
     m: Vec<Tensor>,
     v: Vec<Tensor>,

@@ -122,7 +122,28 @@ pub struct TrainReport {
     pub resumed_from: usize,
 }
 
+/// What a run learned, without the facts of the process that ran it (seconds, tokens,
+/// resume point): the same bytes whether or not the run was killed and resumed.
+#[derive(Debug, Clone, Serialize)]
+pub struct TrainHistory<'a> {
+    /// Optimizer steps done in total.
+    pub steps: usize,
+    /// Training loss per step.
+    pub losses: &'a [f64],
+    /// (step, eval loss).
+    pub eval_losses: &'a [(usize, f64)],
+}
+
 impl TrainReport {
+    /// The run's history, for the stage's `train_report.json`.
+    pub fn history(&self) -> TrainHistory<'_> {
+        TrainHistory {
+            steps: self.steps,
+            losses: &self.losses,
+            eval_losses: &self.eval_losses,
+        }
+    }
+
     /// Training tokens per second in this process.
     pub fn tokens_per_second(&self) -> f64 {
         if self.seconds > 0.0 {

@@ -1,7 +1,7 @@
 //! Helpers every stage shares: the stage summary, input checksums, the configured model.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde_json::json;
 use serde_json::Value;
@@ -94,5 +94,15 @@ pub(crate) fn clock(seconds: f64) -> String {
         0..=59 => format!("{s:.1}s"),
         60..=3599 => format!("{}m{:02}s", whole / 60, whole % 60),
         _ => format!("{}h{:02}m{:02}s", whole / 3600, whole / 60 % 60, whole % 60),
+    }
+}
+
+/// Removes a trainer's checkpoint folder once its stage is done, and the run's
+/// `.checkpoints` folder with it when no other stage has one there.
+pub(crate) fn remove_checkpoints(checkpoints: &Path) {
+    let _ = std::fs::remove_dir_all(checkpoints);
+    if let Some(parent) = checkpoints.parent() {
+        // Fails, as it should, while another stage's checkpoints are in it.
+        let _ = std::fs::remove_dir(parent);
     }
 }

@@ -8,6 +8,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,6 +23,26 @@ use crate::AppState;
 /// The client's address, put into every request's extensions (for the access log).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct PeerAddr(pub SocketAddr);
+
+/// How long an idle kept-alive connection stays open after the stop signal, for a request
+/// its client may be sending.
+const IDLE_GRACE: Duration = Duration::from_millis(1000);
+
+/// Counts a connection's requests in flight while alive.
+struct InFlight(Arc<AtomicUsize>);
+
+impl InFlight {
+    fn enter(counter: &Arc<AtomicUsize>) -> Self {
+        counter.fetch_add(1, Ordering::AcqRel);
+        InFlight(counter.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
 
 /// How serving ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,9 +86,17 @@ pub(crate) async fn serve_connections(
                 };
                 let _ = stream.set_nodelay(true);
                 let app = app.clone();
+                let in_flight = Arc::new(AtomicUsize::new(0));
+                let counter = in_flight.clone();
                 let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
                     req.extensions_mut().insert(PeerAddr(peer));
-                    app.clone().oneshot(req.map(Body::new))
+                    let busy = InFlight::enter(&counter);
+                    let answer = app.clone().oneshot(req.map(Body::new));
+                    async move {
+                        let answer = answer.await;
+                        drop(busy);
+                        answer
+                    }
                 });
                 let mut closing = closing_rx.clone();
                 let state = state.clone();
@@ -81,9 +110,25 @@ pub(crate) async fn serve_connections(
                     };
                     let result = match finished {
                         Some(r) => r,
+                        // A busy connection finishes its request, answered with
+                        // `connection: close`. An idle one may be carrying the client's
+                        // next request right now: closing it under that request fails it
+                        // (the HTTP/1.1 race clients may only retry when idempotent), so it
+                        // gets IDLE_GRACE for a request to arrive and be answered the same way.
                         None => {
-                            conn.as_mut().graceful_shutdown();
-                            conn.await
+                            let deadline = tokio::time::Instant::now() + IDLE_GRACE.min(drain);
+                            loop {
+                                if in_flight.load(Ordering::Acquire) > 0
+                                    || tokio::time::Instant::now() >= deadline
+                                {
+                                    conn.as_mut().graceful_shutdown();
+                                    break conn.await;
+                                }
+                                tokio::select! {
+                                    r = conn.as_mut() => break r,
+                                    () = tokio::time::sleep(Duration::from_millis(5)) => {}
+                                }
+                            }
                         }
                     };
                     if let Err(e) = result {

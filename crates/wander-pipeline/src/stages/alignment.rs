@@ -196,8 +196,8 @@ pub fn train_alignment(ctx: &StageContext, force: bool) -> crate::Result<Summary
         let report = run_trainer(&mut trainer, &train, &eval, train_cfg.steps, "align")?;
         model.save_lora(&w.path("adapter.safetensors")?)?;
         head.save(&w.path("head.safetensors")?)?;
-        w.write_json("train_report.json", &report)?;
-        let _ = std::fs::remove_dir_all(&checkpoints);
+        w.write_json("train_report.json", &report.history())?;
+        crate::common::remove_checkpoints(&checkpoints);
         let pairs = train_labels.iter().map(|l| (l.c1, l.c2)).collect::<BTreeSet<_>>().len();
         let mut summary = json!({
             "steps": report.steps,

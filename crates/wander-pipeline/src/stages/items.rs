@@ -75,8 +75,8 @@ pub fn train_items(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
             log(format!("resumed after epoch {}", rep.resumed_from));
         }
         model.save(&w.path("model.safetensors")?)?;
-        w.write_json("train_report.json", &rep)?;
-        let _ = std::fs::remove_dir_all(&checkpoints);
+        w.write_json("train_report.json", &rep.history())?;
+        crate::common::remove_checkpoints(&checkpoints);
         let n = rep.epochs.len().max(1) as f64;
         Ok(json!({
             "epochs": rep.epochs.len(), "best_epoch": rep.best_epoch, "best_valid_ndcg10": rep.best_valid_ndcg10,

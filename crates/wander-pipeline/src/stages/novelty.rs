@@ -69,8 +69,8 @@ pub fn train_novelty(ctx: &StageContext, force: bool) -> crate::Result<Summary> 
         let mut trainer = wander_llm::train::Trainer::new(&model, wander_llm::train::Objective::Sft, params, train_cfg.clone(), tok.im_end, Some(&checkpoints))?;
         let report = crate::llm::run_trainer(&mut trainer, &train, &eval, train_cfg.steps, "train")?;
         model.save_lora(&w.path("adapter.safetensors")?)?;
-        w.write_json("train_report.json", &report)?;
-        let _ = std::fs::remove_dir_all(&checkpoints);
+        w.write_json("train_report.json", &report.history())?;
+        crate::common::remove_checkpoints(&checkpoints);
         Ok(json!({
             "steps": report.steps,
             "examples": train.len(),

@@ -102,7 +102,7 @@ pub fn eval_planted(ctx: &StageContext, steps: usize, force: bool) -> crate::Res
         w.write_bytes("report.md", md.as_bytes())?;
         let preds: Vec<Value> = world.test.iter().zip(&llm).map(|(l, p)| json!({"c1": l.c1, "c2": l.c2, "next": l.next, "label": l.label, "alignment_llm": p})).collect();
         w.write_json("predictions.json", &preds)?;
-        w.write_json("train_report.json", &train_report)?;
+        w.write_json("train_report.json", &train_report.history())?;
         Ok(json!({
             "steps": train_report.steps,
             "train_labels": world.train.len(),
