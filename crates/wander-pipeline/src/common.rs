@@ -97,11 +97,12 @@ pub(crate) fn clock(seconds: f64) -> String {
     }
 }
 
-/// Removes a trainer's checkpoint folder once its stage is done, and the run's
-/// `.checkpoints` folder with it when no other stage has one there.
-pub(crate) fn remove_checkpoints(checkpoints: &Path) {
-    let _ = std::fs::remove_dir_all(checkpoints);
-    if let Some(parent) = checkpoints.parent() {
+/// Removes a stage's scratch folder once the stage is done (a trainer's checkpoints under
+/// `.checkpoints/`, precompute's chunks under `.work/`), and that parent folder with it when
+/// no other stage has one there.
+pub(crate) fn remove_scratch(folder: &Path) {
+    let _ = std::fs::remove_dir_all(folder);
+    if let Some(parent) = folder.parent() {
         // Fails, as it should, while another stage's checkpoints are in it.
         let _ = std::fs::remove_dir(parent);
     }

@@ -197,7 +197,7 @@ pub fn train_alignment(ctx: &StageContext, force: bool) -> crate::Result<Summary
         model.save_lora(&w.path("adapter.safetensors")?)?;
         head.save(&w.path("head.safetensors")?)?;
         w.write_json("train_report.json", &report.history())?;
-        crate::common::remove_checkpoints(&checkpoints);
+        crate::common::remove_scratch(&checkpoints);
         let pairs = train_labels.iter().map(|l| (l.c1, l.c2)).collect::<BTreeSet<_>>().len();
         let mut summary = json!({
             "steps": report.steps,

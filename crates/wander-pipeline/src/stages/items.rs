@@ -76,7 +76,7 @@ pub fn train_items(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
         }
         model.save(&w.path("model.safetensors")?)?;
         w.write_json("train_report.json", &rep.history())?;
-        crate::common::remove_checkpoints(&checkpoints);
+        crate::common::remove_scratch(&checkpoints);
         let n = rep.epochs.len().max(1) as f64;
         Ok(json!({
             "epochs": rep.epochs.len(), "best_epoch": rep.best_epoch, "best_valid_ndcg10": rep.best_valid_ndcg10,

@@ -70,7 +70,7 @@ pub fn train_novelty(ctx: &StageContext, force: bool) -> crate::Result<Summary> 
         let report = crate::llm::run_trainer(&mut trainer, &train, &eval, train_cfg.steps, "train")?;
         model.save_lora(&w.path("adapter.safetensors")?)?;
         w.write_json("train_report.json", &report.history())?;
-        crate::common::remove_checkpoints(&checkpoints);
+        crate::common::remove_scratch(&checkpoints);
         Ok(json!({
             "steps": report.steps,
             "examples": train.len(),

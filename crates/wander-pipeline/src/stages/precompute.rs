@@ -315,7 +315,7 @@ pub fn precompute(
         table.write_parquet(&w.path("table.parquet")?)?;
         write_scores(&w.path("scores.parquet")?, sc1, sc2, scl, snov, sal)?;
         let models: BTreeMap<String, String> = ["train_novelty", "train_alignment"].iter().map(|s| Ok((s.to_string(), run.read(s)?.manifest().outputs.iter().map(|(k, v)| format!("{k}:{}", v.sha256)).collect::<Vec<_>>().join(",")))).collect::<crate::Result<_>>()?;
-        let _ = std::fs::remove_dir_all(&work);
+        crate::common::remove_scratch(&work);
         let mut summary = json!({
             "pairs": table.pairs(), "clusters": m, "mode": cfg.mode, "n": cfg.n, "temperature": cfg.temperature, "top_k": cfg.top_k,
             "fallbacks": fallbacks, "compute_seconds": seconds, "pairs_per_s": table.pairs() as f64 / seconds.max(1e-9),
