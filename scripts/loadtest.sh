@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Load test of `wander serve` on loopback with wrk (apt-get install wrk), on the default run
+# (PROFILE=quick: the quick run)
 # directory (run the pipeline first). Usage: scripts/loadtest.sh [seconds] [connections]
 # Prints wrk's summary, then repeats the run while reloading the artifacts every second.
 # ITEMS=0 asks for clusters only (the table lookup without the item policy).
@@ -10,7 +11,7 @@ cd "$(dirname "$0")/.."
 bin=target/release/wander
 port=18080
 export WANDER_ADMIN_TOKEN=loadtest
-"$bin" --set serve.bind="\"127.0.0.1:$port\"" serve 2> /tmp/wander-serve.log &
+"$bin" ${PROFILE:+--profile "$PROFILE"} --set serve.bind="\"127.0.0.1:$port\"" serve 2> /tmp/wander-serve.log &
 pid=$!
 trap 'kill $pid 2>/dev/null' EXIT
 for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/readyz" > /dev/null && break; sleep 0.2; done
