@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Load test of `wander serve` on loopback with wrk (apt-get install wrk), on the default run
-# (PROFILE=quick: the quick run)
-# directory (run the pipeline first). Usage: scripts/loadtest.sh [seconds] [connections]
+# directory (run the pipeline first; PROFILE=quick serves the quick run instead).
+# Usage: scripts/loadtest.sh [seconds] [connections]
 # Prints wrk's summary, then repeats the run while reloading the artifacts every second.
 # ITEMS=0 asks for clusters only (the table lookup without the item policy).
 set -euo pipefail

@@ -974,6 +974,31 @@ fn serve_checks(dir: &std::path::Path, args: &[String]) {
     sigterm_drains_in_flight_requests(dir, args);
     slow_clients_long_targets_malformed_http_and_access_log(dir, args);
     sigterm_under_keepalive_load_fails_no_request(dir, args);
+    a_stalled_client_cannot_hold_the_shutdown_past_the_drain_deadline(dir, args);
+}
+
+/// SIGTERM while a client has sent half a body and stalls: the process exits 0 at the
+/// drain deadline (`serve.drain_seconds`), not when the client gives up.
+fn a_stalled_client_cannot_hold_the_shutdown_past_the_drain_deadline(
+    dir: &std::path::Path,
+    args: &[String],
+) {
+    use std::io::Write;
+    let mut args = args.to_vec();
+    for set in ["serve.drain_seconds=1", "serve.read_timeout_ms=60000"] {
+        args.extend(["--set".to_string(), set.to_string()]);
+    }
+    let mut server = start_server(dir, &args).expect("server starts");
+    let mut s = std::net::TcpStream::connect(&server.addr).unwrap();
+    s.write_all(b"POST /v1/explore HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 40\r\n\r\n{\"hist")
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    server.terminate();
+    // Not when the client gives up: the drain deadline is 1 s.
+    let (status, waited) = server.wait_exit(10.0);
+    assert!(status.success(), "exit status: {status}");
+    assert!((0.9..5.0).contains(&waited), "exited after {waited:.2} s");
+    drop(s);
 }
 
 /// The edges of HTTP: a client that sends its head or body too slowly, a target over
@@ -1188,19 +1213,8 @@ fn sigterm_under_keepalive_load_fails_no_request(dir: &std::path::Path, args: &[
     };
     std::thread::sleep(std::time::Duration::from_millis(800));
     stopping.store(true, Ordering::Relaxed);
-    let killed = std::process::Command::new("kill")
-        .args(["-TERM", &server.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let started = std::time::Instant::now();
-    let status = loop {
-        if let Some(st) = server.child.try_wait().unwrap() {
-            break st;
-        }
-        assert!(started.elapsed().as_secs() < 25, "no exit after SIGTERM");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    };
+    server.terminate();
+    let (status, _) = server.wait_exit(25.0);
     stop.store(true, Ordering::Relaxed);
     let stats = load.join().unwrap();
     eprintln!("SIGTERM under load: {stats:?}, exit {status}");
@@ -1233,27 +1247,13 @@ fn sigterm_drains_in_flight_requests(dir: &std::path::Path, args: &[String]) {
     s.write_all(head.as_bytes()).unwrap();
     s.write_all(&body[..10]).unwrap();
     std::thread::sleep(std::time::Duration::from_millis(300));
-    let killed = std::process::Command::new("kill")
-        .args(["-TERM", &server.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
+    server.terminate();
     std::thread::sleep(std::time::Duration::from_millis(500));
     s.write_all(&body[10..]).unwrap();
     let mut out = String::new();
     let _ = s.read_to_string(&mut out);
     assert!(out.starts_with("HTTP/1.1 200"), "in-flight request: {out}");
-    let started = std::time::Instant::now();
-    let status = loop {
-        if let Some(st) = server.child.try_wait().unwrap() {
-            break st;
-        }
-        assert!(
-            started.elapsed().as_secs() < 15,
-            "the service did not exit after SIGTERM"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    };
+    let (status, _) = server.wait_exit(15.0);
     assert!(status.success(), "exit status after SIGTERM: {status}");
 }
 

@@ -94,7 +94,7 @@ pub struct SimulateConfig {
     /// Weight of recent satisfaction on the return log-odds.
     pub return_satisfaction: f64,
     /// Strategies of the arms; the first is the control.
-    pub arms: Vec<String>,
+    pub arms: Vec<Strategy>,
 }
 
 /// `[serve]`
@@ -372,7 +372,7 @@ pub struct AssetsConfig {
 macro_rules! mode_enum {
     ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
         $(#[$doc])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
         pub enum $name {
             $($(#[$vdoc])* #[serde(rename = $text)] $variant),+
         }
@@ -424,6 +424,24 @@ mode_enum!(
         /// Over whole answers: each answer's unconstrained probability at the temperature,
         /// renormalised (P2: sample, drop invalid outputs, renormalise).
         Answer = "answer",
+    }
+);
+
+mode_enum!(
+    /// An exploration-slot strategy of the simulator (`simulate.arms`).
+    Strategy {
+        /// No exploration slot: every slot from the item policy.
+        None = "none",
+        /// A uniformly random novel cluster.
+        Random = "random",
+        /// The globally most engaged-with novel cluster not yet in the interests.
+        Popular = "popular",
+        /// The most frequent next cluster after the pair in the (simulated) logs.
+        Cooccurrence = "cooccurrence",
+        /// One proposal of the novelty model (n = 1).
+        NoveltyOnly = "novelty_only",
+        /// The exploration table's best-of-n choice.
+        BestOfN = "best_of_n",
     }
 );
 
@@ -934,20 +952,6 @@ impl Config {
                 "users, days, slots, seeds and arms must be non-empty",
             ));
         }
-        for a in &sim.arms {
-            if ![
-                "none",
-                "random",
-                "popular",
-                "cooccurrence",
-                "novelty_only",
-                "best_of_n",
-            ]
-            .contains(&a.as_str())
-            {
-                return Err(CoreError::config("simulate.arms", format!("unknown strategy `{a}`; use none, random, popular, cooccurrence, novelty_only or best_of_n")));
-            }
-        }
         let en = &self.engine;
         if en.url != "embedded" && !en.url.starts_with("ballista://") {
             return Err(CoreError::config(
@@ -1297,6 +1301,38 @@ mod tests {
             .to_string();
             assert!(e.contains(key), "{key} = {value}: {e}");
         }
+    }
+
+    #[test]
+    fn an_unknown_simulator_arm_names_the_key_and_the_strategies() {
+        let e = Config::load(&Sources {
+            overrides: vec![(
+                "--set".into(),
+                "simulate.arms".into(),
+                "[\"none\", \"bandit\"]".into(),
+            )],
+            ..Default::default()
+        })
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("simulate.arms") && e.contains("bandit") && e.contains("best_of_n"),
+            "{e}"
+        );
+        let c = Config::load(&Sources {
+            overrides: vec![(
+                "--set".into(),
+                "simulate.arms".into(),
+                "[\"none\", \"best_of_n\"]".into(),
+            )],
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(
+            c.simulate.arms,
+            vec![super::Strategy::None, super::Strategy::BestOfN]
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,25 +24,9 @@ use crate::AppState;
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct PeerAddr(pub SocketAddr);
 
-/// How long an idle kept-alive connection stays open after the stop signal, for a request
-/// its client may be sending.
+/// How long a kept-alive connection may stay open after the stop signal for its client's
+/// next request (answered with `connection: close`) before an idle one is closed.
 const IDLE_GRACE: Duration = Duration::from_millis(1000);
-
-/// Counts a connection's requests in flight while alive.
-struct InFlight(Arc<AtomicUsize>);
-
-impl InFlight {
-    fn enter(counter: &Arc<AtomicUsize>) -> Self {
-        counter.fetch_add(1, Ordering::AcqRel);
-        InFlight(counter.clone())
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
-}
 
 /// How serving ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,8 +41,8 @@ pub(crate) enum Ended {
 }
 
 /// Serves `state`'s router on `listener` until `shutdown` resolves; then stops accepting,
-/// lets open connections finish their requests for up to `drain` (hyper answers them with
-/// `connection: close` and closes idle ones at once), and closes what is left.
+/// answers every further request with `connection: close`, closes connections that stay
+/// idle for [`IDLE_GRACE`], and after `drain` closes what is left.
 pub(crate) async fn serve_connections(
     listener: TcpListener,
     state: Arc<AppState>,
@@ -68,6 +52,7 @@ pub(crate) async fn serve_connections(
     let app = crate::router(state.clone());
     let read_timeout = Duration::from_millis(state.config.serve.read_timeout_ms);
     let (closing_tx, closing_rx) = tokio::sync::watch::channel(false);
+    let stopping = Arc::new(AtomicBool::new(false));
     let mut connections = tokio::task::JoinSet::new();
     let mut shutdown = pin!(shutdown);
     loop {
@@ -86,16 +71,22 @@ pub(crate) async fn serve_connections(
                 };
                 let _ = stream.set_nodelay(true);
                 let app = app.clone();
-                let in_flight = Arc::new(AtomicUsize::new(0));
-                let counter = in_flight.clone();
+                let stopping = stopping.clone();
                 let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
                     req.extensions_mut().insert(PeerAddr(peer));
-                    let busy = InFlight::enter(&counter);
                     let answer = app.clone().oneshot(req.map(Body::new));
+                    let stopping = stopping.clone();
                     async move {
-                        let answer = answer.await;
-                        drop(busy);
-                        answer
+                        let mut answer = answer.await?;
+                        // Once stopping, every answer tells its client to go elsewhere, so
+                        // no kept-alive connection is closed under a request on its way.
+                        if stopping.load(Ordering::Acquire) {
+                            answer.headers_mut().insert(
+                                axum::http::header::CONNECTION,
+                                axum::http::HeaderValue::from_static("close"),
+                            );
+                        }
+                        Ok::<_, std::convert::Infallible>(answer)
                     }
                 });
                 let mut closing = closing_rx.clone();
@@ -110,23 +101,18 @@ pub(crate) async fn serve_connections(
                     };
                     let result = match finished {
                         Some(r) => r,
-                        // A busy connection finishes its request, answered with
-                        // `connection: close`. An idle one may be carrying the client's
-                        // next request right now: closing it under that request fails it
-                        // (the HTTP/1.1 race clients may only retry when idempotent), so it
-                        // gets IDLE_GRACE for a request to arrive and be answered the same way.
+                        // Every answer from now on carries `connection: close`, so busy
+                        // connections and clients that send again end by themselves. One
+                        // that stays idle for IDLE_GRACE is closed: a client sending at that
+                        // moment meets the HTTP/1.1 race (only idempotent requests may be
+                        // retried), which the grace makes unlikely for a client under load.
                         None => {
-                            let deadline = tokio::time::Instant::now() + IDLE_GRACE.min(drain);
-                            loop {
-                                if in_flight.load(Ordering::Acquire) > 0
-                                    || tokio::time::Instant::now() >= deadline
-                                {
+                            let grace = IDLE_GRACE.min(drain);
+                            match tokio::time::timeout(grace, conn.as_mut()).await {
+                                Ok(r) => r,
+                                Err(_) => {
                                     conn.as_mut().graceful_shutdown();
-                                    break conn.await;
-                                }
-                                tokio::select! {
-                                    r = conn.as_mut() => break r,
-                                    () = tokio::time::sleep(Duration::from_millis(5)) => {}
+                                    conn.await
                                 }
                             }
                         }
@@ -139,6 +125,7 @@ pub(crate) async fn serve_connections(
         }
     }
     drop(listener);
+    stopping.store(true, Ordering::Release);
     let _ = closing_tx.send(true);
     let finished = tokio::time::timeout(drain, async {
         while connections.join_next().await.is_some() {}

@@ -62,38 +62,7 @@ pub struct WorldInput {
 /// caller that runs the experiment; `rank` by [`World::new`]).
 pub use wander_core::config::SimulateConfig as SimConfig;
 
-/// An exploration-slot strategy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Strategy {
-    /// No exploration slot: every slot from the item policy.
-    None,
-    /// A uniformly random novel cluster.
-    Random,
-    /// The globally most engaged-with novel cluster not yet in the interests.
-    Popular,
-    /// The most frequent next cluster after the pair in the (simulated) logs.
-    Cooccurrence,
-    /// One proposal of the novelty model (n = 1).
-    NoveltyOnly,
-    /// The exploration table's best-of-n choice.
-    BestOfN,
-}
-
-impl std::str::FromStr for Strategy {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        Ok(match s {
-            "none" => Strategy::None,
-            "random" => Strategy::Random,
-            "popular" => Strategy::Popular,
-            "cooccurrence" => Strategy::Cooccurrence,
-            "novelty_only" => Strategy::NoveltyOnly,
-            "best_of_n" => Strategy::BestOfN,
-            _ => return Err(format!("unknown strategy `{s}`; use none, random, popular, cooccurrence, novelty_only or best_of_n")),
-        })
-    }
-}
+pub use wander_core::config::Strategy;
 
 /// One arm's figures for one day.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]

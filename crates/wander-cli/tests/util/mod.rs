@@ -102,6 +102,33 @@ pub struct Server {
     pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
+impl Server {
+    /// Sends SIGTERM (what a rollout sends).
+    pub fn terminate(&self) {
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+    }
+
+    /// Waits for the process to exit: its status and the seconds waited; panics after
+    /// `limit_seconds`.
+    pub fn wait_exit(&mut self, limit_seconds: f64) -> (std::process::ExitStatus, f64) {
+        let started = std::time::Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return (status, started.elapsed().as_secs_f64());
+            }
+            assert!(
+                started.elapsed().as_secs_f64() < limit_seconds,
+                "the service did not exit within {limit_seconds} s"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();

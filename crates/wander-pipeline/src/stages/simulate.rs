@@ -15,7 +15,6 @@ use wander_sim::WorldInput;
 use crate::common::manifests;
 use crate::common::report;
 use crate::stages::precompute::read_scores;
-use crate::PipelineError;
 use crate::ResultExt;
 use crate::StageContext;
 use crate::StageId;
@@ -101,17 +100,14 @@ pub fn simulate_stage(ctx: &StageContext, force: bool, aa: bool) -> crate::Resul
     let run = RunDir::open(&ctx.config.run.dir)?;
     let inputs = manifests(&run, StageId::Simulate.inputs())?;
     let arms: Vec<Strategy> = if aa {
-        vec![c.arms[0].parse().map_err(PipelineError::msg)?; 2]
+        vec![c.arms[0]; 2]
     } else {
-        c.arms
-            .iter()
-            .map(|a| a.parse().map_err(PipelineError::msg))
-            .collect::<crate::Result<_>>()?
+        c.arms.clone()
     };
     let names: Vec<String> = if aa {
         vec![format!("{}_a", c.arms[0]), format!("{}_b", c.arms[0])]
     } else {
-        c.arms.clone()
+        c.arms.iter().map(Strategy::to_string).collect()
     };
     let seed = ctx.config.run.seed;
     let id = if aa {
