@@ -133,6 +133,11 @@ proptest! {
 
 /// A small valid Parquet interactions file (user_id, item_id, timestamp, rating).
 fn small_parquet() -> Vec<u8> {
+    parquet_log("rating", Arc::new(Float64Array::from(vec![5.0, 3.0, 4.0])))
+}
+
+/// Three interactions of users u1, u2 on items a, b as Parquet, with one feedback column.
+fn parquet_log(feedback: &str, values: ArrayRef) -> Vec<u8> {
     let cols: Vec<(&str, ArrayRef)> = vec![
         (
             "user_id",
@@ -140,7 +145,7 @@ fn small_parquet() -> Vec<u8> {
         ),
         ("item_id", Arc::new(StringArray::from(vec!["a", "b", "b"]))),
         ("timestamp", Arc::new(Int64Array::from(vec![10, 20, 30]))),
-        ("rating", Arc::new(Float64Array::from(vec![5.0, 3.0, 4.0]))),
+        (feedback, values),
     ];
     let batch = RecordBatch::try_from_iter(cols).unwrap();
     let mut out = Vec::new();
@@ -192,23 +197,11 @@ fn generic_parquet_interactions_load() {
         "item_id,title,tags\na,Alpha,x|y\nb,Beta,\n",
     )
     .unwrap();
-    let cols: Vec<(&str, ArrayRef)> = vec![
-        (
-            "user_id",
-            Arc::new(StringArray::from(vec!["u1", "u2", "u1"])),
-        ),
-        ("item_id", Arc::new(StringArray::from(vec!["a", "b", "b"]))),
-        ("timestamp", Arc::new(Int64Array::from(vec![10, 20, 30]))),
-        (
-            "watch_ratio",
-            Arc::new(Float64Array::from(vec![0.9, 0.5, 0.8])),
-        ),
-    ];
-    let batch = RecordBatch::try_from_iter(cols).unwrap();
-    let file = std::fs::File::create(dir.path().join("log.parquet")).unwrap();
-    let mut w = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).unwrap();
-    w.write(&batch).unwrap();
-    w.close().unwrap();
+    let log = parquet_log(
+        "watch_ratio",
+        Arc::new(Float64Array::from(vec![0.9, 0.5, 0.8])),
+    );
+    std::fs::write(dir.path().join("log.parquet"), log).unwrap();
     let mut c = config(DataFormat::Generic);
     c.items = "items.csv".into();
     c.interactions = "log.parquet".into();
@@ -229,23 +222,12 @@ fn generic_parquet_boolean_feedback_reads_as_one_and_zero() {
         "item_id,title\na,Alpha\nb,Beta\n",
     )
     .unwrap();
-    let cols: Vec<(&str, ArrayRef)> = vec![
-        (
-            "user_id",
-            Arc::new(StringArray::from(vec!["u1", "u2", "u1"])),
-        ),
-        ("item_id", Arc::new(StringArray::from(vec!["a", "b", "b"]))),
-        ("timestamp", Arc::new(Int64Array::from(vec![10, 20, 30]))),
-        (
-            "liked",
-            Arc::new(arrow_array::BooleanArray::from(vec![true, false, true])),
-        ),
-    ];
-    let batch = RecordBatch::try_from_iter(cols).unwrap();
-    let file = std::fs::File::create(dir.path().join("log.parquet")).unwrap();
-    let mut w = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).unwrap();
-    w.write(&batch).unwrap();
-    w.close().unwrap();
+    let liked = arrow_array::BooleanArray::from(vec![true, false, true]);
+    std::fs::write(
+        dir.path().join("log.parquet"),
+        parquet_log("liked", Arc::new(liked)),
+    )
+    .unwrap();
     let mut c = config(DataFormat::Generic);
     c.items = "items.csv".into();
     c.interactions = "log.parquet".into();
