@@ -93,8 +93,15 @@ enum Command {
         #[arg(long, conflicts_with = "shard")]
         merge: bool,
     },
-    /// Serve the exploration table and item policy over HTTP (`serve.bind`; SIGHUP or
-    /// POST /admin/reload swaps in the run directory's new artifacts).
+    /// Write the serving bundle: the table, the catalogue and the item model that
+    /// `wander serve` reads (one folder a deployment copies).
+    Bundle {
+        /// Redo the stage even if its inputs are unchanged.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Serve the run's serving bundle over HTTP (`serve.bind`; SIGHUP or POST
+    /// /admin/reload swaps in a new bundle: rerun `wander bundle` after a new precompute).
     Serve,
     /// Closed-loop A/B simulation of the exploration strategies (`[simulate]`).
     Simulate {
@@ -371,6 +378,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             shard,
             merge,
         } => run_stage(&ctx, json, &stages::Precompute { shard, merge }, force)?,
+        Command::Bundle { force } => run_stage(&ctx, json, &stages::Bundle, force)?,
         Command::Simulate { force, aa } => run_stage(&ctx, json, &stages::Simulate { aa }, force)?,
         Command::Report { force } => run_stage(&ctx, json, &stages::Report, force)?,
         Command::Run { force } => emit(json, &wander_pipeline::run_all(&ctx, force)?)?,

@@ -470,7 +470,7 @@ fn novelty_pipeline_end_to_end_with_tiny_settings() {
         assert!(out.status.success(), "{args:?}: {}", stderr(&out));
         json(&out)
     };
-    stage(&["ingest"]);
+    let ingested = stage(&["ingest"]);
     stage(&["taxonomy"]);
     let t = stage(&["transitions"]);
     assert_eq!(t["sft_examples"], 16);
@@ -762,6 +762,17 @@ fn novelty_pipeline_end_to_end_with_tiny_settings() {
         .as_f64()
         .unwrap();
     assert!((0.0..=1.0).contains(&s));
+    // The serving bundle: what the service reads, and nothing else.
+    let b = stage(&["bundle"]);
+    assert!(b["clusters"].as_u64().unwrap() >= 2, "{b}");
+    assert_eq!(b["items"], ingested["items"], "{b}");
+    assert_eq!(
+        b["table_version"],
+        serde_json::Value::String(
+            wander_core::hash::sha256_file(&tmp.path().join("run/precompute/manifest.json"))
+                .unwrap()
+        )
+    );
     let mut args: Vec<String> = Vec::new();
     for s in &sets {
         args.push("--set".into());
@@ -936,7 +947,7 @@ fn serve_checks(dir: &std::path::Path, args: &[String]) {
         "{m}"
     );
     // A corrupted table: the reload is refused and the old version keeps serving.
-    let table = dir.join("run/precompute/table.bin");
+    let table = dir.join("run/bundle/table.bin");
     let good = std::fs::read(&table).unwrap();
     let mut bad = good.clone();
     let mid = bad.len() / 2;

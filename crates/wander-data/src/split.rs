@@ -1,6 +1,7 @@
 //! Train / validation / test splits.
 
-/// Which period an interaction belongs to.
+/// Which period an interaction belongs to. Serialised as its byte (0, 1, 2), as the
+/// Parquet columns and the JSON artifacts store it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[repr(u8)]
 pub enum Split {
@@ -10,6 +11,21 @@ pub enum Split {
     Valid = 1,
     /// Held-out test period.
     Test = 2,
+}
+
+impl serde::Serialize for Split {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_u8(*self as u8)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Split {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let v = u8::deserialize(deserializer)?;
+        Split::from_u8(v).ok_or_else(|| {
+            serde::de::Error::custom(format!("split {v} is not 0 (train), 1 (valid) or 2 (test)"))
+        })
+    }
 }
 
 impl Split {
@@ -84,6 +100,19 @@ pub fn leave_last_out(users: &[u32]) -> Vec<Split> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_split_is_stored_as_its_byte_and_an_unknown_byte_is_an_error() {
+        let all = [Split::Train, Split::Valid, Split::Test];
+        assert_eq!(serde_json::to_string(&all).unwrap(), "[0,1,2]");
+        let back: Vec<Split> = serde_json::from_str("[2,0,1]").unwrap();
+        assert_eq!(back, vec![Split::Test, Split::Train, Split::Valid]);
+        let err = serde_json::from_str::<Split>("3").unwrap_err().to_string();
+        assert!(
+            err.contains("split 3 is not 0 (train), 1 (valid) or 2 (test)"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn loo_hand_example() {

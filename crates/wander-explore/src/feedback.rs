@@ -28,7 +28,7 @@ pub struct FeedbackEvent {
     /// The feedback column's value.
     pub value: f64,
     /// Period of the engagement.
-    pub split: u8,
+    pub split: Split,
 }
 
 /// Mines feedback events. Each user's interactions are read in time order; the user's
@@ -57,7 +57,7 @@ pub fn events(ds: &Dataset, item_cluster: &[u32], feedback_column: usize) -> Vec
                         next: c,
                         positive: it.positive[k],
                         value: values.map_or(f64::NAN, |v| v[k]),
-                        split: it.split[k] as u8,
+                        split: it.split[k],
                     });
                 }
             }
@@ -140,7 +140,7 @@ pub fn sort_parts(parts: &mut [LabelPart]) {
 pub fn label_parts(events: &[FeedbackEvent], split: Split, signal: Signal) -> Vec<LabelPart> {
     // (c1, c2, next) -> user -> (sum, count)
     let mut per: BTreeMap<(u32, u32, u32), BTreeMap<u32, (f64, u32)>> = BTreeMap::new();
-    for e in events.iter().filter(|e| e.split == split as u8) {
+    for e in events.iter().filter(|e| e.split == split) {
         if let Some(v) = signal_of(e, signal) {
             let s = per
                 .entry((e.c1, e.c2, e.next))

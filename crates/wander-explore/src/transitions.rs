@@ -17,7 +17,7 @@ pub struct Transition {
     /// The next cluster, not in {c1, c2}.
     pub next: u32,
     /// Period of the engagement with `next` (temporal split).
-    pub split: u8,
+    pub split: Split,
 }
 
 /// Mines transitions. For each user, positive interactions in time order are mapped to
@@ -52,7 +52,7 @@ pub fn mine(ds: &Dataset, item_cluster: &[u32]) -> Vec<Transition> {
                     c1,
                     c2,
                     next: c3,
-                    split: split as u8,
+                    split,
                 });
             }
         }
@@ -67,7 +67,7 @@ pub type PairCounts = BTreeMap<(u32, u32), BTreeMap<u32, u32>>;
 /// Counts per `(c1, c2)` of each next cluster, for one period.
 pub fn counts(transitions: &[Transition], split: Split) -> PairCounts {
     let mut m: PairCounts = BTreeMap::new();
-    for t in transitions.iter().filter(|t| t.split == split as u8) {
+    for t in transitions.iter().filter(|t| t.split == split) {
         *m.entry((t.c1, t.c2))
             .or_default()
             .entry(t.next)

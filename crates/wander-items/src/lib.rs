@@ -5,7 +5,8 @@
 
 pub mod eval;
 pub mod model;
-pub mod retrieve;
+/// Cluster-restricted retrieval (in `wander-bundle`, which serving reads without candle).
+pub use wander_bundle::retrieve;
 pub mod train;
 
 /// Errors of the item policy.
@@ -20,6 +21,9 @@ pub enum ItemsError {
     /// Filesystem or artifact error.
     #[error(transparent)]
     Core(#[from] wander_core::CoreError),
+    /// The inference path refused the weights.
+    #[error(transparent)]
+    Bundle(#[from] wander_bundle::BundleError),
 }
 
 /// Result alias for [`ItemsError`].

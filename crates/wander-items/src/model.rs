@@ -10,29 +10,12 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor, Var, D};
-use serde::{Deserialize, Serialize};
+
 use wander_core::rng::Rng;
 
 use crate::{ItemsError, Result};
-
-/// Shape and regularisation of the model.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct SasRecConfig {
-    /// Catalogue size plus one (id 0 is padding).
-    pub vocab: usize,
-    /// Longest sequence (older items are dropped).
-    pub max_len: usize,
-    /// Embedding width.
-    pub dim: usize,
-    /// Transformer blocks.
-    pub layers: usize,
-    /// Attention heads (dividing `dim`).
-    pub heads: usize,
-    /// Dropout on embeddings, attention output and feed-forward output in training.
-    pub dropout: f64,
-}
-
-const LN_EPS: f64 = 1e-6;
+use wander_bundle::sasrec::LN_EPS;
+pub use wander_bundle::sasrec::{CpuSasRec, SasRecConfig};
 
 /// The trainable model: named variables.
 #[derive(Debug, Clone)]
@@ -294,32 +277,8 @@ impl SasRec {
 
     /// The weights copied out for the plain-Rust inference path.
     pub fn to_cpu(&self) -> Result<CpuSasRec> {
-        let get = |n: &str| -> Result<Vec<f32>> { Ok(self.t(n).flatten_all()?.to_vec1()?) };
-        let mut layers = Vec::new();
-        for l in 0..self.cfg.layers {
-            let g = |n: &str| get(&format!("l{l}.{n}"));
-            layers.push(CpuLayer {
-                ln1_g: g("ln1.g")?,
-                ln1_b: g("ln1.b")?,
-                wq: g("wq")?,
-                wk: g("wk")?,
-                wv: g("wv")?,
-                wo: g("wo")?,
-                ln2_g: g("ln2.g")?,
-                ln2_b: g("ln2.b")?,
-                w1: g("w1")?,
-                b1: g("b1")?,
-                w2: g("w2")?,
-                b2: g("b2")?,
-            });
-        }
-        Ok(CpuSasRec {
-            cfg: self.cfg,
-            item: get("item")?,
-            pos: get("pos")?,
-            layers,
-            lnf_g: get("lnf.g")?,
-            lnf_b: get("lnf.b")?,
+        CpuSasRec::from_named(self.cfg, |n| -> Result<Vec<f32>> {
+            Ok(self.t(n).flatten_all()?.to_vec1()?)
         })
     }
 }
@@ -343,172 +302,31 @@ fn layer_norm(x: &Tensor, g: &Tensor, b: &Tensor) -> Result<Tensor> {
         .broadcast_add(b)?)
 }
 
-#[derive(Debug, Clone)]
-struct CpuLayer {
-    ln1_g: Vec<f32>,
-    ln1_b: Vec<f32>,
-    wq: Vec<f32>,
-    wk: Vec<f32>,
-    wv: Vec<f32>,
-    wo: Vec<f32>,
-    ln2_g: Vec<f32>,
-    ln2_b: Vec<f32>,
-    w1: Vec<f32>,
-    b1: Vec<f32>,
-    w2: Vec<f32>,
-    b2: Vec<f32>,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// SASRec inference in plain Rust for one sequence at a time: no framework overhead, and the
-/// result for a user never depends on batching or threads. Only the last position's output
-/// is needed, so the last block computes one query.
-#[derive(Debug, Clone)]
-pub struct CpuSasRec {
-    /// Shape.
-    pub cfg: SasRecConfig,
-    /// Item embeddings `[vocab, dim]`, row-major.
-    pub item: Vec<f32>,
-    pos: Vec<f32>,
-    layers: Vec<CpuLayer>,
-    lnf_g: Vec<f32>,
-    lnf_b: Vec<f32>,
-}
-
-fn ln_row(x: &[f32], g: &[f32], b: &[f32], out: &mut [f32]) {
-    let n = x.len() as f32;
-    let mean = x.iter().sum::<f32>() / n;
-    let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
-    let inv = 1.0 / (var + LN_EPS as f32).sqrt();
-    for i in 0..x.len() {
-        out[i] = (x[i] - mean) * inv * g[i] + b[i];
-    }
-}
-
-/// `out = x · W` for `W: [d_in, d_out]` row-major.
-fn vec_mat(x: &[f32], w: &[f32], d_out: usize, out: &mut [f32]) {
-    out.iter_mut().for_each(|v| *v = 0.0);
-    for (i, &xi) in x.iter().enumerate() {
-        let row = &w[i * d_out..(i + 1) * d_out];
-        for (o, &wv) in out.iter_mut().zip(row) {
-            *o += xi * wv;
+    #[test]
+    fn the_saved_weights_read_without_candle_give_the_same_user_vectors() {
+        let cfg = SasRecConfig {
+            vocab: 12,
+            max_len: 5,
+            dim: 8,
+            layers: 2,
+            heads: 2,
+            dropout: 0.1,
+        };
+        let model = SasRec::new(cfg, 3).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("model.safetensors");
+        model.save(&path).unwrap();
+        let in_memory = model.to_cpu().unwrap();
+        let from_file = CpuSasRec::read_safetensors(&path, cfg).unwrap();
+        for history in [&[1u32, 4, 7][..], &[11], &[2, 3, 4, 5, 6, 7, 8]] {
+            assert_eq!(
+                in_memory.user_vector(history),
+                from_file.user_vector(history)
+            );
         }
-    }
-}
-
-impl CpuSasRec {
-    /// The user representation after the items of `history` (oldest first; ids in
-    /// `1..vocab`, the last `max_len` used): the final hidden state at the last position.
-    pub fn user_vector(&self, history: &[u32]) -> Vec<f32> {
-        let d = self.cfg.dim;
-        let h = self.cfg.heads;
-        let hd = d / h;
-        let hist: Vec<u32> = history
-            .iter()
-            .copied()
-            .filter(|&i| (i as usize) < self.cfg.vocab && i != 0)
-            .collect();
-        let hist = &hist[hist.len().saturating_sub(self.cfg.max_len)..];
-        let t = hist.len();
-        if t == 0 {
-            let mut out = vec![0.0; d];
-            ln_row(&vec![0.0; d], &self.lnf_g, &self.lnf_b, &mut out);
-            return out;
-        }
-        let offset = self.cfg.max_len - t;
-        let scale = (d as f32).sqrt();
-        let mut x: Vec<f32> = Vec::with_capacity(t * d);
-        for (p, &it) in hist.iter().enumerate() {
-            let e = &self.item[it as usize * d..(it as usize + 1) * d];
-            let pe = &self.pos[(offset + p) * d..(offset + p + 1) * d];
-            x.extend(e.iter().zip(pe).map(|(a, b)| a * scale + b));
-        }
-        let mut y = vec![0.0; d];
-        let (mut k, mut v) = (vec![0.0; t * d], vec![0.0; t * d]);
-        let mut q = vec![0.0; d];
-        let mut tmp = vec![0.0; d];
-        let mut tmp2 = vec![0.0; d];
-        let mut att = vec![0.0; t];
-        for (li, l) in self.layers.iter().enumerate() {
-            let last_only = li + 1 == self.layers.len();
-            for p in 0..t {
-                ln_row(&x[p * d..(p + 1) * d], &l.ln1_g, &l.ln1_b, &mut y);
-                vec_mat(&y, &l.wk, d, &mut k[p * d..(p + 1) * d]);
-                vec_mat(&y, &l.wv, d, &mut v[p * d..(p + 1) * d]);
-            }
-            let queries: Vec<usize> = if last_only {
-                vec![t - 1]
-            } else {
-                (0..t).collect()
-            };
-            let mut next = if last_only { vec![0.0; d] } else { x.clone() };
-            for &p in &queries {
-                ln_row(&x[p * d..(p + 1) * d], &l.ln1_g, &l.ln1_b, &mut y);
-                vec_mat(&y, &l.wq, d, &mut q);
-                for head in 0..h {
-                    let r = head * hd..(head + 1) * hd;
-                    let mut max = f32::NEG_INFINITY;
-                    for j in 0..=p {
-                        let s: f32 = q[r.clone()]
-                            .iter()
-                            .zip(&k[j * d + r.start..j * d + r.end])
-                            .map(|(a, b)| a * b)
-                            .sum::<f32>()
-                            / (hd as f32).sqrt();
-                        att[j] = s;
-                        max = max.max(s);
-                    }
-                    let mut z = 0.0;
-                    for a in att.iter_mut().take(p + 1) {
-                        *a = (*a - max).exp();
-                        z += *a;
-                    }
-                    for c in r.clone() {
-                        tmp[c] = (0..=p).map(|j| att[j] * v[j * d + c]).sum::<f32>() / z;
-                    }
-                }
-                vec_mat(&tmp, &l.wo, d, &mut tmp2);
-                let row: Vec<f32> = x[p * d..(p + 1) * d]
-                    .iter()
-                    .zip(&tmp2)
-                    .map(|(a, b)| a + b)
-                    .collect();
-                ln_row(&row, &l.ln2_g, &l.ln2_b, &mut y);
-                vec_mat(&y, &l.w1, d, &mut tmp);
-                for (a, b) in tmp.iter_mut().zip(&l.b1) {
-                    *a = (*a + b).max(0.0);
-                }
-                vec_mat(&tmp, &l.w2, d, &mut tmp2);
-                let out: Vec<f32> = row
-                    .iter()
-                    .zip(&tmp2)
-                    .zip(&l.b2)
-                    .map(|((a, b), c)| a + b + c)
-                    .collect();
-                if last_only {
-                    next.copy_from_slice(&out);
-                } else {
-                    next[p * d..(p + 1) * d].copy_from_slice(&out);
-                }
-            }
-            if last_only {
-                let mut out = vec![0.0; d];
-                ln_row(&next, &self.lnf_g, &self.lnf_b, &mut out);
-                return out;
-            }
-            x = next;
-        }
-        let mut out = vec![0.0; d];
-        ln_row(&x[(t - 1) * d..t * d], &self.lnf_g, &self.lnf_b, &mut out);
-        out
-    }
-
-    /// Score of one item for a user vector.
-    pub fn score(&self, user: &[f32], item: u32) -> f32 {
-        let d = self.cfg.dim;
-        self.item[item as usize * d..(item as usize + 1) * d]
-            .iter()
-            .zip(user)
-            .map(|(a, b)| a * b)
-            .sum()
     }
 }

@@ -44,6 +44,9 @@ pub enum PipelineError {
     /// Exploration-table error.
     #[error(transparent)]
     Table(#[from] wander_table::TableError),
+    /// Serving-bundle error.
+    #[error(transparent)]
+    Bundle(#[from] wander_bundle::BundleError),
     /// Simulator error.
     #[error(transparent)]
     Sim(#[from] wander_sim::SimError),

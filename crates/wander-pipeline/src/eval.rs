@@ -10,7 +10,9 @@ use wander_explore::feedback::Label;
 use wander_explore::scaling;
 use wander_explore::transitions::Transition;
 
+use crate::artifacts::*;
 use crate::stages::precompute::read_scores;
+use crate::StageId;
 
 /// Per pair: P(chosen = c) (top-1) and P(c in the top k), over all clusters.
 pub(crate) type Dist = (Vec<f64>, Vec<f64>);
@@ -129,8 +131,8 @@ pub(crate) struct HeldOut {
 }
 
 pub(crate) fn held_out(run: &RunDir, m: usize) -> crate::Result<HeldOut> {
-    let scores = read_scores(&run.read("precompute")?.path("scores.parquet")?, m)?;
-    let all: Vec<Transition> = run.read("transitions")?.read_json("transitions.json")?;
+    let scores = read_scores(&open(&run, StageId::Precompute)?.path(SCORES)?, m)?;
+    let all: Vec<Transition> = open(&run, StageId::Transitions)?.json(TRANSITIONS)?;
     let train = wander_explore::transitions::counts(&all, wander_data::Split::Train);
     let mut target_counts = vec![0u64; m];
     for t in train.values() {
@@ -141,12 +143,12 @@ pub(crate) fn held_out(run: &RunDir, m: usize) -> crate::Result<HeldOut> {
     let events: Vec<Transition> = all
         .iter()
         .copied()
-        .filter(|t| t.split == wander_data::Split::Test as u8 && scores.contains_key(&(t.c1, t.c2)))
+        .filter(|t| t.split == wander_data::Split::Test && scores.contains_key(&(t.c1, t.c2)))
         .collect();
     if events.is_empty() {
         bail!("no test transitions whose history pair is in the table");
     }
-    let labels: Vec<Label> = run.read("feedback")?.read_json("labels_test.json")?;
+    let labels: Vec<Label> = open(&run, StageId::Feedback)?.json(LABELS_TEST)?;
     let label_of = labels
         .iter()
         .map(|l| ((l.c1, l.c2, l.next), l.label))

@@ -15,6 +15,7 @@ macro_rules! bail {
 }
 pub(crate) use bail;
 
+pub mod artifacts;
 pub mod bench;
 mod common;
 mod describe;

@@ -7,8 +7,10 @@ use wander_core::artifact::RunDir;
 use wander_explore::feedback;
 use wander_explore::planner::PairPrompts;
 
+use crate::artifacts::*;
 use crate::log;
 use crate::StageContext;
+use crate::StageId;
 
 /// The optimisation settings shared by the LoRA trainings.
 #[allow(clippy::too_many_arguments)]
@@ -98,7 +100,7 @@ pub(crate) fn load_models(
     with_novelty: bool,
 ) -> crate::Result<Models> {
     let lora = &ctx.config.llm.lora;
-    let tax = wander_taxonomy::read(&run.read("taxonomy")?)?;
+    let tax = wander_taxonomy::read(open(&run, StageId::Taxonomy)?.reader())?;
     let descriptions: Vec<String> = tax
         .planner_clusters()
         .iter()
@@ -107,7 +109,7 @@ pub(crate) fn load_models(
     let mut g = wander_llm::gguf::GgufFile::open(q8)?;
     let tok = wander_llm::tokenizer::Tokenizer::from_gguf(&g)?;
     let base = wander_llm::model::Llama::from_gguf(&mut g, true)?;
-    let merged = |stage: &str| -> crate::Result<wander_llm::model::Llama> {
+    let merged = |adapter: File| -> crate::Result<wander_llm::model::Llama> {
         let mut m = base.clone();
         m.attach_lora(
             &lora.targets,
@@ -116,16 +118,16 @@ pub(crate) fn load_models(
             0.0,
             ctx.config.run.seed,
         )?;
-        m.load_lora(&run.read(stage)?.path("adapter.safetensors")?)?;
+        m.load_lora(&open(&run, adapter.stage())?.path(adapter)?)?;
         m.merge_lora()?;
         Ok(m)
     };
-    let alignment = merged("train_alignment")?;
+    let alignment = merged(ALIGNMENT_ADAPTER)?;
     let head = wander_llm::model::ScoreHead::load(
-        &run.read("train_alignment")?.path("head.safetensors")?,
+        &open(&run, StageId::TrainAlignment)?.path(ALIGNMENT_HEAD)?,
     )?;
     let novelty = if with_novelty {
-        merged("train_novelty")?
+        merged(NOVELTY_ADAPTER)?
     } else {
         base
     };

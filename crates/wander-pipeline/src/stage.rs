@@ -38,6 +38,8 @@ pub enum StageId {
     EvalPlanted,
     /// The exploration table.
     Precompute,
+    /// The serving bundle: what `wander serve` reads.
+    Bundle,
     /// Best-of-n for several n.
     EvalScaling,
     /// Every exploration strategy under one protocol.
@@ -71,6 +73,7 @@ impl StageId {
             StageId::EvalAlignment => "eval_alignment",
             StageId::EvalPlanted => "eval_planted",
             StageId::Precompute => "precompute",
+            StageId::Bundle => "bundle",
             StageId::EvalScaling => "eval_scaling",
             StageId::Eval => "eval",
             StageId::Simulate => "simulate",
@@ -100,7 +103,7 @@ impl StageId {
 
     /// The stages whose outputs it reads: their manifests' checksums are among its inputs,
     /// so a change upstream makes it run again. (The report reads whichever evaluation
-    /// stages exist; the serve check reads what `wander serve` loads.)
+    /// stages exist; the serve check reads the bundle `wander serve` loads.)
     pub const fn inputs(self) -> &'static [StageId] {
         use StageId::*;
         match self {
@@ -116,7 +119,8 @@ impl StageId {
             EvalScaling => &[Transitions, Feedback, Precompute],
             Eval => &[Taxonomy, Transitions, Feedback, Precompute],
             Simulate | SimulateAa => &[Ingest, Taxonomy, Transitions, Precompute],
-            ServeCheck => &[Ingest, Taxonomy, TrainItems, Precompute],
+            Bundle => &[Ingest, Taxonomy, TrainItems, Precompute],
+            ServeCheck => &[Bundle],
         }
     }
 }

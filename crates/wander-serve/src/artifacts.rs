@@ -4,26 +4,16 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use wander_core::artifact::RunDir;
+use wander_bundle::retrieve::{Index, Retriever};
+use wander_bundle::sasrec::CpuSasRec;
+use wander_bundle::ServingBundle;
 use wander_core::config::{Config, PositiveRule};
-use wander_items::model::{CpuSasRec, SasRec};
-use wander_items::retrieve::{Index, Retriever};
 use wander_table::ExplorationTable;
 
 use crate::{ApiError, ServeError};
 
-/// A cluster as the API shows it.
-#[derive(Debug, Clone, Serialize)]
-pub struct ClusterInfo {
-    /// Planner-level id.
-    pub id: u32,
-    /// The description the planner reads and writes.
-    pub description: String,
-    /// Keywords, best first.
-    pub keywords: Vec<String>,
-    /// Items in the cluster.
-    pub size: usize,
-}
+/// A cluster as the API shows it (as the bundle holds it).
+pub use wander_bundle::ClusterEntry as ClusterInfo;
 
 /// Limits a request must respect.
 #[derive(Debug, Clone, Copy)]
@@ -132,9 +122,9 @@ pub struct ExploreResponse {
     pub table_version: String,
 }
 
-/// One run's artifacts, verified against their manifests.
+/// One run's serving bundle, verified against its manifest, with the lookups requests need.
 pub struct Artifacts {
-    /// Checksum of the precompute manifest.
+    /// The table's version (checksum of the precompute manifest it came from).
     pub version: String,
     /// The run directory they came from.
     pub run_dir: PathBuf,
@@ -153,8 +143,8 @@ pub struct Artifacts {
 }
 
 impl Artifacts {
-    /// Loads and verifies the artifacts of `run_dir` (ingest, taxonomy, precompute,
-    /// train_items); any checksum or version mismatch refuses the whole run.
+    /// Loads and verifies the serving bundle of `run_dir` (written by `wander bundle`);
+    /// any checksum or consistency failure refuses the whole run.
     pub fn load(run_dir: &Path, config: &Config) -> Result<Self, ServeError> {
         if !run_dir.is_dir() {
             return Err(ServeError::Artifacts(format!(
@@ -162,40 +152,10 @@ impl Artifacts {
                 run_dir.display()
             )));
         }
-        let run = RunDir::open(run_dir)?;
-        let pre = run.read("precompute")?;
-        let version = run.manifest_checksum("precompute")?;
-        let table = ExplorationTable::read(&pre.path("table.bin")?)?;
-        let tax = wander_taxonomy::read(&run.read("taxonomy")?)
-            .map_err(|e| ServeError::Artifacts(e.to_string()))?;
-        let ds = wander_data::read_dataset(&run.read("ingest")?)
-            .map_err(|e| ServeError::Artifacts(e.to_string()))?;
-        let model = SasRec::load(&run.read("train_items")?.path("model.safetensors")?)
-            .and_then(|m| m.to_cpu())
-            .map_err(|e| ServeError::Artifacts(e.to_string()))?;
-        let clusters: Vec<ClusterInfo> = tax
-            .planner_clusters()
-            .iter()
-            .map(|c| ClusterInfo {
-                id: c.id,
-                description: c.description.clone(),
-                keywords: c.keywords.clone(),
-                size: c.size,
-            })
-            .collect();
-        if table.n_clusters() as usize != clusters.len() {
-            return Err(ServeError::Artifacts(format!(
-                "the table has {} clusters, the taxonomy {}: artifacts of different runs",
-                table.n_clusters(),
-                clusters.len()
-            )));
-        }
-        let item_cluster = tax.planner_assign().to_vec();
-        if model.cfg.vocab != ds.items.len() + 1 || item_cluster.len() != ds.items.len() {
-            return Err(ServeError::Artifacts(
-                "item model, taxonomy and catalogue disagree on the number of items".into(),
-            ));
-        }
+        let bundle = ServingBundle::read(run_dir)?;
+        let catalogue = bundle.catalogue;
+        let model = bundle.model;
+        let item_cluster: Vec<u32> = catalogue.items.iter().map(|i| i.cluster).collect();
         let mut cluster_of = vec![u32::MAX; model.cfg.vocab];
         for (i, &c) in item_cluster.iter().enumerate() {
             cluster_of[i + 1] = c;
@@ -204,35 +164,25 @@ impl Artifacts {
             model.item.clone(),
             model.cfg.dim,
             &cluster_of,
-            clusters.len(),
+            catalogue.clusters.len(),
         );
-        let it = &ds.interactions;
-        let mut popularity = vec![0f32; model.cfg.vocab];
-        let mut cluster_pop = vec![0f64; clusters.len()];
-        for k in 0..it.len() {
-            if it.split[k] == wander_data::Split::Train && it.positive[k] {
-                popularity[it.item[k] as usize + 1] += 1.0;
-                cluster_pop[item_cluster[it.item[k] as usize] as usize] += 1.0;
-            }
-        }
-        let mut popular_clusters: Vec<u32> = (0..clusters.len() as u32).collect();
-        popular_clusters.sort_by(|a, b| {
-            cluster_pop[*b as usize]
-                .total_cmp(&cluster_pop[*a as usize])
-                .then(a.cmp(b))
-        });
-        let item_ids: Vec<String> = ds.items.iter().map(|i| i.id.clone()).collect();
+        // Indexed by model id (0 is padding).
+        let popularity: Vec<f32> = std::iter::once(0.0)
+            .chain(catalogue.items.iter().map(|i| i.positives as f32))
+            .collect();
+        let popular_clusters = catalogue.clusters_by_engagement();
+        let item_ids: Vec<String> = catalogue.items.iter().map(|i| i.id.clone()).collect();
         let by_id = item_ids
             .iter()
             .enumerate()
             .map(|(i, id)| (id.clone(), i as u32))
             .collect();
         Ok(Artifacts {
-            version,
+            version: catalogue.table_version,
             run_dir: run_dir.to_path_buf(),
-            table,
-            clusters,
-            titles: ds.items.iter().map(|i| i.title.clone()).collect(),
+            table: bundle.table,
+            titles: catalogue.items.into_iter().map(|i| i.title).collect(),
+            clusters: catalogue.clusters,
             item_ids,
             by_id,
             item_cluster,

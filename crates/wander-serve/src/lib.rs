@@ -1,7 +1,8 @@
 //! `wander serve`: the exploration service. A request is a table lookup of the user's last
 //! two clusters plus a cluster-restricted item retrieval; no LLM runs per request.
 //!
-//! Artifacts are swapped atomically on reload (SIGHUP or `POST /admin/reload`): a request
+//! It reads only the run's serving bundle (`wander bundle`: the table, the catalogue, the
+//! item model), and depends on no ML crate. The bundle is swapped atomically on reload (SIGHUP or `POST /admin/reload`): a request
 //! holds the version it started with until it finishes, so none fails during a reload.
 #![deny(missing_docs)]
 
@@ -41,6 +42,9 @@ pub enum ServeError {
     /// The table failed verification.
     #[error("cannot serve: {0}")]
     Table(#[from] wander_table::TableError),
+    /// The serving bundle is missing, corrupt or inconsistent.
+    #[error("cannot serve: {0}")]
+    Bundle(#[from] wander_bundle::BundleError),
     /// Binding or running the server failed.
     #[error("{0}")]
     Io(#[from] std::io::Error),

@@ -18,6 +18,7 @@ use wander_engine::Engine;
 use wander_engine::Inputs;
 use wander_explore::feedback;
 
+use crate::artifacts::open;
 use crate::common::manifests;
 use crate::common::report;
 use crate::ResultExt;
@@ -259,8 +260,9 @@ pub fn aggregate_stage(ctx: &StageContext, args: &AggregateArgs) -> crate::Resul
                 None,
             ),
             None => {
-                let ingest = run.read("ingest")?;
-                let tax = wander_taxonomy::read(&run.read("taxonomy")?)?;
+                // The engine reads the ingested log's files directly.
+                let ingest = run.read(StageId::Ingest.folder())?;
+                let tax = wander_taxonomy::read(open(&run, StageId::Taxonomy)?.reader())?;
                 let clusters = w.path("clusters.parquet")?;
                 write_clusters(&clusters, tax.planner_assign())?;
                 (

@@ -19,6 +19,7 @@ use wander_explore::metrics::within_group_spearman;
 use wander_explore::metrics::Estimate;
 use wander_explore::planner::{AlignmentScorer, CandidateScorer};
 
+use crate::artifacts::*;
 use crate::common::manifests;
 use crate::common::model_and_inputs;
 use crate::common::model_q8;
@@ -150,13 +151,13 @@ pub fn train_alignment(ctx: &StageContext, force: bool) -> crate::Result<Summary
     }
     let checkpoints = run.root().join(".checkpoints/alignment");
     let outcome = run.run_stage(StageId::TrainAlignment.folder(), slice, inputs, force, |w| -> crate::Result<Value> {
-        let tax = wander_taxonomy::read(&run.read("taxonomy")?)?;
+        let tax = wander_taxonomy::read(open(&run, StageId::Taxonomy)?.reader())?;
         let descriptions: Vec<String> = tax.planner_clusters().iter().map(|c| c.description.clone()).collect();
-        let stage = run.read("feedback")?;
+        let stage = open(&run, StageId::Feedback)?;
         let held = feedback::held_out_candidates(descriptions.len(), cfg.holdout_candidates, ctx.config.run.seed);
         let seen = |l: &Label| !held.contains(&l.next);
-        let train_labels: Vec<Label> = stage.read_json::<Vec<Label>>("labels_train.json")?.into_iter().filter(seen).collect();
-        let valid_labels: Vec<Label> = stage.read_json::<Vec<Label>>("labels_valid.json")?.into_iter().filter(seen).collect();
+        let train_labels: Vec<Label> = stage.json(LABELS_TRAIN)?.into_iter().filter(seen).collect();
+        let valid_labels: Vec<Label> = stage.json(LABELS_VALID)?.into_iter().filter(seen).collect();
         let (tok, model, params) = crate::llm::trainable_model(ctx, &q8)?;
         let pairwise = (cfg.objective == wander_core::config::AlignmentObjective::Pairwise)
             .then_some(ctx.config.feedback.pairwise_margin as f32);
@@ -194,9 +195,9 @@ pub fn train_alignment(ctx: &StageContext, force: bool) -> crate::Result<Summary
         trainer.set_lr_scale("head.", cfg.head_lr / cfg.lr);
         let initial_eval = if eval.is_empty() { f64::NAN } else { trainer.eval_loss(&eval)? };
         let report = run_trainer(&mut trainer, &train, &eval, train_cfg.steps, "align")?;
-        model.save_lora(&w.path("adapter.safetensors")?)?;
-        head.save(&w.path("head.safetensors")?)?;
-        w.write_json("train_report.json", &report.history())?;
+        model.save_lora(&ALIGNMENT_ADAPTER.path_in(w)?)?;
+        head.save(&ALIGNMENT_HEAD.path_in(w)?)?;
+        w.write_json(train_report(StageId::TrainAlignment).file(), &report.history())?;
         crate::common::remove_scratch(&checkpoints);
         let pairs = train_labels.iter().map(|l| (l.c1, l.c2)).collect::<BTreeSet<_>>().len();
         let mut summary = json!({
@@ -232,7 +233,7 @@ const WITHIN_PAIR_MIN: usize = 3;
 /// The architecture the run's alignment model was trained with (its manifest records it;
 /// runs from before `alignment.arch` existed are the per-cluster head).
 pub(crate) fn trained_arch(run: &RunDir) -> crate::Result<AlignmentArch> {
-    let stage = run.read(StageId::TrainAlignment.folder())?;
+    let stage = open(&run, StageId::TrainAlignment)?;
     Ok(match stage.manifest().summary.get("arch") {
         Some(v) => serde_json::from_value(v.clone())?,
         None => AlignmentArch::ClusterHead,
@@ -273,19 +274,19 @@ pub fn eval_alignment(ctx: &StageContext, force: bool) -> crate::Result<Summary>
     let rounds = ctx.config.alignment.bootstrap_rounds;
     let seed = ctx.config.run.seed;
     let slice = json!({"bootstrap_rounds": rounds, "seed": seed});
-    let stage_dir = run.stage_dir("eval_alignment");
+    let stage_dir = run.stage_dir(StageId::EvalAlignment.folder());
     let outcome = run.run_stage(StageId::EvalAlignment.folder(), slice, inputs, force, |w| -> crate::Result<Value> {
-        let stage = run.read("feedback")?;
+        let stage = open(&run, StageId::Feedback)?;
         // Candidates that training withheld (alignment.holdout_candidates) are unseen for the
         // baselines too.
-        let held: BTreeSet<u32> = match run.read(StageId::TrainAlignment.folder())?.manifest().summary.get("holdout_candidates") {
+        let held: BTreeSet<u32> = match open(&run, StageId::TrainAlignment)?.manifest().summary.get("holdout_candidates") {
             Some(v) => serde_json::from_value(v.clone())?,
             None => BTreeSet::new(),
         };
         let seen = |l: &Label| !held.contains(&l.next);
-        let train: Vec<Label> = stage.read_json::<Vec<Label>>("labels_train.json")?.into_iter().filter(seen).collect();
-        let valid: Vec<Label> = stage.read_json::<Vec<Label>>("labels_valid.json")?.into_iter().filter(seen).collect();
-        let test: Vec<Label> = stage.read_json("labels_test.json")?;
+        let train: Vec<Label> = stage.json(LABELS_TRAIN)?.into_iter().filter(seen).collect();
+        let valid: Vec<Label> = stage.json(LABELS_VALID)?.into_iter().filter(seen).collect();
+        let test: Vec<Label> = stage.json(LABELS_TEST)?;
         if test.is_empty() {
             bail!("no held-out labels in the test period: lower feedback.min_users");
         }
@@ -319,7 +320,7 @@ pub fn eval_alignment(ctx: &StageContext, force: bool) -> crate::Result<Summary>
         let global: Vec<f64> = test.iter().map(|l| means[l.next as usize]).collect();
         // Linear model over the clusters' centroid embeddings (projected to 32 dimensions):
         // [e1 + e2, e_next, (e1 + e2) * e_next], ridge penalty picked on the validation labels.
-        let tax = wander_taxonomy::read(&run.read("taxonomy")?)?;
+        let tax = wander_taxonomy::read(open(&run, StageId::Taxonomy)?.reader())?;
         let centroids: Vec<Vec<f32>> = tax.planner_clusters().iter().map(|c| c.centroid.clone()).collect();
         let proj = project(&centroids, 32, seed);
         let xs: Vec<Vec<f64>> = train.iter().map(|l| linear_features(&proj, l)).collect();
@@ -400,7 +401,7 @@ pub fn eval_alignment(ctx: &StageContext, force: bool) -> crate::Result<Summary>
             }
         }
         md.push_str(&format!("\n{verdict}\n\nBaselines: `cluster_global_rate` predicts the candidate's mean training label whatever the history (a popularity-of-satisfaction prior); `linear_embeddings` is ridge regression (penalty {lambda} picked on validation labels) on [e1 + e2, e_c, (e1 + e2) * e_c], e = the cluster's centroid embedding under a seeded random projection to 32 dimensions. Spearman: rank correlation with ties averaged; AUC: Mann-Whitney with ties one half; MAE in label units.\n"));
-        w.write_bytes("report.md", md.as_bytes())?;
+        report_md(StageId::EvalAlignment).write(w, md.as_bytes())?;
         let preds: Vec<Value> = test.iter().zip(&llm).zip(&global).zip(&linear).map(|(((l, a), g), r)| json!({"c1": l.c1, "c2": l.c2, "next": l.next, "label": l.label, "alignment_llm": a, "cluster_global_rate": g, "linear_embeddings": r})).collect();
         w.write_json("predictions.json", &preds)?;
         Ok(json!({"triples": test.len(), "pairs": pairs.len(), "arch": arch, "within_pair_pairs": within_pairs, "heldout_pair_triples": new_pair.len(), "heldout_candidate_triples": new_candidate.len(), "holdout_candidates": held, "methods": methods, "ridge_lambda": lambda, "verdict": verdict, "report": stage_dir.join("report.md")}))

@@ -8,6 +8,7 @@ use wander_core::artifact::RunDir;
 use wander_explore::feedback;
 use wander_explore::feedback::LabelConfig;
 
+use crate::artifacts::*;
 use crate::common::manifests;
 use crate::common::report;
 use crate::ResultExt;
@@ -33,8 +34,8 @@ pub fn feedback_stage(ctx: &StageContext, force: bool) -> crate::Result<Summary>
     let cfg = label_config(ctx);
     let margin = ctx.config.feedback.pairwise_margin;
     let outcome = run.run_stage(StageId::Feedback.folder(), slice, inputs, force, |w| -> crate::Result<Value> {
-        let ds = wander_data::read_dataset(&run.read("ingest")?)?;
-        let tax = wander_taxonomy::read(&run.read("taxonomy")?)?;
+        let ds = wander_data::read_dataset(open(&run, StageId::Ingest)?.reader())?;
+        let tax = wander_taxonomy::read(open(&run, StageId::Taxonomy)?.reader())?;
         let clusters = tax.planner_clusters();
         let column = ds.feedback_columns.iter().position(|c| *c == ctx.config.data.feedback);
         if column.is_none() && cfg.signal == feedback::Signal::Value {
@@ -53,8 +54,8 @@ pub fn feedback_stage(ctx: &StageContext, force: bool) -> crate::Result<Summary>
             ("test", wander_data::Split::Test),
         ] {
             let labels = feedback::labels(&events, split, &cfg, clusters.len())?;
-            let n_events = events.iter().filter(|e| e.split == split as u8).count();
-            let positive = events.iter().filter(|e| e.split == split as u8 && e.positive).count();
+            let n_events = events.iter().filter(|e| e.split == split).count();
+            let positive = events.iter().filter(|e| e.split == split && e.positive).count();
             let values: Vec<f64> = labels.iter().map(|l| l.label).collect();
             let mean = values.iter().sum::<f64>() / values.len().max(1) as f64;
             let sd = (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / values.len().max(1) as f64).sqrt();
@@ -64,17 +65,17 @@ pub fn feedback_stage(ctx: &StageContext, force: bool) -> crate::Result<Summary>
                 "events": n_events, "positive_events": positive, "labels": labels.len(), "pairs": pairs.len(),
                 "label_mean": mean, "label_sd": sd, "preferences": prefs.len(),
             }));
-            w.write_json(&format!("labels_{name}.json"), &labels)?;
+            crate::artifacts::labels(split).write(w, &labels)?;
             if name == "train" {
                 let lines: String = labels.iter().map(|l| feedback::label_line(l, describe) + "\n").collect();
-                w.write_bytes("pointwise_train.jsonl", lines.as_bytes())?;
+                POINTWISE_TRAIN.write(w, lines.as_bytes())?;
                 let lines: String = prefs
                     .iter()
                     .map(|p| {
                         json!({"history": [describe(p.c1), describe(p.c2)], "better": describe(p.better), "worse": describe(p.worse), "margin": p.margin}).to_string() + "\n"
                     })
                     .collect();
-                w.write_bytes("pairwise_train.jsonl", lines.as_bytes())?;
+                PAIRWISE_TRAIN.write(w, lines.as_bytes())?;
             }
         }
         summary.insert("signal".into(), json!(cfg.signal));

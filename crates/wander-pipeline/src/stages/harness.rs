@@ -10,6 +10,7 @@ use wander_explore::metrics::bootstrap;
 use wander_explore::metrics::entropy_bits;
 use wander_explore::metrics::self_information;
 
+use crate::artifacts::*;
 use crate::common::manifests;
 use crate::common::report;
 use crate::eval::cooc_dists;
@@ -45,9 +46,9 @@ pub fn eval_all(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
     let inputs = manifests(&run, StageId::Eval.inputs())?;
     let seed = ctx.config.run.seed;
     let slice = json!({"n": cfg.n, "draws": cfg.scaling_draws, "bootstrap_rounds": cfg.bootstrap_rounds, "top_k": cfg.top_k, "seed": seed});
-    let stage_dir = run.stage_dir("eval");
+    let stage_dir = run.stage_dir(StageId::Eval.folder());
     let outcome = run.run_stage(StageId::Eval.folder(), slice, inputs, force, |w| -> crate::Result<Value> {
-        let tax = wander_taxonomy::read(&run.read("taxonomy")?)?;
+        let tax = wander_taxonomy::read(open(&run, StageId::Taxonomy)?.reader())?;
         let m = tax.planner_clusters().len();
         let centroids: Vec<Vec<f32>> = tax.planner_clusters().iter().map(|c| c.centroid.clone()).collect();
         let HeldOut { scores, train, target_counts, events, label_of } = held_out(&run, m)?;
@@ -145,7 +146,7 @@ pub fn eval_all(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
             results.insert(name.clone(), Value::Object(entry));
         }
         md.push_str(&format!("\nDefinitions and sources: hit@k = share of events whose actual next cluster is among the strategy's top k (hit rate; with the top-1 served, hit@1); held-out feedback = the test-period collective feedback label (feedback stage; P2's alignment target) of the served cluster after that pair, where one exists; novelty = mean self-information -log2 p(c) of the served cluster, p from training target frequencies (Zhou et al., PNAS 2010); out-of-loop = share of served clusters that never followed that pair in training (P1's motivation: leaving the feedback loop); validity = share of events where the strategy served a valid novel cluster (LLM proposals of a history cluster are dropped; if all n are, nothing is served); coverage = clusters served at least once in expectation (catalogue coverage, Ge et al., RecSys 2010); diversity = entropy of the served clusters over events; intra-list diversity = mean pairwise (1 - cosine) of the top-{k} clusters' centroid embeddings (Ziegler et al., WWW 2005), with inclusion probabilities as weights for randomised lists; unique user-cluster hits = expected number of distinct (user, cluster) pairs the slot would have matched (P2's exploration-diversity figure). The oracle serves the actual next cluster: an upper bound for hit rates only.\n"));
-        w.write_bytes("report.md", md.as_bytes())?;
+        report_md(StageId::Eval).write(w, md.as_bytes())?;
         Ok(json!({"events": events.len(), "pairs": pairs.len(), "strategies": results, "report": stage_dir.join("report.md")}))
     })
     .context("eval failed; earlier artifacts in the run directory are unchanged")?;

@@ -18,6 +18,7 @@ use wander_items::train::Loss;
 use wander_items::train::TrainConfig;
 use wander_items::Sequences;
 
+use crate::artifacts::*;
 use crate::common::manifests;
 use crate::common::report;
 use crate::log;
@@ -54,7 +55,7 @@ pub fn train_items(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
     let slice = json!({"items": {"max_len": c.max_len, "dim": c.dim, "layers": c.layers, "heads": c.heads, "dropout": c.dropout, "loss": c.loss, "negatives": c.negatives, "batch_size": c.batch_size, "lr": c.lr, "max_epochs": c.max_epochs, "patience": c.patience}, "seed": ctx.config.run.seed});
     let checkpoints = run.root().join(".checkpoints/items");
     let outcome = run.run_stage(StageId::TrainItems.folder(), slice, inputs, force, |w| -> crate::Result<Value> {
-        let ds = wander_data::read_dataset(&run.read("ingest")?)?;
+        let ds = wander_data::read_dataset(open(&run, StageId::Ingest)?.reader())?;
         let seqs = Sequences::from_dataset(&ds);
         let cfg = TrainConfig {
             max_epochs: c.max_epochs,
@@ -74,8 +75,8 @@ pub fn train_items(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
         if rep.resumed_from > 0 {
             log(format!("resumed after epoch {}", rep.resumed_from));
         }
-        model.save(&w.path("model.safetensors")?)?;
-        w.write_json("train_report.json", &rep.history())?;
+        model.save(&ITEM_MODEL.path_in(w)?)?;
+        w.write_json(train_report(StageId::TrainItems).file(), &rep.history())?;
         crate::common::remove_scratch(&checkpoints);
         let n = rep.epochs.len().max(1) as f64;
         Ok(json!({
@@ -101,11 +102,11 @@ pub fn eval_items(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
     let inputs = manifests(&run, StageId::EvalItems.inputs())?;
     let seed = ctx.config.run.seed;
     let slice = json!({"index": c.index, "rerank": c.rerank, "seed": seed});
-    let stage_dir = run.stage_dir("eval_items");
+    let stage_dir = run.stage_dir(StageId::EvalItems.folder());
     let outcome = run.run_stage(StageId::EvalItems.folder(), slice, inputs, force, |w| -> crate::Result<Value> {
-        let ds = wander_data::read_dataset(&run.read("ingest")?)?;
+        let ds = wander_data::read_dataset(open(&run, StageId::Ingest)?.reader())?;
         let seqs = Sequences::from_dataset(&ds);
-        let model = SasRec::load(&run.read("train_items")?.path("model.safetensors")?)?;
+        let model = SasRec::load(&open(&run, StageId::TrainItems)?.path(ITEM_MODEL)?)?;
         let cpu = model.to_cpu()?;
         let th = threads(c.eval_threads);
         let t0 = std::time::Instant::now();
@@ -133,7 +134,7 @@ pub fn eval_items(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
         }
         // Cluster-restricted retrieval: for each test user, the test item's planner cluster
         // plus one other; exact scan vs the quantized index, and per-request latency.
-        let tax = wander_taxonomy::read(&run.read("taxonomy")?)?;
+        let tax = wander_taxonomy::read(open(&run, StageId::Taxonomy)?.reader())?;
         let assign = tax.planner_assign();
         let n_clusters = tax.planner_clusters().len();
         let mut cluster_of = vec![u32::MAX; seqs.vocab];
@@ -176,7 +177,7 @@ pub fn eval_items(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
             "\nCluster-restricted retrieval ({} requests: the test item's cluster plus one random cluster, top 10, seen items excluded): hit@10 of the test item {:.3}; quantized index recall@10 against the exact scan {:.3} (rerank {}); items outside the clusters or already seen: {}; latency per request (user vector from the history + exact scan) mean {:.3} ms, p99 {:.3} ms.\n\nFull ranking of all users took {:.2} s on {} threads.\n",
             users.len(), retrieval["restricted_hit_at_10"].as_f64().unwrap_or(0.0), retrieval["quantized_recall_at_10_vs_exact"].as_f64().unwrap_or(0.0), c.rerank, violations, retrieval["latency_ms_mean"].as_f64().unwrap_or(0.0), pct(0.99), sas_seconds, th
         ));
-        w.write_bytes("report.md", md.as_bytes())?;
+        report_md(StageId::EvalItems).write(w, md.as_bytes())?;
         Ok(json!({"users": sas.len(), "methods": methods, "retrieval": retrieval, "ranking_seconds": sas_seconds, "report": stage_dir.join("report.md")}))
     })
     .context("eval items failed; earlier artifacts in the run directory are unchanged")?;

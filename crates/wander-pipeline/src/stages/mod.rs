@@ -3,6 +3,7 @@
 #[cfg(feature = "engine")]
 pub mod aggregate;
 pub mod alignment;
+pub mod bundle;
 pub mod feedback;
 pub mod harness;
 pub mod ingest;
@@ -77,6 +78,10 @@ plain_stage!(
 plain_stage!(
     /// `wander eval alignment`.
     EvalAlignment, EvalAlignment, alignment::eval_alignment
+);
+plain_stage!(
+    /// `wander bundle`: the serving bundle.
+    Bundle, Bundle, bundle::bundle
 );
 plain_stage!(
     /// `wander eval scaling`.
@@ -181,6 +186,7 @@ pub fn run_order() -> Vec<Box<dyn Stage>> {
         Box::new(TrainAlignment),
         Box::new(EvalAlignment),
         Box::new(Precompute::default()),
+        Box::new(Bundle),
         Box::new(EvalScaling),
         Box::new(Eval),
         Box::new(Simulate::default()),

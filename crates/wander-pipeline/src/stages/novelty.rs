@@ -7,6 +7,7 @@ use serde_json::json;
 use serde_json::Value;
 use wander_core::artifact::RunDir;
 
+use crate::artifacts::*;
 use crate::common::manifests;
 use crate::common::model_and_inputs;
 use crate::common::model_q8;
@@ -59,17 +60,17 @@ pub fn train_novelty(ctx: &StageContext, force: bool) -> crate::Result<Summary> 
     let slice = json!({"train": train_cfg, "lora": lora});
     let checkpoints = run.root().join(".checkpoints/novelty");
     let outcome = run.run_stage(StageId::TrainNovelty.folder(), slice, inputs, force, |w| -> crate::Result<Value> {
-        let tax = wander_taxonomy::read(&run.read("taxonomy")?)?;
-        let stage = run.read("transitions")?;
-        let train_set: Vec<wander_explore::sft::PairExample> = stage.read_json("sft_train.json")?;
-        let eval_set: Vec<wander_explore::sft::PairExample> = stage.read_json("sft_eval.json")?;
+        let tax = wander_taxonomy::read(open(&run, StageId::Taxonomy)?.reader())?;
+        let stage = open(&run, StageId::Transitions)?;
+        let train_set: Vec<wander_explore::sft::PairExample> = stage.json(SFT_TRAIN)?;
+        let eval_set: Vec<wander_explore::sft::PairExample> = stage.json(SFT_EVAL)?;
         let (tok, model, params) = crate::llm::trainable_model(ctx, &q8)?;
         let train = novelty_examples(&tok, &tax, &train_set)?;
         let eval = novelty_examples(&tok, &tax, &eval_set)?;
         let mut trainer = wander_llm::train::Trainer::new(&model, wander_llm::train::Objective::Sft, params, train_cfg.clone(), tok.im_end, Some(&checkpoints))?;
         let report = crate::llm::run_trainer(&mut trainer, &train, &eval, train_cfg.steps, "train")?;
-        model.save_lora(&w.path("adapter.safetensors")?)?;
-        w.write_json("train_report.json", &report.history())?;
+        model.save_lora(&NOVELTY_ADAPTER.path_in(w)?)?;
+        w.write_json(train_report(StageId::TrainNovelty).file(), &report.history())?;
         crate::common::remove_scratch(&checkpoints);
         Ok(json!({
             "steps": report.steps,
@@ -104,12 +105,12 @@ pub fn eval_novelty(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
     let inputs = manifests(&run, StageId::EvalNovelty.inputs())?;
     let slice = json!({"eval_events": cfg.eval_events, "eval_samples": cfg.eval_samples, "bootstrap_rounds": cfg.bootstrap_rounds, "seed": ctx.config.run.seed});
     let seed = ctx.config.run.seed;
-    let stage_dir = run.stage_dir("eval_novelty");
+    let stage_dir = run.stage_dir(StageId::EvalNovelty.folder());
     let outcome = run.run_stage(StageId::EvalNovelty.folder(), slice, inputs, force, |w| -> crate::Result<Value> {
-        let tax = wander_taxonomy::read(&run.read("taxonomy")?)?;
+        let tax = wander_taxonomy::read(open(&run, StageId::Taxonomy)?.reader())?;
         let clusters = tax.planner_clusters();
         let n = clusters.len() as u32;
-        let all: Vec<Transition> = run.read("transitions")?.read_json("transitions.json")?;
+        let all: Vec<Transition> = open(&run, StageId::Transitions)?.json(TRANSITIONS)?;
         let train = counts(&all, wander_data::Split::Train);
         let mut target_counts = vec![0u64; n as usize];
         for targets in train.values() {
@@ -117,7 +118,7 @@ pub fn eval_novelty(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
                 target_counts[t as usize] += c as u64;
             }
         }
-        let mut events: Vec<Transition> = all.iter().copied().filter(|t| t.split == wander_data::Split::Test as u8).collect();
+        let mut events: Vec<Transition> = all.iter().copied().filter(|t| t.split == wander_data::Split::Test).collect();
         let mut rng = wander_core::rng::Rng::new(seed);
         rng.shuffle(&mut events);
         if cfg.eval_events > 0 {
@@ -134,7 +135,7 @@ pub fn eval_novelty(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
         let base = wander_llm::model::Llama::from_gguf(&mut g, true)?;
         let mut tuned = base.clone();
         tuned.attach_lora(&lora.targets, lora.rank, lora.alpha, 0.0, seed)?;
-        tuned.load_lora(&run.read("train_novelty")?.path("adapter.safetensors")?)?;
+        tuned.load_lora(&open(&run, StageId::TrainNovelty)?.path(NOVELTY_ADAPTER)?)?;
         tuned.merge_lora()?;
         let answers: Vec<Vec<u32>> = clusters.iter().map(|c| tok.answer(&c.description)).collect::<Result<_, _>>()?;
         let index = tax.index();
@@ -227,7 +228,7 @@ pub fn eval_novelty(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
             out.insert(m.into(), entry);
         }
         md.push_str("\nDefinitions: hit@k = share of events whose actual next cluster is in the method's top k; novelty = mean self-information -log2 p(c) of the top-5 clusters, p from training target frequencies (Zhou et al., PNAS 2010); out-of-loop = share of top-5 clusters that never followed that history pair in training; coverage = distinct clusters ranked first over all evaluated pairs; exact match = share of unconstrained samples that parse to a cluster description (the method's format compliance); constrained validity = the same for trie-constrained samples.\n");
-        w.write_bytes("report.md", md.as_bytes())?;
+        report_md(StageId::EvalNovelty).write(w, md.as_bytes())?;
         let ranked_json: Vec<Value> = ranked.iter().map(|((m, (c1, c2)), r)| json!({"method": m, "c1": c1, "c2": c2, "top5": r})).collect();
         w.write_json("predictions.json", &ranked_json)?;
         Ok(json!({"events": events.len(), "pairs": pairs.len(), "methods": out, "report": stage_dir.join("report.md")}))

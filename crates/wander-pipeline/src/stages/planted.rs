@@ -15,6 +15,7 @@ use wander_explore::metrics::Estimate;
 use wander_explore::planner::CandidateScorer;
 use wander_explore::planted;
 
+use crate::artifacts::*;
 use crate::common::model_q8;
 use crate::common::report;
 use crate::llm::lora_train_config;
@@ -99,10 +100,10 @@ pub fn eval_planted(ctx: &StageContext, steps: usize, force: bool) -> crate::Res
             cfg.batch_size * cfg.grad_accum, train_report.eval_losses.last().map_or(f64::NAN, |e| e.1),
             fmt(&m_llm), fmt(&m_global), fmt(&m_rule), if met { "met" } else { "not met" },
         );
-        w.write_bytes("report.md", md.as_bytes())?;
+        report_md(StageId::EvalPlanted).write(w, md.as_bytes())?;
         let preds: Vec<Value> = world.test.iter().zip(&llm).map(|(l, p)| json!({"c1": l.c1, "c2": l.c2, "next": l.next, "label": l.label, "alignment_llm": p})).collect();
         w.write_json("predictions.json", &preds)?;
-        w.write_json("train_report.json", &train_report.history())?;
+        w.write_json(crate::artifacts::train_report(StageId::EvalPlanted).file(), &train_report.history())?;
         Ok(json!({
             "steps": train_report.steps,
             "train_labels": world.train.len(),

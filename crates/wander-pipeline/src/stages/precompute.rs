@@ -18,6 +18,7 @@ use wander_explore::transitions::Transition;
 use wander_table::Choice;
 use wander_table::ExplorationTable;
 
+use crate::artifacts::*;
 use crate::common::model_and_inputs;
 use crate::common::report;
 use crate::llm::alignment_prompts;
@@ -87,10 +88,10 @@ impl std::str::FromStr for Shard {
 
 fn precompute_pairs(ctx: &StageContext, run: &RunDir, n: u32) -> crate::Result<Vec<(u32, u32)>> {
     if ctx.config.precompute.pairs == PairSet::Observed {
-        let all: Vec<Transition> = run.read("transitions")?.read_json("transitions.json")?;
+        let all: Vec<Transition> = open(&run, StageId::Transitions)?.json(TRANSITIONS)?;
         let set: BTreeSet<(u32, u32)> = all
             .iter()
-            .filter(|t| t.split == wander_data::Split::Train as u8)
+            .filter(|t| t.split == wander_data::Split::Train)
             .map(|t| (t.c1, t.c2))
             .collect();
         Ok(set.into_iter().collect())
@@ -125,7 +126,7 @@ pub fn precompute(
         .join(format!("precompute-{}", &key[..16]));
     std::fs::create_dir_all(&work).with_context(|| format!("{}: cannot create", work.display()))?;
     let chunk_path = |i: usize| work.join(format!("chunk-{i:05}.json"));
-    let tax = wander_taxonomy::read(&run.read("taxonomy")?)?;
+    let tax = wander_taxonomy::read(open(&run, StageId::Taxonomy)?.reader())?;
     let m = tax.planner_clusters().len() as u32;
     let pairs = precompute_pairs(ctx, &run, m)?;
     let chunks: Vec<&[(u32, u32)]> = pairs.chunks(cfg.chunk_pairs).collect();
@@ -139,10 +140,10 @@ pub fn precompute(
     if !merge_only {
         if shard.count == 1 && !force {
             if let wander_core::artifact::Freshness::Fresh(_) =
-                run.freshness("precompute", &slice, &inputs)
+                run.freshness(StageId::Precompute.folder(), &slice, &inputs)
             {
                 let outcome = run.run_stage(
-                    "precompute",
+                    StageId::Precompute.folder(),
                     slice,
                     inputs,
                     false,
@@ -311,10 +312,10 @@ pub fn precompute(
                 }
             }
         }
-        w.write_bytes("table.bin", &table.to_bytes())?;
-        table.write_parquet(&w.path("table.parquet")?)?;
-        write_scores(&w.path("scores.parquet")?, sc1, sc2, scl, snov, sal)?;
-        let models: BTreeMap<String, String> = ["train_novelty", "train_alignment"].iter().map(|s| Ok((s.to_string(), run.read(s)?.manifest().outputs.iter().map(|(k, v)| format!("{k}:{}", v.sha256)).collect::<Vec<_>>().join(",")))).collect::<crate::Result<_>>()?;
+        TABLE.write(w, &table.to_bytes())?;
+        table.write_parquet(&TABLE_PARQUET.path_in(w)?)?;
+        write_scores(&SCORES.path_in(w)?, sc1, sc2, scl, snov, sal)?;
+        let models: BTreeMap<String, String> = [StageId::TrainNovelty, StageId::TrainAlignment].iter().map(|&s| Ok((s.folder().to_string(), open(&run, s)?.manifest().outputs.iter().map(|(k, v)| format!("{k}:{}", v.sha256)).collect::<Vec<_>>().join(",")))).collect::<crate::Result<_>>()?;
         crate::common::remove_scratch(&work);
         let mut summary = json!({
             "pairs": table.pairs(), "clusters": m, "mode": cfg.mode, "n": cfg.n, "temperature": cfg.temperature, "top_k": cfg.top_k,

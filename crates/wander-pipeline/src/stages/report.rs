@@ -7,21 +7,23 @@ use serde_json::json;
 use serde_json::Value;
 use wander_core::artifact::RunDir;
 
+use crate::artifacts::open;
+use crate::artifacts::report_md;
 use crate::common::report;
 use crate::ResultExt;
 use crate::StageContext;
 use crate::StageId;
 use crate::Summary;
 
-const SECTIONS: [(&str, &str); 8] = [
-    ("taxonomy", "Interest taxonomy"),
-    ("eval_novelty", "Novelty model"),
-    ("eval_alignment", "Alignment model"),
-    ("eval_scaling", "Best-of-n scaling"),
-    ("eval", "All exploration strategies"),
-    ("eval_items", "Item policy"),
-    ("simulate", "Closed-loop A/B simulation"),
-    ("simulate_aa", "A/A simulation"),
+const SECTIONS: [(StageId, &str); 8] = [
+    (StageId::Taxonomy, "Interest taxonomy"),
+    (StageId::EvalNovelty, "Novelty model"),
+    (StageId::EvalAlignment, "Alignment model"),
+    (StageId::EvalScaling, "Best-of-n scaling"),
+    (StageId::Eval, "All exploration strategies"),
+    (StageId::EvalItems, "Item policy"),
+    (StageId::Simulate, "Closed-loop A/B simulation"),
+    (StageId::SimulateAa, "A/A simulation"),
 ];
 
 use wander_explore::html::to_html;
@@ -29,10 +31,10 @@ use wander_explore::html::to_html;
 /// `wander report`.
 pub fn report_stage(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
     let run = RunDir::open(&ctx.config.run.dir)?;
-    let present: Vec<(&str, &str)> = SECTIONS
+    let present: Vec<(StageId, &str)> = SECTIONS
         .iter()
         .copied()
-        .filter(|(s, _)| run.read_manifest(s).is_ok())
+        .filter(|(s, _)| run.read_manifest(s.folder()).is_ok())
         .collect();
     if present.is_empty() {
         crate::bail!(
@@ -42,11 +44,14 @@ pub fn report_stage(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
     }
     let mut inputs = BTreeMap::new();
     for (s, _) in &present {
-        inputs.insert(format!("{s}/manifest.json"), run.manifest_checksum(s)?);
+        inputs.insert(
+            format!("{}/manifest.json", s.folder()),
+            run.manifest_checksum(s.folder())?,
+        );
     }
-    let stage_dir = run.stage_dir("report");
+    let stage_dir = run.stage_dir(StageId::Report.folder());
     let smoke = ctx.config.run.smoke;
-    let mut slice = json!({"sections": present.iter().map(|p| p.0).collect::<Vec<_>>()});
+    let mut slice = json!({"sections": present.iter().map(|p| p.0.folder()).collect::<Vec<_>>()});
     if smoke {
         slice["smoke"] = json!(true);
     }
@@ -58,7 +63,7 @@ pub fn report_stage(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
         let mut body = String::new();
         let mut svgs: BTreeMap<String, String> = BTreeMap::new();
         // The novelty-relevance frontier of every strategy of `wander eval`.
-        if let Ok(ev) = run.read("eval") {
+        if let Ok(ev) = open(&run, StageId::Eval) {
             let s = &ev.manifest().summary["strategies"];
             if let Some(obj) = s.as_object() {
                 let series = obj.iter().filter(|(n, _)| n.as_str() != "oracle").map(|(n, v)| {
@@ -72,14 +77,15 @@ pub fn report_stage(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
                 md.push_str("## Novelty-relevance frontier\n\n![frontier](frontier.svg)\n\n");
             }
         }
-        for (stage, title) in &present {
-            let r = run.read(stage)?;
-            let Ok(text) = std::fs::read_to_string(r.path("report.md")?) else { continue };
+        for &(id, title) in &present {
+            let stage = id.folder();
+            let r = open(&run, id)?;
+            let Ok(text) = std::fs::read_to_string(r.path(report_md(id))?) else { continue };
             let mut text = text;
             for (name, _) in &r.manifest().outputs {
                 if name.ends_with(".svg") {
                     // Stages may use the same figure names: prefix them with the stage.
-                    let svg = std::fs::read_to_string(r.path(name)?).with_context(|| format!("{stage}/{name}"))?;
+                    let svg = std::fs::read_to_string(r.reader().path(name)?).with_context(|| format!("{stage}/{name}"))?;
                     let unique = format!("{stage}-{name}");
                     text = text.replace(&format!("({name})"), &format!("({unique})"));
                     w.write_bytes(&unique, svg.as_bytes())?;
@@ -92,9 +98,9 @@ pub fn report_stage(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
         }
         body.push_str(&to_html(&md, &svgs));
         let html = format!("<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>wander report</title><style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}}table{{border-collapse:collapse;margin:1em 0;font-size:13px}}td,th{{border:1px solid #ccc;padding:3px 6px;text-align:left}}th{{background:#f4f4f4}}code{{background:#f4f4f4;padding:0 3px}}figure{{margin:1em 0;overflow-x:auto}}</style></head><body>\n{body}</body></html>\n");
-        w.write_bytes("report.md", md.as_bytes())?;
+        report_md(StageId::Report).write(w, md.as_bytes())?;
         w.write_bytes("report.html", html.as_bytes())?;
-        Ok(json!({"smoke": smoke, "sections": present.iter().map(|p| p.0).collect::<Vec<_>>(), "html": stage_dir.join("report.html"), "report": stage_dir.join("report.md"), "figures": svgs.len()}))
+        Ok(json!({"smoke": smoke, "sections": present.iter().map(|p| p.0.folder()).collect::<Vec<_>>(), "html": stage_dir.join("report.html"), "report": stage_dir.join("report.md"), "figures": svgs.len()}))
     })
     .context("report failed; earlier artifacts in the run directory are unchanged")?;
     Ok(report(StageId::Report, &outcome))

@@ -11,6 +11,7 @@ use wander_explore::metrics::bootstrap;
 use wander_explore::metrics::entropy_bits;
 use wander_explore::metrics::self_information;
 
+use crate::artifacts::*;
 use crate::common::manifests;
 use crate::common::report;
 use crate::eval::cooc_dists;
@@ -31,9 +32,9 @@ pub fn eval_scaling(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
     let inputs = manifests(&run, StageId::EvalScaling.inputs())?;
     let seed = ctx.config.run.seed;
     let slice = json!({"scaling_n": cfg.scaling_n, "scaling_draws": cfg.scaling_draws, "bootstrap_rounds": cfg.bootstrap_rounds, "top_k": cfg.top_k, "seed": seed});
-    let stage_dir = run.stage_dir("eval_scaling");
+    let stage_dir = run.stage_dir(StageId::EvalScaling.folder());
     let outcome = run.run_stage(StageId::EvalScaling.folder(), slice, inputs, force, |w| -> crate::Result<Value> {
-        let pre = run.read("precompute")?;
+        let pre = open(&run, StageId::Precompute)?;
         let m = pre.manifest().summary["clusters"].as_u64().context("precompute summary lacks `clusters`")? as usize;
         let HeldOut { scores, train, target_counts, events, label_of } = held_out(&run, m)?;
         let k = cfg.top_k;
@@ -114,7 +115,7 @@ pub fn eval_scaling(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
                 reference: Some(("co-occurrence".into(), get("cooccurrence", "novelty_bits"))) },
         ]);
         w.write_bytes("scaling.svg", svg.as_bytes())?;
-        w.write_bytes("report.md", md.as_bytes())?;
+        report_md(StageId::EvalScaling).write(w, md.as_bytes())?;
         Ok(json!({"events": events.len(), "pairs": pairs.len(), "strategies": results, "claim": claim, "report": stage_dir.join("report.md"), "plot": stage_dir.join("scaling.svg")}))
     })
     .context("eval scaling failed; earlier artifacts in the run directory are unchanged")?;

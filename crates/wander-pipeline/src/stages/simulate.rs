@@ -12,6 +12,7 @@ use wander_sim::Strategy;
 use wander_sim::World;
 use wander_sim::WorldInput;
 
+use crate::artifacts::*;
 use crate::common::manifests;
 use crate::common::report;
 use crate::stages::precompute::read_scores;
@@ -34,8 +35,8 @@ const FIGURES: [Figure; 6] = [
 ];
 
 fn world(run: &RunDir, rank: usize) -> crate::Result<World> {
-    let ds = wander_data::read_dataset(&run.read("ingest")?)?;
-    let tax = wander_taxonomy::read(&run.read("taxonomy")?)?;
+    let ds = wander_data::read_dataset(open(&run, StageId::Ingest)?.reader())?;
+    let tax = wander_taxonomy::read(open(&run, StageId::Taxonomy)?.reader())?;
     let assign = tax.planner_assign().to_vec();
     let m = tax.planner_clusters().len();
     let it = &ds.interactions;
@@ -57,23 +58,20 @@ fn world(run: &RunDir, rank: usize) -> crate::Result<World> {
             }
         }
     }
-    let pre = run.read("precompute")?;
-    let table = wander_table::ExplorationTable::read(&pre.path("table.bin")?)?;
+    let pre = open(&run, StageId::Precompute)?;
+    let table = wander_table::ExplorationTable::read(&pre.path(TABLE)?)?;
     let table: HashMap<(u32, u32), Vec<(u32, f32)>> = table
         .iter()
         .map(|(a, b, r)| ((a, b), r.iter().map(|c| (c.cluster, c.alignment)).collect()))
         .collect();
-    let novelty = read_scores(&pre.path("scores.parquet")?, m)?
+    let novelty = read_scores(&pre.path(SCORES)?, m)?
         .into_iter()
         .map(|(k, (p, _))| (k, p.into_iter().map(|v| v as f32).collect()))
         .collect();
     let all: Vec<wander_explore::transitions::Transition> =
-        run.read("transitions")?.read_json("transitions.json")?;
+        open(&run, StageId::Transitions)?.json(TRANSITIONS)?;
     let mut transitions: HashMap<(u32, u32), HashMap<u32, u32>> = HashMap::new();
-    for t in all
-        .iter()
-        .filter(|t| t.split == wander_data::Split::Train as u8)
-    {
+    for t in all.iter().filter(|t| t.split == wander_data::Split::Train) {
         *transitions
             .entry((t.c1, t.c2))
             .or_default()

@@ -5,6 +5,7 @@ use serde_json::Value;
 use wander_core::artifact::RunDir;
 use wander_core::hash::sha256_file;
 
+use crate::artifacts::*;
 use crate::common::manifests;
 use crate::common::report;
 use crate::log;
@@ -35,7 +36,7 @@ pub fn taxonomy(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
     let seed = ctx.config.run.seed;
     let stage_dir = run.stage_dir("taxonomy");
     let outcome = run.run_stage(StageId::Taxonomy.folder(), slice, inputs, force, |w| -> crate::Result<Value> {
-        let ds = wander_data::read_dataset(&run.read("ingest")?)?;
+        let ds = wander_data::read_dataset(open(&run, StageId::Ingest)?.reader())?;
         let texts: Vec<String> = ds.items.iter().map(wander_taxonomy::item_text).collect();
         let embedder = wander_taxonomy::embed::TextEmbedder::load(&model_dir)?;
         let mut cache = wander_taxonomy::embed::EmbeddingCache::open(&cfg.cache_dir.join(format!("text-{}.bin", &embedder.model_sha256[..16])));
@@ -65,7 +66,7 @@ pub fn taxonomy(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
         comparison.insert(format!("configured_mix_{}", cfg.text_weight), json!({"coherence_text": report.coherence_text, "coherence_text_lift": report.coherence_text_lift, "genre_purity": report.genre_purity}));
         spinner.finish_and_clear();
         wander_taxonomy::write(w, &tax, &ds)?;
-        w.write_bytes("report.md", markdown.as_bytes())?;
+        report_md(StageId::Taxonomy).write(w, markdown.as_bytes())?;
         let mut summary = serde_json::to_value(&report)?;
         summary["planner_level"] = json!(tax.planner_level);
         summary["embedded_items"] = json!(computed);

@@ -5,6 +5,7 @@ use serde_json::json;
 use serde_json::Value;
 use wander_core::artifact::RunDir;
 
+use crate::artifacts::*;
 use crate::common::manifests;
 use crate::common::report;
 use crate::ResultExt;
@@ -22,13 +23,13 @@ pub fn transitions(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
     let seed = ctx.config.run.seed;
     let outcome = run
         .run_stage(
-            "transitions",
+            StageId::Transitions.folder(),
             slice,
             inputs,
             force,
             |w| -> crate::Result<Value> {
-                let ds = wander_data::read_dataset(&run.read("ingest")?)?;
-                let tax = wander_taxonomy::read(&run.read("taxonomy")?)?;
+                let ds = wander_data::read_dataset(open(&run, StageId::Ingest)?.reader())?;
+                let tax = wander_taxonomy::read(open(&run, StageId::Taxonomy)?.reader())?;
                 let clusters = tax.planner_clusters();
                 let all = tr::mine(&ds, tax.planner_assign());
                 let mut summary = serde_json::Map::new();
@@ -64,10 +65,10 @@ pub fn transitions(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
                     .iter()
                     .map(|e| sft::chat_line(desc(e.c1), desc(e.c2), desc(e.next)) + "\n")
                     .collect();
-                w.write_bytes("sft_train.jsonl", jsonl.as_bytes())?;
-                w.write_json("sft_train.json", &train_set)?;
-                w.write_json("sft_eval.json", &eval_set)?;
-                w.write_json("transitions.json", &all)?;
+                SFT_TRAIN_CHAT.write(w, jsonl.as_bytes())?;
+                SFT_TRAIN.write(w, &train_set)?;
+                SFT_EVAL.write(w, &eval_set)?;
+                TRANSITIONS.write(w, &all)?;
                 let targets: std::collections::BTreeSet<u32> =
                     train_set.iter().map(|e| e.next).collect();
                 summary.insert("sft_examples".into(), json!(train_set.len()));
