@@ -5,9 +5,10 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use candle_core::{Device, Tensor};
+use candle_core::{Device, Tensor, Var};
 use serde::{Deserialize, Serialize};
 use wander_core::rng::Rng;
+use wander_optim::{AdamW, AdamWConfig};
 
 use crate::eval::{ranks, RankingMetrics, Target};
 use crate::model::{SasRec, SasRecConfig};
@@ -116,38 +117,24 @@ impl TrainReport {
     }
 }
 
-struct Adam {
-    m: Vec<Tensor>,
-    v: Vec<Tensor>,
-    t: usize,
-}
+/// SASRec's optimizer: Adam with the paper's betas (0.9, 0.98), no weight decay.
+const ADAM: AdamWConfig = AdamWConfig {
+    beta1: 0.9,
+    beta2: 0.98,
+    eps: 1e-9,
+    weight_decay: 0.0,
+};
 
-impl Adam {
-    fn step(
-        &mut self,
-        model: &SasRec,
-        grads: &candle_core::backprop::GradStore,
-        lr: f64,
-    ) -> Result<()> {
-        self.t += 1;
-        let (b1, b2, eps) = (0.9f64, 0.98f64, 1e-9);
-        let c1 = 1.0 - b1.powi(self.t as i32);
-        let c2 = 1.0 - b2.powi(self.t as i32);
-        for (i, (_, var)) in model.vars().iter().enumerate() {
-            let Some(g) = grads.get(var.as_tensor()) else {
-                continue;
-            };
-            // Gradients carry the op graph of their step; without detaching, the moment
-            // estimates would chain every step's graph together and memory would grow
-            // without bound (21 GB after 20 epochs before this).
-            let g = g.detach();
-            self.m[i] = ((&self.m[i] * b1)? + (&g * (1.0 - b1))?)?.detach();
-            self.v[i] = ((&self.v[i] * b2)? + (g.sqr()? * (1.0 - b2))?)?.detach();
-            let update = ((&self.m[i] / c1)? / ((&self.v[i] / c2)?.sqrt()? + eps)?)?;
-            var.set(&(var.as_tensor() - (update * lr)?)?)?;
-        }
-        Ok(())
-    }
+/// One Adam step on every tensor of `model` that has a gradient.
+fn adam_step(
+    adam: &mut AdamW,
+    vars: &[Var],
+    grads: &candle_core::backprop::GradStore,
+    lr: f64,
+) -> Result<()> {
+    let lrs = vec![lr; vars.len()];
+    adam.step(vars, |i| grads.get(vars[i].as_tensor()).cloned(), &lrs)?;
+    Ok(())
 }
 
 #[derive(Serialize, Deserialize)]
@@ -181,17 +168,8 @@ pub fn train(
         ));
     }
     let model = SasRec::new(model_cfg, cfg.seed)?;
-    let zeros = |m: &SasRec| -> Result<Vec<Tensor>> {
-        m.vars()
-            .iter()
-            .map(|(_, v)| Ok(v.as_tensor().zeros_like()?))
-            .collect()
-    };
-    let mut adam = Adam {
-        m: zeros(&model)?,
-        v: zeros(&model)?,
-        t: 0,
-    };
+    let vars: Vec<Var> = model.vars().iter().map(|(_, v)| v.clone()).collect();
+    let mut adam = AdamW::new(&vars, ADAM)?;
     let mut report = TrainReport::default();
     let mut best_vars: Option<Vec<Tensor>> = None;
     if let Some(dir) = checkpoint_dir {
@@ -199,7 +177,7 @@ pub fn train(
             for ((_, var), value) in model.vars().iter().zip(&vars) {
                 var.set(value)?;
             }
-            adam = Adam { m, v, t };
+            adam.restore(t, m, v)?;
             report = r;
             report.resumed_from = report.epochs.len();
             best_vars = Some(bv);
@@ -239,7 +217,7 @@ pub fn train(
             total += value;
             batches += 1;
             let grads = loss.backward()?;
-            adam.step(&model, &grads, cfg.lr)?;
+            adam_step(&mut adam, &vars, &grads, cfg.lr)?;
         }
         let train_seconds = t0.elapsed().as_secs_f64();
         let t1 = Instant::now();
@@ -376,7 +354,7 @@ fn ckpt(dir: &Path, name: &str) -> PathBuf {
 fn save_checkpoint(
     dir: &Path,
     model: &SasRec,
-    adam: &Adam,
+    adam: &AdamW,
     report: &TrainReport,
     cfg: &TrainConfig,
     best: &[Tensor],
@@ -384,10 +362,11 @@ fn save_checkpoint(
     std::fs::create_dir_all(dir)
         .map_err(|e| ItemsError::Core(wander_core::CoreError::io(dir, e)))?;
     let mut map = std::collections::HashMap::new();
-    for (i, (name, v)) in model.vars().iter().enumerate() {
-        map.insert(format!("param.{name}"), v.as_tensor().clone());
-        map.insert(format!("m.{name}"), adam.m[i].clone());
-        map.insert(format!("v.{name}"), adam.v[i].clone());
+    let (m, v) = adam.moments();
+    for (i, (name, var)) in model.vars().iter().enumerate() {
+        map.insert(format!("param.{name}"), var.as_tensor().clone());
+        map.insert(format!("m.{name}"), m[i].clone());
+        map.insert(format!("v.{name}"), v[i].clone());
         if let Some(b) = best.get(i) {
             map.insert(format!("best.{name}"), b.clone());
         }
@@ -401,7 +380,7 @@ fn save_checkpoint(
         model: model.cfg,
         train: cfg.clone(),
         report: report.clone(),
-        adam_t: adam.t,
+        adam_t: adam.steps(),
     };
     let bytes = serde_json::to_vec(&meta).map_err(|e| ItemsError::Invalid(e.to_string()))?;
     wander_core::artifact::atomic_write(&ckpt(dir, "checkpoint.json"), &bytes)?;
@@ -538,23 +517,16 @@ mod tests {
         let seqs = patterned();
         let (mc, tc) = cfg();
         let model = SasRec::new(mc, 1).unwrap();
-        let zeros: Vec<Tensor> = model
-            .vars()
-            .iter()
-            .map(|(_, v)| v.as_tensor().zeros_like().unwrap())
-            .collect();
-        let mut adam = Adam {
-            m: zeros.clone(),
-            v: zeros,
-            t: 0,
-        };
+        let vars: Vec<Var> = model.vars().iter().map(|(_, v)| v.clone()).collect();
+        let mut adam = AdamW::new(&vars, ADAM).unwrap();
         for step in 0..2 {
             let loss = batch_loss(&model, &seqs, &[0, 1, 2, 3], tc.loss, step).unwrap();
             let grads = loss.backward().unwrap();
-            adam.step(&model, &grads, 1e-3).unwrap();
+            adam_step(&mut adam, &vars, &grads, 1e-3).unwrap();
         }
+        let (m, v) = adam.moments();
         assert!(
-            adam.m.iter().chain(&adam.v).all(|t| !t.track_op()),
+            m.iter().chain(v).all(|t| !t.track_op()),
             "moments keep the graph alive"
         );
     }

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::{KvCache, Llama, Mode, ScoreHead};
 use crate::{LlmError, Result};
+use wander_optim::{AdamW, AdamWConfig};
 
 /// One training example: a prompt and the answer the model should produce.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -151,51 +152,6 @@ impl TrainReport {
         } else {
             0.0
         }
-    }
-}
-
-/// AdamW with bias correction and decoupled weight decay.
-struct AdamW {
-    m: Vec<Tensor>,
-    v: Vec<Tensor>,
-    t: usize,
-}
-
-const BETA1: f64 = 0.9;
-const BETA2: f64 = 0.999;
-const EPS: f64 = 1e-8;
-
-impl AdamW {
-    fn new(params: &[Var]) -> Result<Self> {
-        let zeros = |p: &Var| p.as_tensor().zeros_like();
-        Ok(AdamW {
-            m: params
-                .iter()
-                .map(zeros)
-                .collect::<candle_core::Result<_>>()?,
-            v: params
-                .iter()
-                .map(zeros)
-                .collect::<candle_core::Result<_>>()?,
-            t: 0,
-        })
-    }
-
-    fn step(&mut self, params: &[Var], grads: &[Tensor], lr: &[f64], wd: f64) -> Result<()> {
-        self.t += 1;
-        let c1 = 1.0 - BETA1.powi(self.t as i32);
-        let c2 = 1.0 - BETA2.powi(self.t as i32);
-        for (i, (p, g)) in params.iter().zip(grads).enumerate() {
-            let lr = lr[i];
-            // Detached, so the moments never hold on to a step's op graph.
-            let g = g.detach();
-            self.m[i] = ((&self.m[i] * BETA1)? + (&g * (1.0 - BETA1))?)?.detach();
-            self.v[i] = ((&self.v[i] * BETA2)? + (g.sqr()? * (1.0 - BETA2))?)?.detach();
-            let update = ((&self.m[i] / c1)? / ((&self.v[i] / c2)?.sqrt()? + EPS)?)?;
-            let decayed = (p.as_tensor() * (1.0 - lr * wd))?;
-            p.set(&(decayed - (update * lr)?)?)?;
-        }
-        Ok(())
     }
 }
 
@@ -356,7 +312,15 @@ impl<'a> Trainer<'a> {
         checkpoint_dir: Option<&Path>,
     ) -> Result<Self> {
         let (names, vars): (Vec<String>, Vec<Var>) = params.into_iter().unzip();
-        let opt = AdamW::new(&vars)?;
+        let opt = AdamW::new(
+            &vars,
+            AdamWConfig {
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-8,
+                weight_decay: cfg.weight_decay,
+            },
+        )?;
         let mut t = Trainer {
             model,
             objective,
@@ -397,12 +361,13 @@ impl<'a> Trainer<'a> {
                 message: format!("checkpoint lacks {k}"),
             })
         };
+        let (mut m, mut v) = (Vec::new(), Vec::new());
         for (i, p) in self.params.iter().enumerate() {
             p.set(&get(format!("param.{i}"))?)?;
-            self.opt.m[i] = get(format!("m.{i}"))?;
-            self.opt.v[i] = get(format!("v.{i}"))?;
+            m.push(get(format!("m.{i}"))?);
+            v.push(get(format!("v.{i}"))?);
         }
-        self.opt.t = meta.step;
+        self.opt.restore(meta.step, m, v)?;
         self.report.steps = meta.step;
         self.report.resumed_from = meta.step;
         self.report.losses = meta.losses;
@@ -417,10 +382,11 @@ impl<'a> Trainer<'a> {
         std::fs::create_dir_all(dir)
             .map_err(|e| LlmError::Core(wander_core::CoreError::io(dir, e)))?;
         let mut map = std::collections::HashMap::new();
+        let (m, v) = self.opt.moments();
         for (i, p) in self.params.iter().enumerate() {
             map.insert(format!("param.{i}"), p.as_tensor().clone());
-            map.insert(format!("m.{i}"), self.opt.m[i].clone());
-            map.insert(format!("v.{i}"), self.opt.v[i].clone());
+            map.insert(format!("m.{i}"), m[i].clone());
+            map.insert(format!("v.{i}"), v[i].clone());
         }
         // Tensors first, then the metadata that points at them: a kill between the two
         // leaves the previous metadata, whose step no longer matches; the tensors' file is
@@ -546,12 +512,9 @@ impl<'a> Trainer<'a> {
             }
             let lr = self.cfg.lr_at(step);
             let lrs: Vec<f64> = self.lr_scale.iter().map(|s| s * lr).collect();
-            self.opt.step(
-                &self.params,
-                grads.as_deref().unwrap_or(&[]),
-                &lrs,
-                self.cfg.weight_decay,
-            )?;
+            let grads = grads.unwrap_or_default();
+            self.opt
+                .step(&self.params, |i| grads.get(i).cloned(), &lrs)?;
             self.report.steps += 1;
             self.report.losses.push(step_loss);
             done_here += 1;
