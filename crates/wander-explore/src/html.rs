@@ -1,95 +1,65 @@
-//! The report page: a minimal Markdown to HTML conversion for the stages' reports
-//! (headings, tables, quotes, paragraphs, inline code and bold, SVG figures inlined), so that
-//! `report.html` is one self-contained file.
+//! The report page: the stages' Markdown reports rendered to HTML with pulldown-cmark
+//! (CommonMark plus tables), headings one level down (the page has its own title) and SVG
+//! figures inlined, so that `report.html` is one self-contained file.
 
 use std::collections::BTreeMap;
 
-fn esc(s: &str) -> String {
+use pulldown_cmark::{CowStr, Event, HeadingLevel, Options, Parser, Tag, TagEnd};
+
+fn demoted(level: HeadingLevel) -> HeadingLevel {
+    match level {
+        HeadingLevel::H1 => HeadingLevel::H2,
+        HeadingLevel::H2 => HeadingLevel::H3,
+        HeadingLevel::H3 => HeadingLevel::H4,
+        HeadingLevel::H4 => HeadingLevel::H5,
+        HeadingLevel::H5 | HeadingLevel::H6 => HeadingLevel::H6,
+    }
+}
+
+fn escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
 }
 
-fn inline(s: &str) -> String {
-    // `code` and **bold**, after escaping.
-    let mut out = String::new();
-    let e = esc(s);
-    let mut code = false;
-    for (i, part) in e.split('`').enumerate() {
-        if i > 0 {
-            out.push_str(if code { "</code>" } else { "<code>" });
-            code = !code;
-        }
-        let mut bold = false;
-        for (j, p) in part.split("**").enumerate() {
-            if j > 0 {
-                out.push_str(if bold { "</b>" } else { "<b>" });
-                bold = !bold;
-            }
-            out.push_str(p);
-        }
-    }
-    out
-}
-
-/// A minimal Markdown to HTML conversion for the stages' reports: headings, tables,
-/// paragraphs, inline code, and images of SVG files (inlined from `svgs`).
+/// Markdown to HTML for the stages' reports. An image whose target is a key of `svgs` is
+/// replaced by that SVG inside a `<figure>`; any other image becomes a visible
+/// "(missing figure ...)" note, so a broken reference shows on the page.
 pub fn to_html(md: &str, svgs: &BTreeMap<String, String>) -> String {
-    let mut html = String::new();
-    let mut table: Vec<&str> = Vec::new();
-    let flush = |table: &mut Vec<&str>, html: &mut String| {
-        if table.is_empty() {
-            return;
-        }
-        html.push_str("<table>\n");
-        for (i, row) in table.iter().enumerate() {
-            if i == 1 && row.contains("---") {
-                continue;
+    let mut events: Vec<Event<'_>> = Vec::new();
+    let mut in_image = false;
+    for event in Parser::new_ext(md, Options::ENABLE_TABLES) {
+        match event {
+            Event::Start(Tag::Image { dest_url, .. }) => {
+                in_image = true;
+                let html = match svgs.get(dest_url.as_ref()) {
+                    Some(svg) => format!("<figure>{svg}</figure>"),
+                    None => format!("(missing figure {})", escape(&dest_url)),
+                };
+                events.push(Event::InlineHtml(CowStr::from(html)));
             }
-            let tag = if i == 0 { "th" } else { "td" };
-            let cells: Vec<String> = row
-                .trim()
-                .trim_matches('|')
-                .split('|')
-                .map(|c| format!("<{tag}>{}</{tag}>", inline(c.trim())))
-                .collect();
-            html.push_str(&format!("<tr>{}</tr>\n", cells.join("")));
-        }
-        html.push_str("</table>\n");
-        table.clear();
-    };
-    for line in md.lines() {
-        if line.trim_start().starts_with('|') {
-            table.push(line);
-            continue;
-        }
-        flush(&mut table, &mut html);
-        let t = line.trim();
-        if t.is_empty() {
-            continue;
-        }
-        if let Some(h) = t.strip_prefix("### ") {
-            html.push_str(&format!("<h4>{}</h4>\n", inline(h)));
-        } else if let Some(h) = t.strip_prefix("## ") {
-            html.push_str(&format!("<h3>{}</h3>\n", inline(h)));
-        } else if let Some(h) = t.strip_prefix("# ") {
-            html.push_str(&format!("<h2>{}</h2>\n", inline(h)));
-        } else if t.starts_with("![") {
-            let file = t.rsplit('(').next().unwrap_or("").trim_end_matches(')');
-            match svgs.get(file) {
-                Some(svg) => html.push_str(&format!("<figure>{svg}</figure>\n")),
-                None => html.push_str(&format!("<p>(missing figure {})</p>\n", esc(file))),
+            // The alt text is in the SVG's own labels.
+            Event::End(TagEnd::Image) => in_image = false,
+            _ if in_image => {}
+            Event::Start(Tag::Heading {
+                level,
+                id,
+                classes,
+                attrs,
+            }) => events.push(Event::Start(Tag::Heading {
+                level: demoted(level),
+                id,
+                classes,
+                attrs,
+            })),
+            Event::End(TagEnd::Heading(level)) => {
+                events.push(Event::End(TagEnd::Heading(demoted(level))))
             }
-        } else if let Some(q) = t.strip_prefix("> ") {
-            html.push_str(&format!(
-                "<blockquote style=\"border-left:4px solid #c60;padding:0 1em\"><p>{}</p></blockquote>\n",
-                inline(q)
-            ));
-        } else {
-            html.push_str(&format!("<p>{}</p>\n", inline(t)));
+            other => events.push(other),
         }
     }
-    flush(&mut table, &mut html);
+    let mut html = String::with_capacity(md.len() * 2);
+    pulldown_cmark::html::push_html(&mut html, events.into_iter());
     html
 }
 
@@ -98,21 +68,32 @@ mod tests {
     use super::*;
 
     #[test]
-    fn markdown_subset_to_html() {
+    fn markdown_to_html_with_inlined_figures() {
         let mut svgs = BTreeMap::new();
         svgs.insert("a.svg".to_string(), "<svg></svg>".to_string());
         let h = to_html(
-            "# T <x>\n\nsome `code` and **b**\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\n![p](a.svg)\n",
+            "# T <x>\n\nsome `code` and **b**\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\n![p](a.svg)\n\n![q](gone.svg)\n",
             &svgs,
         );
-        assert!(h.contains("<h2>T &lt;x&gt;</h2>"));
-        assert!(h.contains("<code>code</code>") && h.contains("<b>b</b>"));
-        assert!(h.contains("<tr><th>a</th><th>b</th></tr>") && h.contains("<td>1</td>"));
-        assert!(h.contains("<figure><svg></svg></figure>"));
-        let q = to_html("> **Smoke run**, not results.\n", &svgs);
         assert!(
-            q.contains("<blockquote") && q.contains("<b>Smoke run</b>"),
+            h.contains("<h2>T <x></h2>") || h.contains("<h2>T &lt;x&gt;</h2>"),
+            "{h}"
+        );
+        assert!(
+            h.contains("<code>code</code>") && h.contains("<strong>b</strong>"),
+            "{h}"
+        );
+        assert!(h.contains("<th>a</th>") && h.contains("<td>1</td>"), "{h}");
+        assert!(h.contains("<figure><svg></svg></figure>"), "{h}");
+        assert!(
+            h.contains("(missing figure gone.svg)") && !h.contains(">p<"),
+            "{h}"
+        );
+        let q = to_html("> **Smoke run**, not results.\n\n#### deep\n", &svgs);
+        assert!(
+            q.contains("<blockquote>") && q.contains("<strong>Smoke run</strong>"),
             "{q}"
         );
+        assert!(q.contains("<h5>deep</h5>"), "{q}");
     }
 }

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use wander_bundle::retrieve::{Index, Retriever};
 use wander_bundle::sasrec::CpuSasRec;
 use wander_bundle::ServingBundle;
@@ -27,7 +28,7 @@ pub struct Limits {
 }
 
 /// An item id as sent: a string or a number.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(untagged)]
 pub enum ItemId {
     /// `"50"`
@@ -46,7 +47,7 @@ impl ItemId {
 }
 
 /// One history entry: an item id, or an object with the id and a feedback value.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(untagged)]
 pub enum HistoryEntry {
     /// Just the item (counts as positive engagement).
@@ -61,16 +62,19 @@ pub enum HistoryEntry {
 }
 
 /// `POST /v1/explore` body.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExploreRequest {
-    /// The user's recent history, oldest first.
+    /// Recent items, oldest first: ids, or {item, feedback} objects; entries whose
+    /// feedback fails the configured positive rule do not shape the interests.
     pub history: Vec<HistoryEntry>,
-    /// Novel clusters wanted (default 1).
+    /// Novel clusters wanted.
     #[serde(default = "one")]
+    #[schema(default = 1, minimum = 1)]
     pub clusters: usize,
-    /// Items wanted in total (default 10).
+    /// Items wanted in total.
     #[serde(default = "ten")]
+    #[schema(default = 10, minimum = 0)]
     pub items: usize,
 }
 
@@ -82,7 +86,7 @@ fn ten() -> usize {
 }
 
 /// A chosen novel cluster.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ChosenCluster {
     /// Id.
     pub id: u32,
@@ -93,7 +97,7 @@ pub struct ChosenCluster {
 }
 
 /// A served item.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ServedItem {
     /// Item id as in the catalogue.
     pub id: String,
@@ -105,8 +109,19 @@ pub struct ServedItem {
     pub score: f32,
 }
 
+/// Why the clusters did not come from the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Fallback {
+    /// Fewer than two distinct clusters of positive engagement in the history: the most
+    /// engaged-with clusters the user has not shown are served instead.
+    ColdStart,
+    /// The history pair has no row in the table (same fallback).
+    PairNotInTable,
+}
+
 /// `POST /v1/explore` answer.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ExploreResponse {
     /// The user's last two distinct clusters of positive engagement, older first.
     pub history_clusters: Vec<ChosenCluster>,
@@ -114,8 +129,8 @@ pub struct ExploreResponse {
     pub clusters: Vec<ChosenCluster>,
     /// Items from those clusters, best first.
     pub items: Vec<ServedItem>,
-    /// `null`, `cold_start` (fewer than two clusters in the history) or `pair_not_in_table`.
-    pub fallback: Option<&'static str>,
+    /// `null` when the clusters come from the table.
+    pub fallback: Option<Fallback>,
     /// History entries whose item id is not in the catalogue (ignored).
     pub unknown_items: usize,
     /// Version of the exploration table (checksum of its manifest).
@@ -315,10 +330,10 @@ impl Artifacts {
                 chosen.push(self.chosen(ch.cluster, Some(ch.alignment)));
             }
             if chosen.is_empty() {
-                fallback = Some("pair_not_in_table");
+                fallback = Some(Fallback::PairNotInTable);
             }
         } else {
-            fallback = Some("cold_start");
+            fallback = Some(Fallback::ColdStart);
         }
         if chosen.is_empty() {
             // Documented fallback: the most engaged-with clusters the user has not shown.

@@ -6,6 +6,7 @@
 //! holds the version it started with until it finishes, so none fails during a reload.
 #![deny(missing_docs)]
 
+pub mod api;
 pub mod artifacts;
 mod server;
 
@@ -76,7 +77,12 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         (
             self.status,
-            Json(json!({"error": {"code": self.code, "message": self.message}})),
+            Json(api::ErrorBody {
+                error: api::ErrorDetail {
+                    code: self.code.into(),
+                    message: self.message,
+                },
+            }),
         )
             .into_response()
     }
@@ -312,6 +318,17 @@ fn json_error(rejection: JsonRejection) -> ApiError {
     }
 }
 
+/// Novel clusters and items for a user's recent history.
+#[utoipa::path(post, path = "/v1/explore", request_body = ExploreRequest, responses(
+    (status = 200, description = "Chosen clusters and items", body = ExploreResponse),
+    (status = 400, description = "invalid_json, body_unreadable", body = api::ErrorBody),
+    (status = 408, description = "body_timeout: the body did not arrive within serve.read_timeout_ms", body = api::ErrorBody),
+    (status = 413, description = "body_too_large", body = api::ErrorBody),
+    (status = 414, description = "uri_too_long (any endpoint): the target is longer than serve.max_uri_bytes", body = api::ErrorBody),
+    (status = 415, description = "unsupported_media_type (send Content-Type: application/json)", body = api::ErrorBody),
+    (status = 422, description = "invalid_request, history_too_long, invalid_clusters, invalid_items, invalid_feedback", body = api::ErrorBody),
+    (status = 503, description = "timeout: no answer within serve.timeout_ms", body = api::ErrorBody),
+))]
 async fn explore(State(state): Shared, req: Request) -> Response {
     let start = Instant::now();
     let req = match read_body(&state, req).await {
@@ -329,34 +346,71 @@ async fn explore(State(state): Shared, req: Request) -> Response {
     .await
 }
 
+/// One cluster's description and keywords.
+#[utoipa::path(get, path = "/v1/clusters/{id}", params(("id" = u32, Path, description = "Planner-level cluster id")), responses(
+    (status = 200, description = "The cluster", body = api::ClusterResponse),
+    (status = 400, description = "invalid_id: not a non-negative integer", body = api::ErrorBody),
+    (status = 404, description = "unknown_cluster", body = api::ErrorBody),
+))]
 async fn cluster(State(state): Shared, UrlPath(id): UrlPath<String>) -> Response {
     let st = state.clone();
     timed(&state, "clusters", async move {
         let a = st.artifacts();
         // Digits beyond u32 are a number, just not a cluster.
-        let unknown = |id: &str| ApiError { status: StatusCode::NOT_FOUND, code: "unknown_cluster", message: format!("no cluster {id}; ids are 0 to {}", a.n_clusters().saturating_sub(1)) };
-        if !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_digit()) && id.parse::<u32>().is_err() {
+        let unknown = |id: &str| ApiError {
+            status: StatusCode::NOT_FOUND,
+            code: "unknown_cluster",
+            message: format!(
+                "no cluster {id}; ids are 0 to {}",
+                a.n_clusters().saturating_sub(1)
+            ),
+        };
+        if !id.is_empty()
+            && id.len() <= 64
+            && id.bytes().all(|b| b.is_ascii_digit())
+            && id.parse::<u32>().is_err()
+        {
             return Err(unknown(&id));
         }
-        let id: u32 = id.parse().map_err(|_| ApiError { status: StatusCode::BAD_REQUEST, code: "invalid_id", message: "a cluster id is a non-negative integer".into() })?;
+        let id: u32 = id.parse().map_err(|_| ApiError {
+            status: StatusCode::BAD_REQUEST,
+            code: "invalid_id",
+            message: "a cluster id is a non-negative integer".into(),
+        })?;
         let c = a.cluster(id).ok_or_else(|| unknown(&id.to_string()))?;
-        Ok(Json(json!({"id": c.id, "description": c.description, "keywords": c.keywords, "size": c.size, "table_version": a.version})))
+        Ok(Json(api::ClusterResponse {
+            id: c.id,
+            description: c.description.clone(),
+            keywords: c.keywords.clone(),
+            size: c.size,
+            table_version: a.version.clone(),
+        }))
     })
     .await
 }
 
+/// Liveness.
+#[utoipa::path(get, path = "/healthz", responses((status = 200, description = "ok", body = String, content_type = "text/plain")))]
 async fn healthz() -> &'static str {
     "ok"
 }
 
+/// Readiness: the bundle is loaded and verified.
+#[utoipa::path(get, path = "/readyz", responses((status = 200, description = "Ready, with the table version", body = api::ReadyResponse)))]
 async fn readyz(State(state): Shared) -> Response {
     (
         StatusCode::OK,
-        Json(json!({"ready": true, "table_version": state.artifacts().version})),
+        Json(api::ReadyResponse {
+            ready: true,
+            table_version: state.artifacts().version.clone(),
+        }),
     )
         .into_response()
 }
 
+/// Prometheus metrics: request counts, latency histogram, table version, reloads,
+/// connection errors.
+#[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text format 0.0.4", body = String, content_type = "text/plain; version=0.0.4")))]
 async fn metrics(State(state): Shared) -> Response {
     let m = &state.metrics;
     let mut out = String::from("# HELP wander_requests_total Requests by endpoint and status.\n# TYPE wander_requests_total counter\n");
@@ -403,6 +457,14 @@ async fn metrics(State(state): Shared) -> Response {
     ([("content-type", "text/plain; version=0.0.4")], out).into_response()
 }
 
+/// Reload the run's serving bundle with an atomic swap (requests in flight finish on the
+/// old version).
+#[utoipa::path(post, path = "/admin/reload", security(("bearer" = [])), responses(
+    (status = 200, description = "Reloaded", body = api::ReloadResponse),
+    (status = 401, description = "unauthorized", body = api::ErrorBody),
+    (status = 404, description = "reload_disabled: no admin token is configured", body = api::ErrorBody),
+    (status = 409, description = "reload_failed: the previous version keeps serving", body = api::ErrorBody),
+))]
 async fn admin_reload(State(state): Shared, headers: HeaderMap) -> Response {
     let st = state.clone();
     let start = Instant::now();
@@ -417,7 +479,7 @@ async fn admin_reload(State(state): Shared, headers: HeaderMap) -> Response {
             return Err(ApiError { status: StatusCode::UNAUTHORIZED, code: "unauthorized", message: "a valid bearer token is required".into() });
         }
         match st.reload().await {
-            Ok(v) => Ok(Json(json!({"reloaded": true, "table_version": v}))),
+            Ok(v) => Ok(Json(api::ReloadResponse { reloaded: true, table_version: v })),
             Err(e) => {
                 // The cause names server paths: it goes to the operator's log, not the client.
                 eprintln!("wander: reload failed, still serving the previous version: {e}");
@@ -437,8 +499,10 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// This document.
+#[utoipa::path(get, path = "/openapi.json", responses((status = 200, description = "OpenAPI 3.1", content_type = "application/json")))]
 async fn openapi() -> Response {
-    ([("content-type", "application/json")], OPENAPI).into_response()
+    ([("content-type", "application/json")], openapi_json()).into_response()
 }
 
 /// A request no route answers, as JSON and counted under `endpoint="unmatched"`.
@@ -479,20 +543,68 @@ async fn method_not_allowed(State(state): Shared) -> Response {
     .await
 }
 
-/// The OpenAPI 3 document of the service.
-pub const OPENAPI: &str = include_str!("openapi.json");
+/// The service's OpenAPI description, generated from the handlers' annotations and the
+/// request and response types (so it cannot drift from them).
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "wander exploration service",
+        version = "1",
+        description = "Novel interest clusters for a user's recent history (LLM-planned offline, served by table lookup) and the items to show from them."
+    ),
+    paths(explore, cluster, healthz, readyz, metrics, openapi, admin_reload),
+    modifiers(&BearerAuth)
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The OpenAPI document as JSON (built once).
+pub fn openapi_json() -> &'static str {
+    static DOC: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DOC.get_or_init(|| {
+        use utoipa::OpenApi;
+        ApiDoc::openapi()
+            .to_pretty_json()
+            .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+    })
+}
+
+/// Every route, as the router mounts them (a test checks that the OpenAPI document has
+/// exactly these).
+pub const ROUTES: [&str; 7] = [
+    "/v1/explore",
+    "/v1/clusters/{id}",
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/openapi.json",
+    "/admin/reload",
+];
 
 /// The router with every endpoint and the body limit.
 pub fn router(state: Arc<AppState>) -> Router {
     let limit = state.config.serve.max_body_bytes;
+    let [explore_at, cluster_at, healthz_at, readyz_at, metrics_at, openapi_at, reload_at] = ROUTES;
     Router::new()
-        .route("/v1/explore", post(explore))
-        .route("/v1/clusters/{id}", get(cluster))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .route("/openapi.json", get(openapi))
-        .route("/admin/reload", post(admin_reload))
+        .route(explore_at, post(explore))
+        .route(cluster_at, get(cluster))
+        .route(healthz_at, get(healthz))
+        .route(readyz_at, get(readyz))
+        .route(metrics_at, get(metrics))
+        .route(openapi_at, get(openapi))
+        .route(reload_at, post(admin_reload))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
@@ -736,6 +848,54 @@ async fn shutdown_signal() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_openapi_document_describes_every_route_and_the_types_sent() {
+        let doc: serde_json::Value = serde_json::from_str(openapi_json()).unwrap();
+        let paths: Vec<&str> = doc["paths"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let mut routes = ROUTES.to_vec();
+        routes.sort_unstable();
+        assert_eq!(paths, routes);
+        let schemas = &doc["components"]["schemas"];
+        let req = &schemas["ExploreRequest"];
+        assert_eq!(req["additionalProperties"], false, "{req}");
+        assert_eq!(req["required"], serde_json::json!(["history"]), "{req}");
+        assert_eq!(req["properties"]["clusters"]["default"], 1, "{req}");
+        let fallback = schemas["Fallback"].to_string();
+        assert!(
+            fallback.contains("cold_start") && fallback.contains("pair_not_in_table"),
+            "{fallback}"
+        );
+        let explore = &doc["paths"]["/v1/explore"]["post"]["responses"];
+        for status in ["200", "400", "408", "413", "414", "415", "422", "503"] {
+            assert!(explore[status].is_object(), "{status}: {explore}");
+        }
+        assert_eq!(
+            doc["components"]["securitySchemes"]["bearer"]["scheme"],
+            "bearer"
+        );
+        // What the handlers send serialises to the documented property names.
+        let answer = serde_json::to_value(api::ClusterResponse {
+            id: 1,
+            description: "d".into(),
+            keywords: vec![],
+            size: 2,
+            table_version: "v".into(),
+        })
+        .unwrap();
+        let documented: Vec<&String> = schemas["ClusterResponse"]["properties"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .collect();
+        let sent: Vec<&String> = answer.as_object().unwrap().keys().collect();
+        assert_eq!(documented, sent);
+    }
 
     fn blocking_work(ms: u64) -> impl std::future::Future<Output = Result<&'static str, ApiError>> {
         async move {
