@@ -1,0 +1,214 @@
+//! The stages as a library, on a tiny synthetic log: each stage that needs no LLM and no
+//! embedding model runs for real through the `Stage` trait and is checked through its
+//! typed artifacts and summary. The taxonomy is built from the log's behavioural embeddings
+//! (PPMI + SVD, the taxonomy stage's own second half) and the exploration table is written
+//! by hand, since the stages that make them need MiniLM and SmolLM2; the CLI's end-to-end
+//! test runs those.
+
+use std::path::Path;
+
+use wander_core::artifact::RunDir;
+use wander_core::config::{Config, DataFormat};
+use wander_data::synth::{Layout, SynthConfig};
+use wander_data::Split;
+use wander_pipeline::artifacts::{self, open};
+use wander_pipeline::stages;
+use wander_pipeline::{Stage, StageContext, StageId};
+use wander_table::{Choice, ExplorationTable};
+
+fn tiny_world(root: &Path) -> StageContext {
+    wander_data::synth::generate(
+        &SynthConfig {
+            users: 150,
+            items: 80,
+            clusters: 4,
+            interactions: 6000,
+            item_skew: 0.8,
+            user_skew: 0.5,
+            focus: 0.8,
+            seed: 11,
+            layout: Layout::Generic,
+        },
+        &root.join("data"),
+    )
+    .unwrap();
+    let mut cfg = Config::default_config();
+    cfg.run.dir = root.join("run");
+    cfg.data.format = DataFormat::Generic;
+    cfg.data.path = root.join("data").display().to_string();
+    cfg.data.interactions = "interactions.parquet".into();
+    cfg.data.items = "items.parquet".into();
+    cfg.taxonomy.coarse_clusters = 2;
+    cfg.taxonomy.fine_clusters = 6;
+    cfg.taxonomy.behaviour_dim = 8;
+    cfg.feedback.min_users = 2;
+    cfg.items.dim = 16;
+    cfg.items.heads = 2;
+    cfg.items.layers = 1;
+    cfg.items.max_len = 20;
+    cfg.items.max_epochs = 2;
+    cfg.items.batch_size = 64;
+    cfg.validate().unwrap();
+    StageContext::new(cfg)
+}
+
+/// The taxonomy stage's clustering on the log's behavioural embeddings, committed as the
+/// `taxonomy` folder.
+fn behavioural_taxonomy(ctx: &StageContext) {
+    let run = RunDir::open(&ctx.config.run.dir).unwrap();
+    let ds = wander_data::read_dataset(open(&run, StageId::Ingest).unwrap().reader()).unwrap();
+    let cfg = &ctx.config.taxonomy;
+    let ppmi = wander_taxonomy::behaviour::ppmi(&ds, cfg.window);
+    let vectors = wander_taxonomy::behaviour::embeddings(&ppmi, cfg.behaviour_dim, 5);
+    let tax = wander_taxonomy::build(&ds, &vectors, cfg, 5).unwrap();
+    let w = run.begin(StageId::Taxonomy.folder()).unwrap();
+    wander_taxonomy::write(&w, &tax, &ds).unwrap();
+    w.commit(
+        serde_json::json!({"behaviour_only": true}),
+        Default::default(),
+        serde_json::json!({}),
+    )
+    .unwrap();
+}
+
+/// A hand-written table in the `precompute` folder: every pair's first two other clusters.
+fn table_by_hand(ctx: &StageContext, n_clusters: u32) {
+    let run = RunDir::open(&ctx.config.run.dir).unwrap();
+    let mut table = ExplorationTable::new(n_clusters, 2);
+    for c1 in 0..n_clusters {
+        for c2 in (0..n_clusters).filter(|&c| c != c1) {
+            let choices = (0..n_clusters)
+                .filter(|c| *c != c1 && *c != c2)
+                .take(2)
+                .map(|cluster| Choice {
+                    cluster,
+                    alignment: 0.5 + cluster as f32 / 100.0,
+                    novelty_prob: 0.5,
+                    frequency: 1,
+                })
+                .collect();
+            table.set(c1, c2, choices).unwrap();
+        }
+    }
+    let w = run.begin(StageId::Precompute.folder()).unwrap();
+    artifacts::TABLE.write(&w, &table.to_bytes()).unwrap();
+    w.commit(
+        serde_json::json!({"by_hand": true}),
+        Default::default(),
+        serde_json::json!({}),
+    )
+    .unwrap();
+}
+
+#[test]
+fn log_stages_item_policy_and_serving_bundle_on_a_tiny_log() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ctx = tiny_world(tmp.path());
+
+    let ingest = stages::Ingest.run(&ctx, false).unwrap();
+    assert_eq!(ingest.id(), StageId::Ingest);
+    assert_eq!(ingest.fields()["interactions"], 6000, "{ingest}");
+    assert_eq!(ingest.fields()["skipped_rows"], 0);
+    assert!(
+        stages::Ingest.run(&ctx, false).unwrap().skipped(),
+        "unchanged: skipped"
+    );
+
+    behavioural_taxonomy(&ctx);
+    let run = RunDir::open(&ctx.config.run.dir).unwrap();
+    let tax = wander_taxonomy::read(open(&run, StageId::Taxonomy).unwrap().reader()).unwrap();
+    let n_clusters = tax.planner_clusters().len() as u32;
+    assert!(n_clusters >= 2);
+
+    // Transitions: every mined transition goes to a cluster outside its history pair, and
+    // the summary counts what the artifact holds.
+    let tr = stages::Transitions.run(&ctx, false).unwrap();
+    let transitions = open(&run, StageId::Transitions)
+        .unwrap()
+        .json(artifacts::TRANSITIONS)
+        .unwrap();
+    assert!(!transitions.is_empty());
+    assert!(transitions
+        .iter()
+        .all(|t| t.next != t.c1 && t.next != t.c2 && t.c1 != t.c2 && t.next < n_clusters));
+    let train = transitions
+        .iter()
+        .filter(|t| t.split == Split::Train)
+        .count();
+    assert_eq!(tr.fields()["train"]["transitions"], train as u64, "{tr}");
+
+    // Feedback: labels in [0, 1] for candidates outside the pair, per period.
+    let fb = stages::Feedback.run(&ctx, false).unwrap();
+    let feedback = open(&run, StageId::Feedback).unwrap();
+    for split in [Split::Train, Split::Valid, Split::Test] {
+        let labels = feedback.json(artifacts::labels(split)).unwrap();
+        assert!(labels
+            .iter()
+            .all(|l| (0.0..=1.0).contains(&l.label) && l.next != l.c1 && l.next != l.c2));
+    }
+    let train_labels = feedback.json(artifacts::LABELS_TRAIN).unwrap();
+    assert_eq!(
+        fb.fields()["train"]["labels"],
+        train_labels.len() as u64,
+        "{fb}"
+    );
+    // A file of another stage is not read from this one.
+    assert!(feedback.json(artifacts::TRANSITIONS).is_err());
+
+    // The item policy trains and is evaluated against popularity.
+    let ti = stages::TrainItems.run(&ctx, false).unwrap();
+    assert_eq!(ti.fields()["epochs"], 2, "{ti}");
+    let ei = stages::EvalItems.run(&ctx, false).unwrap();
+    assert_eq!(ei.fields()["retrieval"]["violations"], 0, "{ei}");
+    let ndcg = ei.fields()["methods"]["sasrec"]["ndcg_at_10"]["mean"]
+        .as_f64()
+        .unwrap();
+    assert!((0.0..=1.0).contains(&ndcg));
+
+    // The serving bundle, read by the service's own loader, answers a request from the table.
+    table_by_hand(&ctx, n_clusters);
+    let b = stages::Bundle.run(&ctx, false).unwrap();
+    assert_eq!(b.fields()["clusters"], n_clusters as u64, "{b}");
+    assert_eq!(b.fields()["items"], ingest.fields()["items"]);
+    let served =
+        wander_serve::artifacts::Artifacts::load(&ctx.config.run.dir, &ctx.config).unwrap();
+    assert_eq!(served.n_clusters(), n_clusters as usize);
+    let history = served.example_history();
+    assert_eq!(history.len(), 2, "two popular clusters give a history pair");
+    let request: wander_serve::ExploreRequest =
+        serde_json::from_value(serde_json::json!({"history": history, "clusters": 2, "items": 3}))
+            .unwrap();
+    let limits = wander_serve::Limits {
+        max_history: 10,
+        max_clusters: 5,
+        max_items: 10,
+    };
+    let answer = served.explore(&request, &limits).unwrap();
+    assert!(answer.fallback.is_none(), "{answer:?}");
+    assert_eq!(answer.clusters.len(), 2);
+    assert_eq!(answer.items.len(), 3);
+    let chosen: Vec<u32> = answer.clusters.iter().map(|c| c.id).collect();
+    assert!(answer.items.iter().all(|i| chosen.contains(&i.cluster)));
+    assert_eq!(
+        answer.table_version,
+        run.manifest_checksum(StageId::Precompute.folder()).unwrap()
+    );
+
+    // Fresh while its inputs are unchanged; a new precompute makes it stale.
+    assert!(stages::Bundle.run(&ctx, false).unwrap().skipped());
+    table_by_hand(&ctx, n_clusters);
+    assert!(!stages::Bundle.run(&ctx, false).unwrap().skipped());
+}
+
+#[test]
+fn a_stage_whose_input_is_missing_says_which_stage_to_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ctx = tiny_world(tmp.path());
+    stages::Ingest.run(&ctx, false).unwrap();
+    let err = stages::Transitions.run(&ctx, false).unwrap_err();
+    let msg = wander_pipeline::chain(&err);
+    assert!(
+        msg.contains("taxonomy") && msg.contains("has not been run"),
+        "{msg}"
+    );
+}
