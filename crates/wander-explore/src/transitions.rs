@@ -77,7 +77,7 @@ pub fn counts(transitions: &[Transition], split: Split) -> PairCounts {
 }
 
 /// Summary of one period's transitions.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TransitionStats {
     /// Transitions.
     pub transitions: usize,

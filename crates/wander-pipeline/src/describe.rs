@@ -2,33 +2,26 @@
 
 use serde_json::Value;
 
+use crate::summaries::*;
+use crate::StageId;
+
 /// One-line human summary of a stage.
 pub fn describe(summary: &Value) -> String {
     let stage = summary["stage"].as_str().unwrap_or("stage");
     match stage {
-        "ingest" => format!(
-            "ingest: {} users, {} items, {} interactions, {} positives ({}), {} skipped rows",
-            summary["users"],
-            summary["items"],
-            summary["interactions"],
-            summary["positives"],
-            summary["positive_rule"].as_str().unwrap_or(""),
-            summary["skipped_rows"]
-        ),
+        "ingest" => line::<IngestSummary>(StageId::Ingest, summary),
+        "transitions" => line::<TransitionsSummary>(StageId::Transitions, summary),
+        "train_novelty" => train_novelty_line(summary),
+        "feedback" => line::<FeedbackSummary>(StageId::Feedback, summary),
+        "train_alignment" => train_alignment_line(summary),
+        "precompute" => line::<PrecomputeSummary>(StageId::Precompute, summary),
+        "train_items" => line::<TrainItemsSummary>(StageId::TrainItems, summary),
+        "bundle" => line::<BundleSummary>(StageId::Bundle, summary),
+        "report" => line::<ReportSummary>(StageId::Report, summary),
         "taxonomy" => format!(
             "taxonomy: {} coarse / {} fine clusters, coherence {:.2} (random {:.2}), genre purity {:.2} (random {:.2}); report: {}",
             summary["coarse_clusters"], summary["fine_clusters"], summary["coherence_text"].as_f64().unwrap_or(0.0), summary["coherence_text_random"].as_f64().unwrap_or(0.0),
             summary["genre_purity"].as_f64().unwrap_or(0.0), summary["genre_purity_random"].as_f64().unwrap_or(0.0), summary["report"].as_str().unwrap_or("")
-        ),
-        "transitions" => format!(
-            "transitions: train {} over {} pairs (top 10% targets: {:.0}%), test {}; {} fine-tuning examples",
-            summary["train"]["transitions"], summary["train"]["pairs"], 100.0 * summary["train"]["top10pct_target_share"].as_f64().unwrap_or(0.0),
-            summary["test"]["transitions"], summary["sft_examples"]
-        ),
-        "train_novelty" => format!(
-            "train novelty: {} steps, loss {:.3} -> {:.3}, {:.0} tokens/s, {:.1} min",
-            summary["steps"], summary["first_loss"].as_f64().unwrap_or(0.0), summary["final_loss"].as_f64().unwrap_or(0.0),
-            summary["tokens_per_s"].as_f64().unwrap_or(0.0), summary["wall_seconds"].as_f64().unwrap_or(0.0) / 60.0
         ),
         "eval_novelty" => {
             let m = &summary["methods"];
@@ -39,16 +32,6 @@ pub fn describe(summary: &Value) -> String {
                 f("fine_tuned", "exact_match"), summary["report"].as_str().unwrap_or("")
             )
         }
-        "feedback" => format!(
-            "feedback: {} train labels over {} pairs (mean {:.3}), {} test labels; {} events in training",
-            summary["train"]["labels"], summary["train"]["pairs"], summary["train"]["label_mean"].as_f64().unwrap_or(f64::NAN),
-            summary["test"]["labels"], summary["train"]["events"]
-        ),
-        "train_alignment" => format!(
-            "train alignment: {} steps on {} pairs ({} labels), loss {:.4} -> {:.4}, {:.1} min",
-            summary["steps"], summary["pairs"], summary["labels"], summary["first_loss"].as_f64().unwrap_or(0.0),
-            summary["final_loss"].as_f64().unwrap_or(0.0), summary["wall_seconds"].as_f64().unwrap_or(0.0) / 60.0
-        ),
         "eval_alignment" => {
             let m = &summary["methods"];
             let f = |k: &str| m[k]["spearman"]["mean"].as_f64().unwrap_or(f64::NAN);
@@ -57,18 +40,10 @@ pub fn describe(summary: &Value) -> String {
                 summary["triples"], f("alignment_llm"), f("cluster_global_rate"), f("linear_embeddings"), summary["verdict"].as_str().unwrap_or("")
             )
         }
-        "precompute" => format!(
-            "precompute: {} pairs, n = {}, {} mode, {:.2} pairs/s, {} fallbacks",
-            summary["pairs"], summary["n"], summary["mode"].as_str().unwrap_or(""), summary["pairs_per_s"].as_f64().unwrap_or(0.0), summary["fallbacks"]
-        ),
         "eval_scaling" => format!(
             "eval scaling on {} events: hit@1 gain {:+.3}, feedback gain {:+.4}, novelty above co-occurrence: {}; report: {}",
             summary["events"], summary["claim"]["hit_at_1_gain"].as_f64().unwrap_or(f64::NAN), summary["claim"]["feedback_gain"].as_f64().unwrap_or(f64::NAN),
             summary["claim"]["novelty_above_cooccurrence"], summary["report"].as_str().unwrap_or("")
-        ),
-        "train_items" => format!(
-            "train items: {} epochs (best {}), valid NDCG@10 {:.4}, {:.1} s/epoch",
-            summary["epochs"], summary["best_epoch"], summary["best_valid_ndcg10"].as_f64().unwrap_or(0.0), summary["seconds_per_epoch"].as_f64().unwrap_or(0.0)
         ),
         "eval_items" => format!(
             "eval items on {} users: NDCG@10 SASRec {:.4}, popularity {:.4}; restricted retrieval p99 {:.3} ms; report: {}",
@@ -83,7 +58,6 @@ pub fn describe(summary: &Value) -> String {
             summary["peak_rss_bytes"].as_f64().unwrap_or(0.0) / 1048576.0,
             if summary["matches_in_memory"] == true { "; identical to the in-memory miners" } else { "" }
         ),
-        "report" => format!("report: {} sections, {} figures; open {}", summary["sections"].as_array().map_or(0, Vec::len), summary["figures"], summary["html"].as_str().unwrap_or("")),
         "eval" => {
             let st = &summary["strategies"];
             let names: Vec<String> = st.as_object().map(|o| o.keys().cloned().collect()).unwrap_or_default();

@@ -25,6 +25,7 @@ mod llm;
 pub mod run;
 mod stage;
 pub mod stages;
+pub mod summaries;
 
 pub use error::{chain, PipelineError, Result, ResultExt};
 pub use run::{run_all, RunSummary};

@@ -123,6 +123,7 @@ fn log_stages_item_policy_and_serving_bundle_on_a_tiny_log() {
     // Transitions: every mined transition goes to a cluster outside its history pair, and
     // the summary counts what the artifact holds.
     let tr = stages::Transitions.run(&ctx, false).unwrap();
+    assert!(tr.to_string().starts_with("transitions: train "), "{tr}");
     let transitions = open(&run, StageId::Transitions)
         .unwrap()
         .json(artifacts::TRANSITIONS)
@@ -157,6 +158,9 @@ fn log_stages_item_policy_and_serving_bundle_on_a_tiny_log() {
 
     // The item policy trains and is evaluated against popularity.
     let ti = stages::TrainItems.run(&ctx, false).unwrap();
+    let typed: wander_pipeline::summaries::TrainItemsSummary =
+        wander_pipeline::summaries::read(StageId::TrainItems, ti.fields()).unwrap();
+    assert_eq!(typed.epochs, 2);
     assert_eq!(ti.fields()["epochs"], 2, "{ti}");
     let ei = stages::EvalItems.run(&ctx, false).unwrap();
     assert_eq!(ei.fields()["retrieval"]["violations"], 0, "{ei}");
@@ -168,6 +172,13 @@ fn log_stages_item_policy_and_serving_bundle_on_a_tiny_log() {
     // The serving bundle, read by the service's own loader, answers a request from the table.
     table_by_hand(&ctx, n_clusters);
     let b = stages::Bundle.run(&ctx, false).unwrap();
+    for summary in [&ingest, &tr, &fb, &ti, &b] {
+        let line = summary.to_string();
+        assert!(
+            !line.contains("unreadable") && !line.contains("NaN"),
+            "{line}"
+        );
+    }
     assert_eq!(b.fields()["clusters"], n_clusters as u64, "{b}");
     assert_eq!(b.fields()["items"], ingest.fields()["items"]);
     let served =

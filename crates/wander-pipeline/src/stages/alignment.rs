@@ -200,28 +200,23 @@ pub fn train_alignment(ctx: &StageContext, force: bool) -> crate::Result<Summary
         w.write_json(train_report(StageId::TrainAlignment).file(), &report.history())?;
         crate::common::remove_scratch(&checkpoints);
         let pairs = train_labels.iter().map(|l| (l.c1, l.c2)).collect::<BTreeSet<_>>().len();
-        let mut summary = json!({
-            "steps": report.steps,
-            "pairs": pairs,
-            "labels": train_labels.len(),
-            "objective": cfg.objective,
-            "first_loss": report.losses.first(),
-            "final_loss": report.losses.last(),
-            "initial_eval_loss": initial_eval,
-            "eval_losses": report.eval_losses,
-            "tokens_per_s": report.tokens_per_second(),
-            "resumed_from": report.resumed_from,
-            "adapter": "adapter.safetensors",
-            "head": "head.safetensors",
-        });
-        if candidate {
-            summary["arch"] = json!(cfg.arch);
-            summary["prompts"] = json!(train.len());
-        }
-        if !held.is_empty() {
-            summary["holdout_candidates"] = json!(held);
-        }
-        Ok(summary)
+        crate::summaries::record(&crate::summaries::TrainAlignmentSummary {
+            steps: report.steps,
+            pairs,
+            labels: train_labels.len(),
+            objective: cfg.objective,
+            first_loss: report.losses.first().copied(),
+            final_loss: report.losses.last().copied(),
+            initial_eval_loss: initial_eval,
+            eval_losses: report.eval_losses.clone(),
+            tokens_per_s: report.tokens_per_second(),
+            resumed_from: report.resumed_from,
+            adapter: ALIGNMENT_ADAPTER.file().into(),
+            head: ALIGNMENT_HEAD.file().into(),
+            arch: candidate.then_some(cfg.arch),
+            prompts: candidate.then_some(train.len()),
+            holdout_candidates: held.iter().copied().collect(),
+        })
     })
     .context("train alignment failed; earlier artifacts are unchanged and a rerun resumes from the last checkpoint")?;
     Ok(report(StageId::TrainAlignment, &outcome))
@@ -233,11 +228,13 @@ const WITHIN_PAIR_MIN: usize = 3;
 /// The architecture the run's alignment model was trained with (its manifest records it;
 /// runs from before `alignment.arch` existed are the per-cluster head).
 pub(crate) fn trained_arch(run: &RunDir) -> crate::Result<AlignmentArch> {
-    let stage = open(&run, StageId::TrainAlignment)?;
-    Ok(match stage.manifest().summary.get("arch") {
-        Some(v) => serde_json::from_value(v.clone())?,
-        None => AlignmentArch::ClusterHead,
-    })
+    Ok(trained(run)?.arch())
+}
+
+/// The summary the alignment model's training recorded.
+fn trained(run: &RunDir) -> crate::Result<crate::summaries::TrainAlignmentSummary> {
+    let stage = open(run, StageId::TrainAlignment)?;
+    crate::summaries::read(StageId::TrainAlignment, &stage.manifest().summary)
 }
 
 /// Seeded Gaussian random projection of cluster centroids to `dim` dimensions.
@@ -279,10 +276,7 @@ pub fn eval_alignment(ctx: &StageContext, force: bool) -> crate::Result<Summary>
         let stage = open(&run, StageId::Feedback)?;
         // Candidates that training withheld (alignment.holdout_candidates) are unseen for the
         // baselines too.
-        let held: BTreeSet<u32> = match open(&run, StageId::TrainAlignment)?.manifest().summary.get("holdout_candidates") {
-            Some(v) => serde_json::from_value(v.clone())?,
-            None => BTreeSet::new(),
-        };
+        let held: BTreeSet<u32> = trained(&run)?.holdout_candidates.into_iter().collect();
         let seen = |l: &Label| !held.contains(&l.next);
         let train: Vec<Label> = stage.json(LABELS_TRAIN)?.into_iter().filter(seen).collect();
         let valid: Vec<Label> = stage.json(LABELS_VALID)?.into_iter().filter(seen).collect();

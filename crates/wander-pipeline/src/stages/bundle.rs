@@ -75,11 +75,11 @@ pub fn bundle(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
                 &precompute.path(TABLE)?,
                 &items.path(ITEM_MODEL)?,
             )?;
-            Ok(json!({
-                "clusters": catalogue.clusters.len(),
-                "items": catalogue.items.len(),
-                "table_version": catalogue.table_version,
-            }))
+            crate::summaries::record(&crate::summaries::BundleSummary {
+                clusters: catalogue.clusters.len(),
+                items: catalogue.items.len(),
+                table_version: catalogue.table_version.clone(),
+            })
         })
         .context("bundle failed; earlier artifacts in the run directory are unchanged")?;
     Ok(report(StageId::Bundle, &outcome))

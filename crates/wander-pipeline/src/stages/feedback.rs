@@ -46,7 +46,7 @@ pub fn feedback_stage(ctx: &StageContext, force: bool) -> crate::Result<Summary>
             );
         }
         let events = feedback::events(&ds, tax.planner_assign(), column.unwrap_or(usize::MAX));
-        let mut summary = serde_json::Map::new();
+        let mut periods = Vec::new();
         let describe = |c: u32| clusters[c as usize].description.clone();
         for (name, split) in [
             ("train", wander_data::Split::Train),
@@ -61,10 +61,15 @@ pub fn feedback_stage(ctx: &StageContext, force: bool) -> crate::Result<Summary>
             let sd = (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / values.len().max(1) as f64).sqrt();
             let pairs: BTreeSet<(u32, u32)> = labels.iter().map(|l| (l.c1, l.c2)).collect();
             let prefs = feedback::preferences(&labels, margin);
-            summary.insert(name.into(), json!({
-                "events": n_events, "positive_events": positive, "labels": labels.len(), "pairs": pairs.len(),
-                "label_mean": mean, "label_sd": sd, "preferences": prefs.len(),
-            }));
+            periods.push(crate::summaries::LabelStats {
+                events: n_events,
+                positive_events: positive,
+                labels: labels.len(),
+                pairs: pairs.len(),
+                label_mean: mean,
+                label_sd: sd,
+                preferences: prefs.len(),
+            });
             crate::artifacts::labels(split).write(w, &labels)?;
             if name == "train" {
                 let lines: String = labels.iter().map(|l| feedback::label_line(l, describe) + "\n").collect();
@@ -78,10 +83,17 @@ pub fn feedback_stage(ctx: &StageContext, force: bool) -> crate::Result<Summary>
                 PAIRWISE_TRAIN.write(w, lines.as_bytes())?;
             }
         }
-        summary.insert("signal".into(), json!(cfg.signal));
-        summary.insert("normalize".into(), json!(cfg.normalize));
-        summary.insert("min_users".into(), json!(cfg.min_users));
-        Ok(Value::Object(summary))
+        let [train, valid, test]: [crate::summaries::LabelStats; 3] = periods
+            .try_into()
+            .map_err(|_| crate::PipelineError::msg("three periods"))?;
+        crate::summaries::record(&crate::summaries::FeedbackSummary {
+            train,
+            valid,
+            test,
+            signal: cfg.signal,
+            normalize: cfg.normalize,
+            min_users: cfg.min_users,
+        })
     })
     .context("feedback failed; earlier artifacts in the run directory are unchanged")?;
     Ok(report(StageId::Feedback, &outcome))

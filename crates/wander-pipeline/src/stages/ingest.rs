@@ -79,25 +79,25 @@ pub fn ingest(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
         for example in &loaded.skips.examples {
             log(format!("skipped: {example}"));
         }
-        Ok(json!({
-            "data_path": root,
-            "format": cfg.format,
-            "positive_rule": cfg.positive,
-            "users": stats.users,
-            "items": stats.items,
-            "items_with_interactions": stats.items_with_interactions,
-            "interactions": stats.interactions,
-            "positives": stats.positives,
-            "positive_rate": stats.positive_rate,
-            "density": stats.density,
-            "time_min": stats.time_min,
-            "time_max": stats.time_max,
-            "temporal_split": {"train": stats.temporal_split[0], "valid": stats.temporal_split[1], "test": stats.temporal_split[2]},
-            "leave_last_out": {"train": stats.leave_last_out[0], "valid": stats.leave_last_out[1], "test": stats.leave_last_out[2]},
-            "feedback_columns": stats.feedback_columns,
-            "skipped_rows": loaded.skips.skipped_rows,
-            "skipped_by_reason": loaded.skips.by_reason,
-        }))
+        crate::summaries::record(&crate::summaries::IngestSummary {
+            data_path: root.clone(),
+            format: cfg.format,
+            positive_rule: cfg.positive.clone(),
+            users: stats.users,
+            items: stats.items,
+            items_with_interactions: stats.items_with_interactions,
+            interactions: stats.interactions,
+            positives: stats.positives,
+            positive_rate: stats.positive_rate,
+            density: stats.density,
+            time_min: stats.time_min,
+            time_max: stats.time_max,
+            temporal_split: stats.temporal_split.into(),
+            leave_last_out: stats.leave_last_out.into(),
+            feedback_columns: stats.feedback_columns,
+            skipped_rows: loaded.skips.skipped_rows,
+            skipped_by_reason: loaded.skips.by_reason.clone(),
+        })
     })
     .context("ingest failed; earlier artifacts in the run directory are unchanged")?;
     Ok(report(StageId::Ingest, &outcome))

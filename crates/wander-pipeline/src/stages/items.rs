@@ -79,12 +79,17 @@ pub fn train_items(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
         w.write_json(train_report(StageId::TrainItems).file(), &rep.history())?;
         crate::common::remove_scratch(&checkpoints);
         let n = rep.epochs.len().max(1) as f64;
-        Ok(json!({
-            "epochs": rep.epochs.len(), "best_epoch": rep.best_epoch, "best_valid_ndcg10": rep.best_valid_ndcg10,
-            "early_stopped": rep.early_stopped, "seconds_per_epoch": rep.epochs.iter().map(|e| e.train_seconds).sum::<f64>() / n,
-            "eval_seconds_per_epoch": rep.epochs.iter().map(|e| e.eval_seconds).sum::<f64>() / n,
-            "final_loss": rep.epochs.last().map(|e| e.loss), "resumed_from": rep.resumed_from, "loss": c.loss,
-        }))
+        crate::summaries::record(&crate::summaries::TrainItemsSummary {
+            epochs: rep.epochs.len(),
+            best_epoch: rep.best_epoch,
+            best_valid_ndcg10: rep.best_valid_ndcg10,
+            early_stopped: rep.early_stopped,
+            seconds_per_epoch: rep.epochs.iter().map(|e| e.train_seconds).sum::<f64>() / n,
+            eval_seconds_per_epoch: rep.epochs.iter().map(|e| e.eval_seconds).sum::<f64>() / n,
+            final_loss: rep.epochs.last().map(|e| e.loss),
+            resumed_from: rep.resumed_from,
+            loss: c.loss,
+        })
     })
     .context("train items failed; earlier artifacts are unchanged and a rerun resumes after the last finished epoch")?;
     Ok(report(StageId::TrainItems, &outcome))

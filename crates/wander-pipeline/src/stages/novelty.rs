@@ -72,16 +72,16 @@ pub fn train_novelty(ctx: &StageContext, force: bool) -> crate::Result<Summary> 
         model.save_lora(&NOVELTY_ADAPTER.path_in(w)?)?;
         w.write_json(train_report(StageId::TrainNovelty).file(), &report.history())?;
         crate::common::remove_scratch(&checkpoints);
-        Ok(json!({
-            "steps": report.steps,
-            "examples": train.len(),
-            "first_loss": report.losses.first(),
-            "final_loss": report.losses.last(),
-            "eval_losses": report.eval_losses,
-            "tokens_per_s": report.tokens_per_second(),
-            "resumed_from": report.resumed_from,
-            "adapter": "adapter.safetensors",
-        }))
+        crate::summaries::record(&crate::summaries::TrainNoveltySummary {
+            steps: report.steps,
+            examples: train.len(),
+            first_loss: report.losses.first().copied(),
+            final_loss: report.losses.last().copied(),
+            eval_losses: report.eval_losses.clone(),
+            tokens_per_s: report.tokens_per_second(),
+            resumed_from: report.resumed_from,
+            adapter: NOVELTY_ADAPTER.file().into(),
+        })
     })
     .context("train novelty failed; earlier artifacts are unchanged and a rerun resumes from the last checkpoint")?;
     Ok(report(StageId::TrainNovelty, &outcome))

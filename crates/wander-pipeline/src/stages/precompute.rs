@@ -317,18 +317,24 @@ pub fn precompute(
         write_scores(&SCORES.path_in(w)?, sc1, sc2, scl, snov, sal)?;
         let models: BTreeMap<String, String> = [StageId::TrainNovelty, StageId::TrainAlignment].iter().map(|&s| Ok((s.folder().to_string(), open(&run, s)?.manifest().outputs.iter().map(|(k, v)| format!("{k}:{}", v.sha256)).collect::<Vec<_>>().join(",")))).collect::<crate::Result<_>>()?;
         crate::common::remove_scratch(&work);
-        let mut summary = json!({
-            "pairs": table.pairs(), "clusters": m, "mode": cfg.mode, "n": cfg.n, "temperature": cfg.temperature, "top_k": cfg.top_k,
-            "fallbacks": fallbacks, "compute_seconds": seconds, "pairs_per_s": table.pairs() as f64 / seconds.max(1e-9),
-            "model_checksums": models, "table": "table.bin",
-        });
-        if cfg.normalize == ProposalNormalize::Answer {
-            summary["normalize"] = json!(cfg.normalize);
+        let answer = cfg.normalize == ProposalNormalize::Answer;
+        crate::summaries::record(&crate::summaries::PrecomputeSummary {
+            pairs: table.pairs(),
+            clusters: m as usize,
+            mode: cfg.mode,
+            n: cfg.n,
+            temperature: cfg.temperature,
+            top_k: cfg.top_k,
+            fallbacks,
+            compute_seconds: seconds,
+            pairs_per_s: table.pairs() as f64 / seconds.max(1e-9),
+            model_checksums: models,
+            table: TABLE.file().into(),
+            normalize: answer.then_some(cfg.normalize),
             // P2's "unconstrained validity": how often sampling at this temperature writes a
             // valid cluster description at all.
-            summary["valid_share_mean"] = json!(valid_shares.iter().sum::<f64>() / valid_shares.len().max(1) as f64);
-        }
-        Ok(summary)
+            valid_share_mean: answer.then(|| valid_shares.iter().sum::<f64>() / valid_shares.len().max(1) as f64),
+        })
     })
     .context("precompute failed; computed chunks are kept and a rerun continues from them")?;
     Ok(report(StageId::Precompute, &outcome))

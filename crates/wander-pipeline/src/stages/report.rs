@@ -100,7 +100,13 @@ pub fn report_stage(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
         let html = format!("<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>wander report</title><style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}}table{{border-collapse:collapse;margin:1em 0;font-size:13px}}td,th{{border:1px solid #ccc;padding:3px 6px;text-align:left}}th{{background:#f4f4f4}}code{{background:#f4f4f4;padding:0 3px}}figure{{margin:1em 0;overflow-x:auto}}blockquote{{border-left:4px solid #c60;margin:1em 0;padding:0 1em}}</style></head><body>\n{body}</body></html>\n");
         report_md(StageId::Report).write(w, md.as_bytes())?;
         w.write_bytes("report.html", html.as_bytes())?;
-        Ok(json!({"smoke": smoke, "sections": present.iter().map(|p| p.0.folder()).collect::<Vec<_>>(), "html": stage_dir.join("report.html"), "report": stage_dir.join("report.md"), "figures": svgs.len()}))
+        crate::summaries::record(&crate::summaries::ReportSummary {
+            smoke,
+            sections: present.iter().map(|p| p.0.folder().to_string()).collect(),
+            html: stage_dir.join("report.html"),
+            report: stage_dir.join("report.md"),
+            figures: svgs.len(),
+        })
     })
     .context("report failed; earlier artifacts in the run directory are unchanged")?;
     Ok(report(StageId::Report, &outcome))

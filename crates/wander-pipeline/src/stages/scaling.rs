@@ -35,7 +35,7 @@ pub fn eval_scaling(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
     let stage_dir = run.stage_dir(StageId::EvalScaling.folder());
     let outcome = run.run_stage(StageId::EvalScaling.folder(), slice, inputs, force, |w| -> crate::Result<Value> {
         let pre = open(&run, StageId::Precompute)?;
-        let m = pre.manifest().summary["clusters"].as_u64().context("precompute summary lacks `clusters`")? as usize;
+        let m = crate::summaries::read::<crate::summaries::PrecomputeSummary>(StageId::Precompute, &pre.manifest().summary)?.clusters;
         let HeldOut { scores, train, target_counts, events, label_of } = held_out(&run, m)?;
         let k = cfg.top_k;
         let rounds = cfg.bootstrap_rounds;

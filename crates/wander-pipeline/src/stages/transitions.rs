@@ -32,17 +32,7 @@ pub fn transitions(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
                 let tax = wander_taxonomy::read(open(&run, StageId::Taxonomy)?.reader())?;
                 let clusters = tax.planner_clusters();
                 let all = tr::mine(&ds, tax.planner_assign());
-                let mut summary = serde_json::Map::new();
-                for (name, split) in [
-                    ("train", wander_data::Split::Train),
-                    ("valid", wander_data::Split::Valid),
-                    ("test", wander_data::Split::Test),
-                ] {
-                    summary.insert(
-                        name.into(),
-                        serde_json::to_value(tr::stats(&tr::counts(&all, split), clusters.len()))?,
-                    );
-                }
+                let period = |split| tr::stats(&tr::counts(&all, split), clusters.len());
                 let div = sft::Diversify {
                     size: cfg.examples,
                     alpha: cfg.alpha,
@@ -71,11 +61,15 @@ pub fn transitions(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
                 TRANSITIONS.write(w, &all)?;
                 let targets: std::collections::BTreeSet<u32> =
                     train_set.iter().map(|e| e.next).collect();
-                summary.insert("sft_examples".into(), json!(train_set.len()));
-                summary.insert("sft_distinct_targets".into(), json!(targets.len()));
-                summary.insert("sft_eval_examples".into(), json!(eval_set.len()));
-                summary.insert("clusters".into(), json!(clusters.len()));
-                Ok(Value::Object(summary))
+                crate::summaries::record(&crate::summaries::TransitionsSummary {
+                    train: period(wander_data::Split::Train),
+                    valid: period(wander_data::Split::Valid),
+                    test: period(wander_data::Split::Test),
+                    sft_examples: train_set.len(),
+                    sft_distinct_targets: targets.len(),
+                    sft_eval_examples: eval_set.len(),
+                    clusters: clusters.len(),
+                })
             },
         )
         .context("transitions failed; earlier artifacts in the run directory are unchanged")?;
