@@ -3,15 +3,24 @@
 use serde::Serialize;
 use wander_core::rng::Rng;
 
-/// A figure with its 95% percentile-bootstrap interval over evaluation events.
-#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+/// A figure with its 95% percentile-bootstrap interval over evaluation events. Undefined
+/// (no events) is NaN, written as JSON `null` and read back as NaN.
+#[derive(Debug, Clone, Copy, Serialize, serde::Deserialize, PartialEq)]
 pub struct Estimate {
     /// Mean over events.
+    #[serde(deserialize_with = "nan_if_null")]
     pub mean: f64,
     /// 2.5th percentile of the bootstrap means.
+    #[serde(deserialize_with = "nan_if_null")]
     pub lo: f64,
     /// 97.5th percentile of the bootstrap means.
+    #[serde(deserialize_with = "nan_if_null")]
     pub hi: f64,
+}
+
+/// JSON has no NaN: serde_json writes it as `null`; this reads `null` back as NaN.
+pub fn nan_if_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(<Option<f64> as serde::Deserialize>::deserialize(d)?.unwrap_or(f64::NAN))
 }
 
 /// Mean and 95% percentile bootstrap interval (Efron and Tibshirani, 1993, ch. 13) of

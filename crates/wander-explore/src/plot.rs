@@ -90,7 +90,7 @@ pub fn panels(panels: &[Panel]) -> String {
         .map(panel_height)
         .fold(PLOT_BOTTOM + AXIS_SPACE, f64::max);
     let mut s = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{total_w}\" height=\"{h}\" viewBox=\"0 0 {total_w} {h}\" font-family=\"sans-serif\" font-size=\"10\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{total_w}\" height=\"{h}\" viewBox=\"0 0 {total_w} {h}\" style=\"max-width:100%;height:auto\" font-family=\"sans-serif\" font-size=\"10\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
     );
     for (i, p) in panels.iter().enumerate() {
         panel(&mut s, p, i as f64 * W);

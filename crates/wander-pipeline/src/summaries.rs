@@ -8,18 +8,14 @@ use std::fmt;
 use std::path::PathBuf;
 
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use wander_core::config::{AlignmentArch, DataFormat, ItemLoss, ProposalMode};
 use wander_explore::transitions::TransitionStats;
 
 use crate::StageId;
 
-/// A figure that may be undefined (no events): JSON has no NaN, so it is written as `null`
-/// and read back as NaN.
-fn nan_if_null<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
-    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
-}
+use wander_explore::metrics::{nan_if_null, Estimate};
 
 /// Counts per period.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -374,6 +370,461 @@ impl fmt::Display for ReportSummary {
             self.sections.len(),
             self.figures,
             self.html.display()
+        )
+    }
+}
+
+/// How a taxonomy mix scored, for the comparison of text-only, behaviour-only and the
+/// configured mix.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MixFigures {
+    /// Mean text-embedding coherence of the clusters.
+    pub coherence_text: f64,
+    /// Its lift over random clusters.
+    pub coherence_text_lift: f64,
+    /// Genre purity.
+    pub genre_purity: f64,
+}
+
+/// `wander taxonomy`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaxonomySummary {
+    /// Quality figures of the clusters.
+    #[serde(flatten)]
+    pub quality: wander_taxonomy::TaxonomyReport,
+    /// The level the planner reads.
+    pub planner_level: wander_core::config::PlannerLevel,
+    /// Items embedded in this run.
+    pub embedded_items: usize,
+    /// Items whose embedding came from the cache.
+    pub embedding_cache_hits: usize,
+    /// Embedding time.
+    pub embed_seconds: f64,
+    /// Text-only, behaviour-only and the configured mix under the same clustering.
+    pub mix_comparison: BTreeMap<String, MixFigures>,
+    /// The Markdown report.
+    pub report: PathBuf,
+}
+
+impl fmt::Display for TaxonomySummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let q = &self.quality;
+        write!(
+            f,
+            "taxonomy: {} coarse / {} fine clusters, coherence {:.2} (random {:.2}), genre purity {:.2} (random {:.2}); report: {}",
+            q.coarse_clusters,
+            q.fine_clusters,
+            q.coherence_text,
+            q.coherence_text_random,
+            q.genre_purity,
+            q.genre_purity_random,
+            self.report.display()
+        )
+    }
+}
+
+/// A ranking method's figures in `wander eval items`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RankingFigures {
+    /// NDCG@10.
+    pub ndcg_at_10: Estimate,
+    /// Recall@10.
+    pub recall_at_10: Estimate,
+    /// MRR@10.
+    pub mrr_at_10: Estimate,
+    /// Test users.
+    pub users: usize,
+}
+
+/// Cluster-restricted retrieval in `wander eval items`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RetrievalFigures {
+    /// Requests made (one per test user).
+    pub requests: usize,
+    /// Recall@10 of the quantized index against the exact scan.
+    #[serde(deserialize_with = "nan_if_null")]
+    pub quantized_recall_at_10_vs_exact: f64,
+    /// Share of requests whose top 10 holds the test item.
+    #[serde(deserialize_with = "nan_if_null")]
+    pub restricted_hit_at_10: f64,
+    /// Items returned outside the clusters or already seen (must be 0).
+    pub violations: usize,
+    /// Mean latency.
+    #[serde(deserialize_with = "nan_if_null")]
+    pub latency_ms_mean: f64,
+    /// Median latency.
+    #[serde(deserialize_with = "nan_if_null")]
+    pub latency_ms_p50: f64,
+    /// 99th percentile latency.
+    #[serde(deserialize_with = "nan_if_null")]
+    pub latency_ms_p99: f64,
+    /// The index configured.
+    pub index: wander_core::config::IndexKind,
+}
+
+/// `wander eval items`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvalItemsSummary {
+    /// Test users.
+    pub users: usize,
+    /// `sasrec` and `popularity`.
+    pub methods: BTreeMap<String, RankingFigures>,
+    /// Cluster-restricted retrieval.
+    pub retrieval: RetrievalFigures,
+    /// Full ranking of all users.
+    pub ranking_seconds: f64,
+    /// The Markdown report.
+    pub report: PathBuf,
+}
+
+impl fmt::Display for EvalItemsSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ndcg = |m: &str| self.methods.get(m).map_or(f64::NAN, |r| r.ndcg_at_10.mean);
+        write!(
+            f,
+            "eval items on {} users: NDCG@10 SASRec {:.4}, popularity {:.4}; restricted retrieval p99 {:.3} ms; report: {}",
+            self.users,
+            ndcg("sasrec"),
+            ndcg("popularity"),
+            self.retrieval.latency_ms_p99,
+            self.report.display()
+        )
+    }
+}
+
+/// A method's figures in `wander eval novelty`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NoveltyFigures {
+    /// Share of events whose next cluster is ranked first.
+    pub hit_at_1: Estimate,
+    /// ... among the top 5.
+    pub hit_at_5: Estimate,
+    /// Mean self-information of the top 5.
+    pub novelty_bits: Estimate,
+    /// Share of the top 5 never seen after the pair in training.
+    pub out_of_loop: Estimate,
+    /// Distinct clusters ranked first over the pairs.
+    pub coverage_top1_clusters: usize,
+    /// LLM methods: share of unconstrained samples that parse to a cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exact_match: Option<Estimate>,
+    /// LLM methods: the same for greedy answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exact_match_greedy: Option<Estimate>,
+    /// LLM methods: the same for trie-constrained samples.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub constrained_validity: Option<Estimate>,
+}
+
+/// `wander eval novelty`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvalNoveltySummary {
+    /// Test events.
+    pub events: usize,
+    /// Their distinct history pairs.
+    pub pairs: usize,
+    /// By method.
+    pub methods: BTreeMap<String, NoveltyFigures>,
+    /// The Markdown report.
+    pub report: PathBuf,
+}
+
+impl fmt::Display for EvalNoveltySummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let hit5 = |m: &str| self.methods.get(m).map_or(f64::NAN, |r| r.hit_at_5.mean);
+        let exact = self
+            .methods
+            .get("fine_tuned")
+            .and_then(|r| r.exact_match)
+            .map_or(f64::NAN, |e| e.mean);
+        write!(
+            f,
+            "eval novelty on {} test events: hit@5 fine-tuned {:.3}, zero-shot {:.3}, co-occurrence {:.3}, random {:.3}; exact match {:.3}; report: {}",
+            self.events,
+            hit5("fine_tuned"),
+            hit5("zero_shot"),
+            hit5("cooccurrence"),
+            hit5("random"),
+            exact,
+            self.report.display()
+        )
+    }
+}
+
+/// A scorer's figures in `wander eval alignment`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlignmentFigures {
+    /// Spearman correlation with the held-out labels.
+    pub spearman: Estimate,
+    /// AUC of separating labels above the median.
+    pub auc_above_median: Estimate,
+    /// Mean absolute error.
+    pub mae: Estimate,
+    /// Spearman within a history pair, averaged over pairs.
+    pub within_pair_spearman: Estimate,
+    /// Spearman on history pairs without a training label (`null`: too few).
+    pub spearman_heldout_pairs: Option<Estimate>,
+    /// Spearman on candidates without a training label (`null`: too few).
+    pub spearman_heldout_candidates: Option<Estimate>,
+}
+
+/// `wander eval alignment`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvalAlignmentSummary {
+    /// Held-out (pair, candidate) triples.
+    pub triples: usize,
+    /// Their history pairs.
+    pub pairs: usize,
+    /// The architecture evaluated.
+    pub arch: AlignmentArch,
+    /// Pairs behind the within-pair figure.
+    pub within_pair_pairs: usize,
+    /// Triples whose pair had no training label.
+    pub heldout_pair_triples: usize,
+    /// Triples whose candidate had no training label.
+    pub heldout_candidate_triples: usize,
+    /// Clusters withheld from training by design.
+    pub holdout_candidates: Vec<u32>,
+    /// By scorer: `alignment_llm`, `cluster_global_rate`, `linear_embeddings`.
+    pub methods: BTreeMap<String, AlignmentFigures>,
+    /// Ridge penalty picked on validation labels.
+    pub ridge_lambda: f64,
+    /// The verdict in words.
+    pub verdict: String,
+    /// The Markdown report.
+    pub report: PathBuf,
+}
+
+impl fmt::Display for EvalAlignmentSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let rho = |m: &str| self.methods.get(m).map_or(f64::NAN, |r| r.spearman.mean);
+        write!(
+            f,
+            "eval alignment on {} held-out triples: Spearman LLM {:.3}, cluster rate {:.3}, linear {:.3}. {}",
+            self.triples,
+            rho("alignment_llm"),
+            rho("cluster_global_rate"),
+            rho("linear_embeddings"),
+            self.verdict
+        )
+    }
+}
+
+/// A strategy's figures in `wander eval`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StrategyFigures {
+    /// The actual next cluster served first.
+    pub hit_at_1: Estimate,
+    /// ... among the top k (`precompute.top_k`).
+    pub hit_at_k: Estimate,
+    /// Held-out collective feedback of the served cluster.
+    pub heldout_feedback: Estimate,
+    /// Self-information of the served cluster.
+    pub novelty_bits: Estimate,
+    /// Served clusters that never followed the pair in training.
+    pub out_of_loop: Estimate,
+    /// Events where a valid novel cluster was served.
+    pub validity: Estimate,
+    /// Clusters served at least once in expectation.
+    pub coverage_clusters: usize,
+    /// Entropy of the served clusters.
+    #[serde(deserialize_with = "nan_if_null")]
+    pub diversity_bits: f64,
+    /// Mean pairwise centroid distance within the top-k list (NaN: not a list strategy).
+    #[serde(deserialize_with = "nan_if_null")]
+    pub intra_list_diversity: f64,
+    /// Expected distinct (user, cluster) pairs matched.
+    #[serde(deserialize_with = "nan_if_null")]
+    pub unique_user_cluster_hits: f64,
+}
+
+/// `wander eval`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvalSummary {
+    /// Test events.
+    pub events: usize,
+    /// Their history pairs.
+    pub pairs: usize,
+    /// By strategy.
+    pub strategies: BTreeMap<String, StrategyFigures>,
+    /// The Markdown report.
+    pub report: PathBuf,
+}
+
+impl fmt::Display for EvalSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let parts: Vec<String> = self
+            .strategies
+            .iter()
+            .map(|(n, s)| format!("{n} {:.3}", s.hit_at_k.mean))
+            .collect();
+        write!(
+            f,
+            "eval on {} events: hit@k {}; report: {}",
+            self.events,
+            parts.join(", "),
+            self.report.display()
+        )
+    }
+}
+
+/// A strategy's figures in `wander eval scaling`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScalingFigures {
+    /// The actual next cluster served.
+    pub hit_at_1: Estimate,
+    /// Held-out collective feedback of the served cluster.
+    pub heldout_feedback: Estimate,
+    /// Events with such a label.
+    pub feedback_events: usize,
+    /// Self-information of the served cluster.
+    pub novelty_bits: Estimate,
+    /// Entropy of the served clusters.
+    #[serde(deserialize_with = "nan_if_null")]
+    pub diversity_bits: f64,
+    /// `hit_at_{k}` for `precompute.top_k` (named by its k).
+    #[serde(flatten)]
+    pub hit_at_k: BTreeMap<String, Estimate>,
+}
+
+/// The method's claim as `wander eval scaling` measures it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScalingClaim {
+    /// hit@1 at the largest n minus at the smallest.
+    #[serde(deserialize_with = "nan_if_null")]
+    pub hit_at_1_gain: f64,
+    /// Held-out feedback at the largest n minus at the smallest.
+    #[serde(deserialize_with = "nan_if_null")]
+    pub feedback_gain: f64,
+    /// Whether novelty at the largest n stays above co-occurrence's.
+    pub novelty_above_cooccurrence: bool,
+}
+
+/// `wander eval scaling`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvalScalingSummary {
+    /// Test events.
+    pub events: usize,
+    /// Their history pairs.
+    pub pairs: usize,
+    /// By strategy (`best_of_n`, `novelty_only_n`, `cooccurrence`).
+    pub strategies: BTreeMap<String, ScalingFigures>,
+    /// The claim.
+    pub claim: ScalingClaim,
+    /// The Markdown report.
+    pub report: PathBuf,
+    /// The figure.
+    pub plot: PathBuf,
+}
+
+impl fmt::Display for EvalScalingSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "eval scaling on {} events: hit@1 gain {:+.3}, feedback gain {:+.4}, novelty above co-occurrence: {}; report: {}",
+            self.events,
+            self.claim.hit_at_1_gain,
+            self.claim.feedback_gain,
+            self.claim.novelty_above_cooccurrence,
+            self.report.display()
+        )
+    }
+}
+
+/// `wander simulate` (and `--aa`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SimulateSummary {
+    /// Arms, the control first.
+    pub arms: Vec<String>,
+    /// Simulated users.
+    pub users: usize,
+    /// Days.
+    pub days: usize,
+    /// Seeds.
+    pub seeds: usize,
+    /// Compute time.
+    pub seconds: f64,
+    /// Per treatment arm, per figure: the effect against the control.
+    pub effects: BTreeMap<String, BTreeMap<String, wander_sim::Effect>>,
+    /// The Markdown report.
+    pub report: PathBuf,
+}
+
+/// The one-line description of a simulation (`simulate` or `simulate_aa`).
+pub(crate) fn simulate_line(id: StageId, fields: &Value) -> String {
+    let s = match read::<SimulateSummary>(id, fields) {
+        Ok(s) => s,
+        Err(e) => return format!("{}: {e}", id.folder()),
+    };
+    let effects: Vec<String> = s
+        .arms
+        .iter()
+        .skip(1)
+        .map(
+            |a| match s.effects.get(a).and_then(|e| e.get("positive_rate")) {
+                Some(e) => format!(
+                    "{a}: positive rate {:+.2}% [{:+.2}, {:+.2}]",
+                    e.relative_pct, e.lo, e.hi
+                ),
+                None => format!("{a}: no positive-rate effect recorded"),
+            },
+        )
+        .collect();
+    format!(
+        "{}: {} users x {} days x {} seeds in {:.1} s; vs {}: {}; report: {}",
+        id.folder(),
+        s.users,
+        s.days,
+        s.seeds,
+        s.seconds,
+        s.arms.first().map_or("", String::as_str),
+        effects.join("; "),
+        s.report.display()
+    )
+}
+
+/// `wander eval planted`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlantedSummary {
+    /// LoRA steps.
+    pub steps: usize,
+    /// Training labels of the synthetic world.
+    pub train_labels: usize,
+    /// Held-out labels.
+    pub test_labels: usize,
+    /// Held-out pairs.
+    pub test_pairs: usize,
+    /// Held-out loss before training.
+    #[serde(deserialize_with = "nan_if_null")]
+    pub initial_eval_loss: f64,
+    /// Held-out loss by step.
+    pub eval_losses: Vec<(usize, f64)>,
+    /// Within-pair Spearman of the model, the global rate and the planted rule.
+    pub within_pair_spearman: BTreeMap<String, Estimate>,
+    /// The goal for the model.
+    pub goal: f64,
+    /// Whether the model met it.
+    pub goal_met: bool,
+    /// The Markdown report.
+    pub report: PathBuf,
+}
+
+impl fmt::Display for PlantedSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let rho = |m: &str| {
+            self.within_pair_spearman
+                .get(m)
+                .map_or(f64::NAN, |e| e.mean)
+        };
+        write!(
+            f,
+            "eval planted: within-pair Spearman {:.3} (global rate {:.3}, planted rule {:.3}); goal {} {}; report: {}",
+            rho("alignment_llm"),
+            rho("cluster_global_rate"),
+            rho("planted_rule"),
+            self.goal,
+            if self.goal_met { "met" } else { "not met" },
+            self.report.display()
         )
     }
 }

@@ -8,7 +8,7 @@ use wander_data::{Dataset, Split};
 use crate::Taxonomy;
 
 /// Figures of a taxonomy (the `taxonomy` stage's `--json`).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct TaxonomyReport {
     /// Number of coarse clusters.
     pub coarse_clusters: usize,

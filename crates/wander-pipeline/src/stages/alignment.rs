@@ -335,7 +335,7 @@ pub fn eval_alignment(ctx: &StageContext, force: bool) -> crate::Result<Summary>
         let mut sorted = truth.clone();
         sorted.sort_by(|a, b| a.total_cmp(b));
         let median = sorted[sorted.len() / 2];
-        let mut methods = serde_json::Map::new();
+        let mut overall = BTreeMap::new();
         let mut md = format!(
             "# Alignment model: offline evaluation\n\nProtocol: collective feedback labels (`{}` signal, `{}` normalisation, at least {} users, rounded to {}) of the held-out test period: {} (c1, c2, candidate) triples over {} history pairs. The model was trained on {} training-period labels. Above-median for AUC: label > {median:.3}. 95% intervals: percentile bootstrap over triples ({rounds} resamples).\n\n| method | Spearman | AUC (above median) | MAE |\n|---|---|---|---|\n",
             serde_json::to_value(ctx.config.feedback.signal)?.as_str().unwrap_or(""), serde_json::to_value(ctx.config.feedback.normalize)?.as_str().unwrap_or(""), ctx.config.feedback.min_users, ctx.config.feedback.round, test.len(), pairs.len(), train.len()
@@ -351,7 +351,7 @@ pub fn eval_alignment(ctx: &StageContext, force: bool) -> crate::Result<Summary>
             debug_assert!((m.mean - mae(pred, &truth)).abs() < 1e-9);
             md.push_str(&format!("| {name} | {} | {} | {} |\n", fmt(&s), fmt(&a), fmt(&m)));
             spear.insert(name, s);
-            methods.insert(name.into(), json!({"spearman": s, "auc_above_median": a, "mae": m}));
+            overall.insert(name, (s, a, m));
         }
         let beats = |other: &str| spear["alignment_llm"].lo > spear[other].hi;
         let verdict = if beats("cluster_global_rate") && beats("linear_embeddings") {
@@ -382,23 +382,40 @@ pub fn eval_alignment(ctx: &StageContext, force: bool) -> crate::Result<Summary>
             new_pair.len(), new_candidate.len(),
             if held.is_empty() { String::new() } else { format!("; {} clusters were withheld from training by design (alignment.holdout_candidates: {})", held.len(), held.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")) }
         ));
+        let mut methods = BTreeMap::new();
         for (name, pred) in [("alignment_llm", &llm), ("cluster_global_rate", &global), ("linear_embeddings", &linear)] {
             let per_pair = within_group_spearman(&pair_of, pred, &truth, WITHIN_PAIR_MIN);
             within_pairs = per_pair.len();
             let within = bootstrap(&per_pair, rounds, seed ^ 14);
             let (hp, hc) = (subset(pred, &new_pair, 15), subset(pred, &new_candidate, 16));
             md.push_str(&format!("| {name} | {} ({} pairs) | {} | {} |\n", fmt(&within), per_pair.len(), show(&hp), show(&hc)));
-            if let Some(Value::Object(m)) = methods.get_mut(name) {
-                m.insert("within_pair_spearman".into(), json!(within));
-                m.insert("spearman_heldout_pairs".into(), json!(hp));
-                m.insert("spearman_heldout_candidates".into(), json!(hc));
-            }
+            let (spearman, auc_above_median, mae) = overall[name];
+            methods.insert(name.to_string(), crate::summaries::AlignmentFigures {
+                spearman,
+                auc_above_median,
+                mae,
+                within_pair_spearman: within,
+                spearman_heldout_pairs: hp,
+                spearman_heldout_candidates: hc,
+            });
         }
         md.push_str(&format!("\n{verdict}\n\nBaselines: `cluster_global_rate` predicts the candidate's mean training label whatever the history (a popularity-of-satisfaction prior); `linear_embeddings` is ridge regression (penalty {lambda} picked on validation labels) on [e1 + e2, e_c, (e1 + e2) * e_c], e = the cluster's centroid embedding under a seeded random projection to 32 dimensions. Spearman: rank correlation with ties averaged; AUC: Mann-Whitney with ties one half; MAE in label units.\n"));
         report_md(StageId::EvalAlignment).write(w, md.as_bytes())?;
         let preds: Vec<Value> = test.iter().zip(&llm).zip(&global).zip(&linear).map(|(((l, a), g), r)| json!({"c1": l.c1, "c2": l.c2, "next": l.next, "label": l.label, "alignment_llm": a, "cluster_global_rate": g, "linear_embeddings": r})).collect();
         w.write_json("predictions.json", &preds)?;
-        Ok(json!({"triples": test.len(), "pairs": pairs.len(), "arch": arch, "within_pair_pairs": within_pairs, "heldout_pair_triples": new_pair.len(), "heldout_candidate_triples": new_candidate.len(), "holdout_candidates": held, "methods": methods, "ridge_lambda": lambda, "verdict": verdict, "report": stage_dir.join("report.md")}))
+        crate::summaries::record(&crate::summaries::EvalAlignmentSummary {
+            triples: test.len(),
+            pairs: pairs.len(),
+            arch,
+            within_pair_pairs: within_pairs,
+            heldout_pair_triples: new_pair.len(),
+            heldout_candidate_triples: new_candidate.len(),
+            holdout_candidates: held.iter().copied().collect(),
+            methods,
+            ridge_lambda: lambda,
+            verdict,
+            report: stage_dir.join("report.md"),
+        })
     })
     .context("eval alignment failed; earlier artifacts in the run directory are unchanged")?;
     Ok(report(StageId::EvalAlignment, &outcome))

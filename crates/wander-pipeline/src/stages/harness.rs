@@ -73,7 +73,7 @@ pub fn eval_all(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
             (format!("best_of_{}", cfg.n), Some(&best)),
             ("oracle".into(), None),
         ];
-        let mut results = serde_json::Map::new();
+        let mut results = BTreeMap::new();
         let metrics = ["hit_at_1", "hit_at_k", "heldout_feedback", "novelty_bits", "out_of_loop", "validity"];
         let mut md = format!(
             "# Exploration strategies on the held-out period\n\nProtocol: global temporal split (test = latest {:.0}% of interactions; seed {seed}); {} test-period transitions (a user's two most recent distinct positively engaged clusters and the next new one) over {} history pairs; each strategy serves the exploration slot for the pair. LLM strategies use the exact proposal distributions of the precompute stage (`{}` mode, temperature {}), top-{k} lists from {} simulated proposal sets. 95% percentile-bootstrap intervals over events ({rounds} resamples).\n\n| strategy | hit@1 | hit@{k} | held-out feedback | novelty (bits) | out-of-loop | validity | coverage | diversity (bits) | intra-list diversity | unique user-cluster hits |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
@@ -126,28 +126,35 @@ pub fn eval_all(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
             }
             let coverage = served.iter().filter(|&&s| s >= 1.0).count();
             let unique = pair_hits.values().map(|miss| 1.0 - miss).sum::<f64>();
-            let mut entry = serde_json::Map::new();
-            for (mi, mname) in metrics.iter().enumerate() {
-                entry.insert(mname.to_string(), serde_json::to_value(bootstrap(&vals[mi], rounds, seed ^ (si as u64 * 16 + mi as u64)))?);
-            }
-            entry.insert("coverage_clusters".into(), json!(coverage));
-            entry.insert("diversity_bits".into(), json!(entropy_bits(&served)));
-            entry.insert("intra_list_diversity".into(), json!(if ild.is_empty() { f64::NAN } else { ild.iter().sum::<f64>() / ild.len() as f64 }));
-            entry.insert("unique_user_cluster_hits".into(), json!(unique));
-            let cell = |key: &str| {
-                let v = &entry[key];
-                format!("{:.3} [{:.3}, {:.3}]", v["mean"].as_f64().unwrap_or(f64::NAN), v["lo"].as_f64().unwrap_or(f64::NAN), v["hi"].as_f64().unwrap_or(f64::NAN))
+            let est = |mi: usize| bootstrap(&vals[mi], rounds, seed ^ (si as u64 * 16 + mi as u64));
+            let entry = crate::summaries::StrategyFigures {
+                hit_at_1: est(0),
+                hit_at_k: est(1),
+                heldout_feedback: est(2),
+                novelty_bits: est(3),
+                out_of_loop: est(4),
+                validity: est(5),
+                coverage_clusters: coverage,
+                diversity_bits: entropy_bits(&served),
+                intra_list_diversity: if ild.is_empty() { f64::NAN } else { ild.iter().sum::<f64>() / ild.len() as f64 },
+                unique_user_cluster_hits: unique,
             };
+            let cell = |v: &wander_explore::metrics::Estimate| format!("{:.3} [{:.3}, {:.3}]", v.mean, v.lo, v.hi);
             md.push_str(&format!(
                 "| {name} | {} | {} | {} | {} | {} | {} | {coverage} | {:.2} | {} | {unique:.0} |\n",
-                cell("hit_at_1"), cell("hit_at_k"), cell("heldout_feedback"), cell("novelty_bits"), cell("out_of_loop"), cell("validity"), entropy_bits(&served),
-                entry["intra_list_diversity"].as_f64().map_or("n/a".into(), |v| if v.is_nan() { "n/a".into() } else { format!("{v:.3}") })
+                cell(&entry.hit_at_1), cell(&entry.hit_at_k), cell(&entry.heldout_feedback), cell(&entry.novelty_bits), cell(&entry.out_of_loop), cell(&entry.validity), entropy_bits(&served),
+                if entry.intra_list_diversity.is_nan() { "n/a".to_string() } else { format!("{:.3}", entry.intra_list_diversity) }
             ));
-            results.insert(name.clone(), Value::Object(entry));
+            results.insert(name.clone(), entry);
         }
         md.push_str(&format!("\nDefinitions and sources: hit@k = share of events whose actual next cluster is among the strategy's top k (hit rate; with the top-1 served, hit@1); held-out feedback = the test-period collective feedback label (feedback stage; P2's alignment target) of the served cluster after that pair, where one exists; novelty = mean self-information -log2 p(c) of the served cluster, p from training target frequencies (Zhou et al., PNAS 2010); out-of-loop = share of served clusters that never followed that pair in training (P1's motivation: leaving the feedback loop); validity = share of events where the strategy served a valid novel cluster (LLM proposals of a history cluster are dropped; if all n are, nothing is served); coverage = clusters served at least once in expectation (catalogue coverage, Ge et al., RecSys 2010); diversity = entropy of the served clusters over events; intra-list diversity = mean pairwise (1 - cosine) of the top-{k} clusters' centroid embeddings (Ziegler et al., WWW 2005), with inclusion probabilities as weights for randomised lists; unique user-cluster hits = expected number of distinct (user, cluster) pairs the slot would have matched (P2's exploration-diversity figure). The oracle serves the actual next cluster: an upper bound for hit rates only.\n"));
         report_md(StageId::Eval).write(w, md.as_bytes())?;
-        Ok(json!({"events": events.len(), "pairs": pairs.len(), "strategies": results, "report": stage_dir.join("report.md")}))
+        crate::summaries::record(&crate::summaries::EvalSummary {
+            events: events.len(),
+            pairs: pairs.len(),
+            strategies: results,
+            report: stage_dir.join("report.md"),
+        })
     })
     .context("eval failed; earlier artifacts in the run directory are unchanged")?;
     Ok(report(StageId::Eval, &outcome))

@@ -95,9 +95,14 @@ pub fn train_items(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
     Ok(report(StageId::TrainItems, &outcome))
 }
 
-fn estimate(ranks_: &[usize], f: impl Fn(usize) -> f64, rounds: usize, seed: u64) -> Value {
+fn estimate(
+    ranks_: &[usize],
+    f: impl Fn(usize) -> f64,
+    rounds: usize,
+    seed: u64,
+) -> wander_explore::metrics::Estimate {
     let v: Vec<f64> = ranks_.iter().map(|&r| f(r)).collect();
-    serde_json::to_value(bootstrap(&v, rounds, seed)).unwrap_or(Value::Null)
+    bootstrap(&v, rounds, seed)
 }
 
 /// `wander eval items`.
@@ -120,22 +125,22 @@ pub fn eval_items(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
         let pop_scores = seqs.popularity();
         let pop = ranks(&seqs, Target::Test, |_| pop_scores.clone(), 64, th);
         let rounds = 1000;
-        let mut methods = serde_json::Map::new();
+        let mut methods = std::collections::BTreeMap::new();
         let mut md = format!(
             "# Item policy: offline evaluation\n\nProtocol: leave-last-out per user over all interactions (implicit feedback): the last item is the test target, the second-to-last validation (early stopping), the rest training. Full ranking over all {} catalogue items; the user's training and validation items are removed from the candidates; ties are broken by item id (lower first). {} test users. 95% percentile-bootstrap intervals over users ({rounds} resamples).\n\n| model | NDCG@10 | Recall@10 | MRR@10 |\n|---|---|---|---|\n",
             seqs.vocab - 1, sas.len()
         );
         for (name, r) in [("sasrec", &sas), ("popularity", &pop)] {
             let m = RankingMetrics::from_ranks(r.clone(), 10);
-            let e = json!({
-                "ndcg_at_10": estimate(r, |x| wander_items::eval::ndcg_at(x, 10), rounds, seed ^ 1),
-                "recall_at_10": estimate(r, |x| f64::from(u8::from(x <= 10)), rounds, seed ^ 2),
-                "mrr_at_10": estimate(r, |x| if x <= 10 { 1.0 / x as f64 } else { 0.0 }, rounds, seed ^ 3),
-                "users": m.users,
-            });
-            let cell = |k: &str| format!("{:.4} [{:.4}, {:.4}]", e[k]["mean"].as_f64().unwrap_or(f64::NAN), e[k]["lo"].as_f64().unwrap_or(f64::NAN), e[k]["hi"].as_f64().unwrap_or(f64::NAN));
-            md.push_str(&format!("| {name} | {} | {} | {} |\n", cell("ndcg_at_10"), cell("recall_at_10"), cell("mrr_at_10")));
-            methods.insert(name.into(), e);
+            let e = crate::summaries::RankingFigures {
+                ndcg_at_10: estimate(r, |x| wander_items::eval::ndcg_at(x, 10), rounds, seed ^ 1),
+                recall_at_10: estimate(r, |x| f64::from(u8::from(x <= 10)), rounds, seed ^ 2),
+                mrr_at_10: estimate(r, |x| if x <= 10 { 1.0 / x as f64 } else { 0.0 }, rounds, seed ^ 3),
+                users: m.users,
+            };
+            let cell = |e: &wander_explore::metrics::Estimate| format!("{:.4} [{:.4}, {:.4}]", e.mean, e.lo, e.hi);
+            md.push_str(&format!("| {name} | {} | {} | {} |\n", cell(&e.ndcg_at_10), cell(&e.recall_at_10), cell(&e.mrr_at_10)));
+            methods.insert(name.to_string(), e);
         }
         // Cluster-restricted retrieval: for each test user, the test item's planner cluster
         // plus one other; exact scan vs the quantized index, and per-request latency.
@@ -172,18 +177,28 @@ pub fn eval_items(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
         }
         latencies.sort_by(|a, b| a.total_cmp(b));
         let pct = |q: f64| latencies.get(((latencies.len().max(1) - 1) as f64 * q).round() as usize).copied().unwrap_or(f64::NAN);
-        let retrieval = json!({
-            "requests": users.len(), "quantized_recall_at_10_vs_exact": found as f64 / total.max(1) as f64,
-            "restricted_hit_at_10": hits_exact as f64 / users.len().max(1) as f64,
-            "violations": violations, "latency_ms_mean": latencies.iter().sum::<f64>() / latencies.len().max(1) as f64,
-            "latency_ms_p50": pct(0.5), "latency_ms_p99": pct(0.99), "index": c.index,
-        });
+        let retrieval = crate::summaries::RetrievalFigures {
+            requests: users.len(),
+            quantized_recall_at_10_vs_exact: found as f64 / total.max(1) as f64,
+            restricted_hit_at_10: hits_exact as f64 / users.len().max(1) as f64,
+            violations,
+            latency_ms_mean: latencies.iter().sum::<f64>() / latencies.len().max(1) as f64,
+            latency_ms_p50: pct(0.5),
+            latency_ms_p99: pct(0.99),
+            index: c.index,
+        };
         md.push_str(&format!(
             "\nCluster-restricted retrieval ({} requests: the test item's cluster plus one random cluster, top 10, seen items excluded): hit@10 of the test item {:.3}; quantized index recall@10 against the exact scan {:.3} (rerank {}); items outside the clusters or already seen: {}; latency per request (user vector from the history + exact scan) mean {:.3} ms, p99 {:.3} ms.\n\nFull ranking of all users took {:.2} s on {} threads.\n",
-            users.len(), retrieval["restricted_hit_at_10"].as_f64().unwrap_or(0.0), retrieval["quantized_recall_at_10_vs_exact"].as_f64().unwrap_or(0.0), c.rerank, violations, retrieval["latency_ms_mean"].as_f64().unwrap_or(0.0), pct(0.99), sas_seconds, th
+            users.len(), retrieval.restricted_hit_at_10, retrieval.quantized_recall_at_10_vs_exact, c.rerank, violations, retrieval.latency_ms_mean, pct(0.99), sas_seconds, th
         ));
         report_md(StageId::EvalItems).write(w, md.as_bytes())?;
-        Ok(json!({"users": sas.len(), "methods": methods, "retrieval": retrieval, "ranking_seconds": sas_seconds, "report": stage_dir.join("report.md")}))
+        crate::summaries::record(&crate::summaries::EvalItemsSummary {
+            users: sas.len(),
+            methods,
+            retrieval,
+            ranking_seconds: sas_seconds,
+            report: stage_dir.join("report.md"),
+        })
     })
     .context("eval items failed; earlier artifacts in the run directory are unchanged")?;
     Ok(report(StageId::EvalItems, &outcome))

@@ -185,7 +185,7 @@ pub fn eval_novelty(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
         }
         bar.finish_and_clear();
         let rounds = cfg.bootstrap_rounds;
-        let mut out = serde_json::Map::new();
+        let mut out = std::collections::BTreeMap::new();
         let mut md = String::from("# Novelty model: offline evaluation\n\n");
         md.push_str(&format!(
             "Protocol: global temporal split (test = latest {:.0}% of interactions); transitions from positive engagement (`{}`), consecutive repeats removed; {} test events sampled with seed {} over {} distinct history pairs; every method ranks the {} clusters other than the two history clusters. Metrics are means over events with 95% percentile-bootstrap intervals ({} resamples). Exact match: {} unconstrained samples at temperature 1, and one greedy answer, for each of the first {} pairs.\n\n",
@@ -206,32 +206,34 @@ pub fn eval_novelty(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
                 ool.push(r.iter().filter(|c| seen.is_none_or(|s| !s.contains_key(c))).count() as f64 / r.len().max(1) as f64);
             }
             let coverage: std::collections::BTreeSet<u32> = pairs.iter().filter_map(|p| ranked[&(m, *p)].first().copied()).collect();
-            let est = |v: &[f64], k: u64| serde_json::to_value(bootstrap(v, rounds, seed ^ k)).unwrap_or(Value::Null);
-            let mut entry = json!({
-                "hit_at_1": est(&h1, 1), "hit_at_5": est(&h5, 2), "novelty_bits": est(&nov, 3), "out_of_loop": est(&ool, 4),
-                "coverage_top1_clusters": coverage.len(),
-            });
-            if let Some(v) = exact.get(m) {
-                entry["exact_match"] = est(v, 5);
-            }
-            if let Some(v) = exact_greedy.get(m) {
-                entry["exact_match_greedy"] = est(v, 7);
-            }
-            if let Some(v) = valid.get(m) {
-                entry["constrained_validity"] = est(v, 6);
-            }
-            let cell = |k: &str| {
-                let e = &entry[k];
-                if e.is_null() { "n/a".to_string() } else { format!("{:.3} [{:.3}, {:.3}]", e["mean"].as_f64().unwrap_or(f64::NAN), e["lo"].as_f64().unwrap_or(f64::NAN), e["hi"].as_f64().unwrap_or(f64::NAN)) }
+            let est = |v: &[f64], k: u64| bootstrap(v, rounds, seed ^ k);
+            let entry = crate::summaries::NoveltyFigures {
+                hit_at_1: est(&h1, 1),
+                hit_at_5: est(&h5, 2),
+                novelty_bits: est(&nov, 3),
+                out_of_loop: est(&ool, 4),
+                coverage_top1_clusters: coverage.len(),
+                exact_match: exact.get(m).map(|v| est(v, 5)),
+                exact_match_greedy: exact_greedy.get(m).map(|v| est(v, 7)),
+                constrained_validity: valid.get(m).map(|v| est(v, 6)),
             };
-            md.push_str(&format!("| {m} | {} | {} | {} | {} | {} | {} | {} | {} |\n", cell("hit_at_1"), cell("hit_at_5"), cell("novelty_bits"), cell("out_of_loop"), coverage.len(), cell("exact_match"), cell("exact_match_greedy"), cell("constrained_validity")));
-            out.insert(m.into(), entry);
+            let cell = |e: Option<&wander_explore::metrics::Estimate>| match e {
+                None => "n/a".to_string(),
+                Some(e) => format!("{:.3} [{:.3}, {:.3}]", e.mean, e.lo, e.hi),
+            };
+            md.push_str(&format!("| {m} | {} | {} | {} | {} | {} | {} | {} | {} |\n", cell(Some(&entry.hit_at_1)), cell(Some(&entry.hit_at_5)), cell(Some(&entry.novelty_bits)), cell(Some(&entry.out_of_loop)), coverage.len(), cell(entry.exact_match.as_ref()), cell(entry.exact_match_greedy.as_ref()), cell(entry.constrained_validity.as_ref())));
+            out.insert(m.to_string(), entry);
         }
         md.push_str("\nDefinitions: hit@k = share of events whose actual next cluster is in the method's top k; novelty = mean self-information -log2 p(c) of the top-5 clusters, p from training target frequencies (Zhou et al., PNAS 2010); out-of-loop = share of top-5 clusters that never followed that history pair in training; coverage = distinct clusters ranked first over all evaluated pairs; exact match = share of unconstrained samples that parse to a cluster description (the method's format compliance); constrained validity = the same for trie-constrained samples.\n");
         report_md(StageId::EvalNovelty).write(w, md.as_bytes())?;
         let ranked_json: Vec<Value> = ranked.iter().map(|((m, (c1, c2)), r)| json!({"method": m, "c1": c1, "c2": c2, "top5": r})).collect();
         w.write_json("predictions.json", &ranked_json)?;
-        Ok(json!({"events": events.len(), "pairs": pairs.len(), "methods": out, "report": stage_dir.join("report.md")}))
+        crate::summaries::record(&crate::summaries::EvalNoveltySummary {
+            events: events.len(),
+            pairs: pairs.len(),
+            methods: out,
+            report: stage_dir.join("report.md"),
+        })
     })
     .context("eval novelty failed; earlier artifacts in the run directory are unchanged")?;
     Ok(report(StageId::EvalNovelty, &outcome))

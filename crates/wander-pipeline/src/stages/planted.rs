@@ -104,18 +104,22 @@ pub fn eval_planted(ctx: &StageContext, steps: usize, force: bool) -> crate::Res
         let preds: Vec<Value> = world.test.iter().zip(&llm).map(|(l, p)| json!({"c1": l.c1, "c2": l.c2, "next": l.next, "label": l.label, "alignment_llm": p})).collect();
         w.write_json("predictions.json", &preds)?;
         w.write_json(crate::artifacts::train_report(StageId::EvalPlanted).file(), &train_report.history())?;
-        Ok(json!({
-            "steps": train_report.steps,
-            "train_labels": world.train.len(),
-            "test_labels": world.test.len(),
-            "test_pairs": pairs,
-            "initial_eval_loss": initial_eval,
-            "eval_losses": train_report.eval_losses,
-            "within_pair_spearman": {"alignment_llm": m_llm, "cluster_global_rate": m_global, "planted_rule": m_rule},
-            "goal": PLANTED_GOAL,
-            "goal_met": met,
-            "report": stage_dir.join("report.md"),
-        }))
+        crate::summaries::record(&crate::summaries::PlantedSummary {
+            steps: train_report.steps,
+            train_labels: world.train.len(),
+            test_labels: world.test.len(),
+            test_pairs: pairs,
+            initial_eval_loss: initial_eval,
+            eval_losses: train_report.eval_losses.clone(),
+            within_pair_spearman: std::collections::BTreeMap::from([
+                ("alignment_llm".to_string(), m_llm),
+                ("cluster_global_rate".to_string(), m_global),
+                ("planted_rule".to_string(), m_rule),
+            ]),
+            goal: PLANTED_GOAL,
+            goal_met: met,
+            report: stage_dir.join("report.md"),
+        })
     })
     .context("eval planted failed")?;
     Ok(report(StageId::EvalPlanted, &outcome))

@@ -64,12 +64,10 @@ pub fn report_stage(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
         let mut svgs: BTreeMap<String, String> = BTreeMap::new();
         // The novelty-relevance frontier of every strategy of `wander eval`.
         if let Ok(ev) = open(&run, StageId::Eval) {
-            let s = &ev.manifest().summary["strategies"];
-            if let Some(obj) = s.as_object() {
-                let series = obj.iter().filter(|(n, _)| n.as_str() != "oracle").map(|(n, v)| {
-                    let x = v["novelty_bits"]["mean"].as_f64().unwrap_or(f64::NAN);
-                    let y = v["hit_at_k"]["mean"].as_f64().unwrap_or(f64::NAN);
-                    (n.clone(), vec![(x, y, v["hit_at_k"]["lo"].as_f64().unwrap_or(f64::NAN), v["hit_at_k"]["hi"].as_f64().unwrap_or(f64::NAN))])
+            let eval: crate::summaries::EvalSummary = crate::summaries::read(StageId::Eval, &ev.manifest().summary)?;
+            {
+                let series = eval.strategies.iter().filter(|(n, _)| n.as_str() != "oracle").map(|(n, v)| {
+                    (n.clone(), vec![(v.novelty_bits.mean, v.hit_at_k.mean, v.hit_at_k.lo, v.hit_at_k.hi)])
                 }).collect();
                 let svg = wander_explore::plot::panels(&[wander_explore::plot::Panel { title: "novelty (x, bits) vs relevance (y, hit@k)".into(), x_label: "novelty (bits)".into(), log2_x: false, series, reference: None }]);
                 w.write_bytes("frontier.svg", svg.as_bytes())?;

@@ -20,10 +20,12 @@ use crate::eval::heldout_feedback;
 use crate::eval::llm_dists;
 use crate::eval::Dist;
 use crate::eval::HeldOut;
+use crate::summaries::ScalingFigures;
 use crate::ResultExt;
 use crate::StageContext;
 use crate::StageId;
 use crate::Summary;
+use wander_explore::metrics::Estimate;
 
 /// `wander eval scaling`.
 pub fn eval_scaling(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
@@ -50,7 +52,7 @@ pub fn eval_scaling(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
         bar.finish_and_clear();
         let cooc = cooc_dists(&train, &target_counts, &pairs, k, m);
         strategies.push(("cooccurrence".into(), cooc));
-        let mut results = serde_json::Map::new();
+        let mut results = BTreeMap::new();
         let mut rows = Vec::new();
         for (si, (name, dist)) in strategies.iter().enumerate() {
             let (mut h1, mut hk, mut fbk, mut nov) = (vec![], vec![], vec![], vec![]);
@@ -68,39 +70,49 @@ pub fn eval_scaling(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
                 }
             }
             let s = si as u64 * 16;
-            let entry = json!({
-                "hit_at_1": bootstrap(&h1, rounds, seed ^ s), format!("hit_at_{k}"): bootstrap(&hk, rounds, seed ^ (s + 1)),
-                "heldout_feedback": bootstrap(&fbk, rounds, seed ^ (s + 2)), "feedback_events": fbk.len(),
-                "novelty_bits": bootstrap(&nov, rounds, seed ^ (s + 3)), "diversity_bits": entropy_bits(&served),
-            });
+            let entry = crate::summaries::ScalingFigures {
+                hit_at_1: bootstrap(&h1, rounds, seed ^ s),
+                hit_at_k: BTreeMap::from([(format!("hit_at_{k}"), bootstrap(&hk, rounds, seed ^ (s + 1)))]),
+                heldout_feedback: bootstrap(&fbk, rounds, seed ^ (s + 2)),
+                feedback_events: fbk.len(),
+                novelty_bits: bootstrap(&nov, rounds, seed ^ (s + 3)),
+                diversity_bits: entropy_bits(&served),
+            };
             rows.push((name.clone(), entry.clone()));
             results.insert(name.clone(), entry);
         }
-        let fmt = |v: &Value| format!("{:.3} [{:.3}, {:.3}]", v["mean"].as_f64().unwrap_or(f64::NAN), v["lo"].as_f64().unwrap_or(f64::NAN), v["hi"].as_f64().unwrap_or(f64::NAN));
+        let fmt = |v: &Estimate| format!("{:.3} [{:.3}, {:.3}]", v.mean, v.lo, v.hi);
+        let hit_k = |e: &ScalingFigures| e.hit_at_k.get(&format!("hit_at_{k}")).copied().unwrap_or(e.hit_at_1);
+        // The figures the claim and the plot read.
+        let metric = |e: &ScalingFigures, name: &str| match name {
+            "hit_at_1" => e.hit_at_1,
+            "heldout_feedback" => e.heldout_feedback,
+            _ => e.novelty_bits,
+        };
         let mut md = format!(
             "# Inference-time scaling: best-of-n\n\nProtocol: {} test-period transitions over {} history pairs; for each pair, the novelty model's exact proposal distribution (precompute `{}` mode, temperature {}) and the alignment model's scores from the precompute stage. best_of_n: the best-aligned of n proposals (top-1 exact; top-{k} from {} draws); novelty_only_n: the most frequent of n proposals; cooccurrence: the training period's most frequent next clusters. Held-out feedback: the test-period collective feedback label of the chosen cluster after that pair, averaged over the choice's probability where such a label exists. 95% bootstrap intervals over events ({rounds} resamples). Diversity: entropy (bits) of the served clusters over all events.\n\n| strategy | hit@1 | hit@{k} | held-out feedback | novelty (bits) | diversity (bits) |\n|---|---|---|---|---|---|\n",
             events.len(), pairs.len(), cfg.mode, cfg.temperature, cfg.scaling_draws
         );
         for (name, e) in &rows {
-            md.push_str(&format!("| {name} | {} | {} | {} | {} | {:.2} |\n", fmt(&e["hit_at_1"]), fmt(&e[format!("hit_at_{k}")]), fmt(&e["heldout_feedback"]), fmt(&e["novelty_bits"]), e["diversity_bits"].as_f64().unwrap_or(f64::NAN)));
+            md.push_str(&format!("| {name} | {} | {} | {} | {} | {:.2} |\n", fmt(&e.hit_at_1), fmt(&hit_k(e)), fmt(&e.heldout_feedback), fmt(&e.novelty_bits), e.diversity_bits));
         }
-        let get = |name: &str, metric: &str| results.get(name).map(|e| e[metric]["mean"].as_f64().unwrap_or(f64::NAN)).unwrap_or(f64::NAN);
+        let get = |name: &str, m: &str| results.get(name).map_or(f64::NAN, |e| metric(e, m).mean);
         let n_max = *cfg.scaling_n.iter().max().unwrap_or(&1);
         let n_min = *cfg.scaling_n.iter().min().unwrap_or(&1);
         let (lo, hi) = (format!("best_of_{n_min}"), format!("best_of_{n_max}"));
-        let claim = json!({
-            "hit_at_1_gain": get(&hi, "hit_at_1") - get(&lo, "hit_at_1"),
-            "feedback_gain": get(&hi, "heldout_feedback") - get(&lo, "heldout_feedback"),
-            "novelty_above_cooccurrence": get(&hi, "novelty_bits") > get("cooccurrence", "novelty_bits"),
-        });
+        let claim = crate::summaries::ScalingClaim {
+            hit_at_1_gain: get(&hi, "hit_at_1") - get(&lo, "hit_at_1"),
+            feedback_gain: get(&hi, "heldout_feedback") - get(&lo, "heldout_feedback"),
+            novelty_above_cooccurrence: get(&hi, "novelty_bits") > get("cooccurrence", "novelty_bits"),
+        };
         md.push_str(&format!(
             "\nThe method's claim (best-of-n raises relevance over n = {n_min} while novelty stays above co-occurrence): hit@1 {:+.3}, held-out feedback {:+.4} from n = {n_min} to n = {n_max}; novelty at n = {n_max} {:.2} bits vs co-occurrence {:.2}.\n\n![scaling](scaling.svg)\n",
-            claim["hit_at_1_gain"].as_f64().unwrap_or(f64::NAN), claim["feedback_gain"].as_f64().unwrap_or(f64::NAN), get(&hi, "novelty_bits"), get("cooccurrence", "novelty_bits")
+            claim.hit_at_1_gain, claim.feedback_gain, get(&hi, "novelty_bits"), get("cooccurrence", "novelty_bits")
         ));
-        let series = |prefix: &str, metric: &str| -> Vec<(f64, f64, f64, f64)> {
+        let series = |prefix: &str, m: &str| -> Vec<(f64, f64, f64, f64)> {
             cfg.scaling_n.iter().map(|&n| {
-                let e = &results[&format!("{prefix}{n}")][metric];
-                (n as f64, e["mean"].as_f64().unwrap_or(f64::NAN), e["lo"].as_f64().unwrap_or(f64::NAN), e["hi"].as_f64().unwrap_or(f64::NAN))
+                let e = results.get(&format!("{prefix}{n}")).map_or(Estimate { mean: f64::NAN, lo: f64::NAN, hi: f64::NAN }, |e| metric(e, m));
+                (n as f64, e.mean, e.lo, e.hi)
             }).collect()
         };
         let svg = wander_explore::plot::panels(&[
@@ -116,7 +128,14 @@ pub fn eval_scaling(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
         ]);
         w.write_bytes("scaling.svg", svg.as_bytes())?;
         report_md(StageId::EvalScaling).write(w, md.as_bytes())?;
-        Ok(json!({"events": events.len(), "pairs": pairs.len(), "strategies": results, "claim": claim, "report": stage_dir.join("report.md"), "plot": stage_dir.join("scaling.svg")}))
+        crate::summaries::record(&crate::summaries::EvalScalingSummary {
+            events: events.len(),
+            pairs: pairs.len(),
+            strategies: results,
+            claim,
+            report: stage_dir.join("report.md"),
+            plot: stage_dir.join("scaling.svg"),
+        })
     })
     .context("eval scaling failed; earlier artifacts in the run directory are unchanged")?;
     Ok(report(StageId::EvalScaling, &outcome))

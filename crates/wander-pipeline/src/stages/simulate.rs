@@ -127,7 +127,7 @@ pub fn simulate_stage(ctx: &StageContext, force: bool, aa: bool) -> crate::Resul
         }
         bar.finish_and_clear();
         let seconds = t0.elapsed().as_secs_f64();
-        let mut effects = serde_json::Map::new();
+        let mut effects = std::collections::BTreeMap::new();
         let mut md = format!(
             "# Closed-loop simulation\n\nProtocol: {} simulated users over {} days, {} items per session (the first from the exploration strategy, the rest from the user's known interests), {} seeds; users split into arms by a hash of the user id; the co-occurrence recommender{} refitted on the simulated logs every {} days. Affinities: rank-{} fit of the real user x cluster engagement (training period) plus N(0, {}) noise; item quality: smoothed training positive rate. Effects: relative difference of the per-day mean against the control arm `{}`, mean over seeds with a 95% t-interval. {:.1} s in total.\n\n| arm | {} |\n|---|{}\n",
             c.users, c.days, c.slots, c.seeds, if c.refresh_table { " and the table's re-ranking by observed feedback" } else { "" }, c.refresh_days, c.rank, c.noise, names[0], seconds,
@@ -135,14 +135,14 @@ pub fn simulate_stage(ctx: &StageContext, force: bool, aa: bool) -> crate::Resul
         );
         for (a, name) in names.iter().enumerate().skip(1) {
             let mut row = Vec::new();
-            let mut e_arm = serde_json::Map::new();
+            let mut e_arm = std::collections::BTreeMap::new();
             for (fname, f) in FIGURES {
                 let e = effect(&runs, 0, a, f);
                 row.push(format!("{:+.2}% [{:+.2}, {:+.2}]{}", e.relative_pct, e.lo, e.hi, if e.significant { " *" } else { "" }));
-                e_arm.insert(fname.into(), serde_json::to_value(&e)?);
+                e_arm.insert(fname.to_string(), e);
             }
             md.push_str(&format!("| {name} vs {} | {} |\n", names[0], row.join(" | ")));
-            effects.insert(name.clone(), Value::Object(e_arm));
+            effects.insert(name.clone(), e_arm);
         }
         // Seed-averaged daily series per arm.
         let mut series = serde_json::Map::new();
@@ -166,7 +166,15 @@ pub fn simulate_stage(ctx: &StageContext, force: bool, aa: bool) -> crate::Resul
         md.push_str("\n`*`: the interval excludes 0. Daily series (seed means) in `daily.json`.\n\n![daily](daily.svg)\n");
         w.write_bytes("report.md", md.as_bytes())?;
         w.write_json("daily.json", &json!({"arms": names, "series": series, "runs": runs}))?;
-        Ok(json!({"arms": names, "users": c.users, "days": c.days, "seeds": c.seeds, "seconds": seconds, "effects": effects, "report": stage_dir.join("report.md")}))
+        crate::summaries::record(&crate::summaries::SimulateSummary {
+            arms: names.clone(),
+            users: c.users,
+            days: c.days,
+            seeds: c.seeds,
+            seconds,
+            effects,
+            report: stage_dir.join("report.md"),
+        })
     })
     .context("simulate failed; earlier artifacts in the run directory are unchanged")?;
     Ok(report(id, &outcome))

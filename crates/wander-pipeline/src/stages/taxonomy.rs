@@ -35,47 +35,82 @@ pub fn taxonomy(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
     let slice = json!({"taxonomy": cfg, "seed": ctx.config.run.seed});
     let seed = ctx.config.run.seed;
     let stage_dir = run.stage_dir("taxonomy");
-    let outcome = run.run_stage(StageId::Taxonomy.folder(), slice, inputs, force, |w| -> crate::Result<Value> {
-        let ds = wander_data::read_dataset(open(&run, StageId::Ingest)?.reader())?;
-        let texts: Vec<String> = ds.items.iter().map(wander_taxonomy::item_text).collect();
-        let embedder = wander_taxonomy::embed::TextEmbedder::load(&model_dir)?;
-        let mut cache = wander_taxonomy::embed::EmbeddingCache::open(&cfg.cache_dir.join(format!("text-{}.bin", &embedder.model_sha256[..16])));
-        let bar = wander_core::progress::bar(texts.len() as u64, "embed", "items");
-        let t0 = std::time::Instant::now();
-        let (text, computed) = wander_taxonomy::embed::embed_all(&embedder, &mut cache, &texts, cfg.batch_size, Some(&bar))?;
-        let embed_seconds = t0.elapsed().as_secs_f64();
-        bar.finish_and_clear();
-        log(format!("embedded {computed} items in {embed_seconds:.1} s ({} from cache)", texts.len() - computed));
-        let spinner = wander_core::progress::spinner("taxonomy");
-        spinner.set_message("behavioural embeddings (PPMI + SVD)");
-        let ppmi = wander_taxonomy::behaviour::ppmi(&ds, cfg.window);
-        let behaviour = wander_taxonomy::behaviour::embeddings(&ppmi, cfg.behaviour_dim, seed);
-        spinner.set_message("clustering");
-        let mixed = wander_taxonomy::mix(&text, &behaviour, cfg.text_weight);
-        let tax = wander_taxonomy::build(&ds, &mixed, cfg, seed)?;
-        let (report, markdown) = wander_taxonomy::report(&ds, &tax, &text, &mixed, seed);
-        // What each embedding gives on its own, under the same clustering settings.
-        spinner.set_message("text-only and behaviour-only comparison");
-        let mut comparison = serde_json::Map::new();
-        for (label, weight) in [("text_only", 1.0), ("behaviour_only", 0.0)] {
-            let v = wander_taxonomy::mix(&text, &behaviour, weight);
-            let t = wander_taxonomy::build(&ds, &v, cfg, seed)?;
-            let (r, _) = wander_taxonomy::report(&ds, &t, &text, &v, seed);
-            comparison.insert(label.into(), json!({"coherence_text": r.coherence_text, "coherence_text_lift": r.coherence_text_lift, "genre_purity": r.genre_purity}));
-        }
-        comparison.insert(format!("configured_mix_{}", cfg.text_weight), json!({"coherence_text": report.coherence_text, "coherence_text_lift": report.coherence_text_lift, "genre_purity": report.genre_purity}));
-        spinner.finish_and_clear();
-        wander_taxonomy::write(w, &tax, &ds)?;
-        report_md(StageId::Taxonomy).write(w, markdown.as_bytes())?;
-        let mut summary = serde_json::to_value(&report)?;
-        summary["planner_level"] = json!(tax.planner_level);
-        summary["embedded_items"] = json!(computed);
-        summary["embedding_cache_hits"] = json!(texts.len() - computed);
-        summary["embed_seconds"] = json!(embed_seconds);
-        summary["mix_comparison"] = Value::Object(comparison);
-        summary["report"] = json!(stage_dir.join("report.md"));
-        Ok(summary)
-    })
-    .context("taxonomy failed; earlier artifacts in the run directory are unchanged")?;
+    let outcome = run
+        .run_stage(
+            StageId::Taxonomy.folder(),
+            slice,
+            inputs,
+            force,
+            |w| -> crate::Result<Value> {
+                let ds = wander_data::read_dataset(open(&run, StageId::Ingest)?.reader())?;
+                let texts: Vec<String> = ds.items.iter().map(wander_taxonomy::item_text).collect();
+                let embedder = wander_taxonomy::embed::TextEmbedder::load(&model_dir)?;
+                let mut cache = wander_taxonomy::embed::EmbeddingCache::open(
+                    &cfg.cache_dir
+                        .join(format!("text-{}.bin", &embedder.model_sha256[..16])),
+                );
+                let bar = wander_core::progress::bar(texts.len() as u64, "embed", "items");
+                let t0 = std::time::Instant::now();
+                let (text, computed) = wander_taxonomy::embed::embed_all(
+                    &embedder,
+                    &mut cache,
+                    &texts,
+                    cfg.batch_size,
+                    Some(&bar),
+                )?;
+                let embed_seconds = t0.elapsed().as_secs_f64();
+                bar.finish_and_clear();
+                log(format!(
+                    "embedded {computed} items in {embed_seconds:.1} s ({} from cache)",
+                    texts.len() - computed
+                ));
+                let spinner = wander_core::progress::spinner("taxonomy");
+                spinner.set_message("behavioural embeddings (PPMI + SVD)");
+                let ppmi = wander_taxonomy::behaviour::ppmi(&ds, cfg.window);
+                let behaviour =
+                    wander_taxonomy::behaviour::embeddings(&ppmi, cfg.behaviour_dim, seed);
+                spinner.set_message("clustering");
+                let mixed = wander_taxonomy::mix(&text, &behaviour, cfg.text_weight);
+                let tax = wander_taxonomy::build(&ds, &mixed, cfg, seed)?;
+                let (report, markdown) = wander_taxonomy::report(&ds, &tax, &text, &mixed, seed);
+                // What each embedding gives on its own, under the same clustering settings.
+                spinner.set_message("text-only and behaviour-only comparison");
+                let mut comparison = std::collections::BTreeMap::new();
+                for (label, weight) in [("text_only", 1.0), ("behaviour_only", 0.0)] {
+                    let v = wander_taxonomy::mix(&text, &behaviour, weight);
+                    let t = wander_taxonomy::build(&ds, &v, cfg, seed)?;
+                    let (r, _) = wander_taxonomy::report(&ds, &t, &text, &v, seed);
+                    comparison.insert(
+                        label.to_string(),
+                        crate::summaries::MixFigures {
+                            coherence_text: r.coherence_text,
+                            coherence_text_lift: r.coherence_text_lift,
+                            genre_purity: r.genre_purity,
+                        },
+                    );
+                }
+                comparison.insert(
+                    format!("configured_mix_{}", cfg.text_weight),
+                    crate::summaries::MixFigures {
+                        coherence_text: report.coherence_text,
+                        coherence_text_lift: report.coherence_text_lift,
+                        genre_purity: report.genre_purity,
+                    },
+                );
+                spinner.finish_and_clear();
+                wander_taxonomy::write(w, &tax, &ds)?;
+                report_md(StageId::Taxonomy).write(w, markdown.as_bytes())?;
+                crate::summaries::record(&crate::summaries::TaxonomySummary {
+                    quality: report,
+                    planner_level: tax.planner_level,
+                    embedded_items: computed,
+                    embedding_cache_hits: texts.len() - computed,
+                    embed_seconds,
+                    mix_comparison: comparison,
+                    report: stage_dir.join("report.md"),
+                })
+            },
+        )
+        .context("taxonomy failed; earlier artifacts in the run directory are unchanged")?;
     Ok(report(StageId::Taxonomy, &outcome))
 }
