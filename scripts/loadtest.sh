@@ -11,6 +11,8 @@ cd "$(dirname "$0")/.."
 bin=target/release/wander
 port=18080
 export WANDER_ADMIN_TOKEN=loadtest
+# The service reads the serving bundle; a run from before `wander bundle` existed gets one here.
+"$bin" ${PROFILE:+--profile "$PROFILE"} bundle > /dev/null
 "$bin" ${PROFILE:+--profile "$PROFILE"} --set serve.bind="\"127.0.0.1:$port\"" serve 2> /tmp/wander-serve.log &
 pid=$!
 trap 'kill $pid 2>/dev/null' EXIT
