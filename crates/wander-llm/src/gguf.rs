@@ -245,3 +245,109 @@ pub fn dtype_counts(g: &GgufFile) -> HashMap<String, usize> {
     }
     m
 }
+
+/// The byte-level alphabet of GPT-2-style BPE: each of the 256 bytes as the printable
+/// character that byte-level pre-tokenisation maps it to.
+fn byte_alphabet() -> Vec<String> {
+    let mut printable: Vec<u32> = (u32::from(b'!')..=u32::from(b'~'))
+        .chain(0xA1..=0xAC)
+        .chain(0xAE..=0xFF)
+        .collect();
+    let mut chars: Vec<u32> = printable.clone();
+    let mut extra = 0;
+    for b in 0..256u32 {
+        if !printable.contains(&b) {
+            printable.push(b);
+            chars.push(256 + extra);
+            extra += 1;
+        }
+    }
+    let mut by_byte: Vec<(u32, u32)> = printable.into_iter().zip(chars).collect();
+    by_byte.sort_unstable();
+    by_byte
+        .into_iter()
+        .map(|(_, c)| char::from_u32(c).map(String::from).unwrap_or_default())
+        .collect()
+}
+
+/// Writes a small random-weight Llama with SmolLM2's layout and a byte-level tokenizer
+/// (every byte one token, no merges, plus ChatML's `<|im_start|>`, `<|im_end|>` and
+/// `<|endoftext|>`), as F32 tensors: a real GGUF file that every stage reading a model can
+/// load, for tests and examples that must not download the real weights. `cfg.vocab` is
+/// ignored (259 tokens).
+pub fn write_tiny_model(path: &Path, cfg: &LlamaConfig, seed: u64) -> Result<()> {
+    use gguf_file::Value;
+    let mut tokens = byte_alphabet();
+    tokens.extend(["<|endoftext|>", "<|im_start|>", "<|im_end|>"].map(String::from));
+    let types: Vec<Value> = (0..tokens.len())
+        .map(|i| Value::I32(if i < 256 { 1 } else { 3 }))
+        .collect();
+    let vocab = tokens.len();
+    let (h, kv) = (cfg.hidden, cfg.n_kv_head * cfg.head_dim());
+    let mut rng = wander_core::rng::Rng::new(seed);
+    let mut tensor = |shape: &[usize], std: f64, offset: f64| -> Result<QTensor> {
+        let n: usize = shape.iter().product();
+        let data: Vec<f32> = (0..n)
+            .map(|_| (offset + std * rng.normal()) as f32)
+            .collect();
+        let t = Tensor::from_vec(data, shape, &Device::Cpu)?;
+        Ok(QTensor::quantize(&t, GgmlDType::F32)?)
+    };
+    let mut named: Vec<(String, QTensor)> = vec![
+        ("token_embd.weight".into(), tensor(&[vocab, h], 0.5, 0.0)?),
+        ("output_norm.weight".into(), tensor(&[h], 0.1, 1.0)?),
+    ];
+    let projections = [
+        ("attn_q", [h, h]),
+        ("attn_k", [kv, h]),
+        ("attn_v", [kv, h]),
+        ("attn_output", [h, h]),
+        ("ffn_gate", [cfg.ffn, h]),
+        ("ffn_up", [cfg.ffn, h]),
+        ("ffn_down", [h, cfg.ffn]),
+    ];
+    for i in 0..cfg.n_layer {
+        named.push((format!("blk.{i}.attn_norm.weight"), tensor(&[h], 0.1, 1.0)?));
+        named.push((format!("blk.{i}.ffn_norm.weight"), tensor(&[h], 0.1, 1.0)?));
+        for (name, shape) in projections {
+            let std = 1.0 / (shape[1] as f64).sqrt();
+            named.push((format!("blk.{i}.{name}.weight"), tensor(&shape, std, 0.0)?));
+        }
+    }
+    let u = |v: usize| Value::U32(v as u32);
+    let metadata: Vec<(&str, Value)> = vec![
+        ("general.architecture", Value::String("llama".into())),
+        ("llama.block_count", u(cfg.n_layer)),
+        ("llama.attention.head_count", u(cfg.n_head)),
+        ("llama.attention.head_count_kv", u(cfg.n_kv_head)),
+        ("llama.embedding_length", u(h)),
+        ("llama.feed_forward_length", u(cfg.ffn)),
+        ("llama.context_length", u(cfg.max_seq)),
+        ("llama.vocab_size", u(vocab)),
+        ("llama.rope.freq_base", Value::F32(cfg.rope_theta)),
+        (
+            "llama.attention.layer_norm_rms_epsilon",
+            Value::F32(cfg.rms_eps as f32),
+        ),
+        ("tokenizer.ggml.model", Value::String("gpt2".into())),
+        (
+            "tokenizer.ggml.tokens",
+            Value::Array(tokens.into_iter().map(Value::String).collect()),
+        ),
+        ("tokenizer.ggml.merges", Value::Array(Vec::new())),
+        ("tokenizer.ggml.token_type", Value::Array(types)),
+    ];
+    let md: Vec<(&str, &Value)> = metadata.iter().map(|(k, v)| (*k, v)).collect();
+    let ts: Vec<(&str, &QTensor)> = named.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    let tmp = wander_core::artifact::temp_sibling(path);
+    {
+        let file =
+            File::create(&tmp).map_err(|e| LlmError::Core(wander_core::CoreError::io(&tmp, e)))?;
+        let mut w = std::io::BufWriter::new(file);
+        gguf_file::write(&mut w, &md, &ts)?;
+        std::io::Write::flush(&mut w)
+            .map_err(|e| LlmError::Core(wander_core::CoreError::io(&tmp, e)))?;
+    }
+    std::fs::rename(&tmp, path).map_err(|e| LlmError::Core(wander_core::CoreError::io(path, e)))?;
+    Ok(())
+}

@@ -623,3 +623,32 @@ fn an_extended_cache_equals_the_whole_prefix() {
         .unwrap();
     assert_eq!(a, c);
 }
+
+#[test]
+fn the_written_tiny_model_loads_and_its_tokenizer_round_trips_any_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tiny.gguf");
+    let mut cfg = tiny();
+    cfg.max_seq = 256;
+    wander_llm::gguf::write_tiny_model(&path, &cfg, 9).unwrap();
+    let mut g = wander_llm::gguf::GgufFile::open(&path).unwrap();
+    let tok = wander_llm::tokenizer::Tokenizer::from_gguf(&g).unwrap();
+    let text = "comedy, war & \"heist\" 1999 — café\n";
+    let prompt = tok.chat_prompt("sys", text).unwrap();
+    assert_eq!(tok.decode(&prompt).unwrap(), format!("<|im_start|>system\nsys<|im_end|>\n<|im_start|>user\n{text}<|im_end|>\n<|im_start|>assistant\n"));
+    assert!(prompt.contains(&tok.im_start) && prompt.contains(&tok.im_end));
+    let model = Llama::from_gguf(&mut g, true).unwrap();
+    let mut cache = KvCache::new(cfg.n_layer);
+    let tokens = Tensor::new(prompt.as_slice(), &Device::Cpu)
+        .unwrap()
+        .unsqueeze(0)
+        .unwrap();
+    let logits = model.last_logits(&tokens, &mut cache).unwrap();
+    assert!(logits
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap()
+        .iter()
+        .all(|v| v.is_finite()));
+}

@@ -48,6 +48,13 @@ fn tiny_world(root: &Path) -> StageContext {
     cfg.items.max_len = 20;
     cfg.items.max_epochs = 2;
     cfg.items.batch_size = 64;
+    cfg.precompute.n = 4;
+    cfg.precompute.scaling_n = vec![1, 4];
+    cfg.precompute.scaling_draws = 10;
+    cfg.precompute.bootstrap_rounds = 50;
+    cfg.simulate.users = 60;
+    cfg.simulate.days = 3;
+    cfg.simulate.seeds = 2;
     cfg.validate().unwrap();
     StageContext::new(cfg)
 }
@@ -63,6 +70,11 @@ fn behavioural_taxonomy(ctx: &StageContext) {
     let tax = wander_taxonomy::build(&ds, &vectors, cfg, 5).unwrap();
     let w = run.begin(StageId::Taxonomy.folder()).unwrap();
     wander_taxonomy::write(&w, &tax, &ds).unwrap();
+    // Its report, with the behavioural vectors standing in for the text embeddings.
+    let (_, markdown) = wander_taxonomy::report(&ds, &tax, &vectors, &vectors, 5);
+    artifacts::report_md(StageId::Taxonomy)
+        .write(&w, markdown.as_bytes())
+        .unwrap();
     w.commit(
         serde_json::json!({"behaviour_only": true}),
         Default::default(),
@@ -71,7 +83,9 @@ fn behavioural_taxonomy(ctx: &StageContext) {
     .unwrap();
 }
 
-/// A hand-written table in the `precompute` folder: every pair's first two other clusters.
+/// A hand-written `precompute` folder: every pair's table row (its first two other
+/// clusters), and `scores.parquet` with a proposal distribution over the other clusters
+/// (more mass on higher ids) and alignment scores, as the LLM stages would write them.
 fn table_by_hand(ctx: &StageContext, n_clusters: u32) {
     let run = RunDir::open(&ctx.config.run.dir).unwrap();
     let mut table = ExplorationTable::new(n_clusters, 2);
@@ -90,12 +104,50 @@ fn table_by_hand(ctx: &StageContext, n_clusters: u32) {
             table.set(c1, c2, choices).unwrap();
         }
     }
+    let (mut c1s, mut c2s, mut cls, mut nov, mut al) = (vec![], vec![], vec![], vec![], vec![]);
+    for c1 in 0..n_clusters {
+        for c2 in (0..n_clusters).filter(|&c| c != c1) {
+            let others: Vec<u32> = (0..n_clusters).filter(|c| *c != c1 && *c != c2).collect();
+            let mass: u32 = others.iter().map(|c| c + 1).sum();
+            for &c in &others {
+                c1s.push(c1);
+                c2s.push(c2);
+                cls.push(c);
+                nov.push((c + 1) as f32 / mass as f32);
+                al.push(((c * 7 + c1 * 3 + c2) % 10) as f32 / 10.0);
+            }
+        }
+    }
     let w = run.begin(StageId::Precompute.folder()).unwrap();
     artifacts::TABLE.write(&w, &table.to_bytes()).unwrap();
+    stages::precompute::write_scores(
+        &artifacts::SCORES.path_in(&w).unwrap(),
+        c1s,
+        c2s,
+        cls,
+        nov,
+        al,
+    )
+    .unwrap();
+    let summary = wander_pipeline::summaries::PrecomputeSummary {
+        pairs: table.pairs(),
+        clusters: n_clusters as usize,
+        mode: ctx.config.precompute.mode,
+        n: ctx.config.precompute.n,
+        temperature: ctx.config.precompute.temperature,
+        top_k: 2,
+        fallbacks: 0,
+        compute_seconds: 0.0,
+        pairs_per_s: 0.0,
+        model_checksums: Default::default(),
+        table: artifacts::TABLE.file().into(),
+        normalize: None,
+        valid_share_mean: None,
+    };
     w.commit(
         serde_json::json!({"by_hand": true}),
         Default::default(),
-        serde_json::json!({}),
+        serde_json::to_value(summary).unwrap(),
     )
     .unwrap();
 }
@@ -222,4 +274,173 @@ fn a_stage_whose_input_is_missing_says_which_stage_to_run() {
         msg.contains("taxonomy") && msg.contains("has not been run"),
         "{msg}"
     );
+}
+
+#[test]
+fn evaluation_stages_simulator_and_report_on_a_tiny_log() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ctx = tiny_world(tmp.path());
+    stages::Ingest.run(&ctx, false).unwrap();
+    behavioural_taxonomy(&ctx);
+    let run = RunDir::open(&ctx.config.run.dir).unwrap();
+    let tax = wander_taxonomy::read(open(&run, StageId::Taxonomy).unwrap().reader()).unwrap();
+    let n_clusters = tax.planner_clusters().len() as u32;
+    stages::Transitions.run(&ctx, false).unwrap();
+    stages::Feedback.run(&ctx, false).unwrap();
+    table_by_hand(&ctx, n_clusters);
+
+    // Every strategy under one protocol; the oracle serves the actual next cluster.
+    let eval = stages::Eval.run(&ctx, false).unwrap();
+    let typed: wander_pipeline::summaries::EvalSummary =
+        wander_pipeline::summaries::read(StageId::Eval, eval.fields()).unwrap();
+    assert!(typed.events > 0, "{eval}");
+    assert_eq!(typed.strategies["oracle"].hit_at_1.mean, 1.0);
+    for (name, s) in &typed.strategies {
+        assert!((0.0..=1.0).contains(&s.hit_at_1.mean), "{name}");
+        assert!(s.hit_at_1.mean <= s.hit_at_k.mean + 1e-12, "{name}");
+    }
+
+    // best-of-n for n in {1, 4}: n = 1 of the table's scores is the novelty distribution.
+    let scaling = stages::EvalScaling.run(&ctx, false).unwrap();
+    let typed: wander_pipeline::summaries::EvalScalingSummary =
+        wander_pipeline::summaries::read(StageId::EvalScaling, scaling.fields()).unwrap();
+    for name in [
+        "best_of_1",
+        "best_of_4",
+        "novelty_only_1",
+        "novelty_only_4",
+        "cooccurrence",
+    ] {
+        assert!(typed.strategies.contains_key(name), "{name}: {scaling}");
+    }
+    assert!(typed.claim.hit_at_1_gain.is_finite(), "{scaling}");
+    assert!(tmp.path().join("run/eval_scaling/scaling.svg").is_file());
+
+    // The closed loop: the control and two treatment arms, effects for each figure.
+    let sim = stages::Simulate::default().run(&ctx, false).unwrap();
+    let typed: wander_pipeline::summaries::SimulateSummary =
+        wander_pipeline::summaries::read(StageId::Simulate, sim.fields()).unwrap();
+    assert_eq!((typed.users, typed.days, typed.seeds), (60, 3, 2));
+    assert_eq!(typed.effects.len(), typed.arms.len() - 1, "{sim}");
+
+    // The report gathers them, with the figures inlined.
+    let report = stages::Report.run(&ctx, false).unwrap();
+    let html = std::fs::read_to_string(tmp.path().join("run/report/report.html")).unwrap();
+    assert!(
+        html.contains("<svg") && html.contains("Novelty-relevance frontier"),
+        "{report}"
+    );
+    assert!(!html.contains("missing figure"));
+    for summary in [&eval, &scaling, &sim, &report] {
+        let line = summary.to_string();
+        assert!(!line.contains("unreadable"), "{line}");
+    }
+}
+
+/// A random-weight Llama of SmolLM2's layout with a byte-level tokenizer, written as a real
+/// GGUF file, so that the LLM stages run here in seconds and without downloads.
+fn tiny_llm(ctx: &mut StageContext, root: &Path) {
+    let path = root.join("tiny-llama.gguf");
+    let cfg = wander_llm::gguf::LlamaConfig {
+        n_layer: 2,
+        n_head: 4,
+        n_kv_head: 2,
+        hidden: 32,
+        ffn: 64,
+        vocab: 0,
+        rope_theta: 10_000.0,
+        rms_eps: 1e-5,
+        max_seq: 2048,
+    };
+    wander_llm::gguf::write_tiny_model(&path, &cfg, 3).unwrap();
+    let c = &mut ctx.config;
+    c.llm.model = path.display().to_string();
+    c.novelty.examples = 16;
+    c.novelty.eval_examples = 4;
+    c.novelty.steps = 2;
+    c.novelty.batch_size = 4;
+    c.novelty.warmup_steps = 1;
+    c.novelty.eval_every = 1;
+    c.novelty.checkpoint_every = 1;
+    c.novelty.eval_events = 8;
+    c.novelty.eval_samples = 1;
+    c.novelty.bootstrap_rounds = 50;
+    c.alignment.steps = 2;
+    c.alignment.batch_size = 4;
+    c.alignment.warmup_steps = 1;
+    c.alignment.eval_every = 1;
+    c.alignment.eval_prompts = 8;
+    c.alignment.bootstrap_rounds = 50;
+    c.precompute.chunk_pairs = 8;
+    c.validate().unwrap();
+}
+
+#[test]
+fn llm_stages_on_a_tiny_model_and_log() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut ctx = tiny_world(tmp.path());
+    tiny_llm(&mut ctx, tmp.path());
+    stages::Ingest.run(&ctx, false).unwrap();
+    behavioural_taxonomy(&ctx);
+    stages::Transitions.run(&ctx, false).unwrap();
+    stages::Feedback.run(&ctx, false).unwrap();
+    let run = RunDir::open(&ctx.config.run.dir).unwrap();
+    let n_clusters = wander_taxonomy::read(open(&run, StageId::Taxonomy).unwrap().reader())
+        .unwrap()
+        .planner_clusters()
+        .len();
+
+    let tn = stages::TrainNovelty.run(&ctx, false).unwrap();
+    let typed: wander_pipeline::summaries::TrainNoveltySummary =
+        wander_pipeline::summaries::read(StageId::TrainNovelty, tn.fields()).unwrap();
+    assert_eq!(typed.steps, 2, "{tn}");
+    assert!(typed.final_loss.is_some_and(f64::is_finite));
+    assert!(open(&run, StageId::TrainNovelty)
+        .unwrap()
+        .path(artifacts::NOVELTY_ADAPTER)
+        .unwrap()
+        .is_file());
+    let en = stages::EvalNovelty.run(&ctx, false).unwrap();
+    let typed: wander_pipeline::summaries::EvalNoveltySummary =
+        wander_pipeline::summaries::read(StageId::EvalNovelty, en.fields()).unwrap();
+    for m in [
+        "fine_tuned",
+        "zero_shot",
+        "cooccurrence",
+        "random",
+        "popularity",
+    ] {
+        assert!(typed.methods.contains_key(m), "{m}: {en}");
+    }
+
+    let ta = stages::TrainAlignment.run(&ctx, false).unwrap();
+    assert_eq!(ta.fields()["steps"], 2, "{ta}");
+    let ea = stages::EvalAlignment.run(&ctx, false).unwrap();
+    let typed: wander_pipeline::summaries::EvalAlignmentSummary =
+        wander_pipeline::summaries::read(StageId::EvalAlignment, ea.fields()).unwrap();
+    assert_eq!(typed.methods.len(), 3, "{ea}");
+
+    // The table: every ordered pair, each row of novel clusters only.
+    let pre = stages::Precompute::default().run(&ctx, false).unwrap();
+    let typed: wander_pipeline::summaries::PrecomputeSummary =
+        wander_pipeline::summaries::read(StageId::Precompute, pre.fields()).unwrap();
+    assert_eq!(typed.pairs, n_clusters * (n_clusters - 1), "{pre}");
+    let table = wander_table::ExplorationTable::read(
+        &open(&run, StageId::Precompute)
+            .unwrap()
+            .path(artifacts::TABLE)
+            .unwrap(),
+    )
+    .unwrap();
+    for (c1, c2, row) in table.iter() {
+        assert!(!row.is_empty() && row.iter().all(|c| c.cluster != c1 && c.cluster != c2));
+    }
+    assert!(stages::Precompute::default()
+        .run(&ctx, false)
+        .unwrap()
+        .skipped());
+    for summary in [&tn, &en, &ta, &ea, &pre] {
+        let line = summary.to_string();
+        assert!(!line.contains("unreadable"), "{line}");
+    }
 }

@@ -340,7 +340,11 @@ pub fn precompute(
     Ok(report(StageId::Precompute, &outcome))
 }
 
-fn write_scores(
+/// Writes `scores.parquet` ([`crate::artifacts::SCORES`]): one row per (pair, cluster) with
+/// the novelty model's probability and the alignment score, the columns `c1`, `c2`,
+/// `cluster`, `novelty_prob`, `alignment_score` (the evaluation stages and the simulator
+/// read it).
+pub fn write_scores(
     path: &Path,
     c1: Vec<u32>,
     c2: Vec<u32>,
