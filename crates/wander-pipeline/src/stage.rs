@@ -180,6 +180,9 @@ impl fmt::Display for Summary {
 pub trait Stage {
     /// Which stage it is.
     fn id(&self) -> StageId;
+    /// The part of the configuration its outputs depend on (recorded in its manifest; a
+    /// change makes it run again). `null` for the steps that write no stage folder.
+    fn config_slice(&self, ctx: &StageContext) -> Result<Value>;
     /// Runs it; `force` redoes it even when its outputs are fresh.
     fn run(&self, ctx: &StageContext, force: bool) -> Result<Summary>;
 }

@@ -16,6 +16,18 @@ use wander_pipeline::stages;
 use wander_pipeline::{Stage, StageContext, StageId};
 use wander_table::{Choice, ExplorationTable};
 
+/// The configuration a stage recorded in its manifest is the slice it declares.
+fn records_its_slice(ctx: &StageContext, stage: &dyn Stage) {
+    let run = RunDir::open(&ctx.config.run.dir).unwrap();
+    let manifest = run.read_manifest(stage.id().folder()).unwrap();
+    assert_eq!(
+        manifest.config,
+        stage.config_slice(ctx).unwrap(),
+        "{}",
+        stage.id()
+    );
+}
+
 fn tiny_world(root: &Path) -> StageContext {
     wander_data::synth::generate(
         &SynthConfig {
@@ -257,6 +269,15 @@ fn log_stages_item_policy_and_serving_bundle_on_a_tiny_log() {
         run.manifest_checksum(StageId::Precompute.folder()).unwrap()
     );
 
+    let ran: [&dyn Stage; 4] = [
+        &stages::Ingest,
+        &stages::TrainItems,
+        &stages::EvalItems,
+        &stages::Bundle,
+    ];
+    for stage in ran {
+        records_its_slice(&ctx, stage);
+    }
     // Fresh while its inputs are unchanged; a new precompute makes it stale.
     assert!(stages::Bundle.run(&ctx, false).unwrap().skipped());
     table_by_hand(&ctx, n_clusters);
@@ -325,6 +346,15 @@ fn evaluation_stages_simulator_and_report_on_a_tiny_log() {
 
     // The report gathers them, with the figures inlined.
     let report = stages::Report.run(&ctx, false).unwrap();
+    let ran: [&dyn Stage; 4] = [
+        &stages::Eval,
+        &stages::EvalScaling,
+        &stages::Simulate::default(),
+        &stages::Report,
+    ];
+    for stage in ran {
+        records_its_slice(&ctx, stage);
+    }
     let html = std::fs::read_to_string(tmp.path().join("run/report/report.html")).unwrap();
     assert!(
         html.contains("<svg") && html.contains("Novelty-relevance frontier"),
@@ -439,6 +469,18 @@ fn llm_stages_on_a_tiny_model_and_log() {
         .run(&ctx, false)
         .unwrap()
         .skipped());
+    let ran: [&dyn Stage; 7] = [
+        &stages::Transitions,
+        &stages::Feedback,
+        &stages::TrainNovelty,
+        &stages::EvalNovelty,
+        &stages::TrainAlignment,
+        &stages::EvalAlignment,
+        &stages::Precompute::default(),
+    ];
+    for stage in ran {
+        records_its_slice(&ctx, stage);
+    }
     for summary in [&tn, &en, &ta, &ea, &pre] {
         let line = summary.to_string();
         assert!(!line.contains("unreadable"), "{line}");

@@ -124,13 +124,10 @@ pub(crate) fn cluster_means(labels: &[Label], n: usize) -> Vec<f64> {
         .collect()
 }
 
-/// `wander train alignment`.
-pub fn train_alignment(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
+/// The LoRA schedule of `[alignment]`.
+fn alignment_train_config(ctx: &StageContext) -> wander_llm::train::TrainConfig {
     let cfg = &ctx.config.alignment;
-    let lora = &ctx.config.llm.lora;
-    let run = RunDir::open(&ctx.config.run.dir)?;
-    let (q8, inputs) = model_and_inputs(ctx, &run, StageId::TrainAlignment)?;
-    let train_cfg = lora_train_config(
+    lora_train_config(
         cfg.steps,
         cfg.batch_size,
         cfg.grad_accum,
@@ -139,16 +136,36 @@ pub fn train_alignment(ctx: &StageContext, force: bool) -> crate::Result<Summary
         cfg.eval_every,
         cfg.checkpoint_every,
         ctx.config.run.seed,
-    );
-    let candidate = cfg.arch == AlignmentArch::Candidate;
-    let mut slice = json!({"train": train_cfg, "lora": lora, "objective": cfg.objective, "head_lr": cfg.head_lr, "pairwise_margin": ctx.config.feedback.pairwise_margin, "eval_prompts": cfg.eval_prompts});
-    if candidate {
+    )
+}
+
+/// The configuration `wander train alignment` depends on.
+pub(crate) fn train_alignment_slice(ctx: &StageContext) -> Value {
+    let cfg = &ctx.config.alignment;
+    let mut slice = json!({"train": alignment_train_config(ctx), "lora": ctx.config.llm.lora, "objective": cfg.objective, "head_lr": cfg.head_lr, "pairwise_margin": ctx.config.feedback.pairwise_margin, "eval_prompts": cfg.eval_prompts});
+    if cfg.arch == AlignmentArch::Candidate {
         // Only then, so that runs of the per-cluster head made before `arch` existed stay fresh.
         slice["arch"] = json!(cfg.arch);
     }
     if cfg.holdout_candidates > 0.0 {
         slice["holdout_candidates"] = json!(cfg.holdout_candidates);
     }
+    slice
+}
+
+/// The configuration `wander eval alignment` depends on.
+pub(crate) fn eval_alignment_slice(ctx: &StageContext) -> Value {
+    json!({"bootstrap_rounds": ctx.config.alignment.bootstrap_rounds, "seed": ctx.config.run.seed})
+}
+
+/// `wander train alignment`.
+pub fn train_alignment(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
+    let cfg = &ctx.config.alignment;
+    let run = RunDir::open(&ctx.config.run.dir)?;
+    let (q8, inputs) = model_and_inputs(ctx, &run, StageId::TrainAlignment)?;
+    let train_cfg = alignment_train_config(ctx);
+    let candidate = cfg.arch == AlignmentArch::Candidate;
+    let slice = train_alignment_slice(ctx);
     let checkpoints = run.root().join(".checkpoints/alignment");
     let outcome = run.run_stage(StageId::TrainAlignment.folder(), slice, inputs, force, |w| -> crate::Result<Value> {
         let tax = wander_taxonomy::read(open(&run, StageId::Taxonomy)?.reader())?;
@@ -270,7 +287,7 @@ pub fn eval_alignment(ctx: &StageContext, force: bool) -> crate::Result<Summary>
     let inputs = manifests(&run, StageId::EvalAlignment.inputs())?;
     let rounds = ctx.config.alignment.bootstrap_rounds;
     let seed = ctx.config.run.seed;
-    let slice = json!({"bootstrap_rounds": rounds, "seed": seed});
+    let slice = eval_alignment_slice(ctx);
     let stage_dir = run.stage_dir(StageId::EvalAlignment.folder());
     let outcome = run.run_stage(StageId::EvalAlignment.folder(), slice, inputs, force, |w| -> crate::Result<Value> {
         let stage = open(&run, StageId::Feedback)?;

@@ -26,11 +26,16 @@ fn label_config(ctx: &StageContext) -> LabelConfig {
     }
 }
 
+/// The configuration `wander feedback` depends on.
+pub(crate) fn feedback_slice(ctx: &StageContext) -> Value {
+    json!({"feedback": ctx.config.feedback, "column": ctx.config.data.feedback})
+}
+
 /// `wander feedback`.
 pub fn feedback_stage(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
     let run = RunDir::open(&ctx.config.run.dir)?;
     let inputs = manifests(&run, StageId::Feedback.inputs())?;
-    let slice = json!({"feedback": ctx.config.feedback, "column": ctx.config.data.feedback});
+    let slice = feedback_slice(ctx);
     let cfg = label_config(ctx);
     let margin = ctx.config.feedback.pairwise_margin;
     let outcome = run.run_stage(StageId::Feedback.folder(), slice, inputs, force, |w| -> crate::Result<Value> {

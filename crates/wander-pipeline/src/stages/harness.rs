@@ -39,13 +39,19 @@ fn cosine(a: &[f32], b: &[f32]) -> f64 {
     }
 }
 
+/// The configuration `wander eval` depends on.
+pub(crate) fn eval_slice(ctx: &StageContext) -> Value {
+    let cfg = &ctx.config.precompute;
+    json!({"n": cfg.n, "draws": cfg.scaling_draws, "bootstrap_rounds": cfg.bootstrap_rounds, "top_k": cfg.top_k, "seed": ctx.config.run.seed})
+}
+
 /// `wander eval`.
 pub fn eval_all(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
     let cfg = &ctx.config.precompute;
     let run = RunDir::open(&ctx.config.run.dir)?;
     let inputs = manifests(&run, StageId::Eval.inputs())?;
     let seed = ctx.config.run.seed;
-    let slice = json!({"n": cfg.n, "draws": cfg.scaling_draws, "bootstrap_rounds": cfg.bootstrap_rounds, "top_k": cfg.top_k, "seed": seed});
+    let slice = eval_slice(ctx);
     let stage_dir = run.stage_dir(StageId::Eval.folder());
     let outcome = run.run_stage(StageId::Eval.folder(), slice, inputs, force, |w| -> crate::Result<Value> {
         let tax = wander_taxonomy::read(open(&run, StageId::Taxonomy)?.reader())?;

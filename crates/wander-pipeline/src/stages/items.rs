@@ -47,12 +47,24 @@ fn model_config(ctx: &StageContext, vocab: usize) -> SasRecConfig {
     }
 }
 
+/// The configuration `wander train items` depends on.
+pub(crate) fn train_items_slice(ctx: &StageContext) -> Value {
+    let c = &ctx.config.items;
+    json!({"items": {"max_len": c.max_len, "dim": c.dim, "layers": c.layers, "heads": c.heads, "dropout": c.dropout, "loss": c.loss, "negatives": c.negatives, "batch_size": c.batch_size, "lr": c.lr, "max_epochs": c.max_epochs, "patience": c.patience}, "seed": ctx.config.run.seed})
+}
+
+/// The configuration `wander eval items` depends on.
+pub(crate) fn eval_items_slice(ctx: &StageContext) -> Value {
+    let c = &ctx.config.items;
+    json!({"index": c.index, "rerank": c.rerank, "seed": ctx.config.run.seed})
+}
+
 /// `wander train items`.
 pub fn train_items(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
     let c = &ctx.config.items;
     let run = RunDir::open(&ctx.config.run.dir)?;
     let inputs = manifests(&run, StageId::TrainItems.inputs())?;
-    let slice = json!({"items": {"max_len": c.max_len, "dim": c.dim, "layers": c.layers, "heads": c.heads, "dropout": c.dropout, "loss": c.loss, "negatives": c.negatives, "batch_size": c.batch_size, "lr": c.lr, "max_epochs": c.max_epochs, "patience": c.patience}, "seed": ctx.config.run.seed});
+    let slice = train_items_slice(ctx);
     let checkpoints = run.root().join(".checkpoints/items");
     let outcome = run.run_stage(StageId::TrainItems.folder(), slice, inputs, force, |w| -> crate::Result<Value> {
         let ds = wander_data::read_dataset(open(&run, StageId::Ingest)?.reader())?;
@@ -111,7 +123,7 @@ pub fn eval_items(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
     let run = RunDir::open(&ctx.config.run.dir)?;
     let inputs = manifests(&run, StageId::EvalItems.inputs())?;
     let seed = ctx.config.run.seed;
-    let slice = json!({"index": c.index, "rerank": c.rerank, "seed": seed});
+    let slice = eval_items_slice(ctx);
     let stage_dir = run.stage_dir(StageId::EvalItems.folder());
     let outcome = run.run_stage(StageId::EvalItems.folder(), slice, inputs, force, |w| -> crate::Result<Value> {
         let ds = wander_data::read_dataset(open(&run, StageId::Ingest)?.reader())?;

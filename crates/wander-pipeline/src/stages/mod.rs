@@ -23,7 +23,7 @@ use crate::{Result, Stage, StageContext, StageId, Summary};
 pub use precompute::Shard;
 
 macro_rules! plain_stage {
-    ($(#[$doc:meta])* $name:ident, $id:ident, $run:path) => {
+    ($(#[$doc:meta])* $name:ident, $id:ident, $run:path, $slice:expr) => {
         $(#[$doc])*
         #[derive(Debug, Clone, Copy, Default)]
         pub struct $name;
@@ -31,6 +31,10 @@ macro_rules! plain_stage {
         impl Stage for $name {
             fn id(&self) -> StageId {
                 StageId::$id
+            }
+            fn config_slice(&self, ctx: &StageContext) -> Result<serde_json::Value> {
+                #[allow(clippy::redundant_closure_call)]
+                Ok(($slice)(ctx))
             }
             fn run(&self, ctx: &StageContext, force: bool) -> Result<Summary> {
                 $run(ctx, force)
@@ -41,63 +45,74 @@ macro_rules! plain_stage {
 
 plain_stage!(
     /// `wander ingest`.
-    Ingest, Ingest, ingest::ingest
+    Ingest, Ingest, ingest::ingest, |ctx: &StageContext| wander_core::config::Config::slice(&ctx.config.data)
 );
 plain_stage!(
     /// `wander taxonomy`.
-    Taxonomy, Taxonomy, taxonomy::taxonomy
+    Taxonomy, Taxonomy, taxonomy::taxonomy, taxonomy::taxonomy_slice
 );
 plain_stage!(
     /// `wander transitions`.
-    Transitions, Transitions, transitions::transitions
+    Transitions, Transitions, transitions::transitions, transitions::transitions_slice
 );
 plain_stage!(
     /// `wander train novelty`.
-    TrainNovelty, TrainNovelty, novelty::train_novelty
+    TrainNovelty, TrainNovelty, novelty::train_novelty, novelty::train_novelty_slice
 );
 plain_stage!(
     /// `wander eval novelty`.
-    EvalNovelty, EvalNovelty, novelty::eval_novelty
+    EvalNovelty, EvalNovelty, novelty::eval_novelty, novelty::eval_novelty_slice
 );
 plain_stage!(
     /// `wander train items`.
-    TrainItems, TrainItems, items::train_items
+    TrainItems, TrainItems, items::train_items, items::train_items_slice
 );
 plain_stage!(
     /// `wander eval items`.
-    EvalItems, EvalItems, items::eval_items
+    EvalItems, EvalItems, items::eval_items, items::eval_items_slice
 );
 plain_stage!(
     /// `wander feedback`.
-    Feedback, Feedback, feedback::feedback_stage
+    Feedback, Feedback, feedback::feedback_stage, feedback::feedback_slice
 );
 plain_stage!(
     /// `wander train alignment`.
-    TrainAlignment, TrainAlignment, alignment::train_alignment
+    TrainAlignment, TrainAlignment, alignment::train_alignment, alignment::train_alignment_slice
 );
 plain_stage!(
     /// `wander eval alignment`.
-    EvalAlignment, EvalAlignment, alignment::eval_alignment
+    EvalAlignment, EvalAlignment, alignment::eval_alignment, alignment::eval_alignment_slice
 );
 plain_stage!(
     /// `wander bundle`: the serving bundle.
-    Bundle, Bundle, bundle::bundle
+    Bundle, Bundle, bundle::bundle, |_: &StageContext| serde_json::json!({})
 );
 plain_stage!(
     /// `wander eval scaling`.
-    EvalScaling, EvalScaling, scaling::eval_scaling
+    EvalScaling, EvalScaling, scaling::eval_scaling, scaling::eval_scaling_slice
 );
 plain_stage!(
     /// `wander eval`: every strategy under one protocol.
-    Eval, Eval, harness::eval_all
+    Eval, Eval, harness::eval_all, harness::eval_slice
 );
-plain_stage!(
-    /// `wander report`.
-    Report, Report, report::report_stage
-);
+/// `wander report`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Report;
+
+impl Stage for Report {
+    fn id(&self) -> StageId {
+        StageId::Report
+    }
+    fn config_slice(&self, ctx: &StageContext) -> Result<serde_json::Value> {
+        report::report_slice(ctx)
+    }
+    fn run(&self, ctx: &StageContext, force: bool) -> Result<Summary> {
+        report::report_stage(ctx, force)
+    }
+}
 plain_stage!(
     /// The serve check: the service started over the run and queried once.
-    ServeCheck, ServeCheck, serve_check::serve_check
+    ServeCheck, ServeCheck, serve_check::serve_check, |_: &StageContext| serde_json::Value::Null
 );
 
 /// `wander eval planted [--steps N]`: the candidate-reading alignment model on a synthetic
@@ -111,6 +126,9 @@ pub struct EvalPlanted {
 impl Stage for EvalPlanted {
     fn id(&self) -> StageId {
         StageId::EvalPlanted
+    }
+    fn config_slice(&self, ctx: &StageContext) -> Result<serde_json::Value> {
+        Ok(planted::eval_planted_slice(ctx, self.steps))
     }
     fn run(&self, ctx: &StageContext, force: bool) -> Result<Summary> {
         planted::eval_planted(ctx, self.steps, force)
@@ -127,6 +145,9 @@ pub struct Assets {
 impl Stage for Assets {
     fn id(&self) -> StageId {
         StageId::Assets
+    }
+    fn config_slice(&self, _ctx: &StageContext) -> Result<serde_json::Value> {
+        Ok(serde_json::Value::Null)
     }
     fn run(&self, ctx: &StageContext, _force: bool) -> Result<Summary> {
         ingest::fetch_assets(ctx, &self.names)
@@ -146,6 +167,9 @@ impl Stage for Precompute {
     fn id(&self) -> StageId {
         StageId::Precompute
     }
+    fn config_slice(&self, ctx: &StageContext) -> Result<serde_json::Value> {
+        Ok(precompute::precompute_slice(ctx))
+    }
     fn run(&self, ctx: &StageContext, force: bool) -> Result<Summary> {
         precompute::precompute(ctx, force, self.shard, self.merge)
     }
@@ -159,6 +183,9 @@ pub struct Simulate {
 }
 
 impl Stage for Simulate {
+    fn config_slice(&self, ctx: &StageContext) -> Result<serde_json::Value> {
+        Ok(simulate::simulate_slice(ctx, self.aa))
+    }
     fn id(&self) -> StageId {
         if self.aa {
             StageId::SimulateAa
@@ -193,4 +220,60 @@ pub fn run_order() -> Vec<Box<dyn Stage>> {
         Box::new(Report),
         Box::new(ServeCheck),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn context(dir: &std::path::Path) -> StageContext {
+        let mut config = wander_core::config::Config::default_config();
+        config.run.dir = dir.to_path_buf();
+        StageContext::new(config)
+    }
+
+    /// A key changes the configuration slice of the stages that read it and of no other, so
+    /// a changed setting reruns exactly those stages.
+    #[test]
+    fn a_setting_changes_only_the_slices_of_the_stages_that_read_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let base = context(tmp.path());
+        let cases: [(&str, fn(&mut wander_core::config::Config), &[StageId]); 5] = [
+            ("items.lr", |c| c.items.lr *= 2.0, &[StageId::TrainItems]),
+            (
+                "novelty.steps",
+                |c| c.novelty.steps += 1,
+                &[StageId::TrainNovelty],
+            ),
+            (
+                "items.rerank",
+                |c| c.items.rerank += 1,
+                &[StageId::EvalItems],
+            ),
+            (
+                "precompute.top_k",
+                |c| c.precompute.top_k += 1,
+                &[StageId::Precompute, StageId::EvalScaling, StageId::Eval],
+            ),
+            (
+                "feedback.min_users",
+                |c| c.feedback.min_users += 1,
+                &[StageId::Feedback],
+            ),
+        ];
+        for (key, change, readers) in cases {
+            let mut changed = base.clone();
+            change(&mut changed.config);
+            for stage in run_order() {
+                let before = stage.config_slice(&base).unwrap();
+                let after = stage.config_slice(&changed).unwrap();
+                assert_eq!(
+                    before != after,
+                    readers.contains(&stage.id()),
+                    "{key} and {}",
+                    stage.id()
+                );
+            }
+        }
+    }
 }

@@ -41,13 +41,10 @@ fn novelty_examples(
         .collect()
 }
 
-/// `wander train novelty`.
-pub fn train_novelty(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
+/// The LoRA schedule of `[novelty]`.
+fn novelty_train_config(ctx: &StageContext) -> wander_llm::train::TrainConfig {
     let cfg = &ctx.config.novelty;
-    let lora = &ctx.config.llm.lora;
-    let run = RunDir::open(&ctx.config.run.dir)?;
-    let (q8, inputs) = model_and_inputs(ctx, &run, StageId::TrainNovelty)?;
-    let train_cfg = crate::llm::lora_train_config(
+    crate::llm::lora_train_config(
         cfg.steps,
         cfg.batch_size,
         cfg.grad_accum,
@@ -56,8 +53,26 @@ pub fn train_novelty(ctx: &StageContext, force: bool) -> crate::Result<Summary> 
         cfg.eval_every,
         cfg.checkpoint_every,
         ctx.config.run.seed,
-    );
-    let slice = json!({"train": train_cfg, "lora": lora});
+    )
+}
+
+/// The configuration `wander train novelty` depends on.
+pub(crate) fn train_novelty_slice(ctx: &StageContext) -> Value {
+    json!({"train": novelty_train_config(ctx), "lora": ctx.config.llm.lora})
+}
+
+/// The configuration `wander eval novelty` depends on.
+pub(crate) fn eval_novelty_slice(ctx: &StageContext) -> Value {
+    let cfg = &ctx.config.novelty;
+    json!({"eval_events": cfg.eval_events, "eval_samples": cfg.eval_samples, "bootstrap_rounds": cfg.bootstrap_rounds, "seed": ctx.config.run.seed})
+}
+
+/// `wander train novelty`.
+pub fn train_novelty(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
+    let run = RunDir::open(&ctx.config.run.dir)?;
+    let (q8, inputs) = model_and_inputs(ctx, &run, StageId::TrainNovelty)?;
+    let train_cfg = novelty_train_config(ctx);
+    let slice = train_novelty_slice(ctx);
     let checkpoints = run.root().join(".checkpoints/novelty");
     let outcome = run.run_stage(StageId::TrainNovelty.folder(), slice, inputs, force, |w| -> crate::Result<Value> {
         let tax = wander_taxonomy::read(open(&run, StageId::Taxonomy)?.reader())?;
@@ -103,7 +118,7 @@ pub fn eval_novelty(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
     let run = RunDir::open(&ctx.config.run.dir)?;
     let q8 = model_q8(ctx)?;
     let inputs = manifests(&run, StageId::EvalNovelty.inputs())?;
-    let slice = json!({"eval_events": cfg.eval_events, "eval_samples": cfg.eval_samples, "bootstrap_rounds": cfg.bootstrap_rounds, "seed": ctx.config.run.seed});
+    let slice = eval_novelty_slice(ctx);
     let seed = ctx.config.run.seed;
     let stage_dir = run.stage_dir(StageId::EvalNovelty.folder());
     let outcome = run.run_stage(StageId::EvalNovelty.folder(), slice, inputs, force, |w| -> crate::Result<Value> {

@@ -31,6 +31,28 @@ const HELD_OUT: f64 = 0.25;
 /// The goal of issue 17: the model recovers the planted signal at least this well.
 pub const PLANTED_GOAL: f64 = 0.6;
 
+/// The LoRA schedule of the planted run: `[alignment]` with `steps` steps.
+fn planted_train_config(ctx: &StageContext, steps: usize) -> wander_llm::train::TrainConfig {
+    let cfg = &ctx.config.alignment;
+    let seed = ctx.config.run.seed;
+    lora_train_config(
+        steps,
+        cfg.batch_size,
+        cfg.grad_accum,
+        cfg.lr,
+        cfg.warmup_steps.min(steps / 10),
+        steps,
+        0,
+        seed,
+    )
+}
+
+/// The configuration `wander eval planted --steps N` depends on.
+pub(crate) fn eval_planted_slice(ctx: &StageContext, steps: usize) -> Value {
+    let cfg = &ctx.config.alignment;
+    json!({"train": planted_train_config(ctx, steps), "lora": ctx.config.llm.lora, "head_lr": cfg.head_lr, "bootstrap_rounds": cfg.bootstrap_rounds, "held_out": HELD_OUT, "eval_prompts": cfg.eval_prompts})
+}
+
 /// `wander eval planted`: trains the candidate-reading model (LoRA + scalar head, the
 /// `[alignment]` and `[llm.lora]` settings) for `steps` steps on the world's training pairs,
 /// then ranks the candidates of the held-out pairs.
@@ -45,17 +67,8 @@ pub fn eval_planted(ctx: &StageContext, steps: usize, force: bool) -> crate::Res
     let q8 = model_q8(ctx)?;
     let mut inputs = std::collections::BTreeMap::new();
     inputs.insert(q8.display().to_string(), sha256_file(&q8)?);
-    let train_cfg = lora_train_config(
-        steps,
-        cfg.batch_size,
-        cfg.grad_accum,
-        cfg.lr,
-        cfg.warmup_steps.min(steps / 10),
-        steps,
-        0,
-        seed,
-    );
-    let slice = json!({"train": train_cfg, "lora": ctx.config.llm.lora, "head_lr": cfg.head_lr, "bootstrap_rounds": rounds, "held_out": HELD_OUT, "eval_prompts": cfg.eval_prompts});
+    let train_cfg = planted_train_config(ctx, steps);
+    let slice = eval_planted_slice(ctx, steps);
     let stage_dir = run.stage_dir(StageId::EvalPlanted.folder());
     let outcome = run.run_stage(StageId::EvalPlanted.folder(), slice, inputs, force, |w| -> crate::Result<Value> {
         let world = planted::planted_world(seed, HELD_OUT);

@@ -102,6 +102,17 @@ fn precompute_pairs(ctx: &StageContext, run: &RunDir, n: u32) -> crate::Result<V
     }
 }
 
+/// The configuration `wander precompute` depends on.
+pub(crate) fn precompute_slice(ctx: &StageContext) -> Value {
+    let cfg = &ctx.config.precompute;
+    let mut slice = json!({"scorer": "full-trie-v2", "precompute": {"pairs": cfg.pairs, "mode": cfg.mode, "n": cfg.n, "temperature": cfg.temperature, "top_k": cfg.top_k, "chunk_pairs": cfg.chunk_pairs}, "seed": ctx.config.run.seed});
+    if cfg.normalize == ProposalNormalize::Answer {
+        // Only then, so that tables made before `normalize` existed stay fresh.
+        slice["precompute"]["normalize"] = json!(cfg.normalize);
+    }
+    slice
+}
+
 /// `wander precompute [--shard i/N] [--merge]`.
 pub fn precompute(
     ctx: &StageContext,
@@ -112,11 +123,7 @@ pub fn precompute(
     let cfg = &ctx.config.precompute;
     let run = RunDir::open(&ctx.config.run.dir)?;
     let (q8, inputs) = model_and_inputs(ctx, &run, StageId::Precompute)?;
-    let mut slice = json!({"scorer": "full-trie-v2", "precompute": {"pairs": cfg.pairs, "mode": cfg.mode, "n": cfg.n, "temperature": cfg.temperature, "top_k": cfg.top_k, "chunk_pairs": cfg.chunk_pairs}, "seed": ctx.config.run.seed});
-    if cfg.normalize == ProposalNormalize::Answer {
-        // Only then, so that tables made before `normalize` existed stay fresh.
-        slice["precompute"]["normalize"] = json!(cfg.normalize);
-    }
+    let slice = precompute_slice(ctx);
     let key = wander_core::hash::sha256_hex(
         serde_json::to_string(&json!({"slice": slice, "inputs": inputs}))?.as_bytes(),
     );

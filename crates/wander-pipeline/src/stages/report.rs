@@ -28,14 +28,31 @@ const SECTIONS: [(StageId, &str); 8] = [
 
 use wander_explore::html::to_html;
 
-/// `wander report`.
-pub fn report_stage(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
-    let run = RunDir::open(&ctx.config.run.dir)?;
-    let present: Vec<(StageId, &str)> = SECTIONS
+/// The evaluation stages that have run, with their section titles.
+fn present_sections(run: &RunDir) -> Vec<(StageId, &'static str)> {
+    SECTIONS
         .iter()
         .copied()
         .filter(|(s, _)| run.read_manifest(s.folder()).is_ok())
-        .collect();
+        .collect()
+}
+
+/// What `wander report` depends on besides the sections' manifests: which sections exist
+/// and whether the run is a smoke run.
+pub(crate) fn report_slice(ctx: &StageContext) -> crate::Result<Value> {
+    let run = RunDir::open(&ctx.config.run.dir)?;
+    let present = present_sections(&run);
+    let mut slice = json!({"sections": present.iter().map(|p| p.0.folder()).collect::<Vec<_>>()});
+    if ctx.config.run.smoke {
+        slice["smoke"] = json!(true);
+    }
+    Ok(slice)
+}
+
+/// `wander report`.
+pub fn report_stage(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
+    let run = RunDir::open(&ctx.config.run.dir)?;
+    let present = present_sections(&run);
     if present.is_empty() {
         crate::bail!(
             "{}: no stage reports yet; run the pipeline first (`wander run`)",
@@ -51,10 +68,7 @@ pub fn report_stage(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
     }
     let stage_dir = run.stage_dir(StageId::Report.folder());
     let smoke = ctx.config.run.smoke;
-    let mut slice = json!({"sections": present.iter().map(|p| p.0.folder()).collect::<Vec<_>>()});
-    if smoke {
-        slice["smoke"] = json!(true);
-    }
+    let slice = report_slice(ctx)?;
     let outcome = run.run_stage(StageId::Report.folder(), slice, inputs, force, |w| -> crate::Result<Value> {
         let mut md = format!("# wander report\n\nRun directory `{}`. Each section is the report of one stage, verified against its manifest; the commands that made them are `wander <stage>` with the configuration recorded in each manifest.\n\n", run.root().display());
         if smoke {

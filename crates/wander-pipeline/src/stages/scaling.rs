@@ -27,13 +27,19 @@ use crate::StageId;
 use crate::Summary;
 use wander_explore::metrics::Estimate;
 
+/// The configuration `wander eval scaling` depends on.
+pub(crate) fn eval_scaling_slice(ctx: &StageContext) -> Value {
+    let cfg = &ctx.config.precompute;
+    json!({"scaling_n": cfg.scaling_n, "scaling_draws": cfg.scaling_draws, "bootstrap_rounds": cfg.bootstrap_rounds, "top_k": cfg.top_k, "seed": ctx.config.run.seed})
+}
+
 /// `wander eval scaling`.
 pub fn eval_scaling(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
     let cfg = &ctx.config.precompute;
     let run = RunDir::open(&ctx.config.run.dir)?;
     let inputs = manifests(&run, StageId::EvalScaling.inputs())?;
     let seed = ctx.config.run.seed;
-    let slice = json!({"scaling_n": cfg.scaling_n, "scaling_draws": cfg.scaling_draws, "bootstrap_rounds": cfg.bootstrap_rounds, "top_k": cfg.top_k, "seed": seed});
+    let slice = eval_scaling_slice(ctx);
     let stage_dir = run.stage_dir(StageId::EvalScaling.folder());
     let outcome = run.run_stage(StageId::EvalScaling.folder(), slice, inputs, force, |w| -> crate::Result<Value> {
         let pre = open(&run, StageId::Precompute)?;

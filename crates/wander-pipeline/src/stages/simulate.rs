@@ -92,6 +92,11 @@ fn world(run: &RunDir, rank: usize) -> crate::Result<World> {
     )?)
 }
 
+/// The configuration `wander simulate` (`aa`: with `--aa`) depends on.
+pub(crate) fn simulate_slice(ctx: &StageContext, aa: bool) -> Value {
+    json!({"simulate": ctx.config.simulate, "aa": aa, "seed": ctx.config.run.seed})
+}
+
 /// `wander simulate [--aa]`.
 pub fn simulate_stage(ctx: &StageContext, force: bool, aa: bool) -> crate::Result<Summary> {
     let c = &ctx.config.simulate;
@@ -114,7 +119,7 @@ pub fn simulate_stage(ctx: &StageContext, force: bool, aa: bool) -> crate::Resul
         StageId::Simulate
     };
     let stage = id.folder();
-    let slice = json!({"simulate": c, "aa": aa, "seed": seed});
+    let slice = simulate_slice(ctx, aa);
     let stage_dir = run.stage_dir(stage);
     let outcome = run.run_stage(stage, slice, inputs, force, |w| -> crate::Result<Value> {
         let world = world(&run, c.rank)?;

@@ -14,6 +14,11 @@ use crate::StageContext;
 use crate::StageId;
 use crate::Summary;
 
+/// The configuration `wander taxonomy` depends on.
+pub(crate) fn taxonomy_slice(ctx: &StageContext) -> Value {
+    json!({"taxonomy": ctx.config.taxonomy, "seed": ctx.config.run.seed})
+}
+
 /// `wander taxonomy`.
 pub fn taxonomy(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
     let cfg = &ctx.config.taxonomy;
@@ -32,7 +37,7 @@ pub fn taxonomy(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
             })?,
         );
     }
-    let slice = json!({"taxonomy": cfg, "seed": ctx.config.run.seed});
+    let slice = taxonomy_slice(ctx);
     let seed = ctx.config.run.seed;
     let stage_dir = run.stage_dir("taxonomy");
     let outcome = run

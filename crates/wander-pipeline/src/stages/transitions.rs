@@ -13,13 +13,19 @@ use crate::StageContext;
 use crate::StageId;
 use crate::Summary;
 
+/// The configuration `wander transitions` depends on.
+pub(crate) fn transitions_slice(ctx: &StageContext) -> Value {
+    let cfg = &ctx.config.novelty;
+    json!({"examples": cfg.examples, "alpha": cfg.alpha, "max_per_pair": cfg.max_per_pair, "max_per_target": cfg.max_per_target, "eval_examples": cfg.eval_examples, "seed": ctx.config.run.seed})
+}
+
 /// `wander transitions`.
 pub fn transitions(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
     use wander_explore::{sft, transitions as tr};
     let cfg = &ctx.config.novelty;
     let run = RunDir::open(&ctx.config.run.dir)?;
     let inputs = manifests(&run, StageId::Transitions.inputs())?;
-    let slice = json!({"examples": cfg.examples, "alpha": cfg.alpha, "max_per_pair": cfg.max_per_pair, "max_per_target": cfg.max_per_target, "eval_examples": cfg.eval_examples, "seed": ctx.config.run.seed});
+    let slice = transitions_slice(ctx);
     let seed = ctx.config.run.seed;
     let outcome = run
         .run_stage(
