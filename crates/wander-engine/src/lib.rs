@@ -128,7 +128,7 @@ pub struct Inputs {
 }
 
 /// Figures of one query.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct QueryRun {
     /// Query name (also the output file's stem).
     pub name: String,
@@ -141,7 +141,7 @@ pub struct QueryRun {
 }
 
 /// Figures of an aggregation run.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct RunSummary {
     /// Engine name.
     pub engine: String,

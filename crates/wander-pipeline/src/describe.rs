@@ -27,13 +27,8 @@ pub fn describe(summary: &Value) -> String {
         "simulate" => simulate_line(StageId::Simulate, summary),
         "simulate_aa" => simulate_line(StageId::SimulateAa, summary),
         "eval_planted" => line::<PlantedSummary>(StageId::EvalPlanted, summary),
-        "aggregate" => format!(
-            "aggregate on {}: {} events x {} queries in {:.1} s ({:.0} events/s), peak memory {:.0} MiB{}",
-            summary["engine"].as_str().unwrap_or(""), summary["events"], summary["queries"].as_array().map_or(0, Vec::len),
-            summary["seconds"].as_f64().unwrap_or(0.0), summary["events_per_second"].as_f64().unwrap_or(0.0),
-            summary["peak_rss_bytes"].as_f64().unwrap_or(0.0) / 1048576.0,
-            if summary["matches_in_memory"] == true { "; identical to the in-memory miners" } else { "" }
-        ),
+        #[cfg(feature = "engine")]
+        "aggregate" => line::<AggregateSummary>(StageId::Aggregate, summary),
         _ => summary.to_string(),
     }
 }

@@ -829,6 +829,55 @@ impl fmt::Display for PlantedSummary {
     }
 }
 
+/// What `wander aggregate` read.
+#[cfg(feature = "engine")]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AggregateInputs {
+    /// The events (a Parquet file or folder of parts).
+    pub events: PathBuf,
+    /// The item-to-cluster table.
+    pub clusters: PathBuf,
+}
+
+/// `wander aggregate` (feature `engine`).
+#[cfg(feature = "engine")]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AggregateSummary {
+    /// The engine's figures.
+    #[serde(flatten)]
+    pub run: wander_engine::RunSummary,
+    /// With `--check`: every row equal to the in-memory miners'.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub matches_in_memory: Option<bool>,
+    /// With `--check`: rows compared per query.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compared_rows: Option<BTreeMap<String, usize>>,
+    /// What it read.
+    pub inputs: AggregateInputs,
+}
+
+#[cfg(feature = "engine")]
+impl fmt::Display for AggregateSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let r = &self.run;
+        write!(
+            f,
+            "aggregate on {}: {} events x {} queries in {:.1} s ({:.0} events/s), peak memory {:.0} MiB{}",
+            r.engine,
+            r.events,
+            r.queries.len(),
+            r.seconds,
+            r.events_per_second,
+            r.peak_rss_bytes.unwrap_or(0) as f64 / 1048576.0,
+            if self.matches_in_memory == Some(true) {
+                "; identical to the in-memory miners"
+            } else {
+                ""
+            }
+        )
+    }
+}
+
 /// The summary of a stage as its typed struct, from a manifest or `--json` object (extra
 /// fields such as `stage` and `wall_seconds` are ignored).
 pub fn read<T: DeserializeOwned>(id: StageId, fields: &Value) -> crate::Result<T> {

@@ -249,55 +249,108 @@ pub fn aggregate_stage(ctx: &StageContext, args: &AggregateArgs) -> crate::Resul
         inputs = manifests(&run, StageId::Aggregate.inputs())?;
     }
     let slice = json!({"engine": engine.name(), "signal": signal_name(&signal), "window": window, "check": args.check, "memory_limit_mb": ctx.config.engine.memory_limit_mb, "partitions": ctx.config.engine.partitions});
-    let outcome = run.run_stage(StageId::Aggregate.folder(), slice, inputs, args.force, |w| -> crate::Result<Value> {
-        let out_dir = w.path("transitions.parquet")?.parent().expect("inside the stage").to_path_buf();
-        let (table, loaded) = match &external {
-            Some((events, clusters)) => (
-                Inputs {
-                    events: events.clone(),
-                    clusters: clusters.clone(),
-                },
-                None,
-            ),
-            None => {
-                // The engine reads the ingested log's files directly.
-                let ingest = run.read(StageId::Ingest.folder())?;
-                let tax = wander_taxonomy::read(open(&run, StageId::Taxonomy)?.reader())?;
-                let clusters = w.path("clusters.parquet")?;
-                write_clusters(&clusters, tax.planner_assign())?;
-                (
+    let outcome = run.run_stage(
+        StageId::Aggregate.folder(),
+        slice,
+        inputs,
+        args.force,
+        |w| -> crate::Result<Value> {
+            let out_dir = w
+                .path("transitions.parquet")?
+                .parent()
+                .expect("inside the stage")
+                .to_path_buf();
+            let (table, loaded) = match &external {
+                Some((events, clusters)) => (
                     Inputs {
-                        events: ingest.path(wander_data::INTERACTIONS_FILE)?,
-                        clusters,
+                        events: events.clone(),
+                        clusters: clusters.clone(),
                     },
-                    Some((ingest, tax)),
-                )
-            }
-        };
-        check_events(&table.events, &signal)?;
-        let summary = wander_engine::run(&engine, &table, &queries, &out_dir)?;
-        let mut out = serde_json::to_value(&summary)?;
-        if args.check {
-            let (ingest, tax) = loaded.expect("run-dir mode");
-            let ds = wander_data::read_dataset(&ingest)?;
-            let column = ds.feedback_columns.iter().position(|c| *c == ctx.config.data.feedback);
-            let (t, p, c) = in_memory(&ds, tax.planner_assign(), ctx.config.feedback.signal, column, window);
-            let checks = [
-                ("transitions", first_difference(&wander_engine::read_transitions(&out_dir.join("transitions.parquet"))?, &t)),
-                ("label_parts", first_difference(&wander_engine::read_label_parts(&out_dir.join("label_parts.parquet"))?, &p)),
-                ("co_consumption", first_difference(&wander_engine::read_co_consumption(&out_dir.join("co_consumption.parquet"))?, &c)),
-            ];
-            for (name, diff) in &checks {
-                if let Some(d) = diff {
-                    bail!("{name} differs between {} and the in-memory miner: {d}", engine.name());
+                    None,
+                ),
+                None => {
+                    // The engine reads the ingested log's files directly.
+                    let ingest = run.read(StageId::Ingest.folder())?;
+                    let tax = wander_taxonomy::read(open(&run, StageId::Taxonomy)?.reader())?;
+                    let clusters = w.path("clusters.parquet")?;
+                    write_clusters(&clusters, tax.planner_assign())?;
+                    (
+                        Inputs {
+                            events: ingest.path(wander_data::INTERACTIONS_FILE)?,
+                            clusters,
+                        },
+                        Some((ingest, tax)),
+                    )
                 }
+            };
+            check_events(&table.events, &signal)?;
+            let summary = wander_engine::run(&engine, &table, &queries, &out_dir)?;
+            let mut out = crate::summaries::AggregateSummary {
+                run: summary,
+                matches_in_memory: None,
+                compared_rows: None,
+                inputs: crate::summaries::AggregateInputs {
+                    events: table.events.clone(),
+                    clusters: table.clusters.clone(),
+                },
+            };
+            if args.check {
+                let (ingest, tax) = loaded.expect("run-dir mode");
+                let ds = wander_data::read_dataset(&ingest)?;
+                let column = ds
+                    .feedback_columns
+                    .iter()
+                    .position(|c| *c == ctx.config.data.feedback);
+                let (t, p, c) = in_memory(
+                    &ds,
+                    tax.planner_assign(),
+                    ctx.config.feedback.signal,
+                    column,
+                    window,
+                );
+                let checks = [
+                    (
+                        "transitions",
+                        first_difference(
+                            &wander_engine::read_transitions(&out_dir.join("transitions.parquet"))?,
+                            &t,
+                        ),
+                    ),
+                    (
+                        "label_parts",
+                        first_difference(
+                            &wander_engine::read_label_parts(&out_dir.join("label_parts.parquet"))?,
+                            &p,
+                        ),
+                    ),
+                    (
+                        "co_consumption",
+                        first_difference(
+                            &wander_engine::read_co_consumption(
+                                &out_dir.join("co_consumption.parquet"),
+                            )?,
+                            &c,
+                        ),
+                    ),
+                ];
+                for (name, diff) in &checks {
+                    if let Some(d) = diff {
+                        bail!(
+                            "{name} differs between {} and the in-memory miner: {d}",
+                            engine.name()
+                        );
+                    }
+                }
+                out.matches_in_memory = Some(true);
+                out.compared_rows = Some(BTreeMap::from([
+                    ("co_consumption".to_string(), c.len()),
+                    ("label_parts".to_string(), p.len()),
+                    ("transitions".to_string(), t.len()),
+                ]));
             }
-            out["matches_in_memory"] = json!(true);
-            out["compared_rows"] = json!({"transitions": t.len(), "label_parts": p.len(), "co_consumption": c.len()});
-        }
-        out["inputs"] = json!({"events": table.events, "clusters": table.clusters});
-        Ok(out)
-    })?;
+            crate::summaries::record(&out)
+        },
+    )?;
     Ok(report(StageId::Aggregate, &outcome))
 }
 
