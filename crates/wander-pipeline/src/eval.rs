@@ -131,8 +131,8 @@ pub(crate) struct HeldOut {
 }
 
 pub(crate) fn held_out(run: &RunDir, m: usize) -> crate::Result<HeldOut> {
-    let scores = read_scores(&open(&run, StageId::Precompute)?.path(SCORES)?, m)?;
-    let all: Vec<Transition> = open(&run, StageId::Transitions)?.json(TRANSITIONS)?;
+    let scores = read_scores(&open(run, StageId::Precompute)?.path(SCORES)?, m)?;
+    let all: Vec<Transition> = open(run, StageId::Transitions)?.json(TRANSITIONS)?;
     let train = wander_explore::transitions::counts(&all, wander_data::Split::Train);
     let mut target_counts = vec![0u64; m];
     for t in train.values() {
@@ -148,7 +148,7 @@ pub(crate) fn held_out(run: &RunDir, m: usize) -> crate::Result<HeldOut> {
     if events.is_empty() {
         bail!("no test transitions whose history pair is in the table");
     }
-    let labels: Vec<Label> = open(&run, StageId::Feedback)?.json(LABELS_TEST)?;
+    let labels: Vec<Label> = open(run, StageId::Feedback)?.json(LABELS_TEST)?;
     let label_of = labels
         .iter()
         .map(|l| ((l.c1, l.c2, l.next), l.label))

@@ -100,7 +100,7 @@ pub(crate) fn load_models(
     with_novelty: bool,
 ) -> crate::Result<Models> {
     let lora = &ctx.config.llm.lora;
-    let tax = wander_taxonomy::read(open(&run, StageId::Taxonomy)?.reader())?;
+    let tax = wander_taxonomy::read(open(run, StageId::Taxonomy)?.reader())?;
     let descriptions: Vec<String> = tax
         .planner_clusters()
         .iter()
@@ -118,13 +118,13 @@ pub(crate) fn load_models(
             0.0,
             ctx.config.run.seed,
         )?;
-        m.load_lora(&open(&run, adapter.stage())?.path(adapter)?)?;
+        m.load_lora(&open(run, adapter.stage())?.path(adapter)?)?;
         m.merge_lora()?;
         Ok(m)
     };
     let alignment = merged(ALIGNMENT_ADAPTER)?;
     let head = wander_llm::model::ScoreHead::load(
-        &open(&run, StageId::TrainAlignment)?.path(ALIGNMENT_HEAD)?,
+        &open(run, StageId::TrainAlignment)?.path(ALIGNMENT_HEAD)?,
     )?;
     let novelty = if with_novelty {
         merged(NOVELTY_ADAPTER)?

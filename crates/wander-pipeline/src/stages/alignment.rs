@@ -392,7 +392,7 @@ pub fn eval_alignment(ctx: &StageContext, force: bool) -> crate::Result<Summary>
                 bootstrap_paired(&p, &t, spearman, rounds, seed ^ salt)
             })
         };
-        let show = |e: &Option<Estimate>| e.as_ref().map_or("-".to_string(), |e| fmt(e));
+        let show = |e: &Option<Estimate>| e.as_ref().map_or("-".to_string(), &fmt);
         let mut within_pairs = 0;
         md.push_str(&format!(
             "\n### Within a history pair, and on what training never saw\n\nWithin-pair Spearman: the rank correlation between predictions and labels among the candidates of one history pair, for every held-out pair with at least {WITHIN_PAIR_MIN} labels that are not all equal, averaged over those pairs (95% interval: bootstrap over pairs). A prediction constant within a pair counts 0. Held-out pairs: {} triples whose history pair has no training label. Held-out candidates: {} triples whose candidate has no training label (the global rate then falls back to the mean label){}. `-`: fewer than 5 triples.\n\n| method | within-pair Spearman | Spearman, held-out pairs | Spearman, held-out candidates |\n|---|---|---|---|\n",

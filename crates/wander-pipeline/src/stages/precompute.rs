@@ -88,7 +88,7 @@ impl std::str::FromStr for Shard {
 
 fn precompute_pairs(ctx: &StageContext, run: &RunDir, n: u32) -> crate::Result<Vec<(u32, u32)>> {
     if ctx.config.precompute.pairs == PairSet::Observed {
-        let all: Vec<Transition> = open(&run, StageId::Transitions)?.json(TRANSITIONS)?;
+        let all: Vec<Transition> = open(run, StageId::Transitions)?.json(TRANSITIONS)?;
         let set: BTreeSet<(u32, u32)> = all
             .iter()
             .filter(|t| t.split == wander_data::Split::Train)

@@ -94,7 +94,7 @@ pub fn report_stage(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
             let r = open(&run, id)?;
             let Ok(text) = std::fs::read_to_string(r.path(report_md(id))?) else { continue };
             let mut text = text;
-            for (name, _) in &r.manifest().outputs {
+            for name in r.manifest().outputs.keys() {
                 if name.ends_with(".svg") {
                     // Stages may use the same figure names: prefix them with the stage.
                     let svg = std::fs::read_to_string(r.reader().path(name)?).with_context(|| format!("{stage}/{name}"))?;

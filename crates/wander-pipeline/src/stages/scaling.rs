@@ -70,7 +70,7 @@ pub fn eval_scaling(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
                 // Of the cluster served when one is (a draw of only c1 and c2 serves none).
                 let mass: f64 = t1.iter().sum();
                 nov.push(if mass > 0.0 { t1.iter().enumerate().map(|(c, p)| p * self_information(c as u32, &target_counts)).sum::<f64>() / mass } else { 0.0 });
-                fbk.extend(heldout_feedback(&t1, e, &label_of));
+                fbk.extend(heldout_feedback(t1, e, &label_of));
                 for (c, p) in t1.iter().enumerate() {
                     served[c] += p;
                 }

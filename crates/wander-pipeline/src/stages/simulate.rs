@@ -35,8 +35,8 @@ const FIGURES: [Figure; 6] = [
 ];
 
 fn world(run: &RunDir, rank: usize) -> crate::Result<World> {
-    let ds = wander_data::read_dataset(open(&run, StageId::Ingest)?.reader())?;
-    let tax = wander_taxonomy::read(open(&run, StageId::Taxonomy)?.reader())?;
+    let ds = wander_data::read_dataset(open(run, StageId::Ingest)?.reader())?;
+    let tax = wander_taxonomy::read(open(run, StageId::Taxonomy)?.reader())?;
     let assign = tax.planner_assign().to_vec();
     let m = tax.planner_clusters().len();
     let it = &ds.interactions;
@@ -58,7 +58,7 @@ fn world(run: &RunDir, rank: usize) -> crate::Result<World> {
             }
         }
     }
-    let pre = open(&run, StageId::Precompute)?;
+    let pre = open(run, StageId::Precompute)?;
     let table = wander_table::ExplorationTable::read(&pre.path(TABLE)?)?;
     let table: HashMap<(u32, u32), Vec<(u32, f32)>> = table
         .iter()
@@ -69,7 +69,7 @@ fn world(run: &RunDir, rank: usize) -> crate::Result<World> {
         .map(|(k, (p, _))| (k, p.into_iter().map(|v| v as f32).collect()))
         .collect();
     let all: Vec<wander_explore::transitions::Transition> =
-        open(&run, StageId::Transitions)?.json(TRANSITIONS)?;
+        open(run, StageId::Transitions)?.json(TRANSITIONS)?;
     let mut transitions: HashMap<(u32, u32), HashMap<u32, u32>> = HashMap::new();
     for t in all.iter().filter(|t| t.split == wander_data::Split::Train) {
         *transitions
