@@ -566,6 +566,11 @@ pub struct AlignmentFigures {
     pub spearman_heldout_pairs: Option<Estimate>,
     /// Spearman on candidates without a training label (`null`: too few).
     pub spearman_heldout_candidates: Option<Estimate>,
+    /// Spearman between the history-conditional parts: the label minus the candidate's
+    /// global rate against the prediction minus the same (the global rate itself scores 0).
+    /// Absent in evaluations made before it existed.
+    #[serde(default)]
+    pub spearman_relative: Option<Estimate>,
 }
 
 /// `wander eval alignment`.

@@ -449,6 +449,10 @@ fn llm_stages_on_a_tiny_model_and_log() {
     let typed: wander_pipeline::summaries::EvalAlignmentSummary =
         wander_pipeline::summaries::read(StageId::EvalAlignment, ea.fields()).unwrap();
     assert_eq!(typed.methods.len(), 3, "{ea}");
+    // The global rate knows nothing about the history: its history-conditional part is 0.
+    let relative = |m: &str| typed.methods[m].spearman_relative.unwrap();
+    assert_eq!(relative("cluster_global_rate").mean, 0.0);
+    assert!(relative("alignment_llm").mean.is_finite());
 
     // The table: every ordered pair, each row of novel clusters only.
     let pre = stages::Precompute::default().run(&ctx, false).unwrap();

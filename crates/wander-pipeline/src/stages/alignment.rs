@@ -370,6 +370,22 @@ pub fn eval_alignment(ctx: &StageContext, force: bool) -> crate::Result<Summary>
             spear.insert(name, s);
             overall.insert(name, (s, a, m));
         }
+        // The history-conditional part: what a method knows beyond the candidate's global
+        // rate, which is all the global rate knows (its relative prediction is constant, so it
+        // ranks nothing: 0).
+        md.push_str("\n### The history-conditional part\n\nRelative label: the held-out label minus the candidate's mean training label (its global rate; the mean label for a candidate without training labels). Each method's relative prediction is its prediction minus the same. Spearman between the two says how well a method ranks what the history changes about a candidate's appeal; best-of-n among candidates of one history needs exactly that. A constant relative prediction counts 0.\n\n| method | Spearman, relative labels |\n|---|---|\n");
+        let rel_truth: Vec<f64> = truth.iter().zip(&global).map(|(t, g)| t - g).collect();
+        let spearman_or_zero = |p: &[f64], y: &[f64]| {
+            let r = spearman(p, y);
+            if r.is_nan() { 0.0 } else { r }
+        };
+        let mut relative = BTreeMap::new();
+        for (name, pred) in [("alignment_llm", &llm), ("cluster_global_rate", &global), ("linear_embeddings", &linear)] {
+            let rel_pred: Vec<f64> = pred.iter().zip(&global).map(|(p, g)| p - g).collect();
+            let r = bootstrap_paired(&rel_pred, &rel_truth, spearman_or_zero, rounds, seed ^ 17);
+            md.push_str(&format!("| {name} | {} |\n", fmt(&r)));
+            relative.insert(name, r);
+        }
         let beats = |other: &str| spear["alignment_llm"].lo > spear[other].hi;
         let verdict = if beats("cluster_global_rate") && beats("linear_embeddings") {
             "The alignment LLM ranks held-out feedback better than both baselines (Spearman intervals do not overlap).".to_string()
@@ -414,6 +430,7 @@ pub fn eval_alignment(ctx: &StageContext, force: bool) -> crate::Result<Summary>
                 within_pair_spearman: within,
                 spearman_heldout_pairs: hp,
                 spearman_heldout_candidates: hc,
+                spearman_relative: relative.get(name).copied(),
             });
         }
         md.push_str(&format!("\n{verdict}\n\nBaselines: `cluster_global_rate` predicts the candidate's mean training label whatever the history (a popularity-of-satisfaction prior); `linear_embeddings` is ridge regression (penalty {lambda} picked on validation labels) on [e1 + e2, e_c, (e1 + e2) * e_c], e = the cluster's centroid embedding under a seeded random projection to 32 dimensions. Spearman: rank correlation with ties averaged; AUC: Mann-Whitney with ties one half; MAE in label units.\n"));
