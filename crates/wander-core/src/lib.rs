@@ -10,6 +10,7 @@
 pub mod artifact;
 pub mod config;
 pub mod error;
+pub mod float;
 pub mod hash;
 pub mod linalg;
 pub mod progress;

@@ -18,10 +18,7 @@ pub struct Estimate {
     pub hi: f64,
 }
 
-/// JSON has no NaN: serde_json writes it as `null`; this reads `null` back as NaN.
-pub fn nan_if_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
-    Ok(<Option<f64> as serde::Deserialize>::deserialize(d)?.unwrap_or(f64::NAN))
-}
+pub use wander_core::float::nan_if_null;
 
 /// Mean and 95% percentile bootstrap interval (Efron and Tibshirani, 1993, ch. 13) of
 /// per-event values, resampling events with replacement `rounds` times.

@@ -511,20 +511,16 @@ fn choose_novel(world: &World, l: &Learned, s: Strategy, user: &SimUser, rng: &m
 #[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
 pub struct Effect {
     /// Mean over seeds of (treatment - control) / control, in percent.
-    #[serde(deserialize_with = "nan_if_null")]
+    #[serde(deserialize_with = "wander_core::float::nan_if_null")]
     pub relative_pct: f64,
     /// Lower end of the 95% interval.
-    #[serde(deserialize_with = "nan_if_null")]
+    #[serde(deserialize_with = "wander_core::float::nan_if_null")]
     pub lo: f64,
     /// Upper end.
-    #[serde(deserialize_with = "nan_if_null")]
+    #[serde(deserialize_with = "wander_core::float::nan_if_null")]
     pub hi: f64,
     /// Whether the interval excludes zero.
     pub significant: bool,
-}
-
-fn nan_if_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
-    Ok(<Option<f64> as serde::Deserialize>::deserialize(d)?.unwrap_or(f64::NAN))
 }
 
 /// Two-sided 97.5% quantile of Student's t for `df` degrees of freedom (table; normal above 30).
