@@ -359,6 +359,14 @@ mod tests {
         write_weights(&partial, &shape(), Some("l0.wq"));
         let err = attempt(&catalogue(), 3, &partial);
         assert!(err.contains("lacks `l0.wq`"), "{err}");
+        let nan = tmp.path().join("nan.safetensors");
+        write_weights(&nan, &shape(), None);
+        let mut bytes = std::fs::read(&nan).unwrap();
+        let end = bytes.len();
+        bytes[end - 4..].copy_from_slice(&f32::NAN.to_le_bytes());
+        std::fs::write(&nan, bytes).unwrap();
+        let err = attempt(&catalogue(), 3, &nan);
+        assert!(err.contains("holds a non-finite value (NaN)"), "{err}");
         let mut cat = catalogue();
         cat.sasrec.max_len = 5;
         let err = attempt(&cat, 3, &weights);

@@ -237,7 +237,8 @@ impl CpuSasRec {
 
 impl CpuSasRec {
     /// Builds the model from its weights, fetched by name (see [`weight_shapes`]) as
-    /// row-major `f32` vectors; a weight of the wrong length is an error.
+    /// row-major `f32` vectors; a weight of the wrong length or with a NaN or infinity is an
+    /// error.
     pub fn from_named<E>(
         cfg: SasRecConfig,
         mut get: impl FnMut(&str) -> Result<Vec<f32>, E>,
@@ -253,6 +254,14 @@ impl CpuSasRec {
                 return Err(BundleError::Invalid(format!(
                     "SASRec weight `{name}` has {} values, expected {want} ({shape:?})",
                     w.len()
+                ))
+                .into());
+            }
+            if let Some(i) = w.iter().position(|v| !v.is_finite()) {
+                // A non-finite weight would score every item NaN: refuse the model.
+                return Err(BundleError::Invalid(format!(
+                    "SASRec weight `{name}` holds a non-finite value ({}) at {i}",
+                    w[i]
                 ))
                 .into());
             }
