@@ -27,6 +27,9 @@ use crate::StageId;
 use crate::Summary;
 use wander_explore::metrics::Estimate;
 
+/// One figure of a strategy's row.
+type Metric = fn(&ScalingFigures) -> Estimate;
+
 /// The configuration `wander eval scaling` depends on.
 pub(crate) fn eval_scaling_slice(ctx: &StageContext) -> Value {
     let cfg = &ctx.config.precompute;
@@ -89,12 +92,10 @@ pub fn eval_scaling(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
         }
         let fmt = |v: &Estimate| format!("{:.3} [{:.3}, {:.3}]", v.mean, v.lo, v.hi);
         let hit_k = |e: &ScalingFigures| e.hit_at_k.get(&format!("hit_at_{k}")).copied().unwrap_or(e.hit_at_1);
-        // The figures the claim and the plot read.
-        let metric = |e: &ScalingFigures, name: &str| match name {
-            "hit_at_1" => e.hit_at_1,
-            "heldout_feedback" => e.heldout_feedback,
-            _ => e.novelty_bits,
-        };
+        // The figures the claim and the plot read, by field (no name that could miss).
+        let hit_1: Metric = |e| e.hit_at_1;
+        let feedback: Metric = |e| e.heldout_feedback;
+        let novelty: Metric = |e| e.novelty_bits;
         let mut md = format!(
             "# Inference-time scaling: best-of-n\n\nProtocol: {} test-period transitions over {} history pairs; for each pair, the novelty model's exact proposal distribution (precompute `{}` mode, temperature {}) and the alignment model's scores from the precompute stage. best_of_n: the best-aligned of n proposals (top-1 exact; top-{k} from {} draws); novelty_only_n: the most frequent of n proposals; cooccurrence: the training period's most frequent next clusters. Held-out feedback: the test-period collective feedback label of the chosen cluster after that pair, averaged over the choice's probability where such a label exists. 95% bootstrap intervals over events ({rounds} resamples). Diversity: entropy (bits) of the served clusters over all events.\n\n| strategy | hit@1 | hit@{k} | held-out feedback | novelty (bits) | diversity (bits) |\n|---|---|---|---|---|---|\n",
             events.len(), pairs.len(), cfg.mode, cfg.temperature, cfg.scaling_draws
@@ -102,35 +103,35 @@ pub fn eval_scaling(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
         for (name, e) in &rows {
             md.push_str(&format!("| {name} | {} | {} | {} | {} | {:.2} |\n", fmt(&e.hit_at_1), fmt(&hit_k(e)), fmt(&e.heldout_feedback), fmt(&e.novelty_bits), e.diversity_bits));
         }
-        let get = |name: &str, m: &str| results.get(name).map_or(f64::NAN, |e| metric(e, m).mean);
+        let get = |name: &str, m: Metric| results.get(name).map_or(f64::NAN, |e| m(e).mean);
         let n_max = *cfg.scaling_n.iter().max().unwrap_or(&1);
         let n_min = *cfg.scaling_n.iter().min().unwrap_or(&1);
         let (lo, hi) = (format!("best_of_{n_min}"), format!("best_of_{n_max}"));
         let claim = crate::summaries::ScalingClaim {
-            hit_at_1_gain: get(&hi, "hit_at_1") - get(&lo, "hit_at_1"),
-            feedback_gain: get(&hi, "heldout_feedback") - get(&lo, "heldout_feedback"),
-            novelty_above_cooccurrence: get(&hi, "novelty_bits") > get("cooccurrence", "novelty_bits"),
+            hit_at_1_gain: get(&hi, hit_1) - get(&lo, hit_1),
+            feedback_gain: get(&hi, feedback) - get(&lo, feedback),
+            novelty_above_cooccurrence: get(&hi, novelty) > get("cooccurrence", novelty),
         };
         md.push_str(&format!(
             "\nThe method's claim (best-of-n raises relevance over n = {n_min} while novelty stays above co-occurrence): hit@1 {:+.3}, held-out feedback {:+.4} from n = {n_min} to n = {n_max}; novelty at n = {n_max} {:.2} bits vs co-occurrence {:.2}.\n\n![scaling](scaling.svg)\n",
-            claim.hit_at_1_gain, claim.feedback_gain, get(&hi, "novelty_bits"), get("cooccurrence", "novelty_bits")
+            claim.hit_at_1_gain, claim.feedback_gain, get(&hi, novelty), get("cooccurrence", novelty)
         ));
-        let series = |prefix: &str, m: &str| -> Vec<(f64, f64, f64, f64)> {
+        let series = |prefix: &str, m: Metric| -> Vec<(f64, f64, f64, f64)> {
             cfg.scaling_n.iter().map(|&n| {
-                let e = results.get(&format!("{prefix}{n}")).map_or(Estimate { mean: f64::NAN, lo: f64::NAN, hi: f64::NAN }, |e| metric(e, m));
+                let e = results.get(&format!("{prefix}{n}")).map_or(Estimate { mean: f64::NAN, lo: f64::NAN, hi: f64::NAN }, |e| m(e));
                 (n as f64, e.mean, e.lo, e.hi)
             }).collect()
         };
         let svg = wander_explore::plot::panels(&[
             wander_explore::plot::Panel { title: "hit@1 of held-out next cluster".into(), x_label: "n (log2)".into(), log2_x: true,
-                series: vec![("best-of-n (alignment)".into(), series("best_of_", "hit_at_1")), ("novelty only (most frequent)".into(), series("novelty_only_", "hit_at_1"))],
-                reference: Some(("co-occurrence".into(), get("cooccurrence", "hit_at_1"))) },
+                series: vec![("best-of-n (alignment)".into(), series("best_of_", hit_1)), ("novelty only (most frequent)".into(), series("novelty_only_", hit_1))],
+                reference: Some(("co-occurrence".into(), get("cooccurrence", hit_1))) },
             wander_explore::plot::Panel { title: "held-out collective feedback".into(), x_label: "n (log2)".into(), log2_x: true,
-                series: vec![("best-of-n (alignment)".into(), series("best_of_", "heldout_feedback")), ("novelty only (most frequent)".into(), series("novelty_only_", "heldout_feedback"))],
-                reference: Some(("co-occurrence".into(), get("cooccurrence", "heldout_feedback"))) },
+                series: vec![("best-of-n (alignment)".into(), series("best_of_", feedback)), ("novelty only (most frequent)".into(), series("novelty_only_", feedback))],
+                reference: Some(("co-occurrence".into(), get("cooccurrence", feedback))) },
             wander_explore::plot::Panel { title: "novelty (bits)".into(), x_label: "n (log2)".into(), log2_x: true,
-                series: vec![("best-of-n (alignment)".into(), series("best_of_", "novelty_bits")), ("novelty only (most frequent)".into(), series("novelty_only_", "novelty_bits"))],
-                reference: Some(("co-occurrence".into(), get("cooccurrence", "novelty_bits"))) },
+                series: vec![("best-of-n (alignment)".into(), series("best_of_", novelty)), ("novelty only (most frequent)".into(), series("novelty_only_", novelty))],
+                reference: Some(("co-occurrence".into(), get("cooccurrence", novelty))) },
         ]);
         w.write_bytes("scaling.svg", svg.as_bytes())?;
         report_md(StageId::EvalScaling).write(w, md.as_bytes())?;
