@@ -31,7 +31,8 @@ use wander_core::config::Config;
 
 pub use artifacts::{Artifacts, ExploreRequest, ExploreResponse, Limits};
 
-/// Errors starting the service.
+/// Errors starting the service. The reason is part of the message, not a separate source,
+/// so an error chain prints it once.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     /// The artifacts are missing, corrupt or inconsistent.
@@ -39,16 +40,34 @@ pub enum ServeError {
     Artifacts(String),
     /// Artifact IO or checksum error.
     #[error("cannot serve: {0}")]
-    Core(#[from] wander_core::CoreError),
+    Core(wander_core::CoreError),
     /// The table failed verification.
     #[error("cannot serve: {0}")]
-    Table(#[from] wander_table::TableError),
+    Table(wander_table::TableError),
     /// The serving bundle is missing, corrupt or inconsistent.
     #[error("cannot serve: {0}")]
-    Bundle(#[from] wander_bundle::BundleError),
+    Bundle(wander_bundle::BundleError),
     /// Binding or running the server failed.
-    #[error("{0}")]
+    #[error(transparent)]
     Io(#[from] std::io::Error),
+}
+
+impl From<wander_core::CoreError> for ServeError {
+    fn from(e: wander_core::CoreError) -> Self {
+        ServeError::Core(e)
+    }
+}
+
+impl From<wander_table::TableError> for ServeError {
+    fn from(e: wander_table::TableError) -> Self {
+        ServeError::Table(e)
+    }
+}
+
+impl From<wander_bundle::BundleError> for ServeError {
+    fn from(e: wander_bundle::BundleError) -> Self {
+        ServeError::Bundle(e)
+    }
 }
 
 /// An API error: HTTP status, a stable machine-readable code, and a message.
@@ -848,6 +867,24 @@ async fn shutdown_signal() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_run_without_a_bundle_is_refused_once_with_what_to_run() {
+        let tmp = tempfile::tempdir().unwrap();
+        let config = wander_core::config::Config::default_config();
+        let err = match Artifacts::load(tmp.path(), &config) {
+            Ok(_) => panic!("an empty run directory must not be served"),
+            Err(e) => e,
+        };
+        let mut chain = err.to_string();
+        let mut cause = std::error::Error::source(&err);
+        while let Some(c) = cause {
+            chain.push_str(&format!(": {c}"));
+            cause = c.source();
+        }
+        assert!(chain.contains("run `wander bundle` first"), "{chain}");
+        assert_eq!(chain.matches("has not been run").count(), 1, "{chain}");
+    }
 
     #[test]
     fn the_openapi_document_describes_every_route_and_the_types_sent() {
