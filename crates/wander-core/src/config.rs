@@ -173,6 +173,9 @@ pub enum FeedbackSignal {
     Positive,
     /// The `data.feedback` column's value (rating, watch ratio): its mean.
     Value,
+    /// Both, weighted: `(1 - feedback.value_weight) x positive + feedback.value_weight x`
+    /// the `data.feedback` value scaled to [0, 1] by its range over the feedback events.
+    Mixed,
 }
 
 /// How aggregated feedback becomes a label.
@@ -201,6 +204,12 @@ pub struct FeedbackConfig {
     pub round: f64,
     /// Pairwise examples: label differences at or below this are ties.
     pub pairwise_margin: f64,
+    /// Weight of the scaled `data.feedback` value in the `mixed` signal (the positive flag
+    /// has the rest).
+    pub value_weight: f64,
+    /// Pseudo-users at the candidate's global rate added to every label (empirical-Bayes
+    /// shrinkage: a label from few users moves towards the candidate's rate); 0 = none.
+    pub shrinkage: f64,
 }
 
 /// Training objective of the alignment model.
@@ -752,6 +761,12 @@ impl Config {
         }
         for (key, v, range) in [
             ("feedback.round", self.feedback.round, 0.0..=1.0),
+            (
+                "feedback.value_weight",
+                self.feedback.value_weight,
+                0.0..=1.0,
+            ),
+            ("feedback.shrinkage", self.feedback.shrinkage, 0.0..=1e6),
             (
                 "feedback.pairwise_margin",
                 self.feedback.pairwise_margin,

@@ -78,12 +78,86 @@ pub use wander_core::config::{FeedbackNormalize as Normalize, FeedbackSignal as 
 pub struct LabelConfig {
     /// Aggregated signal.
     pub signal: Signal,
+    /// Weight of the scaled value in [`Signal::Mixed`].
+    pub value_weight: f64,
     /// Normalisation.
     pub normalize: Normalize,
     /// Triples seen from fewer distinct users get no label.
     pub min_users: usize,
     /// Labels are rounded to multiples of this (0: no rounding).
     pub round: f64,
+    /// Pseudo-users at the candidate's global rate added to each label (0: none).
+    pub shrinkage: f64,
+}
+
+/// How one event becomes the number a label averages.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum EventSignal {
+    /// 1 for a positive engagement, 0 otherwise.
+    Positive,
+    /// The feedback column's value; events without one are skipped.
+    Value,
+    /// `(1 - value_weight) x positive + value_weight x (value - lo) / (hi - lo)`; events
+    /// without a value are skipped.
+    Mixed {
+        /// Weight of the scaled value.
+        value_weight: f64,
+        /// Smallest value over the events.
+        lo: f64,
+        /// Largest value over the events.
+        hi: f64,
+    },
+}
+
+impl EventSignal {
+    /// The per-event signal of `signal`; a mixed one takes its value range from `events`
+    /// (every period, so the scale is the same in each).
+    pub fn new(signal: Signal, value_weight: f64, events: &[FeedbackEvent]) -> Result<Self> {
+        Ok(match signal {
+            Signal::Positive => EventSignal::Positive,
+            Signal::Value => EventSignal::Value,
+            Signal::Mixed => {
+                if !(0.0..=1.0).contains(&value_weight) {
+                    return Err(ExploreError::Invalid(format!(
+                        "feedback.value_weight must be in [0, 1], not {value_weight}"
+                    )));
+                }
+                let (lo, hi) = events
+                    .iter()
+                    .map(|e| e.value)
+                    .filter(|v| v.is_finite())
+                    .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+                        (lo.min(v), hi.max(v))
+                    });
+                if !(hi > lo) {
+                    return Err(ExploreError::Invalid(format!(
+                        "feedback.signal = \"mixed\" needs a data.feedback value that varies over the feedback events (its range is [{lo}, {hi}])"
+                    )));
+                }
+                EventSignal::Mixed {
+                    value_weight,
+                    lo,
+                    hi,
+                }
+            }
+        })
+    }
+
+    /// The event's number, or `None` when the event lacks the value the signal reads.
+    pub fn of(&self, e: &FeedbackEvent) -> Option<f64> {
+        let positive = f64::from(u8::from(e.positive));
+        match *self {
+            EventSignal::Positive => Some(positive),
+            EventSignal::Value => e.value.is_finite().then_some(e.value),
+            EventSignal::Mixed {
+                value_weight,
+                lo,
+                hi,
+            } => e.value.is_finite().then(|| {
+                (1.0 - value_weight) * positive + value_weight * (e.value - lo) / (hi - lo)
+            }),
+        }
+    }
 }
 
 /// One collective-feedback label.
@@ -137,11 +211,11 @@ pub fn sort_parts(parts: &mut [LabelPart]) {
 }
 
 /// One period's label parts from the events, in canonical order.
-pub fn label_parts(events: &[FeedbackEvent], split: Split, signal: Signal) -> Vec<LabelPart> {
+pub fn label_parts(events: &[FeedbackEvent], split: Split, signal: &EventSignal) -> Vec<LabelPart> {
     // (c1, c2, next) -> user -> (sum, count)
     let mut per: BTreeMap<(u32, u32, u32), BTreeMap<u32, (f64, u32)>> = BTreeMap::new();
     for e in events.iter().filter(|e| e.split == split) {
-        if let Some(v) = signal_of(e, signal) {
+        if let Some(v) = signal.of(e) {
             let s = per
                 .entry((e.c1, e.c2, e.next))
                 .or_default()
@@ -196,13 +270,6 @@ pub fn cluster_rates(parts: &[LabelPart], n_clusters: usize) -> Vec<f64> {
         .collect()
 }
 
-fn signal_of(e: &FeedbackEvent, signal: Signal) -> Option<f64> {
-    match signal {
-        Signal::Positive => Some(f64::from(u8::from(e.positive))),
-        Signal::Value => e.value.is_finite().then_some(e.value),
-    }
-}
-
 /// Aggregates one period's events into labels, sorted by `(c1, c2, next)`.
 pub fn labels(
     events: &[FeedbackEvent],
@@ -210,7 +277,8 @@ pub fn labels(
     cfg: &LabelConfig,
     n_clusters: usize,
 ) -> Result<Vec<Label>> {
-    labels_from_parts(&label_parts(events, split, cfg.signal), cfg, n_clusters)
+    let signal = EventSignal::new(cfg.signal, cfg.value_weight, events)?;
+    labels_from_parts(&label_parts(events, split, &signal), cfg, n_clusters)
 }
 
 /// Labels from one period's parts (in canonical order, see [`sort_parts`]), sorted by
@@ -224,6 +292,12 @@ pub fn labels_from_parts(
         return Err(ExploreError::Invalid(format!(
             "feedback.round must be a finite number >= 0, not {}",
             cfg.round
+        )));
+    }
+    if !(cfg.shrinkage >= 0.0 && cfg.shrinkage.is_finite()) {
+        return Err(ExploreError::Invalid(format!(
+            "feedback.shrinkage must be a finite number >= 0, not {}",
+            cfg.shrinkage
         )));
     }
     if let Some(p) = parts.iter().find(|p| p.next as usize >= n_clusters) {
@@ -248,11 +322,16 @@ pub fn labels_from_parts(
         }
         if users as usize >= cfg.min_users.max(1) {
             let rate = sum / f64::from(users);
+            let label = if cfg.shrinkage > 0.0 {
+                (sum + cfg.shrinkage * global[key.2 as usize]) / (f64::from(users) + cfg.shrinkage)
+            } else {
+                rate
+            };
             out.push(Label {
                 c1: key.0,
                 c2: key.1,
                 next: key.2,
-                label: rate,
+                label,
                 rate,
                 users,
                 events,
@@ -264,11 +343,11 @@ pub fn labels_from_parts(
         Normalize::Raw => {}
         Normalize::Relative => {
             for l in &mut out {
-                l.label = l.rate - global[l.next as usize];
+                l.label -= global[l.next as usize];
             }
         }
         Normalize::Percentile => {
-            let rates: Vec<f64> = out.iter().map(|l| l.rate).collect();
+            let rates: Vec<f64> = out.iter().map(|l| l.label).collect();
             let ranks = crate::metrics::average_ranks(&rates);
             let denom = (out.len().max(2) - 1) as f64;
             for (l, r) in out.iter_mut().zip(ranks) {
@@ -445,9 +524,11 @@ mod tests {
         );
         let cfg = LabelConfig {
             signal: Signal::Positive,
+            value_weight: 0.5,
             normalize: Normalize::Raw,
             min_users: 1,
             round: 0.0,
+            shrinkage: 0.0,
         };
         let l = labels(&ev, Split::Train, &cfg, 10).unwrap();
         assert_eq!(
@@ -513,5 +594,102 @@ mod tests {
         let grouped = by_pair(&ls);
         assert_eq!(grouped.len(), 1);
         assert_eq!(grouped[0].1.len(), 3);
+    }
+
+    #[test]
+    fn a_mixed_signal_weighs_the_positive_flag_and_the_scaled_value() {
+        // Events of user 0 after state (0, 1): -2 (rating 2), +2 (rating 4); after (1, 2):
+        // -0 (rating 1), +3 (rating 5). The ratings over the events span [1, 5].
+        let ds = dataset(&[
+            (0, 0, true, 5.0),
+            (0, 1, true, 4.0),
+            (0, 2, false, 2.0),
+            (0, 2, true, 4.0),
+            (0, 0, false, 1.0),
+            (0, 3, true, 5.0),
+        ]);
+        let ev = events(&ds, &(0..10).collect::<Vec<u32>>(), 0);
+        let cfg = |value_weight| LabelConfig {
+            signal: Signal::Mixed,
+            value_weight,
+            normalize: Normalize::Raw,
+            min_users: 1,
+            round: 0.0,
+            shrinkage: 0.0,
+        };
+        let rate = |w: f64| labels(&ev, Split::Train, &cfg(w), 10).unwrap()[0].rate;
+        // (0.5 x 0 + 0.5 x 0.25 + 0.5 x 1 + 0.5 x 0.75) / 2.
+        assert!((rate(0.5) - 0.5).abs() < 1e-12);
+        // Weight 0 is the positive rate; weight 1 the value scaled to [0, 1].
+        assert_eq!(rate(0.0), 0.5);
+        assert!((rate(1.0) - 0.5).abs() < 1e-12);
+        let last = |w: f64| labels(&ev, Split::Train, &cfg(w), 10).unwrap()[2].rate;
+        assert_eq!((last(0.0), last(1.0)), (1.0, 1.0));
+        assert!(labels(&ev, Split::Train, &cfg(1.5), 10).is_err());
+        // A value that never varies cannot be scaled: a clear error, not NaN labels.
+        let flat = dataset(&[(0, 0, true, 3.0), (0, 1, true, 3.0), (0, 2, false, 3.0)]);
+        let ev = events(&flat, &(0..10).collect::<Vec<u32>>(), 0);
+        let e = labels(&ev, Split::Train, &cfg(0.5), 10).unwrap_err();
+        assert!(e.to_string().contains("varies"), "{e}");
+    }
+
+    #[test]
+    fn shrinkage_moves_labels_from_few_users_towards_the_candidate_rate() {
+        let part = |c1, c2, s, users| LabelPart {
+            c1,
+            c2,
+            next: 2,
+            s,
+            n: 1,
+            users,
+        };
+        // One user liked cluster 2 after (0, 1); three did not after (5, 6): its global rate
+        // over the period's events is 1 / 4.
+        let parts = vec![part(0, 1, 1.0, 1), part(5, 6, 0.0, 3)];
+        let cfg = LabelConfig {
+            signal: Signal::Positive,
+            value_weight: 0.5,
+            normalize: Normalize::Raw,
+            min_users: 1,
+            round: 0.0,
+            shrinkage: 2.0,
+        };
+        let l = labels_from_parts(&parts, &cfg, 10).unwrap();
+        // (1 + 2 x 0.25) / 3 and (0 + 2 x 0.25) / 5; the raw rates are kept beside them.
+        assert!((l[0].label - 0.5).abs() < 1e-12 && l[0].rate == 1.0);
+        assert!((l[1].label - 0.1).abs() < 1e-12 && l[1].rate == 0.0);
+        let relative = labels_from_parts(
+            &parts,
+            &LabelConfig {
+                normalize: Normalize::Relative,
+                ..cfg
+            },
+            10,
+        )
+        .unwrap();
+        assert!((relative[0].label - 0.25).abs() < 1e-12);
+        assert!((relative[1].label + 0.15).abs() < 1e-12);
+        // No shrinkage: the label is the rate.
+        let plain = labels_from_parts(
+            &parts,
+            &LabelConfig {
+                shrinkage: 0.0,
+                ..cfg
+            },
+            10,
+        )
+        .unwrap();
+        assert_eq!((plain[0].label, plain[1].label), (1.0, 0.0));
+        for bad in [-1.0, f64::NAN, f64::INFINITY] {
+            assert!(labels_from_parts(
+                &parts,
+                &LabelConfig {
+                    shrinkage: bad,
+                    ..cfg
+                },
+                10
+            )
+            .is_err());
+        }
     }
 }

@@ -242,20 +242,6 @@ pub struct CandidateScorer<'a> {
 /// Prompts scored per forward batch.
 const CANDIDATE_BATCH: usize = 16;
 
-/// Length of the longest prefix all `prompts` share, leaving at least one token of each to
-/// run (the last token's hidden state is what the head reads).
-fn common_prefix<'p>(mut prompts: impl Iterator<Item = &'p [u32]>) -> usize {
-    let Some(first) = prompts.next() else {
-        return 0;
-    };
-    let mut common = first.len().saturating_sub(1);
-    for p in prompts {
-        let same = first.iter().zip(p).take_while(|(x, y)| x == y).count();
-        common = common.min(same).min(p.len().saturating_sub(1));
-    }
-    common
-}
-
 impl<'a> CandidateScorer<'a> {
     /// A scorer over the clusters' `descriptions`.
     pub fn new(
@@ -299,7 +285,7 @@ impl<'a> CandidateScorer<'a> {
         // Two levels of sharing: the tokens every prompt shares (system message, template)
         // run once; then each history pair's own tokens run once for all its candidates, and
         // only the candidates' suffixes (about ten tokens each) run per prompt.
-        let common = common_prefix(prompts.iter().map(Vec::as_slice));
+        let common = wander_llm::train::common_prefix(prompts.iter().map(Vec::as_slice));
         let cache = prefix_cache(self.model, &prompts[0][..common])?;
         let mut groups: Vec<((u32, u32), Vec<usize>)> = Vec::new();
         let mut group_of: HashMap<(u32, u32), usize> = HashMap::new();
@@ -312,7 +298,9 @@ impl<'a> CandidateScorer<'a> {
         }
         let mut out = vec![f32::NAN; triples.len()];
         for (_, members) in &groups {
-            let shared = common_prefix(members.iter().map(|&i| prompts[i].as_slice())).max(common);
+            let shared =
+                wander_llm::train::common_prefix(members.iter().map(|&i| prompts[i].as_slice()))
+                    .max(common);
             let pair_cache =
                 extend_cache(self.model, &cache, &prompts[members[0]][common..shared])?;
             for batch in members.chunks(CANDIDATE_BATCH) {
@@ -337,23 +325,5 @@ impl<'a> CandidateScorer<'a> {
             }
         }
         Ok(out)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::common_prefix;
-
-    #[test]
-    fn the_shared_prefix_leaves_every_prompt_a_token() {
-        let a: &[u32] = &[1, 2, 3, 4];
-        let b: &[u32] = &[1, 2, 3, 5, 6];
-        assert_eq!(common_prefix([a, b].into_iter()), 3);
-        // Identical prompts still keep their last token to run.
-        assert_eq!(common_prefix([a, a].into_iter()), 3);
-        // A prompt that is a prefix of another keeps its last token too.
-        assert_eq!(common_prefix([&a[..2], a].into_iter()), 1);
-        assert_eq!(common_prefix(std::iter::empty()), 0);
-        assert_eq!(common_prefix([&[7u32][..]].into_iter()), 0);
     }
 }

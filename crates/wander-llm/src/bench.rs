@@ -173,6 +173,7 @@ pub fn bench_llm(
             answer: a.clone(),
             label: 0.0,
             targets: Vec::new(),
+            candidates: Vec::new(),
         })
         .collect();
     let cfg = TrainConfig {

@@ -724,9 +724,9 @@ impl Llama {
                 Some((pk, pv)) => (Tensor::cat(&[&pk, &k], 2)?, Tensor::cat(&[&pv, &v], 2)?),
                 None => (k, v),
             };
-            if mode == Mode::Infer {
-                *slot = Some((k.clone(), v.clone()));
-            }
+            // Kept in training too: a shared prefix's keys and values, still attached to the
+            // graph, let a batch of suffixes train over one forward of the prefix.
+            *slot = Some((k.clone(), v.clone()));
             // Grouped-query attention without copying K/V: fold the query heads that share
             // a KV head into the row dimension.
             let qg = q.reshape((b, nkv, rep * t, hd))?;
@@ -753,9 +753,7 @@ impl Llama {
             let m = (g * up.forward_t(&h, drop(5))?)?;
             x = (x + down.forward_t(&m, drop(6))?)?;
         }
-        if mode == Mode::Infer {
-            cache.len = total;
-        }
+        cache.len = total;
         rms_norm(&x, &self.norm, self.cfg.rms_eps, mode)
     }
 

@@ -29,6 +29,61 @@ pub struct Example {
     /// the labels of several candidates (ignored by SFT and one-output heads).
     #[serde(default)]
     pub targets: Vec<(u32, f32)>,
+    /// Candidates `(suffix tokens, label)` for a one-output scoring head that share this
+    /// example's `prompt` as their prefix: the prefix runs once and the suffixes run as one
+    /// batch over its keys and values (in training as in scoring). Empty: the prompt is one
+    /// whole prompt with [`Example::label`].
+    #[serde(default)]
+    pub candidates: Vec<(Vec<u32>, f32)>,
+}
+
+impl Example {
+    /// One example for several whole prompts with their labels (the candidates of one
+    /// history): their longest common prefix becomes the prompt, the rest of each the
+    /// candidate's suffix. The tokens the model reads are exactly each whole prompt's.
+    pub fn shared_prefix(prompts: Vec<(Vec<u32>, f32)>) -> Result<Example> {
+        if prompts.iter().any(|(p, _)| p.is_empty()) || prompts.is_empty() {
+            return Err(LlmError::Invalid(
+                "an empty prompt among shared-prefix candidates".into(),
+            ));
+        }
+        let common = common_prefix(prompts.iter().map(|(p, _)| p.as_slice()));
+        let prompt = prompts[0].0[..common].to_vec();
+        let candidates = prompts
+            .into_iter()
+            .map(|(p, label)| (p[common..].to_vec(), label))
+            .collect();
+        Ok(Example {
+            prompt,
+            answer: Vec::new(),
+            label: 0.0,
+            targets: Vec::new(),
+            candidates,
+        })
+    }
+
+    /// Labels this example carries (its weight in a mean loss).
+    fn label_count(&self) -> usize {
+        if self.candidates.is_empty() {
+            1
+        } else {
+            self.candidates.len()
+        }
+    }
+}
+
+/// Length of the longest prefix all `prompts` share, leaving at least one token of each to
+/// run (the last token's hidden state is what a scoring head reads).
+pub fn common_prefix<'p>(mut prompts: impl Iterator<Item = &'p [u32]>) -> usize {
+    let Some(first) = prompts.next() else {
+        return 0;
+    };
+    let mut common = first.len().saturating_sub(1);
+    for p in prompts {
+        let same = first.iter().zip(p).take_while(|(x, y)| x == y).count();
+        common = common.min(same).min(p.len().saturating_sub(1));
+    }
+    common
 }
 
 /// Optimisation settings.
@@ -192,6 +247,9 @@ pub fn batch_loss(
             let targets = Tensor::new(targets.as_slice(), &Device::Cpu)?;
             Ok((candle_nn::loss::cross_entropy(&logits, &targets)?, b * t))
         }
+        Objective::Regression(head) if batch.iter().any(|e| !e.candidates.is_empty()) => {
+            shared_prefix_loss(model, head, batch, pad)
+        }
         Objective::Regression(head) | Objective::Pairwise { head, .. } => {
             let t = batch.iter().map(|e| e.prompt.len()).max().unwrap_or(1);
             let mut input = Vec::with_capacity(b * t);
@@ -265,6 +323,53 @@ pub fn batch_loss(
             Ok((loss, b * t))
         }
     }
+}
+
+/// Squared error of a one-output head over shared-prefix examples: per example, the prefix
+/// runs once (batch 1), its keys and values are broadcast to the candidates, and the
+/// suffixes (padded at the end, so the causal mask keeps padding out of every real
+/// position) run as one batch. The mean is over labels, as with one prompt per label.
+fn shared_prefix_loss(
+    model: &Llama,
+    head: &ScoreHead,
+    batch: &[Example],
+    pad: u32,
+) -> Result<(Tensor, usize)> {
+    let mut predictions = Vec::with_capacity(batch.len());
+    let mut labels = Vec::new();
+    let mut tokens = 0;
+    for e in batch {
+        if e.candidates.is_empty() || e.candidates.iter().any(|(s, _)| s.is_empty()) {
+            return Err(LlmError::Invalid(
+                "a shared-prefix batch needs candidates with at least one token each".into(),
+            ));
+        }
+        let k = e.candidates.len();
+        let mut cache = KvCache::new(model.blocks.len());
+        if !e.prompt.is_empty() {
+            let prefix = Tensor::from_vec(e.prompt.clone(), (1, e.prompt.len()), &Device::Cpu)?;
+            model.forward_hidden(&prefix, &mut cache, Mode::Train)?;
+        }
+        let mut cache = cache.broadcast(k)?;
+        let s = e.candidates.iter().map(|(x, _)| x.len()).max().unwrap_or(1);
+        let mut input = Vec::with_capacity(k * s);
+        let mut last = Vec::with_capacity(k);
+        for (r, (suffix, label)) in e.candidates.iter().enumerate() {
+            input.extend((0..s).map(|j| *suffix.get(j).unwrap_or(&pad)));
+            last.push((r * s + suffix.len() - 1) as u32);
+            labels.push(*label);
+        }
+        let input = Tensor::from_vec(input, (k, s), &Device::Cpu)?;
+        let hidden = model.forward_hidden(&input, &mut cache, Mode::Train)?;
+        let rows = hidden
+            .reshape((k * s, model.cfg.hidden))?
+            .index_select(&Tensor::new(last.as_slice(), &Device::Cpu)?, 0)?;
+        predictions.push(head.forward(&rows)?.squeeze(1)?);
+        tokens += e.prompt.len() + k * s;
+    }
+    let predictions = Tensor::cat(&predictions, 0)?;
+    let labels = Tensor::new(labels.as_slice(), &Device::Cpu)?;
+    Ok(((predictions - labels)?.sqr()?.mean_all()?, tokens))
 }
 
 /// Differentiable hidden states of a padded `[b, t]` batch at flat positions `rows`.
@@ -438,8 +543,9 @@ impl<'a> Trainer<'a> {
         let mut count = 0;
         for chunk in data.chunks(self.cfg.batch_size.max(1)) {
             let (loss, _) = batch_loss(self.model, &self.objective, chunk, self.pad)?;
-            total += loss.to_scalar::<f32>()? as f64 * chunk.len() as f64;
-            count += chunk.len();
+            let labels: usize = chunk.iter().map(Example::label_count).sum();
+            total += loss.to_scalar::<f32>()? as f64 * labels as f64;
+            count += labels;
         }
         Ok(if count == 0 {
             f64::NAN
@@ -542,5 +648,23 @@ impl<'a> Trainer<'a> {
         }
         self.report.seconds = start.elapsed().as_secs_f64();
         Ok(self.report.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::common_prefix;
+
+    #[test]
+    fn the_shared_prefix_leaves_every_prompt_a_token() {
+        let a: &[u32] = &[1, 2, 3, 4];
+        let b: &[u32] = &[1, 2, 3, 5, 6];
+        assert_eq!(common_prefix([a, b].into_iter()), 3);
+        // Identical prompts still keep their last token to run.
+        assert_eq!(common_prefix([a, a].into_iter()), 3);
+        // A prompt that is a prefix of another keeps its last token too.
+        assert_eq!(common_prefix([&a[..2], a].into_iter()), 1);
+        assert_eq!(common_prefix(std::iter::empty()), 0);
+        assert_eq!(common_prefix([&[7u32][..]].into_iter()), 0);
     }
 }

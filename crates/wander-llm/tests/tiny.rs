@@ -27,6 +27,7 @@ fn examples() -> Vec<Example> {
             answer: vec![30 + (k % 5 + k % 3) % 7, 40 + k % 4, 2],
             label: (k % 4) as f32 / 4.0,
             targets: Vec::new(),
+            candidates: Vec::new(),
         })
         .collect()
 }
@@ -504,6 +505,7 @@ fn candidate_head_learns_pointwise_and_pairwise_labels() {
                 targets: (0..6u32)
                     .map(|c| (c, if (c + k) % 3 == 0 { 1.0 } else { 0.0 }))
                     .collect(),
+                candidates: Vec::new(),
             })
             .collect();
         let objective = if pairwise {
@@ -651,4 +653,86 @@ fn the_written_tiny_model_loads_and_its_tokenizer_round_trips_any_text() {
         .unwrap()
         .iter()
         .all(|v| v.is_finite()));
+}
+
+/// A shared-prefix example (the prefix run once, the candidates' suffixes as one batch over
+/// its keys and values) gives the same loss and the same gradients as one whole prompt per
+/// candidate, including candidates whose suffixes differ in length (padding at the end).
+#[test]
+fn shared_prefix_training_equals_one_prompt_per_candidate() {
+    let (mut model, _) = Llama::random(tiny(), 4).unwrap();
+    let all: Vec<String> = ["q", "k", "v", "o", "down"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let lora = model.attach_lora(&all, 4, 8.0, 0.0, 6).unwrap();
+    for (name, v) in &lora {
+        if name.ends_with("lora_b") {
+            v.set(&Tensor::randn(0f32, 0.1, v.shape(), &Device::Cpu).unwrap())
+                .unwrap();
+        }
+    }
+    let head = ScoreHead::new(32, 1).unwrap();
+    head.w
+        .set(&Tensor::randn(0f32, 0.3, (1, 32), &Device::Cpu).unwrap())
+        .unwrap();
+    let obj = Objective::Regression(head.clone());
+    // Two histories: the first with three candidates (suffixes of 1, 3 and 2 tokens), the
+    // second with two.
+    let groups: Vec<Vec<(Vec<u32>, f32)>> = vec![
+        vec![
+            (vec![1, 11, 12, 3, 40], 0.2),
+            (vec![1, 11, 12, 3, 41, 42, 43], 0.9),
+            (vec![1, 11, 12, 3, 44, 45], 0.5),
+        ],
+        vec![(vec![1, 13, 3, 46, 47], 0.1), (vec![1, 13, 3, 48], 0.7)],
+    ];
+    let whole: Vec<Example> = groups
+        .iter()
+        .flatten()
+        .map(|(p, l)| Example {
+            prompt: p.clone(),
+            answer: vec![],
+            label: *l,
+            targets: vec![],
+            candidates: vec![],
+        })
+        .collect();
+    let shared: Vec<Example> = groups
+        .iter()
+        .map(|g| Example::shared_prefix(g.clone()).unwrap())
+        .collect();
+    assert_eq!(shared[0].prompt, vec![1, 11, 12, 3]);
+    assert_eq!(shared[0].candidates[1].0, vec![41, 42, 43]);
+    let (a, _) = batch_loss(&model, &obj, &whole, 0).unwrap();
+    let (b, _) = batch_loss(&model, &obj, &shared, 0).unwrap();
+    let (la, lb) = (a.to_scalar::<f32>().unwrap(), b.to_scalar::<f32>().unwrap());
+    assert!((la - lb).abs() < 1e-5 * la.abs().max(1.0), "{la} vs {lb}");
+    let (ga, gb) = (a.backward().unwrap(), b.backward().unwrap());
+    for (name, v) in lora.iter().chain(head.tensors().iter()) {
+        let x: Vec<f32> = ga
+            .get(v.as_tensor())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let y: Vec<f32> = gb
+            .get(v.as_tensor())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let scale = x.iter().fold(1e-6f32, |m, z| m.max(z.abs()));
+        for (p, q) in x.iter().zip(&y) {
+            assert!((p - q).abs() <= 1e-4 * scale, "{name}: {p} vs {q}");
+        }
+    }
+    // An empty suffix is an error, not a panic.
+    let bad = Example {
+        candidates: vec![(vec![], 0.5)],
+        ..shared[1].clone()
+    };
+    assert!(batch_loss(&model, &obj, &[bad], 0).is_err());
 }

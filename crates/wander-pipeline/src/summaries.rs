@@ -265,6 +265,12 @@ pub struct FeedbackSummary {
     pub normalize: wander_core::config::FeedbackNormalize,
     /// Fewest users behind a label.
     pub min_users: usize,
+    /// Weight of the scaled value in a `mixed` signal (absent for the others).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_weight: Option<f64>,
+    /// Pseudo-users of shrinkage towards the candidate's rate (absent: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shrinkage: Option<f64>,
 }
 
 impl fmt::Display for FeedbackSummary {

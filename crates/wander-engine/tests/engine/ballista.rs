@@ -78,7 +78,7 @@ fn ballista_cluster_matches_embedded_engine_and_in_memory_miners() {
     assert_eq!(on_ballista, read_outputs(&dir.path().join("embedded")));
     let reference = in_memory(
         &log,
-        wander_explore::feedback::Signal::Positive,
+        wander_explore::feedback::EventSignal::Positive,
         usize::MAX,
         3,
     );

@@ -2,7 +2,7 @@
 
 use crate::common::{in_memory, random_log, read_outputs, write_tables};
 use wander_engine::{sql, Embedded, Engine, Inputs};
-use wander_explore::feedback::Signal;
+use wander_explore::feedback::EventSignal;
 
 fn embedded(partitions: usize) -> Engine {
     Engine::Embedded(Embedded {
@@ -29,9 +29,9 @@ fn check(
         clusters: dir.path().join("clusters.parquet"),
     };
     for (signal, sql_signal, column) in [
-        (Signal::Positive, sql::Signal::Positive, usize::MAX),
+        (EventSignal::Positive, sql::Signal::Positive, usize::MAX),
         (
-            Signal::Value,
+            EventSignal::Value,
             sql::Signal::Value("feedback_rating".into()),
             0,
         ),

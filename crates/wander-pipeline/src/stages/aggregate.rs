@@ -43,13 +43,18 @@ pub struct AggregateArgs {
     pub force: bool,
 }
 
-fn signal(ctx: &StageContext) -> sql::Signal {
-    match ctx.config.feedback.signal {
+fn signal(ctx: &StageContext) -> crate::Result<sql::Signal> {
+    Ok(match ctx.config.feedback.signal {
         FeedbackSignal::Positive => sql::Signal::Positive,
         FeedbackSignal::Value => {
             sql::Signal::Value(format!("feedback_{}", ctx.config.data.feedback))
         }
-    }
+        // Its per-event values are fractions whose per-user sums an engine may add in
+        // another order than the in-memory miner, so the two could differ in the last bit.
+        FeedbackSignal::Mixed => bail!(
+            "config: feedback.signal = \"mixed\" is not supported by `wander aggregate` (positive or value are); `wander feedback` computes mixed labels in memory"
+        ),
+    })
 }
 
 fn engine(ctx: &StageContext, spec: Option<&str>) -> crate::Result<Engine> {
@@ -148,7 +153,7 @@ fn write_clusters(path: &Path, assign: &[u32]) -> crate::Result<()> {
 fn in_memory(
     ds: &wander_data::Dataset,
     assign: &[u32],
-    signal: FeedbackSignal,
+    signal: &sql::Signal,
     column: Option<usize>,
     window: usize,
 ) -> (
@@ -175,9 +180,14 @@ fn in_memory(
     }
     transitions.sort_unstable();
     let events = feedback::events(ds, assign, column.unwrap_or(usize::MAX));
+    // The engine's signal, read the same way in memory.
+    let signal = match signal {
+        sql::Signal::Positive => feedback::EventSignal::Positive,
+        sql::Signal::Value(_) => feedback::EventSignal::Value,
+    };
     let mut parts = Vec::new();
     for split in splits {
-        for p in feedback::label_parts(&events, split, signal) {
+        for p in feedback::label_parts(&events, split, &signal) {
             parts.push(wander_engine::LabelPartRow {
                 split: split as u8,
                 c1: p.c1,
@@ -219,7 +229,7 @@ fn first_difference<T: PartialEq + std::fmt::Debug>(engine: &[T], memory: &[T]) 
 
 /// `wander aggregate`.
 pub fn aggregate_stage(ctx: &StageContext, args: &AggregateArgs) -> crate::Result<Summary> {
-    let signal = signal(ctx);
+    let signal = signal(ctx)?;
     let window = ctx.config.taxonomy.window;
     let queries = sql::all(&signal, window);
     if args.print_sql {
@@ -301,13 +311,7 @@ pub fn aggregate_stage(ctx: &StageContext, args: &AggregateArgs) -> crate::Resul
                     .feedback_columns
                     .iter()
                     .position(|c| *c == ctx.config.data.feedback);
-                let (t, p, c) = in_memory(
-                    &ds,
-                    tax.planner_assign(),
-                    ctx.config.feedback.signal,
-                    column,
-                    window,
-                );
+                let (t, p, c) = in_memory(&ds, tax.planner_assign(), &signal, column, window);
                 let checks = [
                     (
                         "transitions",

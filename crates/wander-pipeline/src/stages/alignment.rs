@@ -61,31 +61,35 @@ fn alignment_examples(
             answer: Vec::new(),
             label: 0.0,
             targets,
+            candidates: Vec::new(),
         });
     }
     Ok(out)
 }
 
-/// One example per label for the candidate-conditioned model: the prompt holds the history
-/// pair and the candidate's description; the label is the regression target.
+/// One example per history pair for the candidate-conditioned model: each label's prompt
+/// holds the history pair and the candidate's description; the pair's prompts share their
+/// history tokens, which run once, and the candidates' suffixes run as one batch.
 pub(crate) fn candidate_examples(
     tok: &wander_llm::tokenizer::Tokenizer,
     descriptions: &[String],
     labels: &[Label],
 ) -> crate::Result<Vec<wander_llm::train::Example>> {
-    labels
-        .iter()
-        .map(|l| {
-            let d = |c: u32| descriptions[c as usize].as_str();
-            Ok(wander_llm::train::Example {
-                prompt: tok.chat_prompt(
-                    feedback::ALIGNMENT_CANDIDATE_SYSTEM,
-                    &feedback::candidate_message(d(l.c1), d(l.c2), d(l.next)),
-                )?,
-                answer: Vec::new(),
-                label: l.label as f32,
-                targets: Vec::new(),
-            })
+    let d = |c: u32| descriptions[c as usize].as_str();
+    feedback::by_pair(labels)
+        .into_iter()
+        .map(|((c1, c2), candidates)| {
+            let prompts = candidates
+                .into_iter()
+                .map(|(next, label)| {
+                    let prompt = tok.chat_prompt(
+                        feedback::ALIGNMENT_CANDIDATE_SYSTEM,
+                        &feedback::candidate_message(d(c1), d(c2), d(next)),
+                    )?;
+                    Ok((prompt, label as f32))
+                })
+                .collect::<crate::Result<Vec<_>>>()?;
+            Ok(wander_llm::train::Example::shared_prefix(prompts)?)
         })
         .collect()
 }
@@ -231,7 +235,7 @@ pub fn train_alignment(ctx: &StageContext, force: bool) -> crate::Result<Summary
             adapter: ALIGNMENT_ADAPTER.file().into(),
             head: ALIGNMENT_HEAD.file().into(),
             arch: candidate.then_some(cfg.arch),
-            prompts: candidate.then_some(train.len()),
+            prompts: candidate.then_some(train.iter().map(|e| e.candidates.len()).sum()),
             holdout_candidates: held.iter().copied().collect(),
         })
     })

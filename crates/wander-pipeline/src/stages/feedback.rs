@@ -20,15 +20,29 @@ fn label_config(ctx: &StageContext) -> LabelConfig {
     let f = &ctx.config.feedback;
     LabelConfig {
         signal: f.signal,
+        value_weight: f.value_weight,
         normalize: f.normalize,
         min_users: f.min_users,
         round: f.round,
+        shrinkage: f.shrinkage,
     }
 }
 
 /// The configuration `wander feedback` depends on.
 pub(crate) fn feedback_slice(ctx: &StageContext) -> Value {
-    json!({"feedback": ctx.config.feedback, "column": ctx.config.data.feedback})
+    let f = &ctx.config.feedback;
+    let mut slice = json!({"feedback": f, "column": ctx.config.data.feedback});
+    // Each key only where it changes the labels, so that labels made before the key existed
+    // (and labels of another signal) stay fresh.
+    if let Some(map) = slice["feedback"].as_object_mut() {
+        if f.signal != feedback::Signal::Mixed {
+            map.remove("value_weight");
+        }
+        if f.shrinkage == 0.0 {
+            map.remove("shrinkage");
+        }
+    }
+    slice
 }
 
 /// `wander feedback`.
@@ -43,11 +57,12 @@ pub fn feedback_stage(ctx: &StageContext, force: bool) -> crate::Result<Summary>
         let tax = wander_taxonomy::read(open(&run, StageId::Taxonomy)?.reader())?;
         let clusters = tax.planner_clusters();
         let column = ds.feedback_columns.iter().position(|c| *c == ctx.config.data.feedback);
-        if column.is_none() && cfg.signal == feedback::Signal::Value {
+        if column.is_none() && cfg.signal != feedback::Signal::Positive {
             bail!(
-                "config: data.feedback: column `{}` is not in the data (columns: {}); feedback.signal = \"value\" needs it",
+                "config: data.feedback: column `{}` is not in the data (columns: {}); feedback.signal = {} needs it",
                 ctx.config.data.feedback,
-                ds.feedback_columns.join(", ")
+                ds.feedback_columns.join(", "),
+                json!(cfg.signal)
             );
         }
         let events = feedback::events(&ds, tax.planner_assign(), column.unwrap_or(usize::MAX));
@@ -98,6 +113,8 @@ pub fn feedback_stage(ctx: &StageContext, force: bool) -> crate::Result<Summary>
             signal: cfg.signal,
             normalize: cfg.normalize,
             min_users: cfg.min_users,
+            value_weight: (cfg.signal == feedback::Signal::Mixed).then_some(cfg.value_weight),
+            shrinkage: (cfg.shrinkage > 0.0).then_some(cfg.shrinkage),
         })
     })
     .context("feedback failed; earlier artifacts in the run directory are unchanged")?;

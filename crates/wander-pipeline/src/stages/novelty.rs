@@ -36,6 +36,7 @@ fn novelty_examples(
                 answer: tok.answer(d(e.next))?,
                 label: 0.0,
                 targets: Vec::new(),
+                candidates: Vec::new(),
             })
         })
         .collect()

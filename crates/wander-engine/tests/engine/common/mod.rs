@@ -142,7 +142,7 @@ pub fn write_tables(log: &Log, dir: &Path, parts: usize) {
 /// The in-memory miners' results in the engine's row form.
 pub fn in_memory(
     log: &Log,
-    signal: wander_explore::feedback::Signal,
+    signal: wander_explore::feedback::EventSignal,
     column: usize,
     window: usize,
 ) -> (Vec<TransitionRow>, Vec<LabelPartRow>, Vec<PairCountRow>) {
@@ -166,7 +166,7 @@ pub fn in_memory(
     let events = wander_explore::feedback::events(&log.ds, &log.assign, column);
     let mut parts = Vec::new();
     for split in splits {
-        for p in wander_explore::feedback::label_parts(&events, split, signal) {
+        for p in wander_explore::feedback::label_parts(&events, split, &signal) {
             parts.push(LabelPartRow {
                 split: split as u8,
                 c1: p.c1,
