@@ -268,6 +268,8 @@ pub struct PrecomputeConfig {
     /// `token` (the constrained sampler's per-token renormalisation) or `answer` (whole
     /// answers' unconstrained probabilities, renormalised; exact mode only).
     pub normalize: ProposalNormalize,
+    /// Which clusters the candidate-reading alignment model scores per pair.
+    pub score: ScoreSet,
     /// Proposals drawn per pair (best-of-n).
     pub n: usize,
     /// Sampling temperature of the novelty model.
@@ -433,6 +435,18 @@ mode_enum!(
         /// Over whole answers: each answer's unconstrained probability at the temperature,
         /// renormalised (P2: sample, drop invalid outputs, renormalise).
         Answer = "answer",
+    }
+);
+
+mode_enum!(
+    /// Which clusters a candidate-reading alignment model scores per pair
+    /// (`precompute.score`).
+    ScoreSet {
+        /// Every cluster: the table and every evaluation of best-of-n at any n.
+        All = "all",
+        /// Only the pair's distinct novel proposals (every novel cluster when none was
+        /// proposed): what the table needs, at a fraction of the cost.
+        Proposals = "proposals",
     }
 );
 

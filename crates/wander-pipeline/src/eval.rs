@@ -132,6 +132,14 @@ pub(crate) struct HeldOut {
 
 pub(crate) fn held_out(run: &RunDir, m: usize) -> crate::Result<HeldOut> {
     let scores = read_scores(&open(run, StageId::Precompute)?.path(SCORES)?, m)?;
+    if let Some((&(c1, c2), _)) = scores
+        .iter()
+        .find(|(_, (_, a))| a.iter().any(|v| v.is_nan()))
+    {
+        bail!(
+            "the table of this run scored only each pair's proposals (precompute.score = \"proposals\"; pair ({c1}, {c2}) has unscored clusters), and this evaluation draws other proposal sets, which needs every cluster's alignment score: run `wander precompute --force` with precompute.score = \"all\""
+        );
+    }
     let all: Vec<Transition> = open(run, StageId::Transitions)?.json(TRANSITIONS)?;
     let train = wander_explore::transitions::counts(&all, wander_data::Split::Train);
     let mut target_counts = vec![0u64; m];

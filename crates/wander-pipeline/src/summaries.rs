@@ -318,6 +318,12 @@ pub struct PrecomputeSummary {
     /// normalisation only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub valid_share_mean: Option<f64>,
+    /// `precompute.score` when it is `proposals` (absent: every cluster was scored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score: Option<wander_core::config::ScoreSet>,
+    /// With `proposals`: clusters scored per pair, on average.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scored_per_pair: Option<f64>,
 }
 
 impl fmt::Display for PrecomputeSummary {
@@ -1001,6 +1007,8 @@ mod tests {
             table: "table.bin".into(),
             normalize: None,
             valid_share_mean: None,
+            score: None,
+            scored_per_pair: None,
         };
         let v = record(&s).unwrap();
         assert!(v.get("normalize").is_none() && v.get("valid_share_mean").is_none());

@@ -155,6 +155,8 @@ fn table_by_hand(ctx: &StageContext, n_clusters: u32) {
         table: artifacts::TABLE.file().into(),
         normalize: None,
         valid_share_mean: None,
+        score: None,
+        scored_per_pair: None,
     };
     w.commit(
         serde_json::json!({"by_hand": true}),
@@ -489,4 +491,83 @@ fn llm_stages_on_a_tiny_model_and_log() {
         let line = summary.to_string();
         assert!(!line.contains("unreadable"), "{line}");
     }
+}
+
+/// The candidate-reading alignment model end to end on tiny data: mixed, shrunk labels; the
+/// shared-prefix trainer; a table that scores only each pair's proposals; and the evaluation
+/// of best-of-n, which needs every score, refusing that table with a reason.
+#[test]
+fn candidate_alignment_and_a_proposals_only_table_on_a_tiny_model() {
+    use wander_core::config::{AlignmentArch, FeedbackSignal, ScoreSet};
+    let tmp = tempfile::tempdir().unwrap();
+    let mut ctx = tiny_world(tmp.path());
+    tiny_llm(&mut ctx, tmp.path());
+    ctx.config.feedback.signal = FeedbackSignal::Mixed;
+    ctx.config.feedback.shrinkage = 2.0;
+    ctx.config.alignment.arch = AlignmentArch::Candidate;
+    ctx.config.precompute.score = ScoreSet::Proposals;
+    ctx.config.precompute.n = 2;
+    ctx.config.validate().unwrap();
+    stages::Ingest.run(&ctx, false).unwrap();
+    behavioural_taxonomy(&ctx);
+    stages::Transitions.run(&ctx, false).unwrap();
+    let fb = stages::Feedback.run(&ctx, false).unwrap();
+    let typed: wander_pipeline::summaries::FeedbackSummary =
+        wander_pipeline::summaries::read(StageId::Feedback, fb.fields()).unwrap();
+    assert_eq!(
+        (typed.value_weight, typed.shrinkage),
+        (Some(0.5), Some(2.0))
+    );
+    assert!(typed.train.labels > 0, "{fb}");
+    let run = RunDir::open(&ctx.config.run.dir).unwrap();
+    let labels: Vec<wander_explore::feedback::Label> = open(&run, StageId::Feedback)
+        .unwrap()
+        .json(artifacts::LABELS_TRAIN)
+        .unwrap();
+    // Mixed labels are in [0, 1]; shrinkage moved some of them off their raw rate.
+    assert!(labels.iter().all(|l| (0.0..=1.0).contains(&l.label)));
+    assert!(labels.iter().any(|l| (l.label - l.rate).abs() > 1e-3));
+    let n_clusters = wander_taxonomy::read(open(&run, StageId::Taxonomy).unwrap().reader())
+        .unwrap()
+        .planner_clusters()
+        .len();
+
+    stages::TrainNovelty.run(&ctx, false).unwrap();
+    let ta = stages::TrainAlignment.run(&ctx, false).unwrap();
+    let typed: wander_pipeline::summaries::TrainAlignmentSummary =
+        wander_pipeline::summaries::read(StageId::TrainAlignment, ta.fields()).unwrap();
+    assert_eq!(typed.arch(), AlignmentArch::Candidate);
+    // One prompt per label, trained one history pair at a time.
+    assert_eq!(typed.prompts, Some(typed.labels), "{ta}");
+    assert!(typed.final_loss.is_some_and(f64::is_finite), "{ta}");
+    stages::EvalAlignment.run(&ctx, false).unwrap();
+
+    let pre = stages::Precompute::default().run(&ctx, false).unwrap();
+    let typed: wander_pipeline::summaries::PrecomputeSummary =
+        wander_pipeline::summaries::read(StageId::Precompute, pre.fields()).unwrap();
+    assert_eq!(typed.score, Some(ScoreSet::Proposals));
+    let scored = typed.scored_per_pair.unwrap();
+    // Two draws give at most two distinct proposals; only a pair whose draws were all its
+    // history clusters scores every novel cluster.
+    assert!(scored >= 1.0 && scored < (n_clusters - 2) as f64, "{pre}");
+    let table = wander_table::ExplorationTable::read(
+        &open(&run, StageId::Precompute)
+            .unwrap()
+            .path(artifacts::TABLE)
+            .unwrap(),
+    )
+    .unwrap();
+    for (c1, c2, row) in table.iter() {
+        assert!(!row.is_empty() && row.iter().all(|c| c.cluster != c1 && c.cluster != c2));
+        assert!(row.iter().all(|c| c.alignment.is_finite()));
+    }
+    records_its_slice(&ctx, &stages::Precompute::default());
+    let e = stages::EvalScaling.run(&ctx, false).unwrap_err();
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(&e);
+    while let Some(c) = cause {
+        text += &format!(": {c}");
+        cause = c.source();
+    }
+    assert!(text.contains("precompute.score"), "{text}");
 }

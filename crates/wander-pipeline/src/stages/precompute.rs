@@ -10,7 +10,7 @@ use serde::Serialize;
 use serde_json::json;
 use serde_json::Value;
 use wander_core::artifact::RunDir;
-use wander_core::config::{AlignmentArch, PairSet, ProposalMode, ProposalNormalize};
+use wander_core::config::{AlignmentArch, PairSet, ProposalMode, ProposalNormalize, ScoreSet};
 use wander_explore::planner::NoveltyScorer;
 use wander_explore::planner::{AlignmentScorer, CandidateScorer};
 use wander_explore::scaling;
@@ -38,8 +38,9 @@ struct PairRecord {
     c2: u32,
     /// Novelty-model proposal probability of every cluster (0 for c1, c2).
     novelty: Vec<f32>,
-    /// Alignment score of every cluster.
-    alignment: Vec<f32>,
+    /// Alignment score of every cluster (`None` where `precompute.score = "proposals"`
+    /// left it unscored; a scored value serialises as the bare number, as before).
+    alignment: Vec<Option<f32>>,
     choices: Vec<Choice>,
     fallback: bool,
     /// With `precompute.normalize = "answer"`: the share of unconstrained samples that are a
@@ -109,6 +110,9 @@ pub(crate) fn precompute_slice(ctx: &StageContext) -> Value {
     if cfg.normalize == ProposalNormalize::Answer {
         // Only then, so that tables made before `normalize` existed stay fresh.
         slice["precompute"]["normalize"] = json!(cfg.normalize);
+    }
+    if cfg.score == ScoreSet::Proposals {
+        slice["precompute"]["score"] = json!(cfg.score);
     }
     slice
 }
@@ -190,17 +194,11 @@ pub fn precompute(
             let started = std::time::Instant::now();
             for &ci in &todo {
                 let t0 = std::time::Instant::now();
-                let scores: Vec<Vec<f32>> = match arch {
-                    AlignmentArch::ClusterHead => align.scores(chunks[ci])?,
-                    // The candidate-reading model scores each cluster of each pair.
-                    AlignmentArch::Candidate => chunks[ci]
-                        .iter()
-                        .map(|&(c1, c2)| {
-                            let triples: Vec<(u32, u32, u32)> =
-                                (0..m).map(|c| (c1, c2, c)).collect();
-                            candidate_scorer.scores(&triples)
-                        })
-                        .collect::<Result<_, _>>()?,
+                // The per-cluster head scores every cluster of a pair in one pass; the
+                // candidate-reading model scores each pair below, once its proposals are known.
+                let head_scores: Option<Vec<Vec<f32>>> = match arch {
+                    AlignmentArch::ClusterHead => Some(align.scores(chunks[ci])?),
+                    AlignmentArch::Candidate => None,
                 };
                 let (all_probs, valid_shares): (Vec<Vec<f64>>, Vec<Option<f64>>) =
                     match cfg.normalize {
@@ -220,7 +218,7 @@ pub fn precompute(
                             .unzip(),
                     };
                 let mut records = Vec::with_capacity(chunks[ci].len());
-                for (k, (&(c1, c2), alignment)) in chunks[ci].iter().zip(scores).enumerate() {
+                for (k, &(c1, c2)) in chunks[ci].iter().enumerate() {
                     let mut rng = wander_core::rng::Rng::new(ctx.config.run.seed)
                         .fork(((c1 as u64) << 32) | c2 as u64);
                     // Proposals of the history clusters are not novel: dropped.
@@ -255,8 +253,34 @@ pub fn precompute(
                         );
                         (probs, f)
                     };
+                    let alignment: Vec<Option<f32>> = match &head_scores {
+                        Some(all) => all[k].iter().copied().map(Some).collect(),
+                        None => {
+                            let novel = |c: &u32| *c != c1 && *c != c2;
+                            let mut which: Vec<u32> = match cfg.score {
+                                ScoreSet::All => (0..m).collect(),
+                                ScoreSet::Proposals => (0..m)
+                                    .filter(|&c| freq[c as usize] > 0)
+                                    .filter(novel)
+                                    .collect(),
+                            };
+                            if which.iter().filter(|c| novel(c)).count() == 0 {
+                                // Nothing novel was proposed: the fallback ranks every novel cluster.
+                                which = (0..m).filter(novel).collect();
+                            }
+                            let triples: Vec<(u32, u32, u32)> =
+                                which.iter().map(|&c| (c1, c2, c)).collect();
+                            let mut out = vec![None; m as usize];
+                            for (&c, v) in which.iter().zip(candidate_scorer.scores(&triples)?) {
+                                out[c as usize] = Some(v);
+                            }
+                            out
+                        }
+                    };
+                    // Unscored clusters are neither proposed nor, in a fallback, novel: never chosen.
+                    let dense: Vec<f32> = alignment.iter().map(|v| v.unwrap_or(f32::NAN)).collect();
                     let choice =
-                        scaling::choose_best_of_n((c1, c2), freq, &probs, &alignment, cfg.top_k);
+                        scaling::choose_best_of_n((c1, c2), freq, &probs, &dense, cfg.top_k);
                     let (choices, fallback) = (choice.choices, choice.fallback);
                     records.push(PairRecord {
                         c1,
@@ -303,6 +327,7 @@ pub fn precompute(
         let (mut sc1, mut sc2, mut scl, mut snov, mut sal) = (vec![], vec![], vec![], vec![], vec![]);
         let mut fallbacks = 0;
         let mut valid_shares = Vec::new();
+        let mut scored = 0usize;
         for i in 0..chunks.len() {
             let c: Chunk = serde_json::from_slice(&std::fs::read(chunk_path(i))?)?;
             seconds += c.seconds;
@@ -315,7 +340,8 @@ pub fn precompute(
                     sc2.push(r.c2);
                     scl.push(c);
                     snov.push(r.novelty[c as usize]);
-                    sal.push(r.alignment[c as usize]);
+                    sal.push(r.alignment[c as usize].unwrap_or(f32::NAN));
+                    scored += usize::from(r.alignment[c as usize].is_some());
                 }
             }
         }
@@ -341,6 +367,8 @@ pub fn precompute(
             // P2's "unconstrained validity": how often sampling at this temperature writes a
             // valid cluster description at all.
             valid_share_mean: answer.then(|| valid_shares.iter().sum::<f64>() / valid_shares.len().max(1) as f64),
+            score: (cfg.score == ScoreSet::Proposals).then_some(cfg.score),
+            scored_per_pair: (cfg.score == ScoreSet::Proposals).then(|| scored as f64 / table.pairs().max(1) as f64),
         })
     })
     .context("precompute failed; computed chunks are kept and a rerun continues from them")?;
