@@ -558,6 +558,8 @@ fn novelty_pipeline_end_to_end_with_tiny_settings() {
         cmd.args(["--set", "alignment.arch=\"candidate\""]);
         // A quarter of the clusters never seen as a candidate in training.
         cmd.args(["--set", "alignment.holdout_candidates=0.25"]);
+        // Its eval loss reads every label of each sampled history pair: four pairs.
+        cmd.args(["--set", "alignment.eval_prompts=4"]);
         let started = std::time::Instant::now();
         let out = run(cmd.args(args));
         eprintln!(

@@ -244,7 +244,8 @@ pub struct AlignmentConfig {
     pub warmup_steps: usize,
     /// Eval loss every this many steps.
     pub eval_every: usize,
-    /// Validation prompts in the periodic eval loss (a seeded sample of at most this many).
+    /// Validation history pairs (each with all its labels) in the periodic eval loss: a
+    /// seeded sample of at most this many.
     pub eval_prompts: usize,
     /// Share of the planner clusters (seeded) whose labels as a candidate training never
     /// sees, so that `eval alignment` measures unseen candidates; 0 = none.
