@@ -15,9 +15,12 @@
 //!   moves the user's last-two state.
 //! - **Return**: the probability that a user comes back the next day rises with the recent
 //!   satisfaction (an exponential moving average of the positive rate).
-//! - **Feedback loop**: every `refresh_days` the strategies that learn from logs (the
-//!   co-occurrence recommender; best-of-n's re-ranking by observed feedback, when enabled)
-//!   are refitted on the simulated logs so far.
+//! - **Feedback loop, the same for every arm**: every `refresh_days` the strategies that
+//!   learn from logs are refitted on the real training logs plus the simulated logs so far
+//!   (the co-occurrence recommender's transition counts, the popular strategy's cluster
+//!   popularity), and with `refresh_table` every ranked strategy (popular, co-occurrence,
+//!   the exploration table) re-ranks its top candidates by the exploration feedback observed
+//!   so far with one rule, so no arm learns from the loop in a way another cannot.
 //!
 //! A/B experiments split the population by a hash of the user id; several seeds give the
 //! intervals of the effects.
@@ -94,8 +97,16 @@ pub struct World {
     quality: Vec<f64>,
     cluster_items: Vec<Vec<u32>>,
     popular: Vec<u32>,
+    /// Positive training engagements per cluster (what `popular` orders by).
+    cluster_positives: Vec<f64>,
+    /// Candidates a ranked strategy re-ranks by feedback: the table's row length.
+    rerank_depth: usize,
     input: WorldInput,
 }
+
+/// Pseudo-impressions at the pooled exploration positive rate that a candidate's observed
+/// feedback is shrunk towards when ranked strategies re-rank by feedback.
+const RERANK_PRIOR: f64 = 10.0;
 
 fn sigmoid(x: f64) -> f64 {
     1.0 / (1.0 + (-x).exp())
@@ -174,12 +185,15 @@ impl World {
         }
         let mut popular: Vec<u32> = (0..m as u32).collect();
         popular.sort_by(|a, b| pop[*b as usize].total_cmp(&pop[*a as usize]).then(a.cmp(b)));
+        let rerank_depth = input.table.values().map(Vec::len).max().unwrap_or(1).max(1);
         Ok(World {
             n_clusters: m,
             affinity,
             quality,
             cluster_items,
             popular,
+            cluster_positives: pop,
+            rerank_depth,
             input,
         })
     }
@@ -208,9 +222,16 @@ struct Learned {
     transitions: HashMap<(u32, u32), HashMap<u32, u32>>,
     /// (c1, c2, c) -> (positives, impressions) observed in exploration slots.
     feedback: HashMap<(u32, u32, u32), (u32, u32)>,
-    /// Snapshot used by the strategies until the next refresh.
+    /// Positive engagements per cluster (real training ones plus simulated).
+    positives: Vec<f64>,
+    /// Snapshots used by the strategies until the next refresh.
     cooc_best: HashMap<(u32, u32), Vec<u32>>,
-    table_rerank: HashMap<(u32, u32), Vec<u32>>,
+    popular: Vec<u32>,
+    /// Whether ranked strategies re-rank by feedback, and the snapshot they read.
+    rerank: bool,
+    feedback_seen: HashMap<(u32, u32, u32), (u32, u32)>,
+    /// Pooled exploration positive rate at the snapshot (the re-ranking prior).
+    base_rate: f64,
 }
 
 /// Runs one simulation: `arms[a]` is the strategy of arm a. Returns `[arm][day]` metrics.
@@ -270,15 +291,19 @@ pub fn simulate(
     let mut learned = Learned {
         transitions: world.input.transitions.clone(),
         feedback: HashMap::new(),
+        positives: world.cluster_positives.clone(),
         cooc_best: HashMap::new(),
-        table_rerank: HashMap::new(),
+        popular: world.popular.clone(),
+        rerank: cfg.refresh_table,
+        feedback_seen: HashMap::new(),
+        base_rate: 0.0,
     };
-    refresh(world, &mut learned, cfg.refresh_table);
+    refresh(&mut learned);
     let mut out = vec![Vec::with_capacity(cfg.days); arms.len()];
     let mut engaged: Vec<HashSet<(usize, u32)>> = vec![HashSet::new(); arms.len()];
     for day in 0..cfg.days {
         if day > 0 && cfg.refresh_days > 0 && day % cfg.refresh_days == 0 {
-            refresh(world, &mut learned, cfg.refresh_table);
+            refresh(&mut learned);
         }
         let mut day_m: Vec<DayMetrics> = vec![DayMetrics::default(); arms.len()];
         let mut pos = vec![0usize; arms.len()];
@@ -351,6 +376,7 @@ pub fn simulate(
                 if positive {
                     pos[a] += 1;
                     session_pos += 1;
+                    learned.positives[cluster as usize] += 1.0;
                     engaged[a].insert((u, cluster));
                     if completed {
                         comp[a] += 1;
@@ -416,7 +442,7 @@ fn pick(weights: &[f64], rng: &mut Rng) -> usize {
     weights.len() - 1
 }
 
-fn refresh(world: &World, l: &mut Learned, refresh_table: bool) {
+fn refresh(l: &mut Learned) {
     l.cooc_best = l
         .transitions
         .iter()
@@ -426,23 +452,48 @@ fn refresh(world: &World, l: &mut Learned, refresh_table: bool) {
             (*k, v.into_iter().map(|(c, _)| c).collect())
         })
         .collect();
-    l.table_rerank.clear();
-    if refresh_table {
-        for (k, choices) in &world.input.table {
-            // Alignment score blended with the observed exploration feedback (shrunk towards
-            // the score by a prior of 10 impressions).
-            let mut v: Vec<(u32, f64)> = choices
-                .iter()
-                .map(|&(c, s)| {
-                    let (p, n) = l.feedback.get(&(k.0, k.1, c)).copied().unwrap_or((0, 0));
-                    (c, (s as f64 * 10.0 + p as f64) / (10.0 + n as f64))
-                })
-                .collect();
-            v.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-            l.table_rerank
-                .insert(*k, v.into_iter().map(|(c, _)| c).collect());
+    let mut popular: Vec<u32> = (0..l.positives.len() as u32).collect();
+    popular.sort_by(|a, b| {
+        l.positives[*b as usize]
+            .total_cmp(&l.positives[*a as usize])
+            .then(a.cmp(b))
+    });
+    l.popular = popular;
+    if l.rerank {
+        l.feedback_seen = l.feedback.clone();
+        let (p, n) = l
+            .feedback
+            .values()
+            .fold((0u64, 0u64), |(p, n), &(a, b)| (p + u64::from(a), n + u64::from(b)));
+        l.base_rate = if n > 0 { p as f64 / n as f64 } else { 0.0 };
+    }
+}
+
+/// The first of a ranked strategy's candidates, or with re-ranking the best of its top
+/// `depth` by observed exploration feedback shrunk towards the pooled rate (ties keep the
+/// strategy's order). The same rule for every ranked strategy.
+fn first_ranked(
+    l: &Learned,
+    pair: (u32, u32),
+    ranked: impl Iterator<Item = u32>,
+    depth: usize,
+) -> Option<u32> {
+    if !l.rerank {
+        return ranked.into_iter().next();
+    }
+    let mut best: Option<(u32, f64)> = None;
+    for c in ranked.take(depth) {
+        let (p, n) = l
+            .feedback_seen
+            .get(&(pair.0, pair.1, c))
+            .copied()
+            .unwrap_or((0, 0));
+        let score = (RERANK_PRIOR * l.base_rate + f64::from(p)) / (RERANK_PRIOR + f64::from(n));
+        if best.is_none_or(|(_, s)| score > s) {
+            best = Some((c, score));
         }
     }
+    best.map(|(c, _)| c)
 }
 
 fn choose_novel(world: &World, l: &Learned, s: Strategy, user: &SimUser, rng: &mut Rng) -> u32 {
@@ -455,27 +506,23 @@ fn choose_novel(world: &World, l: &Learned, s: Strategy, user: &SimUser, rng: &m
             return c;
         }
     };
+    let depth = world.rerank_depth;
+    let popular_novel = || l.popular.iter().copied().find(|&c| novel(c)).unwrap_or(0);
     match s {
         Strategy::None | Strategy::Random => random(rng),
-        Strategy::Popular => world
-            .popular
-            .iter()
-            .copied()
-            .find(|&c| novel(c) && !user.interest_set.contains(&c))
-            .or_else(|| world.popular.iter().copied().find(|&c| novel(c)))
-            .unwrap_or(0),
+        Strategy::Popular => {
+            let fresh = l
+                .popular
+                .iter()
+                .copied()
+                .filter(|&c| novel(c) && !user.interest_set.contains(&c));
+            first_ranked(l, (c1, c2), fresh, depth).unwrap_or_else(popular_novel)
+        }
         Strategy::Cooccurrence => l
             .cooc_best
             .get(&(c1, c2))
-            .and_then(|v| v.iter().copied().find(|&c| novel(c)))
-            .unwrap_or_else(|| {
-                world
-                    .popular
-                    .iter()
-                    .copied()
-                    .find(|&c| novel(c))
-                    .unwrap_or(0)
-            }),
+            .and_then(|v| first_ranked(l, (c1, c2), v.iter().copied().filter(|&c| novel(c)), depth))
+            .unwrap_or_else(popular_novel),
         Strategy::NoveltyOnly => match world.input.novelty.get(&(c1, c2)) {
             Some(p) => {
                 let w: Vec<f64> = p
@@ -491,17 +538,11 @@ fn choose_novel(world: &World, l: &Learned, s: Strategy, user: &SimUser, rng: &m
             }
             None => random(rng),
         },
-        Strategy::BestOfN => l
-            .table_rerank
+        Strategy::BestOfN => world
+            .input
+            .table
             .get(&(c1, c2))
-            .and_then(|v| v.first().copied())
-            .or_else(|| {
-                world
-                    .input
-                    .table
-                    .get(&(c1, c2))
-                    .and_then(|v| v.first().map(|x| x.0))
-            })
+            .and_then(|v| first_ranked(l, (c1, c2), v.iter().map(|x| x.0), depth))
             .unwrap_or_else(|| random(rng)),
     }
 }
@@ -687,5 +728,47 @@ mod tests {
         });
         assert!(counts[0] > 400 && counts[1] > 400);
         assert!(simulate(&w, &cfg(), &[], 1).is_err());
+    }
+
+    fn learned(rerank: bool) -> Learned {
+        Learned {
+            transitions: HashMap::new(),
+            feedback: HashMap::new(),
+            positives: vec![5.0, 1.0, 3.0, 0.0, 2.0],
+            cooc_best: HashMap::new(),
+            popular: Vec::new(),
+            rerank,
+            feedback_seen: HashMap::new(),
+            base_rate: 0.0,
+        }
+    }
+
+    #[test]
+    fn every_ranked_strategy_refreshes_by_one_rule() {
+        // Popularity is refitted from the pooled positives at each refresh.
+        let mut l = learned(true);
+        refresh(&mut l);
+        assert_eq!(l.popular, vec![0, 2, 4, 1, 3]);
+        l.positives[3] = 9.0;
+        refresh(&mut l);
+        assert_eq!(l.popular[0], 3);
+        // Exploration feedback: cluster 3 after (0, 1) disappointed 20 times, cluster 5 did
+        // well; the pooled rate is the prior.
+        l.feedback.insert((0, 1, 3), (0, 20));
+        l.feedback.insert((0, 1, 5), (15, 20));
+        // Before the next refresh the strategies still read the old snapshot.
+        assert_eq!(first_ranked(&l, (0, 1), [3, 5, 7].into_iter(), 3), Some(3));
+        refresh(&mut l);
+        assert!((l.base_rate - 15.0 / 40.0).abs() < 1e-12);
+        assert_eq!(first_ranked(&l, (0, 1), [3, 5, 7].into_iter(), 3), Some(5));
+        // Only the top `depth` are candidates; another pair's feedback does not count.
+        assert_eq!(first_ranked(&l, (0, 1), [3, 7, 5].into_iter(), 2), Some(7));
+        assert_eq!(first_ranked(&l, (2, 1), [3, 5, 7].into_iter(), 3), Some(3));
+        // Without re-ranking, the strategy's own first choice.
+        let mut plain = learned(false);
+        plain.feedback = l.feedback.clone();
+        refresh(&mut plain);
+        assert_eq!(first_ranked(&plain, (0, 1), [3, 5, 7].into_iter(), 3), Some(3));
+        assert_eq!(first_ranked(&plain, (0, 1), std::iter::empty(), 3), None);
     }
 }
