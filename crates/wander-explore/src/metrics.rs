@@ -106,6 +106,34 @@ pub fn spearman(x: &[f64], y: &[f64]) -> f64 {
     pearson(&average_ranks(x), &average_ranks(y))
 }
 
+/// Kendall's tau-b: (concordant - discordant) pairs over the geometric mean of the pairs
+/// untied in each variable; 1 when `x` and `y` order the items alike, -1 when reversed, NaN
+/// when either is constant or fewer than two items are given.
+pub fn kendall_tau_b(x: &[f64], y: &[f64]) -> f64 {
+    let n = x.len().min(y.len());
+    let (mut concordant, mut discordant, mut untied_x, mut untied_y) = (0.0, 0.0, 0.0, 0.0);
+    for i in 0..n {
+        for j in i + 1..n {
+            let dx = (x[i] - x[j]).signum() * f64::from(u8::from(x[i] != x[j]));
+            let dy = (y[i] - y[j]).signum() * f64::from(u8::from(y[i] != y[j]));
+            untied_x += dx.abs();
+            untied_y += dy.abs();
+            let d = dx * dy;
+            if d > 0.0 {
+                concordant += 1.0;
+            } else if d < 0.0 {
+                discordant += 1.0;
+            }
+        }
+    }
+    let denom = (untied_x * untied_y).sqrt();
+    if denom > 0.0 {
+        (concordant - discordant) / denom
+    } else {
+        f64::NAN
+    }
+}
+
 /// Spearman correlation inside each group (e.g. the candidates of one history pair, which is
 /// what best-of-n has to rank), for every group with at least `min_size` members whose
 /// `truth` is not constant; groups in order of their first member. A prediction constant
@@ -331,5 +359,19 @@ mod tests {
             prop_assert!(e.lo <= e.mean + 1e-12 && e.mean <= e.hi + 1e-12);
             prop_assert!(e.lo >= 0.0 && e.hi <= 1.0);
         }
+    }
+
+    #[test]
+    fn kendall_tau_counts_concordant_pairs() {
+        let x = [1.0, 2.0, 3.0, 4.0];
+        assert_eq!(kendall_tau_b(&x, &[10.0, 20.0, 30.0, 40.0]), 1.0);
+        assert_eq!(kendall_tau_b(&x, &[4.0, 3.0, 2.0, 1.0]), -1.0);
+        // One swapped neighbour: 5 concordant, 1 discordant of 6.
+        assert!((kendall_tau_b(&x, &[1.0, 3.0, 2.0, 4.0]) - 4.0 / 6.0).abs() < 1e-12);
+        // A tie in y: 5 untied pairs in y, 6 in x; 4 concordant, 1 discordant.
+        let t = kendall_tau_b(&x, &[1.0, 1.0, 3.0, 2.0]);
+        assert!((t - 3.0 / 30f64.sqrt()).abs() < 1e-12, "{t}");
+        assert!(kendall_tau_b(&x, &[5.0; 4]).is_nan());
+        assert!(kendall_tau_b(&[1.0], &[1.0]).is_nan());
     }
 }

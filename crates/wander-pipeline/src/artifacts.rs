@@ -136,6 +136,9 @@ pub const TABLE_PARQUET: File = File::new(StageId::Precompute, "table.parquet");
 /// Every pair's per-cluster novelty probabilities, alignment scores and frequencies.
 pub const SCORES: File = File::new(StageId::Precompute, "scores.parquet");
 
+/// The simulation's seed-averaged daily series per arm (and every run's days).
+pub const SIM_DAILY: Json<crate::summaries::SimDaily> = Json::new(StageId::Simulate, "daily.json");
+
 /// A stage's Markdown report.
 pub const fn report_md(stage: StageId) -> File {
     File::new(stage, "report.md")

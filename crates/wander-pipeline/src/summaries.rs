@@ -372,6 +372,9 @@ pub struct ReportSummary {
     pub report: PathBuf,
     /// Figures inlined.
     pub figures: usize,
+    /// The simulator against the held-out feedback (when both `eval` and `simulate` ran).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibration: Option<Calibration>,
 }
 
 impl fmt::Display for ReportSummary {
@@ -765,6 +768,30 @@ pub struct SimulateSummary {
     pub effects: BTreeMap<String, BTreeMap<String, wander_sim::Effect>>,
     /// The Markdown report.
     pub report: PathBuf,
+}
+
+/// What `report` reads of a simulation's `daily.json`: the arms and, per arm and figure,
+/// the seed-averaged value of every day (`null` where undefined).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SimDaily {
+    /// Arms, the control first.
+    pub arms: Vec<String>,
+    /// Arm -> figure -> one value per day.
+    pub series: BTreeMap<String, BTreeMap<String, Vec<Option<f64>>>>,
+}
+
+/// How the simulator orders the exploration strategies against their held-out feedback.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Calibration {
+    /// Strategies in both (`simulate` arm names).
+    pub strategies: Vec<String>,
+    /// Held-out collective feedback of each (`wander eval`).
+    pub heldout_feedback: Vec<f64>,
+    /// Simulated positive rate of each one's exploration slot (mean over days and seeds).
+    pub simulated_exploration_positive_rate: Vec<f64>,
+    /// Kendall's tau-b between the two orderings (NaN: fewer than two strategies).
+    #[serde(deserialize_with = "nan_if_null")]
+    pub kendall_tau: f64,
 }
 
 /// The one-line description of a simulation (`simulate` or `simulate_aa`).

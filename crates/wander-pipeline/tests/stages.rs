@@ -345,6 +345,7 @@ fn evaluation_stages_simulator_and_report_on_a_tiny_log() {
         wander_pipeline::summaries::read(StageId::Simulate, sim.fields()).unwrap();
     assert_eq!((typed.users, typed.days, typed.seeds), (60, 3, 2));
     assert_eq!(typed.effects.len(), typed.arms.len() - 1, "{sim}");
+    let sim_arms = typed.arms.clone();
 
     // The report gathers them, with the figures inlined.
     let report = stages::Report.run(&ctx, false).unwrap();
@@ -363,6 +364,22 @@ fn evaluation_stages_simulator_and_report_on_a_tiny_log() {
         "{report}"
     );
     assert!(!html.contains("missing figure"));
+    // The simulator's ordering of the strategies against their held-out feedback.
+    let typed: wander_pipeline::summaries::ReportSummary =
+        wander_pipeline::summaries::read(StageId::Report, report.fields()).unwrap();
+    let cal = typed.calibration.expect("eval and simulate ran");
+    let treated = sim_arms.iter().filter(|a| a.as_str() != "none").count();
+    assert_eq!(cal.strategies.len(), treated, "{report}");
+    assert_eq!(cal.heldout_feedback.len(), treated);
+    assert!(cal
+        .simulated_exploration_positive_rate
+        .iter()
+        .all(|r| (0.0..=1.0).contains(r)));
+    assert!(
+        treated < 2 || (-1.0..=1.0).contains(&cal.kendall_tau),
+        "{report}"
+    );
+    assert!(html.contains("Simulator calibration"));
     for summary in [&eval, &scaling, &sim, &report] {
         let line = summary.to_string();
         assert!(!line.contains("unreadable"), "{line}");

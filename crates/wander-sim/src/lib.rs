@@ -461,10 +461,9 @@ fn refresh(l: &mut Learned) {
     l.popular = popular;
     if l.rerank {
         l.feedback_seen = l.feedback.clone();
-        let (p, n) = l
-            .feedback
-            .values()
-            .fold((0u64, 0u64), |(p, n), &(a, b)| (p + u64::from(a), n + u64::from(b)));
+        let (p, n) = l.feedback.values().fold((0u64, 0u64), |(p, n), &(a, b)| {
+            (p + u64::from(a), n + u64::from(b))
+        });
         l.base_rate = if n > 0 { p as f64 / n as f64 } else { 0.0 };
     }
 }
@@ -768,7 +767,10 @@ mod tests {
         let mut plain = learned(false);
         plain.feedback = l.feedback.clone();
         refresh(&mut plain);
-        assert_eq!(first_ranked(&plain, (0, 1), [3, 5, 7].into_iter(), 3), Some(3));
+        assert_eq!(
+            first_ranked(&plain, (0, 1), [3, 5, 7].into_iter(), 3),
+            Some(3)
+        );
         assert_eq!(first_ranked(&plain, (0, 1), std::iter::empty(), 3), None);
     }
 }

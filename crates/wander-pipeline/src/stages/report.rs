@@ -49,6 +49,106 @@ pub(crate) fn report_slice(ctx: &StageContext) -> crate::Result<Value> {
     Ok(slice)
 }
 
+/// The `wander eval` strategy that a simulation arm plays (`None`: no counterpart).
+fn eval_counterpart(arm: &str, eval: &crate::summaries::EvalSummary) -> Option<String> {
+    let name = match arm {
+        "random" => "random_novel".to_string(),
+        "popular" => "popular_novel".to_string(),
+        "cooccurrence" => "cooccurrence".to_string(),
+        "novelty_only" => "novelty_only_n1".to_string(),
+        "best_of_n" => eval
+            .strategies
+            .keys()
+            .find(|k| k.starts_with("best_of_"))?
+            .clone(),
+        _ => return None,
+    };
+    eval.strategies.contains_key(&name).then_some(name)
+}
+
+/// The simulator's calibration against the logs: does it order the exploration strategies
+/// as their held-out collective feedback does? Section text and figures.
+fn calibration(run: &RunDir) -> crate::Result<Option<(String, crate::summaries::Calibration)>> {
+    let (Ok(ev), Ok(sim)) = (open(run, StageId::Eval), open(run, StageId::Simulate)) else {
+        return Ok(None);
+    };
+    let eval: crate::summaries::EvalSummary =
+        crate::summaries::read(StageId::Eval, &ev.manifest().summary)?;
+    let daily = sim.json(crate::artifacts::SIM_DAILY)?;
+    let mean = |v: &[Option<f64>]| {
+        let xs: Vec<f64> = v
+            .iter()
+            .flatten()
+            .copied()
+            .filter(|x| x.is_finite())
+            .collect();
+        xs.iter().sum::<f64>() / xs.len().max(1) as f64
+    };
+    let mut rows = Vec::new();
+    for arm in &daily.arms {
+        let (Some(name), Some(series)) = (eval_counterpart(arm, &eval), daily.series.get(arm))
+        else {
+            continue;
+        };
+        let Some(rate) = series.get("exploration_positive_rate") else {
+            continue;
+        };
+        rows.push((
+            arm.clone(),
+            name.clone(),
+            eval.strategies[&name].heldout_feedback,
+            mean(rate),
+        ));
+    }
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    let feedback: Vec<f64> = rows.iter().map(|r| r.2.mean).collect();
+    let simulated: Vec<f64> = rows.iter().map(|r| r.3).collect();
+    let tau = wander_explore::metrics::kendall_tau_b(&feedback, &simulated);
+    let rank = |v: &[f64], i: usize| 1 + v.iter().filter(|&&x| x > v[i]).count();
+    let mut md = String::from("## Simulator calibration
+
+The simulator is only evidence if it agrees with the logs: it should order the exploration strategies as their held-out collective feedback does (`wander eval`: the test-period label of the served cluster; the simulator: the positive rate of the exploration slot, mean over days and seeds, every arm refreshed alike).
+
+| strategy (simulate / eval) | held-out feedback | rank | simulated exploration positive rate | rank |
+|---|---|---|---|---|
+");
+    for (i, (arm, name, fb, sim)) in rows.iter().enumerate() {
+        md.push_str(&format!(
+            "| {arm} / {name} | {:.3} [{:.3}, {:.3}] | {} | {sim:.4} | {} |
+",
+            fb.mean,
+            fb.lo,
+            fb.hi,
+            rank(&feedback, i),
+            rank(&simulated, i)
+        ));
+    }
+    let verdict = if !tau.is_finite() {
+        "too few strategies in both to compare orderings".to_string()
+    } else if tau >= 1.0 - 1e-12 {
+        "the simulator orders these strategies exactly as their held-out feedback does".to_string()
+    } else if tau > 0.0 {
+        "the orderings agree only in part: read the simulator's effects with that in mind"
+            .to_string()
+    } else {
+        "the orderings disagree: the simulator's effects are not evidence about held-out feedback"
+            .to_string()
+    };
+    md.push_str(&format!("
+Kendall's tau-b between the two orderings: **{tau:.2}** over {} strategies (1: the same order; -1: reversed): {verdict}. The held-out intervals overlap where the ranks of close strategies could swap.
+
+", rows.len()));
+    let cal = crate::summaries::Calibration {
+        strategies: rows.iter().map(|r| r.0.clone()).collect(),
+        heldout_feedback: feedback,
+        simulated_exploration_positive_rate: simulated,
+        kendall_tau: tau,
+    };
+    Ok(Some((md, cal)))
+}
+
 /// `wander report`.
 pub fn report_stage(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
     let run = RunDir::open(&ctx.config.run.dir)?;
@@ -108,6 +208,10 @@ pub fn report_stage(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
             let demoted: String = text.lines().map(|l| if l.starts_with('#') { format!("##{l}\n") } else { format!("{l}\n") }).collect();
             md.push_str(&format!("## {title} (`{stage}`)\n\n{demoted}\n"));
         }
+        let calibration = calibration(&run)?;
+        if let Some((section, _)) = &calibration {
+            md.push_str(section);
+        }
         body.push_str(&to_html(&md, &svgs));
         let html = format!("<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>wander report</title><style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}}table{{border-collapse:collapse;margin:1em 0;font-size:13px}}td,th{{border:1px solid #ccc;padding:3px 6px;text-align:left}}th{{background:#f4f4f4}}code{{background:#f4f4f4;padding:0 3px}}figure{{margin:1em 0;overflow-x:auto}}blockquote{{border-left:4px solid #c60;margin:1em 0;padding:0 1em}}</style></head><body>\n{body}</body></html>\n");
         report_md(StageId::Report).write(w, md.as_bytes())?;
@@ -118,6 +222,7 @@ pub fn report_stage(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
             html: stage_dir.join("report.html"),
             report: stage_dir.join("report.md"),
             figures: svgs.len(),
+            calibration: calibration.map(|c| c.1),
         })
     })
     .context("report failed; earlier artifacts in the run directory are unchanged")?;
