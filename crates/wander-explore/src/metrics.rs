@@ -172,6 +172,80 @@ pub fn within_group_spearman<K: Ord + Copy>(
         .collect()
 }
 
+/// Pairwise concordance inside each group: for every group, `(concordant, comparable)`
+/// over the pairs of its members whose `truth` differs, a pair counting 1 when `pred` orders
+/// it the same way and 1/2 when `pred` ties it. Groups with no comparable pair are left
+/// out; groups in order of their first member. Unlike a within-group correlation it uses
+/// every group with two differing labels.
+pub fn within_group_concordance<K: Ord + Copy>(
+    groups: &[K],
+    pred: &[f64],
+    truth: &[f64],
+) -> Vec<(f64, f64)> {
+    let mut members: std::collections::BTreeMap<K, Vec<usize>> = Default::default();
+    let mut order = Vec::new();
+    for (i, &g) in groups.iter().enumerate() {
+        let m = members.entry(g).or_default();
+        if m.is_empty() {
+            order.push(g);
+        }
+        m.push(i);
+    }
+    order
+        .iter()
+        .filter_map(|g| {
+            let idx = &members[g];
+            let (mut concordant, mut comparable) = (0.0, 0.0);
+            for (a, &i) in idx.iter().enumerate() {
+                for &j in &idx[a + 1..] {
+                    if truth[i] == truth[j] {
+                        continue;
+                    }
+                    comparable += 1.0;
+                    let agree = (pred[i] - pred[j]) * (truth[i] - truth[j]);
+                    concordant += if agree > 0.0 {
+                        1.0
+                    } else if pred[i] == pred[j] {
+                        0.5
+                    } else {
+                        0.0
+                    };
+                }
+            }
+            (comparable > 0.0).then_some((concordant, comparable))
+        })
+        .collect()
+}
+
+/// Ratio of sums `sum(a) / sum(b)` over `parts` with a 95% percentile bootstrap interval
+/// resampling the parts (e.g. history pairs) with replacement.
+pub fn bootstrap_ratio(parts: &[(f64, f64)], rounds: usize, seed: u64) -> Estimate {
+    let ratio = |sample: &mut dyn Iterator<Item = (f64, f64)>| {
+        let (a, b) = sample.fold((0.0, 0.0), |(x, y), (a, b)| (x + a, y + b));
+        a / b
+    };
+    let n = parts.len();
+    if n == 0 {
+        return Estimate {
+            mean: f64::NAN,
+            lo: f64::NAN,
+            hi: f64::NAN,
+        };
+    }
+    let mean = ratio(&mut parts.iter().copied());
+    let mut rng = Rng::new(seed);
+    let mut draws: Vec<f64> = (0..rounds.max(1))
+        .map(|_| ratio(&mut (0..n).map(|_| parts[rng.below(n)])))
+        .collect();
+    draws.sort_by(|a, b| a.total_cmp(b));
+    let at = |q: f64| draws[((draws.len() - 1) as f64 * q).round() as usize];
+    Estimate {
+        mean,
+        lo: at(0.025),
+        hi: at(0.975),
+    }
+}
+
 /// Area under the ROC curve of `scores` for binary `positive` labels (Mann-Whitney U with
 /// ties counted one half); NaN without both classes.
 pub fn auc(scores: &[f64], positive: &[bool]) -> f64 {
@@ -373,5 +447,23 @@ mod tests {
         assert!((t - 3.0 / 30f64.sqrt()).abs() < 1e-12, "{t}");
         assert!(kendall_tau_b(&x, &[5.0; 4]).is_nan());
         assert!(kendall_tau_b(&[1.0], &[1.0]).is_nan());
+    }
+
+    #[test]
+    fn within_group_concordance_counts_ordered_candidate_pairs() {
+        // Group 0: labels 1 < 2 < 3, predictions agree on two of three pairs. Group 1: one
+        // comparable pair, tied prediction. Group 2: equal labels, nothing comparable.
+        let groups = [0, 0, 0, 1, 1, 2, 2];
+        let truth = [1.0, 2.0, 3.0, 0.0, 1.0, 5.0, 5.0];
+        let pred = [0.1, 0.3, 0.2, 0.4, 0.4, 0.0, 1.0];
+        let c = within_group_concordance(&groups, &pred, &truth);
+        assert_eq!(c, vec![(2.0, 3.0), (0.5, 1.0)]);
+        let e = bootstrap_ratio(&c, 200, 1);
+        assert!((e.mean - 2.5 / 4.0).abs() < 1e-12);
+        assert!(e.lo <= e.mean && e.mean <= e.hi);
+        // Perfect predictions order every pair.
+        let perfect = within_group_concordance(&groups, &truth, &truth);
+        assert_eq!(bootstrap_ratio(&perfect, 50, 2).mean, 1.0);
+        assert!(bootstrap_ratio(&[], 10, 3).mean.is_nan());
     }
 }

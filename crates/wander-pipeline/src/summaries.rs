@@ -586,6 +586,11 @@ pub struct AlignmentFigures {
     /// Absent in evaluations made before it existed.
     #[serde(default)]
     pub spearman_relative: Option<Estimate>,
+    /// Share of the candidate pairs of one history (labels differing) that the method orders
+    /// correctly, pooled over every held-out history pair (bootstrap over pairs). Absent in
+    /// evaluations made before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub within_pair_concordance: Option<Estimate>,
 }
 
 /// `wander eval alignment`.
@@ -599,6 +604,9 @@ pub struct EvalAlignmentSummary {
     pub arch: AlignmentArch,
     /// Pairs behind the within-pair figure.
     pub within_pair_pairs: usize,
+    /// History pairs and candidate pairs behind the within-pair concordance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concordance_counts: Option<(usize, usize)>,
     /// Triples whose pair had no training label.
     pub heldout_pair_triples: usize,
     /// Triples whose candidate had no training label.

@@ -13,8 +13,10 @@ use wander_explore::feedback::Label;
 use wander_explore::metrics::auc;
 use wander_explore::metrics::bootstrap;
 use wander_explore::metrics::bootstrap_paired;
+use wander_explore::metrics::bootstrap_ratio;
 use wander_explore::metrics::mae;
 use wander_explore::metrics::spearman;
+use wander_explore::metrics::within_group_concordance;
 use wander_explore::metrics::within_group_spearman;
 use wander_explore::metrics::Estimate;
 use wander_explore::planner::{AlignmentScorer, CandidateScorer};
@@ -414,8 +416,9 @@ pub fn eval_alignment(ctx: &StageContext, force: bool) -> crate::Result<Summary>
         };
         let show = |e: &Option<Estimate>| e.as_ref().map_or("-".to_string(), &fmt);
         let mut within_pairs = 0;
+        let mut concordance_counts = (0, 0);
         md.push_str(&format!(
-            "\n### Within a history pair, and on what training never saw\n\nWithin-pair Spearman: the rank correlation between predictions and labels among the candidates of one history pair, for every held-out pair with at least {WITHIN_PAIR_MIN} labels that are not all equal, averaged over those pairs (95% interval: bootstrap over pairs). A prediction constant within a pair counts 0. Held-out pairs: {} triples whose history pair has no training label. Held-out candidates: {} triples whose candidate has no training label (the global rate then falls back to the mean label){}. `-`: fewer than 5 triples.\n\n| method | within-pair Spearman | Spearman, held-out pairs | Spearman, held-out candidates |\n|---|---|---|---|\n",
+            "\n### Within a history pair, and on what training never saw\n\nWithin-pair Spearman: the rank correlation between predictions and labels among the candidates of one history pair, for every held-out pair with at least {WITHIN_PAIR_MIN} labels that are not all equal, averaged over those pairs (95% interval: bootstrap over pairs). Within-pair concordance, which uses every held-out pair with two differing labels: the share of candidate pairs of one history that the method orders as the labels do (a tied prediction counts one half; 0.5 is chance), pooled over pairs (95% interval: bootstrap over history pairs). A prediction constant within a pair counts 0. Held-out pairs: {} triples whose history pair has no training label. Held-out candidates: {} triples whose candidate has no training label (the global rate then falls back to the mean label){}. `-`: fewer than 5 triples.\n\n| method | within-pair Spearman | within-pair concordance | Spearman, held-out pairs | Spearman, held-out candidates |\n|---|---|---|---|---|\n",
             new_pair.len(), new_candidate.len(),
             if held.is_empty() { String::new() } else { format!("; {} clusters were withheld from training by design (alignment.holdout_candidates: {})", held.len(), held.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")) }
         ));
@@ -425,7 +428,11 @@ pub fn eval_alignment(ctx: &StageContext, force: bool) -> crate::Result<Summary>
             within_pairs = per_pair.len();
             let within = bootstrap(&per_pair, rounds, seed ^ 14);
             let (hp, hc) = (subset(pred, &new_pair, 15), subset(pred, &new_candidate, 16));
-            md.push_str(&format!("| {name} | {} ({} pairs) | {} | {} |\n", fmt(&within), per_pair.len(), show(&hp), show(&hc)));
+            let parts = within_group_concordance(&pair_of, pred, &truth);
+            let candidate_pairs = parts.iter().map(|p| p.1).sum::<f64>() as usize;
+            concordance_counts = (parts.len(), candidate_pairs);
+            let concordance = bootstrap_ratio(&parts, rounds, seed ^ 18);
+            md.push_str(&format!("| {name} | {} ({} pairs) | {} ({} candidate pairs of {} histories) | {} | {} |\n", fmt(&within), per_pair.len(), fmt(&concordance), candidate_pairs, parts.len(), show(&hp), show(&hc)));
             let (spearman, auc_above_median, mae) = overall[name];
             methods.insert(name.to_string(), crate::summaries::AlignmentFigures {
                 spearman,
@@ -435,6 +442,7 @@ pub fn eval_alignment(ctx: &StageContext, force: bool) -> crate::Result<Summary>
                 spearman_heldout_pairs: hp,
                 spearman_heldout_candidates: hc,
                 spearman_relative: relative.get(name).copied(),
+                within_pair_concordance: Some(concordance),
             });
         }
         md.push_str(&format!("\n{verdict}\n\nBaselines: `cluster_global_rate` predicts the candidate's mean training label whatever the history (a popularity-of-satisfaction prior); `linear_embeddings` is ridge regression (penalty {lambda} picked on validation labels) on [e1 + e2, e_c, (e1 + e2) * e_c], e = the cluster's centroid embedding under a seeded random projection to 32 dimensions. Spearman: rank correlation with ties averaged; AUC: Mann-Whitney with ties one half; MAE in label units.\n"));
@@ -446,6 +454,7 @@ pub fn eval_alignment(ctx: &StageContext, force: bool) -> crate::Result<Summary>
             pairs: pairs.len(),
             arch,
             within_pair_pairs: within_pairs,
+            concordance_counts: Some(concordance_counts),
             heldout_pair_triples: new_pair.len(),
             heldout_candidate_triples: new_candidate.len(),
             holdout_candidates: held.iter().copied().collect(),
