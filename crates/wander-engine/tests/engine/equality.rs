@@ -103,10 +103,12 @@ fn labels_from_engine_parts_equal_in_memory_labels() {
         wander_explore::feedback::Normalize::Percentile,
     ] {
         let cfg = wander_explore::feedback::LabelConfig {
-            signal: Signal::Positive,
+            signal: wander_explore::feedback::Signal::Positive,
+            value_weight: 0.5,
             normalize,
             min_users: 2,
             round: 0.0,
+            shrinkage: 1.0,
         };
         let split = wander_data::Split::Train;
         let mut parts: Vec<wander_explore::feedback::LabelPart> = rows
