@@ -134,6 +134,20 @@ pub fn kendall_tau_b(x: &[f64], y: &[f64]) -> f64 {
     }
 }
 
+/// The indices of each group's members, groups in order of their first member.
+fn members_in_order<K: Ord + Copy>(groups: &[K]) -> Vec<Vec<usize>> {
+    let mut slot: std::collections::BTreeMap<K, usize> = Default::default();
+    let mut members: Vec<Vec<usize>> = Vec::new();
+    for (i, &g) in groups.iter().enumerate() {
+        let k = *slot.entry(g).or_insert_with(|| {
+            members.push(Vec::new());
+            members.len() - 1
+        });
+        members[k].push(i);
+    }
+    members
+}
+
 /// Spearman correlation inside each group (e.g. the candidates of one history pair, which is
 /// what best-of-n has to rank), for every group with at least `min_size` members whose
 /// `truth` is not constant; groups in order of their first member. A prediction constant
@@ -144,19 +158,10 @@ pub fn within_group_spearman<K: Ord + Copy>(
     truth: &[f64],
     min_size: usize,
 ) -> Vec<f64> {
-    let mut members: std::collections::BTreeMap<K, Vec<usize>> = Default::default();
-    let mut order = Vec::new();
-    for (i, &g) in groups.iter().enumerate() {
-        let m = members.entry(g).or_default();
-        if m.is_empty() {
-            order.push(g);
-        }
-        m.push(i);
-    }
-    order
-        .iter()
-        .filter_map(|g| {
-            let idx = &members[g];
+    members_in_order(groups)
+        .into_iter()
+        .filter_map(|idx| {
+            let idx = &idx;
             let t: Vec<f64> = idx.iter().map(|&i| truth[i]).collect();
             let p: Vec<f64> = idx.iter().map(|&i| pred[i]).collect();
             let varies = |v: &[f64]| v.iter().any(|x| x != &v[0]);
@@ -182,19 +187,10 @@ pub fn within_group_concordance<K: Ord + Copy>(
     pred: &[f64],
     truth: &[f64],
 ) -> Vec<(f64, f64)> {
-    let mut members: std::collections::BTreeMap<K, Vec<usize>> = Default::default();
-    let mut order = Vec::new();
-    for (i, &g) in groups.iter().enumerate() {
-        let m = members.entry(g).or_default();
-        if m.is_empty() {
-            order.push(g);
-        }
-        m.push(i);
-    }
-    order
-        .iter()
-        .filter_map(|g| {
-            let idx = &members[g];
+    members_in_order(groups)
+        .into_iter()
+        .filter_map(|idx| {
+            let idx = &idx;
             let (mut concordant, mut comparable) = (0.0, 0.0);
             for (a, &i) in idx.iter().enumerate() {
                 for &j in &idx[a + 1..] {
