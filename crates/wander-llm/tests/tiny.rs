@@ -32,6 +32,30 @@ fn examples() -> Vec<Example> {
         .collect()
 }
 
+/// A random tiny model with LoRA on `targets` and a one-output head, all with non-zero
+/// values: B starts at zero (so A's gradient is zero at step 0, by design) and a zero head
+/// passes no gradient below it, so both get random values for gradient checks.
+fn live_adapters_and_head(
+    targets: &[&str],
+    model_seed: u64,
+    lora_seed: u64,
+) -> (Llama, Vec<(String, candle_core::Var)>, ScoreHead) {
+    let (mut model, _) = Llama::random(tiny(), model_seed).unwrap();
+    let targets: Vec<String> = targets.iter().map(|s| s.to_string()).collect();
+    let lora = model.attach_lora(&targets, 4, 8.0, 0.0, lora_seed).unwrap();
+    for (name, v) in &lora {
+        if name.ends_with("lora_b") {
+            v.set(&Tensor::randn(0f32, 0.1, v.shape(), &Device::Cpu).unwrap())
+                .unwrap();
+        }
+    }
+    let head = ScoreHead::new(32, 1).unwrap();
+    head.w
+        .set(&Tensor::randn(0f32, 0.3, (1, 32), &Device::Cpu).unwrap())
+        .unwrap();
+    (model, lora, head)
+}
+
 fn nonzero(t: &Tensor) -> bool {
     t.abs()
         .unwrap()
@@ -82,26 +106,9 @@ fn fused_kernels_silently_drop_gradients() {
 
 #[test]
 fn lora_and_head_tensors_receive_gradients() {
-    let (mut model, _) = Llama::random(tiny(), 2).unwrap();
-    let all: Vec<String> = ["q", "k", "v", "o", "gate", "up", "down"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    let lora = model.attach_lora(&all, 4, 8.0, 0.0, 3).unwrap();
+    let (model, lora, head) =
+        live_adapters_and_head(&["q", "k", "v", "o", "gate", "up", "down"], 2, 3);
     assert_eq!(lora.len(), 2 * 7 * 2);
-    // B starts at zero (so A's gradient is zero at step 0, by design); give B values to
-    // check that gradients flow through every adapter and every op after it.
-    for (name, v) in &lora {
-        if name.ends_with("lora_b") {
-            v.set(&Tensor::randn(0f32, 0.1, v.shape(), &Device::Cpu).unwrap())
-                .unwrap();
-        }
-    }
-    let head = ScoreHead::new(32, 1).unwrap();
-    // A zero head (its initial value) passes no gradient below it; give it weights too.
-    head.w
-        .set(&Tensor::randn(0f32, 0.3, (1, 32), &Device::Cpu).unwrap())
-        .unwrap();
     let obj = Objective::Regression(head.clone());
     let (loss, _) = batch_loss(&model, &obj, &examples()[..4], 0).unwrap();
     let grads = loss.backward().unwrap();
@@ -660,22 +667,7 @@ fn the_written_tiny_model_loads_and_its_tokenizer_round_trips_any_text() {
 /// candidate, including candidates whose suffixes differ in length (padding at the end).
 #[test]
 fn shared_prefix_training_equals_one_prompt_per_candidate() {
-    let (mut model, _) = Llama::random(tiny(), 4).unwrap();
-    let all: Vec<String> = ["q", "k", "v", "o", "down"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    let lora = model.attach_lora(&all, 4, 8.0, 0.0, 6).unwrap();
-    for (name, v) in &lora {
-        if name.ends_with("lora_b") {
-            v.set(&Tensor::randn(0f32, 0.1, v.shape(), &Device::Cpu).unwrap())
-                .unwrap();
-        }
-    }
-    let head = ScoreHead::new(32, 1).unwrap();
-    head.w
-        .set(&Tensor::randn(0f32, 0.3, (1, 32), &Device::Cpu).unwrap())
-        .unwrap();
+    let (model, lora, head) = live_adapters_and_head(&["q", "k", "v", "o", "down"], 4, 6);
     let obj = Objective::Regression(head.clone());
     // Two histories: the first with three candidates (suffixes of 1, 3 and 2 tokens), the
     // second with two.
