@@ -388,6 +388,22 @@ fn evaluation_stages_simulator_and_report_on_a_tiny_log() {
 
 /// A random-weight Llama of SmolLM2's layout with a byte-level tokenizer, written as a real
 /// GGUF file, so that the LLM stages run here in seconds and without downloads.
+/// The run's exploration table, after checking that every row is non-empty and holds
+/// novel clusters only.
+fn every_row_novel(run: &RunDir) -> wander_table::ExplorationTable {
+    let table = wander_table::ExplorationTable::read(
+        &open(run, StageId::Precompute)
+            .unwrap()
+            .path(artifacts::TABLE)
+            .unwrap(),
+    )
+    .unwrap();
+    for (c1, c2, row) in table.iter() {
+        assert!(!row.is_empty() && row.iter().all(|c| c.cluster != c1 && c.cluster != c2));
+    }
+    table
+}
+
 fn tiny_llm(ctx: &mut StageContext, root: &Path) {
     let path = root.join("tiny-llama.gguf");
     let cfg = wander_llm::gguf::LlamaConfig {
@@ -478,16 +494,7 @@ fn llm_stages_on_a_tiny_model_and_log() {
     let typed: wander_pipeline::summaries::PrecomputeSummary =
         wander_pipeline::summaries::read(StageId::Precompute, pre.fields()).unwrap();
     assert_eq!(typed.pairs, n_clusters * (n_clusters - 1), "{pre}");
-    let table = wander_table::ExplorationTable::read(
-        &open(&run, StageId::Precompute)
-            .unwrap()
-            .path(artifacts::TABLE)
-            .unwrap(),
-    )
-    .unwrap();
-    for (c1, c2, row) in table.iter() {
-        assert!(!row.is_empty() && row.iter().all(|c| c.cluster != c1 && c.cluster != c2));
-    }
+    every_row_novel(&run);
     assert!(stages::Precompute::default()
         .run(&ctx, false)
         .unwrap()
@@ -567,15 +574,7 @@ fn candidate_alignment_and_a_proposals_only_table_on_a_tiny_model() {
     // Two draws give at most two distinct proposals; only a pair whose draws were all its
     // history clusters scores every novel cluster.
     assert!(scored >= 1.0 && scored < (n_clusters - 2) as f64, "{pre}");
-    let table = wander_table::ExplorationTable::read(
-        &open(&run, StageId::Precompute)
-            .unwrap()
-            .path(artifacts::TABLE)
-            .unwrap(),
-    )
-    .unwrap();
-    for (c1, c2, row) in table.iter() {
-        assert!(!row.is_empty() && row.iter().all(|c| c.cluster != c1 && c.cluster != c2));
+    for (_, _, row) in every_row_novel(&run).iter() {
         assert!(row.iter().all(|c| c.alignment.is_finite()));
     }
     records_its_slice(&ctx, &stages::Precompute::default());
