@@ -228,6 +228,9 @@ pub enum AlignmentObjective {
 pub struct AlignmentConfig {
     /// What the model reads: the history pair (`cluster_head`) or also the candidate.
     pub arch: AlignmentArch,
+    /// How the candidate-reading model gives its label: a scalar head or the rounded label
+    /// written as text.
+    pub output: AlignmentOutput,
     /// Loss on the labels.
     pub objective: AlignmentObjective,
     /// Optimizer steps.
@@ -498,6 +501,17 @@ mode_enum!(
         /// The history pair and the candidate's description (P2's scorer); a one-output
         /// head on the last hidden state predicts the label.
         Candidate = "candidate",
+    }
+);
+
+mode_enum!(
+    /// How the candidate-reading alignment model gives its label (`alignment.output`).
+    AlignmentOutput {
+        /// A one-output head on the last hidden state regresses the label.
+        Scalar = "scalar",
+        /// The model writes the label, rounded to `feedback.round`, as text (P2); its score
+        /// is the expected value of the levels under its distribution over them.
+        Text = "text",
     }
 );
 
@@ -921,6 +935,18 @@ impl Config {
             return Err(CoreError::config(
                 "alignment.objective",
                 "the candidate architecture trains pointwise (one label per prompt); use objective = \"pointwise\"",
+            ));
+        }
+        if a.output == AlignmentOutput::Text && a.arch != AlignmentArch::Candidate {
+            return Err(CoreError::config(
+                "alignment.output",
+                "only the candidate architecture writes its label as text; use arch = \"candidate\" or output = \"scalar\"",
+            ));
+        }
+        if a.output == AlignmentOutput::Text && !(self.feedback.round > 0.0) {
+            return Err(CoreError::config(
+                "alignment.output",
+                "a label written as text takes the levels of feedback.round, which must be above 0",
             ));
         }
         if a.steps == 0 || a.batch_size == 0 || a.grad_accum == 0 {

@@ -437,6 +437,59 @@ pub const ALIGNMENT_SYSTEM: &str =
 pub const ALIGNMENT_CANDIDATE_SYSTEM: &str =
     "You judge how much users with these interests enjoy a new interest.";
 
+/// Most levels a label written as text may take.
+pub const MAX_LABEL_LEVELS: usize = 1001;
+
+/// The levels of a label written as text (P2: labels rounded to a fixed interval): every
+/// multiple of `round` from the lowest to the highest of `labels` after rounding, each with
+/// its text at the interval's decimals (`0.35` for 0.05, `0.3` for 0.1).
+pub fn label_levels(
+    round: f64,
+    labels: impl IntoIterator<Item = f64>,
+) -> Result<Vec<(f64, String)>> {
+    if !(round > 0.0 && round.is_finite()) {
+        return Err(ExploreError::Invalid(format!(
+            "a label written as text needs feedback.round above 0, not {round}"
+        )));
+    }
+    let (mut lo, mut hi) = (i64::MAX, i64::MIN);
+    for l in labels {
+        if !l.is_finite() {
+            return Err(ExploreError::Invalid(format!("a non-finite label ({l})")));
+        }
+        let k = (l / round).round() as i64;
+        lo = lo.min(k);
+        hi = hi.max(k);
+    }
+    if lo > hi {
+        return Err(ExploreError::Invalid(
+            "no labels to take text levels from".into(),
+        ));
+    }
+    // One level more than the labels span when they are all equal: a text label needs two.
+    let hi = hi.max(lo + 1);
+    let count = (hi - lo + 1) as usize;
+    if count > MAX_LABEL_LEVELS {
+        return Err(ExploreError::Invalid(format!(
+            "labels span {count} levels of feedback.round = {round} (at most {MAX_LABEL_LEVELS}): raise feedback.round"
+        )));
+    }
+    let decimals = (0..=9)
+        .find(|&d| {
+            let scaled = round * 10f64.powi(d);
+            (scaled - scaled.round()).abs() < 1e-9 * scaled.max(1.0)
+        })
+        .unwrap_or(9) as usize;
+    Ok((lo..=hi)
+        .map(|k| {
+            let v = k as f64 * round;
+            // `+ 0.0` turns -0.0 into 0.0, so zero never prints as "-0.00".
+            let v = (v * 10f64.powi(decimals as i32)).round() / 10f64.powi(decimals as i32) + 0.0;
+            (v, format!("{v:.decimals$}"))
+        })
+        .collect())
+}
+
 /// The user message of the candidate-conditioned alignment model: the history pair, then
 /// the candidate last, so that the prompts of one pair differ only in their last tokens.
 pub fn candidate_message(d1: &str, d2: &str, candidate: &str) -> String {
@@ -457,6 +510,23 @@ pub fn label_line(l: &Label, describe: impl Fn(u32) -> String) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn text_label_levels_follow_the_rounding_interval() {
+        let l = label_levels(0.05, [0.1, 0.35, 0.2]).unwrap();
+        let texts: Vec<&str> = l.iter().map(|(_, t)| t.as_str()).collect();
+        assert_eq!(texts, ["0.10", "0.15", "0.20", "0.25", "0.30", "0.35"]);
+        assert!((l[5].0 - 0.35).abs() < 1e-12);
+        let l = label_levels(0.1, [-0.2, 0.04]).unwrap();
+        let texts: Vec<&str> = l.iter().map(|(_, t)| t.as_str()).collect();
+        assert_eq!(texts, ["-0.2", "-0.1", "0.0"]);
+        let l = label_levels(1.0, [3.0]).unwrap();
+        assert_eq!(l, vec![(3.0, "3".to_string()), (4.0, "4".to_string())]);
+        assert!(label_levels(0.0, [0.5]).is_err());
+        assert!(label_levels(0.05, []).is_err());
+        assert!(label_levels(0.05, [f64::NAN]).is_err());
+        assert!(label_levels(1e-6, [0.0, 1.0]).is_err());
+    }
 
     #[test]
     fn held_out_candidates_are_a_seeded_strict_subset() {

@@ -9,9 +9,11 @@ use std::collections::HashMap;
 
 use candle_core::Tensor;
 use wander_llm::generate::{
-    extend_cache, last_hidden_after, prefix_cache, score_candidates_after, score_candidates_batch,
+    expected_labels_after, extend_cache, last_hidden_after, prefix_cache, score_candidates_after,
+    score_candidates_batch,
 };
 use wander_llm::model::{KvCache, Llama, ScoreHead};
+use wander_llm::readout::Readout;
 use wander_llm::tokenizer::Tokenizer;
 
 use crate::{ExploreError, Result};
@@ -230,11 +232,11 @@ impl<'a> AlignmentScorer<'a> {
 }
 
 /// The candidate-conditioned alignment model (P2's scorer): a (LoRA-merged) LLM reading the
-/// history pair and one candidate's description, and a one-output head on the last hidden
-/// state. The tokens every prompt shares run once; the rest of each prompt runs in batches.
+/// history pair and one candidate's description, read out by a one-output head on the last
+/// hidden state or as the expected value of the label it writes as text. The tokens every prompt shares run once; the rest of each prompt runs in batches.
 pub struct CandidateScorer<'a> {
     model: &'a Llama,
-    head: &'a ScoreHead,
+    readout: &'a Readout,
     tok: &'a Tokenizer,
     descriptions: &'a [String],
 }
@@ -246,13 +248,13 @@ impl<'a> CandidateScorer<'a> {
     /// A scorer over the clusters' `descriptions`.
     pub fn new(
         model: &'a Llama,
-        head: &'a ScoreHead,
+        readout: &'a Readout,
         tok: &'a Tokenizer,
         descriptions: &'a [String],
     ) -> Self {
         CandidateScorer {
             model,
-            head,
+            readout,
             tok,
             descriptions,
         }
@@ -308,13 +310,27 @@ impl<'a> CandidateScorer<'a> {
                     .iter()
                     .map(|&i| prompts[i][shared..].to_vec())
                     .collect();
-                let h = last_hidden_after(self.model, &pair_cache, &suffixes)?;
-                let s: Tensor = self.head.forward(&h).map_err(ExploreError::Llm)?;
-                let rows = s.to_vec2::<f32>().map_err(wander_llm::LlmError::from)?;
-                for (&i, row) in batch.iter().zip(rows) {
-                    let v = *row.first().ok_or_else(|| {
-                        ExploreError::Invalid("the alignment head has no output".into())
-                    })?;
+                let values: Vec<f32> = match self.readout {
+                    Readout::Head(head) => {
+                        let h = last_hidden_after(self.model, &pair_cache, &suffixes)?;
+                        let s: Tensor = head.forward(&h).map_err(ExploreError::Llm)?;
+                        let rows = s.to_vec2::<f32>().map_err(wander_llm::LlmError::from)?;
+                        rows.into_iter()
+                            .map(|row| {
+                                row.first().copied().ok_or_else(|| {
+                                    ExploreError::Invalid("the alignment head has no output".into())
+                                })
+                            })
+                            .collect::<Result<_>>()?
+                    }
+                    Readout::Text(levels) => {
+                        expected_labels_after(self.model, &pair_cache, &suffixes, levels)?
+                            .into_iter()
+                            .map(|v| v as f32)
+                            .collect()
+                    }
+                };
+                for (&i, v) in batch.iter().zip(values) {
                     if !v.is_finite() {
                         return Err(ExploreError::Invalid(format!(
                             "the alignment model gave a non-finite score ({v})"

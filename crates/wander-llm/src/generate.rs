@@ -499,6 +499,31 @@ pub fn score_candidates_batch(
     Ok(out)
 }
 
+/// The label of each prompt `prefix ++ suffixes[r]` from a model that writes its label as
+/// text: the exact constrained distribution over the levels' answers
+/// ([`score_candidates_batch`] at temperature 1, so it sums to one over the levels), then
+/// the levels' expected value under it. Suffixes of one length run as one batch.
+pub fn expected_labels_after(
+    model: &Llama,
+    prefix: &KvCache,
+    suffixes: &[Vec<u32>],
+    levels: &crate::readout::LabelLevels,
+) -> Result<Vec<f64>> {
+    let mut by_len: std::collections::BTreeMap<usize, Vec<usize>> = Default::default();
+    for (i, s) in suffixes.iter().enumerate() {
+        by_len.entry(s.len()).or_default().push(i);
+    }
+    let mut out = vec![f64::NAN; suffixes.len()];
+    for members in by_len.values() {
+        let group: Vec<Vec<u32>> = members.iter().map(|&i| suffixes[i].clone()).collect();
+        let logprobs = score_candidates_batch(model, prefix, &group, levels.answers(), 1.0)?;
+        for (&i, lp) in members.iter().zip(&logprobs) {
+            out[i] = levels.expected(lp)?;
+        }
+    }
+    Ok(out)
+}
+
 /// Rows of vocabulary logits computed at once by [`answer_logprobs`] (49k floats each).
 const ANSWER_LOGIT_ROWS: usize = 128;
 

@@ -9,6 +9,8 @@
 //!   matmuls. LoRA adapters ride on any projection.
 //! - [`generate`]: shared-prefix batched sampling, trie-constrained decoding and exact
 //!   scoring of a fixed candidate list.
+//! - [`readout`]: how a judging model's prompt becomes a label (a scalar head, or the
+//!   rounded label written as text).
 //! - [`train`]: supervised fine-tuning with AdamW, warmup and cosine decay, gradient
 //!   accumulation and crash-safe checkpoints.
 #![deny(missing_docs)]
@@ -18,6 +20,7 @@ pub mod error;
 pub mod generate;
 pub mod gguf;
 pub mod model;
+pub mod readout;
 pub mod tokenizer;
 pub mod train;
 

@@ -12,6 +12,7 @@ use candle_core::{Device, Tensor, Var};
 use serde::{Deserialize, Serialize};
 
 use crate::model::{KvCache, Llama, Mode, ScoreHead};
+use crate::readout::LabelLevels;
 use crate::{LlmError, Result};
 use wander_optim::{AdamW, AdamWConfig};
 
@@ -159,6 +160,10 @@ pub enum Objective {
         /// Label differences at or below this are ties and give no pair.
         margin: f32,
     },
+    /// Next-token cross-entropy on each candidate's label written as text (its nearest
+    /// level's answer, after the candidate's prompt), over shared-prefix examples
+    /// ([`Example::candidates`]): P2's alignment model that generates the rounded label.
+    Text(LabelLevels),
 }
 
 /// Figures of a finished (or resumed) run.
@@ -250,6 +255,7 @@ pub fn batch_loss(
         Objective::Regression(head) if batch.iter().any(|e| !e.candidates.is_empty()) => {
             shared_prefix_loss(model, head, batch, pad)
         }
+        Objective::Text(levels) => shared_prefix_text_loss(model, levels, batch, pad),
         Objective::Regression(head) | Objective::Pairwise { head, .. } => {
             let t = batch.iter().map(|e| e.prompt.len()).max().unwrap_or(1);
             let mut input = Vec::with_capacity(b * t);
@@ -370,6 +376,64 @@ fn shared_prefix_loss(
     let predictions = Tensor::cat(&predictions, 0)?;
     let labels = Tensor::new(labels.as_slice(), &Device::Cpu)?;
     Ok(((predictions - labels)?.sqr()?.mean_all()?, tokens))
+}
+
+/// Cross-entropy of the label written as text over shared-prefix examples: as
+/// [`shared_prefix_loss`], but each candidate's row continues with its level's answer
+/// tokens, and the loss is the mean next-token cross-entropy over every answer token.
+fn shared_prefix_text_loss(
+    model: &Llama,
+    levels: &LabelLevels,
+    batch: &[Example],
+    pad: u32,
+) -> Result<(Tensor, usize)> {
+    let mut logits = Vec::with_capacity(batch.len());
+    let mut targets = Vec::new();
+    let mut tokens = 0;
+    for e in batch {
+        if e.candidates.is_empty() || e.candidates.iter().any(|(s, _)| s.is_empty()) {
+            return Err(LlmError::Invalid(
+                "a text-label batch needs shared-prefix candidates with at least one token each"
+                    .into(),
+            ));
+        }
+        let k = e.candidates.len();
+        let mut cache = KvCache::new(model.blocks.len());
+        if !e.prompt.is_empty() {
+            let prefix = Tensor::from_vec(e.prompt.clone(), (1, e.prompt.len()), &Device::Cpu)?;
+            model.forward_hidden(&prefix, &mut cache, Mode::Train)?;
+        }
+        let mut cache = cache.broadcast(k)?;
+        let rows: Vec<Vec<u32>> = e
+            .candidates
+            .iter()
+            .map(|(suffix, label)| {
+                let answer = &levels.answers()[levels.nearest(*label)];
+                suffix.iter().chain(answer).copied().collect()
+            })
+            .collect();
+        let s = rows.iter().map(Vec::len).max().unwrap_or(1) - 1;
+        let mut input = Vec::with_capacity(k * s);
+        let mut read = Vec::new();
+        for (r, (row, (suffix, _))) in rows.iter().zip(&e.candidates).enumerate() {
+            // The last answer token is only a target; every other token is read.
+            input.extend((0..s).map(|j| *row.get(j).unwrap_or(&pad)));
+            for j in suffix.len()..row.len() {
+                read.push((r * s + j - 1) as u32);
+                targets.push(row[j]);
+            }
+        }
+        let input = Tensor::from_vec(input, (k, s), &Device::Cpu)?;
+        let hidden = model.forward_hidden(&input, &mut cache, Mode::Train)?;
+        let states = hidden
+            .reshape((k * s, model.cfg.hidden))?
+            .index_select(&Tensor::new(read.as_slice(), &Device::Cpu)?, 0)?;
+        logits.push(model.logits(&states)?);
+        tokens += e.prompt.len() + k * s;
+    }
+    let logits = Tensor::cat(&logits, 0)?;
+    let targets = Tensor::new(targets.as_slice(), &Device::Cpu)?;
+    Ok((candle_nn::loss::cross_entropy(&logits, &targets)?, tokens))
 }
 
 /// Differentiable hidden states of a padded `[b, t]` batch at flat positions `rows`.

@@ -728,3 +728,154 @@ fn shared_prefix_training_equals_one_prompt_per_candidate() {
     };
     assert!(batch_loss(&model, &obj, &[bad], 0).is_err());
 }
+
+/// Three text levels of a tiny vocabulary: "0" "." "0"/"5" and "1" "." "0", each ending in
+/// the end token 2.
+fn tiny_levels() -> wander_llm::readout::LabelLevels {
+    wander_llm::readout::LabelLevels::new(vec![
+        (0.0, "0.0".into(), vec![50, 52, 50, 2]),
+        (0.5, "0.5".into(), vec![50, 52, 55, 2]),
+        (1.0, "1.0".into(), vec![51, 52, 50, 2]),
+    ])
+    .unwrap()
+}
+
+#[test]
+fn text_label_training_is_sft_on_the_written_level() {
+    let (model, lora, _) = live_adapters_and_head(&["q", "k", "v", "o", "down"], 4, 6);
+    let levels = tiny_levels();
+    let obj = Objective::Text(levels.clone());
+    // Two histories with suffixes of different lengths; labels off the levels go to the
+    // nearest one.
+    let groups: Vec<Vec<(Vec<u32>, f32)>> = vec![
+        vec![
+            (vec![1, 11, 12, 3, 40], 0.1),
+            (vec![1, 11, 12, 3, 41, 42, 43], 0.9),
+            (vec![1, 11, 12, 3, 44, 45], 0.5),
+        ],
+        vec![(vec![1, 13, 3, 46, 47], 0.4), (vec![1, 13, 3, 48], 1.0)],
+    ];
+    let sft: Vec<Example> = groups
+        .iter()
+        .flatten()
+        .map(|(p, l)| Example {
+            prompt: p.clone(),
+            answer: levels.answers()[levels.nearest(*l)].clone(),
+            label: 0.0,
+            targets: vec![],
+            candidates: vec![],
+        })
+        .collect();
+    let shared: Vec<Example> = groups
+        .iter()
+        .map(|g| Example::shared_prefix(g.clone()).unwrap())
+        .collect();
+    let (a, _) = batch_loss(&model, &Objective::Sft, &sft, 0).unwrap();
+    let (b, _) = batch_loss(&model, &obj, &shared, 0).unwrap();
+    let (la, lb) = (a.to_scalar::<f32>().unwrap(), b.to_scalar::<f32>().unwrap());
+    assert!((la - lb).abs() < 1e-5 * la.abs().max(1.0), "{la} vs {lb}");
+    let (ga, gb) = (a.backward().unwrap(), b.backward().unwrap());
+    for (name, v) in &lora {
+        let x: Vec<f32> = ga
+            .get(v.as_tensor())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let y: Vec<f32> = gb
+            .get(v.as_tensor())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let scale = x.iter().fold(1e-6f32, |m, z| m.max(z.abs()));
+        for (p, q) in x.iter().zip(&y) {
+            assert!((p - q).abs() <= 1e-4 * scale, "{name}: {p} vs {q}");
+        }
+    }
+    // A whole-prompt example has no candidates to write a label for: an error, not a panic.
+    assert!(batch_loss(&model, &obj, &sft[..1], 0).is_err());
+}
+
+#[test]
+fn a_text_label_model_learns_and_scores_the_expected_level() {
+    use wander_llm::generate::{expected_labels_after, prefix_cache, score_candidates_after};
+    let (mut model, _) = Llama::random(tiny(), 8).unwrap();
+    let targets: Vec<String> = ["q", "k", "v", "o", "up", "down"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let params = model.attach_lora(&targets, 8, 16.0, 0.0, 3).unwrap();
+    let levels = tiny_levels();
+    // The label depends on how the candidate token relates to the history token: the same
+    // candidate is liked after one history and not after the other.
+    let data: Vec<Example> = (0..2u32)
+        .map(|h| {
+            let candidates = (0..3u32)
+                .map(|c| {
+                    let label = if (h + c) % 2 == 0 { 1.0 } else { 0.0 };
+                    (vec![1, 10 + h, 3, 40 + c], label)
+                })
+                .collect();
+            Example::shared_prefix(candidates).unwrap()
+        })
+        .collect();
+    let cfg = TrainConfig {
+        steps: 60,
+        batch_size: 2,
+        grad_accum: 1,
+        lr: 0.01,
+        warmup_steps: 0,
+        min_lr_ratio: 1.0,
+        weight_decay: 0.0,
+        eval_every: 0,
+        checkpoint_every: 0,
+        seed: 1,
+    };
+    let before = {
+        let t = Trainer::new(
+            &model,
+            Objective::Text(levels.clone()),
+            params.clone(),
+            cfg.clone(),
+            0,
+            None,
+        )
+        .unwrap();
+        t.eval_loss(&data).unwrap()
+    };
+    let mut trainer = Trainer::new(
+        &model,
+        Objective::Text(levels.clone()),
+        params,
+        cfg,
+        0,
+        None,
+    )
+    .unwrap();
+    trainer.run(&data, &[], None, None).unwrap();
+    let after = trainer.eval_loss(&data).unwrap();
+    assert!(after < before * 0.5, "text loss {before} -> {after}");
+    drop(trainer);
+    for h in 0..2u32 {
+        let cache = prefix_cache(&model, &[1, 10 + h, 3]).unwrap();
+        let suffixes: Vec<Vec<u32>> = (0..3u32).map(|c| vec![40 + c]).collect();
+        let scores = expected_labels_after(&model, &cache, &suffixes, &levels).unwrap();
+        for (c, s) in scores.iter().enumerate() {
+            // Exactly the levels' mean under the constrained distribution over their answers.
+            let lp = score_candidates_after(&model, &cache, &suffixes[c], levels.answers(), 1.0)
+                .unwrap()
+                .constrained_logprob;
+            let mean: f64 = lp
+                .iter()
+                .zip(levels.values())
+                .map(|(l, v)| l.exp() * f64::from(*v))
+                .sum();
+            assert!((s - mean).abs() < 1e-6, "{s} vs {mean}");
+            let liked = (h + c as u32) % 2 == 0;
+            assert_eq!(*s > 0.5, liked, "history {h}, candidate {c}: {s}");
+        }
+    }
+}

@@ -126,6 +126,9 @@ pub const NOVELTY_ADAPTER: File = File::new(StageId::TrainNovelty, "adapter.safe
 pub const ALIGNMENT_ADAPTER: File = File::new(StageId::TrainAlignment, "adapter.safetensors");
 /// The alignment model's score head.
 pub const ALIGNMENT_HEAD: File = File::new(StageId::TrainAlignment, "head.safetensors");
+/// The levels of the alignment model that writes its label as text (`alignment.output`).
+pub const ALIGNMENT_LEVELS: Json<wander_llm::readout::LabelLevels> =
+    Json::new(StageId::TrainAlignment, "levels.json");
 /// The item model's weights (its shape beside it, in `model.safetensors.json`).
 pub const ITEM_MODEL: File = File::new(StageId::TrainItems, "model.safetensors");
 

@@ -6,6 +6,7 @@ use std::path::Path;
 use wander_core::artifact::RunDir;
 use wander_explore::feedback;
 use wander_explore::planner::PairPrompts;
+use wander_llm::readout::Readout;
 
 use crate::artifacts::*;
 use crate::log;
@@ -88,7 +89,8 @@ pub(crate) struct Models {
     pub(crate) tok: wander_llm::tokenizer::Tokenizer,
     pub(crate) novelty: wander_llm::model::Llama,
     pub(crate) alignment: wander_llm::model::Llama,
-    pub(crate) head: wander_llm::model::ScoreHead,
+    /// How the alignment model's label is read: its head, or the levels of its text label.
+    pub(crate) readout: Readout,
     pub(crate) descriptions: Vec<String>,
     pub(crate) answers: Vec<Vec<u32>>,
 }
@@ -123,9 +125,17 @@ pub(crate) fn load_models(
         Ok(m)
     };
     let alignment = merged(ALIGNMENT_ADAPTER)?;
-    let head = wander_llm::model::ScoreHead::load(
-        &open(run, StageId::TrainAlignment)?.path(ALIGNMENT_HEAD)?,
-    )?;
+    let trained = crate::stages::alignment::trained(run)?;
+    let readout = match trained.output() {
+        wander_core::config::AlignmentOutput::Scalar => {
+            Readout::Head(wander_llm::model::ScoreHead::load(
+                &open(run, StageId::TrainAlignment)?.path(ALIGNMENT_HEAD)?,
+            )?)
+        }
+        wander_core::config::AlignmentOutput::Text => {
+            Readout::Text(open(run, StageId::TrainAlignment)?.json(ALIGNMENT_LEVELS)?)
+        }
+    };
     let novelty = if with_novelty {
         merged(NOVELTY_ADAPTER)?
     } else {
@@ -139,7 +149,7 @@ pub(crate) fn load_models(
         tok,
         novelty,
         alignment,
-        head,
+        readout,
         descriptions,
         answers,
     })

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use wander_core::config::{AlignmentArch, DataFormat, ItemLoss, ProposalMode};
+use wander_core::config::{AlignmentArch, AlignmentOutput, DataFormat, ItemLoss, ProposalMode};
 use wander_explore::transitions::TransitionStats;
 
 use crate::StageId;
@@ -172,8 +172,13 @@ pub struct TrainAlignmentSummary {
     pub resumed_from: usize,
     /// The adapter's file.
     pub adapter: String,
-    /// The head's file.
+    /// The readout's file: the scoring head's weights, or the levels of the label written
+    /// as text.
     pub head: String,
+    /// How the model gives its label, recorded when it writes it as text (absent: a scalar
+    /// head).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<AlignmentOutput>,
     /// The architecture, recorded for the candidate-reading model (absent: the per-cluster
     /// head, as in runs from before `alignment.arch`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -190,6 +195,11 @@ impl TrainAlignmentSummary {
     /// The architecture it trained.
     pub fn arch(&self) -> AlignmentArch {
         self.arch.unwrap_or(AlignmentArch::ClusterHead)
+    }
+
+    /// How it gives its label.
+    pub fn output(&self) -> AlignmentOutput {
+        self.output.unwrap_or(AlignmentOutput::Scalar)
     }
 }
 
@@ -853,6 +863,10 @@ pub struct PlantedSummary {
     pub eval_losses: Vec<(usize, f64)>,
     /// Within-pair Spearman of the model, the global rate and the planted rule.
     pub within_pair_spearman: BTreeMap<String, Estimate>,
+    /// How the model gave its label, recorded when it wrote it as text (absent: a scalar
+    /// head).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<AlignmentOutput>,
     /// The goal for the model.
     pub goal: f64,
     /// Whether the model met it.
@@ -1060,6 +1074,7 @@ mod tests {
             resumed_from: 0,
             adapter: "a".into(),
             head: "h".into(),
+            output: None,
             arch: None,
             prompts: None,
             holdout_candidates: vec![],

@@ -8,6 +8,7 @@ use serde_json::json;
 use serde_json::Value;
 use wander_core::artifact::RunDir;
 use wander_core::config::AlignmentArch;
+use wander_core::config::AlignmentOutput;
 use wander_explore::feedback;
 use wander_explore::feedback::Label;
 use wander_explore::metrics::auc;
@@ -20,6 +21,8 @@ use wander_explore::metrics::within_group_concordance;
 use wander_explore::metrics::within_group_spearman;
 use wander_explore::metrics::Estimate;
 use wander_explore::planner::{AlignmentScorer, CandidateScorer};
+use wander_llm::readout::LabelLevels;
+use wander_llm::readout::Readout;
 
 use crate::artifacts::*;
 use crate::common::manifests;
@@ -96,6 +99,48 @@ pub(crate) fn candidate_examples(
         .collect()
 }
 
+/// The levels of a label written as text (`alignment.output = "text"`): the multiples of
+/// `round` that `labels` span, each as the answer tokens the model writes.
+pub(crate) fn text_levels(
+    tok: &wander_llm::tokenizer::Tokenizer,
+    round: f64,
+    labels: &[Label],
+) -> crate::Result<LabelLevels> {
+    let levels = feedback::label_levels(round, labels.iter().map(|l| l.label))?
+        .into_iter()
+        .map(|(value, text)| Ok((value as f32, text.clone(), tok.answer(&text)?)))
+        .collect::<crate::Result<Vec<_>>>()?;
+    Ok(LabelLevels::new(levels)?)
+}
+
+/// How the model being trained reads its label out: a fresh scalar head (starting at
+/// `mean`, so that the model learns what history and candidate add to it) or the levels
+/// of its text label; and the objective that trains it.
+pub(crate) fn candidate_readout(
+    output: AlignmentOutput,
+    hidden: usize,
+    mean: f64,
+    levels: impl FnOnce() -> crate::Result<LabelLevels>,
+) -> crate::Result<(Readout, wander_llm::train::Objective)> {
+    Ok(match output {
+        AlignmentOutput::Scalar => {
+            let head = wander_llm::model::ScoreHead::new(hidden, 1)?;
+            head.set_bias(&[mean as f32])?;
+            (
+                Readout::Head(head.clone()),
+                wander_llm::train::Objective::Regression(head),
+            )
+        }
+        AlignmentOutput::Text => {
+            let levels = levels()?;
+            (
+                Readout::Text(levels.clone()),
+                wander_llm::train::Objective::Text(levels),
+            )
+        }
+    })
+}
+
 /// The candidate-reading model's prediction for each label's triple, with a progress bar.
 pub(crate) fn score_labels(
     scorer: &CandidateScorer,
@@ -153,6 +198,10 @@ pub(crate) fn train_alignment_slice(ctx: &StageContext) -> Value {
         // Only then, so that runs of the per-cluster head made before `arch` existed stay fresh.
         slice["arch"] = json!(cfg.arch);
     }
+    if cfg.output == AlignmentOutput::Text {
+        slice["output"] = json!(cfg.output);
+        slice["round"] = json!(ctx.config.feedback.round);
+    }
     if cfg.holdout_candidates > 0.0 {
         slice["holdout_candidates"] = json!(cfg.holdout_candidates);
     }
@@ -198,28 +247,41 @@ pub fn train_alignment(ctx: &StageContext, force: bool) -> crate::Result<Summary
         if train.is_empty() {
             bail!("no training labels: lower feedback.min_users or check data.positive (feedback stage has 0 train labels)");
         }
-        let outputs = if candidate { 1 } else { descriptions.len() };
-        let head = wander_llm::model::ScoreHead::new(model.cfg.hidden, outputs)?;
-        if candidate {
-            // The head starts at the mean label, so the model learns what history and
-            // candidate add to it.
+        let (readout, objective) = if candidate {
             let mean = train_labels.iter().map(|l| l.label).sum::<f64>() / train_labels.len() as f64;
-            head.set_bias(&[mean as f32])?;
-        } else if pairwise.is_none() {
-            let means = cluster_means(&train_labels, descriptions.len());
-            head.set_bias(&means.iter().map(|&m| m as f32).collect::<Vec<_>>())?;
-        }
-        let objective = match pairwise {
-            Some(margin) => wander_llm::train::Objective::Pairwise { head: head.clone(), margin },
-            None => wander_llm::train::Objective::Regression(head.clone()),
+            candidate_readout(cfg.output, model.cfg.hidden, mean, || text_levels(&tok, ctx.config.feedback.round, &train_labels))?
+        } else {
+            let head = wander_llm::model::ScoreHead::new(model.cfg.hidden, descriptions.len())?;
+            if pairwise.is_none() {
+                let means = cluster_means(&train_labels, descriptions.len());
+                head.set_bias(&means.iter().map(|&m| m as f32).collect::<Vec<_>>())?;
+            }
+            let objective = match pairwise {
+                Some(margin) => wander_llm::train::Objective::Pairwise { head: head.clone(), margin },
+                None => wander_llm::train::Objective::Regression(head.clone()),
+            };
+            (Readout::Head(head), objective)
         };
-        let all_params: Vec<_> = params.into_iter().chain(head.tensors()).collect();
+        let head_tensors = match &readout {
+            Readout::Head(head) => head.tensors(),
+            Readout::Text(_) => Vec::new(),
+        };
+        let all_params: Vec<_> = params.into_iter().chain(head_tensors).collect();
         let mut trainer = wander_llm::train::Trainer::new(&model, objective, all_params, train_cfg.clone(), tok.im_end, Some(&checkpoints))?;
         trainer.set_lr_scale("head.", cfg.head_lr / cfg.lr);
         let initial_eval = if eval.is_empty() { f64::NAN } else { trainer.eval_loss(&eval)? };
         let report = run_trainer(&mut trainer, &train, &eval, train_cfg.steps, "align")?;
         model.save_lora(&ALIGNMENT_ADAPTER.path_in(w)?)?;
-        head.save(&ALIGNMENT_HEAD.path_in(w)?)?;
+        let readout_file = match &readout {
+            Readout::Head(head) => {
+                head.save(&ALIGNMENT_HEAD.path_in(w)?)?;
+                ALIGNMENT_HEAD.file()
+            }
+            Readout::Text(levels) => {
+                ALIGNMENT_LEVELS.write(w, levels)?;
+                ALIGNMENT_LEVELS.file()
+            }
+        };
         w.write_json(train_report(StageId::TrainAlignment).file(), &report.history())?;
         crate::common::remove_scratch(&checkpoints);
         let pairs = train_labels.iter().map(|l| (l.c1, l.c2)).collect::<BTreeSet<_>>().len();
@@ -235,7 +297,8 @@ pub fn train_alignment(ctx: &StageContext, force: bool) -> crate::Result<Summary
             tokens_per_s: report.tokens_per_second(),
             resumed_from: report.resumed_from,
             adapter: ALIGNMENT_ADAPTER.file().into(),
-            head: ALIGNMENT_HEAD.file().into(),
+            head: readout_file.into(),
+            output: matches!(readout, Readout::Text(_)).then_some(AlignmentOutput::Text),
             arch: candidate.then_some(cfg.arch),
             prompts: candidate.then_some(train.iter().map(|e| e.candidates.len()).sum()),
             holdout_candidates: held.iter().copied().collect(),
@@ -255,7 +318,7 @@ pub(crate) fn trained_arch(run: &RunDir) -> crate::Result<AlignmentArch> {
 }
 
 /// The summary the alignment model's training recorded.
-fn trained(run: &RunDir) -> crate::Result<crate::summaries::TrainAlignmentSummary> {
+pub(crate) fn trained(run: &RunDir) -> crate::Result<crate::summaries::TrainAlignmentSummary> {
     let stage = open(run, StageId::TrainAlignment)?;
     crate::summaries::read(StageId::TrainAlignment, &stage.manifest().summary)
 }
@@ -315,7 +378,7 @@ pub fn eval_alignment(ctx: &StageContext, force: bool) -> crate::Result<Summary>
         let llm: Vec<f64> = match arch {
             AlignmentArch::ClusterHead => {
                 let prompts = alignment_prompts(&models, &pairs)?;
-                let scorer = AlignmentScorer::new(&models.alignment, &models.head, &prompts)?;
+                let scorer = AlignmentScorer::new(&models.alignment, models.readout.head()?, &prompts)?;
                 let bar = wander_core::progress::bar(pairs.len() as u64, "eval", "pairs");
                 let mut llm_scores: BTreeMap<(u32, u32), Vec<f32>> = BTreeMap::new();
                 for chunk in pairs.chunks(16) {
@@ -328,7 +391,7 @@ pub fn eval_alignment(ctx: &StageContext, force: bool) -> crate::Result<Summary>
                 test.iter().map(|l| llm_scores[&(l.c1, l.c2)][l.next as usize] as f64).collect()
             }
             AlignmentArch::Candidate => {
-                let scorer = CandidateScorer::new(&models.alignment, &models.head, &models.tok, &models.descriptions);
+                let scorer = CandidateScorer::new(&models.alignment, &models.readout, &models.tok, &models.descriptions);
                 score_labels(&scorer, &test, "eval")?
             }
         };

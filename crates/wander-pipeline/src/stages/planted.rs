@@ -14,6 +14,7 @@ use wander_explore::metrics::within_group_spearman;
 use wander_explore::metrics::Estimate;
 use wander_explore::planner::CandidateScorer;
 use wander_explore::planted;
+use wander_llm::readout::Readout;
 
 use crate::artifacts::*;
 use crate::common::model_q8;
@@ -50,7 +51,12 @@ fn planted_train_config(ctx: &StageContext, steps: usize) -> wander_llm::train::
 /// The configuration `wander eval planted --steps N` depends on.
 pub(crate) fn eval_planted_slice(ctx: &StageContext, steps: usize) -> Value {
     let cfg = &ctx.config.alignment;
-    json!({"train": planted_train_config(ctx, steps), "lora": ctx.config.llm.lora, "head_lr": cfg.head_lr, "bootstrap_rounds": cfg.bootstrap_rounds, "held_out": HELD_OUT, "eval_prompts": cfg.eval_prompts})
+    let mut slice = json!({"train": planted_train_config(ctx, steps), "lora": ctx.config.llm.lora, "head_lr": cfg.head_lr, "bootstrap_rounds": cfg.bootstrap_rounds, "held_out": HELD_OUT, "eval_prompts": cfg.eval_prompts});
+    if cfg.output == wander_core::config::AlignmentOutput::Text {
+        slice["output"] = json!(cfg.output);
+        slice["round"] = json!(ctx.config.feedback.round);
+    }
+    slice
 }
 
 /// `wander eval planted`: trains the candidate-reading model (LoRA + scalar head, the
@@ -80,18 +86,22 @@ pub fn eval_planted(ctx: &StageContext, steps: usize, force: bool) -> crate::Res
         wander_core::rng::Rng::new(seed).shuffle(&mut valid);
         valid.truncate(cfg.eval_prompts);
         let eval = super::alignment::candidate_examples(&tok, &world.descriptions, &valid)?;
-        let head = wander_llm::model::ScoreHead::new(model.cfg.hidden, 1)?;
         let mean = world.train.iter().map(|l| l.label).sum::<f64>() / world.train.len() as f64;
-        head.set_bias(&[mean as f32])?;
-        let all_params: Vec<_> = params.into_iter().chain(head.tensors()).collect();
-        let objective = wander_llm::train::Objective::Regression(head.clone());
+        let (readout, objective) = super::alignment::candidate_readout(cfg.output, model.cfg.hidden, mean, || {
+            super::alignment::text_levels(&tok, ctx.config.feedback.round, &world.train)
+        })?;
+        let head_tensors = match &readout {
+            Readout::Head(head) => head.tensors(),
+            Readout::Text(_) => Vec::new(),
+        };
+        let all_params: Vec<_> = params.into_iter().chain(head_tensors).collect();
         let mut trainer = wander_llm::train::Trainer::new(&model, objective, all_params, train_cfg.clone(), tok.im_end, None)?;
         trainer.set_lr_scale("head.", cfg.head_lr / cfg.lr);
         let initial_eval = trainer.eval_loss(&eval)?;
         let train_report = run_trainer(&mut trainer, &train, &eval, steps, "planted")?;
         drop(trainer);
 
-        let scorer = CandidateScorer::new(&model, &head, &tok, &world.descriptions);
+        let scorer = CandidateScorer::new(&model, &readout, &tok, &world.descriptions);
         let llm = super::alignment::score_labels(&scorer, &world.test, "planted")?;
         let truth: Vec<f64> = world.test.iter().map(|l| l.label).collect();
         let n = world.descriptions.len();
@@ -107,9 +117,13 @@ pub fn eval_planted(ctx: &StageContext, steps: usize, force: bool) -> crate::Res
         let met = m_llm.mean >= PLANTED_GOAL;
         let fmt = |e: &Estimate| format!("{:.3} [{:.3}, {:.3}]", e.mean, e.lo, e.hi);
         let md = format!(
-            "# Alignment model on a planted signal\n\nA synthetic world (wander_explore::planted): {n} clusters in 4 families, described in words (\"music: jazz, saxophone, swing\"). After a history (c1, c2), a candidate's label is {} when it shares the recent cluster's family, {} when it shares the older one's, {} otherwise, plus Gaussian noise (sd {}). Every candidate has the same global rate up to noise, so only a model that reads the history and the candidate together can rank the candidates of one history. {} training labels over {} pairs; held out: {} labels over {pairs} pairs that training never saw.\n\nThe candidate-reading model (`alignment.arch = \"candidate\"`: SmolLM2 + LoRA + a scalar head on the last hidden state) trained for {steps} steps of {} prompts; loss on a seeded sample of held-out labels (reported only, nothing selected by it) {initial_eval:.4} before, {:.4} after.\n\n| method | within-pair Spearman (95% interval, bootstrap over pairs) |\n|---|---|\n| alignment LLM, candidate-reading | {} |\n| candidate's global rate | {} |\n| the planted rule itself (noise is the only error) | {} |\n\nGoal: at least {PLANTED_GOAL} for the alignment LLM: **{}**.\n",
+            "# Alignment model on a planted signal\n\nA synthetic world (wander_explore::planted): {n} clusters in 4 families, described in words (\"music: jazz, saxophone, swing\"). After a history (c1, c2), a candidate's label is {} when it shares the recent cluster's family, {} when it shares the older one's, {} otherwise, plus Gaussian noise (sd {}). Every candidate has the same global rate up to noise, so only a model that reads the history and the candidate together can rank the candidates of one history. {} training labels over {} pairs; held out: {} labels over {pairs} pairs that training never saw.\n\nThe candidate-reading model (`alignment.arch = \"candidate\"`: SmolLM2 + LoRA + {}) trained for {steps} steps of {} prompts; loss on a seeded sample of held-out labels (reported only, nothing selected by it) {initial_eval:.4} before, {:.4} after.\n\n| method | within-pair Spearman (95% interval, bootstrap over pairs) |\n|---|---|\n| alignment LLM, candidate-reading | {} |\n| candidate's global rate | {} |\n| the planted rule itself (noise is the only error) | {} |\n\nGoal: at least {PLANTED_GOAL} for the alignment LLM: **{}**.\n",
             planted::PLANTED_LABELS[0], planted::PLANTED_LABELS[1], planted::PLANTED_LABELS[2], planted::PLANTED_NOISE,
             world.train.len(), world.train.iter().map(|l| (l.c1, l.c2)).collect::<BTreeSet<_>>().len(), world.test.len(),
+            match &readout {
+                Readout::Head(_) => "a scalar head on the last hidden state".to_string(),
+                Readout::Text(levels) => format!("the label written as text at {} levels of {} (`alignment.output = \"text\"`), read as the levels' expected value", levels.values().len(), ctx.config.feedback.round),
+            },
             cfg.batch_size * cfg.grad_accum, train_report.eval_losses.last().map_or(f64::NAN, |e| e.1),
             fmt(&m_llm), fmt(&m_global), fmt(&m_rule), if met { "met" } else { "not met" },
         );
@@ -129,6 +143,7 @@ pub fn eval_planted(ctx: &StageContext, steps: usize, force: bool) -> crate::Res
                 ("cluster_global_rate".to_string(), m_global),
                 ("planted_rule".to_string(), m_rule),
             ]),
+            output: matches!(readout, Readout::Text(_)).then_some(wander_core::config::AlignmentOutput::Text),
             goal: PLANTED_GOAL,
             goal_met: met,
             report: stage_dir.join("report.md"),

@@ -181,11 +181,19 @@ pub fn precompute(
             let nprompts = novelty_prompts(&models, &pairs)?;
             let aprompts = alignment_prompts(&models, &pairs)?;
             let novelty = NoveltyScorer::new(&models.novelty, &nprompts, &models.answers)?;
-            let align = AlignmentScorer::new(&models.alignment, &models.head, &aprompts)?;
             let arch = crate::stages::alignment::trained_arch(&run)?;
+            // Only the per-cluster head has a head per cluster (a text-label model has none).
+            let align = match arch {
+                AlignmentArch::ClusterHead => Some(AlignmentScorer::new(
+                    &models.alignment,
+                    models.readout.head()?,
+                    &aprompts,
+                )?),
+                AlignmentArch::Candidate => None,
+            };
             let candidate_scorer = CandidateScorer::new(
                 &models.alignment,
-                &models.head,
+                &models.readout,
                 &models.tok,
                 &models.descriptions,
             );
@@ -196,9 +204,9 @@ pub fn precompute(
                 let t0 = std::time::Instant::now();
                 // The per-cluster head scores every cluster of a pair in one pass; the
                 // candidate-reading model scores each pair below, once its proposals are known.
-                let head_scores: Option<Vec<Vec<f32>>> = match arch {
-                    AlignmentArch::ClusterHead => Some(align.scores(chunks[ci])?),
-                    AlignmentArch::Candidate => None,
+                let head_scores: Option<Vec<Vec<f32>>> = match &align {
+                    Some(per_cluster) => Some(per_cluster.scores(chunks[ci])?),
+                    None => None,
                 };
                 let (all_probs, valid_shares): (Vec<Vec<f64>>, Vec<Option<f64>>) =
                     match cfg.normalize {
