@@ -95,6 +95,9 @@ pub struct SimulateConfig {
     pub return_satisfaction: f64,
     /// Strategies of the arms; the first is the control.
     pub arms: Vec<Strategy>,
+    /// Run directory whose exploration table the `baseline_table` arm serves (same
+    /// taxonomy); empty: none.
+    pub baseline_run: String,
 }
 
 /// `[serve]`
@@ -469,6 +472,9 @@ mode_enum!(
         NoveltyOnly = "novelty_only",
         /// The exploration table's best-of-n choice.
         BestOfN = "best_of_n",
+        /// The best-of-n choice of another run's table (`simulate.baseline_run`), e.g. one
+        /// whose alignment model is the per-cluster head, on this run's world.
+        BaselineTable = "baseline_table",
     }
 );
 
@@ -1006,6 +1012,12 @@ impl Config {
             return Err(CoreError::config(
                 "simulate",
                 "users, days, slots, seeds and arms must be non-empty",
+            ));
+        }
+        if sim.arms.contains(&Strategy::BaselineTable) && sim.baseline_run.trim().is_empty() {
+            return Err(CoreError::config(
+                "simulate.baseline_run",
+                "the baseline_table arm needs the run directory whose table it serves",
             ));
         }
         let en = &self.engine;

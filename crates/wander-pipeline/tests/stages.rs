@@ -8,6 +8,7 @@
 use std::path::Path;
 
 use wander_core::artifact::RunDir;
+use wander_core::config::Strategy;
 use wander_core::config::{Config, DataFormat};
 use wander_data::synth::{Layout, SynthConfig};
 use wander_data::Split;
@@ -384,6 +385,28 @@ fn evaluation_stages_simulator_and_report_on_a_tiny_log() {
         let line = summary.to_string();
         assert!(!line.contains("unreadable"), "{line}");
     }
+
+    // Another run's table as an arm: here the run's own, so the taxonomy check passes.
+    let mut with_baseline = ctx.clone();
+    with_baseline.config.simulate.arms = vec![Strategy::BestOfN, Strategy::BaselineTable];
+    with_baseline.config.simulate.baseline_run = ctx.config.run.dir.display().to_string();
+    with_baseline.config.validate().unwrap();
+    let sim = stages::Simulate::default()
+        .run(&with_baseline, false)
+        .unwrap();
+    let typed: wander_pipeline::summaries::SimulateSummary =
+        wander_pipeline::summaries::read(StageId::Simulate, sim.fields()).unwrap();
+    assert_eq!(typed.arms, ["best_of_n", "baseline_table"], "{sim}");
+    assert!(typed.effects["baseline_table"]["positive_rate"]
+        .relative_pct
+        .is_finite());
+    records_its_slice(&with_baseline, &stages::Simulate::default());
+    // A baseline that is not a run is refused, naming the key.
+    with_baseline.config.simulate.baseline_run = tmp.path().join("nowhere").display().to_string();
+    let e = stages::Simulate::default()
+        .run(&with_baseline, true)
+        .unwrap_err();
+    assert!(format!("{e:#}").contains("simulate.baseline_run"), "{e:#}");
 }
 
 /// A random-weight Llama of SmolLM2's layout with a byte-level tokenizer, written as a real
@@ -586,4 +609,42 @@ fn candidate_alignment_and_a_proposals_only_table_on_a_tiny_model() {
         cause = c.source();
     }
     assert!(text.contains("precompute.score"), "{text}");
+
+    // The same model writing its rounded label as text (P2's variant): trained by SFT on
+    // the label's level, scored by the levels' expected value, wherever the scalar head was.
+    ctx.config.alignment.output = wander_core::config::AlignmentOutput::Text;
+    ctx.config.validate().unwrap();
+    let ta = stages::TrainAlignment.run(&ctx, false).unwrap();
+    let typed: wander_pipeline::summaries::TrainAlignmentSummary =
+        wander_pipeline::summaries::read(StageId::TrainAlignment, ta.fields()).unwrap();
+    assert_eq!(
+        typed.output(),
+        wander_core::config::AlignmentOutput::Text,
+        "{ta}"
+    );
+    assert_eq!(typed.head, "levels.json");
+    assert!(typed.final_loss.is_some_and(f64::is_finite), "{ta}");
+    let levels = open(&run, StageId::TrainAlignment)
+        .unwrap()
+        .json(artifacts::ALIGNMENT_LEVELS)
+        .unwrap();
+    assert!(levels.values().len() >= 2);
+    assert!(
+        levels.texts().iter().all(|t| t.contains('.')),
+        "{:?}",
+        levels.texts()
+    );
+    records_its_slice(&ctx, &stages::TrainAlignment);
+    let ea = stages::EvalAlignment.run(&ctx, false).unwrap();
+    let typed: wander_pipeline::summaries::EvalAlignmentSummary =
+        wander_pipeline::summaries::read(StageId::EvalAlignment, ea.fields()).unwrap();
+    assert!(typed.methods["alignment_llm"].mae.mean.is_finite(), "{ea}");
+    stages::Precompute::default().run(&ctx, false).unwrap();
+    for (_, _, row) in every_row_novel(&run).iter() {
+        // Expected levels lie within the levels' range.
+        let (lo, hi) = (levels.values()[0], *levels.values().last().unwrap());
+        assert!(row
+            .iter()
+            .all(|c| c.alignment >= lo - 1e-4 && c.alignment <= hi + 1e-4));
+    }
 }

@@ -55,6 +55,9 @@ pub struct WorldInput {
     pub user_sequences: Vec<Vec<u32>>,
     /// Exploration table: for each (c1, c2), clusters best first with alignment scores.
     pub table: HashMap<(u32, u32), Vec<(u32, f32)>>,
+    /// Another run's table for the `baseline_table` arm: for each (c1, c2), clusters best
+    /// first (empty when no arm serves one).
+    pub baseline_table: HashMap<(u32, u32), Vec<u32>>,
     /// Novelty-model proposal probabilities per (c1, c2) over all clusters.
     pub novelty: HashMap<(u32, u32), Vec<f32>>,
     /// Training transition counts (c1, c2) -> next -> count.
@@ -244,6 +247,11 @@ pub fn simulate(
     if arms.is_empty() || cfg.users == 0 || cfg.days == 0 || cfg.slots == 0 {
         return Err(SimError::Invalid(
             "simulate: need at least one arm, user, day and slot".into(),
+        ));
+    }
+    if arms.contains(&Strategy::BaselineTable) && world.input.baseline_table.is_empty() {
+        return Err(SimError::Invalid(
+            "simulate: the baseline_table arm has no baseline table (simulate.baseline_run)".into(),
         ));
     }
     let m = world.n_clusters;
@@ -543,6 +551,12 @@ fn choose_novel(world: &World, l: &Learned, s: Strategy, user: &SimUser, rng: &m
             .get(&(c1, c2))
             .and_then(|v| first_ranked(l, (c1, c2), v.iter().map(|x| x.0), depth))
             .unwrap_or_else(|| random(rng)),
+        Strategy::BaselineTable => world
+            .input
+            .baseline_table
+            .get(&(c1, c2))
+            .and_then(|v| first_ranked(l, (c1, c2), v.iter().copied(), depth))
+            .unwrap_or_else(|| random(rng)),
     }
 }
 
@@ -653,6 +667,10 @@ mod tests {
                 item_counts,
                 user_cluster_positives,
                 user_sequences,
+                baseline_table: table
+                    .iter()
+                    .map(|(k, v)| (*k, v.iter().map(|x| x.0).collect()))
+                    .collect(),
                 table,
                 novelty,
                 transitions: HashMap::new(),
@@ -675,7 +693,21 @@ mod tests {
             return_satisfaction: 3.0,
             seeds: 1,
             arms: Vec::new(),
+            baseline_run: String::new(),
         }
+    }
+
+    #[test]
+    fn a_baseline_table_equal_to_the_table_serves_what_best_of_n_serves() {
+        let w = toy();
+        let same = simulate(&w, &cfg(), &[Strategy::Random, Strategy::BestOfN], 5).unwrap();
+        let baseline =
+            simulate(&w, &cfg(), &[Strategy::Random, Strategy::BaselineTable], 5).unwrap();
+        assert_eq!(same, baseline);
+        // Without a baseline table the arm is an error, not a silent random arm.
+        let mut bare = toy();
+        bare.input.baseline_table.clear();
+        assert!(simulate(&bare, &cfg(), &[Strategy::BaselineTable], 5).is_err());
     }
 
     #[test]

@@ -34,7 +34,56 @@ const FIGURES: [Figure; 6] = [
     }),
 ];
 
-fn world(run: &RunDir, rank: usize) -> crate::Result<World> {
+/// The table of another run for the `baseline_table` arm: it must share this run's
+/// taxonomy (the same cluster ids meaning the same clusters).
+fn baseline_table(run: &RunDir, baseline: &str) -> crate::Result<HashMap<(u32, u32), Vec<u32>>> {
+    if baseline.trim().is_empty() {
+        return Ok(HashMap::new());
+    }
+    let other = RunDir::open(std::path::Path::new(baseline))
+        .with_context(|| format!("simulate.baseline_run = {baseline:?}"))?;
+    let ours = open(run, StageId::Taxonomy)?;
+    let theirs = open(&other, StageId::Taxonomy)
+        .with_context(|| format!("simulate.baseline_run = {baseline:?} has no taxonomy"))?;
+    if ours.manifest().outputs != theirs.manifest().outputs {
+        crate::bail!(
+            "simulate.baseline_run = {baseline:?} has another taxonomy than {} (its clusters differ); the baseline table must come from a run on the same data and taxonomy",
+            run.root().display()
+        );
+    }
+    let pre = open(&other, StageId::Precompute).with_context(|| {
+        format!("simulate.baseline_run = {baseline:?} has no exploration table")
+    })?;
+    let table = wander_table::ExplorationTable::read(&pre.path(TABLE)?)?;
+    Ok(table
+        .iter()
+        .map(|(a, b, r)| ((a, b), r.iter().map(|c| c.cluster).collect()))
+        .collect())
+}
+
+/// The inputs of `wander simulate`: this run's upstream manifests and, with a baseline
+/// table, the other run's taxonomy and table manifests (a new baseline table reruns it).
+fn simulate_inputs(
+    ctx: &StageContext,
+    run: &RunDir,
+) -> crate::Result<std::collections::BTreeMap<String, String>> {
+    let mut inputs = manifests(run, StageId::Simulate.inputs())?;
+    let baseline = &ctx.config.simulate.baseline_run;
+    if ctx.config.simulate.arms.contains(&Strategy::BaselineTable) {
+        let other = RunDir::open(std::path::Path::new(baseline))
+            .with_context(|| format!("simulate.baseline_run = {baseline:?}"))?;
+        for stage in [StageId::Taxonomy, StageId::Precompute] {
+            let folder = stage.folder();
+            let sum = other.manifest_checksum(folder).with_context(|| {
+                format!("simulate.baseline_run = {baseline:?} lacks a finished {folder} stage")
+            })?;
+            inputs.insert(format!("baseline_run/{folder}/manifest.json"), sum);
+        }
+    }
+    Ok(inputs)
+}
+
+fn world(run: &RunDir, rank: usize, baseline: &str) -> crate::Result<World> {
     let ds = wander_data::read_dataset(open(run, StageId::Ingest)?.reader())?;
     let tax = wander_taxonomy::read(open(run, StageId::Taxonomy)?.reader())?;
     let assign = tax.planner_assign().to_vec();
@@ -85,6 +134,7 @@ fn world(run: &RunDir, rank: usize) -> crate::Result<World> {
             user_cluster_positives: ucp,
             user_sequences: seqs,
             table,
+            baseline_table: baseline_table(run, baseline)?,
             novelty,
             transitions,
         },
@@ -94,14 +144,21 @@ fn world(run: &RunDir, rank: usize) -> crate::Result<World> {
 
 /// The configuration `wander simulate` (`aa`: with `--aa`) depends on.
 pub(crate) fn simulate_slice(ctx: &StageContext, aa: bool) -> Value {
-    json!({"simulate": ctx.config.simulate, "aa": aa, "seed": ctx.config.run.seed})
+    let mut slice = json!({"simulate": ctx.config.simulate, "aa": aa, "seed": ctx.config.run.seed});
+    if ctx.config.simulate.baseline_run.is_empty() {
+        // Absent unless set, so that runs made before the key existed stay fresh.
+        if let Some(sim) = slice["simulate"].as_object_mut() {
+            sim.remove("baseline_run");
+        }
+    }
+    slice
 }
 
 /// `wander simulate [--aa]`.
 pub fn simulate_stage(ctx: &StageContext, force: bool, aa: bool) -> crate::Result<Summary> {
     let c = &ctx.config.simulate;
     let run = RunDir::open(&ctx.config.run.dir)?;
-    let inputs = manifests(&run, StageId::Simulate.inputs())?;
+    let inputs = simulate_inputs(ctx, &run)?;
     let arms: Vec<Strategy> = if aa {
         vec![c.arms[0]; 2]
     } else {
@@ -122,7 +179,8 @@ pub fn simulate_stage(ctx: &StageContext, force: bool, aa: bool) -> crate::Resul
     let slice = simulate_slice(ctx, aa);
     let stage_dir = run.stage_dir(stage);
     let outcome = run.run_stage(stage, slice, inputs, force, |w| -> crate::Result<Value> {
-        let world = world(&run, c.rank)?;
+        let baseline = if arms.contains(&Strategy::BaselineTable) { c.baseline_run.as_str() } else { "" };
+        let world = world(&run, c.rank, baseline)?;
         let bar = wander_core::progress::bar(c.seeds as u64, "simulate", "seeds");
         let t0 = std::time::Instant::now();
         let mut runs = Vec::new();
