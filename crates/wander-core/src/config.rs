@@ -357,6 +357,8 @@ pub struct TaxonomyConfig {
     pub min_cluster_size: usize,
     /// Keywords per description (more only to break ties).
     pub keywords: usize,
+    /// How keywords are chosen: `tfidf` over genres, tags and title words, or `facets`.
+    pub describe: DescribeScheme,
     /// Level the planner LLM speaks: `coarse` or `fine`.
     pub planner_level: PlannerLevel,
 }
@@ -402,6 +404,22 @@ macro_rules! mode_enum {
         }
     };
 }
+
+mode_enum!(
+    /// How cluster keywords are chosen (`taxonomy.describe`).
+    DescribeScheme {
+        /// Class-based TF-IDF over genres, tags and title words (terms shared by two or
+        /// more of a cluster's items first).
+        Tfidf = "tfidf",
+        /// Distinctive facets first (genres, tags, the release decade), ranked by how much
+        /// more common they are in the cluster than overall; title words only when many of
+        /// the cluster's items share them.
+        Facets = "facets",
+        /// The leading distinctive facets, then the titles of the cluster's most central
+        /// items (nearest its centroid): examples a reader and an LLM may know.
+        Exemplars = "exemplars",
+    }
+);
 
 mode_enum!(
     /// The taxonomy level the planner LLMs speak (`taxonomy.planner_level`).

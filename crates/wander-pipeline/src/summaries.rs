@@ -427,6 +427,10 @@ pub struct TaxonomySummary {
     pub embed_seconds: f64,
     /// Text-only, behaviour-only and the configured mix under the same clustering.
     pub mix_comparison: BTreeMap<String, MixFigures>,
+    /// How well the planner level's descriptions name their clusters, by keyword scheme
+    /// (`taxonomy.describe`), on the same clusters.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub description_retrieval: BTreeMap<String, wander_taxonomy::DescriptionRetrieval>,
     /// The Markdown report.
     pub report: PathBuf,
 }

@@ -102,6 +102,157 @@ pub fn ranked_terms(items: &[Item], assign: &[u32], n_clusters: usize) -> Vec<Ve
         .collect()
 }
 
+/// The facets of an item: genres and tags (whole, lower-cased) and its release decade
+/// (`1990s`).
+pub fn item_facets(item: &Item) -> Vec<String> {
+    let mut out: Vec<String> = item
+        .genres
+        .iter()
+        .chain(&item.tags)
+        .map(|g| g.to_lowercase())
+        .filter(|g| !g.trim().is_empty() && g != "unknown" && g != "(no genres listed)")
+        .collect();
+    if let Some(y) = item.year {
+        out.push(format!("{}s", y.div_euclid(10) * 10));
+    }
+    out
+}
+
+/// The title words of an item (no stopwords, numbers or words under three letters).
+fn title_words(item: &Item) -> Vec<String> {
+    item.title
+        .split(|c: char| !c.is_alphanumeric() && c != '\'')
+        .map(|w| w.trim_matches('\'').to_lowercase())
+        .filter(|w| {
+            w.chars().count() >= 3
+                && !w.chars().all(|c| c.is_ascii_digit())
+                && !STOPWORDS.contains(&w.as_str())
+        })
+        .collect()
+}
+
+/// Share of a cluster's items a title word needs before it may describe the cluster, and
+/// the least number of items.
+const TITLE_WORD_SHARE: f64 = 0.1;
+const TITLE_WORD_ITEMS: f64 = 3.0;
+
+/// Keywords of every cluster from distinctive facets: each facet `t` of cluster `c` scores
+/// `p(t|c) * ln(p(t|c) / p(t))` (its share of the cluster's items times how much more
+/// common it is there than overall; a facet no more common than overall scores at most 0
+/// and ranks last). Title words follow, only those carried by at least max(3, 10%) of the
+/// cluster's items (one film's name or a director's does not describe a cluster), ranked
+/// the same way. Returns for each cluster its terms ranked, best first.
+pub fn ranked_facets(items: &[Item], assign: &[u32], n_clusters: usize) -> Vec<Vec<String>> {
+    // Facets and title words are counted apart: "western" the genre and "western" the
+    // title word are different evidence.
+    let mut per_cluster: [Vec<BTreeMap<String, f64>>; 2] = [
+        vec![BTreeMap::new(); n_clusters],
+        vec![BTreeMap::new(); n_clusters],
+    ];
+    let mut overall: [BTreeMap<String, f64>; 2] = [BTreeMap::new(), BTreeMap::new()];
+    let mut sizes = vec![0.0f64; n_clusters];
+    for (item, &c) in items.iter().zip(assign) {
+        sizes[c as usize] += 1.0;
+        for (kind, mut terms) in [item_facets(item), title_words(item)]
+            .into_iter()
+            .enumerate()
+        {
+            terms.sort();
+            terms.dedup();
+            for t in terms {
+                *per_cluster[kind][c as usize].entry(t.clone()).or_default() += 1.0;
+                *overall[kind].entry(t).or_default() += 1.0;
+            }
+        }
+    }
+    let n = items.len().max(1) as f64;
+    (0..n_clusters)
+        .map(|c| {
+            let size = sizes[c].max(1.0);
+            let rank = |kind: usize, min_items: f64| {
+                let mut v: Vec<(String, f64)> = per_cluster[kind][c]
+                    .iter()
+                    .filter(|(_, &k)| k >= min_items)
+                    .map(|(t, &k)| {
+                        let p = k / size;
+                        (t.clone(), p * (p / (overall[kind][t] / n)).ln())
+                    })
+                    .collect();
+                v.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+                v
+            };
+            let mut out = rank(0, 0.0);
+            let titles = rank(1, TITLE_WORD_ITEMS.max(TITLE_WORD_SHARE * size));
+            // Informative facets first, then shared title words, then facets no more common
+            // here than overall.
+            let split = out.iter().position(|x| x.1 <= 0.0).unwrap_or(out.len());
+            let tail = out.split_off(split);
+            out.extend(titles.into_iter().filter(|x| x.1 > 0.0));
+            out.extend(tail);
+            let mut seen = std::collections::HashSet::new();
+            out.into_iter()
+                .map(|(t, _)| t)
+                .filter(|t| seen.insert(t.clone()))
+                .collect()
+        })
+        .collect()
+}
+
+/// A title as a reader writes it: a trailing article moved to the front ("Lion King, The"
+/// -> "The Lion King") and any other comma dropped, so that a title is one keyword.
+pub fn display_title(title: &str) -> String {
+    let t = title.trim();
+    for article in [
+        "The", "A", "An", "Les", "La", "Le", "Il", "Das", "Die", "El",
+    ] {
+        if let Some(head) = t.strip_suffix(&format!(", {article}")) {
+            return format!("{article} {}", head.replace(',', ""));
+        }
+    }
+    t.replace(',', "")
+}
+
+/// Exemplar descriptions: the first `k - titles` of each cluster's `ranked` facets, then the
+/// titles of its `titles` most central items (`central`: member indices, most central first),
+/// each a keyword. Unique as long as the titles are; a collision takes the next central item.
+pub fn exemplar_descriptions(
+    items: &[Item],
+    ranked: &[Vec<String>],
+    central: &[Vec<usize>],
+    k: usize,
+    titles: usize,
+) -> Vec<(Vec<String>, String)> {
+    let mut taken: HashMap<String, usize> = HashMap::new();
+    let mut out = Vec::with_capacity(ranked.len());
+    for (c, (facets, members)) in ranked.iter().zip(central).enumerate() {
+        let mut keywords: Vec<String> = facets
+            .iter()
+            .take(k.saturating_sub(titles))
+            .cloned()
+            .collect();
+        let mut names = members.iter().map(|&i| display_title(&items[i].title));
+        let mut added = 0;
+        let mut desc = keywords.join(", ");
+        while added < titles || taken.contains_key(&normalize(&desc)) || desc.is_empty() {
+            match names.next() {
+                Some(name) if !name.is_empty() && !keywords.contains(&name) => {
+                    keywords.push(name);
+                    added += 1;
+                }
+                Some(_) => continue,
+                None => {
+                    keywords.push(format!("group {c}"));
+                    added = titles;
+                }
+            }
+            desc = keywords.join(", ");
+        }
+        taken.insert(normalize(&desc), c);
+        out.push((keywords, desc));
+    }
+    out
+}
+
 /// Picks `k` keywords per cluster and makes the descriptions unique: a colliding cluster
 /// (the later id) takes further keywords from its ranking, in order, until it is unique; as a
 /// last resort its id is appended. Deterministic.
@@ -162,6 +313,69 @@ mod tests {
         let idx = DescriptionIndex::new([(3, "sci-fi, space, aliens")]);
         assert_eq!(idx.parse("Sci-Fi,space , Aliens!"), Some(3));
         assert_eq!(idx.parse("sci-fi, space"), None);
+    }
+
+    fn film(title: &str, year: i32, genres: &[&str]) -> Item {
+        Item {
+            id: title.into(),
+            title: title.into(),
+            year: Some(year),
+            genres: genres.iter().map(|g| g.to_string()).collect(),
+            tags: vec![],
+            text: String::new(),
+        }
+    }
+
+    #[test]
+    fn facets_rank_what_is_distinctive_and_skip_one_off_title_words() {
+        let items = vec![
+            film("Star Trek: First Contact", 1996, &["Sci-Fi", "Drama"]),
+            film("Star Trek: Generations", 1994, &["Sci-Fi", "Drama"]),
+            film("Star Trek VI", 1991, &["Sci-Fi"]),
+            film("Denise Calls Up", 1995, &["Drama"]),
+            film("Casablanca", 1942, &["Drama", "Romance"]),
+            film("Notorious", 1946, &["Drama", "Romance"]),
+            film("Rebecca", 1940, &["Drama"]),
+        ];
+        let assign = [0, 0, 0, 0, 1, 1, 1];
+        let ranked = ranked_facets(&items, &assign, 2);
+        // Sci-fi and the 1990s mark cluster 0; drama (everywhere) comes after them; "star"
+        // and "trek" (three items) are kept, "denise" (one) is not.
+        assert_eq!(&ranked[0][..2], ["1990s", "sci-fi"]);
+        assert!(ranked[0].contains(&"trek".to_string()));
+        assert!(!ranked[0].iter().any(|t| t == "denise" || t == "calls"));
+        assert!(
+            ranked[0].iter().position(|t| t == "drama")
+                > ranked[0].iter().position(|t| t == "trek")
+        );
+        assert_eq!(&ranked[1][..2], ["1940s", "romance"]);
+        let mut seen = std::collections::HashSet::new();
+        assert!(ranked[0].iter().all(|t| seen.insert(t)), "no term twice");
+    }
+
+    #[test]
+    fn exemplar_descriptions_name_central_titles_and_stay_unique() {
+        assert_eq!(display_title("Lion King, The"), "The Lion King");
+        assert_eq!(
+            display_title("Good, the Bad and the Ugly"),
+            "Good the Bad and the Ugly"
+        );
+        let items = vec![
+            film("Aladdin", 1992, &["Animation"]),
+            film("Lion King, The", 1994, &["Animation"]),
+            film("Aladdin", 1992, &["Animation"]),
+            film("Heat", 1995, &["Action"]),
+        ];
+        let ranked = vec![vec!["animation".to_string()], vec!["animation".to_string()]];
+        let d = exemplar_descriptions(&items, &ranked, &[vec![0, 1], vec![2, 3]], 3, 2);
+        assert_eq!(d[0].1, "animation, Aladdin, The Lion King");
+        assert_eq!(d[1].1, "animation, Aladdin, Heat");
+        // The same facets and titles would collide: the next central item breaks the tie.
+        let d = exemplar_descriptions(&items, &ranked, &[vec![0, 1], vec![2, 1, 3]], 3, 2);
+        assert_eq!(d[1].1, "animation, Aladdin, The Lion King, Heat");
+        let idx =
+            DescriptionIndex::new(d.iter().enumerate().map(|(c, x)| (c as u32, x.1.as_str())));
+        assert_eq!(idx.parse(&d[1].1), Some(1));
     }
 
     #[test]

@@ -18,11 +18,11 @@ use std::sync::Arc;
 
 use arrow_array::{ArrayRef, RecordBatch, StringArray, UInt32Array};
 use serde::{Deserialize, Serialize};
-use wander_core::config::TaxonomyConfig;
+use wander_core::config::{DescribeScheme, TaxonomyConfig};
 use wander_core::rng::Rng;
 use wander_data::Dataset;
 
-pub use report::{report, TaxonomyReport};
+pub use report::{description_retrieval, report, DescriptionRetrieval, TaxonomyReport};
 
 /// Errors of building or reading a taxonomy.
 #[derive(Debug, thiserror::Error)]
@@ -175,6 +175,63 @@ fn centroid(points: &[Vec<f32>], members: &[usize]) -> Vec<f32> {
         .map(|s| (s / members.len().max(1) as f64) as f32)
         .collect()
 }
+
+/// Keywords and a unique description for each of `n_clusters` clusters of `items` under
+/// `assign`, by `scheme`; `vectors` (the clustering's) pick the exemplars' central items.
+pub fn describe_clusters(
+    scheme: DescribeScheme,
+    items: &[wander_data::Item],
+    assign: &[u32],
+    vectors: &[Vec<f32>],
+    n_clusters: usize,
+    keywords: usize,
+) -> Vec<(Vec<String>, String)> {
+    match scheme {
+        DescribeScheme::Tfidf => describe::unique_descriptions(
+            &describe::ranked_terms(items, assign, n_clusters),
+            keywords,
+        ),
+        DescribeScheme::Facets => describe::unique_descriptions(
+            &describe::ranked_facets(items, assign, n_clusters),
+            keywords,
+        ),
+        DescribeScheme::Exemplars => {
+            let mut members: Vec<Vec<usize>> = vec![Vec::new(); n_clusters];
+            for (i, &c) in assign.iter().enumerate() {
+                members[c as usize].push(i);
+            }
+            let central: Vec<Vec<usize>> = members
+                .into_iter()
+                .map(|mem| {
+                    let cen = centroid(vectors, &mem);
+                    let mut by_distance: Vec<(f64, usize)> = mem
+                        .iter()
+                        .map(|&i| {
+                            let d: f64 = vectors[i]
+                                .iter()
+                                .zip(&cen)
+                                .map(|(x, y)| f64::from(x - y).powi(2))
+                                .sum();
+                            (d, i)
+                        })
+                        .collect();
+                    by_distance.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+                    by_distance.into_iter().map(|(_, i)| i).collect()
+                })
+                .collect();
+            describe::exemplar_descriptions(
+                items,
+                &describe::ranked_facets(items, assign, n_clusters),
+                &central,
+                keywords,
+                EXEMPLAR_TITLES,
+            )
+        }
+    }
+}
+
+/// Titles in an exemplar description.
+const EXEMPLAR_TITLES: usize = 2;
 
 /// Builds the two-level taxonomy from item vectors.
 pub fn build(
@@ -338,11 +395,15 @@ pub fn build(
         (&mut coarse_clusters, &item_coarse),
         (&mut fine, &item_fine),
     ] {
-        let ranked = describe::ranked_terms(&ds.items, assign, clusters.len());
-        for (c, (kw, desc)) in clusters
-            .iter_mut()
-            .zip(describe::unique_descriptions(&ranked, cfg.keywords))
-        {
+        let described = describe_clusters(
+            cfg.describe,
+            &ds.items,
+            assign,
+            vectors,
+            clusters.len(),
+            cfg.keywords,
+        );
+        for (c, (kw, desc)) in clusters.iter_mut().zip(described) {
             c.keywords = kw;
             c.description = desc;
         }

@@ -100,6 +100,77 @@ fn shuffled(assign: &[u32], seed: u64) -> Vec<u32> {
     a
 }
 
+/// How well descriptions name their clusters: each description's embedding is compared
+/// (cosine) with every cluster's mean item embedding; a description retrieves its cluster
+/// when its own cluster's is the most similar.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct DescriptionRetrieval {
+    /// Share of clusters whose description retrieves them.
+    pub accuracy: f64,
+    /// Mean over clusters of the own cluster's rank among all (1 = retrieved).
+    pub mean_rank: f64,
+    /// Clusters.
+    pub clusters: usize,
+}
+
+/// [`DescriptionRetrieval`] of `descriptions` (one embedding per cluster) against the
+/// clusters of `assign` over the items' `text` embeddings. A cluster without items ranks
+/// last.
+pub fn description_retrieval(
+    descriptions: &[Vec<f32>],
+    text: &[Vec<f32>],
+    assign: &[u32],
+) -> DescriptionRetrieval {
+    let k = descriptions.len();
+    let d = text.first().map_or(0, Vec::len);
+    let mut centroids = vec![vec![0.0f64; d]; k];
+    for (v, &c) in text.iter().zip(assign) {
+        if let Some(cen) = centroids.get_mut(c as usize) {
+            for (s, x) in cen.iter_mut().zip(v) {
+                *s += f64::from(*x);
+            }
+        }
+    }
+    let unit = |v: Vec<f64>| {
+        let n = v.iter().map(|x| x * x).sum::<f64>().sqrt();
+        if n > 0.0 {
+            v.into_iter().map(|x| x / n).collect()
+        } else {
+            v
+        }
+    };
+    let centroids: Vec<Vec<f64>> = centroids.into_iter().map(unit).collect();
+    let mut hits = 0usize;
+    let mut rank_sum = 0.0;
+    for (c, q) in descriptions.iter().enumerate() {
+        let q = unit(q.iter().map(|&x| f64::from(x)).collect());
+        let sims: Vec<f64> = centroids
+            .iter()
+            .map(|cen| {
+                if cen.iter().all(|&x| x == 0.0) {
+                    f64::NEG_INFINITY
+                } else {
+                    cen.iter().zip(&q).map(|(a, b)| a * b).sum()
+                }
+            })
+            .collect();
+        // Ties count against the cluster: a description as near to another cluster does not
+        // name its own.
+        let rank = 1 + sims
+            .iter()
+            .enumerate()
+            .filter(|&(o, s)| o != c && *s >= sims[c])
+            .count();
+        hits += usize::from(rank == 1);
+        rank_sum += rank as f64;
+    }
+    DescriptionRetrieval {
+        accuracy: hits as f64 / k.max(1) as f64,
+        mean_rank: rank_sum / k.max(1) as f64,
+        clusters: k,
+    }
+}
+
 /// Computes the report and renders it as Markdown.
 pub fn report(
     ds: &Dataset,
@@ -206,4 +277,28 @@ pub fn report(
         ));
     }
     (r, md)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_description_retrieves_its_cluster_when_its_centroid_is_nearest() {
+        // Two clusters along the axes; the third cluster has no items.
+        let text = vec![
+            vec![1.0, 0.1],
+            vec![0.9, 0.0],
+            vec![0.0, 1.0],
+            vec![0.1, 0.8],
+        ];
+        let assign = [0, 0, 1, 1];
+        let descriptions = vec![vec![1.0, 0.0], vec![1.0, 0.2], vec![0.0, 1.0]];
+        let r = description_retrieval(&descriptions, &text, &assign);
+        // Cluster 0 retrieved; cluster 1's description is nearer cluster 0 (rank 2); cluster
+        // 2 has no items, so nothing retrieves it (rank 3, behind both).
+        assert_eq!(r.clusters, 3);
+        assert!((r.accuracy - 1.0 / 3.0).abs() < 1e-12, "{r:?}");
+        assert!((r.mean_rank - 2.0).abs() < 1e-12, "{r:?}");
+    }
 }

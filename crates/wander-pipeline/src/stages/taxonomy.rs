@@ -3,6 +3,7 @@
 use serde_json::json;
 use serde_json::Value;
 use wander_core::artifact::RunDir;
+use wander_core::config::DescribeScheme;
 use wander_core::hash::sha256_file;
 
 use crate::artifacts::*;
@@ -16,7 +17,14 @@ use crate::Summary;
 
 /// The configuration `wander taxonomy` depends on.
 pub(crate) fn taxonomy_slice(ctx: &StageContext) -> Value {
-    json!({"taxonomy": ctx.config.taxonomy, "seed": ctx.config.run.seed})
+    let mut slice = json!({"taxonomy": ctx.config.taxonomy, "seed": ctx.config.run.seed});
+    if ctx.config.taxonomy.describe == DescribeScheme::Tfidf {
+        // Absent at its first default, so that runs made before the key existed stay fresh.
+        if let Some(t) = slice["taxonomy"].as_object_mut() {
+            t.remove("describe");
+        }
+    }
+    slice
 }
 
 /// `wander taxonomy`.
@@ -102,7 +110,40 @@ pub fn taxonomy(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
                         genre_purity: report.genre_purity,
                     },
                 );
+                // Does each description name its cluster? Both keyword schemes on the same
+                // clusters, so the report shows what the configured one gains.
+                spinner.set_message("description retrieval");
+                let assign = tax.planner_assign();
+                let planner = tax.planner_clusters();
+                let mut retrieval = std::collections::BTreeMap::new();
+                let mut by_scheme = Vec::new();
+                for scheme in [DescribeScheme::Tfidf, DescribeScheme::Facets, DescribeScheme::Exemplars] {
+                    let descriptions: Vec<String> = if scheme == cfg.describe {
+                        planner.iter().map(|c| c.description.clone()).collect()
+                    } else {
+                        wander_taxonomy::describe_clusters(scheme, &ds.items, assign, &mixed, planner.len(), cfg.keywords)
+                            .into_iter()
+                            .map(|(_, d)| d)
+                            .collect()
+                    };
+                    let (vectors, _) = wander_taxonomy::embed::embed_all(&embedder, &mut cache, &descriptions, cfg.batch_size, None)?;
+                    retrieval.insert(scheme.to_string(), wander_taxonomy::description_retrieval(&vectors, &text, assign));
+                    by_scheme.push(descriptions);
+                }
                 spinner.finish_and_clear();
+                let mut markdown = markdown;
+                markdown.push_str(&format!(
+                    "\n## Do the descriptions name their clusters?\n\nEach {} description is embedded (the same sentence model as the items) and compared by cosine with every cluster's mean item embedding; it retrieves its cluster when its own is the nearest. Both keyword schemes (`taxonomy.describe`) on the same clusters; this run uses `{}`.\n\n| scheme | retrieval accuracy | mean rank of the own cluster (of {}) |\n|---|---|---|\n",
+                    tax.planner_level, cfg.describe, planner.len()
+                ));
+                for (name, r) in &retrieval {
+                    markdown.push_str(&format!("| {name} | {:.3} | {:.2} |\n", r.accuracy, r.mean_rank));
+                }
+                markdown.push_str("\n| cluster | tfidf | facets | exemplars |\n|---|---|---|---|\n");
+                for c in 0..planner.len() {
+                    let cell = |s: usize| by_scheme[s][c].replace('|', "/");
+                    markdown.push_str(&format!("| {c} | {} | {} | {} |\n", cell(0), cell(1), cell(2)));
+                }
                 wander_taxonomy::write(w, &tax, &ds)?;
                 report_md(StageId::Taxonomy).write(w, markdown.as_bytes())?;
                 crate::summaries::record(&crate::summaries::TaxonomySummary {
@@ -112,6 +153,7 @@ pub fn taxonomy(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
                     embedding_cache_hits: texts.len() - computed,
                     embed_seconds,
                     mix_comparison: comparison,
+                    description_retrieval: retrieval,
                     report: stage_dir.join("report.md"),
                 })
             },
