@@ -409,6 +409,15 @@ pub struct MixFigures {
     pub coherence_text_lift: f64,
     /// Genre purity.
     pub genre_purity: f64,
+    /// Share of the release year's variance between clusters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub era_share: Option<f64>,
+    /// Share of the log-popularity variance between clusters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub popularity_share: Option<f64>,
+    /// Description-to-cluster retrieval accuracy of the configured keyword scheme.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description_retrieval: Option<f64>,
 }
 
 /// `wander taxonomy`.

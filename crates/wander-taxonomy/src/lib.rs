@@ -22,7 +22,10 @@ use wander_core::config::{DescribeScheme, TaxonomyConfig};
 use wander_core::rng::Rng;
 use wander_data::Dataset;
 
-pub use report::{description_retrieval, report, DescriptionRetrieval, TaxonomyReport};
+pub use report::{
+    between_cluster_share, description_retrieval, era_and_popularity, report, DescriptionRetrieval,
+    TaxonomyReport,
+};
 
 /// Errors of building or reading a taxonomy.
 #[derive(Debug, thiserror::Error)]

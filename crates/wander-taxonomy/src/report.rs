@@ -36,6 +36,67 @@ pub struct TaxonomyReport {
     pub genre_purity_random: f64,
     /// Whether every fine description is unique (after normalisation) and parses back.
     pub descriptions_unique: bool,
+    /// Share of the release year's variance that lies between fine clusters (eta squared;
+    /// items without a year left out): how much the clusters sort items by era.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub era_share: Option<f64>,
+    /// The same for a random assignment with the same sizes (about (k - 1) / (n - 1)).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub era_share_random: Option<f64>,
+    /// Share of the variance of log(1 + training interactions) between fine clusters: how
+    /// much the clusters sort items by popularity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub popularity_share: Option<f64>,
+    /// The same for a random assignment with the same sizes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub popularity_share_random: Option<f64>,
+}
+
+/// Share of the variance of `values` that lies between the clusters of `assign` (eta
+/// squared: between-cluster sum of squares over the total), over the items that have a
+/// value; `None` when fewer than two have one or they do not vary.
+pub fn between_cluster_share(values: &[Option<f64>], assign: &[u32], k: usize) -> Option<f64> {
+    let mut sum = vec![0.0f64; k];
+    let mut count = vec![0.0f64; k];
+    let (mut total, mut n) = (0.0, 0.0);
+    for (v, &c) in values.iter().zip(assign) {
+        if let (Some(v), Some(s)) = (v, sum.get_mut(c as usize)) {
+            *s += v;
+            count[c as usize] += 1.0;
+            total += v;
+            n += 1.0;
+        }
+    }
+    if n < 2.0 {
+        return None;
+    }
+    let mean = total / n;
+    let ss_total: f64 = values.iter().flatten().map(|v| (v - mean).powi(2)).sum();
+    if !(ss_total > 0.0) {
+        return None;
+    }
+    let ss_between: f64 = sum
+        .iter()
+        .zip(&count)
+        .filter(|(_, &c)| c > 0.0)
+        .map(|(s, &c)| c * (s / c - mean).powi(2))
+        .sum();
+    Some(ss_between / ss_total)
+}
+
+/// Release years and log(1 + training interactions) of the items, for
+/// [`between_cluster_share`].
+pub fn era_and_popularity(ds: &Dataset) -> (Vec<Option<f64>>, Vec<Option<f64>>) {
+    let mut pop = vec![0usize; ds.items.len()];
+    for (i, &s) in ds.interactions.item.iter().zip(&ds.interactions.split) {
+        if s == Split::Train {
+            pop[*i as usize] += 1;
+        }
+    }
+    (
+        ds.items.iter().map(|it| it.year.map(f64::from)).collect(),
+        pop.iter().map(|&p| Some((p as f64).ln_1p())).collect(),
+    )
 }
 
 /// `(intra mean cosine) / (inter mean cosine)` for unit vectors, using
@@ -223,7 +284,17 @@ pub fn report(
         genre_purity: purity(ds, &tax.item_fine, k),
         genre_purity_random: purity(ds, &random, k),
         descriptions_unique: unique,
+        era_share: None,
+        era_share_random: None,
+        popularity_share: None,
+        popularity_share_random: None,
     };
+    let (years, popularity) = era_and_popularity(ds);
+    let mut r = r;
+    r.era_share = between_cluster_share(&years, &tax.item_fine, k);
+    r.era_share_random = between_cluster_share(&years, &random, k);
+    r.popularity_share = between_cluster_share(&popularity, &tax.item_fine, k);
+    r.popularity_share_random = between_cluster_share(&popularity, &random, k);
     // Popularity: interactions in the training period.
     let mut pop = vec![0usize; ds.items.len()];
     for (i, &s) in ds.interactions.item.iter().zip(&ds.interactions.split) {
@@ -250,8 +321,13 @@ pub fn report(
         r.coherence_mixed, r.coherence_mixed_random
     ));
     md.push_str(&format!(
-        "| genre purity | {:.3} | {:.3} |\n\n",
+        "| genre purity | {:.3} | {:.3} |\n",
         r.genre_purity, r.genre_purity_random
+    ));
+    let share = |v: Option<f64>| v.map_or("-".to_string(), |x| format!("{x:.3}"));
+    md.push_str(&format!(
+        "| era: share of the release year's variance between clusters | {} | {} |\n| popularity: share of log(1 + training interactions) variance between clusters | {} | {} |\n\n",
+        share(r.era_share), share(r.era_share_random), share(r.popularity_share), share(r.popularity_share_random)
     ));
     md.push_str(&format!("Fine sizes: min {}, median {}, max {}; histogram (1-4, 5-9, 10-19, 20-49, 50-99, 100+): {:?}.\n\n", r.fine_size_min_median_max[0], r.fine_size_min_median_max[1], r.fine_size_min_median_max[2], hist));
     md.push_str(
@@ -282,6 +358,21 @@ pub fn report(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn between_cluster_share_is_eta_squared() {
+        // Cluster means 1 and 3 around a grand mean of 2: between SS 4 of a total SS 8.
+        let v = [Some(0.0), Some(2.0), Some(2.0), Some(4.0), None];
+        let s = between_cluster_share(&v, &[0, 0, 1, 1, 1], 2).unwrap();
+        assert!((s - 4.0 / 8.0).abs() < 1e-12, "{s}");
+        assert_eq!(
+            between_cluster_share(&[Some(1.0), Some(1.0)], &[0, 1], 2),
+            None
+        );
+        assert_eq!(between_cluster_share(&[Some(1.0), None], &[0, 1], 2), None);
+        let perfect = between_cluster_share(&[Some(1.0), Some(1.0), Some(5.0)], &[0, 0, 1], 2);
+        assert_eq!(perfect, Some(1.0));
+    }
 
     #[test]
     fn a_description_retrieves_its_cluster_when_its_centroid_is_nearest() {
