@@ -317,6 +317,16 @@ fn taxonomy_on_movielens_is_coherent_unique_and_reproducible() {
     assert!(c >= 1.5 * r, "coherence {c} vs random {r}");
     assert!(s["genre_purity"].as_f64().unwrap() > s["genre_purity_random"].as_f64().unwrap());
     assert_eq!(s["embedded_items"], 1682);
+    // Whether descriptions name their clusters, by scheme; how much clusters sort by era
+    // and popularity; the mix compared at five weights.
+    for scheme in ["tfidf", "facets", "exemplars"] {
+        let a = s["description_retrieval"][scheme]["accuracy"]
+            .as_f64()
+            .unwrap();
+        assert!((0.0..=1.0).contains(&a), "{scheme}: {a}");
+    }
+    assert!(s["era_share"].as_f64().unwrap() > s["era_share_random"].as_f64().unwrap());
+    assert_eq!(s["mix_comparison"].as_object().unwrap().len(), 5);
     let files = ["clusters.json", "item_clusters.parquet", "report.md"];
     let first: Vec<Vec<u8>> = files
         .iter()

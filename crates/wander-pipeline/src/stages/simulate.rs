@@ -226,7 +226,11 @@ pub fn simulate_stage(ctx: &StageContext, force: bool, aa: bool) -> crate::Resul
         };
         let svg = wander_explore::plot::panels(&[panel("positive-engagement rate", "positive_rate"), panel("active users (share)", "active_share"), panel("interests per user", "interests_per_user")]);
         w.write_bytes("daily.svg", svg.as_bytes())?;
-        md.push_str("\n`*`: the interval excludes 0. Daily series (seed means) in `daily.json`.\n\n![daily](daily.svg)\n");
+        md.push_str("\n`*`: the interval excludes 0. Daily series (seed means) in `daily.json`.\n");
+        if !baseline.is_empty() {
+            md.push_str(&format!("\n`baseline_table` serves the exploration table of the run `{baseline}` (same taxonomy) on this run's world, refitted and re-ranked like `best_of_n`.\n"));
+        }
+        md.push_str("\n![daily](daily.svg)\n");
         w.write_bytes("report.md", md.as_bytes())?;
         w.write_json("daily.json", &json!({"arms": names, "series": series, "runs": runs}))?;
         crate::summaries::record(&crate::summaries::SimulateSummary {
