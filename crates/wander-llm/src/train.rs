@@ -331,6 +331,23 @@ pub fn batch_loss(
     }
 }
 
+/// The example's shared prefix run once in training mode (its keys and values stay on the
+/// graph), broadcast to its candidates; an example without candidates, or with an empty
+/// one, is an error.
+fn shared_prefix_cache(model: &Llama, e: &Example) -> Result<KvCache> {
+    if e.candidates.is_empty() || e.candidates.iter().any(|(s, _)| s.is_empty()) {
+        return Err(LlmError::Invalid(
+            "a shared-prefix batch needs candidates with at least one token each".into(),
+        ));
+    }
+    let mut cache = KvCache::new(model.blocks.len());
+    if !e.prompt.is_empty() {
+        let prefix = Tensor::from_vec(e.prompt.clone(), (1, e.prompt.len()), &Device::Cpu)?;
+        model.forward_hidden(&prefix, &mut cache, Mode::Train)?;
+    }
+    Ok(cache.broadcast(e.candidates.len())?)
+}
+
 /// Squared error of a one-output head over shared-prefix examples: per example, the prefix
 /// runs once (batch 1), its keys and values are broadcast to the candidates, and the
 /// suffixes (padded at the end, so the causal mask keeps padding out of every real
@@ -345,18 +362,8 @@ fn shared_prefix_loss(
     let mut labels = Vec::new();
     let mut tokens = 0;
     for e in batch {
-        if e.candidates.is_empty() || e.candidates.iter().any(|(s, _)| s.is_empty()) {
-            return Err(LlmError::Invalid(
-                "a shared-prefix batch needs candidates with at least one token each".into(),
-            ));
-        }
         let k = e.candidates.len();
-        let mut cache = KvCache::new(model.blocks.len());
-        if !e.prompt.is_empty() {
-            let prefix = Tensor::from_vec(e.prompt.clone(), (1, e.prompt.len()), &Device::Cpu)?;
-            model.forward_hidden(&prefix, &mut cache, Mode::Train)?;
-        }
-        let mut cache = cache.broadcast(k)?;
+        let mut cache = shared_prefix_cache(model, e)?;
         let s = e.candidates.iter().map(|(x, _)| x.len()).max().unwrap_or(1);
         let mut input = Vec::with_capacity(k * s);
         let mut last = Vec::with_capacity(k);
@@ -391,19 +398,8 @@ fn shared_prefix_text_loss(
     let mut targets = Vec::new();
     let mut tokens = 0;
     for e in batch {
-        if e.candidates.is_empty() || e.candidates.iter().any(|(s, _)| s.is_empty()) {
-            return Err(LlmError::Invalid(
-                "a text-label batch needs shared-prefix candidates with at least one token each"
-                    .into(),
-            ));
-        }
         let k = e.candidates.len();
-        let mut cache = KvCache::new(model.blocks.len());
-        if !e.prompt.is_empty() {
-            let prefix = Tensor::from_vec(e.prompt.clone(), (1, e.prompt.len()), &Device::Cpu)?;
-            model.forward_hidden(&prefix, &mut cache, Mode::Train)?;
-        }
-        let mut cache = cache.broadcast(k)?;
+        let mut cache = shared_prefix_cache(model, e)?;
         let rows: Vec<Vec<u32>> = e
             .candidates
             .iter()
