@@ -56,6 +56,28 @@ fn live_adapters_and_head(
     (model, lora, head)
 }
 
+/// Two losses of the same model agree, value and gradient of every tensor in `params`.
+fn same_loss_and_gradients(a: &Tensor, b: &Tensor, params: &[(String, candle_core::Var)]) {
+    let (la, lb) = (a.to_scalar::<f32>().unwrap(), b.to_scalar::<f32>().unwrap());
+    assert!((la - lb).abs() < 1e-5 * la.abs().max(1.0), "{la} vs {lb}");
+    let (ga, gb) = (a.backward().unwrap(), b.backward().unwrap());
+    let grad = |g: &candle_core::backprop::GradStore, v: &candle_core::Var| -> Vec<f32> {
+        g.get(v.as_tensor())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap()
+    };
+    for (name, v) in params {
+        let (x, y) = (grad(&ga, v), grad(&gb, v));
+        let scale = x.iter().fold(1e-6f32, |m, z| m.max(z.abs()));
+        for (p, q) in x.iter().zip(&y) {
+            assert!((p - q).abs() <= 1e-4 * scale, "{name}: {p} vs {q}");
+        }
+    }
+}
+
 fn nonzero(t: &Tensor) -> bool {
     t.abs()
         .unwrap()
@@ -698,29 +720,15 @@ fn shared_prefix_training_equals_one_prompt_per_candidate() {
     assert_eq!(shared[0].candidates[1].0, vec![41, 42, 43]);
     let (a, _) = batch_loss(&model, &obj, &whole, 0).unwrap();
     let (b, _) = batch_loss(&model, &obj, &shared, 0).unwrap();
-    let (la, lb) = (a.to_scalar::<f32>().unwrap(), b.to_scalar::<f32>().unwrap());
-    assert!((la - lb).abs() < 1e-5 * la.abs().max(1.0), "{la} vs {lb}");
-    let (ga, gb) = (a.backward().unwrap(), b.backward().unwrap());
-    for (name, v) in lora.iter().chain(head.tensors().iter()) {
-        let x: Vec<f32> = ga
-            .get(v.as_tensor())
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap();
-        let y: Vec<f32> = gb
-            .get(v.as_tensor())
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap();
-        let scale = x.iter().fold(1e-6f32, |m, z| m.max(z.abs()));
-        for (p, q) in x.iter().zip(&y) {
-            assert!((p - q).abs() <= 1e-4 * scale, "{name}: {p} vs {q}");
-        }
-    }
+    same_loss_and_gradients(
+        &a,
+        &b,
+        &lora
+            .iter()
+            .chain(head.tensors().iter())
+            .cloned()
+            .collect::<Vec<_>>(),
+    );
     // An empty suffix is an error, not a panic.
     let bad = Example {
         candidates: vec![(vec![], 0.5)],
@@ -772,29 +780,7 @@ fn text_label_training_is_sft_on_the_written_level() {
         .collect();
     let (a, _) = batch_loss(&model, &Objective::Sft, &sft, 0).unwrap();
     let (b, _) = batch_loss(&model, &obj, &shared, 0).unwrap();
-    let (la, lb) = (a.to_scalar::<f32>().unwrap(), b.to_scalar::<f32>().unwrap());
-    assert!((la - lb).abs() < 1e-5 * la.abs().max(1.0), "{la} vs {lb}");
-    let (ga, gb) = (a.backward().unwrap(), b.backward().unwrap());
-    for (name, v) in &lora {
-        let x: Vec<f32> = ga
-            .get(v.as_tensor())
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap();
-        let y: Vec<f32> = gb
-            .get(v.as_tensor())
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap();
-        let scale = x.iter().fold(1e-6f32, |m, z| m.max(z.abs()));
-        for (p, q) in x.iter().zip(&y) {
-            assert!((p - q).abs() <= 1e-4 * scale, "{name}: {p} vs {q}");
-        }
-    }
+    same_loss_and_gradients(&a, &b, &lora);
     // A whole-prompt example has no candidates to write a label for: an error, not a panic.
     assert!(batch_loss(&model, &obj, &sft[..1], 0).is_err());
 }
