@@ -22,20 +22,20 @@ pub fn item_terms(item: &Item) -> Vec<String> {
         .chain(&item.tags)
         .map(|g| g.to_lowercase())
         .collect();
-    for word in item
-        .title
-        .split(|c: char| !c.is_alphanumeric() && c != '\'')
-        .chain(item.text.split(|c: char| !c.is_alphanumeric() && c != '\''))
-    {
-        let w = word.trim_matches('\'').to_lowercase();
-        if w.chars().count() >= 3
-            && !w.chars().all(|c| c.is_ascii_digit())
-            && !STOPWORDS.contains(&w.as_str())
-        {
-            out.push(w);
-        }
-    }
+    out.extend(content_words(&item.title).chain(content_words(&item.text)));
     out
+}
+
+/// The words of `text` that can describe something: lower-cased, at least three letters,
+/// not a number, not a stopword.
+fn content_words(text: &str) -> impl Iterator<Item = String> + '_ {
+    text.split(|c: char| !c.is_alphanumeric() && c != '\'')
+        .map(|w| w.trim_matches('\'').to_lowercase())
+        .filter(|w| {
+            w.chars().count() >= 3
+                && !w.chars().all(|c| c.is_ascii_digit())
+                && !STOPWORDS.contains(&w.as_str())
+        })
 }
 
 /// Normalises a description for matching: lower case, punctuation removed except the
@@ -118,19 +118,6 @@ pub fn item_facets(item: &Item) -> Vec<String> {
     out
 }
 
-/// The title words of an item (no stopwords, numbers or words under three letters).
-fn title_words(item: &Item) -> Vec<String> {
-    item.title
-        .split(|c: char| !c.is_alphanumeric() && c != '\'')
-        .map(|w| w.trim_matches('\'').to_lowercase())
-        .filter(|w| {
-            w.chars().count() >= 3
-                && !w.chars().all(|c| c.is_ascii_digit())
-                && !STOPWORDS.contains(&w.as_str())
-        })
-        .collect()
-}
-
 /// Share of a cluster's items a title word needs before it may describe the cluster, and
 /// the least number of items.
 const TITLE_WORD_SHARE: f64 = 0.1;
@@ -153,7 +140,7 @@ pub fn ranked_facets(items: &[Item], assign: &[u32], n_clusters: usize) -> Vec<V
     let mut sizes = vec![0.0f64; n_clusters];
     for (item, &c) in items.iter().zip(assign) {
         sizes[c as usize] += 1.0;
-        for (kind, mut terms) in [item_facets(item), title_words(item)]
+        for (kind, mut terms) in [item_facets(item), content_words(&item.title).collect()]
             .into_iter()
             .enumerate()
         {
