@@ -181,6 +181,10 @@ pub struct TrainReport {
     pub seconds: f64,
     /// Steps restored from a checkpoint.
     pub resumed_from: usize,
+    /// The eval loss before the first step, once [`Trainer::initial_eval_loss`] has measured
+    /// it (kept in the checkpoint: a resumed run reports the untrained model's figure, not
+    /// its own starting point).
+    pub initial_eval_loss: Option<f64>,
 }
 
 /// What a run learned, without the facts of the process that ran it (seconds, tokens,
@@ -463,6 +467,9 @@ struct CheckpointMeta {
     names: Vec<String>,
     losses: Vec<f64>,
     eval_losses: Vec<(usize, f64)>,
+    // Absent in checkpoints written before it was kept.
+    #[serde(default)]
+    initial_eval_loss: Option<f64>,
 }
 
 impl<'a> Trainer<'a> {
@@ -537,6 +544,7 @@ impl<'a> Trainer<'a> {
         self.report.resumed_from = meta.step;
         self.report.losses = meta.losses;
         self.report.eval_losses = meta.eval_losses;
+        self.report.initial_eval_loss = meta.initial_eval_loss;
         Ok(())
     }
 
@@ -568,6 +576,7 @@ impl<'a> Trainer<'a> {
             names: self.names.clone(),
             losses: self.report.losses.clone(),
             eval_losses: self.report.eval_losses.clone(),
+            initial_eval_loss: self.report.initial_eval_loss,
         };
         let meta_bytes = serde_json::to_vec(&meta).map_err(|e| LlmError::Invalid(e.to_string()))?;
         // Invalidate the old metadata before swapping tensors, so no state mixes two steps.
@@ -595,6 +604,27 @@ impl<'a> Trainer<'a> {
             .fork(epoch as u64)
             .shuffle(&mut idx);
         idx
+    }
+
+    /// The eval loss of the model before training: measured on `data` by a fresh trainer,
+    /// restored from the checkpoint by a resumed one (whose model is no longer untrained).
+    /// NaN for no data.
+    pub fn initial_eval_loss(&mut self, data: &[Example]) -> Result<f64> {
+        if let Some(loss) = self.report.initial_eval_loss {
+            return Ok(loss);
+        }
+        // A run resumed from a checkpoint that predates this record: the untrained model's
+        // loss is gone, and the current one would be a different figure.
+        if self.report.steps > 0 {
+            return Ok(f64::NAN);
+        }
+        let loss = if data.is_empty() {
+            f64::NAN
+        } else {
+            self.eval_loss(data)?
+        };
+        self.report.initial_eval_loss = Some(loss);
+        Ok(loss)
     }
 
     /// Mean loss over `data` without updating anything.

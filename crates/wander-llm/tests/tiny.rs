@@ -202,9 +202,10 @@ fn sft_reduces_the_loss_and_resume_matches_an_uninterrupted_run() {
         let params = model.attach_lora(&targets, 4, 8.0, 0.1, 11).unwrap();
         let mut t =
             Trainer::new(&model, Objective::Sft, params, cfg.clone(), 0, Some(dir)).unwrap();
+        let initial = t.initial_eval_loss(&examples()[..4]).unwrap();
         let report = t.run(&examples(), &examples()[..4], stop, None).unwrap();
         (
-            report,
+            (report, initial),
             model
                 .lora_tensors()
                 .iter()
@@ -219,8 +220,9 @@ fn sft_reduces_the_loss_and_resume_matches_an_uninterrupted_run() {
         )
     };
     let straight_dir = tempfile::tempdir().unwrap();
-    let (straight, straight_params) = run(None, straight_dir.path());
+    let ((straight, straight_initial), straight_params) = run(None, straight_dir.path());
     assert_eq!(straight.steps, 8);
+    assert!(straight_initial.is_finite());
     assert!(
         straight.losses[7] < straight.losses[0],
         "loss went {:?}",
@@ -228,10 +230,14 @@ fn sft_reduces_the_loss_and_resume_matches_an_uninterrupted_run() {
     );
 
     let dir = tempfile::tempdir().unwrap();
-    let (first, _) = run(Some(4), dir.path()); // "killed" after 4 steps (checkpoint at 4)
+    let ((first, _), _) = run(Some(4), dir.path()); // "killed" after 4 steps (checkpoint at 4)
     assert_eq!(first.steps, 4);
-    let (resumed, resumed_params) = run(None, dir.path());
+    let ((resumed, resumed_initial), resumed_params) = run(None, dir.path());
     assert_eq!(resumed.resumed_from, 4);
+    assert_eq!(
+        resumed_initial, straight_initial,
+        "a resumed run reports the untrained model's eval loss, not its own"
+    );
     assert_eq!(resumed.losses, straight.losses);
     assert_eq!(
         resumed_params, straight_params,

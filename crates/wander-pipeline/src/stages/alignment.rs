@@ -269,7 +269,7 @@ pub fn train_alignment(ctx: &StageContext, force: bool) -> crate::Result<Summary
         let all_params: Vec<_> = params.into_iter().chain(head_tensors).collect();
         let mut trainer = wander_llm::train::Trainer::new(&model, objective, all_params, train_cfg.clone(), tok.im_end, Some(&checkpoints))?;
         trainer.set_lr_scale("head.", cfg.head_lr / cfg.lr);
-        let initial_eval = if eval.is_empty() { f64::NAN } else { trainer.eval_loss(&eval)? };
+        let initial_eval = trainer.initial_eval_loss(&eval)?;
         let report = run_trainer(&mut trainer, &train, &eval, train_cfg.steps, "align")?;
         model.save_lora(&ALIGNMENT_ADAPTER.path_in(w)?)?;
         let readout_file = match &readout {

@@ -97,7 +97,7 @@ pub fn eval_planted(ctx: &StageContext, steps: usize, force: bool) -> crate::Res
         let all_params: Vec<_> = params.into_iter().chain(head_tensors).collect();
         let mut trainer = wander_llm::train::Trainer::new(&model, objective, all_params, train_cfg.clone(), tok.im_end, None)?;
         trainer.set_lr_scale("head.", cfg.head_lr / cfg.lr);
-        let initial_eval = trainer.eval_loss(&eval)?;
+        let initial_eval = trainer.initial_eval_loss(&eval)?;
         let train_report = run_trainer(&mut trainer, &train, &eval, steps, "planted")?;
         drop(trainer);
 
