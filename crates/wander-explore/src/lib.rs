@@ -3,6 +3,7 @@
 //! novelty model, its prompts, and its offline evaluation against baselines.
 #![deny(missing_docs)]
 
+pub mod drift;
 pub mod feedback;
 pub mod html;
 pub mod linear;

@@ -26,6 +26,19 @@ pub struct Transition {
 /// labelled with the period of the engagement that made `c3`. Users whose collapsed
 /// sequence is shorter than 2 give none.
 pub fn mine(ds: &Dataset, item_cluster: &[u32]) -> Vec<Transition> {
+    mine_tagged(ds, item_cluster, |_| ())
+        .into_iter()
+        .map(|(t, ())| t)
+        .collect()
+}
+
+/// [`mine`], each transition with `tag(k)` of the interaction `k` that made its next
+/// cluster (e.g. a calendar period from its timestamp).
+pub fn mine_tagged<T: Copy>(
+    ds: &Dataset,
+    item_cluster: &[u32],
+    tag: impl Fn(usize) -> T,
+) -> Vec<(Transition, T)> {
     let it = &ds.interactions;
     let mut out = Vec::new();
     let mut start = 0;
@@ -34,26 +47,30 @@ pub fn mine(ds: &Dataset, item_cluster: &[u32]) -> Vec<Transition> {
         while end < it.len() && it.user[end] == it.user[start] {
             end += 1;
         }
-        let mut seq: Vec<(u32, Split)> = Vec::new();
+        // (cluster, the interaction that entered it)
+        let mut seq: Vec<(u32, usize)> = Vec::new();
         for k in start..end {
             if !it.positive[k] {
                 continue;
             }
             let c = item_cluster[it.item[k] as usize];
             if seq.last().is_none_or(|(last, _)| *last != c) {
-                seq.push((c, it.split[k]));
+                seq.push((c, k));
             }
         }
         for w in seq.windows(3) {
-            let (c1, c2, (c3, split)) = (w[0].0, w[1].0, w[2]);
+            let (c1, c2, (c3, k)) = (w[0].0, w[1].0, w[2]);
             if c3 != c1 && c3 != c2 {
-                out.push(Transition {
-                    user: it.user[start],
-                    c1,
-                    c2,
-                    next: c3,
-                    split,
-                });
+                out.push((
+                    Transition {
+                        user: it.user[start],
+                        c1,
+                        c2,
+                        next: c3,
+                        split: it.split[k],
+                    },
+                    tag(k),
+                ));
             }
         }
         start = end;
