@@ -243,6 +243,13 @@ enum EvalCommand {
         #[arg(long)]
         force: bool,
     },
+    /// How transitions drift over calendar periods (F1): top-k successor Jaccard, how much
+    /// a refresh rewrites a count table, and a replay of stale against refreshed tables.
+    Drift {
+        /// Redo the stage even if its inputs and config are unchanged.
+        #[arg(long)]
+        force: bool,
+    },
     /// SASRec against popularity: full-ranking NDCG, Recall, MRR; restricted retrieval.
     Items {
         /// Redo the stage even if its inputs and config are unchanged.
@@ -369,6 +376,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                 run_stage(&ctx, json, &stages::EvalScaling, force)?
             }
             Some(EvalCommand::Items { force }) => run_stage(&ctx, json, &stages::EvalItems, force)?,
+            Some(EvalCommand::Drift { force }) => run_stage(&ctx, json, &stages::EvalDrift, force)?,
             Some(EvalCommand::Planted { steps, force }) => {
                 run_stage(&ctx, json, &stages::EvalPlanted { steps }, force)?
             }

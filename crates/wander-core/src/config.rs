@@ -53,6 +53,24 @@ pub struct Config {
     pub simulate: SimulateConfig,
     /// The SQL engine of `wander aggregate` (DataFusion embedded, or a Ballista cluster).
     pub engine: EngineConfig,
+    /// `wander eval drift`: how transitions change over calendar periods.
+    pub drift: DriftConfig,
+}
+
+/// `[drift]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DriftConfig {
+    /// Length of a calendar period in days.
+    pub period_days: f64,
+    /// Top-k successors compared, and the replay's hit@k.
+    pub k: usize,
+    /// Transitions a pair needs in both periods to enter the successor Jaccard.
+    pub min_support: u32,
+    /// Periods the stale table is fitted on before the replay starts.
+    pub warmup_periods: u32,
+    /// Resamples of the replay's bootstrap intervals.
+    pub bootstrap_rounds: usize,
 }
 
 /// `[engine]`
@@ -1036,6 +1054,22 @@ impl Config {
             return Err(CoreError::config(
                 "simulate.baseline_run",
                 "the baseline_table arm needs the run directory whose table it serves",
+            ));
+        }
+        let dr = &self.drift;
+        if !(dr.period_days.is_finite() && dr.period_days >= 1.0 / 24.0) {
+            return Err(CoreError::config(
+                "drift.period_days",
+                format!(
+                    "must be a finite number of days, at least one hour (1/24), not {}",
+                    dr.period_days
+                ),
+            ));
+        }
+        if dr.k == 0 || dr.min_support == 0 || dr.warmup_periods == 0 {
+            return Err(CoreError::config(
+                "drift",
+                "k, min_support and warmup_periods must be at least 1",
             ));
         }
         let en = &self.engine;

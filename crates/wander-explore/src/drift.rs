@@ -186,6 +186,10 @@ pub struct StepFigures {
     /// Mean top-k successor Jaccard over them (NaN without pairs).
     #[serde(deserialize_with = "crate::metrics::nan_if_null")]
     pub successor_jaccard: f64,
+    /// The same with the two periods' transitions shuffled between them (sizes kept): what
+    /// sampling noise alone gives when nothing drifts.
+    #[serde(deserialize_with = "crate::metrics::nan_if_null")]
+    pub shuffled_jaccard: f64,
     /// Share of the refreshed table's pairs whose top-1 successor the refresh changed.
     #[serde(deserialize_with = "crate::metrics::nan_if_null")]
     pub table_top1_changed: f64,
@@ -217,6 +221,10 @@ pub struct DriftReport {
     pub successor_jaccard: f64,
     /// The (pair, step) count it rests on.
     pub jaccard_pairs: usize,
+    /// The pooled Jaccard with each step's transitions shuffled between its two periods:
+    /// the no-drift baseline. Drift is the gap between the two.
+    #[serde(deserialize_with = "crate::metrics::nan_if_null")]
+    pub shuffled_successor_jaccard: f64,
     /// The predicted periods.
     pub replay_periods: Vec<u32>,
     /// Transitions predicted in the replay.
@@ -242,6 +250,7 @@ pub fn analyse(dated: &[(Transition, u32)], n_periods: u32, s: &DriftSettings) -
         })
         .collect();
     let mut pooled = Vec::new();
+    let mut pooled_shuffled = Vec::new();
     let mut steps = Vec::new();
     let mut refreshed_before = CountTable::fit(&per_period.first().cloned().unwrap_or_default());
     for p in 1..n_periods {
@@ -251,15 +260,18 @@ pub fn analyse(dated: &[(Transition, u32)], n_periods: u32, s: &DriftSettings) -
             s.k,
             s.min_support,
         );
+        let shuffled = shuffled_jaccard(dated, p, s, s.seed ^ u64::from(p));
         let refreshed = CountTable::fit(&counts_in(dated, 0..p + 1));
         let (changed, _) = refreshed_before.top1_changed(&refreshed);
         steps.push(StepFigures {
             period: p,
             pairs: scores.len(),
             successor_jaccard: mean(&scores),
+            shuffled_jaccard: mean(&shuffled),
             table_top1_changed: changed,
         });
         pooled.extend(scores);
+        pooled_shuffled.extend(shuffled);
         refreshed_before = refreshed;
     }
 
@@ -315,10 +327,34 @@ pub fn analyse(dated: &[(Transition, u32)], n_periods: u32, s: &DriftSettings) -
         steps,
         successor_jaccard: mean(&pooled),
         jaccard_pairs: pooled.len(),
+        shuffled_successor_jaccard: mean(&pooled_shuffled),
         replay_events: stale_k.len(),
         replay_periods,
         replay,
     }
+}
+
+/// [`successor_jaccard`] of periods `p - 1` and `p` after their transitions are dealt back
+/// to the two periods at random, each keeping its size.
+fn shuffled_jaccard(dated: &[(Transition, u32)], p: u32, s: &DriftSettings, seed: u64) -> Vec<f64> {
+    let mut both: Vec<Transition> = dated
+        .iter()
+        .filter(|(_, q)| *q + 1 == p || *q == p)
+        .map(|(t, _)| *t)
+        .collect();
+    let before = dated.iter().filter(|(_, q)| *q + 1 == p).count();
+    wander_core::rng::Rng::new(seed).shuffle(&mut both);
+    let relabelled: Vec<(Transition, u32)> = both
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| (t, u32::from(i >= before)))
+        .collect();
+    successor_jaccard(
+        &counts_in(&relabelled, 0..1),
+        &counts_in(&relabelled, 1..2),
+        s.k,
+        s.min_support,
+    )
 }
 
 fn mean(v: &[f64]) -> f64 {
@@ -444,6 +480,8 @@ mod tests {
         assert_eq!(r.steps[0].successor_jaccard, 0.0);
         assert_eq!(r.steps[1].successor_jaccard, 1.0);
         assert_eq!(r.jaccard_pairs, 3);
+        // periods 2 and 3 both go to 3 only: a shuffle between them changes nothing
+        assert_eq!(r.steps[2].shuffled_jaccard, 1.0);
         assert_eq!(r.replay_periods, vec![1, 2, 3]);
         assert_eq!(r.replay_events, 11 + 12 + 13);
         assert_eq!(r.replay["stale"].hit_at_k.mean, 0.0);

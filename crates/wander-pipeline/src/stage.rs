@@ -20,6 +20,8 @@ pub enum StageId {
     Taxonomy,
     /// Cluster transitions and the novelty model's fine-tuning set.
     Transitions,
+    /// How transitions change over calendar periods, and a replay of count tables.
+    EvalDrift,
     /// LoRA fine-tuning of the novelty model.
     TrainNovelty,
     /// The novelty model against baselines.
@@ -64,6 +66,7 @@ impl StageId {
             StageId::Ingest => "ingest",
             StageId::Taxonomy => "taxonomy",
             StageId::Transitions => "transitions",
+            StageId::EvalDrift => "eval_drift",
             StageId::TrainNovelty => "train_novelty",
             StageId::EvalNovelty => "eval_novelty",
             StageId::TrainItems => "train_items",
@@ -94,6 +97,7 @@ impl StageId {
             StageId::TrainAlignment => "train alignment",
             StageId::EvalAlignment => "eval alignment",
             StageId::EvalPlanted => "eval planted",
+            StageId::EvalDrift => "eval drift",
             StageId::EvalScaling => "eval scaling",
             StageId::SimulateAa => "simulate --aa",
             StageId::ServeCheck => "serve check",
@@ -109,7 +113,7 @@ impl StageId {
         match self {
             Assets | Ingest | Report | EvalPlanted => &[],
             Taxonomy | TrainItems => &[Ingest],
-            Transitions | Feedback | Aggregate => &[Ingest, Taxonomy],
+            Transitions | EvalDrift | Feedback | Aggregate => &[Ingest, Taxonomy],
             TrainNovelty => &[Taxonomy, Transitions],
             EvalNovelty => &[Taxonomy, Transitions, TrainNovelty],
             EvalItems => &[Ingest, Taxonomy, TrainItems],

@@ -123,6 +123,42 @@ impl fmt::Display for TransitionsSummary {
     }
 }
 
+/// `wander eval drift`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvalDriftSummary {
+    /// Length of a period in days.
+    pub period_days: f64,
+    /// Top-k successors compared, and the replay's hit@k.
+    pub k: usize,
+    /// Periods, drift between them, and the replay.
+    #[serde(flatten)]
+    pub figures: wander_explore::drift::DriftReport,
+}
+
+impl fmt::Display for EvalDriftSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let hit = |name: &str| {
+            self.figures
+                .replay
+                .get(name)
+                .map_or(f64::NAN, |r| r.hit_at_k.mean)
+        };
+        write!(
+            f,
+            "drift: {} periods of {} days; top-{} successor Jaccard {:.2} over {} steps; replay hit@{}: stale {:.3}, refreshed {:.3}, last period {:.3}",
+            self.figures.periods.len(),
+            self.period_days,
+            self.k,
+            self.figures.successor_jaccard,
+            self.figures.jaccard_pairs,
+            self.k,
+            hit("stale"),
+            hit("refreshed"),
+            hit("last_period")
+        )
+    }
+}
+
 /// `wander train novelty`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainNoveltySummary {

@@ -4,6 +4,7 @@
 pub mod aggregate;
 pub mod alignment;
 pub mod bundle;
+pub mod drift;
 pub mod feedback;
 pub mod harness;
 pub mod ingest;
@@ -54,6 +55,10 @@ plain_stage!(
 plain_stage!(
     /// `wander transitions`.
     Transitions, Transitions, transitions::transitions, transitions::transitions_slice
+);
+plain_stage!(
+    /// `wander eval drift`.
+    EvalDrift, EvalDrift, drift::eval_drift, drift::eval_drift_slice
 );
 plain_stage!(
     /// `wander train novelty`.
@@ -205,6 +210,7 @@ pub fn run_order() -> Vec<Box<dyn Stage>> {
         Box::new(Ingest),
         Box::new(Taxonomy),
         Box::new(Transitions),
+        Box::new(EvalDrift),
         Box::new(TrainNovelty),
         Box::new(EvalNovelty),
         Box::new(TrainItems),

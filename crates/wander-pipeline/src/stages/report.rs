@@ -15,8 +15,9 @@ use crate::StageContext;
 use crate::StageId;
 use crate::Summary;
 
-const SECTIONS: [(StageId, &str); 8] = [
+const SECTIONS: [(StageId, &str); 9] = [
     (StageId::Taxonomy, "Interest taxonomy"),
+    (StageId::EvalDrift, "Drift of transitions over time"),
     (StageId::EvalNovelty, "Novelty model"),
     (StageId::EvalAlignment, "Alignment model"),
     (StageId::EvalScaling, "Best-of-n scaling"),
