@@ -490,6 +490,35 @@ fn novelty_pipeline_end_to_end_with_tiny_settings() {
     assert_eq!(jsonl.lines().count(), 16);
     let first: serde_json::Value = serde_json::from_str(jsonl.lines().next().unwrap()).unwrap();
     assert_eq!(first["messages"][2]["role"], "assistant");
+    // MovieLens-100K spans seven months: eight periods of 28 days, the first two fit the
+    // stale table and the other six are replayed.
+    let d = stage(&["eval", "drift"]);
+    assert_eq!(d["periods"].as_array().unwrap().len(), 8);
+    assert_eq!(d["replay_periods"], serde_json::json!([2, 3, 4, 5, 6, 7]));
+    let jaccard = d["successor_jaccard"].as_f64().unwrap();
+    assert!(jaccard > 0.0 && jaccard < 1.0 && d["jaccard_pairs"].as_u64().unwrap() > 10);
+    for strategy in ["stale", "refreshed", "last_period", "refreshed_recent_hint"] {
+        let hit = d["replay"][strategy]["hit_at_k"]["mean"].as_f64().unwrap();
+        assert!(hit > 0.0 && hit < 1.0, "{strategy}: {hit}");
+    }
+    assert_eq!(d["replay"]["stale"]["hit_at_k_vs_stale"]["mean"], 0.0);
+    let drift_md = std::fs::read_to_string(tmp.path().join("run/eval_drift/report.md")).unwrap();
+    assert!(drift_md.contains("| 1997-09-20 |") && drift_md.contains("| refreshed_recent_hint |"));
+    let mut too_short = wander(tmp.path());
+    too_short.arg("--json");
+    for s in &sets {
+        too_short.arg("--set").arg(s);
+    }
+    // A log shorter than the warm-up is reported, not an error: `wander run` goes on.
+    let out = run(too_short.args(["--set", "drift.period_days=400", "eval", "drift"]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("drift.warmup_periods"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(json(&out)["replay_periods"], serde_json::json!([]));
+    assert_eq!(json(&out)["replay_events"], 0);
     let tr = stage(&["train", "novelty"]);
     assert_eq!(tr["steps"], 2);
     assert!(tmp
@@ -762,6 +791,7 @@ fn novelty_pipeline_end_to_end_with_tiny_settings() {
     assert!(
         html.contains("<svg")
             && html.contains("Closed-loop A/B simulation")
+            && html.contains("Drift of transitions over time")
             && !html.contains("missing figure")
     );
 

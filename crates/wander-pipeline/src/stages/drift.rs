@@ -38,14 +38,14 @@ pub fn eval_drift(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
                 let tax = wander_taxonomy::read(open(&run, StageId::Taxonomy)?.reader())?;
                 let period_seconds = (cfg.period_days * 86_400.0).round() as i64;
                 let period = drift::period_of(&ds.interactions.timestamp, period_seconds);
-                let dated = wander_explore::transitions::mine_tagged(&ds, tax.planner_assign(), |k| period[k]);
+                let dated =
+                    wander_explore::transitions::mine_tagged(&ds, tax.planner_assign(), |k| {
+                        period[k]
+                    });
                 let n_periods = period.iter().max().map_or(0, |&p| p + 1);
                 if n_periods <= cfg.warmup_periods {
-                    bail!(
-                        "the log spans {n_periods} period(s) of {} days, not more than drift.warmup_periods = {}: nothing is left to replay; shorten drift.period_days or lower drift.warmup_periods",
-                        cfg.period_days,
-                        cfg.warmup_periods
-                    );
+                    // A short log is no error for `wander run`: the report says what is missing.
+                    crate::log(format!("eval drift: {}", too_short(n_periods, cfg)));
                 }
                 let settings = drift::DriftSettings {
                     k: cfg.k,
@@ -125,8 +125,11 @@ fn markdown(
         cfg.warmup_periods,
         cfg.bootstrap_rounds
     ));
+    if r.replay_periods.is_empty() {
+        md.push_str(&format!("\n{}\n", too_short(r.periods.len() as u32, cfg)));
+    }
     for name in drift::REPLAY_STRATEGIES {
-        let Some(f) = r.replay.get(name) else {
+        let Some(f) = r.replay.get(name).filter(|_| r.replay_events > 0) else {
             continue;
         };
         let per: Vec<String> = f.hit_at_k_by_period.iter().map(|&x| num(x)).collect();
@@ -140,6 +143,14 @@ fn markdown(
     }
     md.push_str("\nThese are count tables, not the LLM: they bound how much a refresh can matter on this log. A refresh of the novelty model and its table (`wander refresh`, F1) is not built yet.\n");
     md
+}
+
+/// Why a log gives no replay.
+fn too_short(n_periods: u32, cfg: &wander_core::config::DriftConfig) -> String {
+    format!(
+        "the log spans {n_periods} period(s) of {} days, not more than drift.warmup_periods = {}: nothing is left to replay; shorten drift.period_days or lower drift.warmup_periods",
+        cfg.period_days, cfg.warmup_periods
+    )
 }
 
 /// `YYYY-MM-DD` (UTC) of Unix seconds, by the days-to-civil algorithm (Hinnant), so no date
