@@ -613,6 +613,9 @@ pub struct DataConfig {
 pub struct LlmConfig {
     /// GGUF model file; `asset:smollm2` is the fetched SmolLM2-135M-Instruct.
     pub model: String,
+    /// A Hugging Face `tokenizer.json` to use instead of the GGUF's vocabulary (empty: the
+    /// GGUF's, when wander reproduces its pre-tokenizer).
+    pub tokenizer: String,
     /// LoRA adapter shape.
     pub lora: LoraConfig,
 }

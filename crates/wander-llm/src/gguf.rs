@@ -160,6 +160,16 @@ impl GgufFile {
             .collect()
     }
 
+    /// A string metadata value, if present.
+    pub fn string(&self, key: &str) -> Option<String> {
+        self.content.metadata.get(key)?.to_string().ok().cloned()
+    }
+
+    /// The file it was opened from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// An integer metadata value, if present.
     pub fn int(&self, key: &str) -> Option<i64> {
         let v = self.content.metadata.get(key)?;
@@ -330,6 +340,7 @@ pub fn write_tiny_model(path: &Path, cfg: &LlamaConfig, seed: u64) -> Result<()>
             Value::F32(cfg.rms_eps as f32),
         ),
         ("tokenizer.ggml.model", Value::String("gpt2".into())),
+        ("tokenizer.ggml.pre", Value::String("smollm".into())),
         (
             "tokenizer.ggml.tokens",
             Value::Array(tokens.into_iter().map(Value::String).collect()),

@@ -42,7 +42,38 @@ pub(crate) fn model_and_inputs(
     let q8 = model_q8(ctx)?;
     let mut inputs = manifests(run, id.inputs())?;
     inputs.insert(q8.display().to_string(), sha256_file(&q8)?);
+    if let Some(json) = tokenizer_file(ctx)? {
+        inputs.insert(json.display().to_string(), sha256_file(&json)?);
+    }
     Ok((q8, inputs))
+}
+
+/// `llm.tokenizer`, resolved, when one is set.
+pub(crate) fn tokenizer_file(ctx: &StageContext) -> crate::Result<Option<PathBuf>> {
+    let spec = ctx.config.llm.tokenizer.trim();
+    if spec.is_empty() {
+        return Ok(None);
+    }
+    let path = ctx.fetcher().resolve(spec)?;
+    if !path.is_file() {
+        crate::bail!(
+            "{}: tokenizer file not found (llm.tokenizer)",
+            path.display()
+        );
+    }
+    Ok(Some(path))
+}
+
+/// The tokenizer of the configured model: `llm.tokenizer` when set, else rebuilt from the
+/// GGUF's metadata.
+pub(crate) fn tokenizer(
+    ctx: &StageContext,
+    gguf: &wander_llm::gguf::GgufFile,
+) -> crate::Result<wander_llm::tokenizer::Tokenizer> {
+    Ok(match tokenizer_file(ctx)? {
+        Some(json) => wander_llm::tokenizer::Tokenizer::from_file(&json)?,
+        None => wander_llm::tokenizer::Tokenizer::from_gguf(gguf)?,
+    })
 }
 
 pub(crate) fn checksums(files: &[PathBuf]) -> crate::Result<BTreeMap<String, String>> {

@@ -71,7 +71,7 @@ pub(crate) fn trainable_model(
 )> {
     let lora = &ctx.config.llm.lora;
     let mut g = wander_llm::gguf::GgufFile::open(q8)?;
-    let tok = wander_llm::tokenizer::Tokenizer::from_gguf(&g)?;
+    let tok = crate::common::tokenizer(ctx, &g)?;
     let mut model = wander_llm::model::Llama::from_gguf(&mut g, false)?;
     let params = model.attach_lora(
         &lora.targets,
@@ -109,7 +109,7 @@ pub(crate) fn load_models(
         .map(|c| c.description.clone())
         .collect();
     let mut g = wander_llm::gguf::GgufFile::open(q8)?;
-    let tok = wander_llm::tokenizer::Tokenizer::from_gguf(&g)?;
+    let tok = crate::common::tokenizer(ctx, &g)?;
     let base = wander_llm::model::Llama::from_gguf(&mut g, true)?;
     let merged = |adapter: File| -> crate::Result<wander_llm::model::Llama> {
         let mut m = base.clone();

@@ -538,6 +538,43 @@ fn llm_stages_on_a_tiny_model_and_log() {
         let line = summary.to_string();
         assert!(!line.contains("unreadable"), "{line}");
     }
+
+    // The same vocabulary given as a tokenizer.json (`llm.tokenizer`): the file is an input
+    // of the stage, so it reruns, and the same ids train the same adapter, byte for byte.
+    let adapter = |run: &RunDir| {
+        std::fs::read(
+            open(run, StageId::TrainNovelty)
+                .unwrap()
+                .path(artifacts::NOVELTY_ADAPTER)
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    let before = adapter(&run);
+    let gguf =
+        wander_llm::gguf::GgufFile::open(std::path::Path::new(&ctx.config.llm.model)).unwrap();
+    let json = tmp.path().join("tokenizer.json");
+    std::fs::write(
+        &json,
+        wander_llm::tokenizer::Tokenizer::from_gguf(&gguf)
+            .unwrap()
+            .to_json(),
+    )
+    .unwrap();
+    let mut with_file = ctx.clone();
+    with_file.config.llm.tokenizer = json.display().to_string();
+    let again = stages::TrainNovelty.run(&with_file, false).unwrap();
+    assert!(!again.skipped(), "a new tokenizer input reruns the stage");
+    assert_eq!(adapter(&run), before);
+    with_file.config.llm.tokenizer = tmp.path().join("missing.json").display().to_string();
+    let err = stages::TrainNovelty
+        .run(&with_file, false)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("missing.json") && err.contains("llm.tokenizer"),
+        "{err}"
+    );
 }
 
 /// The candidate-reading alignment model end to end on tiny data: mixed, shrunk labels; the

@@ -147,7 +147,7 @@ pub fn eval_novelty(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
 
         // Language models: base (zero-shot) and fine-tuned (adapter merged).
         let mut g = wander_llm::gguf::GgufFile::open(&q8)?;
-        let tok = wander_llm::tokenizer::Tokenizer::from_gguf(&g)?;
+        let tok = crate::common::tokenizer(ctx, &g)?;
         let base = wander_llm::model::Llama::from_gguf(&mut g, true)?;
         let mut tuned = base.clone();
         tuned.attach_lora(&lora.targets, lora.rank, lora.alpha, 0.0, seed)?;

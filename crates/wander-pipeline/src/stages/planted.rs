@@ -73,6 +73,9 @@ pub fn eval_planted(ctx: &StageContext, steps: usize, force: bool) -> crate::Res
     let q8 = model_q8(ctx)?;
     let mut inputs = std::collections::BTreeMap::new();
     inputs.insert(q8.display().to_string(), sha256_file(&q8)?);
+    if let Some(json) = crate::common::tokenizer_file(ctx)? {
+        inputs.insert(json.display().to_string(), sha256_file(&json)?);
+    }
     let train_cfg = planted_train_config(ctx, steps);
     let slice = eval_planted_slice(ctx, steps);
     let stage_dir = run.stage_dir(StageId::EvalPlanted.folder());
