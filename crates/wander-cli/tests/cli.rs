@@ -545,6 +545,10 @@ fn novelty_pipeline_end_to_end_with_tiny_settings() {
         ev["methods"]["fine_tuned"]["constrained_validity"]["mean"],
         1.0
     );
+    let agree = ev["methods"]["fine_tuned"]["repeat_agreement"]["mean"]
+        .as_f64()
+        .unwrap();
+    assert!(agree > 0.0 && agree <= 1.0, "{agree}");
     let report = std::fs::read_to_string(tmp.path().join("run/eval_novelty/report.md")).unwrap();
     assert!(report.contains("Protocol:") && report.contains("| cooccurrence |"));
 

@@ -333,6 +333,26 @@ pub fn entropy_bits(weights: &[f64]) -> f64 {
         .sum()
 }
 
+/// The probability that two independent draws from a distribution given by log-weights
+/// agree, Σ p²: F1's "repeated prompts agree" figure, computed exactly from the model's
+/// distribution instead of from repeated samples. 0 for no finite weight.
+pub fn repeat_agreement(logprobs: &[f64]) -> f64 {
+    let max = logprobs
+        .iter()
+        .copied()
+        .filter(|l| l.is_finite())
+        .fold(f64::NEG_INFINITY, f64::max);
+    if !max.is_finite() {
+        return 0.0;
+    }
+    let weights: Vec<f64> = logprobs
+        .iter()
+        .map(|&l| if l.is_finite() { (l - max).exp() } else { 0.0 })
+        .collect();
+    let total: f64 = weights.iter().sum();
+    weights.iter().map(|w| (w / total).powi(2)).sum()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -371,6 +391,16 @@ mod tests {
         }
     }
     use proptest::prelude::*;
+
+    #[test]
+    fn repeat_agreement_of_known_distributions() {
+        let uniform = [(0.25f64).ln(); 4];
+        assert!((repeat_agreement(&uniform) - 0.25).abs() < 1e-12);
+        assert!((repeat_agreement(&[0.0, f64::NEG_INFINITY]) - 1.0).abs() < 1e-12);
+        // unnormalised: weights 3 and 1 are p = 0.75 and 0.25
+        assert!((repeat_agreement(&[3f64.ln() + 7.0, 7.0]) - 0.625).abs() < 1e-12);
+        assert_eq!(repeat_agreement(&[f64::NEG_INFINITY]), 0.0);
+    }
 
     #[test]
     fn hand_values() {

@@ -588,6 +588,10 @@ pub struct NoveltyFigures {
     /// LLM methods: the same for trie-constrained samples.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub constrained_validity: Option<Estimate>,
+    /// LLM methods: the probability that two constrained samples at temperature 1 for the
+    /// event's pair agree (Σ p² of the exact distribution; F1: repeated prompts agree 37.5%).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repeat_agreement: Option<Estimate>,
 }
 
 /// `wander eval novelty`.

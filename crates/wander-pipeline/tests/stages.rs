@@ -500,6 +500,18 @@ fn llm_stages_on_a_tiny_model_and_log() {
     ] {
         assert!(typed.methods.contains_key(m), "{m}: {en}");
     }
+    // Two constrained samples agree with probability Σ p²: at least 1 / (clusters - 2).
+    for m in ["fine_tuned", "zero_shot"] {
+        let agree = typed.methods[m]
+            .repeat_agreement
+            .expect("LLM methods have it")
+            .mean;
+        assert!(
+            agree >= 1.0 / (n_clusters - 2) as f64 - 1e-9 && agree <= 1.0,
+            "{m}: {agree}"
+        );
+    }
+    assert!(typed.methods["random"].repeat_agreement.is_none());
 
     let ta = stages::TrainAlignment.run(&ctx, false).unwrap();
     assert_eq!(ta.fields()["steps"], 2, "{ta}");

@@ -160,6 +160,7 @@ pub fn eval_novelty(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
         let mut exact: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
         let mut valid: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
         let mut exact_greedy: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+        let mut agreement: BTreeMap<(&str, (u32, u32)), f64> = BTreeMap::new();
         let bar = wander_core::progress::bar(pairs.len() as u64, "eval", "pairs");
         let format_pairs = pairs.len().min(100);
         for (pi, &(c1, c2)) in pairs.iter().enumerate() {
@@ -179,6 +180,7 @@ pub fn eval_novelty(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
                 let s = wander_llm::generate::score_candidates(model, &prompt, &cand)?;
                 let scored: Vec<(u32, f64)> = novel.iter().copied().zip(s.constrained_logprob.iter().copied()).collect();
                 ranked.insert((name, (c1, c2)), top_k(&scored, 5));
+                agreement.insert((name, (c1, c2)), wander_explore::metrics::repeat_agreement(&s.constrained_logprob));
                 if pi < format_pairs && cfg.eval_samples > 0 {
                     let params = wander_llm::generate::SampleParams { n: cfg.eval_samples, temperature: 1.0, top_p: 1.0, seed: seed ^ pi as u64, max_new_tokens: 24 };
                     let (free, _) = wander_llm::generate::sample(model, &prompt, &params, None, tok.im_end)?;
@@ -207,13 +209,15 @@ pub fn eval_novelty(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
             "Protocol: global temporal split (test = latest {:.0}% of interactions); transitions from positive engagement (`{}`), consecutive repeats removed; {} test events sampled with seed {} over {} distinct history pairs; every method ranks the {} clusters other than the two history clusters. Metrics are means over events with 95% percentile-bootstrap intervals ({} resamples). Exact match: {} unconstrained samples at temperature 1, and one greedy answer, for each of the first {} pairs.\n\n",
             100.0 * ctx.config.data.test_fraction, ctx.config.data.positive, events.len(), seed, pairs.len(), n - 2, rounds, cfg.eval_samples, format_pairs
         ));
-        md.push_str("| method | hit@1 | hit@5 | novelty (bits) | out-of-loop | coverage | exact match (T = 1) | exact match (greedy) | constrained validity |\n|---|---|---|---|---|---|---|---|---|\n");
+        md.push_str("| method | hit@1 | hit@5 | novelty (bits) | out-of-loop | coverage | exact match (T = 1) | exact match (greedy) | constrained validity | repeat agreement |\n|---|---|---|---|---|---|---|---|---|---|\n");
         for m in methods {
             let mut h1 = Vec::new();
             let mut h5 = Vec::new();
             let mut nov = Vec::new();
             let mut ool = Vec::new();
+            let mut agree = Vec::new();
             for e in &events {
+                agree.extend(agreement.get(&(m, (e.c1, e.c2))).copied());
                 let r = &ranked[&(m, (e.c1, e.c2))];
                 h1.push(hit_at(r, e.next, 1));
                 h5.push(hit_at(r, e.next, 5));
@@ -232,15 +236,16 @@ pub fn eval_novelty(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
                 exact_match: exact.get(m).map(|v| est(v, 5)),
                 exact_match_greedy: exact_greedy.get(m).map(|v| est(v, 7)),
                 constrained_validity: valid.get(m).map(|v| est(v, 6)),
+                repeat_agreement: (!agree.is_empty()).then(|| est(&agree, 8)),
             };
             let cell = |e: Option<&wander_explore::metrics::Estimate>| match e {
                 None => "n/a".to_string(),
                 Some(e) => format!("{:.3} [{:.3}, {:.3}]", e.mean, e.lo, e.hi),
             };
-            md.push_str(&format!("| {m} | {} | {} | {} | {} | {} | {} | {} | {} |\n", cell(Some(&entry.hit_at_1)), cell(Some(&entry.hit_at_5)), cell(Some(&entry.novelty_bits)), cell(Some(&entry.out_of_loop)), coverage.len(), cell(entry.exact_match.as_ref()), cell(entry.exact_match_greedy.as_ref()), cell(entry.constrained_validity.as_ref())));
+            md.push_str(&format!("| {m} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n", cell(Some(&entry.hit_at_1)), cell(Some(&entry.hit_at_5)), cell(Some(&entry.novelty_bits)), cell(Some(&entry.out_of_loop)), coverage.len(), cell(entry.exact_match.as_ref()), cell(entry.exact_match_greedy.as_ref()), cell(entry.constrained_validity.as_ref()), cell(entry.repeat_agreement.as_ref())));
             out.insert(m.to_string(), entry);
         }
-        md.push_str("\nDefinitions: hit@k = share of events whose actual next cluster is in the method's top k; novelty = mean self-information -log2 p(c) of the top-5 clusters, p from training target frequencies (Zhou et al., PNAS 2010); out-of-loop = share of top-5 clusters that never followed that history pair in training; coverage = distinct clusters ranked first over all evaluated pairs; exact match = share of unconstrained samples that parse to a cluster description (the method's format compliance); constrained validity = the same for trie-constrained samples.\n");
+        md.push_str("\nDefinitions: hit@k = share of events whose actual next cluster is in the method's top k; novelty = mean self-information -log2 p(c) of the top-5 clusters, p from training target frequencies (Zhou et al., PNAS 2010); out-of-loop = share of top-5 clusters that never followed that history pair in training; coverage = distinct clusters ranked first over all evaluated pairs; exact match = share of unconstrained samples that parse to a cluster description (the method's format compliance); constrained validity = the same for trie-constrained samples; repeat agreement = the probability that two constrained samples at temperature 1 for the event's pair name the same cluster, Σ p² of the model's exact distribution (F1 reports that repeated plain prompts agree 37.5% of the time on its platform).\n");
         report_md(StageId::EvalNovelty).write(w, md.as_bytes())?;
         let ranked_json: Vec<Value> = ranked.iter().map(|((m, (c1, c2)), r)| json!({"method": m, "c1": c1, "c2": c2, "top5": r})).collect();
         w.write_json("predictions.json", &ranked_json)?;
