@@ -37,8 +37,8 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run every stage in order, skipping those that are up to date: assets, ingest, taxonomy,
-    /// transitions, train novelty, eval novelty, train items, eval items, feedback, train
-    /// alignment, eval alignment, precompute, eval scaling, eval, simulate, report, and a serve
+    /// transitions, eval drift, train novelty, eval novelty, train items, eval items, feedback,
+    /// train alignment, eval alignment, precompute, bundle, eval scaling, eval, simulate, report, and a serve
     /// check (the service started on loopback and queried once). `--profile quick` is the
     /// 10-minute smoke run.
     Run {

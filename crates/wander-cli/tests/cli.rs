@@ -185,6 +185,43 @@ fn corrupted_artifact_is_detected_and_rebuilt() {
     assert_eq!(std::fs::read(&p).unwrap(), bytes, "rebuilt byte-identical");
 }
 
+/// The configuration the Kubernetes examples mount (deploy/k8s/storage.yaml's ConfigMap) is
+/// one that wander accepts, with the values the other manifests rely on.
+#[test]
+fn the_kubernetes_example_configuration_loads() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let yaml = std::fs::read_to_string(root.join("deploy/k8s/storage.yaml")).unwrap();
+    let start = yaml
+        .find("wander.toml: |")
+        .expect("the ConfigMap's wander.toml")
+        + 14;
+    let toml: String = yaml[start..]
+        .lines()
+        .skip(1)
+        .take_while(|l| l.is_empty() || l.starts_with("    "))
+        .map(|l| format!("{}\n", l.trim_start()))
+        .collect();
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("k8s.toml");
+    std::fs::write(&file, &toml).unwrap();
+    let out = run(wander(tmp.path())
+        .arg("--config")
+        .arg(&file)
+        .args(["--json", "config", "show"]));
+    assert!(out.status.success(), "{toml}\n{}", stderr(&out));
+    let config = json(&out);
+    assert_eq!(config["run"]["dir"], "/data/runs/default");
+    assert_eq!(config["serve"]["bind"], "0.0.0.0:8080");
+    assert!(
+        config["serve"]["drain_seconds"].as_u64().unwrap() < 30,
+        "below the grace period"
+    );
+    assert_eq!(
+        config["engine"]["url"],
+        "ballista://ballista-scheduler:50050"
+    );
+}
+
 #[test]
 fn config_show_unknown_keys_and_env_overrides() {
     let tmp = tempfile::tempdir().unwrap();
