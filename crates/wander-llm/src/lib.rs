@@ -17,6 +17,7 @@
 
 pub mod bench;
 pub mod error;
+pub mod export;
 pub mod generate;
 pub mod gguf;
 pub mod model;
