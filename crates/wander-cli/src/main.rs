@@ -100,6 +100,13 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// The fine-tuned adapters in PEFT's layout (Hugging Face module names; transformers +
+    /// peft, vLLM) and the training data as JSONL, into `<run>/export/`.
+    Export {
+        /// Redo the stage even if its inputs and config are unchanged.
+        #[arg(long)]
+        force: bool,
+    },
     /// Serve the run's serving bundle over HTTP (`serve.bind`; SIGHUP or POST
     /// /admin/reload swaps in a new bundle: rerun `wander bundle` after a new precompute).
     Serve,
@@ -381,6 +388,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                 run_stage(&ctx, json, &stages::EvalPlanted { steps }, force)?
             }
         },
+        Command::Export { force } => run_stage(&ctx, json, &stages::Export, force)?,
         Command::Precompute {
             force,
             shard,

@@ -56,6 +56,8 @@ pub enum StageId {
     ServeCheck,
     /// The log aggregations on the SQL engine.
     Aggregate,
+    /// The adapters and training data in other tools' formats (not in `wander run`).
+    Export,
 }
 
 impl StageId {
@@ -84,6 +86,7 @@ impl StageId {
             StageId::Report => "report",
             StageId::ServeCheck => "serve_check",
             StageId::Aggregate => "aggregate",
+            StageId::Export => "export",
         }
     }
 
@@ -125,6 +128,7 @@ impl StageId {
             Simulate | SimulateAa => &[Ingest, Taxonomy, Transitions, Precompute],
             Bundle => &[Ingest, Taxonomy, TrainItems, Precompute],
             ServeCheck => &[Bundle],
+            Export => &[Transitions, Feedback, TrainNovelty, TrainAlignment],
         }
     }
 }

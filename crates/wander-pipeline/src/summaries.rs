@@ -123,6 +123,29 @@ impl fmt::Display for TransitionsSummary {
     }
 }
 
+/// `wander export`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExportSummary {
+    /// The base model the PEFT adapters name.
+    pub base_model: String,
+    /// Tensors of the novelty adapter.
+    pub novelty_tensors: usize,
+    /// Tensors of the alignment adapter.
+    pub alignment_tensors: usize,
+    /// The alignment model's readout file beside its adapter.
+    pub alignment_readout: String,
+}
+
+impl fmt::Display for ExportSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "export: novelty and alignment adapters in PEFT's layout for {} ({} and {} tensors, readout {}), training data as JSONL",
+            self.base_model, self.novelty_tensors, self.alignment_tensors, self.alignment_readout
+        )
+    }
+}
+
 /// `wander eval drift`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EvalDriftSummary {

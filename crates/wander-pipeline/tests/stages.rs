@@ -551,6 +551,55 @@ fn llm_stages_on_a_tiny_model_and_log() {
         assert!(!line.contains("unreadable"), "{line}");
     }
 
+    // The adapters in PEFT's layout: every tensor, q and k rows in Hugging Face's order, the
+    // scalar head beside the alignment adapter, the training data as JSONL.
+    let ex = stages::Export.run(&ctx, false).unwrap();
+    let typed: wander_pipeline::summaries::ExportSummary =
+        wander_pipeline::summaries::read(StageId::Export, ex.fields()).unwrap();
+    // 2 layers x 4 targets (q, k, v, o) x (A, B)
+    assert_eq!(
+        (typed.novelty_tensors, typed.alignment_tensors),
+        (16, 16),
+        "{ex}"
+    );
+    assert_eq!(typed.alignment_readout, "score_head.safetensors");
+    let exported = open(&run, StageId::Export).unwrap();
+    for f in [
+        "novelty/adapter_config.json",
+        "novelty/adapter_model.safetensors",
+        "novelty/train.jsonl",
+        "alignment/adapter_config.json",
+        "alignment/score_head.safetensors",
+        "alignment/train.jsonl",
+        "README.md",
+    ] {
+        assert!(exported.reader().path(f).is_ok(), "{f}");
+    }
+    let peft = candle_core::safetensors::load(
+        exported
+            .reader()
+            .path("novelty/adapter_model.safetensors")
+            .unwrap(),
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    let ours = candle_core::safetensors::load(
+        open(&run, StageId::TrainNovelty)
+            .unwrap()
+            .path(artifacts::NOVELTY_ADAPTER)
+            .unwrap(),
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    let flat = |t: &candle_core::Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let q_b = &peft["base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight"];
+    let expected = wander_llm::export::gguf_rows_to_hf(&ours["blk.0.q.lora_b"], 4).unwrap();
+    assert_eq!(flat(q_b), flat(&expected));
+    assert_eq!(
+        flat(&peft["base_model.model.model.layers.1.self_attn.v_proj.lora_A.weight"]),
+        flat(&ours["blk.1.v.lora_a"])
+    );
+
     // The same vocabulary given as a tokenizer.json (`llm.tokenizer`): the file is an input
     // of the stage, so it reruns, and the same ids train the same adapter, byte for byte.
     let adapter = |run: &RunDir| {
@@ -696,4 +745,10 @@ fn candidate_alignment_and_a_proposals_only_table_on_a_tiny_model() {
             .iter()
             .all(|c| c.alignment >= lo - 1e-4 && c.alignment <= hi + 1e-4));
     }
+
+    // The export carries the text readout's levels beside the alignment adapter.
+    let ex = stages::Export.run(&ctx, false).unwrap();
+    assert_eq!(ex.fields()["alignment_readout"], "levels.json", "{ex}");
+    let exported = open(&run, StageId::Export).unwrap();
+    assert!(exported.reader().path("alignment/levels.json").is_ok());
 }

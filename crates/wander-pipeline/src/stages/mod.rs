@@ -5,6 +5,7 @@ pub mod aggregate;
 pub mod alignment;
 pub mod bundle;
 pub mod drift;
+pub mod export;
 pub mod feedback;
 pub mod harness;
 pub mod ingest;
@@ -59,6 +60,10 @@ plain_stage!(
 plain_stage!(
     /// `wander eval drift`.
     EvalDrift, EvalDrift, drift::eval_drift, drift::eval_drift_slice
+);
+plain_stage!(
+    /// `wander export`: the adapters in PEFT's layout and the training data as JSONL.
+    Export, Export, export::export, export::export_slice
 );
 plain_stage!(
     /// `wander train novelty`.
