@@ -606,6 +606,25 @@ fn novelty_pipeline_end_to_end_with_tiny_settings() {
         .path()
         .join("run/train_alignment/head.safetensors")
         .is_file());
+    // SmolLM2's adapters in PEFT's layout: 30 layers x 4 targets x (A, B).
+    let ex = stage(&["export"]);
+    assert_eq!(ex["base_model"], "HuggingFaceTB/SmolLM2-135M-Instruct");
+    assert_eq!(
+        (
+            ex["novelty_tensors"].as_u64(),
+            ex["alignment_tensors"].as_u64()
+        ),
+        (Some(240), Some(240))
+    );
+    let peft: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(tmp.path().join("run/export/novelty/adapter_config.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        peft["target_modules"],
+        serde_json::json!(["q_proj", "k_proj", "v_proj", "o_proj"])
+    );
     let ea = stage(&["eval", "alignment"]);
     for m in ["alignment_llm", "cluster_global_rate", "linear_embeddings"] {
         let mae = ea["methods"][m]["mae"]["mean"].as_f64().unwrap();
