@@ -138,6 +138,66 @@ pub fn write_peft(
     Ok(out.len())
 }
 
+/// Writes adapters as a GGUF LoRA adapter in llama.cpp's format (`llama-server --lora`,
+/// `llama-cli --lora`): `general.type = adapter`, `adapter.type = lora`,
+/// `adapter.lora.alpha`, and per projection `blk.{i}.{gguf name}.weight.lora_a` (`[rank, in]`)
+/// and `.lora_b` (`[out, rank]`) in F32. The rows stay in GGUF order (the model they apply to
+/// is the GGUF). Returns the number of tensors written.
+pub fn write_gguf_lora(tensors: &[(String, Tensor)], path: &Path, alpha: f64) -> Result<usize> {
+    use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
+    let mut named: Vec<(String, QTensor)> = Vec::new();
+    for (name, tensor) in tensors {
+        let bad = || {
+            LlmError::Invalid(format!(
+                "`{name}` is not an adapter tensor (blk.N.PROJ.lora_a|lora_b)"
+            ))
+        };
+        let mut parts = name.split('.');
+        let (Some("blk"), Some(layer), Some(proj), Some(side @ ("lora_a" | "lora_b")), None) = (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+        ) else {
+            return Err(bad());
+        };
+        let at = PROJ_NAMES.iter().position(|p| *p == proj).ok_or_else(bad)?;
+        let layer: usize = layer.parse().map_err(|_| bad())?;
+        let gguf = crate::model::GGUF_NAMES[at];
+        named.push((
+            format!("blk.{layer}.{gguf}.weight.{side}"),
+            QTensor::quantize(&tensor.contiguous()?, GgmlDType::F32)?,
+        ));
+    }
+    if named.is_empty() {
+        return Err(LlmError::Invalid("no LoRA adapter to export".into()));
+    }
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    let metadata = [
+        (
+            "general.architecture",
+            gguf_file::Value::String("llama".into()),
+        ),
+        ("general.type", gguf_file::Value::String("adapter".into())),
+        ("adapter.type", gguf_file::Value::String("lora".into())),
+        ("adapter.lora.alpha", gguf_file::Value::F32(alpha as f32)),
+    ];
+    let md: Vec<(&str, &gguf_file::Value)> = metadata.iter().map(|(k, v)| (*k, v)).collect();
+    let ts: Vec<(&str, &QTensor)> = named.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    let tmp = wander_core::artifact::temp_sibling(path);
+    {
+        let file = std::fs::File::create(&tmp)
+            .map_err(|e| LlmError::Core(wander_core::CoreError::io(&tmp, e)))?;
+        let mut w = std::io::BufWriter::new(file);
+        gguf_file::write(&mut w, &md, &ts)?;
+        std::io::Write::flush(&mut w)
+            .map_err(|e| LlmError::Core(wander_core::CoreError::io(&tmp, e)))?;
+    }
+    std::fs::rename(&tmp, path).map_err(|e| LlmError::Core(wander_core::CoreError::io(path, e)))?;
+    Ok(named.len())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -317,6 +377,70 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("blk.0.q.weight"), "{err}");
+    }
+
+    /// The checks llama.cpp makes when it loads a LoRA adapter (llama-adapter.cpp): the
+    /// metadata, a `.lora_a`/`.lora_b` pair per model tensor, `a.ne[0]` = the model tensor's
+    /// `ne[0]`, `b.ne[1]` = its `ne[1]`, `a.ne[1]` = `b.ne[0]` (ggml's `ne` is the shape
+    /// reversed).
+    #[test]
+    fn a_gguf_adapter_passes_llama_cpp_s_shape_checks_against_its_model() {
+        use candle_core::quantized::gguf_file;
+        let cfg = crate::gguf::LlamaConfig {
+            n_layer: 2,
+            n_head: 4,
+            n_kv_head: 2,
+            hidden: 32,
+            ffn: 64,
+            vocab: 0,
+            rope_theta: 10_000.0,
+            rms_eps: 1e-5,
+            max_seq: 64,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().join("base.gguf");
+        crate::gguf::write_tiny_model(&base, &cfg, 1).unwrap();
+        let mut g = crate::gguf::GgufFile::open(&base).unwrap();
+        let mut model = Llama::from_gguf(&mut g, false).unwrap();
+        let targets: Vec<String> = ["q", "k", "o", "up", "down"].map(String::from).to_vec();
+        let tensors: Vec<(String, Tensor)> = model
+            .attach_lora(&targets, 4, 8.0, 0.0, 2)
+            .unwrap()
+            .into_iter()
+            .map(|(n, v)| (n, v.as_tensor().clone()))
+            .collect();
+        let path = dir.path().join("adapter.gguf");
+        assert_eq!(write_gguf_lora(&tensors, &path, 8.0).unwrap(), 2 * 5 * 2);
+        let read = |p: &std::path::Path| {
+            gguf_file::Content::read(&mut std::fs::File::open(p).unwrap()).unwrap()
+        };
+        let (adapter, model_file) = (read(&path), read(&base));
+        let text = |k: &str| adapter.metadata[k].to_string().unwrap().clone();
+        assert_eq!(
+            (text("general.type"), text("adapter.type")),
+            ("adapter".into(), "lora".into())
+        );
+        assert_eq!(text("general.architecture"), "llama");
+        assert_eq!(
+            adapter.metadata["adapter.lora.alpha"].to_f32().unwrap(),
+            8.0
+        );
+        let ne = |c: &gguf_file::Content, n: &str| -> Vec<usize> {
+            let mut d = c.tensor_infos[n].shape.dims().to_vec();
+            d.reverse();
+            d
+        };
+        let mut pairs = 0;
+        for name in model_file.tensor_infos.keys() {
+            let (a, b) = (format!("{name}.lora_a"), format!("{name}.lora_b"));
+            if !adapter.tensor_infos.contains_key(&a) {
+                continue;
+            }
+            let (m, a, b) = (ne(&model_file, name), ne(&adapter, &a), ne(&adapter, &b));
+            assert_eq!((a[0], b[1], a[1]), (m[0], m[1], b[0]), "{name}");
+            pairs += 1;
+        }
+        assert_eq!(pairs, 10, "every adapter pair names a tensor of the model");
     }
 
     #[test]

@@ -200,7 +200,8 @@ pub struct Block {
 
 /// Names of the seven projections of a block, as used in `llm.lora.targets`.
 pub const PROJ_NAMES: [&str; 7] = ["q", "k", "v", "o", "gate", "up", "down"];
-const GGUF_NAMES: [&str; 7] = [
+/// The GGUF tensor names of [`PROJ_NAMES`] (`blk.{i}.{name}.weight`).
+pub const GGUF_NAMES: [&str; 7] = [
     "attn_q",
     "attn_k",
     "attn_v",

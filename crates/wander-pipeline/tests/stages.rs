@@ -567,7 +567,9 @@ fn llm_stages_on_a_tiny_model_and_log() {
     for f in [
         "novelty/adapter_config.json",
         "novelty/adapter_model.safetensors",
+        "novelty/adapter.gguf",
         "novelty/train.jsonl",
+        "alignment/adapter.gguf",
         "alignment/adapter_config.json",
         "alignment/score_head.safetensors",
         "alignment/train.jsonl",

@@ -4,7 +4,7 @@
 use serde_json::json;
 use serde_json::Value;
 use wander_core::artifact::RunDir;
-use wander_llm::export::{write_peft, PeftBase};
+use wander_llm::export::{write_gguf_lora, write_peft, PeftBase};
 
 use crate::artifacts::*;
 use crate::common::manifests;
@@ -49,8 +49,12 @@ pub fn export(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
                 tensors.sort_by(|a, b| a.0.cmp(&b.0));
                 Ok(tensors)
             };
-            let novelty = write_peft(&load(NOVELTY_ADAPTER)?, &cfg, &w.path("novelty")?, &base)?;
-            let alignment = write_peft(&load(ALIGNMENT_ADAPTER)?, &cfg, &w.path("alignment")?, &base)?;
+            let (novelty_tensors, alignment_tensors) = (load(NOVELTY_ADAPTER)?, load(ALIGNMENT_ADAPTER)?);
+            let novelty = write_peft(&novelty_tensors, &cfg, &w.path("novelty")?, &base)?;
+            let alignment = write_peft(&alignment_tensors, &cfg, &w.path("alignment")?, &base)?;
+            // The same adapters for llama.cpp, in the GGUF's own row order.
+            write_gguf_lora(&novelty_tensors, &w.path("novelty/adapter.gguf")?, base.alpha)?;
+            write_gguf_lora(&alignment_tensors, &w.path("alignment/adapter.gguf")?, base.alpha)?;
             // The readout is not a PEFT module: the scalar head's weights, or the text levels.
             let trained = open(&run, StageId::TrainAlignment)?;
             let readout = match trained.path(ALIGNMENT_HEAD) {
@@ -69,8 +73,8 @@ pub fn export(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
             let labels = file_path(&run, POINTWISE_TRAIN)?;
             std::fs::copy(&labels, w.path("alignment/train.jsonl")?).map_err(|e| wander_core::CoreError::io(&labels, e))?;
             let readme = format!(
-                "# Exported from wander\n\n`novelty/` and `alignment/` each hold a LoRA adapter in PEFT's layout (`adapter_config.json`, `adapter_model.safetensors`) for the base model `{}`, with rank {} and alpha {}. Load with transformers + peft (`PeftModel.from_pretrained(base, \"novelty\")`) or give the folder to a server that takes PEFT adapters (vLLM: `--enable-lora --lora-modules novelty=<dir>`).\n\nThe query and key updates were trained on the GGUF's weights, whose rows are interleaved per head for RoPE; they are written back in Hugging Face's order. The adapters were trained on a quantised base (Q4_1, repacked to Q8_0), so on the full-precision model they act on slightly different weights.\n\nThe alignment model's readout is not a PEFT module: `alignment/{readout}` (`score_head.safetensors`: a linear layer `weight` [outputs, hidden] and `bias` on the last hidden state of the prompt; `levels.json`: the label levels the model writes as text). Prompts are ChatML, built as wander builds them.\n\nTraining data: `novelty/train.jsonl` (chat messages: system, user with the two history clusters, assistant with the next cluster) and `alignment/train.jsonl` (the collective feedback labels, one prompt per line), for fine-tuning a larger model elsewhere.\n",
-                base.name, cfg_rank(&load(NOVELTY_ADAPTER)?), base.alpha
+                "# Exported from wander\n\n`novelty/` and `alignment/` each hold a LoRA adapter in PEFT's layout (`adapter_config.json`, `adapter_model.safetensors`) for the base model `{}`, with rank {} and alpha {}. Load with transformers + peft (`PeftModel.from_pretrained(base, \"novelty\")`) or give the folder to a server that takes PEFT adapters (vLLM: `--enable-lora --lora-modules novelty=<dir>`). `adapter.gguf` in each folder is the same adapter in llama.cpp's LoRA format, for the GGUF wander trained on (`llama-server -m <model.gguf> --lora novelty/adapter.gguf`).\n\nThe query and key updates were trained on the GGUF's weights, whose rows are interleaved per head for RoPE; they are written back in Hugging Face's order. The adapters were trained on a quantised base (Q4_1, repacked to Q8_0), so on the full-precision model they act on slightly different weights.\n\nThe alignment model's readout is not a PEFT module: `alignment/{readout}` (`score_head.safetensors`: a linear layer `weight` [outputs, hidden] and `bias` on the last hidden state of the prompt; `levels.json`: the label levels the model writes as text). Prompts are ChatML, built as wander builds them.\n\nTraining data: `novelty/train.jsonl` (chat messages: system, user with the two history clusters, assistant with the next cluster) and `alignment/train.jsonl` (the collective feedback labels, one prompt per line), for fine-tuning a larger model elsewhere.\n",
+                base.name, cfg_rank(&novelty_tensors), base.alpha
             );
             w.write_bytes("README.md", readme.as_bytes())?;
             crate::summaries::record(&crate::summaries::ExportSummary {
