@@ -47,6 +47,38 @@ pub fn gguf_rows_to_hf(m: &Tensor, n_heads: usize) -> Result<Tensor> {
         .reshape((rows, cols))?)
 }
 
+/// One adapter tensor's place, parsed from wander's name `blk.{layer}.{proj}.lora_a|lora_b`.
+struct AdapterName {
+    layer: usize,
+    /// Index into [`PROJ_NAMES`].
+    proj: usize,
+    /// `lora_a` (down, `[rank, in]`) or `lora_b` (up, `[out, rank]`).
+    is_a: bool,
+}
+
+fn parse_adapter_name(name: &str) -> Result<AdapterName> {
+    let bad = || {
+        LlmError::Invalid(format!(
+            "`{name}` is not an adapter tensor (blk.N.PROJ.lora_a|lora_b)"
+        ))
+    };
+    let mut parts = name.split('.');
+    let (Some("blk"), Some(layer), Some(proj), Some(side @ ("lora_a" | "lora_b")), None) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
+        return Err(bad());
+    };
+    Ok(AdapterName {
+        layer: layer.parse().map_err(|_| bad())?,
+        proj: PROJ_NAMES.iter().position(|p| *p == proj).ok_or_else(bad)?,
+        is_a: side == "lora_a",
+    })
+}
+
 /// What [`write_peft`] records about the base model.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PeftBase {
@@ -72,40 +104,23 @@ pub fn write_peft(
     let mut targets: Vec<(usize, &str)> = Vec::new();
     let mut rank = None;
     for (name, tensor) in tensors {
-        let bad = || {
-            LlmError::Invalid(format!(
-                "`{name}` is not an adapter tensor (blk.N.PROJ.lora_a|lora_b)"
-            ))
-        };
-        let mut parts = name.split('.');
-        let (Some("blk"), Some(layer), Some(proj), Some(side), None) = (
-            parts.next(),
-            parts.next(),
-            parts.next(),
-            parts.next(),
-            parts.next(),
-        ) else {
-            return Err(bad());
-        };
-        let layer: usize = layer.parse().map_err(|_| bad())?;
-        let at = PROJ_NAMES.iter().position(|p| *p == proj).ok_or_else(bad)?;
-        let module = HF_MODULES[at];
+        let AdapterName { layer, proj, is_a } = parse_adapter_name(name)?;
+        let module = HF_MODULES[proj];
         let key = format!("base_model.model.model.layers.{layer}.{module}");
-        let tensor = match (side, proj) {
-            ("lora_a", _) => {
+        let tensor = match (is_a, PROJ_NAMES[proj]) {
+            (true, _) => {
                 rank = Some(tensor.dim(0)?);
                 tensor.clone()
             }
-            ("lora_b", "q") => gguf_rows_to_hf(tensor, cfg.n_head)?,
-            ("lora_b", "k") => gguf_rows_to_hf(tensor, cfg.n_kv_head)?,
-            ("lora_b", _) => tensor.clone(),
-            _ => return Err(bad()),
+            (false, "q") => gguf_rows_to_hf(tensor, cfg.n_head)?,
+            (false, "k") => gguf_rows_to_hf(tensor, cfg.n_kv_head)?,
+            (false, _) => tensor.clone(),
         };
-        let side = if side == "lora_a" { "lora_A" } else { "lora_B" };
+        let side = if is_a { "lora_A" } else { "lora_B" };
         out.insert(format!("{key}.{side}.weight"), tensor);
         let short = module.rsplit('.').next().unwrap_or(module);
         if !targets.iter().any(|(_, t)| *t == short) {
-            targets.push((at, short));
+            targets.push((proj, short));
         }
     }
     let Some(rank) = rank else {
@@ -147,24 +162,9 @@ pub fn write_gguf_lora(tensors: &[(String, Tensor)], path: &Path, alpha: f64) ->
     use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
     let mut named: Vec<(String, QTensor)> = Vec::new();
     for (name, tensor) in tensors {
-        let bad = || {
-            LlmError::Invalid(format!(
-                "`{name}` is not an adapter tensor (blk.N.PROJ.lora_a|lora_b)"
-            ))
-        };
-        let mut parts = name.split('.');
-        let (Some("blk"), Some(layer), Some(proj), Some(side @ ("lora_a" | "lora_b")), None) = (
-            parts.next(),
-            parts.next(),
-            parts.next(),
-            parts.next(),
-            parts.next(),
-        ) else {
-            return Err(bad());
-        };
-        let at = PROJ_NAMES.iter().position(|p| *p == proj).ok_or_else(bad)?;
-        let layer: usize = layer.parse().map_err(|_| bad())?;
-        let gguf = crate::model::GGUF_NAMES[at];
+        let AdapterName { layer, proj, is_a } = parse_adapter_name(name)?;
+        let gguf = crate::model::GGUF_NAMES[proj];
+        let side = if is_a { "lora_a" } else { "lora_b" };
         named.push((
             format!("blk.{layer}.{gguf}.weight.{side}"),
             QTensor::quantize(&tensor.contiguous()?, GgmlDType::F32)?,
