@@ -204,6 +204,32 @@ mod tests {
     use crate::model::Llama;
     use candle_core::{Device, IndexOp};
 
+    /// Two layers, four query heads over two key/value heads (`vocab` 0: the GGUF writer's).
+    fn tiny_config(vocab: usize) -> crate::gguf::LlamaConfig {
+        crate::gguf::LlamaConfig {
+            n_layer: 2,
+            n_head: 4,
+            n_kv_head: 2,
+            hidden: 32,
+            ffn: 64,
+            vocab,
+            rope_theta: 10_000.0,
+            rms_eps: 1e-5,
+            max_seq: 64,
+        }
+    }
+
+    fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    }
+
     /// A head's vector in GGUF order, rotated by RoPE the GGUF way (adjacent pairs), equals
     /// the same vector in Hugging Face order rotated the Hugging Face way (halves), once
     /// reordered: so an exported q/k update acts in a Hugging Face model as it did here.
@@ -243,24 +269,11 @@ mod tests {
                 .contiguous()
                 .unwrap();
             let reordered = gguf_rows_to_hf(&g, 1).unwrap().t().unwrap();
-            let diff = (reordered - rotated_hf.i((0, h)).unwrap())
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
+            let expected = rotated_hf.i((0, h)).unwrap();
+            let diff = max_abs_diff(&reordered, &expected);
             assert!(diff < 1e-5, "head {h}: {diff}");
             // Without the reordering the two disagree: the test can tell a wrong export.
-            let unordered = (g.t().unwrap() - rotated_hf.i((0, h)).unwrap())
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
+            let unordered = max_abs_diff(&g.t().unwrap(), &expected);
             assert!(unordered > 0.1, "head {h}: {unordered}");
         }
         assert!(gguf_rows_to_hf(&w_gguf, 7).is_err());
@@ -268,18 +281,7 @@ mod tests {
 
     #[test]
     fn peft_layout_names_shapes_and_the_q_k_reordering() {
-        let cfg = crate::gguf::LlamaConfig {
-            n_layer: 2,
-            n_head: 4,
-            n_kv_head: 2,
-            hidden: 32,
-            ffn: 64,
-            vocab: 60,
-            rope_theta: 10_000.0,
-            rms_eps: 1e-5,
-            max_seq: 64,
-        };
-        let (mut model, _) = Llama::random(cfg, 3).unwrap();
+        let (mut model, _) = Llama::random(tiny_config(60), 3).unwrap();
         let targets: Vec<String> = ["q", "k", "v", "down"].map(String::from).to_vec();
         let params = model.attach_lora(&targets, 4, 8.0, 0.0, 5).unwrap();
         for (name, var) in &params {
@@ -386,17 +388,7 @@ mod tests {
     #[test]
     fn a_gguf_adapter_passes_llama_cpp_s_shape_checks_against_its_model() {
         use candle_core::quantized::gguf_file;
-        let cfg = crate::gguf::LlamaConfig {
-            n_layer: 2,
-            n_head: 4,
-            n_kv_head: 2,
-            hidden: 32,
-            ffn: 64,
-            vocab: 0,
-            rope_theta: 10_000.0,
-            rms_eps: 1e-5,
-            max_seq: 64,
-        };
+        let cfg = tiny_config(0);
         let dir = tempfile::tempdir().unwrap();
         let base = dir.path().join("base.gguf");
         crate::gguf::write_tiny_model(&base, &cfg, 1).unwrap();
