@@ -28,7 +28,7 @@ pub struct Limits {
 }
 
 /// An item id as sent: a string or a number.
-#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[derive(Debug, Clone, ToSchema)]
 #[serde(untagged)]
 pub enum ItemId {
     /// `"50"`
@@ -47,7 +47,7 @@ impl ItemId {
 }
 
 /// One history entry: an item id, or an object with the id and a feedback value.
-#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[derive(Debug, Clone, ToSchema)]
 #[serde(untagged)]
 pub enum HistoryEntry {
     /// Just the item (counts as positive engagement).
@@ -59,6 +59,97 @@ pub enum HistoryEntry {
         /// Feedback value; entries failing the positive rule do not shape the interests.
         feedback: Option<f64>,
     },
+}
+
+// Both are read by hand rather than derived as untagged enums: serde buffers every untagged
+// value before trying its variants, once per history entry and again for the id inside, and
+// reports a mismatch only as "did not match any variant". Read directly, a request parses in
+// one pass and a bad entry is named for what it is.
+impl<'de> Deserialize<'de> for ItemId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(EntryVisitor { id_only: true })
+            .map(|e| match e {
+                HistoryEntry::Plain(id) => id,
+                HistoryEntry::Full { item, .. } => item,
+            })
+    }
+}
+
+impl<'de> Deserialize<'de> for HistoryEntry {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(EntryVisitor { id_only: false })
+    }
+}
+
+/// Reads a history entry, or with `id_only` just an item id.
+struct EntryVisitor {
+    id_only: bool,
+}
+
+impl<'de> serde::de::Visitor<'de> for EntryVisitor {
+    type Value = HistoryEntry;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        if self.id_only {
+            f.write_str("an item id (a string or a non-negative integer)")
+        } else {
+            f.write_str(
+                "a history entry: an item id (a string or a non-negative integer) or an object {\"item\": id, \"feedback\": number}",
+            )
+        }
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(HistoryEntry::Plain(ItemId::Text(v.to_owned())))
+    }
+
+    fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Self::Value, E> {
+        Ok(HistoryEntry::Plain(ItemId::Text(v)))
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(HistoryEntry::Plain(ItemId::Number(v)))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        if self.id_only {
+            return Err(serde::de::Error::invalid_type(
+                serde::de::Unexpected::Map,
+                &self,
+            ));
+        }
+        #[derive(Deserialize)]
+        #[serde(field_identifier, rename_all = "lowercase")]
+        enum Field {
+            Item,
+            Feedback,
+            // Other fields are ignored, as they were when this was derived.
+            #[serde(other)]
+            Other,
+        }
+        let mut item: Option<ItemId> = None;
+        let mut feedback: Option<Option<f64>> = None;
+        while let Some(key) = map.next_key::<Field>()? {
+            match key {
+                Field::Item if item.is_some() => {
+                    return Err(serde::de::Error::duplicate_field("item"))
+                }
+                Field::Item => item = Some(map.next_value()?),
+                Field::Feedback if feedback.is_some() => {
+                    return Err(serde::de::Error::duplicate_field("feedback"))
+                }
+                Field::Feedback => feedback = Some(map.next_value()?),
+                Field::Other => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+        }
+        let item = item.ok_or_else(|| serde::de::Error::missing_field("item"))?;
+        Ok(HistoryEntry::Full {
+            item,
+            feedback: feedback.flatten(),
+        })
+    }
 }
 
 /// `POST /v1/explore` body.
@@ -396,5 +487,82 @@ impl Artifacts {
             unknown_items: unknown,
             table_version: self.version.clone(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn parse(history: &str) -> Result<Vec<HistoryEntry>, String> {
+        serde_json::from_str::<ExploreRequest>(&format!("{{\"history\": {history}}}"))
+            .map(|r| r.history)
+            .map_err(|e| e.to_string())
+    }
+
+    fn shown(e: &HistoryEntry) -> (String, Option<f64>, bool) {
+        match e {
+            HistoryEntry::Plain(id) => (id.as_string(), None, false),
+            HistoryEntry::Full { item, feedback } => (item.as_string(), *feedback, true),
+        }
+    }
+
+    #[test]
+    fn every_documented_form_of_an_entry_parses() {
+        let got = parse(r#"["a1", 2, {"item": "3", "feedback": 4.5}, {"item": 5}, {"item": "6", "feedback": null, "note": [1]}]"#).unwrap();
+        let got: Vec<_> = got.iter().map(shown).collect();
+        assert_eq!(
+            got,
+            vec![
+                ("a1".into(), None, false),
+                ("2".into(), None, false),
+                ("3".into(), Some(4.5), true),
+                ("5".into(), None, true),
+                ("6".into(), None, true),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_bad_entry_is_named_for_what_it_is() {
+        for (history, want) in [
+            ("[-1]", "history entry"),
+            ("[1.5]", "history entry"),
+            ("[true]", "history entry"),
+            ("[[1]]", "history entry"),
+            (r#"[{"feedback": 1}]"#, "missing field `item`"),
+            (r#"[{"item": {"item": 1}}]"#, "an item id"),
+            (r#"[{"item": 1, "item": 2}]"#, "duplicate field `item`"),
+            (r#"[{"item": 1, "feedback": "x"}]"#, "f64"),
+        ] {
+            let e = parse(history).unwrap_err();
+            assert!(e.contains(want), "{history}: {e}");
+        }
+    }
+
+    proptest! {
+        /// Whatever mix of ids and objects a client sends comes back as sent.
+        #[test]
+        fn entries_round_trip(entries in proptest::collection::vec(
+            (any::<bool>(), any::<bool>(), 0u64..1_000_000, proptest::option::of((-4000i32..4000).prop_map(|v| f64::from(v) / 4.0))),
+            0..20,
+        )) {
+            let mut json = Vec::new();
+            let mut want = Vec::new();
+            for (text, object, n, feedback) in &entries {
+                let id = if *text { serde_json::json!(format!("i{n}")) } else { serde_json::json!(n) };
+                let id_str = if *text { format!("i{n}") } else { n.to_string() };
+                if *object {
+                    json.push(serde_json::json!({"item": id, "feedback": feedback}));
+                    want.push((id_str, *feedback, true));
+                } else {
+                    json.push(id);
+                    want.push((id_str, None, false));
+                }
+            }
+            let got = parse(&serde_json::Value::Array(json).to_string()).unwrap();
+            prop_assert_eq!(got.iter().map(shown).collect::<Vec<_>>(), want);
+        }
     }
 }
