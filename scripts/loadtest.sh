@@ -25,8 +25,10 @@ echo "== steady load: ${secs}s, $conns connections, 2 wrk threads"
 wrk -t2 -c"$conns" -d"${secs}s" --latency -s scripts/loadtest.lua "http://127.0.0.1:$port/" | tee /tmp/wander-loadtest.txt
 echo "== the same load with a reload every second"
 ( for _ in $(seq 1 "$secs"); do sleep 1; curl -sf -X POST -H "Authorization: Bearer loadtest" "http://127.0.0.1:$port/admin/reload" > /dev/null || echo "reload failed"; done ) &
+reloads=$!
 wrk -t2 -c"$conns" -d"${secs}s" --latency -s scripts/loadtest.lua "http://127.0.0.1:$port/"
-wait
+# Only the reload loop: a bare `wait` would also wait for the server.
+wait $reloads
 curl -s "http://127.0.0.1:$port/metrics" | grep -E "wander_reloads_total|wander_requests_total"
 if [ "${CEILING:-1}" != 0 ]; then
     kill $pid 2>/dev/null; wait $pid 2>/dev/null || true

@@ -111,7 +111,7 @@ fn ln_row(x: &[f32], g: &[f32], b: &[f32], out: &mut [f32]) {
 /// variance are sums in order, a chain of dependent adds; with the rows transposed into
 /// `transposed` the chains of all rows advance side by side in one vector.
 #[inline(always)]
-fn ln_rows(x: &[f32], d: usize, g: &[f32], b: &[f32], out: &mut [f32], stats: &mut LnStats) {
+fn ln_rows(x: &[f32], d: usize, g: &[f32], b: &[f32], out: &mut [f32], stats: &mut LnStats<'_>) {
     let rows = x.len() / d;
     let n = d as f32;
     let LnStats {
@@ -154,10 +154,10 @@ fn ln_rows(x: &[f32], d: usize, g: &[f32], b: &[f32], out: &mut [f32], stats: &m
 }
 
 /// Scratch space of [`ln_rows`].
-struct LnStats {
-    transposed: Vec<f32>,
-    mean: Vec<f32>,
-    inv: Vec<f32>,
+struct LnStats<'a> {
+    transposed: &'a mut [f32],
+    mean: &'a mut [f32],
+    inv: &'a mut [f32],
 }
 
 /// Rows of the output computed together: each weight row loaded once serves four rows.
@@ -230,42 +230,81 @@ fn row_times_mat(x: &[f32], w: &[f32], d_out: usize, from: usize, out: &mut [f32
     }
 }
 
-/// Scratch space of one forward pass, sized for `t` positions of width `d`.
-struct Scratch {
-    normed: Vec<f32>,
-    keys: Vec<f32>,
-    keys_t: Vec<f32>,
-    values: Vec<f32>,
-    queries: Vec<f32>,
-    context: Vec<f32>,
-    projected: Vec<f32>,
-    residual: Vec<f32>,
-    hidden: Vec<f32>,
-    scores: Vec<f32>,
-    ln: LnStats,
+/// Keys scored together against one query: one 512-bit register of scores.
+const KEY_LANES: usize = 16;
+
+/// Scratch space of one forward pass for `t` positions of width `d`, carved out of one
+/// buffer that each thread keeps between requests. Nothing is read before this pass writes
+/// it, except the keys' padding up to a multiple of [`KEY_LANES`], whose scores are never
+/// read.
+struct Scratch<'a> {
+    normed: &'a mut [f32],
+    keys: &'a mut [f32],
+    /// `[d, t rounded up to KEY_LANES]`.
+    keys_t: &'a mut [f32],
+    values: &'a mut [f32],
+    queries: &'a mut [f32],
+    context: &'a mut [f32],
+    projected: &'a mut [f32],
+    residual: &'a mut [f32],
+    hidden: &'a mut [f32],
+    /// `t` rounded up to KEY_LANES.
+    scores: &'a mut [f32],
+    ln: LnStats<'a>,
 }
 
-impl Scratch {
-    fn new(t: usize, d: usize) -> Self {
-        let rows = || vec![0.0; t * d];
+impl<'a> Scratch<'a> {
+    fn carve(buffer: &'a mut Vec<f32>, t: usize, d: usize) -> Self {
+        let padded = t.next_multiple_of(KEY_LANES);
+        let sizes = [
+            t * d,
+            t * d,
+            d * padded,
+            t * d,
+            t * d,
+            t * d,
+            t * d,
+            t * d,
+            t * d,
+            padded,
+            t * d,
+            t,
+            t,
+        ];
+        let total: usize = sizes.iter().sum();
+        if buffer.len() < total {
+            buffer.resize(total, 0.0);
+        }
+        let mut rest: &'a mut [f32] = &mut buffer[..total];
+        let mut next = |n: usize| {
+            let (part, tail) = std::mem::take(&mut rest).split_at_mut(n);
+            rest = tail;
+            part
+        };
         Scratch {
-            normed: rows(),
-            keys: rows(),
-            keys_t: rows(),
-            values: rows(),
-            queries: rows(),
-            context: rows(),
-            projected: rows(),
-            residual: rows(),
-            hidden: rows(),
-            scores: vec![0.0; t],
+            normed: next(t * d),
+            keys: next(t * d),
+            keys_t: next(d * padded),
+            values: next(t * d),
+            queries: next(t * d),
+            context: next(t * d),
+            projected: next(t * d),
+            residual: next(t * d),
+            hidden: next(t * d),
+            scores: next(padded),
             ln: LnStats {
-                transposed: rows(),
-                mean: vec![0.0; t],
-                inv: vec![0.0; t],
+                transposed: next(t * d),
+                mean: next(t),
+                inv: next(t),
             },
         }
     }
+}
+
+thread_local! {
+    /// Each thread's forward-pass buffer, grown to the longest history it has seen (at most
+    /// `max_len` positions).
+    static SCRATCH: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
 impl CpuSasRec {
@@ -328,7 +367,10 @@ impl CpuSasRec {
             let pe = &self.pos[(offset + p) * d..(offset + p + 1) * d];
             x.extend(e.iter().zip(pe).map(|(a, b)| a * scale + b));
         }
-        let mut s = Scratch::new(t, d);
+        // Taken out and put back rather than borrowed in a closure: a closure would not be
+        // compiled with this function's target features.
+        let mut buffer = SCRATCH.take();
+        let mut s = Scratch::carve(&mut buffer, t, d);
         let head_scale = (hd as f32).sqrt();
         for (li, l) in self.layers.iter().enumerate() {
             // The last block's output is only read at the last position: one query there.
@@ -348,11 +390,12 @@ impl CpuSasRec {
                 d,
                 &mut s.queries[..nq * d],
             );
-            // Keys transposed ([d, t]) so that one query's scores against every key are a
-            // contiguous multiply-add per query coordinate.
+            // Keys transposed ([d, padded t]) so that one query's scores against
+            // KEY_LANES keys are one register, multiplied and added along the head.
+            let padded = t.next_multiple_of(KEY_LANES);
             for j in 0..t {
                 for c in 0..d {
-                    s.keys_t[c * t + j] = s.keys[j * d + c];
+                    s.keys_t[c * padded + j] = s.keys[j * d + c];
                 }
             }
             for qi in 0..nq {
@@ -360,14 +403,22 @@ impl CpuSasRec {
                 let q = &s.queries[qi * d..(qi + 1) * d];
                 for head in 0..h {
                     let cols = head * hd..(head + 1) * hd;
-                    let scores = &mut s.scores[..=p];
-                    scores.iter_mut().for_each(|v| *v = -0.0);
-                    for c in cols.clone() {
-                        let qc = q[c];
-                        for (sj, &kj) in scores.iter_mut().zip(&s.keys_t[c * t..c * t + p + 1]) {
-                            *sj += qc * kj;
+                    for j0 in (0..=p).step_by(KEY_LANES) {
+                        // As `.sum()` would: from -0.0, along the head in order.
+                        let mut acc = [-0.0f32; KEY_LANES];
+                        for c in cols.clone() {
+                            let qc = q[c];
+                            let k: &[f32; KEY_LANES] = s.keys_t
+                                [c * padded + j0..c * padded + j0 + KEY_LANES]
+                                .try_into()
+                                .expect("padded to KEY_LANES");
+                            for (a, &kj) in acc.iter_mut().zip(k) {
+                                *a += qc * kj;
+                            }
                         }
+                        s.scores[j0..j0 + KEY_LANES].copy_from_slice(&acc);
                     }
+                    let scores = &mut s.scores[..=p];
                     let mut max = f32::NEG_INFINITY;
                     for sj in scores.iter_mut() {
                         *sj /= head_scale;
@@ -379,14 +430,28 @@ impl CpuSasRec {
                         z += *a;
                     }
                     let ctx = &mut s.context[qi * d + cols.start..qi * d + cols.end];
-                    ctx.iter_mut().for_each(|v| *v = -0.0);
-                    for (j, &a) in scores.iter().enumerate() {
-                        for (o, &vj) in ctx
-                            .iter_mut()
-                            .zip(&s.values[j * d + cols.start..j * d + cols.end])
-                        {
-                            *o += a * vj;
+                    // KEY_LANES columns at a time in a register, summed over the keys in
+                    // order; then the columns left over.
+                    let full = hd - hd % KEY_LANES;
+                    for c0 in (0..full).step_by(KEY_LANES) {
+                        let mut acc = [-0.0f32; KEY_LANES];
+                        for (j, &a) in scores.iter().enumerate() {
+                            let at = j * d + cols.start + c0;
+                            let v: &[f32; KEY_LANES] = s.values[at..at + KEY_LANES]
+                                .try_into()
+                                .expect("inside the head");
+                            for (o, &vj) in acc.iter_mut().zip(v) {
+                                *o += a * vj;
+                            }
                         }
+                        ctx[c0..c0 + KEY_LANES].copy_from_slice(&acc);
+                    }
+                    for (c, o) in ctx.iter_mut().enumerate().skip(full) {
+                        *o = scores
+                            .iter()
+                            .enumerate()
+                            .map(|(j, &a)| a * s.values[j * d + cols.start + c])
+                            .sum();
                     }
                     ctx.iter_mut().for_each(|v| *v /= z);
                 }
@@ -426,6 +491,7 @@ impl CpuSasRec {
                 }
             }
         }
+        SCRATCH.set(buffer);
         ln_row(&x[(t - 1) * d..t * d], &self.lnf_g, &self.lnf_b, &mut out);
         out
     }

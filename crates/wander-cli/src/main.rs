@@ -279,6 +279,10 @@ enum BenchCommand {
         /// Rerun the bench in child processes under each thread setting and report all.
         #[arg(long)]
         matrix: bool,
+        /// Also write the LoRA figure's exact workload (token ids and settings) as JSON to
+        /// this file, for a peer to run (scripts/peer_peft.sh).
+        #[arg(long, value_name = "PATH", conflicts_with = "matrix")]
+        sft_workload: Option<std::path::PathBuf>,
     },
 }
 
@@ -470,12 +474,18 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                     candidates,
                     train_steps,
                     matrix,
+                    sft_workload,
                 },
         } => {
             let summary = if matrix {
                 wander_pipeline::bench::bench_llm_matrix(&ctx, candidates, train_steps)?
             } else {
-                wander_pipeline::bench::bench_llm(&ctx, candidates, train_steps)?
+                wander_pipeline::bench::bench_llm(
+                    &ctx,
+                    candidates,
+                    train_steps,
+                    sft_workload.as_deref(),
+                )?
             };
             if json {
                 println!("{summary}");

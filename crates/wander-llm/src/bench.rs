@@ -35,10 +35,117 @@ pub struct LlmBench {
     pub score_candidates_seconds: f64,
     /// LoRA SFT throughput (prompt and answer tokens through forward and backward).
     pub lora_train_tokens_per_s: f64,
+    /// The training loss of each LoRA step (a peer on the same workload should match the
+    /// first, taken before any update, closely).
+    pub lora_losses: Vec<f64>,
     /// LoRA rank and targets used for the training figure.
     pub lora: String,
     /// Thread settings in effect.
     pub threads: String,
+}
+
+/// The LoRA figure's workload, token for token: what `wander bench llm --sft-workload`
+/// writes so that a peer (`scripts/peer_peft.py`) trains on exactly the same sequences with
+/// the same settings.
+#[derive(Debug, Clone, Serialize)]
+pub struct SftWorkload {
+    /// LoRA rank.
+    pub rank: usize,
+    /// LoRA alpha (the update is scaled by `alpha / rank`).
+    pub alpha: f64,
+    /// Adapted projections of every block (`q`, `k`, `v`, `o`).
+    pub targets: Vec<String>,
+    /// Examples per optimizer step.
+    pub batch_size: usize,
+    /// AdamW learning rate.
+    pub lr: f64,
+    /// Optimizer steps measured.
+    pub steps: usize,
+    /// Token that pads a batch to its longest sequence.
+    pub pad: u32,
+    /// Each example's prompt and answer tokens; the loss is on the answer tokens, and a
+    /// batch of `b` sequences padded to length `t + 1` counts `b * t` tokens.
+    pub examples: Vec<SftExample>,
+    /// The examples of each step, in the trainer's order: step `s` is
+    /// `order[s * batch_size..(s + 1) * batch_size]`.
+    pub order: Vec<usize>,
+}
+
+/// One training sequence of [`SftWorkload`].
+#[derive(Debug, Clone, Serialize)]
+pub struct SftExample {
+    /// Prompt tokens (the chat template applied).
+    pub prompt: Vec<u32>,
+    /// Answer tokens (the description and the end-of-turn token).
+    pub answer: Vec<u32>,
+}
+
+const BENCH_SYSTEM: &str = "You plan a user's next novel interest.";
+const BENCH_USER: &str = "A user recently enjoyed these interests, most recent last: \"space, aliens, robots\" and \"mystery, detective, noir\". Name one new interest cluster they would also enjoy, from the catalogue's list.";
+
+impl SftWorkload {
+    fn new(prompt: &[u32], answers: &[Vec<u32>], steps: usize, pad: u32) -> Self {
+        let mut work = SftWorkload {
+            rank: 8,
+            alpha: 16.0,
+            targets: ["q", "k", "v", "o"].iter().map(|s| s.to_string()).collect(),
+            batch_size: 4,
+            lr: 1e-3,
+            steps,
+            pad,
+            examples: answers
+                .iter()
+                .take(16)
+                .map(|a| SftExample {
+                    prompt: prompt.to_vec(),
+                    answer: a.clone(),
+                })
+                .collect(),
+            order: Vec::new(),
+        };
+        let cfg = work.train_config();
+        work.order = (0..steps * work.batch_size)
+            .map(|k| cfg.example_at(work.examples.len(), k))
+            .collect();
+        work
+    }
+
+    fn train_config(&self) -> TrainConfig {
+        TrainConfig {
+            steps: self.steps,
+            batch_size: self.batch_size,
+            grad_accum: 1,
+            lr: self.lr,
+            warmup_steps: 1,
+            checkpoint_every: 0,
+            ..Default::default()
+        }
+    }
+}
+
+/// The bench's prompt and its `n_candidates` allowed answers, tokenized.
+fn bench_prompt_and_answers(
+    tok: &Tokenizer,
+    n_candidates: usize,
+) -> Result<(Vec<u32>, Vec<Vec<u32>>)> {
+    let prompt = tok.chat_prompt(BENCH_SYSTEM, BENCH_USER)?;
+    let answers = synthetic_descriptions(n_candidates)
+        .iter()
+        .map(|a| tok.answer(a))
+        .collect::<Result<_>>()?;
+    Ok((prompt, answers))
+}
+
+/// The LoRA figure's workload for the model at `q8_path`, without running anything.
+pub fn sft_workload(
+    q8_path: &std::path::Path,
+    n_candidates: usize,
+    train_steps: usize,
+) -> Result<SftWorkload> {
+    let g = GgufFile::open(q8_path)?;
+    let tok = Tokenizer::from_gguf(&g)?;
+    let (prompt, answers) = bench_prompt_and_answers(&tok, n_candidates)?;
+    Ok(SftWorkload::new(&prompt, &answers, train_steps, tok.im_end))
 }
 
 const WORDS: [&str; 32] = [
@@ -104,8 +211,7 @@ pub fn bench_llm(
     let mut g = GgufFile::open(q8_path)?;
     let tok = Tokenizer::from_gguf(&g)?;
     let model = Llama::from_gguf(&mut g, true)?;
-    let user = "A user recently enjoyed these interests, most recent last: \"space, aliens, robots\" and \"mystery, detective, noir\". Name one new interest cluster they would also enjoy, from the catalogue's list.";
-    let prompt = tok.chat_prompt("You plan a user's next novel interest.", user)?;
+    let (prompt, answers) = bench_prompt_and_answers(&tok, n_candidates)?;
     let prompt_tokens = prompt.len();
 
     // Prefill.
@@ -145,10 +251,6 @@ pub fn bench_llm(
     let unconstrained = t.elapsed().as_secs_f64();
 
     // 16 constrained samples over cluster-like descriptions.
-    let answers: Vec<Vec<u32>> = synthetic_descriptions(n_candidates)
-        .iter()
-        .map(|a| tok.answer(a))
-        .collect::<Result<_>>()?;
     let trie = Trie::new(&answers)?;
     let t = Instant::now();
     let (cs, _) = sample(&model, &prompt, &p16, Some(&trie), tok.im_end)?;
@@ -163,28 +265,20 @@ pub fn bench_llm(
     // LoRA SFT on f32 weights.
     let mut g = GgufFile::open(q8_path)?;
     let mut train_model = Llama::from_gguf(&mut g, false)?;
-    let targets: Vec<String> = ["q", "k", "v", "o"].iter().map(|s| s.to_string()).collect();
-    let params = train_model.attach_lora(&targets, 8, 16.0, 0.0, 0)?;
-    let examples: Vec<Example> = answers
+    let work = SftWorkload::new(&prompt, &answers, train_steps, tok.im_end);
+    let params = train_model.attach_lora(&work.targets, work.rank, work.alpha, 0.0, 0)?;
+    let examples: Vec<Example> = work
+        .examples
         .iter()
-        .take(16)
-        .map(|a| Example {
-            prompt: prompt.clone(),
-            answer: a.clone(),
+        .map(|e| Example {
+            prompt: e.prompt.clone(),
+            answer: e.answer.clone(),
             label: 0.0,
             targets: Vec::new(),
             candidates: Vec::new(),
         })
         .collect();
-    let cfg = TrainConfig {
-        steps: train_steps,
-        batch_size: 4,
-        grad_accum: 1,
-        lr: 1e-3,
-        warmup_steps: 1,
-        checkpoint_every: 0,
-        ..Default::default()
-    };
+    let cfg = work.train_config();
     let mut trainer = Trainer::new(&train_model, Objective::Sft, params, cfg, tok.im_end, None)?;
     let report = trainer.run(&examples, &[], None, None)?;
 
@@ -199,7 +293,13 @@ pub fn bench_llm(
         candidates: answers.len(),
         score_candidates_seconds: score,
         lora_train_tokens_per_s: report.tokens_per_second(),
-        lora: "rank 8 on q,k,v,o; batch 4".into(),
+        lora_losses: report.losses.clone(),
+        lora: format!(
+            "rank {} on {}; batch {}",
+            work.rank,
+            work.targets.join(","),
+            work.batch_size
+        ),
         threads: format!(
             "RAYON_NUM_THREADS={} CANDLE_BARRIER_POOL_SPIN_LIMIT={} (cores: {})",
             std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "unset".into()),
@@ -209,4 +309,28 @@ pub fn bench_llm(
                 .unwrap_or(0)
         ),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_exported_workload_visits_every_example_once_per_epoch_in_the_trainers_order() {
+        let answers: Vec<Vec<u32>> = (0..20u32).map(|i| vec![100 + i, 2]).collect();
+        let work = SftWorkload::new(&[1, 5, 6], &answers, 8, 2);
+        assert_eq!(work.examples.len(), 16);
+        assert_eq!(work.order.len(), 8 * work.batch_size);
+        for epoch in work.order.chunks(16) {
+            let mut seen = epoch.to_vec();
+            seen.sort_unstable();
+            assert_eq!(seen, (0..16).collect::<Vec<_>>());
+        }
+        // Shuffled, and differently in each epoch.
+        assert_ne!(work.order[..16], (0..16).collect::<Vec<_>>()[..]);
+        assert_ne!(work.order[..16], work.order[16..]);
+        let json = serde_json::to_value(&work).unwrap();
+        assert_eq!(json["examples"][0]["prompt"], serde_json::json!([1, 5, 6]));
+        assert_eq!(json["targets"], serde_json::json!(["q", "k", "v", "o"]));
+    }
 }

@@ -130,6 +130,17 @@ impl Default for TrainConfig {
 }
 
 impl TrainConfig {
+    /// The example (an index below `n`) of the `k`-th example visit (0-based, counted over
+    /// micro-batches): every epoch visits each example once, in an order shuffled by `seed`
+    /// and the epoch.
+    pub fn example_at(&self, n: usize, k: usize) -> usize {
+        let mut idx: Vec<usize> = (0..n).collect();
+        wander_core::rng::Rng::new(self.seed)
+            .fork((k / n) as u64)
+            .shuffle(&mut idx);
+        idx[k % n]
+    }
+
     /// Learning rate at optimizer step `step` (0-based).
     pub fn lr_at(&self, step: usize) -> f64 {
         if step < self.warmup_steps {
@@ -598,14 +609,6 @@ impl<'a> Trainer<'a> {
     }
 
     /// The batch order of `epoch`: a seeded permutation of the training set.
-    fn order(&self, n: usize, epoch: usize) -> Vec<usize> {
-        let mut idx: Vec<usize> = (0..n).collect();
-        wander_core::rng::Rng::new(self.cfg.seed)
-            .fork(epoch as u64)
-            .shuffle(&mut idx);
-        idx
-    }
-
     /// The eval loss of the model before training: measured on `data` by a fresh trainer,
     /// restored from the checkpoint by a resumed one (whose model is no longer untrained).
     /// NaN for no data.
@@ -666,10 +669,7 @@ impl<'a> Trainer<'a> {
             for micro in 0..self.cfg.grad_accum {
                 let first = step * per_step + micro * self.cfg.batch_size;
                 let batch: Vec<Example> = (first..first + self.cfg.batch_size)
-                    .map(|k| {
-                        let epoch = k / train.len();
-                        train[self.order(train.len(), epoch)[k % train.len()]].clone()
-                    })
+                    .map(|k| train[self.cfg.example_at(train.len(), k)].clone())
                     .collect();
                 self.model.set_dropout_seed(
                     wander_core::rng::Rng::new(self.cfg.seed)

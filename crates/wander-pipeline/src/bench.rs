@@ -12,8 +12,24 @@ pub fn bench_llm(
     ctx: &StageContext,
     candidates: usize,
     train_steps: usize,
+    sft_workload: Option<&std::path::Path>,
 ) -> crate::Result<Value> {
     let q8 = model_q8(ctx)?;
+    if let Some(path) = sft_workload {
+        // Written first, so that a peer can run while this bench does.
+        let work = wander_llm::bench::sft_workload(&q8, candidates, train_steps)?;
+        let mut v = serde_json::to_value(&work)?;
+        v["model"] = json!(q8.display().to_string());
+        let bytes = serde_json::to_vec(&v)?;
+        std::fs::write(path, bytes).map_err(|e| wander_core::CoreError::io(path, e))?;
+        log(format!(
+            "bench llm: the LoRA workload ({} examples, batch {}, {} steps) is in {}",
+            work.examples.len(),
+            work.batch_size,
+            work.steps,
+            path.display()
+        ));
+    }
     let spinner = wander_core::progress::spinner("bench llm");
     spinner.set_message("measuring prefill, decode, sampling, scoring, LoRA training");
     let report = wander_llm::bench::bench_llm(&q8, candidates, train_steps)?;
