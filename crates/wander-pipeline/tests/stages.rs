@@ -574,9 +574,30 @@ fn llm_stages_on_a_tiny_model_and_log() {
         "alignment/score_head.safetensors",
         "alignment/train.jsonl",
         "README.md",
+        "check.json",
     ] {
         assert!(exported.reader().path(f).is_ok(), "{f}");
     }
+    // The agreement check: the three models' log-probabilities at the union of their top 8.
+    let check: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(exported.reader().path("check.json").unwrap()).unwrap(),
+    )
+    .unwrap();
+    let tokens = check["tokens"].as_array().unwrap().len();
+    assert!(tokens >= 8, "{check}");
+    assert!(!check["prompt_tokens"].as_array().unwrap().is_empty());
+    for model in ["base", "novelty", "alignment"] {
+        let lp = check[model].as_array().unwrap();
+        assert_eq!(lp.len(), tokens, "{model}");
+        assert!(
+            lp.iter().all(|v| v.as_f64().is_some_and(|v| v <= 0.0)),
+            "{model}: {check}"
+        );
+    }
+    assert_ne!(
+        check["base"], check["novelty"],
+        "the trained adapter changes nothing"
+    );
     let peft = candle_core::safetensors::load(
         exported
             .reader()

@@ -72,8 +72,12 @@ pub fn export(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
             std::fs::copy(&chat, w.path("novelty/train.jsonl")?).map_err(|e| wander_core::CoreError::io(&chat, e))?;
             let labels = file_path(&run, POINTWISE_TRAIN)?;
             std::fs::copy(&labels, w.path("alignment/train.jsonl")?).map_err(|e| wander_core::CoreError::io(&labels, e))?;
+            // What another runtime must reproduce: the next-token log-probabilities after a
+            // training prompt, without and with each adapter (scripts/check_export.py).
+            let check = agreement_check(ctx, &run, &q8)?;
+            w.write_bytes("check.json", &serde_json::to_vec_pretty(&check)?)?;
             let readme = format!(
-                "# Exported from wander\n\n`novelty/` and `alignment/` each hold a LoRA adapter in PEFT's layout (`adapter_config.json`, `adapter_model.safetensors`) for the base model `{}`, with rank {} and alpha {}. Load with transformers + peft (`PeftModel.from_pretrained(base, \"novelty\")`) or give the folder to a server that takes PEFT adapters (vLLM: `--enable-lora --lora-modules novelty=<dir>`). `adapter.gguf` in each folder is the same adapter in llama.cpp's LoRA format, for the GGUF wander trained on (`llama-server -m <model.gguf> --lora novelty/adapter.gguf`).\n\nThe query and key updates were trained on the GGUF's weights, whose rows are interleaved per head for RoPE; they are written back in Hugging Face's order. The adapters were trained on a quantised base (Q4_1, repacked to Q8_0), so on the full-precision model they act on slightly different weights.\n\nThe alignment model's readout is not a PEFT module: `alignment/{readout}` (`score_head.safetensors`: a linear layer `weight` [outputs, hidden] and `bias` on the last hidden state of the prompt; `levels.json`: the label levels the model writes as text). Prompts are ChatML, built as wander builds them.\n\nTraining data: `novelty/train.jsonl` (chat messages: system, user with the two history clusters, assistant with the next cluster) and `alignment/train.jsonl` (the collective feedback labels, one prompt per line), for fine-tuning a larger model elsewhere.\n",
+                "# Exported from wander\n\n`novelty/` and `alignment/` each hold a LoRA adapter in PEFT's layout (`adapter_config.json`, `adapter_model.safetensors`) for the base model `{}`, with rank {} and alpha {}. Load with transformers + peft (`PeftModel.from_pretrained(base, \"novelty\")`) or give the folder to a server that takes PEFT adapters (vLLM: `--enable-lora --lora-modules novelty=<dir>`). `adapter.gguf` in each folder is the same adapter in llama.cpp's LoRA format, for the GGUF wander trained on (`llama-server -m <model.gguf> --lora novelty/adapter.gguf`).\n\nThe query and key updates were trained on the GGUF's weights, whose rows are interleaved per head for RoPE; they are written back in Hugging Face's order. The adapters were trained on a quantised base (Q4_1, repacked to Q8_0), so on the full-precision model they act on slightly different weights.\n\nThe alignment model's readout is not a PEFT module: `alignment/{readout}` (`score_head.safetensors`: a linear layer `weight` [outputs, hidden] and `bias` on the last hidden state of the prompt; `levels.json`: the label levels the model writes as text). Prompts are ChatML, built as wander builds them.\n\n`check.json` holds the first novelty training prompt's token ids and the next-token log-probabilities wander computes after it (the base model on the GGUF's weights in f32, then with each adapter merged), at the tokens any of the three ranks in its top 8: a loader of these files should reproduce them (`scripts/check_export.sh` does it with transformers + peft).\n\nTraining data: `novelty/train.jsonl` (chat messages: system, user with the two history clusters, assistant with the next cluster) and `alignment/train.jsonl` (the collective feedback labels, one prompt per line), for fine-tuning a larger model elsewhere.\n",
                 base.name, cfg_rank(&novelty_tensors), base.alpha
             );
             w.write_bytes("README.md", readme.as_bytes())?;
@@ -86,6 +90,94 @@ pub fn export(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
         })
         .context("export failed; earlier artifacts in the run directory are unchanged")?;
     Ok(report(StageId::Export, &outcome))
+}
+
+/// Tokens of each model's top in [`agreement_check`].
+const CHECK_TOP: usize = 8;
+
+/// The next-token log-probabilities after the first novelty training prompt: the base
+/// model (the Q8_0 GGUF's weights in f32, as the trainer sees them) and each adapter merged
+/// into it, at the tokens any of the three ranks in its top [`CHECK_TOP`].
+fn agreement_check(ctx: &StageContext, run: &RunDir, q8: &std::path::Path) -> crate::Result<Value> {
+    let chat_path = file_path(run, SFT_TRAIN_CHAT)?;
+    let chat = std::fs::read_to_string(&chat_path)
+        .map_err(|e| wander_core::CoreError::io(&chat_path, e))?;
+    let first: Value = chat
+        .lines()
+        .next()
+        .map(serde_json::from_str)
+        .transpose()
+        .map_err(|e| {
+            crate::PipelineError::Invalid(format!("{}: line 1: {e}", chat_path.display()))
+        })?
+        .unwrap_or(Value::Null);
+    let message = |i: usize| first["messages"][i]["content"].as_str();
+    let (Some(system), Some(user)) = (message(0), message(1)) else {
+        crate::bail!(
+            "{}: line 1: expected chat messages (system, user, assistant)",
+            chat_path.display()
+        );
+    };
+    let mut g = wander_llm::gguf::GgufFile::open(q8)?;
+    let tok = crate::common::tokenizer(ctx, &g)?;
+    let prompt = tok.chat_prompt(system, user)?;
+    let base = wander_llm::model::Llama::from_gguf(&mut g, false)?;
+    let input = candle_core::Tensor::new(prompt.as_slice(), &candle_core::Device::Cpu)
+        .map_err(wander_llm::LlmError::from)?
+        .unsqueeze(0)
+        .map_err(wander_llm::LlmError::from)?;
+    let log_probs = |m: &wander_llm::model::Llama| -> crate::Result<Vec<f64>> {
+        let logits: Vec<f32> = m
+            .last_logits(&input, &mut wander_llm::model::KvCache::new(m.blocks.len()))?
+            .squeeze(0)
+            .and_then(|t| t.to_vec1())
+            .map_err(wander_llm::LlmError::from)?;
+        let max = logits
+            .iter()
+            .fold(f64::NEG_INFINITY, |a, &b| a.max(b as f64));
+        let log_z = max
+            + logits
+                .iter()
+                .map(|&l| (l as f64 - max).exp())
+                .sum::<f64>()
+                .ln();
+        let out: Vec<f64> = logits.iter().map(|&l| l as f64 - log_z).collect();
+        if out.iter().any(|v| v.is_nan()) {
+            crate::bail!("the export check's log-probabilities are not finite");
+        }
+        Ok(out)
+    };
+    let lora = &ctx.config.llm.lora;
+    let mut models = vec![("base", log_probs(&base)?)];
+    for (name, adapter) in [
+        ("novelty", NOVELTY_ADAPTER),
+        ("alignment", ALIGNMENT_ADAPTER),
+    ] {
+        let mut m = base.clone();
+        m.attach_lora(
+            &lora.targets,
+            lora.rank,
+            lora.alpha,
+            0.0,
+            ctx.config.run.seed,
+        )?;
+        m.load_lora(&file_path(run, adapter)?)?;
+        m.merge_lora()?;
+        models.push((name, log_probs(&m)?));
+    }
+    let mut tokens: Vec<usize> = Vec::new();
+    for (_, lp) in &models {
+        let mut order: Vec<usize> = (0..lp.len()).collect();
+        order.sort_by(|&a, &b| lp[b].total_cmp(&lp[a]).then(a.cmp(&b)));
+        tokens.extend(order.into_iter().take(CHECK_TOP));
+    }
+    tokens.sort_unstable();
+    tokens.dedup();
+    let mut check = json!({"prompt_tokens": prompt, "tokens": tokens});
+    for (name, lp) in &models {
+        check[*name] = json!(tokens.iter().map(|&t| lp[t]).collect::<Vec<_>>());
+    }
+    Ok(check)
 }
 
 /// The rank of a set of adapter tensors (rows of any `lora_a`).
