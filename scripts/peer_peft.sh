@@ -11,13 +11,7 @@
 # which PyPI's torch wheel depends on) are installed once into .wander/tools/peft.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-venv=.wander/tools/peft
-if ! "$venv/bin/python" -c "import torch, transformers, peft, gguf" 2>/dev/null; then
-    echo "installing torch, transformers, peft and gguf from PyPI into $venv" >&2
-    python3 -m venv "$venv"
-    "$venv/bin/pip" install --quiet --disable-pip-version-check \
-        torch==2.9.1 transformers==4.57.3 peft==0.18.0 gguf==0.17.1
-fi
+source scripts/peft_venv.sh
 target=${CARGO_TARGET_DIR:-target}
 cargo build --release -q -p wander-cli
 bin=$target/release/wander

@@ -95,13 +95,33 @@ pub(crate) struct Models {
     pub(crate) answers: Vec<Vec<u32>>,
 }
 
+/// `base` with a trained adapter (the configured rank and targets) folded into its weights.
+pub(crate) fn with_adapter_merged(
+    ctx: &StageContext,
+    run: &RunDir,
+    base: &wander_llm::model::Llama,
+    adapter: File,
+) -> crate::Result<wander_llm::model::Llama> {
+    let lora = &ctx.config.llm.lora;
+    let mut m = base.clone();
+    m.attach_lora(
+        &lora.targets,
+        lora.rank,
+        lora.alpha,
+        0.0,
+        ctx.config.run.seed,
+    )?;
+    m.load_lora(&open(run, adapter.stage())?.path(adapter)?)?;
+    m.merge_lora()?;
+    Ok(m)
+}
+
 pub(crate) fn load_models(
     ctx: &StageContext,
     run: &RunDir,
     q8: &Path,
     with_novelty: bool,
 ) -> crate::Result<Models> {
-    let lora = &ctx.config.llm.lora;
     let tax = wander_taxonomy::read(open(run, StageId::Taxonomy)?.reader())?;
     let descriptions: Vec<String> = tax
         .planner_clusters()
@@ -111,19 +131,7 @@ pub(crate) fn load_models(
     let mut g = wander_llm::gguf::GgufFile::open(q8)?;
     let tok = crate::common::tokenizer(ctx, &g)?;
     let base = wander_llm::model::Llama::from_gguf(&mut g, true)?;
-    let merged = |adapter: File| -> crate::Result<wander_llm::model::Llama> {
-        let mut m = base.clone();
-        m.attach_lora(
-            &lora.targets,
-            lora.rank,
-            lora.alpha,
-            0.0,
-            ctx.config.run.seed,
-        )?;
-        m.load_lora(&open(run, adapter.stage())?.path(adapter)?)?;
-        m.merge_lora()?;
-        Ok(m)
-    };
+    let merged = |adapter: File| with_adapter_merged(ctx, run, &base, adapter);
     let alignment = merged(ALIGNMENT_ADAPTER)?;
     let trained = crate::stages::alignment::trained(run)?;
     let readout = match trained.output() {

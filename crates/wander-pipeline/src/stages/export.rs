@@ -147,22 +147,12 @@ fn agreement_check(ctx: &StageContext, run: &RunDir, q8: &std::path::Path) -> cr
         }
         Ok(out)
     };
-    let lora = &ctx.config.llm.lora;
     let mut models = vec![("base", log_probs(&base)?)];
     for (name, adapter) in [
         ("novelty", NOVELTY_ADAPTER),
         ("alignment", ALIGNMENT_ADAPTER),
     ] {
-        let mut m = base.clone();
-        m.attach_lora(
-            &lora.targets,
-            lora.rank,
-            lora.alpha,
-            0.0,
-            ctx.config.run.seed,
-        )?;
-        m.load_lora(&file_path(run, adapter)?)?;
-        m.merge_lora()?;
+        let m = crate::llm::with_adapter_merged(ctx, run, &base, adapter)?;
         models.push((name, log_probs(&m)?));
     }
     let mut tokens: Vec<usize> = Vec::new();
