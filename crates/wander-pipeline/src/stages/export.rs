@@ -142,8 +142,8 @@ fn agreement_check(ctx: &StageContext, run: &RunDir, q8: &std::path::Path) -> cr
                 .sum::<f64>()
                 .ln();
         let out: Vec<f64> = logits.iter().map(|&l| l as f64 - log_z).collect();
-        if out.iter().any(|v| v.is_nan()) {
-            crate::bail!("the export check's log-probabilities are not finite");
+        if let Some(i) = out.iter().position(|v| !v.is_finite()) {
+            crate::bail!("the export check: the log-probability of token {i} is {} (a model weight or logit is not finite)", out[i]);
         }
         Ok(out)
     };
