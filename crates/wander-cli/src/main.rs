@@ -283,6 +283,14 @@ enum BenchCommand {
         /// this file, for a peer to run (scripts/peer_peft.sh).
         #[arg(long, value_name = "PATH", conflicts_with = "matrix")]
         sft_workload: Option<std::path::PathBuf>,
+        /// Also write the inference figures' exact workload (prompt and answer token ids,
+        /// sample counts) as JSON to this file, for a peer (scripts/peer_llamacpp.sh).
+        #[arg(long, value_name = "PATH", conflicts_with = "matrix")]
+        decode_workload: Option<std::path::PathBuf>,
+        /// Take the prompt and allowed answers from the configured run: its precompute
+        /// prompt for clusters 0 then 1, and every planner cluster's description.
+        #[arg(long, conflicts_with = "matrix")]
+        from_run: bool,
     },
 }
 
@@ -475,6 +483,8 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                     train_steps,
                     matrix,
                     sft_workload,
+                    decode_workload,
+                    from_run,
                 },
         } => {
             let summary = if matrix {
@@ -482,9 +492,13 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             } else {
                 wander_pipeline::bench::bench_llm(
                     &ctx,
-                    candidates,
-                    train_steps,
-                    sft_workload.as_deref(),
+                    &wander_pipeline::bench::LlmBenchOptions {
+                        candidates,
+                        train_steps,
+                        from_run,
+                        sft_workload,
+                        decode_workload,
+                    },
                 )?
             };
             if json {

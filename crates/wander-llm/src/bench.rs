@@ -42,7 +42,60 @@ pub struct LlmBench {
     pub lora: String,
     /// Thread settings in effect.
     pub threads: String,
+    /// The single-stream greedy continuation (no end token stops it): a peer on the same
+    /// weights should produce the same tokens, at least for a while.
+    pub greedy_tokens: Vec<u32>,
+    /// Exact constrained log-probability of every allowed answer under the prompt, in the
+    /// order of the answers (what the precompute computes for every pair).
+    pub candidate_logprobs: Vec<f64>,
 }
+
+/// Where the bench's prompt and allowed answers come from.
+#[derive(Debug, Clone)]
+pub enum BenchPrompt {
+    /// The built-in planning prompt and this many cluster-like descriptions.
+    Synthetic {
+        /// Number of allowed answers.
+        candidates: usize,
+    },
+    /// A run's own prompt and clusters (what its precompute sends for one history pair).
+    Given {
+        /// The system message.
+        system: String,
+        /// The user message.
+        user: String,
+        /// The allowed answers: the clusters' descriptions.
+        answers: Vec<String>,
+    },
+}
+
+/// The inference figures' workload, token for token: what `wander bench llm
+/// --decode-workload` writes so that a peer (`scripts/peer_llamacpp.py`) runs the same
+/// prompt and answers with the same settings.
+#[derive(Debug, Clone, Serialize)]
+pub struct DecodeWorkload {
+    /// Prompt tokens (the chat template applied).
+    pub prompt: Vec<u32>,
+    /// The allowed answers' tokens, each ending in the end-of-turn token.
+    pub answers: Vec<Vec<u32>>,
+    /// The end-of-turn token that ends a sample.
+    pub end_token: u32,
+    /// Timed prefills of the prompt (after one untimed warm-up).
+    pub prefill_reps: usize,
+    /// Tokens of the single-stream greedy continuation (the first comes from the prefill).
+    pub greedy_tokens: usize,
+    /// Samples sharing one prefill, unconstrained and constrained.
+    pub samples: usize,
+    /// Most tokens per unconstrained sample.
+    pub max_new_tokens: usize,
+    /// Sampling temperature.
+    pub temperature: f64,
+}
+
+const PREFILL_REPS: usize = 3;
+const GREEDY_TOKENS: usize = 32;
+const SAMPLES: usize = 16;
+const MAX_NEW_TOKENS: usize = 16;
 
 /// The LoRA figure's workload, token for token: what `wander bench llm --sft-workload`
 /// writes so that a peer (`scripts/peer_peft.py`) trains on exactly the same sequences with
@@ -123,13 +176,23 @@ impl SftWorkload {
     }
 }
 
-/// The bench's prompt and its `n_candidates` allowed answers, tokenized.
+/// The bench's prompt and its allowed answers, tokenized.
 fn bench_prompt_and_answers(
     tok: &Tokenizer,
-    n_candidates: usize,
+    source: &BenchPrompt,
 ) -> Result<(Vec<u32>, Vec<Vec<u32>>)> {
-    let prompt = tok.chat_prompt(BENCH_SYSTEM, BENCH_USER)?;
-    let answers = synthetic_descriptions(n_candidates)
+    let (prompt, answers) = match source {
+        BenchPrompt::Synthetic { candidates } => (
+            tok.chat_prompt(BENCH_SYSTEM, BENCH_USER)?,
+            synthetic_descriptions(*candidates),
+        ),
+        BenchPrompt::Given {
+            system,
+            user,
+            answers,
+        } => (tok.chat_prompt(system, user)?, answers.clone()),
+    };
+    let answers = answers
         .iter()
         .map(|a| tok.answer(a))
         .collect::<Result<_>>()?;
@@ -139,13 +202,30 @@ fn bench_prompt_and_answers(
 /// The LoRA figure's workload for the model at `q8_path`, without running anything.
 pub fn sft_workload(
     q8_path: &std::path::Path,
-    n_candidates: usize,
+    source: &BenchPrompt,
     train_steps: usize,
 ) -> Result<SftWorkload> {
     let g = GgufFile::open(q8_path)?;
     let tok = Tokenizer::from_gguf(&g)?;
-    let (prompt, answers) = bench_prompt_and_answers(&tok, n_candidates)?;
+    let (prompt, answers) = bench_prompt_and_answers(&tok, source)?;
     Ok(SftWorkload::new(&prompt, &answers, train_steps, tok.im_end))
+}
+
+/// The inference figures' workload for the model at `q8_path`, without running anything.
+pub fn decode_workload(q8_path: &std::path::Path, source: &BenchPrompt) -> Result<DecodeWorkload> {
+    let g = GgufFile::open(q8_path)?;
+    let tok = Tokenizer::from_gguf(&g)?;
+    let (prompt, answers) = bench_prompt_and_answers(&tok, source)?;
+    Ok(DecodeWorkload {
+        prompt,
+        answers,
+        end_token: tok.im_end,
+        prefill_reps: PREFILL_REPS,
+        greedy_tokens: GREEDY_TOKENS,
+        samples: SAMPLES,
+        max_new_tokens: MAX_NEW_TOKENS,
+        temperature: 1.0,
+    })
 }
 
 const WORDS: [&str; 32] = [
@@ -205,19 +285,19 @@ pub fn synthetic_descriptions(n: usize) -> Vec<String> {
 /// Runs every figure on the GGUF model at `q8_path` (already repacked to Q8_0).
 pub fn bench_llm(
     q8_path: &std::path::Path,
-    n_candidates: usize,
+    source: &BenchPrompt,
     train_steps: usize,
 ) -> Result<LlmBench> {
     let mut g = GgufFile::open(q8_path)?;
     let tok = Tokenizer::from_gguf(&g)?;
     let model = Llama::from_gguf(&mut g, true)?;
-    let (prompt, answers) = bench_prompt_and_answers(&tok, n_candidates)?;
+    let (prompt, answers) = bench_prompt_and_answers(&tok, source)?;
     let prompt_tokens = prompt.len();
 
     // Prefill.
     let x = Tensor::new(prompt.as_slice(), &Device::Cpu)?.unsqueeze(0)?;
     let _ = model.last_logits(&x, &mut KvCache::new(model.blocks.len()))?; // warm-up
-    let reps = 3;
+    let reps = PREFILL_REPS;
     let t = Instant::now();
     for _ in 0..reps {
         let _ = model.last_logits(&x, &mut KvCache::new(model.blocks.len()))?;
@@ -225,7 +305,7 @@ pub fn bench_llm(
     let prefill = t.elapsed().as_secs_f64() / reps as f64;
 
     // Single-stream greedy decode (time after the prefill).
-    let steps = 32;
+    let steps = GREEDY_TOKENS;
     let greedy = SampleParams {
         n: 1,
         temperature: 0.0,
@@ -240,11 +320,11 @@ pub fn bench_llm(
 
     // 16 unconstrained samples sharing the prefill.
     let p16 = SampleParams {
-        n: 16,
+        n: SAMPLES,
         temperature: 1.0,
         top_p: 1.0,
         seed: 1,
-        max_new_tokens: 16,
+        max_new_tokens: MAX_NEW_TOKENS,
     };
     let t = Instant::now();
     let (_, st) = sample(&model, &prompt, &p16, None, tok.im_end)?;
@@ -259,7 +339,7 @@ pub fn bench_llm(
     let forced: usize = cs.iter().map(|s| s.forced).sum();
 
     let t = Instant::now();
-    let _ = score_candidates(&model, &prompt, &answers)?;
+    let scores = score_candidates(&model, &prompt, &answers)?;
     let score = t.elapsed().as_secs_f64();
 
     // LoRA SFT on f32 weights.
@@ -308,6 +388,8 @@ pub fn bench_llm(
                 .map(|n| n.get())
                 .unwrap_or(0)
         ),
+        greedy_tokens: s[0].tokens.clone(),
+        candidate_logprobs: scores.constrained_logprob,
     })
 }
 

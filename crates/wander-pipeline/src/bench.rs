@@ -7,21 +7,74 @@ use crate::common::model_q8;
 use crate::log;
 use crate::StageContext;
 
+/// What `wander bench llm` measures and writes besides its figures.
+#[derive(Debug, Clone, Default)]
+pub struct LlmBenchOptions {
+    /// Number of synthetic allowed answers (ignored with `from_run`).
+    pub candidates: usize,
+    /// LoRA optimizer steps for the training figure.
+    pub train_steps: usize,
+    /// Use the configured run's precompute prompt for its first two clusters and its
+    /// clusters' descriptions as the allowed answers, instead of the synthetic ones.
+    pub from_run: bool,
+    /// Write the LoRA figure's workload here (for `scripts/peer_peft.sh`).
+    pub sft_workload: Option<std::path::PathBuf>,
+    /// Write the inference figures' workload here (for `scripts/peer_llamacpp.sh`).
+    pub decode_workload: Option<std::path::PathBuf>,
+}
+
+/// The precompute's novelty prompt for the run's clusters 0 then 1, and every planner
+/// cluster's description as an allowed answer.
+fn run_prompt(ctx: &StageContext) -> crate::Result<wander_llm::bench::BenchPrompt> {
+    let run = wander_core::artifact::RunDir::open(&ctx.config.run.dir)?;
+    let tax =
+        wander_taxonomy::read(crate::artifacts::open(&run, crate::StageId::Taxonomy)?.reader())?;
+    let answers: Vec<String> = tax
+        .planner_clusters()
+        .iter()
+        .map(|c| c.description.clone())
+        .collect();
+    if answers.len() < 2 {
+        crate::bail!(
+            "bench llm --from-run: the taxonomy of {} has {} planner clusters; it needs two",
+            ctx.config.run.dir.display(),
+            answers.len()
+        );
+    }
+    Ok(wander_llm::bench::BenchPrompt::Given {
+        system: wander_explore::sft::SYSTEM.to_string(),
+        user: wander_explore::sft::user_message(&answers[0], &answers[1]),
+        answers,
+    })
+}
+
+/// Writes `work` with the model's path added, as JSON, to `path`.
+fn write_workload<T: serde::Serialize>(
+    path: &std::path::Path,
+    q8: &std::path::Path,
+    work: &T,
+) -> crate::Result<()> {
+    let mut v = serde_json::to_value(work)?;
+    v["model"] = json!(q8.display().to_string());
+    std::fs::write(path, serde_json::to_vec(&v)?)
+        .map_err(|e| wander_core::CoreError::io(path, e))?;
+    Ok(())
+}
+
 /// `wander bench llm`.
-pub fn bench_llm(
-    ctx: &StageContext,
-    candidates: usize,
-    train_steps: usize,
-    sft_workload: Option<&std::path::Path>,
-) -> crate::Result<Value> {
+pub fn bench_llm(ctx: &StageContext, options: &LlmBenchOptions) -> crate::Result<Value> {
     let q8 = model_q8(ctx)?;
-    if let Some(path) = sft_workload {
-        // Written first, so that a peer can run while this bench does.
-        let work = wander_llm::bench::sft_workload(&q8, candidates, train_steps)?;
-        let mut v = serde_json::to_value(&work)?;
-        v["model"] = json!(q8.display().to_string());
-        let bytes = serde_json::to_vec(&v)?;
-        std::fs::write(path, bytes).map_err(|e| wander_core::CoreError::io(path, e))?;
+    let source = if options.from_run {
+        run_prompt(ctx)?
+    } else {
+        wander_llm::bench::BenchPrompt::Synthetic {
+            candidates: options.candidates,
+        }
+    };
+    // The workloads are written first, so that a peer can run while this bench does.
+    if let Some(path) = &options.sft_workload {
+        let work = wander_llm::bench::sft_workload(&q8, &source, options.train_steps)?;
+        write_workload(path, &q8, &work)?;
         log(format!(
             "bench llm: the LoRA workload ({} examples, batch {}, {} steps) is in {}",
             work.examples.len(),
@@ -30,9 +83,19 @@ pub fn bench_llm(
             path.display()
         ));
     }
+    if let Some(path) = &options.decode_workload {
+        let work = wander_llm::bench::decode_workload(&q8, &source)?;
+        write_workload(path, &q8, &work)?;
+        log(format!(
+            "bench llm: the inference workload ({}-token prompt, {} allowed answers) is in {}",
+            work.prompt.len(),
+            work.answers.len(),
+            path.display()
+        ));
+    }
     let spinner = wander_core::progress::spinner("bench llm");
     spinner.set_message("measuring prefill, decode, sampling, scoring, LoRA training");
-    let report = wander_llm::bench::bench_llm(&q8, candidates, train_steps)?;
+    let report = wander_llm::bench::bench_llm(&q8, &source, options.train_steps)?;
     spinner.finish_and_clear();
     let mut v = serde_json::to_value(&report)?;
     let goals = json!({
