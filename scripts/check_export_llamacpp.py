@@ -3,8 +3,9 @@ to llama.h): computes the next-token log-probabilities after the prompt in the e
 `check.json`, on the base model and with each `adapter.gguf` applied by llama.cpp
 (`llama_adapter_lora_init` + `llama_set_adapter_lora`, what `llama-server --lora` does), and
 compares them with wander's. The base is the GGUF wander trained on, dequantised to F32
-here, because check.json holds wander's f32 figures and llama.cpp multiplies Q8_0 weights
-with activations quantised to 8 bits (about 0.1-0.3 nats of difference on its own). As a
+here, with an f32 key/value cache, because check.json holds wander's f32 figures and
+llama.cpp multiplies Q8_0 weights with activations quantised to 8 bits (about 0.1 nats of
+difference on its own). As a
 control, each adapter is also written with its query and key updates in Hugging Face's row
 order (what a loader that skips the GGUF's RoPE permutation would produce): that one must
 disagree.
@@ -74,17 +75,24 @@ class Model:
         self.model = L.llama_model_load_from_file(path.encode(), L.llama_model_default_params())
         if not self.model:
             raise SystemExit(f"llama.cpp could not load {path}")
-        cp = L.llama_context_default_params()
-        cp.n_ctx = n_ctx
-        cp.n_batch = n_ctx
-        cp.n_threads = threads
-        cp.n_threads_batch = threads
-        self.ctx = L.llama_init_from_model(self.model, cp)
+        self.params = L.llama_context_default_params()
+        self.params.n_ctx = n_ctx
+        self.params.n_batch = n_ctx
+        self.params.n_threads = threads
+        self.params.n_threads_batch = threads
+        # Keys and values in f32 (llama.cpp's default is f16, 3e-3 off on its own).
+        self.params.type_k = gguf.GGMLQuantizationType.F32
+        self.params.type_v = gguf.GGMLQuantizationType.F32
+        self.ctx = None
         self.n_vocab = L.llama_vocab_n_tokens(L.llama_model_get_vocab(self.model))
         self.batch = L.llama_batch_init(n_ctx, 0, 1)
 
     def use_adapter(self, path):
-        L.llama_clear_adapter_lora(self.ctx)
+        # A fresh context for each adapter: here, an adapter set on a context that had
+        # already decoded was not applied (llama.cpp 0.3.16).
+        if self.ctx:
+            L.llama_free(self.ctx)
+        self.ctx = L.llama_init_from_model(self.model, self.params)
         if path is None:
             return
         adapter = L.llama_adapter_lora_init(self.model, path.encode())
