@@ -26,7 +26,7 @@ for round in $(seq 1 "${ROUNDS:-3}"); do
     "$venv/bin/python" scripts/peer_llamacpp.py "$out/workload.json" --threads "$threads" \
         > "$out/peer.json"
     python3 - "$out" "$round" <<'PY'
-import json, sys
+import json, math, sys
 out, round_ = sys.argv[1], sys.argv[2]
 w = json.load(open(f"{out}/wander.json"))
 p = json.load(open(f"{out}/peer.json"))
@@ -34,10 +34,14 @@ work = json.load(open(f"{out}/workload.json"))
 same = next((i for i, (a, b) in enumerate(zip(w["greedy_tokens"], p["greedy_tokens"])) if a != b),
             len(w["greedy_tokens"]))
 diff = max(abs(a - b) for a, b in zip(w["candidate_logprobs"], p["candidate_logprobs"]))
+# The total variation distance between the two answer distributions (exact, not sampled).
+tv = 0.5 * sum(abs(math.exp(a) - math.exp(b))
+               for a, b in zip(w["candidate_logprobs"], p["candidate_logprobs"]))
 print(f"round {round_}: {len(work['prompt'])}-token prompt, {len(work['answers'])} answers; "
       f"llama-cpp-python {p['llama_cpp_python']}, {p['threads']} threads")
 print(f"round {round_}: greedy tokens identical for the first {same} of {len(w['greedy_tokens'])}; "
-      f"answer log-probabilities differ by at most {diff:.4f}")
+      f"answer log-probabilities differ by at most {diff:.4f} "
+      f"(total variation between the answer distributions {tv:.4f})")
 rows = [
     ("prefill tokens/s", "prefill_tokens_per_s", True),
     ("single-stream decode tokens/s", "decode_tokens_per_s_single", True),
