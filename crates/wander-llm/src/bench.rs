@@ -9,7 +9,7 @@ use crate::generate::{sample, score_candidates, SampleParams, Trie};
 use crate::gguf::GgufFile;
 use crate::model::{KvCache, Llama};
 use crate::tokenizer::Tokenizer;
-use crate::train::{Example, Objective, TrainConfig, Trainer};
+use crate::train::{Example, Objective, TrainConfig, TrainReport, Trainer};
 use crate::Result;
 
 /// Throughput figures; every rate is measured wall-clock on this machine.
@@ -211,6 +211,29 @@ pub fn sft_workload(
     Ok(SftWorkload::new(&prompt, &answers, train_steps, tok.im_end))
 }
 
+/// Trains a fresh LoRA adapter on `work` over the f32 weights of the model at `q8_path`: the
+/// bench's LoRA figure, alone (the `sft_throughput` example times it without the inference
+/// figures around it).
+pub fn train_sft_workload(q8_path: &std::path::Path, work: &SftWorkload) -> Result<TrainReport> {
+    let mut g = GgufFile::open(q8_path)?;
+    let mut train_model = Llama::from_gguf(&mut g, false)?;
+    let params = train_model.attach_lora(&work.targets, work.rank, work.alpha, 0.0, 0)?;
+    let examples: Vec<Example> = work
+        .examples
+        .iter()
+        .map(|e| Example {
+            prompt: e.prompt.clone(),
+            answer: e.answer.clone(),
+            label: 0.0,
+            targets: Vec::new(),
+            candidates: Vec::new(),
+        })
+        .collect();
+    let cfg = work.train_config();
+    let mut trainer = Trainer::new(&train_model, Objective::Sft, params, cfg, work.pad, None)?;
+    trainer.run(&examples, &[], None, None)
+}
+
 /// The inference figures' workload for the model at `q8_path`, without running anything.
 pub fn decode_workload(q8_path: &std::path::Path, source: &BenchPrompt) -> Result<DecodeWorkload> {
     let g = GgufFile::open(q8_path)?;
@@ -343,24 +366,8 @@ pub fn bench_llm(
     let score = t.elapsed().as_secs_f64();
 
     // LoRA SFT on f32 weights.
-    let mut g = GgufFile::open(q8_path)?;
-    let mut train_model = Llama::from_gguf(&mut g, false)?;
     let work = SftWorkload::new(&prompt, &answers, train_steps, tok.im_end);
-    let params = train_model.attach_lora(&work.targets, work.rank, work.alpha, 0.0, 0)?;
-    let examples: Vec<Example> = work
-        .examples
-        .iter()
-        .map(|e| Example {
-            prompt: e.prompt.clone(),
-            answer: e.answer.clone(),
-            label: 0.0,
-            targets: Vec::new(),
-            candidates: Vec::new(),
-        })
-        .collect();
-    let cfg = work.train_config();
-    let mut trainer = Trainer::new(&train_model, Objective::Sft, params, cfg, tok.im_end, None)?;
-    let report = trainer.run(&examples, &[], None, None)?;
+    let report = train_sft_workload(q8_path, &work)?;
 
     Ok(LlmBench {
         prompt_tokens,

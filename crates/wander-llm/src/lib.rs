@@ -3,10 +3,11 @@
 //!
 //! - [`gguf`]: reads GGUF files, repacks Q4_1 weights to Q8_0 once for fast inference.
 //! - [`tokenizer`]: the byte-level BPE tokenizer rebuilt from GGUF metadata, ChatML prompts.
-//! - [`model`]: our own Llama forward pass. Training uses only differentiable ops
-//!   (candle's fused RMSNorm, softmax and RoPE kernels have no backward pass and would
-//!   silently freeze the weights before them); inference uses the fused kernels and Q8_0
-//!   matmuls. LoRA adapters ride on any projection.
+//! - [`model`]: our own Llama forward pass. Training uses differentiable ops only: candle's
+//!   fused RMSNorm, softmax and RoPE kernels have no backward pass (they would silently freeze
+//!   the weights before them), so training runs [`fused`]'s, which have one; inference uses
+//!   candle's fused kernels and Q8_0 matmuls. LoRA adapters ride on any projection.
+//! - [`fused`]: one-pass RMSNorm, interleaved RoPE and causal softmax with backward passes.
 //! - [`generate`]: shared-prefix batched sampling, trie-constrained decoding and exact
 //!   scoring of a fixed candidate list.
 //! - [`readout`]: how a judging model's prompt becomes a label (a scalar head, or the
@@ -18,6 +19,7 @@
 pub mod bench;
 pub mod error;
 pub mod export;
+pub mod fused;
 pub mod generate;
 pub mod gguf;
 pub mod model;

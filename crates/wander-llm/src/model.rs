@@ -101,15 +101,23 @@ impl candle_core::CustomOp1 for FrozenMatmul {
         let (start, end) = layout.contiguous_offsets().ok_or_else(|| {
             candle_core::Error::Msg("frozen matmul needs a contiguous input".into())
         })?;
-        let x = Tensor::from_slice(
-            &storage.as_slice::<f32>()?[start..end],
-            (rows, inp),
-            &Device::Cpu,
-        )?;
-        let y = x.matmul(&self.w.t()?)?;
-        let out = self.w.dim(0)?;
+        let x = &storage.as_slice::<f32>()?[start..end];
+        let (w_storage, w_layout) = self.w.storage_and_layout();
+        let candle_core::Storage::Cpu(w_storage) = &*w_storage else {
+            return Err(candle_core::Error::Msg("frozen matmul runs on the CPU".into()));
+        };
+        let (out, w_inp) = w_layout.shape().dims2()?;
+        let (w_start, w_end) = w_layout.contiguous_offsets().ok_or_else(|| {
+            candle_core::Error::Msg("frozen matmul needs a contiguous weight".into())
+        })?;
+        if w_inp != inp {
+            return Err(candle_core::Error::Msg(format!(
+                "frozen matmul: input width {inp}, weight width {w_inp}"
+            )));
+        }
+        let w = &w_storage.as_slice::<f32>()?[w_start..w_end];
         Ok((
-            candle_core::CpuStorage::F32(y.flatten_all()?.to_vec1::<f32>()?),
+            candle_core::CpuStorage::F32(x_times_w_transposed(x, w, rows, inp, out)),
             candle_core::Shape::from((rows, out)),
         ))
     }
@@ -122,6 +130,50 @@ impl candle_core::CustomOp1 for FrozenMatmul {
     ) -> candle_core::Result<Option<Tensor>> {
         Ok(Some(grad.matmul(&self.w)?))
     }
+}
+
+/// `x W^T` for row-major `x: [rows, inp]` and `w: [out, inp]`, straight into a fresh buffer:
+/// candle's matmul would first copy `x` into a tensor, zero its output and copy the result
+/// out again, three passes over memory per projection that the trainer pays on every step.
+fn x_times_w_transposed(x: &[f32], w: &[f32], rows: usize, inp: usize, out: usize) -> Vec<f32> {
+    debug_assert_eq!(x.len(), rows * inp);
+    debug_assert_eq!(w.len(), out * inp);
+    let mut dst: Vec<f32> = Vec::with_capacity(rows * out);
+    let threads = candle_core::utils::get_num_threads();
+    let parallelism = if threads > 1 {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
+    };
+    // SAFETY: the three buffers hold the sizes the strides describe (x: rows x inp with row
+    // stride inp; W^T read from w: [out, inp] as inp x out with column stride inp; dst: rows x
+    // out with row stride out). With `read_dst` false gemm writes every element of dst before
+    // anything reads it, so the capacity may be marked initialised afterwards.
+    unsafe {
+        gemm::gemm(
+            rows,
+            out,
+            inp,
+            dst.as_mut_ptr(),
+            1,
+            out as isize,
+            false,
+            x.as_ptr(),
+            1,
+            inp as isize,
+            w.as_ptr(),
+            inp as isize,
+            1,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+        dst.set_len(rows * out);
+    }
+    dst
 }
 
 /// A LoRA adapter: `y += scale * (x A^T) B^T` with `A: [r, in]`, `B: [out, r]`.
@@ -301,11 +353,7 @@ fn rope_tables(cfg: &LlamaConfig) -> Result<(Tensor, Tensor)> {
 fn rms_norm(x: &Tensor, w: &Tensor, eps: f64, mode: Mode) -> Result<Tensor> {
     match mode {
         Mode::Infer => Ok(candle_nn::ops::rms_norm(&x.contiguous()?, w, eps as f32)?),
-        Mode::Train => {
-            let ms = x.sqr()?.mean_keepdim(D::Minus1)?;
-            let normed = x.broadcast_div(&(ms + eps)?.sqrt()?)?;
-            Ok(normed.broadcast_mul(w)?)
-        }
+        Mode::Train => Ok(crate::fused::rms_norm(x, w, eps)?),
     }
 }
 
@@ -717,8 +765,8 @@ impl Llama {
                     candle_nn::rotary_emb::rope_i(&k, &cos, &sin)?,
                 ),
                 Mode::Train => (
-                    candle_nn::rotary_emb::rope_i_slow(&q, &cos, &sin)?,
-                    candle_nn::rotary_emb::rope_i_slow(&k, &cos, &sin)?,
+                    crate::fused::rope_interleaved(&q, &cos, &sin)?,
+                    crate::fused::rope_interleaved(&k, &cos, &sin)?,
                 ),
             };
             let (k, v) = match slot.take() {
@@ -731,17 +779,20 @@ impl Llama {
             // Grouped-query attention without copying K/V: fold the query heads that share
             // a KV head into the row dimension.
             let qg = q.reshape((b, nkv, rep * t, hd))?;
-            let att = (qg.matmul(&k.t()?)? * scale)?;
-            let att = match &mask {
-                Some(m) => att
-                    .reshape((b, nkv, rep, t, total))?
-                    .broadcast_add(m)?
-                    .reshape((b, nkv, rep * t, total))?,
-                None => att,
-            };
+            let scores = qg.matmul(&k.t()?)?;
             let att = match mode {
-                Mode::Infer => candle_nn::ops::softmax_last_dim(&att)?,
-                Mode::Train => candle_nn::ops::softmax(&att, D::Minus1)?,
+                Mode::Infer => {
+                    let att = (scores * scale)?;
+                    let att = match &mask {
+                        Some(m) => att
+                            .reshape((b, nkv, rep, t, total))?
+                            .broadcast_add(m)?
+                            .reshape((b, nkv, rep * t, total))?,
+                        None => att,
+                    };
+                    candle_nn::ops::softmax_last_dim(&att)?
+                }
+                Mode::Train => crate::fused::causal_softmax(&scores, scale, t, pos)?,
             };
             let y = att
                 .matmul(&v)?
