@@ -8,6 +8,7 @@
 //!   the weights before them), so training runs [`fused`]'s, which have one; inference uses
 //!   candle's fused kernels and Q8_0 matmuls. LoRA adapters ride on any projection.
 //! - [`fused`]: one-pass RMSNorm, interleaved RoPE and causal softmax with backward passes.
+//! - [`matmul`]: the products with frozen weights, one gemm call per thread and column band.
 //! - [`generate`]: shared-prefix batched sampling, trie-constrained decoding and exact
 //!   scoring of a fixed candidate list.
 //! - [`readout`]: how a judging model's prompt becomes a label (a scalar head, or the
@@ -22,6 +23,7 @@ pub mod export;
 pub mod fused;
 pub mod generate;
 pub mod gguf;
+pub mod matmul;
 pub mod model;
 pub mod readout;
 pub mod tokenizer;

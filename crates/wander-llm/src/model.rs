@@ -52,7 +52,7 @@ impl Weight {
                 let last = dims[dims.len() - 1];
                 let rows = x.elem_count() / last;
                 let x2 = x.reshape((rows, last))?;
-                let y = if x2.track_op() && !w.is_variable() {
+                let y = if !w.is_variable() {
                     x2.contiguous()?.apply_op1(FrozenMatmul { w: w.clone() })?
                 } else {
                     x2.matmul(&w.t()?)?
@@ -82,7 +82,8 @@ impl Weight {
 ///
 /// candle's matmul backward computes the gradients of both operands unconditionally, so a
 /// frozen base weight (LoRA training) would cost an extra `[in, rows] x [rows, out]` product
-/// per projection and per step, the full vocabulary projection included.
+/// per projection and per step, the full vocabulary projection included. Both directions run
+/// on [`crate::matmul`]'s banded products, in inference too.
 struct FrozenMatmul {
     w: Tensor,
 }
@@ -98,26 +99,18 @@ impl candle_core::CustomOp1 for FrozenMatmul {
         layout: &candle_core::Layout,
     ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
         let (rows, inp) = layout.shape().dims2()?;
-        let (start, end) = layout.contiguous_offsets().ok_or_else(|| {
-            candle_core::Error::Msg("frozen matmul needs a contiguous input".into())
-        })?;
-        let x = &storage.as_slice::<f32>()?[start..end];
+        let x = contiguous_f32(storage, layout, "the frozen matmul's input")?;
         let (w_storage, w_layout) = self.w.storage_and_layout();
-        let candle_core::Storage::Cpu(w_storage) = &*w_storage else {
-            return Err(candle_core::Error::Msg("frozen matmul runs on the CPU".into()));
-        };
-        let (out, w_inp) = w_layout.shape().dims2()?;
-        let (w_start, w_end) = w_layout.contiguous_offsets().ok_or_else(|| {
-            candle_core::Error::Msg("frozen matmul needs a contiguous weight".into())
-        })?;
-        if w_inp != inp {
+        let out = w_layout.shape().dims2()?.0;
+        let w = weight_f32(&w_storage, w_layout, out)?;
+        if w.len() != out * inp {
             return Err(candle_core::Error::Msg(format!(
-                "frozen matmul: input width {inp}, weight width {w_inp}"
+                "frozen matmul: input width {inp}, weight [{out}, {}]",
+                w.len() / out.max(1)
             )));
         }
-        let w = &w_storage.as_slice::<f32>()?[w_start..w_end];
         Ok((
-            candle_core::CpuStorage::F32(x_times_w_transposed(x, w, rows, inp, out)),
+            candle_core::CpuStorage::F32(crate::matmul::x_times_w_transposed(x, w, rows, inp, out)),
             candle_core::Shape::from((rows, out)),
         ))
     }
@@ -128,52 +121,64 @@ impl candle_core::CustomOp1 for FrozenMatmul {
         _res: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<Option<Tensor>> {
-        Ok(Some(grad.matmul(&self.w)?))
+        Ok(Some(grad.contiguous()?.apply_op1_no_bwd(&FrozenMatmulBackward { w: self.w.clone() })?))
     }
 }
 
-/// `x W^T` for row-major `x: [rows, inp]` and `w: [out, inp]`, straight into a fresh buffer:
-/// candle's matmul would first copy `x` into a tensor, zero its output and copy the result
-/// out again, three passes over memory per projection that the trainer pays on every step.
-fn x_times_w_transposed(x: &[f32], w: &[f32], rows: usize, inp: usize, out: usize) -> Vec<f32> {
-    debug_assert_eq!(x.len(), rows * inp);
-    debug_assert_eq!(w.len(), out * inp);
-    let mut dst: Vec<f32> = Vec::with_capacity(rows * out);
-    let threads = candle_core::utils::get_num_threads();
-    let parallelism = if threads > 1 {
-        gemm::Parallelism::Rayon(threads)
-    } else {
-        gemm::Parallelism::None
-    };
-    // SAFETY: the three buffers hold the sizes the strides describe (x: rows x inp with row
-    // stride inp; W^T read from w: [out, inp] as inp x out with column stride inp; dst: rows x
-    // out with row stride out). With `read_dst` false gemm writes every element of dst before
-    // anything reads it, so the capacity may be marked initialised afterwards.
-    unsafe {
-        gemm::gemm(
-            rows,
-            out,
-            inp,
-            dst.as_mut_ptr(),
-            1,
-            out as isize,
-            false,
-            x.as_ptr(),
-            1,
-            inp as isize,
-            w.as_ptr(),
-            inp as isize,
-            1,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            parallelism,
-        );
-        dst.set_len(rows * out);
+/// `g W`, the input gradient of [`FrozenMatmul`].
+struct FrozenMatmulBackward {
+    w: Tensor,
+}
+
+impl candle_core::CustomOp1 for FrozenMatmulBackward {
+    fn name(&self) -> &'static str {
+        "frozen-matmul-backward"
     }
-    dst
+
+    fn cpu_fwd(
+        &self,
+        storage: &candle_core::CpuStorage,
+        layout: &candle_core::Layout,
+    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        let (rows, out) = layout.shape().dims2()?;
+        let g = contiguous_f32(storage, layout, "the frozen matmul's gradient")?;
+        let (w_storage, w_layout) = self.w.storage_and_layout();
+        let w = weight_f32(&w_storage, w_layout, out)?;
+        let inp = w.len() / out;
+        Ok((
+            candle_core::CpuStorage::F32(crate::matmul::g_times_w(g, w, rows, out, inp)),
+            candle_core::Shape::from((rows, inp)),
+        ))
+    }
+}
+
+fn contiguous_f32<'a>(
+    storage: &'a candle_core::CpuStorage,
+    layout: &candle_core::Layout,
+    what: &str,
+) -> candle_core::Result<&'a [f32]> {
+    let (start, end) = layout
+        .contiguous_offsets()
+        .ok_or_else(|| candle_core::Error::Msg(format!("{what} must be contiguous")))?;
+    Ok(&storage.as_slice::<f32>()?[start..end])
+}
+
+/// A frozen weight's f32 elements, checked to have `out` rows.
+fn weight_f32<'a>(
+    storage: &'a candle_core::Storage,
+    layout: &candle_core::Layout,
+    out: usize,
+) -> candle_core::Result<&'a [f32]> {
+    let candle_core::Storage::Cpu(storage) = storage else {
+        return Err(candle_core::Error::Msg("frozen matmul runs on the CPU".into()));
+    };
+    let (rows, _) = layout.shape().dims2()?;
+    if rows != out {
+        return Err(candle_core::Error::Msg(format!(
+            "frozen matmul: a gradient of width {out} for a weight of {rows} rows"
+        )));
+    }
+    contiguous_f32(storage, layout, "a frozen weight")
 }
 
 /// A LoRA adapter: `y += scale * (x A^T) B^T` with `A: [r, in]`, `B: [out, r]`.
