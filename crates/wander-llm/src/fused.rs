@@ -14,7 +14,12 @@ use rayon::prelude::*;
 /// microseconds of work, enough to hide the pool's hand-off.
 const ROWS_PER_TASK: usize = 16;
 
-fn contiguous<'a>(storage: &'a CpuStorage, layout: &Layout, what: &str) -> candle_core::Result<&'a [f32]> {
+/// The f32 elements of a contiguous operand, or an error naming it.
+pub(crate) fn contiguous<'a>(
+    storage: &'a CpuStorage,
+    layout: &Layout,
+    what: &str,
+) -> candle_core::Result<&'a [f32]> {
     let (start, end) = layout
         .contiguous_offsets()
         .ok_or_else(|| candle_core::Error::Msg(format!("{what} must be contiguous")))?;
@@ -28,7 +33,9 @@ fn last_dim(layout: &Layout) -> candle_core::Result<usize> {
         .last()
         .copied()
         .filter(|&d| d > 0)
-        .ok_or_else(|| candle_core::Error::Msg("a fused op needs a non-empty last dimension".into()))
+        .ok_or_else(|| {
+            candle_core::Error::Msg("a fused op needs a non-empty last dimension".into())
+        })
 }
 
 /// `out[r] = f(r, in_1[r], ..)` over rows of `width`, in parallel.
@@ -71,9 +78,15 @@ impl CustomOp2 for RmsNorm {
         wl: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let d = last_dim(xl)?;
-        let (x, w) = (contiguous(xs, xl, "rms_norm's input")?, contiguous(ws, wl, "rms_norm's weight")?);
+        let (x, w) = (
+            contiguous(xs, xl, "rms_norm's input")?,
+            contiguous(ws, wl, "rms_norm's weight")?,
+        );
         if w.len() != d {
-            return Err(candle_core::Error::Msg(format!("rms_norm: width {d}, weight {}", w.len())));
+            return Err(candle_core::Error::Msg(format!(
+                "rms_norm: width {d}, weight {}",
+                w.len()
+            )));
         }
         let out = map_rows(x.len() / d, d, |r, row| {
             let xr = &x[r * d..(r + 1) * d];
@@ -100,7 +113,12 @@ impl CustomOp2 for RmsNorm {
             let d = w.elem_count();
             let rows = x.elem_count() / d;
             let x2 = x.reshape((rows, d))?;
-            let s = x2.sqr()?.mean_keepdim(1)?.affine(1.0, self.eps as f64)?.sqrt()?.recip()?;
+            let s = x2
+                .sqr()?
+                .mean_keepdim(1)?
+                .affine(1.0, self.eps as f64)?
+                .sqrt()?
+                .recip()?;
             let xhat = x2.broadcast_mul(&s)?;
             Some((grad.reshape((rows, d))? * xhat)?.sum(0)?)
         } else {
@@ -136,7 +154,12 @@ impl CustomOp3 for RmsNormBackward {
         let out = map_rows(x.len() / d, d, |r, row| {
             let (xr, gr) = (&x[r * d..(r + 1) * d], &g[r * d..(r + 1) * d]);
             let s = inv_rms(xr, self.eps);
-            let dot = xr.iter().zip(gr).zip(w).map(|((xv, gv), wv)| gv * wv * xv * s).sum::<f32>()
+            let dot = xr
+                .iter()
+                .zip(gr)
+                .zip(w)
+                .map(|((xv, gv), wv)| gv * wv * xv * s)
+                .sum::<f32>()
                 / d as f32;
             for (((o, xv), gv), wv) in row.iter_mut().zip(xr).zip(gr).zip(w) {
                 *o = s * (gv * wv - xv * s * dot);
@@ -150,8 +173,11 @@ impl CustomOp3 for RmsNormBackward {
 /// `(x[2i], x[2i + 1])` is rotated by the angle whose cosine and sine are `cos[t, i]`,
 /// `sin[t, i]` (candle's `rope_i`).
 pub fn rope_interleaved(x: &Tensor, cos: &Tensor, sin: &Tensor) -> candle_core::Result<Tensor> {
-    x.contiguous()?
-        .apply_op3(&cos.contiguous()?, &sin.contiguous()?, Rope { inverse: false })
+    x.contiguous()?.apply_op3(
+        &cos.contiguous()?,
+        &sin.contiguous()?,
+        Rope { inverse: false },
+    )
 }
 
 /// A rotation, or (for the backward pass, since a rotation's transpose is its inverse) the
@@ -189,7 +215,10 @@ impl CustomOp3 for Rope {
         let out = map_rows(x.len() / d, d, |r, row| {
             let xr = &x[r * d..(r + 1) * d];
             let p = r % t;
-            let (c, s) = (&cos[p * d / 2..(p + 1) * d / 2], &sin[p * d / 2..(p + 1) * d / 2]);
+            let (c, s) = (
+                &cos[p * d / 2..(p + 1) * d / 2],
+                &sin[p * d / 2..(p + 1) * d / 2],
+            );
             for i in 0..d / 2 {
                 let (a, b) = (xr[2 * i], xr[2 * i + 1]);
                 let (ci, si) = (c[i], sign * s[i]);
@@ -208,9 +237,13 @@ impl CustomOp3 for Rope {
         _res: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let dx = grad
-            .contiguous()?
-            .apply_op3_no_bwd(cos, sin, &Rope { inverse: !self.inverse })?;
+        let dx = grad.contiguous()?.apply_op3_no_bwd(
+            cos,
+            sin,
+            &Rope {
+                inverse: !self.inverse,
+            },
+        )?;
         Ok((Some(dx), None, None))
     }
 }
@@ -255,7 +288,9 @@ impl CustomOp1 for CausalSoftmax {
         let out = map_rows(x.len() / total, total, |r, row| {
             let n = self.visible(r, total);
             let xr = &x[r * total..r * total + n];
-            let max = xr.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v * self.scale));
+            let max = xr
+                .iter()
+                .fold(f32::NEG_INFINITY, |m, &v| m.max(v * self.scale));
             let mut sum = 0f32;
             for (o, &v) in row[..n].iter_mut().zip(xr) {
                 *o = (v * self.scale - max).exp();
@@ -269,7 +304,10 @@ impl CustomOp1 for CausalSoftmax {
     }
 
     fn bwd(&self, _x: &Tensor, res: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
-        Ok(Some(res.apply_op2_no_bwd(&grad.contiguous()?, &SoftmaxBackward { scale: self.scale })?))
+        Ok(Some(res.apply_op2_no_bwd(
+            &grad.contiguous()?,
+            &SoftmaxBackward { scale: self.scale },
+        )?))
     }
 }
 
@@ -294,7 +332,10 @@ impl CustomOp2 for SoftmaxBackward {
         let y = contiguous(ys, yl, "the attention weights")?;
         let g = contiguous(gs, gl, "the attention weights' gradient")?;
         let out = map_rows(y.len() / total, total, |r, row| {
-            let (yr, gr) = (&y[r * total..(r + 1) * total], &g[r * total..(r + 1) * total]);
+            let (yr, gr) = (
+                &y[r * total..(r + 1) * total],
+                &g[r * total..(r + 1) * total],
+            );
             let dot = yr.iter().zip(gr).map(|(a, b)| a * b).sum::<f32>();
             for ((o, yv), gv) in row.iter_mut().zip(yr).zip(gr) {
                 *o = self.scale * yv * (gv - dot);
@@ -313,17 +354,32 @@ mod tests {
     fn randn(shape: &[usize], seed: u64) -> Tensor {
         let mut rng = wander_core::rng::Rng::new(seed);
         let n: usize = shape.iter().product();
-        let v: Vec<f32> = (0..n).map(|_| (rng.next_f64() * 2.0 - 1.0) as f32).collect();
+        let v: Vec<f32> = (0..n)
+            .map(|_| (rng.next_f64() * 2.0 - 1.0) as f32)
+            .collect();
         Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
     }
 
     fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap()
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar()
+            .unwrap()
     }
 
     /// Value and input gradient of `sum(op(x) * probe)` for a fused op and its composite
     /// reference; `probe` makes every output element's gradient different.
-    fn value_and_grad(x: &Tensor, probe: &Tensor, op: impl Fn(&Tensor) -> Tensor) -> (Tensor, Tensor) {
+    fn value_and_grad(
+        x: &Tensor,
+        probe: &Tensor,
+        op: impl Fn(&Tensor) -> Tensor,
+    ) -> (Tensor, Tensor) {
         let v = Var::from_tensor(x).unwrap();
         let y = op(v.as_tensor());
         let loss = (&y * probe).unwrap().sum_all().unwrap();
@@ -338,17 +394,36 @@ mod tests {
         let w = Var::from_tensor(&(randn(&[24], 3) + 1.5).unwrap()).unwrap();
         let reference = |x: &Tensor| {
             let ms = x.sqr().unwrap().mean_keepdim(D::Minus1).unwrap();
-            let normed = x.broadcast_div(&(ms + 1e-5).unwrap().sqrt().unwrap()).unwrap();
+            let normed = x
+                .broadcast_div(&(ms + 1e-5).unwrap().sqrt().unwrap())
+                .unwrap();
             normed.broadcast_mul(w.as_tensor()).unwrap()
         };
         let (y0, g0) = value_and_grad(&x, &probe, reference);
         let (y1, g1) = value_and_grad(&x, &probe, |x| rms_norm(x, w.as_tensor(), 1e-5).unwrap());
-        assert!(max_abs_diff(&y0, &y1) < 1e-5, "values {}", max_abs_diff(&y0, &y1));
-        assert!(max_abs_diff(&g0, &g1) < 1e-5, "input gradients {}", max_abs_diff(&g0, &g1));
+        assert!(
+            max_abs_diff(&y0, &y1) < 1e-5,
+            "values {}",
+            max_abs_diff(&y0, &y1)
+        );
+        assert!(
+            max_abs_diff(&g0, &g1) < 1e-5,
+            "input gradients {}",
+            max_abs_diff(&g0, &g1)
+        );
         // The weight's gradient, when it is trained.
         let wgrad = |fused: bool| {
-            let y = if fused { rms_norm(&x, w.as_tensor(), 1e-5).unwrap() } else { reference(&x) };
-            let grads = (&y * &probe).unwrap().sum_all().unwrap().backward().unwrap();
+            let y = if fused {
+                rms_norm(&x, w.as_tensor(), 1e-5).unwrap()
+            } else {
+                reference(&x)
+            };
+            let grads = (&y * &probe)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
             grads.get(w.as_tensor()).unwrap().clone()
         };
         assert!(max_abs_diff(&wgrad(false), &wgrad(true)) < 1e-4);
@@ -385,12 +460,27 @@ mod tests {
             .collect();
         let mask = Tensor::from_vec(mask, (t, total), &Device::Cpu).unwrap();
         let (y0, g0) = value_and_grad(&x, &probe, |x| {
-            let att = (x * scale).unwrap().reshape((b, kv, rep, t, total)).unwrap();
-            let att = att.broadcast_add(&mask).unwrap().reshape((b, kv, rep * t, total)).unwrap();
+            let att = (x * scale)
+                .unwrap()
+                .reshape((b, kv, rep, t, total))
+                .unwrap();
+            let att = att
+                .broadcast_add(&mask)
+                .unwrap()
+                .reshape((b, kv, rep * t, total))
+                .unwrap();
             candle_nn::ops::softmax(&att, D::Minus1).unwrap()
         });
         let (y1, g1) = value_and_grad(&x, &probe, |x| causal_softmax(x, scale, t, past).unwrap());
-        assert!(max_abs_diff(&y0, &y1) < 1e-6, "values {}", max_abs_diff(&y0, &y1));
-        assert!(max_abs_diff(&g0, &g1) < 1e-6, "gradients {}", max_abs_diff(&g0, &g1));
+        assert!(
+            max_abs_diff(&y0, &y1) < 1e-6,
+            "values {}",
+            max_abs_diff(&y0, &y1)
+        );
+        assert!(
+            max_abs_diff(&g0, &g1) < 1e-6,
+            "gradients {}",
+            max_abs_diff(&g0, &g1)
+        );
     }
 }

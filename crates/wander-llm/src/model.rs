@@ -99,7 +99,7 @@ impl candle_core::CustomOp1 for FrozenMatmul {
         layout: &candle_core::Layout,
     ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
         let (rows, inp) = layout.shape().dims2()?;
-        let x = contiguous_f32(storage, layout, "the frozen matmul's input")?;
+        let x = crate::fused::contiguous(storage, layout, "the frozen matmul's input")?;
         let (w_storage, w_layout) = self.w.storage_and_layout();
         let out = w_layout.shape().dims2()?.0;
         let w = weight_f32(&w_storage, w_layout, out)?;
@@ -121,7 +121,9 @@ impl candle_core::CustomOp1 for FrozenMatmul {
         _res: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<Option<Tensor>> {
-        Ok(Some(grad.contiguous()?.apply_op1_no_bwd(&FrozenMatmulBackward { w: self.w.clone() })?))
+        Ok(Some(grad.contiguous()?.apply_op1_no_bwd(
+            &FrozenMatmulBackward { w: self.w.clone() },
+        )?))
     }
 }
 
@@ -141,7 +143,7 @@ impl candle_core::CustomOp1 for FrozenMatmulBackward {
         layout: &candle_core::Layout,
     ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
         let (rows, out) = layout.shape().dims2()?;
-        let g = contiguous_f32(storage, layout, "the frozen matmul's gradient")?;
+        let g = crate::fused::contiguous(storage, layout, "the frozen matmul's gradient")?;
         let (w_storage, w_layout) = self.w.storage_and_layout();
         let w = weight_f32(&w_storage, w_layout, out)?;
         let inp = w.len() / out;
@@ -152,17 +154,6 @@ impl candle_core::CustomOp1 for FrozenMatmulBackward {
     }
 }
 
-fn contiguous_f32<'a>(
-    storage: &'a candle_core::CpuStorage,
-    layout: &candle_core::Layout,
-    what: &str,
-) -> candle_core::Result<&'a [f32]> {
-    let (start, end) = layout
-        .contiguous_offsets()
-        .ok_or_else(|| candle_core::Error::Msg(format!("{what} must be contiguous")))?;
-    Ok(&storage.as_slice::<f32>()?[start..end])
-}
-
 /// A frozen weight's f32 elements, checked to have `out` rows.
 fn weight_f32<'a>(
     storage: &'a candle_core::Storage,
@@ -170,7 +161,9 @@ fn weight_f32<'a>(
     out: usize,
 ) -> candle_core::Result<&'a [f32]> {
     let candle_core::Storage::Cpu(storage) = storage else {
-        return Err(candle_core::Error::Msg("frozen matmul runs on the CPU".into()));
+        return Err(candle_core::Error::Msg(
+            "frozen matmul runs on the CPU".into(),
+        ));
     };
     let (rows, _) = layout.shape().dims2()?;
     if rows != out {
@@ -178,7 +171,7 @@ fn weight_f32<'a>(
             "frozen matmul: a gradient of width {out} for a weight of {rows} rows"
         )));
     }
-    contiguous_f32(storage, layout, "a frozen weight")
+    crate::fused::contiguous(storage, layout, "a frozen weight")
 }
 
 /// A LoRA adapter: `y += scale * (x A^T) B^T` with `A: [r, in]`, `B: [out, r]`.
