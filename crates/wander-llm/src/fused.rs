@@ -373,6 +373,11 @@ mod tests {
             .unwrap()
     }
 
+    fn assert_close(a: &Tensor, b: &Tensor, tolerance: f32, what: &str) {
+        let d = max_abs_diff(a, b);
+        assert!(d < tolerance, "{what} differ by {d}");
+    }
+
     /// Value and input gradient of `sum(op(x) * probe)` for a fused op and its composite
     /// reference; `probe` makes every output element's gradient different.
     fn value_and_grad(
@@ -401,16 +406,8 @@ mod tests {
         };
         let (y0, g0) = value_and_grad(&x, &probe, reference);
         let (y1, g1) = value_and_grad(&x, &probe, |x| rms_norm(x, w.as_tensor(), 1e-5).unwrap());
-        assert!(
-            max_abs_diff(&y0, &y1) < 1e-5,
-            "values {}",
-            max_abs_diff(&y0, &y1)
-        );
-        assert!(
-            max_abs_diff(&g0, &g1) < 1e-5,
-            "input gradients {}",
-            max_abs_diff(&g0, &g1)
-        );
+        assert_close(&y0, &y1, 1e-5, "values");
+        assert_close(&g0, &g1, 1e-5, "input gradients");
         // The weight's gradient, when it is trained.
         let wgrad = |fused: bool| {
             let y = if fused {
@@ -426,7 +423,7 @@ mod tests {
                 .unwrap();
             grads.get(w.as_tensor()).unwrap().clone()
         };
-        assert!(max_abs_diff(&wgrad(false), &wgrad(true)) < 1e-4);
+        assert_close(&wgrad(false), &wgrad(true), 1e-4, "weight gradients");
     }
 
     #[test]
@@ -440,10 +437,10 @@ mod tests {
             candle_nn::rotary_emb::rope_i_slow(x, &cos, &sin).unwrap()
         });
         let (y1, g1) = value_and_grad(&x, &probe, |x| rope_interleaved(x, &cos, &sin).unwrap());
-        assert!(max_abs_diff(&y0, &y1) < 1e-6);
-        assert!(max_abs_diff(&g0, &g1) < 1e-6);
+        assert_close(&y0, &y1, 1e-6, "values");
+        assert_close(&g0, &g1, 1e-6, "gradients");
         let fast = candle_nn::rotary_emb::rope_i(&x, &cos, &sin).unwrap();
-        assert!(max_abs_diff(&fast, &y1) < 1e-6);
+        assert_close(&fast, &y1, 1e-6, "values against candle's fused rope");
     }
 
     #[test]
@@ -472,15 +469,7 @@ mod tests {
             candle_nn::ops::softmax(&att, D::Minus1).unwrap()
         });
         let (y1, g1) = value_and_grad(&x, &probe, |x| causal_softmax(x, scale, t, past).unwrap());
-        assert!(
-            max_abs_diff(&y0, &y1) < 1e-6,
-            "values {}",
-            max_abs_diff(&y0, &y1)
-        );
-        assert!(
-            max_abs_diff(&g0, &g1) < 1e-6,
-            "gradients {}",
-            max_abs_diff(&g0, &g1)
-        );
+        assert_close(&y0, &y1, 1e-6, "values");
+        assert_close(&g0, &g1, 1e-6, "gradients");
     }
 }
