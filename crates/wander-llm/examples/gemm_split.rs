@@ -11,7 +11,7 @@ const SHAPES: [(usize, usize); 4] = [(576, 576), (576, 192), (576, 1536), (1536,
 
 /// `x W^T` with gemm splitting the work itself.
 fn gemm_threads(x: &[f32], w: &[f32], dst: &mut [f32], rows: usize, inp: usize, out: usize) {
-    let threads = rayon::current_num_threads();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     // SAFETY: the buffers hold rows x inp, out x inp and rows x out elements.
     unsafe {
         gemm::gemm(

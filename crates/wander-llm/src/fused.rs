@@ -4,11 +4,10 @@
 //! candle's fused versions of these have no backward pass, so training used to build each
 //! from five to eight elementwise tensor ops, every one a fresh allocation and a pass over
 //! memory, most of them on one core. Each op here is one pass forward and one pass backward,
-//! split over rows on the thread pool. The backward kernels are themselves forward-only ops:
+//! split over rows on candle's thread pool. The backward kernels are themselves forward-only ops:
 //! the trainer takes first derivatives only.
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Shape, Tensor};
-use rayon::prelude::*;
 
 /// Rows handed to one task at a time: a task of this many rows of width 64 to 1,536 is a few
 /// microseconds of work, enough to hide the pool's hand-off.
@@ -38,16 +37,23 @@ fn last_dim(layout: &Layout) -> candle_core::Result<usize> {
         })
 }
 
-/// `out[r] = f(r, in_1[r], ..)` over rows of `width`, in parallel.
+/// `out[r] = f(r, ..)` over rows of `width`, in tasks of [`ROWS_PER_TASK`] rows on candle's
+/// barrier pool.
 fn map_rows(rows: usize, width: usize, f: impl Fn(usize, &mut [f32]) + Sync) -> Vec<f32> {
+    struct Rows(*mut f32);
+    // SAFETY: each task writes only its own rows of the buffer, which outlives the tasks.
+    unsafe impl Sync for Rows {}
     let mut out = vec![0f32; rows * width];
-    out.par_chunks_mut(width * ROWS_PER_TASK)
-        .enumerate()
-        .for_each(|(task, chunk)| {
-            for (i, row) in chunk.chunks_mut(width).enumerate() {
-                f(task * ROWS_PER_TASK + i, row);
-            }
-        });
+    let base = Rows(out.as_mut_ptr());
+    crate::matmul::for_each_task(rows.div_ceil(ROWS_PER_TASK), |task| {
+        let base = &base;
+        let first = task * ROWS_PER_TASK;
+        for r in first..rows.min(first + ROWS_PER_TASK) {
+            // SAFETY: row r lies inside the buffer and belongs to this task alone.
+            let row = unsafe { std::slice::from_raw_parts_mut(base.0.add(r * width), width) };
+            f(r, row);
+        }
+    });
     out
 }
 

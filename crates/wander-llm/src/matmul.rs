@@ -9,7 +9,21 @@
 //! one call's dot product over the whole inner dimension, so the band count does not change
 //! how any sum is accumulated.
 
-use rayon::prelude::*;
+/// Threads of candle's barrier pool (its workers and the calling thread).
+pub(crate) fn pool_threads() -> usize {
+    candle_core::utils::barrier_pool().n_workers() + 1
+}
+
+/// Runs `task(0..tasks)` on candle's barrier pool, the threads that run candle's own
+/// elementwise ops. A second pool (rayon's) would compete with them: candle's workers spin
+/// for a while after each op, and on two cores the spinner takes a core from the product.
+pub(crate) fn for_each_task(tasks: usize, task: impl Fn(usize) + Sync) {
+    if tasks <= 1 {
+        (0..tasks).for_each(task);
+    } else {
+        candle_core::utils::barrier_pool().execute_chunked(tasks, |range| range.for_each(&task));
+    }
+}
 
 /// Below this many multiply-adds a product runs on the calling thread: handing it to the pool
 /// costs more than it saves.
@@ -43,22 +57,38 @@ unsafe impl Sync for Operand {}
 /// # Safety
 /// `lhs` and `rhs` must address `m x k` and `k x n` elements inside live buffers.
 unsafe fn product(m: usize, n: usize, k: usize, lhs: Operand, rhs: Operand) -> Vec<f32> {
-    let mut dst: Vec<f32> = Vec::with_capacity(m * n);
-    let threads = rayon::current_num_threads().max(1);
-    let band = if threads == 1 || m < PARALLEL_MIN_ROWS || m * n * k < PARALLEL_MIN_MACS {
-        n
+    let threads = pool_threads();
+    let bands = if threads == 1 || m < PARALLEL_MIN_ROWS || m * n * k < PARALLEL_MIN_MACS {
+        1
     } else {
-        n.div_ceil(threads).div_ceil(BAND_ALIGN) * BAND_ALIGN
+        threads
     };
+    product_in_bands(m, n, k, lhs, rhs, bands)
+}
+
+/// [`product`] over `bands` column bands, one gemm call each.
+///
+/// # Safety
+/// As [`product`].
+unsafe fn product_in_bands(
+    m: usize,
+    n: usize,
+    k: usize,
+    lhs: Operand,
+    rhs: Operand,
+    bands: usize,
+) -> Vec<f32> {
+    let mut dst: Vec<f32> = Vec::with_capacity(m * n);
+    let band = n.div_ceil(bands.max(1)).div_ceil(BAND_ALIGN) * BAND_ALIGN;
     let out = Operand {
         ptr: dst.as_mut_ptr(),
         rs: n as isize,
         cs: 1,
     };
-    let bands: Vec<usize> = (0..n).step_by(band.max(1)).collect();
-    let run = |&j0: &usize| {
+    for_each_task(n.div_ceil(band.max(1)), |b| {
         // Whole operands, not their raw-pointer fields, are what the closure shares.
         let (out, lhs, rhs) = (&out, &lhs, &rhs);
+        let j0 = b * band;
         let width = band.min(n - j0);
         // SAFETY: bands are disjoint column ranges of dst, so no two calls write the same
         // element; every element of dst is written by exactly one band (read_dst = false).
@@ -85,12 +115,7 @@ unsafe fn product(m: usize, n: usize, k: usize, lhs: Operand, rhs: Operand) -> V
                 gemm::Parallelism::None,
             )
         }
-    };
-    if bands.len() == 1 {
-        bands.iter().for_each(run);
-    } else {
-        bands.par_iter().for_each(run);
-    }
+    });
     // SAFETY: the bands covered all m x n elements.
     unsafe { dst.set_len(m * n) };
     dst
@@ -206,12 +231,24 @@ mod tests {
         let (rows, inp, out) = (300, 96, 203);
         let x = values(rows * inp, 4);
         let w = values(out * inp, 5);
-        let banded = x_times_w_transposed(&x, &w, rows, inp, out);
-        let one = rayon::ThreadPoolBuilder::new()
-            .num_threads(1)
-            .build()
-            .unwrap();
-        let single = one.install(|| x_times_w_transposed(&x, &w, rows, inp, out));
-        assert_eq!(banded, single);
+        let lhs = Operand {
+            ptr: x.as_ptr(),
+            rs: inp as isize,
+            cs: 1,
+        };
+        let rhs = Operand {
+            ptr: w.as_ptr(),
+            rs: 1,
+            cs: inp as isize,
+        };
+        // SAFETY: the operands describe x and w.
+        let (one, three) = unsafe {
+            (
+                product_in_bands(rows, out, inp, lhs, rhs, 1),
+                product_in_bands(rows, out, inp, lhs, rhs, 3),
+            )
+        };
+        assert_eq!(one, three);
+        assert_eq!(one, x_times_w_transposed(&x, &w, rows, inp, out));
     }
 }
