@@ -47,6 +47,17 @@ struct Operand {
     cs: isize,
 }
 
+impl Operand {
+    /// `data` read with row stride `rs` and column stride `cs`.
+    fn of(data: &[f32], rs: usize, cs: usize) -> Self {
+        Operand {
+            ptr: data.as_ptr(),
+            rs: rs as isize,
+            cs: cs as isize,
+        }
+    }
+}
+
 // SAFETY: an operand is only read, and the buffers it points into outlive the parallel
 // section that shares it (both are borrowed for the whole call of `product`).
 unsafe impl Send for Operand {}
@@ -125,17 +136,9 @@ unsafe fn product_in_bands(
 pub fn x_times_w_transposed(x: &[f32], w: &[f32], rows: usize, inp: usize, out: usize) -> Vec<f32> {
     assert_eq!(x.len(), rows * inp, "x is not [rows, inp]");
     assert_eq!(w.len(), out * inp, "w is not [out, inp]");
-    let lhs = Operand {
-        ptr: x.as_ptr(),
-        rs: inp as isize,
-        cs: 1,
-    };
+    let lhs = Operand::of(x, inp, 1);
     // W^T[i, o] = w[o * inp + i].
-    let rhs = Operand {
-        ptr: w.as_ptr(),
-        rs: 1,
-        cs: inp as isize,
-    };
+    let rhs = Operand::of(w, 1, inp);
     // SAFETY: the asserts above match the operands to their buffers.
     unsafe { product(rows, out, inp, lhs, rhs) }
 }
@@ -145,16 +148,8 @@ pub fn x_times_w_transposed(x: &[f32], w: &[f32], rows: usize, inp: usize, out: 
 pub fn g_times_w(g: &[f32], w: &[f32], rows: usize, out: usize, inp: usize) -> Vec<f32> {
     assert_eq!(g.len(), rows * out, "g is not [rows, out]");
     assert_eq!(w.len(), out * inp, "w is not [out, inp]");
-    let lhs = Operand {
-        ptr: g.as_ptr(),
-        rs: out as isize,
-        cs: 1,
-    };
-    let rhs = Operand {
-        ptr: w.as_ptr(),
-        rs: inp as isize,
-        cs: 1,
-    };
+    let lhs = Operand::of(g, out, 1);
+    let rhs = Operand::of(w, inp, 1);
     // SAFETY: the asserts above match the operands to their buffers.
     unsafe { product(rows, inp, out, lhs, rhs) }
 }
@@ -231,16 +226,8 @@ mod tests {
         let (rows, inp, out) = (300, 96, 203);
         let x = values(rows * inp, 4);
         let w = values(out * inp, 5);
-        let lhs = Operand {
-            ptr: x.as_ptr(),
-            rs: inp as isize,
-            cs: 1,
-        };
-        let rhs = Operand {
-            ptr: w.as_ptr(),
-            rs: 1,
-            cs: inp as isize,
-        };
+        let lhs = Operand::of(&x, inp, 1);
+        let rhs = Operand::of(&w, 1, inp);
         // SAFETY: the operands describe x and w.
         let (one, three) = unsafe {
             (
