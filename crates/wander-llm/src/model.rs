@@ -168,7 +168,7 @@ fn weight_f32<'a>(
     let (rows, _) = layout.shape().dims2()?;
     if rows != out {
         return Err(candle_core::Error::Msg(format!(
-            "frozen matmul: a gradient of width {out} for a weight of {rows} rows"
+            "frozen matmul: an operand of width {out} against a weight of {rows} rows"
         )));
     }
     crate::fused::contiguous(storage, layout, "a frozen weight")
@@ -729,7 +729,8 @@ impl Llama {
         let cos = self.cos.narrow(0, pos, t)?;
         let sin = self.sin.narrow(0, pos, t)?;
         let total = pos + t;
-        let mask = if t > 1 {
+        // Training masks inside its fused softmax; only inference adds this table.
+        let mask = if t > 1 && mode == Mode::Infer {
             let m: Vec<f32> = (0..t)
                 .flat_map(|i| (0..total).map(move |j| if j > pos + i { -1e9 } else { 0.0 }))
                 .collect();
