@@ -424,6 +424,16 @@ macro_rules! mode_enum {
 }
 
 mode_enum!(
+    /// Where the exploration table's novelty proposals come from (`llm.backend`).
+    LlmBackend {
+        /// wander's own runtime on the run's GGUF and adapters.
+        Candle = "candle",
+        /// An OpenAI-compatible completions server (`[llm.openai]`).
+        OpenAi = "openai",
+    }
+);
+
+mode_enum!(
     /// How cluster keywords are chosen (`taxonomy.describe`).
     DescribeScheme {
         /// Class-based TF-IDF over genres, tags and title words (terms shared by two or
@@ -618,6 +628,30 @@ pub struct LlmConfig {
     pub tokenizer: String,
     /// LoRA adapter shape.
     pub lora: LoraConfig,
+    /// Where the exploration table's novelty proposals come from.
+    pub backend: LlmBackend,
+    /// The OpenAI-compatible server of `backend = "openai"`.
+    pub openai: OpenAiConfig,
+}
+
+/// `[llm.openai]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpenAiConfig {
+    /// Base URL up to the API version, e.g. `http://127.0.0.1:8000/v1` (plain HTTP).
+    pub endpoint: String,
+    /// The model name the server serves (the fine-tuned novelty model).
+    pub model_name: String,
+    /// Environment variable that holds the API key (unset or empty: none is sent).
+    pub api_key_env: String,
+    /// Requests in flight at once.
+    pub concurrency: usize,
+    /// Retries of a request after a transport error, 429 or 5xx.
+    pub max_retries: u32,
+    /// Wall-clock limit of one request in seconds.
+    pub timeout_s: f64,
+    /// On-disk cache of the server's answers (empty: no cache).
+    pub cache_dir: PathBuf,
 }
 
 /// `[llm.lora]`
@@ -913,8 +947,33 @@ impl Config {
                 ),
             ));
         }
+        if self.llm.backend == LlmBackend::OpenAi {
+            let o = &self.llm.openai;
+            if !(o.timeout_s.is_finite() && o.timeout_s > 0.0 && o.timeout_s <= 86_400.0) {
+                return Err(CoreError::config(
+                    "llm.openai.timeout_s",
+                    format!("{} must be a number of seconds above 0 and at most 86400", o.timeout_s),
+                ));
+            }
+            if o.concurrency == 0 {
+                return Err(CoreError::config("llm.openai.concurrency", "must be at least 1"));
+            }
+            if self.precompute.normalize != ProposalNormalize::Answer {
+                return Err(CoreError::config(
+                    "precompute.normalize",
+                    "the openai backend's proposals are normalised over whole answers (P2: sample, drop invalid outputs, renormalise): set precompute.normalize = \"answer\"",
+                ));
+            }
+            if self.precompute.mode == ProposalMode::Exact && self.precompute.temperature != 1.0 {
+                return Err(CoreError::config(
+                    "precompute.temperature",
+                    format!("{}: with the openai backend, mode = \"exact\" reads each answer's probability from the server's prompt log-probabilities, which are at temperature 1; use temperature = 1.0 or mode = \"sample\"", self.precompute.temperature),
+                ));
+            }
+        }
         if self.precompute.normalize == ProposalNormalize::Answer
             && self.precompute.mode == ProposalMode::Sample
+            && self.llm.backend == LlmBackend::Candle
         {
             return Err(CoreError::config(
                 "precompute.normalize",

@@ -173,9 +173,15 @@ impl Tokenizer {
     /// ChatML prompt for a system and a user message, ending where the assistant's answer
     /// starts: `<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n`.
     pub fn chat_prompt(&self, system: &str, user: &str) -> Result<Vec<u32>> {
-        self.encode(&format!(
+        self.encode(&Self::chat_text(system, user))
+    }
+
+    /// The text of [`Tokenizer::chat_prompt`]: what a completions server is sent, so that
+    /// it sees the tokens wander's runtime does.
+    pub fn chat_text(system: &str, user: &str) -> String {
+        format!(
             "<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n"
-        ))
+        )
     }
 
     /// Tokens of an assistant answer, terminated by `<|im_end|>`.

@@ -32,6 +32,9 @@ pub enum PipelineError {
     /// LLM runtime error.
     #[error(transparent)]
     Llm(#[from] wander_llm::LlmError),
+    /// The OpenAI-compatible server (`llm.backend = "openai"`).
+    #[error(transparent)]
+    OpenAi(#[from] wander_openai::OpenAiError),
     /// Taxonomy error.
     #[error(transparent)]
     Taxonomy(#[from] wander_taxonomy::TaxonomyError),

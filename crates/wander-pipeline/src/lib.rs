@@ -22,6 +22,7 @@ mod describe;
 mod error;
 mod eval;
 mod llm;
+mod remote;
 pub mod run;
 mod stage;
 pub mod stages;

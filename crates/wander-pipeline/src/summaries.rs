@@ -393,6 +393,31 @@ pub struct PrecomputeSummary {
     /// With `proposals`: clusters scored per pair, on average.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scored_per_pair: Option<f64>,
+    /// The server that proposed, with `llm.backend = "openai"` (absent: wander's runtime).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<ServerUse>,
+}
+
+/// What the exploration table asked of an OpenAI-compatible server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServerUse {
+    /// `llm.openai.endpoint`.
+    pub endpoint: String,
+    /// `llm.openai.model_name`.
+    pub model_name: String,
+    /// Requests answered in the last (resumed) pass, the cached ones included.
+    pub requests: u64,
+    /// Of those, answered from the on-disk cache.
+    pub cache_hits: u64,
+    /// Requests repeated after a transient failure.
+    pub retries: u64,
+    /// Completions drawn that were not a valid answer (`mode = "sample"`), out of
+    /// `sampled`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invalid: Option<u64>,
+    /// Completions drawn (`mode = "sample"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sampled: Option<u64>,
 }
 
 impl fmt::Display for PrecomputeSummary {
@@ -401,7 +426,14 @@ impl fmt::Display for PrecomputeSummary {
             f,
             "precompute: {} pairs, n = {}, {} mode, {:.2} pairs/s, {} fallbacks",
             self.pairs, self.n, self.mode, self.pairs_per_s, self.fallbacks
-        )
+        )?;
+        if let Some(s) = &self.server {
+            write!(f, ", through {} ({} requests, {} cached)", s.endpoint, s.requests, s.cache_hits)?;
+        }
+        if let Some(v) = self.valid_share_mean {
+            write!(f, ", valid share {v:.3}")?;
+        }
+        Ok(())
     }
 }
 
@@ -1134,6 +1166,7 @@ mod tests {
             valid_share_mean: None,
             score: None,
             scored_per_pair: None,
+            server: None,
         };
         let v = record(&s).unwrap();
         assert!(v.get("normalize").is_none() && v.get("valid_share_mean").is_none());

@@ -158,6 +158,7 @@ fn table_by_hand(ctx: &StageContext, n_clusters: u32) {
         valid_share_mean: None,
         score: None,
         scored_per_pair: None,
+        server: None,
     };
     w.commit(
         serde_json::json!({"by_hand": true}),

@@ -10,7 +10,9 @@ use serde::Serialize;
 use serde_json::json;
 use serde_json::Value;
 use wander_core::artifact::RunDir;
-use wander_core::config::{AlignmentArch, PairSet, ProposalMode, ProposalNormalize, ScoreSet};
+use wander_core::config::{
+    AlignmentArch, LlmBackend, PairSet, ProposalMode, ProposalNormalize, ScoreSet,
+};
 use wander_explore::planner::NoveltyScorer;
 use wander_explore::planner::{AlignmentScorer, CandidateScorer};
 use wander_explore::scaling;
@@ -47,6 +49,12 @@ struct PairRecord {
     /// valid answer (absent otherwise, so token-mode chunks keep their bytes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     valid_share: Option<f64>,
+    /// With the openai backend and `mode = "sample"`: completions drawn, and how many of
+    /// them were not a valid answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    drawn: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    invalid: Option<u32>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -114,6 +122,11 @@ pub(crate) fn precompute_slice(ctx: &StageContext) -> Value {
     if cfg.score == ScoreSet::Proposals {
         slice["precompute"]["score"] = json!(cfg.score);
     }
+    let llm = &ctx.config.llm;
+    if llm.backend == LlmBackend::OpenAi {
+        // The server's weights are outside the run: its address and model name stand for them.
+        slice["llm"] = json!({"backend": llm.backend, "endpoint": llm.openai.endpoint, "model_name": llm.openai.model_name});
+    }
     slice
 }
 
@@ -148,6 +161,8 @@ pub fn precompute(
             .is_some_and(|c| c.key == key && c.index == i)
     };
     let shard = shard.unwrap_or(Shard { index: 0, count: 1 });
+    let server_use: std::cell::RefCell<Option<crate::summaries::ServerUse>> =
+        std::cell::RefCell::new(None);
     if !merge_only {
         if shard.count == 1 && !force {
             if let wander_core::artifact::Freshness::Fresh(_) =
@@ -177,7 +192,25 @@ pub fn precompute(
             shard.index, shard.count, todo_pairs, mine.iter().map(|&i| chunks[i].len()).sum::<usize>(), mine.len() - todo.len(), cfg.mode, cfg.n
         ));
         if !todo.is_empty() {
-            let models = load_models(ctx, &run, &q8, true)?;
+            let remote_backend = ctx.config.llm.backend == LlmBackend::OpenAi;
+            // The server holds the novelty model; only the alignment model runs here.
+            let models = load_models(ctx, &run, &q8, !remote_backend)?;
+            let remote = if remote_backend {
+                log(format!(
+                    "novelty proposals from {} (model {}), {} requests in flight",
+                    ctx.config.llm.openai.endpoint,
+                    ctx.config.llm.openai.model_name,
+                    ctx.config.llm.openai.concurrency
+                ));
+                Some(crate::remote::RemoteNovelty::new(
+                    &ctx.config,
+                    &models.tok,
+                    &models.descriptions,
+                    &models.answers,
+                )?)
+            } else {
+                None
+            };
             let nprompts = novelty_prompts(&models, &pairs)?;
             let aprompts = alignment_prompts(&models, &pairs)?;
             let novelty = NoveltyScorer::new(&models.novelty, &nprompts, &models.answers)?;
@@ -208,13 +241,45 @@ pub fn precompute(
                     Some(per_cluster) => Some(per_cluster.scores(chunks[ci])?),
                     None => None,
                 };
+                let seed_of = |(c1, c2): (u32, u32)| {
+                    wander_core::rng::Rng::new(ctx.config.run.seed)
+                        .fork(((c1 as u64) << 32) | c2 as u64)
+                };
+                // With the server in sample mode: each pair's valid counts and draws.
+                let mut sampled: Option<Vec<crate::remote::Sampled>> = None;
                 let (all_probs, valid_shares): (Vec<Vec<f64>>, Vec<Option<f64>>) =
-                    match cfg.normalize {
-                        ProposalNormalize::Token => (
+                    match (&remote, cfg.normalize) {
+                        (Some(r), _) if cfg.mode == ProposalMode::Exact => r
+                            .answer_probs(chunks[ci], &|| {})?
+                            .into_iter()
+                            .map(|(p, v)| (p, Some(v)))
+                            .unzip(),
+                        (Some(r), _) => {
+                            let seeds: Vec<u64> = chunks[ci]
+                                .iter()
+                                .map(|&p| seed_of(p).next_u64())
+                                .collect();
+                            let s = r.sample(chunks[ci], cfg.n, cfg.temperature, &seeds, &|| {})?;
+                            // The empirical distribution of the valid completions.
+                            let probs = s
+                                .iter()
+                                .map(|x| {
+                                    let valid = x.valid().max(1) as f64;
+                                    x.freq.iter().map(|&f| f as f64 / valid).collect()
+                                })
+                                .collect();
+                            let shares = s
+                                .iter()
+                                .map(|x| Some(x.valid() as f64 / x.drawn.max(1) as f64))
+                                .collect();
+                            sampled = Some(s);
+                            (probs, shares)
+                        }
+                        (None, ProposalNormalize::Token) => (
                             novelty.probs_all(chunks[ci], cfg.temperature, 16)?,
                             vec![None; chunks[ci].len()],
                         ),
-                        ProposalNormalize::Answer => chunks[ci]
+                        (None, ProposalNormalize::Answer) => chunks[ci]
                             .iter()
                             .map(|&(c1, c2)| {
                                 novelty
@@ -227,10 +292,11 @@ pub fn precompute(
                     };
                 let mut records = Vec::with_capacity(chunks[ci].len());
                 for (k, &(c1, c2)) in chunks[ci].iter().enumerate() {
-                    let mut rng = wander_core::rng::Rng::new(ctx.config.run.seed)
-                        .fork(((c1 as u64) << 32) | c2 as u64);
+                    let mut rng = seed_of((c1, c2));
                     // Proposals of the history clusters are not novel: dropped.
-                    let (probs, freq) = if cfg.mode == ProposalMode::Sample {
+                    let (probs, freq) = if let Some(s) = &sampled {
+                        (all_probs[k].clone(), s[k].freq.clone())
+                    } else if cfg.mode == ProposalMode::Sample {
                         let probs = all_probs[k].clone();
                         let mut prompt = nprompts.prefix.clone();
                         prompt.extend_from_slice(nprompts.suffix(c1, c2)?);
@@ -298,6 +364,8 @@ pub fn precompute(
                         choices,
                         fallback,
                         valid_share: valid_shares[k],
+                        drawn: sampled.as_ref().map(|s| s[k].drawn),
+                        invalid: sampled.as_ref().map(|s| s[k].drawn - s[k].valid()),
                     });
                     bar.inc(1);
                 }
@@ -310,6 +378,22 @@ pub fn precompute(
                 wander_core::artifact::atomic_write(&chunk_path(ci), &serde_json::to_vec(&chunk)?)?;
             }
             bar.finish_and_clear();
+            if let Some(r) = &remote {
+                let st = r.client().stats();
+                *server_use.borrow_mut() = Some(crate::summaries::ServerUse {
+                    endpoint: ctx.config.llm.openai.endpoint.clone(),
+                    model_name: ctx.config.llm.openai.model_name.clone(),
+                    requests: st.requests,
+                    cache_hits: st.cache_hits,
+                    retries: st.retries,
+                    invalid: None,
+                    sampled: None,
+                });
+                log(format!(
+                    "server: {} requests ({} from the cache, {} retried), {:.0} s waiting",
+                    st.requests, st.cache_hits, st.retries, st.server_seconds
+                ));
+            }
             log(format!(
                 "{} pairs in {:.0} s ({:.2} pairs/s)",
                 todo_pairs,
@@ -335,6 +419,7 @@ pub fn precompute(
         let (mut sc1, mut sc2, mut scl, mut snov, mut sal) = (vec![], vec![], vec![], vec![], vec![]);
         let mut fallbacks = 0;
         let mut valid_shares = Vec::new();
+        let (mut drawn, mut invalid) = (None::<u64>, None::<u64>);
         let mut scored = 0usize;
         for i in 0..chunks.len() {
             let c: Chunk = serde_json::from_slice(&std::fs::read(chunk_path(i))?)?;
@@ -342,6 +427,10 @@ pub fn precompute(
             for r in c.records {
                 fallbacks += usize::from(r.fallback);
                 valid_shares.extend(r.valid_share);
+                if let (Some(d), Some(i)) = (r.drawn, r.invalid) {
+                    *drawn.get_or_insert(0) += d as u64;
+                    *invalid.get_or_insert(0) += i as u64;
+                }
                 table.set(r.c1, r.c2, r.choices).map_err(PipelineError::msg)?;
                 for c in 0..m {
                     sc1.push(r.c1);
@@ -359,6 +448,21 @@ pub fn precompute(
         let models: BTreeMap<String, String> = [StageId::TrainNovelty, StageId::TrainAlignment].iter().map(|&s| Ok((s.folder().to_string(), open(&run, s)?.manifest().outputs.iter().map(|(k, v)| format!("{k}:{}", v.sha256)).collect::<Vec<_>>().join(",")))).collect::<crate::Result<_>>()?;
         crate::common::remove_scratch(&work);
         let answer = cfg.normalize == ProposalNormalize::Answer;
+        let remote_backend = ctx.config.llm.backend == LlmBackend::OpenAi;
+        let server = remote_backend.then(|| {
+            let mut s = server_use.borrow_mut().take().unwrap_or(crate::summaries::ServerUse {
+                endpoint: ctx.config.llm.openai.endpoint.clone(),
+                model_name: ctx.config.llm.openai.model_name.clone(),
+                requests: 0,
+                cache_hits: 0,
+                retries: 0,
+                invalid: None,
+                sampled: None,
+            });
+            s.invalid = invalid;
+            s.sampled = drawn;
+            s
+        });
         crate::summaries::record(&crate::summaries::PrecomputeSummary {
             pairs: table.pairs(),
             clusters: m as usize,
@@ -377,6 +481,7 @@ pub fn precompute(
             valid_share_mean: answer.then(|| valid_shares.iter().sum::<f64>() / valid_shares.len().max(1) as f64),
             score: (cfg.score == ScoreSet::Proposals).then_some(cfg.score),
             scored_per_pair: (cfg.score == ScoreSet::Proposals).then(|| scored as f64 / table.pairs().max(1) as f64),
+            server,
         })
     })
     .context("precompute failed; computed chunks are kept and a rerun continues from them")?;
