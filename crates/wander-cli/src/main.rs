@@ -250,6 +250,13 @@ enum EvalCommand {
         #[arg(long)]
         force: bool,
     },
+    /// The novelty model through the `[llm.openai]` server against wander's runtime on the
+    /// same prompts: proposal distributions (total variation) and greedy answers.
+    Backend {
+        /// History pairs compared (a seeded sample of every ordered pair).
+        #[arg(long, default_value_t = 32)]
+        pairs: usize,
+    },
     /// How transitions drift over calendar periods (F1): top-k successor Jaccard, how much
     /// a refresh rewrites a count table, and a replay of stale against refreshed tables.
     Drift {
@@ -396,6 +403,9 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             }
             Some(EvalCommand::Items { force }) => run_stage(&ctx, json, &stages::EvalItems, force)?,
             Some(EvalCommand::Drift { force }) => run_stage(&ctx, json, &stages::EvalDrift, force)?,
+            Some(EvalCommand::Backend { pairs }) => {
+                run_stage(&ctx, json, &stages::EvalBackend { pairs }, true)?
+            }
             Some(EvalCommand::Planted { steps, force }) => {
                 run_stage(&ctx, json, &stages::EvalPlanted { steps }, force)?
             }

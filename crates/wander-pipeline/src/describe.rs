@@ -29,6 +29,7 @@ pub fn describe(summary: &Value) -> String {
         "simulate" => simulate_line(StageId::Simulate, summary),
         "simulate_aa" => simulate_line(StageId::SimulateAa, summary),
         "eval_planted" => line::<PlantedSummary>(StageId::EvalPlanted, summary),
+        "eval_backend" => line::<BackendSummary>(StageId::EvalBackend, summary),
         #[cfg(feature = "engine")]
         "aggregate" => line::<AggregateSummary>(StageId::Aggregate, summary),
         _ => summary.to_string(),

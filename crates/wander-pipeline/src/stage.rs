@@ -38,6 +38,9 @@ pub enum StageId {
     EvalAlignment,
     /// The candidate-reading alignment model on a synthetic planted signal (not in `wander run`).
     EvalPlanted,
+    /// The novelty model through the `[llm.openai]` server against wander's runtime (not in
+    /// `wander run`).
+    EvalBackend,
     /// The exploration table.
     Precompute,
     /// The serving bundle: what `wander serve` reads.
@@ -77,6 +80,7 @@ impl StageId {
             StageId::TrainAlignment => "train_alignment",
             StageId::EvalAlignment => "eval_alignment",
             StageId::EvalPlanted => "eval_planted",
+            StageId::EvalBackend => "eval_backend",
             StageId::Precompute => "precompute",
             StageId::Bundle => "bundle",
             StageId::EvalScaling => "eval_scaling",
@@ -100,6 +104,7 @@ impl StageId {
             StageId::TrainAlignment => "train alignment",
             StageId::EvalAlignment => "eval alignment",
             StageId::EvalPlanted => "eval planted",
+            StageId::EvalBackend => "eval backend",
             StageId::EvalDrift => "eval drift",
             StageId::EvalScaling => "eval scaling",
             StageId::SimulateAa => "simulate --aa",
@@ -118,6 +123,7 @@ impl StageId {
             Taxonomy | TrainItems => &[Ingest],
             Transitions | EvalDrift | Feedback | Aggregate => &[Ingest, Taxonomy],
             TrainNovelty => &[Taxonomy, Transitions],
+            EvalBackend => &[Taxonomy, TrainNovelty],
             EvalNovelty => &[Taxonomy, Transitions, TrainNovelty],
             EvalItems => &[Ingest, Taxonomy, TrainItems],
             TrainAlignment => &[Taxonomy, Feedback],

@@ -953,6 +953,65 @@ pub(crate) fn simulate_line(id: StageId, fields: &Value) -> String {
     )
 }
 
+/// `wander eval backend`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BackendSummary {
+    /// `llm.openai.endpoint`.
+    pub endpoint: String,
+    /// `llm.openai.model_name`.
+    pub model_name: String,
+    /// History pairs compared.
+    pub pairs: usize,
+    /// Answers (clusters) per pair.
+    pub answers: usize,
+    /// Mean total variation distance between the two proposal distributions.
+    #[serde(deserialize_with = "nan_if_null")]
+    pub tvd_mean: f64,
+    /// Largest total variation distance over the pairs.
+    #[serde(deserialize_with = "nan_if_null")]
+    pub tvd_max: f64,
+    /// Share of pairs whose most likely answer is the same.
+    #[serde(deserialize_with = "nan_if_null")]
+    pub top1_agreement: f64,
+    /// Mean absolute gap of the probability mass on valid answers.
+    #[serde(deserialize_with = "nan_if_null")]
+    pub valid_mass_gap_mean: f64,
+    /// Pairs whose greedy completions are the same text.
+    pub greedy_identical: usize,
+    /// Pairs whose greedy completion through the server is a valid answer.
+    pub greedy_valid_server: usize,
+    /// Exact answer scoring in wander's runtime.
+    #[serde(deserialize_with = "nan_if_null")]
+    pub wander_pairs_per_s: f64,
+    /// Exact answer scoring through the server.
+    #[serde(deserialize_with = "nan_if_null")]
+    pub server_pairs_per_s: f64,
+    /// Requests answered.
+    pub server_requests: u64,
+    /// Of those, from the on-disk cache.
+    pub server_cache_hits: u64,
+    /// The Markdown report.
+    pub report: PathBuf,
+}
+
+impl fmt::Display for BackendSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "eval backend: {} pairs, total variation {:.4} mean ({:.4} max), same top answer {:.2}, greedy identical {}/{}; pairs/s wander {:.2}, server {:.2}; report: {}",
+            self.pairs,
+            self.tvd_mean,
+            self.tvd_max,
+            self.top1_agreement,
+            self.greedy_identical,
+            self.pairs,
+            self.wander_pairs_per_s,
+            self.server_pairs_per_s,
+            self.report.display()
+        )
+    }
+}
+
 /// `wander eval planted`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PlantedSummary {

@@ -3,6 +3,7 @@
 #[cfg(feature = "engine")]
 pub mod aggregate;
 pub mod alignment;
+pub mod backend;
 pub mod bundle;
 pub mod drift;
 pub mod export;
@@ -142,6 +143,26 @@ impl Stage for EvalPlanted {
     }
     fn run(&self, ctx: &StageContext, force: bool) -> Result<Summary> {
         planted::eval_planted(ctx, self.steps, force)
+    }
+}
+
+/// `wander eval backend [--pairs K]`: the novelty model through the `[llm.openai]` server
+/// against wander's runtime on the same prompts.
+#[derive(Debug, Clone, Copy)]
+pub struct EvalBackend {
+    /// History pairs compared.
+    pub pairs: usize,
+}
+
+impl Stage for EvalBackend {
+    fn id(&self) -> StageId {
+        StageId::EvalBackend
+    }
+    fn config_slice(&self, ctx: &StageContext) -> Result<serde_json::Value> {
+        Ok(backend::eval_backend_slice(ctx, self.pairs))
+    }
+    fn run(&self, ctx: &StageContext, _force: bool) -> Result<Summary> {
+        backend::eval_backend(ctx, self.pairs)
     }
 }
 
