@@ -652,6 +652,9 @@ pub struct OpenAiConfig {
     pub timeout_s: f64,
     /// On-disk cache of the server's answers (empty: no cache).
     pub cache_dir: PathBuf,
+    /// A JSON object of fields added to every sampling request (greedy and sampled
+    /// completions, not exact scoring).
+    pub sampling_extra: String,
 }
 
 /// `[llm.lora]`
@@ -954,6 +957,15 @@ impl Config {
                     "llm.openai.timeout_s",
                     format!("{} must be a number of seconds above 0 and at most 86400", o.timeout_s),
                 ));
+            }
+            match serde_json::from_str::<serde_json::Value>(&o.sampling_extra) {
+                Ok(serde_json::Value::Object(_)) => {}
+                _ => {
+                    return Err(CoreError::config(
+                        "llm.openai.sampling_extra",
+                        format!("`{}` must be a JSON object, e.g. {{\"top_k\": -1}}", o.sampling_extra),
+                    ))
+                }
             }
             if o.concurrency == 0 {
                 return Err(CoreError::config("llm.openai.concurrency", "must be at least 1"));

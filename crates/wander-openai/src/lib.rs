@@ -113,6 +113,10 @@ pub struct CompletionRequest {
     /// Strings that end a completion.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub stop: Vec<String>,
+    /// Server-specific fields sent beside the standard ones (e.g. llama.cpp's `top_k`,
+    /// `min_p`, `repeat_penalty`), which a server that does not know them ignores.
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
 /// A server's answer to a [`CompletionRequest`].
@@ -490,6 +494,7 @@ mod tests {
             echo: true,
             logprobs: Some(0),
             stop: vec![],
+            extra: serde_json::Map::new(),
         }
     }
 

@@ -50,13 +50,16 @@ pub(crate) fn normalise_answer(text: &str) -> String {
         .to_lowercase()
 }
 
-/// The summed log-probability of the last `answer_tokens` prompt tokens of an echoed
-/// completion (the answer and its end token). `wander_tokens` is how many tokens wander's
-/// tokenizer makes of the same text: the server's count must be the same (or one more, for
-/// a beginning-of-sequence token), or the two tokenise differently and the figure would be
-/// another text's.
+/// The summed log-probability of an echoed completion's answer: the `answer_tokens` prompt
+/// tokens (the answer and its end token) just before the generated ones. `wander_tokens` is
+/// how many tokens wander's tokenizer makes of the same text: the server's count must be the
+/// same (or one more, for a beginning-of-sequence token), or the two tokenise differently and
+/// the figure would be another text's. Counted from the end because llama-cpp-python leaves
+/// some control tokens of the prompt out of its echoed list (the answer has none but its end
+/// token, which it lists); where the server names the tokens, they must spell `answer`.
 pub(crate) fn echoed_answer_logprob(
     completion: &Completion,
+    answer: &str,
     answer_tokens: usize,
     wander_tokens: usize,
 ) -> crate::Result<f64> {
@@ -69,26 +72,31 @@ pub(crate) fn echoed_answer_logprob(
             "the server made {prompt} tokens of a prompt that wander's tokenizer makes {wander_tokens} of: it tokenises differently (another model or tokenizer?); exact scores would be of other text"
         )));
     }
-    let logprobs = completion.choices[0]
-        .logprobs
-        .as_ref()
-        .map(|l| &l.token_logprobs)
-        .filter(|l| l.len() >= prompt)
-        .ok_or_else(|| {
-            PipelineError::msg("the server did not echo the prompt's log-probabilities (`echo` with `logprobs`); this server cannot score answers exactly: use precompute.mode = \"sample\"")
-        })?;
-    if answer_tokens == 0 || answer_tokens >= prompt {
-        return Err(PipelineError::msg(format!(
-            "an answer of {answer_tokens} tokens in a prompt of {prompt}"
-        )));
+    let no_echo = || {
+        PipelineError::msg("the server did not echo the prompt's log-probabilities (`echo` with `logprobs`); this server cannot score answers exactly: use precompute.mode = \"sample\"")
+    };
+    let lp = completion.choices[0].logprobs.as_ref().ok_or_else(no_echo)?;
+    let generated = usage.completion_tokens as usize;
+    let end = lp.token_logprobs.len().checked_sub(generated).ok_or_else(no_echo)?;
+    if answer_tokens == 0 || end < answer_tokens + 1 {
+        return Err(no_echo());
+    }
+    let range = end - answer_tokens..end;
+    if lp.tokens.len() == lp.token_logprobs.len() {
+        let spelled: String = lp.tokens[range.clone()].concat();
+        if spelled.trim_end_matches("<|im_end|>") != answer {
+            return Err(PipelineError::msg(format!(
+                "the server's echoed tokens before the completion spell `{spelled}`, not the answer `{answer}`: its echo is laid out differently than wander reads it"
+            )));
+        }
     }
     let mut sum = 0.0;
-    for lp in &logprobs[prompt - answer_tokens..prompt] {
-        match lp {
+    for v in &lp.token_logprobs[range] {
+        match v {
             Some(v) if v.is_finite() => sum += v,
             _ => {
                 return Err(PipelineError::msg(format!(
-                    "the server echoed a log-probability that is not a finite number ({lp:?})"
+                    "the server echoed a log-probability that is not a finite number ({v:?})"
                 )))
             }
         }
@@ -132,6 +140,8 @@ pub(crate) struct RemoteNovelty<'a> {
     /// Each answer's tokens in wander's tokenizer (the end token included).
     answers: &'a [Vec<u32>],
     by_text: HashMap<String, usize>,
+    /// `llm.openai.sampling_extra`.
+    sampling_extra: serde_json::Map<String, serde_json::Value>,
 }
 
 impl<'a> RemoteNovelty<'a> {
@@ -159,7 +169,12 @@ impl<'a> RemoteNovelty<'a> {
                 )));
             }
         }
+        let sampling_extra = match serde_json::from_str(&config.llm.openai.sampling_extra)? {
+            serde_json::Value::Object(map) => map,
+            _ => return Err(PipelineError::msg("llm.openai.sampling_extra must be a JSON object")),
+        };
         Ok(RemoteNovelty {
+            sampling_extra,
             client,
             tok,
             descriptions,
@@ -222,6 +237,7 @@ impl<'a> RemoteNovelty<'a> {
                     echo: true,
                     logprobs: Some(0),
                     stop: Vec::new(),
+                    extra: serde_json::Map::new(),
                 });
             }
         }
@@ -231,7 +247,12 @@ impl<'a> RemoteNovelty<'a> {
             let logp: Vec<f64> = (0..m)
                 .map(|c| {
                     let k = i * m + c;
-                    echoed_answer_logprob(&answers[k], self.answers[c].len(), counts[k])
+                    echoed_answer_logprob(
+                        &answers[k],
+                        &self.descriptions[c],
+                        self.answers[c].len(),
+                        counts[k],
+                    )
                 })
                 .collect::<crate::Result<_>>()?;
             out.push(renormalise(&logp));
@@ -259,6 +280,7 @@ impl<'a> RemoteNovelty<'a> {
             echo: false,
             logprobs: None,
             stop: vec!["<|im_end|>".into()],
+            extra: self.sampling_extra.clone(),
         };
         let prompts: Vec<String> = pairs
             .iter()
@@ -320,6 +342,7 @@ impl<'a> RemoteNovelty<'a> {
                     echo: false,
                     logprobs: None,
                     stop: vec!["<|im_end|>".into()],
+                    extra: self.sampling_extra.clone(),
                 })
             })
             .collect::<crate::Result<_>>()?;
@@ -337,13 +360,13 @@ mod tests {
     use super::*;
     use wander_openai::{Choice, Logprobs, Usage};
 
-    fn echoed(logprobs: Vec<Option<f64>>, prompt_tokens: u64) -> Completion {
+    fn echoed(tokens: &[&str], logprobs: Vec<Option<f64>>, prompt_tokens: u64) -> Completion {
         Completion {
             choices: vec![Choice {
                 text: String::new(),
                 index: 0,
                 logprobs: Some(Logprobs {
-                    tokens: vec![],
+                    tokens: tokens.iter().map(|t| t.to_string()).collect(),
                     token_logprobs: logprobs,
                 }),
                 finish_reason: None,
@@ -357,18 +380,29 @@ mod tests {
 
     #[test]
     fn an_answers_log_probability_is_the_sum_of_its_echoed_tokens() {
-        // Four prompt tokens (the last two the answer), then one generated token.
-        let c = echoed(vec![None, Some(-1.0), Some(-0.25), Some(-0.5), Some(-9.0)], 4);
-        assert_eq!(echoed_answer_logprob(&c, 2, 4).unwrap(), -0.75);
+        // Five prompt tokens (the last two the answer and its end), then one generated token.
+        let tokens = ["", "user", "\n", "drama", "", "\n"];
+        let lps = vec![None, Some(-1.0), Some(-2.0), Some(-0.25), Some(-0.5), Some(-9.0)];
+        let c = echoed(&tokens, lps.clone(), 6);
+        assert_eq!(echoed_answer_logprob(&c, "drama", 2, 6).unwrap(), -0.75);
         // A server that adds a beginning-of-sequence token counts one more.
-        assert_eq!(echoed_answer_logprob(&c, 2, 3).unwrap(), -0.75);
-        // Another tokenisation is refused, not summed.
-        let err = echoed_answer_logprob(&c, 2, 6).unwrap_err().to_string();
+        assert_eq!(echoed_answer_logprob(&c, "drama", 2, 5).unwrap(), -0.75);
+        // One that leaves a control token out of its list is read from the end all the same.
+        let short = echoed(&tokens[1..], lps[1..].to_vec(), 6);
+        assert_eq!(echoed_answer_logprob(&short, "drama", 2, 6).unwrap(), -0.75);
+        // vLLM writes the end token out.
+        let vllm = echoed(&["", "user", "\n", "drama", "<|im_end|>", "\n"], lps.clone(), 6);
+        assert_eq!(echoed_answer_logprob(&vllm, "drama", 2, 6).unwrap(), -0.75);
+        // Another tokenisation, another text or a missing echo is refused, not summed.
+        let err = echoed_answer_logprob(&c, "drama", 2, 8).unwrap_err().to_string();
         assert!(err.contains("tokenises differently"), "{err}");
-        let missing = echoed(vec![None, Some(-1.0)], 4);
-        assert!(echoed_answer_logprob(&missing, 2, 4).is_err());
-        let nan = echoed(vec![None, Some(-1.0), Some(f64::NAN), Some(-0.5), None], 4);
-        assert!(echoed_answer_logprob(&nan, 2, 4).is_err());
+        let err = echoed_answer_logprob(&c, "comedy", 2, 6).unwrap_err().to_string();
+        assert!(err.contains("spell"), "{err}");
+        let missing = echoed(&["\n"], vec![Some(-1.0)], 6);
+        assert!(echoed_answer_logprob(&missing, "drama", 2, 6).is_err());
+        let mut nan = lps;
+        nan[3] = Some(f64::NAN);
+        assert!(echoed_answer_logprob(&echoed(&tokens, nan, 6), "drama", 2, 6).is_err());
     }
 
     #[test]
