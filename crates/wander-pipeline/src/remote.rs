@@ -207,7 +207,8 @@ impl<'a> RemoteNovelty<'a> {
     }
 
     /// For each pair, every answer's probability renormalised over the answers (the
-    /// history clusters included, as wander's runtime does) and the mass they hold.
+    /// history clusters included, as wander's runtime does) and the mass they hold;
+    /// `on_done` after each answer's request.
     pub(crate) fn answer_probs(
         &self,
         pairs: &[(u32, u32)],
@@ -241,7 +242,7 @@ impl<'a> RemoteNovelty<'a> {
                 });
             }
         }
-        let answers = self.client.complete_all(&requests, &|| {})?;
+        let answers = self.client.complete_all(&requests, on_done)?;
         let mut out = Vec::with_capacity(pairs.len());
         for (i, _) in pairs.iter().enumerate() {
             let logp: Vec<f64> = (0..m)
@@ -256,7 +257,6 @@ impl<'a> RemoteNovelty<'a> {
                 })
                 .collect::<crate::Result<_>>()?;
             out.push(renormalise(&logp));
-            on_done();
         }
         Ok(out)
     }

@@ -3,6 +3,10 @@
 //! answer's probability renormalised, at temperature 1) compared by total variation
 //! distance, and the greedy answers compared as text. What a user checks before trusting a
 //! table made through a server (`llm.backend = "openai"`).
+//!
+//! wander's side is the novelty model in f32 (the GGUF's weights dequantised, the adapter
+//! merged): one function, where the table's runtime mixes precisions for speed (Q8_0 with
+//! 8-bit activations below 8 rows, f32 above), which no server reproduces.
 
 use serde_json::json;
 use serde_json::Value;
@@ -51,7 +55,11 @@ pub fn eval_backend(ctx: &StageContext, pairs: usize) -> crate::Result<Summary> 
     let slice = eval_backend_slice(ctx, pairs);
     let stage_dir = run.stage_dir(StageId::EvalBackend.folder());
     let outcome = run.run_stage(StageId::EvalBackend.folder(), slice, inputs, true, |w| -> crate::Result<Value> {
-        let models = load_models(ctx, &run, &q8, true)?;
+        let models = load_models(ctx, &run, &q8, false)?;
+        let mut g = wander_llm::gguf::GgufFile::open(&q8)?;
+        let base = wander_llm::model::Llama::from_gguf(&mut g, false)?;
+        let novelty = crate::llm::with_adapter_merged(ctx, &run, &base, NOVELTY_ADAPTER)?;
+        drop(base);
         let m = models.descriptions.len() as u32;
         let mut all: Vec<(u32, u32)> = (0..m).flat_map(|a| (0..m).filter(move |&b| b != a).map(move |b| (a, b))).collect();
         wander_core::rng::Rng::new(ctx.config.run.seed).shuffle(&mut all);
@@ -61,12 +69,12 @@ pub fn eval_backend(ctx: &StageContext, pairs: usize) -> crate::Result<Summary> 
 
         let started = std::time::Instant::now();
         let prompts = novelty_prompts(&models, &chosen)?;
-        let scorer = NoveltyScorer::new(&models.novelty, &prompts, &models.answers)?;
+        let scorer = NoveltyScorer::new(&novelty, &prompts, &models.answers)?;
         let local: Vec<(Vec<f64>, f64)> = chosen.iter().map(|&(a, b)| scorer.answer_probs(a, b, 1.0)).collect::<Result<_, _>>()?;
         let local_seconds = started.elapsed().as_secs_f64();
 
         let remote = RemoteNovelty::new(&ctx.config, &models.tok, &models.descriptions, &models.answers)?;
-        let bar = wander_core::progress::bar(chosen.len() as u64, "server", "pairs");
+        let bar = wander_core::progress::bar(chosen.len() as u64 * m as u64, "server", "answers");
         let started = std::time::Instant::now();
         let served = remote.answer_probs(&chosen, &|| bar.inc(1))?;
         let server_seconds = started.elapsed().as_secs_f64();
@@ -82,7 +90,7 @@ pub fn eval_backend(ctx: &StageContext, pairs: usize) -> crate::Result<Summary> 
             let mut prompt = prompts.prefix.clone();
             prompt.extend_from_slice(prompts.suffix(a, b)?);
             let params = wander_llm::generate::SampleParams { n: 1, temperature: 0.0, top_p: 1.0, seed: 0, max_new_tokens: 48 };
-            let (samples, _) = wander_llm::generate::sample(&models.novelty, &prompt, &params, None, models.tok.im_end)?;
+            let (samples, _) = wander_llm::generate::sample(&novelty, &prompt, &params, None, models.tok.im_end)?;
             let tokens: Vec<u32> = samples[0].tokens.iter().copied().filter(|&t| t != models.tok.im_end).collect();
             local_greedy.push(models.tok.decode(&tokens)?);
         }
