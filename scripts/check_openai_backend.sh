@@ -87,7 +87,7 @@ EOF
 cp -r "$run_dir" "$work/run"
 table=(--set "run.dir=$work/run" --set llm.backend=openai --set precompute.mode=sample
        --set precompute.normalize=answer --set "precompute.n=$n" --set precompute.chunk_pairs=16)
-timeout 60 "$bin" "${profile[@]}" "${remote[@]}" "${table[@]}" precompute > /dev/null 2>&1 || true
+timeout 30 "$bin" "${profile[@]}" "${remote[@]}" "${table[@]}" precompute > /dev/null 2>&1 || true
 started=$(date +%s)
 "$bin" "${profile[@]}" "${remote[@]}" "${table[@]}" --json precompute > "$work/table.json" 2> "$work/table.log"
 echo "check_openai_backend: the resumed table in $(( $(date +%s) - started )) s"

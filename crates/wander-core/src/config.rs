@@ -1379,6 +1379,32 @@ mod tests {
     }
 
     #[test]
+    fn the_openai_backend_needs_settings_a_completions_server_can_serve() {
+        let openai = "[llm]\nbackend = \"openai\"\n";
+        let err = |extra: &str| {
+            with_file(&format!("{openai}{extra}"))
+                .unwrap_err()
+                .to_string()
+        };
+        // The default normalisation (per token, over a trie) needs the runtime's logits.
+        assert!(err("").contains("precompute.normalize"), "{}", err(""));
+        let answer = "[precompute]\nnormalize = \"answer\"\n";
+        let ok = with_file(&format!("{openai}{answer}")).unwrap();
+        assert_eq!(ok.llm.backend, LlmBackend::OpenAi);
+        // Exact scores are prompt log-probabilities, at temperature 1 only.
+        let hot = err(&format!("{answer}temperature = 1.5\n"));
+        assert!(hot.contains("precompute.temperature"), "{hot}");
+        let sampled = format!("{openai}{answer}temperature = 1.5\nmode = \"sample\"\n");
+        assert!(with_file(&sampled).is_ok());
+        let bad_extra = format!("{openai}[llm.openai]\nsampling_extra = \"[1]\"\n{answer}");
+        assert!(with_file(&bad_extra).unwrap_err().to_string().contains("sampling_extra"));
+        let no_time = format!("{openai}[llm.openai]\ntimeout_s = 0.0\n{answer}");
+        assert!(with_file(&no_time).unwrap_err().to_string().contains("timeout_s"));
+        // The candle backend keeps its own rule: answer normalisation needs exact mode.
+        assert!(with_file("[precompute]\nnormalize = \"answer\"\nmode = \"sample\"\n").is_err());
+    }
+
+    #[test]
     fn a_config_path_that_is_not_a_regular_file_is_refused_without_reading() {
         let dir = tempfile::tempdir().unwrap();
         let e = Config::load(&Sources {
