@@ -655,6 +655,9 @@ pub struct OpenAiConfig {
     /// A JSON object of fields added to every sampling request (greedy and sampled
     /// completions, not exact scoring).
     pub sampling_extra: String,
+    /// The served model's Hugging Face `tokenizer.json`, for exact scoring of a model
+    /// whose tokenizer is not `[llm]`'s (empty: `[llm]`'s).
+    pub tokenizer: PathBuf,
 }
 
 /// `[llm.lora]`

@@ -135,10 +135,13 @@ impl Sampled {
 /// The novelty model on the server, with the run's answers.
 pub(crate) struct RemoteNovelty<'a> {
     client: Client,
-    tok: &'a Tokenizer,
+    /// `[llm]`'s tokenizer.
+    local: &'a Tokenizer,
+    /// The served model's, when `llm.openai.tokenizer` names one.
+    served: Option<Tokenizer>,
     descriptions: &'a [String],
-    /// Each answer's tokens in wander's tokenizer (the end token included).
-    answers: &'a [Vec<u32>],
+    /// Each answer's tokens in that tokenizer (the end token included).
+    answers: Vec<Vec<u32>>,
     by_text: HashMap<String, usize>,
     /// `llm.openai.sampling_extra`.
     sampling_extra: serde_json::Map<String, serde_json::Value>,
@@ -148,16 +151,26 @@ impl<'a> RemoteNovelty<'a> {
     /// Checks that the server is up and serves the configured model.
     pub(crate) fn new(
         config: &Config,
-        tok: &'a Tokenizer,
+        local: &'a Tokenizer,
         descriptions: &'a [String],
-        answers: &'a [Vec<u32>],
     ) -> crate::Result<Self> {
+        let path = &config.llm.openai.tokenizer;
+        let served = if path.as_os_str().is_empty() {
+            None
+        } else {
+            Some(Tokenizer::from_file(path)?)
+        };
+        let tok = served.as_ref().unwrap_or(local);
+        let answers = descriptions
+            .iter()
+            .map(|d| tok.answer(d))
+            .collect::<Result<Vec<_>, _>>()?;
         let client = client(config)?;
-        let served = client.models()?;
+        let listed = client.models()?;
         let name = &config.llm.openai.model_name;
-        if !served.iter().any(|m| m == name) {
+        if !listed.iter().any(|m| m == name) {
             return Err(PipelineError::msg(format!(
-                "{}: the server serves {served:?}, not `{name}`; set llm.openai.model_name",
+                "{}: the server serves {listed:?}, not `{name}`; set llm.openai.model_name",
                 config.llm.openai.endpoint
             )));
         }
@@ -176,11 +189,17 @@ impl<'a> RemoteNovelty<'a> {
         Ok(RemoteNovelty {
             sampling_extra,
             client,
-            tok,
+            local,
+            served,
             descriptions,
             answers,
             by_text,
         })
+    }
+
+    /// The served model's tokenizer.
+    fn tok(&self) -> &Tokenizer {
+        self.served.as_ref().unwrap_or(self.local)
     }
 
     /// The client (its statistics).
@@ -222,7 +241,7 @@ impl<'a> RemoteNovelty<'a> {
             for (c, answer) in self.answers.iter().enumerate() {
                 // The end token is the last of an answer's tokens; the text writes it out.
                 let text = format!("{prompt}{}<|im_end|>", self.descriptions[c]);
-                let ids = self.tok.encode(&text)?;
+                let ids = self.tok().encode(&text)?;
                 if !ids.ends_with(answer) {
                     return Err(PipelineError::msg(format!(
                         "cluster {c}'s answer tokenises differently after the prompt than alone; its probability cannot be read from the prompt's tokens"

@@ -206,7 +206,6 @@ pub fn precompute(
                     &ctx.config,
                     &models.tok,
                     &models.descriptions,
-                    &models.answers,
                 )?)
             } else {
                 None
