@@ -958,7 +958,10 @@ impl Config {
             if !(o.timeout_s.is_finite() && o.timeout_s > 0.0 && o.timeout_s <= 86_400.0) {
                 return Err(CoreError::config(
                     "llm.openai.timeout_s",
-                    format!("{} must be a number of seconds above 0 and at most 86400", o.timeout_s),
+                    format!(
+                        "{} must be a number of seconds above 0 and at most 86400",
+                        o.timeout_s
+                    ),
                 ));
             }
             match serde_json::from_str::<serde_json::Value>(&o.sampling_extra) {
@@ -966,12 +969,18 @@ impl Config {
                 _ => {
                     return Err(CoreError::config(
                         "llm.openai.sampling_extra",
-                        format!("`{}` must be a JSON object, e.g. {{\"top_k\": -1}}", o.sampling_extra),
+                        format!(
+                            "`{}` must be a JSON object, e.g. {{\"top_k\": -1}}",
+                            o.sampling_extra
+                        ),
                     ))
                 }
             }
             if o.concurrency == 0 {
-                return Err(CoreError::config("llm.openai.concurrency", "must be at least 1"));
+                return Err(CoreError::config(
+                    "llm.openai.concurrency",
+                    "must be at least 1",
+                ));
             }
             if self.precompute.normalize != ProposalNormalize::Answer {
                 return Err(CoreError::config(
@@ -1400,9 +1409,15 @@ mod tests {
         let sampled = format!("{openai}{answer}temperature = 1.5\nmode = \"sample\"\n");
         assert!(with_file(&sampled).is_ok());
         let bad_extra = format!("{openai}[llm.openai]\nsampling_extra = \"[1]\"\n{answer}");
-        assert!(with_file(&bad_extra).unwrap_err().to_string().contains("sampling_extra"));
+        assert!(with_file(&bad_extra)
+            .unwrap_err()
+            .to_string()
+            .contains("sampling_extra"));
         let no_time = format!("{openai}[llm.openai]\ntimeout_s = 0.0\n{answer}");
-        assert!(with_file(&no_time).unwrap_err().to_string().contains("timeout_s"));
+        assert!(with_file(&no_time)
+            .unwrap_err()
+            .to_string()
+            .contains("timeout_s"));
         // The candle backend keeps its own rule: answer normalisation needs exact mode.
         assert!(with_file("[precompute]\nnormalize = \"answer\"\nmode = \"sample\"\n").is_err());
     }

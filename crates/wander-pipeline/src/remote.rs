@@ -24,9 +24,7 @@ use crate::PipelineError;
 /// A client of the configured `[llm.openai]` server.
 pub(crate) fn client(config: &Config) -> crate::Result<Client> {
     let o = &config.llm.openai;
-    let api_key = std::env::var(&o.api_key_env)
-        .ok()
-        .filter(|k| !k.is_empty());
+    let api_key = std::env::var(&o.api_key_env).ok().filter(|k| !k.is_empty());
     Ok(Client::new(ClientConfig {
         endpoint: o.endpoint.clone(),
         model: o.model_name.clone(),
@@ -75,9 +73,16 @@ pub(crate) fn echoed_answer_logprob(
     let no_echo = || {
         PipelineError::msg("the server did not echo the prompt's log-probabilities (`echo` with `logprobs`); this server cannot score answers exactly: use precompute.mode = \"sample\"")
     };
-    let lp = completion.choices[0].logprobs.as_ref().ok_or_else(no_echo)?;
+    let lp = completion.choices[0]
+        .logprobs
+        .as_ref()
+        .ok_or_else(no_echo)?;
     let generated = usage.completion_tokens as usize;
-    let end = lp.token_logprobs.len().checked_sub(generated).ok_or_else(no_echo)?;
+    let end = lp
+        .token_logprobs
+        .len()
+        .checked_sub(generated)
+        .ok_or_else(no_echo)?;
     if answer_tokens == 0 || end < answer_tokens + 1 {
         return Err(no_echo());
     }
@@ -184,7 +189,11 @@ impl<'a> RemoteNovelty<'a> {
         }
         let sampling_extra = match serde_json::from_str(&config.llm.openai.sampling_extra)? {
             serde_json::Value::Object(map) => map,
-            _ => return Err(PipelineError::msg("llm.openai.sampling_extra must be a JSON object")),
+            _ => {
+                return Err(PipelineError::msg(
+                    "llm.openai.sampling_extra must be a JSON object",
+                ))
+            }
         };
         Ok(RemoteNovelty {
             sampling_extra,
@@ -320,7 +329,11 @@ impl<'a> RemoteNovelty<'a> {
         let mut owner = Vec::new();
         for (i, t) in texts.iter().enumerate() {
             for k in t.len()..n {
-                more.push(request(prompts[i].clone(), 1, seeds[i].wrapping_add(k as u64)));
+                more.push(request(
+                    prompts[i].clone(),
+                    1,
+                    seeds[i].wrapping_add(k as u64),
+                ));
                 owner.push(i);
             }
         }
@@ -401,7 +414,14 @@ mod tests {
     fn an_answers_log_probability_is_the_sum_of_its_echoed_tokens() {
         // Five prompt tokens (the last two the answer and its end), then one generated token.
         let tokens = ["", "user", "\n", "drama", "", "\n"];
-        let lps = vec![None, Some(-1.0), Some(-2.0), Some(-0.25), Some(-0.5), Some(-9.0)];
+        let lps = vec![
+            None,
+            Some(-1.0),
+            Some(-2.0),
+            Some(-0.25),
+            Some(-0.5),
+            Some(-9.0),
+        ];
         let c = echoed(&tokens, lps.clone(), 6);
         assert_eq!(echoed_answer_logprob(&c, "drama", 2, 6).unwrap(), -0.75);
         // A server that adds a beginning-of-sequence token counts one more.
@@ -410,12 +430,20 @@ mod tests {
         let short = echoed(&tokens[1..], lps[1..].to_vec(), 6);
         assert_eq!(echoed_answer_logprob(&short, "drama", 2, 6).unwrap(), -0.75);
         // vLLM writes the end token out.
-        let vllm = echoed(&["", "user", "\n", "drama", "<|im_end|>", "\n"], lps.clone(), 6);
+        let vllm = echoed(
+            &["", "user", "\n", "drama", "<|im_end|>", "\n"],
+            lps.clone(),
+            6,
+        );
         assert_eq!(echoed_answer_logprob(&vllm, "drama", 2, 6).unwrap(), -0.75);
         // Another tokenisation, another text or a missing echo is refused, not summed.
-        let err = echoed_answer_logprob(&c, "drama", 2, 8).unwrap_err().to_string();
+        let err = echoed_answer_logprob(&c, "drama", 2, 8)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("tokenises differently"), "{err}");
-        let err = echoed_answer_logprob(&c, "comedy", 2, 6).unwrap_err().to_string();
+        let err = echoed_answer_logprob(&c, "comedy", 2, 6)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("spell"), "{err}");
         let missing = echoed(&["\n"], vec![Some(-1.0)], 6);
         assert!(echoed_answer_logprob(&missing, "drama", 2, 6).is_err());
@@ -435,6 +463,9 @@ mod tests {
     fn sampled_text_is_compared_after_normalising() {
         assert_eq!(normalise_answer("  Comedy,  Romance\n"), "comedy, romance");
         assert_eq!(normalise_answer("drama<|im_end|>"), "drama");
-        assert_ne!(normalise_answer("drama, war"), normalise_answer("drama war"));
+        assert_ne!(
+            normalise_answer("drama, war"),
+            normalise_answer("drama war")
+        );
     }
 }

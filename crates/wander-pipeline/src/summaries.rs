@@ -428,7 +428,11 @@ impl fmt::Display for PrecomputeSummary {
             self.pairs, self.n, self.mode, self.pairs_per_s, self.fallbacks
         )?;
         if let Some(s) = &self.server {
-            write!(f, ", through {} ({} requests, {} cached)", s.endpoint, s.requests, s.cache_hits)?;
+            write!(
+                f,
+                ", through {} ({} requests, {} cached)",
+                s.endpoint, s.requests, s.cache_hits
+            )?;
         }
         if let Some(v) = self.valid_share_mean {
             write!(f, ", valid share {v:.3}")?;

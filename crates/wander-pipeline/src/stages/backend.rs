@@ -40,7 +40,13 @@ pub(crate) fn total_variation(p: &[f64], q: &[f64]) -> f64 {
 fn argmax(p: &[f64]) -> usize {
     p.iter()
         .enumerate()
-        .fold((0, f64::NEG_INFINITY), |best, (i, &v)| if v > best.1 { (i, v) } else { best })
+        .fold((0, f64::NEG_INFINITY), |best, (i, &v)| {
+            if v > best.1 {
+                (i, v)
+            } else {
+                best
+            }
+        })
         .0
 }
 

@@ -254,10 +254,8 @@ pub fn precompute(
                             .map(|(p, v)| (p, Some(v)))
                             .unzip(),
                         (Some(r), _) => {
-                            let seeds: Vec<u64> = chunks[ci]
-                                .iter()
-                                .map(|&p| seed_of(p).next_u64())
-                                .collect();
+                            let seeds: Vec<u64> =
+                                chunks[ci].iter().map(|&p| seed_of(p).next_u64()).collect();
                             let s = r.sample(chunks[ci], cfg.n, cfg.temperature, &seeds, &|| {})?;
                             // The empirical distribution of the valid completions.
                             let probs = s
