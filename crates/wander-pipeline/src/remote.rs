@@ -291,6 +291,7 @@ impl<'a> RemoteNovelty<'a> {
 
     /// `n` completions per pair at `temperature`, seeded by `seeds[i]`; a server that sends
     /// fewer than `n` per request (llama.cpp's) is asked again, one seed per completion.
+    /// `on_done` after each request.
     pub(crate) fn sample(
         &self,
         pairs: &[(u32, u32)],
@@ -321,7 +322,7 @@ impl<'a> RemoteNovelty<'a> {
             .collect();
         let mut texts: Vec<Vec<String>> = self
             .client
-            .complete_all(&first, &|| {})?
+            .complete_all(&first, on_done)?
             .into_iter()
             .map(|c| c.choices.into_iter().map(|ch| ch.text).take(n).collect())
             .collect();
@@ -339,7 +340,7 @@ impl<'a> RemoteNovelty<'a> {
         }
         for (i, c) in owner
             .into_iter()
-            .zip(self.client.complete_all(&more, &|| {})?)
+            .zip(self.client.complete_all(&more, on_done)?)
         {
             texts[i].extend(c.choices.into_iter().map(|ch| ch.text).take(1));
         }
@@ -351,7 +352,6 @@ impl<'a> RemoteNovelty<'a> {
                 for c in t.iter().filter_map(|s| self.parse(s)) {
                     freq[c] += 1;
                 }
-                on_done();
                 Sampled {
                     freq,
                     drawn: t.len() as u32,

@@ -231,6 +231,13 @@ pub fn precompute(
             );
             let trie = wander_llm::generate::Trie::new(&models.answers)?;
             let bar = wander_core::progress::bar(todo_pairs as u64, "precompute", "pairs");
+            // Through a server, the bar's message counts requests: pairs move a chunk at a time.
+            let sent = std::sync::atomic::AtomicU64::new(0);
+            let on_request = || {
+                let k = sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                let secs = bar.elapsed().as_secs_f64().max(1e-9);
+                bar.set_message(format!("{k} requests, {:.1}/s", k as f64 / secs));
+            };
             let started = std::time::Instant::now();
             for &ci in &todo {
                 let t0 = std::time::Instant::now();
@@ -249,14 +256,15 @@ pub fn precompute(
                 let (all_probs, valid_shares): (Vec<Vec<f64>>, Vec<Option<f64>>) =
                     match (&remote, cfg.normalize) {
                         (Some(r), _) if cfg.mode == ProposalMode::Exact => r
-                            .answer_probs(chunks[ci], &|| {})?
+                            .answer_probs(chunks[ci], &on_request)?
                             .into_iter()
                             .map(|(p, v)| (p, Some(v)))
                             .unzip(),
                         (Some(r), _) => {
                             let seeds: Vec<u64> =
                                 chunks[ci].iter().map(|&p| seed_of(p).next_u64()).collect();
-                            let s = r.sample(chunks[ci], cfg.n, cfg.temperature, &seeds, &|| {})?;
+                            let s =
+                                r.sample(chunks[ci], cfg.n, cfg.temperature, &seeds, &on_request)?;
                             // The empirical distribution of the valid completions.
                             let probs = s
                                 .iter()
