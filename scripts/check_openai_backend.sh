@@ -33,8 +33,13 @@ run_dir=$("$bin" "${profile[@]}" config show | awk -F' = ' '/^dir = / {gsub(/"/,
 q8=$(ls .wander/assets/smollm2/*.q8_0.gguf | head -1)
 work=$(mktemp -d)
 server_pid=
+# A trap's failing command would become the script's exit status under `set -e`: the
+# server's own exit status (143 after the kill) must not.
 cleanup() {
-    [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null
+    if [ -n "$server_pid" ]; then
+        kill "$server_pid" 2>/dev/null || true
+        wait "$server_pid" 2>/dev/null || true
+    fi
     rm -rf "$work"
 }
 trap cleanup EXIT
