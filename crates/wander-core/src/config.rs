@@ -295,6 +295,10 @@ pub struct PrecomputeConfig {
     pub normalize: ProposalNormalize,
     /// Which clusters the candidate-reading alignment model scores per pair.
     pub score: ScoreSet,
+    /// With `score = "proposals"`: proposals drawn and kept per pair (0: the largest of `n`
+    /// and `scaling_n`). More draws score more clusters and make the evaluations' subset
+    /// estimate of best-of-n less noisy.
+    pub draws: usize,
     /// Proposals drawn per pair (best-of-n).
     pub n: usize,
     /// Sampling temperature of the novelty model.
@@ -1106,6 +1110,13 @@ impl Config {
             return Err(CoreError::config(
                 "precompute.scaling_n",
                 "must list values of n, each at least 1",
+            ));
+        }
+        let largest_n = p.scaling_n.iter().copied().max().unwrap_or(0).max(p.n);
+        if p.draws != 0 && p.draws < largest_n {
+            return Err(CoreError::config(
+                "precompute.draws",
+                format!("must be 0 or at least the largest of precompute.n and precompute.scaling_n ({largest_n})"),
             ));
         }
         let it = &self.items;

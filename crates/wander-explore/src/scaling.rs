@@ -133,6 +133,73 @@ pub fn best_of_n_exact(probs: &[f64], scores: &[f64], n: u32) -> Vec<f64> {
     out
 }
 
+/// One history pair's stored proposal sequence: the `draws` i.i.d. proposals the precompute
+/// made from the novelty model's distribution (in order; the table's best-of-n used the
+/// first `precompute.n`). Written when only the proposals were scored, so the evaluations
+/// can measure best-of-n on them instead of drawing proposals they have no scores for.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct PairDraws {
+    /// The history pair.
+    pub c1: u32,
+    /// The history pair's second cluster.
+    pub c2: u32,
+    /// The proposed clusters, in the order drawn.
+    pub draws: Vec<u32>,
+}
+
+/// `C(a, n) / C(d, n)`: the probability that a uniformly random `n`-subset of `d` positions
+/// lies inside a given `a` of them.
+fn subset_inside(a: usize, d: usize, n: usize) -> f64 {
+    if a < n {
+        return 0.0;
+    }
+    (0..n).map(|j| (a - j) as f64 / (d - j) as f64).product()
+}
+
+/// [`best_of_n_exact`] for a stored sample: the probability, for each of `len` candidates,
+/// that it is the best-scored proposal of a uniformly random `n`-subset of `draws`. The
+/// draws are i.i.d. from the proposal distribution, so every such subset is itself `n`
+/// i.i.d. proposals: averaging over all of them (exactly, with hypergeometric rather than
+/// binomial terms) is an unbiased estimate of best-of-n's pick without drawing a proposal
+/// that has no score. Candidates never drawn get 0; `n` is at most `draws.len()`.
+pub fn best_of_subset_exact(draws: &[u32], scores: &[f64], n: usize, len: usize) -> Vec<f64> {
+    let d = draws.len();
+    let mut out = vec![0.0; len];
+    if n == 0 || n > d {
+        return out;
+    }
+    let mut count = vec![0usize; len];
+    for &c in draws {
+        count[c as usize] += 1;
+    }
+    // Positions not holding a better-scored candidate.
+    let mut rest = d;
+    for i in by_score(scores) {
+        if count[i] == 0 {
+            continue;
+        }
+        out[i] = subset_inside(rest, d, n) - subset_inside(rest - count[i], d, n);
+        rest -= count[i];
+    }
+    out
+}
+
+/// A uniformly random `n`-subset of `draws` (partial Fisher-Yates), as frequencies over
+/// `len` candidates.
+pub fn subset_frequencies(draws: &[u32], n: usize, len: usize, rng: &mut Rng) -> Vec<u32> {
+    let mut pos: Vec<u32> = draws.to_vec();
+    let n = n.min(pos.len());
+    for j in 0..n {
+        let k = j + rng.below(pos.len() - j);
+        pos.swap(j, k);
+    }
+    let mut f = vec![0u32; len];
+    for &c in &pos[..n] {
+        f[c as usize] += 1;
+    }
+    f
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -208,5 +275,68 @@ mod tests {
         assert_eq!(most_frequent(&f, &p), Some(2));
         assert_eq!(best_k(&f, &[9.0, 0.1, 0.5, 0.7], 2), vec![3, 2]);
         assert_eq!(most_frequent(&[0, 0], &[0.5, 0.5]), None);
+    }
+
+    #[test]
+    fn subset_best_of_n_is_exact_over_subsets() {
+        let draws = [2u32, 0, 1, 2, 3, 2, 1, 0];
+        let scores = [0.1, 0.9, 0.4, 0.95];
+        for n in 1..=draws.len() {
+            let exact = best_of_subset_exact(&draws, &scores, n, 4);
+            assert!((exact.iter().sum::<f64>() - 1.0).abs() < 1e-12, "n={n}");
+            // Enumerate every n-subset of the 8 positions.
+            let mut hits = [0usize; 4];
+            let mut subsets = 0usize;
+            for mask in 0u32..(1 << draws.len()) {
+                if mask.count_ones() as usize != n {
+                    continue;
+                }
+                subsets += 1;
+                let mut f = vec![0u32; 4];
+                for (j, &c) in draws.iter().enumerate() {
+                    if mask >> j & 1 == 1 {
+                        f[c as usize] += 1;
+                    }
+                }
+                hits[best_k(&f, &scores, 1)[0]] += 1;
+            }
+            for i in 0..4 {
+                let e = hits[i] as f64 / subsets as f64;
+                assert!(
+                    (e - exact[i]).abs() < 1e-12,
+                    "n={n} i={i}: {e} vs {}",
+                    exact[i]
+                );
+            }
+        }
+        // All draws: the best-scored drawn candidate, always.
+        assert_eq!(
+            best_of_subset_exact(&draws, &scores, 8, 4),
+            vec![0.0, 0.0, 0.0, 1.0]
+        );
+        // n = 1: the sample's frequencies.
+        let one = best_of_subset_exact(&draws, &scores, 1, 4);
+        assert_eq!(one, vec![0.25, 0.25, 0.375, 0.125]);
+        assert!(best_of_subset_exact(&draws, &scores, 9, 4)
+            .iter()
+            .all(|&v| v == 0.0));
+    }
+
+    #[test]
+    fn subset_frequencies_take_n_of_the_draws() {
+        let draws = [2u32, 0, 1, 2, 3, 2, 1, 0];
+        let mut rng = Rng::new(5);
+        let mut seen = [0usize; 4];
+        for _ in 0..4000 {
+            let f = subset_frequencies(&draws, 3, 4, &mut rng);
+            assert_eq!(f.iter().sum::<u32>(), 3);
+            for c in 0..4 {
+                assert!(f[c] as usize <= draws.iter().filter(|&&d| d as usize == c).count());
+                seen[c] += f[c] as usize;
+            }
+        }
+        // Each position is in a 3-subset with probability 3/8: cluster 2 (3 of 8) 4500 times.
+        assert!((seen[2] as f64 - 4500.0).abs() < 200.0, "{seen:?}");
+        assert_eq!(subset_frequencies(&draws, 8, 4, &mut rng), vec![2, 2, 3, 1]);
     }
 }

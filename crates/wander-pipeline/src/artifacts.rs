@@ -138,6 +138,10 @@ pub const TABLE: File = File::new(StageId::Precompute, "table.bin");
 pub const TABLE_PARQUET: File = File::new(StageId::Precompute, "table.parquet");
 /// Every pair's per-cluster novelty probabilities, alignment scores and frequencies.
 pub const SCORES: File = File::new(StageId::Precompute, "scores.parquet");
+/// Every pair's proposals in the order drawn, written only when the candidate-reading
+/// alignment model scored just those (`precompute.score = "proposals"`).
+pub const DRAWS: Json<Vec<wander_explore::scaling::PairDraws>> =
+    Json::new(StageId::Precompute, "draws.json");
 
 /// The simulation's seed-averaged daily series per arm (and every run's days).
 pub const SIM_DAILY: Json<crate::summaries::SimDaily> = Json::new(StageId::Simulate, "daily.json");
@@ -183,6 +187,19 @@ impl Opened {
     pub fn json<T: DeserializeOwned>(&self, artifact: Json<T>) -> crate::Result<T> {
         self.check(artifact.stage, artifact.file)?;
         Ok(self.reader.read_json(artifact.file)?)
+    }
+
+    /// Parses one of its JSON artifacts that a stage writes only in some configurations:
+    /// `None` when the manifest does not list it.
+    pub fn json_if_written<T: DeserializeOwned>(
+        &self,
+        artifact: Json<T>,
+    ) -> crate::Result<Option<T>> {
+        self.check(artifact.stage, artifact.file)?;
+        if !self.reader.manifest().outputs.contains_key(artifact.file) {
+            return Ok(None);
+        }
+        Ok(Some(self.reader.read_json(artifact.file)?))
     }
 
     /// The path of one of its files.

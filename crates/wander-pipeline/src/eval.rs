@@ -20,9 +20,13 @@ pub(crate) type Dist = (Vec<f64>, Vec<f64>);
 /// Best-of-n (top-1 exact, top-k by `draws` simulated proposal sets) and novelty-only
 /// (most frequent proposal) distributions per pair for one n. Proposals of the history
 /// clusters are dropped: they can never be chosen, and a draw of only those leaves nothing.
+/// A pair whose stored proposals are in `stored` (only they were scored) takes its
+/// proposal sets as subsets of them: top-1 exactly over every n-subset, the rest from
+/// `draws` random subsets.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn llm_dists(
     scores: &BTreeMap<(u32, u32), (Vec<f64>, Vec<f64>)>,
+    stored: &BTreeMap<(u32, u32), Vec<u32>>,
     pairs: &BTreeSet<(u32, u32)>,
     n: usize,
     k: usize,
@@ -38,7 +42,12 @@ pub(crate) fn llm_dists(
         let mut align = align.clone();
         align[p.0 as usize] = f64::NEG_INFINITY;
         align[p.1 as usize] = f64::NEG_INFINITY;
-        let mut top1 = scaling::best_of_n_exact(probs, &align, n as u32);
+        // One proposal needs no alignment score: n = 1 stays exact under the novelty model.
+        let from_stored = if n > 1 { stored.get(&p) } else { None };
+        let mut top1 = match from_stored {
+            Some(d) => scaling::best_of_subset_exact(d, &align, n, m),
+            None => scaling::best_of_n_exact(probs, &align, n as u32),
+        };
         top1[p.0 as usize] = 0.0;
         top1[p.1 as usize] = 0.0;
         let mut rng = wander_core::rng::Rng::new(seed)
@@ -46,7 +55,10 @@ pub(crate) fn llm_dists(
         let (mut topk, mut f1, mut fk) = (vec![0.0; m], vec![0.0; m], vec![0.0; m]);
         let unit = 1.0 / draws.max(1) as f64;
         for _ in 0..draws.max(1) {
-            let mut f = scaling::frequencies(&scaling::draw(probs, n, &mut rng), m);
+            let mut f = match from_stored {
+                Some(d) => scaling::subset_frequencies(d, n, m, &mut rng),
+                None => scaling::frequencies(&scaling::draw(probs, n, &mut rng), m),
+            };
             f[p.0 as usize] = 0;
             f[p.1 as usize] = 0;
             for c in scaling::best_k(&f, &align, k) {
@@ -124,22 +136,45 @@ pub(crate) fn cooc_dists(
 /// whose pair is in the table, and the test-period collective feedback labels.
 pub(crate) struct HeldOut {
     pub scores: BTreeMap<(u32, u32), (Vec<f64>, Vec<f64>)>,
+    /// Each pair's stored proposals, when the precompute scored only those (else empty).
+    pub stored: BTreeMap<(u32, u32), Vec<u32>>,
+    /// How many proposals each stored pair has (0 when none are stored).
+    pub stored_draws: usize,
     pub train: wander_explore::transitions::PairCounts,
     pub target_counts: Vec<u64>,
     pub events: Vec<Transition>,
     pub label_of: BTreeMap<(u32, u32, u32), f64>,
 }
 
-pub(crate) fn held_out(run: &RunDir, m: usize) -> crate::Result<HeldOut> {
-    let scores = read_scores(&open(run, StageId::Precompute)?.path(SCORES)?, m)?;
-    if let Some((&(c1, c2), _)) = scores
-        .iter()
-        .find(|(_, (_, a))| a.iter().any(|v| v.is_nan()))
-    {
+/// Refuses an n larger than the stored proposals of a table that scored only those.
+pub(crate) fn check_stored_n(held: &HeldOut, n: usize) -> crate::Result<()> {
+    if !held.stored.is_empty() && n > held.stored_draws {
         bail!(
-            "the table of this run scored only each pair's proposals (precompute.score = \"proposals\"; pair ({c1}, {c2}) has unscored clusters), and this evaluation draws other proposal sets, which needs every cluster's alignment score: run `wander precompute --force` with precompute.score = \"all\""
+            "best-of-{n} cannot be measured on this table: it scored only each pair's proposals and kept {} of them (precompute.n and precompute.scaling_n when it ran); rerun `wander precompute --force` with this configuration",
+            held.stored_draws
         );
     }
+    Ok(())
+}
+
+pub(crate) fn held_out(run: &RunDir, m: usize) -> crate::Result<HeldOut> {
+    let pre = open(run, StageId::Precompute)?;
+    let scores = read_scores(&pre.path(SCORES)?, m)?;
+    let stored: BTreeMap<(u32, u32), Vec<u32>> = pre
+        .json_if_written(DRAWS)?
+        .unwrap_or_default()
+        .into_iter()
+        .map(|d| ((d.c1, d.c2), d.draws))
+        .collect();
+    if let Some((&(c1, c2), _)) = scores
+        .iter()
+        .find(|(p, (_, a))| !stored.contains_key(p) && a.iter().any(|v| v.is_nan()))
+    {
+        bail!(
+            "the table of this run scored only each pair's proposals (precompute.score = \"proposals\"; pair ({c1}, {c2}) has unscored clusters) and kept no proposals to evaluate on (only the exact mode keeps them), and this evaluation draws other proposal sets, which needs every cluster's alignment score: run `wander precompute --force` with precompute.mode = \"exact\" or precompute.score = \"all\""
+        );
+    }
+    let stored_draws = stored.values().map(Vec::len).min().unwrap_or(0);
     let all: Vec<Transition> = open(run, StageId::Transitions)?.json(TRANSITIONS)?;
     let train = wander_explore::transitions::counts(&all, wander_data::Split::Train);
     let mut target_counts = vec![0u64; m];
@@ -163,6 +198,8 @@ pub(crate) fn held_out(run: &RunDir, m: usize) -> crate::Result<HeldOut> {
         .collect();
     Ok(HeldOut {
         scores,
+        stored,
+        stored_draws,
         train,
         target_counts,
         events,

@@ -663,8 +663,9 @@ fn llm_stages_on_a_tiny_model_and_log() {
 }
 
 /// The candidate-reading alignment model end to end on tiny data: mixed, shrunk labels; the
-/// shared-prefix trainer; a table that scores only each pair's proposals; and the evaluation
-/// of best-of-n, which needs every score, refusing that table with a reason.
+/// shared-prefix trainer; a table that scores only each pair's proposals and keeps them;
+/// the evaluation of best-of-n on subsets of those proposals, and its refusal of an n
+/// larger than the proposals kept.
 #[test]
 fn candidate_alignment_and_a_proposals_only_table_on_a_tiny_model() {
     use wander_core::config::{AlignmentArch, FeedbackSignal, ScoreSet};
@@ -676,6 +677,7 @@ fn candidate_alignment_and_a_proposals_only_table_on_a_tiny_model() {
     ctx.config.alignment.arch = AlignmentArch::Candidate;
     ctx.config.precompute.score = ScoreSet::Proposals;
     ctx.config.precompute.n = 2;
+    ctx.config.precompute.scaling_n = vec![1, 2];
     ctx.config.validate().unwrap();
     stages::Ingest.run(&ctx, false).unwrap();
     behavioural_taxonomy(&ctx);
@@ -723,14 +725,65 @@ fn candidate_alignment_and_a_proposals_only_table_on_a_tiny_model() {
         assert!(row.iter().all(|c| c.alignment.is_finite()));
     }
     records_its_slice(&ctx, &stages::Precompute::default());
-    let e = stages::EvalScaling.run(&ctx, false).unwrap_err();
+    // Every pair keeps its two draws, and every novel one of them has a score.
+    let draws = open(&run, StageId::Precompute)
+        .unwrap()
+        .json(artifacts::DRAWS)
+        .unwrap();
+    assert_eq!(draws.len(), typed.pairs, "one entry per pair");
+    let scores = wander_pipeline::stages::precompute::read_scores(
+        &open(&run, StageId::Precompute)
+            .unwrap()
+            .path(artifacts::SCORES)
+            .unwrap(),
+        n_clusters,
+    )
+    .unwrap();
+    for d in &draws {
+        assert_eq!(d.draws.len(), 2);
+        for &c in d.draws.iter().filter(|&&c| c != d.c1 && c != d.c2) {
+            assert!(scores[&(d.c1, d.c2)].1[c as usize].is_finite(), "{d:?}");
+        }
+    }
+    // The evaluations of best-of-n take their proposal sets from those draws.
+    let sc = stages::EvalScaling.run(&ctx, false).unwrap();
+    assert!(
+        sc.fields()["strategies"]["best_of_2"]["hit_at_1"]["mean"].is_number(),
+        "{sc}"
+    );
+    let md = std::fs::read_to_string(run.root().join("eval_scaling/report.md")).unwrap();
+    assert!(md.contains("kept its 2 draws"), "{md}");
+    stages::Eval.run(&ctx, false).unwrap();
+    // An n beyond the draws kept is refused with the reason.
+    ctx.config.precompute.scaling_n = vec![1, 2, 4];
+    let e = stages::EvalScaling.run(&ctx, true).unwrap_err();
     let mut text = e.to_string();
     let mut cause = std::error::Error::source(&e);
     while let Some(c) = cause {
         text += &format!(": {c}");
         cause = c.source();
     }
-    assert!(text.contains("precompute.score"), "{text}");
+    assert!(
+        text.contains("best-of-4") && text.contains("kept 2"),
+        "{text}"
+    );
+    ctx.config.precompute.scaling_n = vec![1, 2];
+    // More draws than n: the table still chooses among its first n (or, when those hold
+    // nothing novel, among every novel cluster, all of them scored).
+    ctx.config.precompute.draws = 8;
+    let pre = stages::Precompute::default().run(&ctx, false).unwrap();
+    let typed: wander_pipeline::summaries::PrecomputeSummary =
+        wander_pipeline::summaries::read(StageId::Precompute, pre.fields()).unwrap();
+    assert!(typed.scored_per_pair.unwrap() > scored, "{pre}");
+    for (_, _, row) in every_row_novel(&run).iter() {
+        assert!(row.iter().all(|c| c.alignment.is_finite()));
+    }
+    let draws = open(&run, StageId::Precompute)
+        .unwrap()
+        .json(artifacts::DRAWS)
+        .unwrap();
+    assert!(draws.iter().all(|d| d.draws.len() == 8));
+    stages::EvalScaling.run(&ctx, true).unwrap();
 
     // The same model writing its rounded label as text (P2's variant): trained by SFT on
     // the label's level, scored by the levels' expected value, wherever the scalar head was.

@@ -57,7 +57,10 @@ pub fn eval_all(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
         let tax = wander_taxonomy::read(open(&run, StageId::Taxonomy)?.reader())?;
         let m = tax.planner_clusters().len();
         let centroids: Vec<Vec<f32>> = tax.planner_clusters().iter().map(|c| c.centroid.clone()).collect();
-        let HeldOut { scores, train, target_counts, events, label_of } = held_out(&run, m)?;
+        let held = held_out(&run, m)?;
+        crate::eval::check_stored_n(&held, cfg.n)?;
+        let stored_draws = held.stored_draws;
+        let HeldOut { scores, stored, train, target_counts, events, label_of, .. } = held;
         let k = cfg.top_k;
         let rounds = cfg.bootstrap_rounds;
         let pairs: BTreeSet<(u32, u32)> = events.iter().map(|e| (e.c1, e.c2)).collect();
@@ -69,8 +72,8 @@ pub fn eval_all(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
         }).collect();
         let popular = ranked_dists(&pairs, k, m, |_, c| target_counts[c as usize] as f64);
         let cooc = cooc_dists(&train, &target_counts, &pairs, k, m);
-        let (novelty1, _) = llm_dists(&scores, &pairs, 1, k, cfg.scaling_draws, seed, m, None);
-        let (best, _) = llm_dists(&scores, &pairs, cfg.n, k, cfg.scaling_draws, seed, m, None);
+        let (novelty1, _) = llm_dists(&scores, &stored, &pairs, 1, k, cfg.scaling_draws, seed, m, None);
+        let (best, _) = llm_dists(&scores, &stored, &pairs, cfg.n, k, cfg.scaling_draws, seed, m, None);
         let strategies: Vec<(String, Option<&BTreeMap<(u32, u32), Dist>>)> = vec![
             ("random_novel".into(), Some(&random)),
             ("popular_novel".into(), Some(&popular)),
@@ -85,6 +88,9 @@ pub fn eval_all(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
             "# Exploration strategies on the held-out period\n\nProtocol: global temporal split (test = latest {:.0}% of interactions; seed {seed}); {} test-period transitions (a user's two most recent distinct positively engaged clusters and the next new one) over {} history pairs; each strategy serves the exploration slot for the pair. LLM strategies use the exact proposal distributions of the precompute stage (`{}` mode, temperature {}), top-{k} lists from {} simulated proposal sets. 95% percentile-bootstrap intervals over events ({rounds} resamples).\n\n| strategy | hit@1 | hit@{k} | held-out feedback | novelty (bits) | out-of-loop | validity | coverage | diversity (bits) | intra-list diversity | unique user-cluster hits |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
             100.0 * ctx.config.data.test_fraction, events.len(), pairs.len(), cfg.mode, cfg.temperature, cfg.scaling_draws
         );
+        if stored_draws > 0 {
+            md.insert_str(md.find("\n\n| strategy").unwrap_or(md.len()), &format!(" The precompute scored only each pair's proposals (`precompute.score = \"proposals\"`): best-of-{} takes its proposals as subsets of the {stored_draws} kept draws (top-1 exactly over all subsets).", cfg.n));
+        }
         for (si, (name, dist)) in strategies.iter().enumerate() {
             let mut vals: Vec<Vec<f64>> = vec![Vec::new(); metrics.len()];
             let mut served = vec![0.0; m];

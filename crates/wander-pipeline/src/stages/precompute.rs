@@ -55,6 +55,11 @@ struct PairRecord {
     drawn: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     invalid: Option<u32>,
+    /// With a candidate-reading alignment model and `score = "proposals"`: every proposal
+    /// drawn, in order (the table used the first `n`), so the evaluations measure best-of-n
+    /// on scored proposals only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    draws: Option<Vec<u32>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -121,6 +126,7 @@ pub(crate) fn precompute_slice(ctx: &StageContext) -> Value {
     }
     if cfg.score == ScoreSet::Proposals {
         slice["precompute"]["score"] = json!(cfg.score);
+        slice["precompute"]["draws"] = json!(proposal_draws(cfg));
     }
     let llm = &ctx.config.llm;
     if llm.backend == LlmBackend::OpenAi {
@@ -128,6 +134,15 @@ pub(crate) fn precompute_slice(ctx: &StageContext) -> Value {
         slice["llm"] = json!({"backend": llm.backend, "endpoint": llm.openai.endpoint, "model_name": llm.openai.model_name});
     }
     slice
+}
+
+/// Proposals drawn per pair when only they are scored: enough for the largest n that
+/// `wander eval scaling` compares, so it can take every n as a subset of them.
+pub(crate) fn proposal_draws(cfg: &wander_core::config::PrecomputeConfig) -> usize {
+    if cfg.draws > 0 {
+        return cfg.draws;
+    }
+    cfg.scaling_n.iter().copied().max().unwrap_or(0).max(cfg.n)
 }
 
 /// `wander precompute [--shard i/N] [--merge]`.
@@ -223,6 +238,16 @@ pub fn precompute(
                 )?),
                 AlignmentArch::Candidate => None,
             };
+            // Only proposals get a score: draw enough of them for every n the evaluations
+            // compare, and keep them.
+            let keep_draws = align.is_none()
+                && cfg.score == ScoreSet::Proposals
+                && cfg.mode == ProposalMode::Exact;
+            let n_draws = if keep_draws {
+                proposal_draws(cfg)
+            } else {
+                cfg.n
+            };
             let candidate_scorer = CandidateScorer::new(
                 &models.alignment,
                 &models.readout,
@@ -299,6 +324,7 @@ pub fn precompute(
                 for (k, &(c1, c2)) in chunks[ci].iter().enumerate() {
                     let mut rng = seed_of((c1, c2));
                     // Proposals of the history clusters are not novel: dropped.
+                    let mut draws: Option<Vec<u32>> = None;
                     let (probs, freq) = if let Some(s) = &sampled {
                         (all_probs[k].clone(), s[k].freq.clone())
                     } else if cfg.mode == ProposalMode::Sample {
@@ -326,10 +352,12 @@ pub fn precompute(
                         (probs, f)
                     } else {
                         let probs = all_probs[k].clone();
-                        let f = scaling::frequencies(
-                            &scaling::draw(&probs, cfg.n, &mut rng),
-                            m as usize,
-                        );
+                        // `draw` is sequential: the first n of n_draws are the n it would draw.
+                        let seq = scaling::draw(&probs, n_draws, &mut rng);
+                        let f = scaling::frequencies(&seq[..cfg.n], m as usize);
+                        if keep_draws {
+                            draws = Some(seq.iter().map(|&c| c as u32).collect());
+                        }
                         (probs, f)
                     };
                     let alignment: Vec<Option<f32>> = match &head_scores {
@@ -338,13 +366,23 @@ pub fn precompute(
                             let novel = |c: &u32| *c != c1 && *c != c2;
                             let mut which: Vec<u32> = match cfg.score {
                                 ScoreSet::All => (0..m).collect(),
-                                ScoreSet::Proposals => (0..m)
-                                    .filter(|&c| freq[c as usize] > 0)
-                                    .filter(novel)
-                                    .collect(),
+                                ScoreSet::Proposals => {
+                                    let drawn = match &draws {
+                                        Some(d) => scaling::frequencies(
+                                            &d.iter().map(|&c| c as usize).collect::<Vec<_>>(),
+                                            m as usize,
+                                        ),
+                                        None => freq.clone(),
+                                    };
+                                    (0..m)
+                                        .filter(|&c| drawn[c as usize] > 0)
+                                        .filter(novel)
+                                        .collect()
+                                }
                             };
-                            if which.iter().filter(|c| novel(c)).count() == 0 {
-                                // Nothing novel was proposed: the fallback ranks every novel cluster.
+                            if !(0..m).any(|c| freq[c as usize] > 0 && novel(&c)) {
+                                // The table's n proposals hold nothing novel: its fallback
+                                // ranks every novel cluster, so all of them need a score.
                                 which = (0..m).filter(novel).collect();
                             }
                             let triples: Vec<(u32, u32, u32)> =
@@ -361,6 +399,13 @@ pub fn precompute(
                     let choice =
                         scaling::choose_best_of_n((c1, c2), freq, &probs, &dense, cfg.top_k);
                     let (choices, fallback) = (choice.choices, choice.fallback);
+                    if let Some(bad) = choices.iter().find(|c| !c.alignment.is_finite()) {
+                        bail!(
+                            "pair ({c1}, {c2}): the table would keep cluster {} with alignment score {} (a cluster left unscored was chosen)",
+                            bad.cluster,
+                            bad.alignment
+                        );
+                    }
                     records.push(PairRecord {
                         c1,
                         c2,
@@ -371,6 +416,7 @@ pub fn precompute(
                         valid_share: valid_shares[k],
                         drawn: sampled.as_ref().map(|s| s[k].drawn),
                         invalid: sampled.as_ref().map(|s| s[k].drawn - s[k].valid()),
+                        draws,
                     });
                     bar.inc(1);
                 }
@@ -426,6 +472,7 @@ pub fn precompute(
         let mut valid_shares = Vec::new();
         let (mut drawn, mut invalid) = (None::<u64>, None::<u64>);
         let mut scored = 0usize;
+        let mut pair_draws: Vec<scaling::PairDraws> = Vec::new();
         for i in 0..chunks.len() {
             let c: Chunk = serde_json::from_slice(&std::fs::read(chunk_path(i))?)?;
             seconds += c.seconds;
@@ -435,6 +482,9 @@ pub fn precompute(
                 if let (Some(d), Some(i)) = (r.drawn, r.invalid) {
                     *drawn.get_or_insert(0) += d as u64;
                     *invalid.get_or_insert(0) += i as u64;
+                }
+                if let Some(draws) = r.draws {
+                    pair_draws.push(scaling::PairDraws { c1: r.c1, c2: r.c2, draws });
                 }
                 table.set(r.c1, r.c2, r.choices).map_err(PipelineError::msg)?;
                 for c in 0..m {
@@ -450,6 +500,9 @@ pub fn precompute(
         TABLE.write(w, &table.to_bytes())?;
         table.write_parquet(&TABLE_PARQUET.path_in(w)?)?;
         write_scores(&SCORES.path_in(w)?, sc1, sc2, scl, snov, sal)?;
+        if !pair_draws.is_empty() {
+            DRAWS.write(w, &pair_draws)?;
+        }
         let models: BTreeMap<String, String> = [StageId::TrainNovelty, StageId::TrainAlignment].iter().map(|&s| Ok((s.folder().to_string(), open(&run, s)?.manifest().outputs.iter().map(|(k, v)| format!("{k}:{}", v.sha256)).collect::<Vec<_>>().join(",")))).collect::<crate::Result<_>>()?;
         crate::common::remove_scratch(&work);
         let answer = cfg.normalize == ProposalNormalize::Answer;
@@ -523,7 +576,7 @@ pub fn write_scores(
 }
 
 /// Per pair: (novelty probabilities, alignment scores), read from `scores.parquet`.
-pub(crate) fn read_scores(
+pub fn read_scores(
     path: &Path,
     m: usize,
 ) -> crate::Result<BTreeMap<(u32, u32), (Vec<f64>, Vec<f64>)>> {

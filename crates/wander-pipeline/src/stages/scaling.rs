@@ -47,14 +47,19 @@ pub fn eval_scaling(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
     let outcome = run.run_stage(StageId::EvalScaling.folder(), slice, inputs, force, |w| -> crate::Result<Value> {
         let pre = open(&run, StageId::Precompute)?;
         let m = crate::summaries::read::<crate::summaries::PrecomputeSummary>(StageId::Precompute, &pre.manifest().summary)?.clusters;
-        let HeldOut { scores, train, target_counts, events, label_of } = held_out(&run, m)?;
+        let held = held_out(&run, m)?;
+        for &n in &cfg.scaling_n {
+            crate::eval::check_stored_n(&held, n)?;
+        }
+        let stored_draws = held.stored_draws;
+        let HeldOut { scores, stored, train, target_counts, events, label_of, .. } = held;
         let k = cfg.top_k;
         let rounds = cfg.bootstrap_rounds;
         let pairs: BTreeSet<(u32, u32)> = events.iter().map(|e| (e.c1, e.c2)).collect();
         let mut strategies: Vec<(String, BTreeMap<(u32, u32), Dist>)> = Vec::new();
         let bar = wander_core::progress::bar((cfg.scaling_n.len() * pairs.len()) as u64, "scaling", "pairs");
         for &n in &cfg.scaling_n {
-            let (best, freq_only) = llm_dists(&scores, &pairs, n, k, cfg.scaling_draws, seed, m, Some(&bar));
+            let (best, freq_only) = llm_dists(&scores, &stored, &pairs, n, k, cfg.scaling_draws, seed, m, Some(&bar));
             strategies.push((format!("best_of_{n}"), best));
             strategies.push((format!("novelty_only_{n}"), freq_only));
         }
@@ -100,6 +105,9 @@ pub fn eval_scaling(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
             "# Inference-time scaling: best-of-n\n\nProtocol: {} test-period transitions over {} history pairs; for each pair, the novelty model's exact proposal distribution (precompute `{}` mode, temperature {}) and the alignment model's scores from the precompute stage. best_of_n: the best-aligned of n proposals (top-1 exact; top-{k} from {} draws); novelty_only_n: the most frequent of n proposals; cooccurrence: the training period's most frequent next clusters. Held-out feedback: the test-period collective feedback label of the chosen cluster after that pair, averaged over the choice's probability where such a label exists. 95% bootstrap intervals over events ({rounds} resamples). Diversity: entropy (bits) of the served clusters over all events.\n\n| strategy | hit@1 | hit@{k} | held-out feedback | novelty (bits) | diversity (bits) |\n|---|---|---|---|---|---|\n",
             events.len(), pairs.len(), cfg.mode, cfg.temperature, cfg.scaling_draws
         );
+        if stored_draws > 0 {
+            md.insert_str(md.find("\n\n| strategy").unwrap_or(md.len()), &format!(" The precompute scored only each pair's proposals (`precompute.score = \"proposals\"`) and kept its {stored_draws} draws: for n > 1, best-of-n and novelty-only take their n proposals as subsets of those draws (each subset is n i.i.d. proposals; top-1 exactly over all n-subsets, top-{k} and novelty-only from {} random subsets), a pair's {stored_draws} draws are one realisation, so the figures carry sampling noise that the intervals over events do not show (least for small n; at n = {stored_draws}, one proposal set per pair; `precompute.draws` keeps more).", cfg.scaling_draws));
+        }
         for (name, e) in &rows {
             md.push_str(&format!("| {name} | {} | {} | {} | {} | {:.2} |\n", fmt(&e.hit_at_1), fmt(&hit_k(e)), fmt(&e.heldout_feedback), fmt(&e.novelty_bits), e.diversity_bits));
         }
