@@ -462,6 +462,15 @@ pub fn precompute(
     }
     let outcome = run.run_stage(StageId::Precompute.folder(), slice, inputs, true, |w| -> crate::Result<Value> {
         let missing: Vec<usize> = (0..chunks.len()).filter(|&i| !done(i)).collect();
+        // A chunk that is there but does not parse is damaged, not pending: say which.
+        if let Some(&i) = missing.iter().find(|&&i| chunk_path(i).exists()) {
+            let parsed = std::fs::read(chunk_path(i))
+                .map_err(|e| e.to_string())
+                .and_then(|b| serde_json::from_slice::<Chunk>(&b).map(|_| ()).map_err(|e| e.to_string()));
+            if let Err(e) = parsed {
+                bail!("{}: cannot be read ({e}); `wander precompute` (without --merge) computes that chunk again", chunk_path(i).display());
+            }
+        }
         if !missing.is_empty() {
             bail!("{} of {} chunks are not computed yet (first missing: chunk {} in {}); run the missing shards (chunk i belongs to shard i mod N) or `wander precompute` without --shard", missing.len(), chunks.len(), missing[0], work.display());
         }
