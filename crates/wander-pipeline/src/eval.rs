@@ -174,6 +174,15 @@ pub(crate) fn held_out(run: &RunDir, m: usize) -> crate::Result<HeldOut> {
             "the table of this run scored only each pair's proposals (precompute.score = \"proposals\"; pair ({c1}, {c2}) has unscored clusters) and kept no proposals to evaluate on (only the exact mode keeps them), and this evaluation draws other proposal sets, which needs every cluster's alignment score: run `wander precompute --force` with precompute.mode = \"exact\" or precompute.score = \"all\""
         );
     }
+    if let Some((&(c1, c2), d)) = stored
+        .iter()
+        .find(|(_, d)| d.iter().any(|&c| c as usize >= m))
+    {
+        bail!(
+            "{}: pair ({c1}, {c2}) holds a proposal outside the {m} clusters ({d:?}); rerun `wander precompute --force`",
+            DRAWS.file()
+        );
+    }
     let stored_draws = stored.values().map(Vec::len).min().unwrap_or(0);
     let all: Vec<Transition> = open(run, StageId::Transitions)?.json(TRANSITIONS)?;
     let train = wander_explore::transitions::counts(&all, wander_data::Split::Train);
