@@ -356,12 +356,25 @@ fn taxonomy_on_movielens_is_coherent_unique_and_reproducible() {
     assert_eq!(s["embedded_items"], 1682);
     // Whether descriptions name their clusters, by scheme; how much clusters sort by era
     // and popularity; the mix compared at five weights.
-    for scheme in ["tfidf", "facets", "exemplars"] {
-        let a = s["description_retrieval"][scheme]["accuracy"]
-            .as_f64()
-            .unwrap();
-        assert!((0.0..=1.0).contains(&a), "{scheme}: {a}");
+    for scheme in ["tfidf", "facets", "exemplars", "discriminative"] {
+        for key in ["description_retrieval", "description_retrieval_held_out"] {
+            let a = s[key][scheme]["accuracy"].as_f64().unwrap();
+            assert!((0.0..=1.0).contains(&a), "{key} {scheme}: {a}");
+        }
     }
+    // Titles chosen to tell clusters apart name them better than the most central ones, on
+    // items the descriptions never saw too.
+    let held_out = |scheme: &str| {
+        s["description_retrieval_held_out"][scheme]["accuracy"]
+            .as_f64()
+            .unwrap()
+    };
+    assert!(
+        held_out("discriminative") > held_out("exemplars"),
+        "held-out retrieval: discriminative {} vs exemplars {}",
+        held_out("discriminative"),
+        held_out("exemplars")
+    );
     assert!(s["era_share"].as_f64().unwrap() > s["era_share_random"].as_f64().unwrap());
     assert_eq!(s["mix_comparison"].as_object().unwrap().len(), 5);
     let files = ["clusters.json", "item_clusters.parquet", "report.md"];

@@ -450,6 +450,10 @@ mode_enum!(
         /// The leading distinctive facets, then the titles of the cluster's most central
         /// items (nearest its centroid): examples a reader and an LLM may know.
         Exemplars = "exemplars",
+        /// The leading distinctive facets, then the titles that tell the cluster apart from
+        /// the others in the sentence model's space (chosen one at a time by how much nearer
+        /// the description then is to its own cluster's mean item text than to any other's).
+        Discriminative = "discriminative",
     }
 );
 

@@ -535,6 +535,10 @@ pub struct TaxonomySummary {
     /// (`taxonomy.describe`), on the same clusters.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub description_retrieval: BTreeMap<String, wander_taxonomy::DescriptionRetrieval>,
+    /// The same, with each scheme's descriptions made from half of every cluster's items and
+    /// judged against the other half's (`wander_taxonomy::held_out_retrieval`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub description_retrieval_held_out: BTreeMap<String, wander_taxonomy::DescriptionRetrieval>,
     /// The Markdown report.
     pub report: PathBuf,
 }

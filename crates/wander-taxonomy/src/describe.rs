@@ -240,6 +240,136 @@ pub fn exemplar_descriptions(
     out
 }
 
+/// Cosine similarity of `v` with each of `centroids` (unit or zero vectors, f64); a zero
+/// centroid (a cluster without items) is never nearest.
+fn similarities(v: &[f32], centroids: &[Vec<f64>]) -> Vec<f64> {
+    let n = v
+        .iter()
+        .map(|&x| f64::from(x) * f64::from(x))
+        .sum::<f64>()
+        .sqrt();
+    centroids
+        .iter()
+        .map(|c| {
+            if n == 0.0 || c.iter().all(|&x| x == 0.0) {
+                f64::NEG_INFINITY
+            } else {
+                c.iter().zip(v).map(|(a, &b)| a * f64::from(b)).sum::<f64>() / n
+            }
+        })
+        .collect()
+}
+
+/// How much nearer `v` is to cluster `own`'s centroid than to any other cluster's (cosine);
+/// positive when `own` is the nearest.
+pub fn retrieval_margin(v: &[f32], centroids: &[Vec<f64>], own: usize) -> f64 {
+    let sims = similarities(v, centroids);
+    let best_other = sims
+        .iter()
+        .enumerate()
+        .filter(|&(o, _)| o != own)
+        .map(|(_, &s)| s)
+        .fold(f64::NEG_INFINITY, f64::max);
+    sims[own] - best_other
+}
+
+/// Unit-length mean of each cluster's vectors under `assign` (f64; a cluster without
+/// members gets the zero vector).
+pub fn unit_centroids(vectors: &[Vec<f32>], assign: &[u32], n_clusters: usize) -> Vec<Vec<f64>> {
+    let d = vectors.first().map_or(0, Vec::len);
+    let mut sums = vec![vec![0.0f64; d]; n_clusters];
+    for (v, &c) in vectors.iter().zip(assign) {
+        if let Some(s) = sums.get_mut(c as usize) {
+            for (a, &x) in s.iter_mut().zip(v) {
+                *a += f64::from(x);
+            }
+        }
+    }
+    for s in &mut sums {
+        let n = s.iter().map(|x| x * x).sum::<f64>().sqrt();
+        if n > 0.0 {
+            s.iter_mut().for_each(|x| *x /= n);
+        }
+    }
+    sums
+}
+
+/// Discriminative descriptions: each cluster's first `facets` ranked facets, then `titles`
+/// exemplar titles from its `candidates`, chosen one at a time so that the description
+/// tells the cluster apart from the others in the sentence model's space. At each step every
+/// cluster's still-unused candidates are appended in turn to its description so far, all of
+/// them embedded in one call of `embed`, and the one with the largest [`retrieval_margin`]
+/// over `centroids` (the clusters' unit mean item-text embeddings, [`unit_centroids`]) is
+/// kept; ties go to the earlier (more central) candidate. Exemplars picked by centrality
+/// alone name what a cluster shares with its neighbours (its most typical items are also
+/// typical of the next cluster); this picks what sets it apart. A description equal to an
+/// earlier cluster's takes its next unused candidate, as a last resort `group <id>`.
+/// Deterministic for a deterministic `embed`.
+pub fn discriminative_descriptions<E>(
+    ranked_facets: &[Vec<String>],
+    candidates: &[Vec<String>],
+    centroids: &[Vec<f64>],
+    facets: usize,
+    titles: usize,
+    embed: &mut dyn FnMut(&[String]) -> Result<Vec<Vec<f32>>, E>,
+) -> Result<Vec<(Vec<String>, String)>, E> {
+    let n = ranked_facets.len();
+    let mut keywords: Vec<Vec<String>> = ranked_facets
+        .iter()
+        .map(|f| f.iter().take(facets).cloned().collect())
+        .collect();
+    for _ in 0..titles {
+        // (cluster, candidate) of each text to embed.
+        let mut trials: Vec<(usize, usize)> = Vec::new();
+        let mut texts: Vec<String> = Vec::new();
+        for c in 0..n {
+            for (j, cand) in candidates[c].iter().enumerate() {
+                if cand.is_empty() || keywords[c].contains(cand) {
+                    continue;
+                }
+                let mut kw = keywords[c].clone();
+                kw.push(cand.clone());
+                trials.push((c, j));
+                texts.push(kw.join(", "));
+            }
+        }
+        if texts.is_empty() {
+            break;
+        }
+        let vectors = embed(&texts)?;
+        let mut best: Vec<Option<(f64, usize)>> = vec![None; n];
+        for (&(c, j), v) in trials.iter().zip(&vectors) {
+            let m = retrieval_margin(v, centroids, c);
+            let m = if m.is_finite() { m } else { f64::NEG_INFINITY };
+            if best[c].is_none_or(|(b, _)| m > b) {
+                best[c] = Some((m, j));
+            }
+        }
+        for (c, b) in best.into_iter().enumerate() {
+            if let Some((_, j)) = b {
+                keywords[c].push(candidates[c][j].clone());
+            }
+        }
+    }
+    let mut taken: HashMap<String, usize> = HashMap::new();
+    let mut out = Vec::with_capacity(n);
+    for (c, mut kw) in keywords.into_iter().enumerate() {
+        let mut spare = candidates[c].iter().filter(|t| !t.is_empty());
+        let mut desc = kw.join(", ");
+        while desc.is_empty() || taken.contains_key(&normalize(&desc)) {
+            match spare.next() {
+                Some(t) if kw.contains(t) => continue,
+                Some(t) => kw.push(t.clone()),
+                None => kw.push(format!("group {c}")),
+            }
+            desc = kw.join(", ");
+        }
+        taken.insert(normalize(&desc), c);
+        out.push((kw, desc));
+    }
+    Ok(out)
+}
+
 /// Picks `k` keywords per cluster and makes the descriptions unique: a colliding cluster
 /// (the later id) takes further keywords from its ranking, in order, until it is unique; as a
 /// last resort its id is appended. Deterministic.
@@ -363,6 +493,106 @@ mod tests {
         let idx =
             DescriptionIndex::new(d.iter().enumerate().map(|(c, x)| (c as u32, x.1.as_str())));
         assert_eq!(idx.parse(&d[1].1), Some(1));
+    }
+
+    /// A bag of words over a four-word vocabulary: enough geometry to tell what is shared
+    /// from what is distinctive.
+    fn bag_of_words(texts: &[String]) -> Result<Vec<Vec<f32>>, std::convert::Infallible> {
+        const VOCABULARY: [&str; 4] = ["common", "alpha", "beta", "drama"];
+        Ok(texts
+            .iter()
+            .map(|t| {
+                let t = t.to_lowercase();
+                VOCABULARY
+                    .iter()
+                    .map(|w| {
+                        t.split(|c: char| !c.is_alphanumeric())
+                            .filter(|x| x == w)
+                            .count() as f32
+                    })
+                    .collect()
+            })
+            .collect())
+    }
+
+    #[test]
+    fn discriminative_titles_are_the_ones_that_set_a_cluster_apart() {
+        let unit = |v: [f64; 4]| {
+            let n = v.iter().map(|x| x * x).sum::<f64>().sqrt();
+            v.iter().map(|x| x / n).collect::<Vec<f64>>()
+        };
+        // Both clusters' most central title is "Common"; only "Alpha" / "Beta" tell them
+        // apart.
+        let centroids = vec![unit([1.0, 1.0, 0.0, 0.0]), unit([1.0, 0.0, 1.0, 0.0])];
+        let facets = vec![vec!["drama".to_string()]; 2];
+        let candidates = vec![
+            vec!["Common".to_string(), "Alpha".into()],
+            vec!["Common".to_string(), "Beta".into()],
+        ];
+        let margin_of = |text: &str, own| {
+            retrieval_margin(&bag_of_words(&[text.into()]).unwrap()[0], &centroids, own)
+        };
+        assert!(
+            margin_of("drama, Common", 0).abs() < 1e-9,
+            "a shared title names neither"
+        );
+        assert!(margin_of("drama, Beta", 1) > 0.3);
+        let d =
+            discriminative_descriptions(&facets, &candidates, &centroids, 1, 1, &mut bag_of_words)
+                .unwrap();
+        assert_eq!(d[0].1, "drama, Alpha");
+        assert_eq!(d[1].1, "drama, Beta");
+        assert_eq!(
+            d,
+            discriminative_descriptions(&facets, &candidates, &centroids, 1, 1, &mut bag_of_words)
+                .unwrap(),
+            "deterministic"
+        );
+
+        // Clusters 0 and 2 look alike and both settle on "Alpha" (ties go to the earlier
+        // candidate): the later one takes its next unused candidate.
+        let centroids = vec![
+            unit([1.0, 1.0, 0.0, 0.0]),
+            unit([1.0, 0.0, 1.0, 0.0]),
+            unit([1.0, 1.0, 0.0, 0.0]),
+        ];
+        let facets = vec![vec!["drama".to_string()]; 3];
+        let candidates = vec![
+            vec!["Alpha".to_string(), "Common".into()],
+            vec!["Beta".to_string()],
+            vec!["Alpha".to_string(), "Gamma".into()],
+        ];
+        let d =
+            discriminative_descriptions(&facets, &candidates, &centroids, 1, 1, &mut bag_of_words)
+                .unwrap();
+        assert_eq!(d[0].1, "drama, Alpha");
+        assert_eq!(d[2].1, "drama, Alpha, Gamma");
+        let idx =
+            DescriptionIndex::new(d.iter().enumerate().map(|(c, x)| (c as u32, x.1.as_str())));
+        for (c, x) in d.iter().enumerate() {
+            assert_eq!(idx.parse(&x.1), Some(c as u32));
+        }
+        // Two titles from one candidate each: the second step has nothing left for cluster 1.
+        let d =
+            discriminative_descriptions(&facets, &candidates, &centroids, 1, 2, &mut bag_of_words)
+                .unwrap();
+        assert_eq!(d[1].1, "drama, Beta");
+    }
+
+    #[test]
+    fn unit_centroids_average_members_and_leave_empty_clusters_at_zero() {
+        let c = unit_centroids(
+            &[vec![2.0, 0.0], vec![0.0, 2.0], vec![3.0, 4.0]],
+            &[0, 0, 2],
+            3,
+        );
+        let h = 0.5f64.sqrt();
+        assert!((c[0][0] - h).abs() < 1e-12 && (c[0][1] - h).abs() < 1e-12);
+        assert_eq!(c[1], vec![0.0, 0.0]);
+        assert!((c[2][0] - 0.6).abs() < 1e-12 && (c[2][1] - 0.8).abs() < 1e-12);
+        // An empty cluster is never nearest.
+        assert!(retrieval_margin(&[1.0, 1.0], &c, 0) > 0.0);
+        assert_eq!(retrieval_margin(&[1.0, 1.0], &c, 1), f64::NEG_INFINITY);
     }
 
     #[test]

@@ -198,7 +198,9 @@ pub fn describe_clusters(
             &describe::ranked_facets(items, assign, n_clusters),
             keywords,
         ),
-        DescribeScheme::Exemplars => {
+        // Without the sentence model at hand (`describe_clusters_embedded` has it), a
+        // discriminative description starts as an exemplar one.
+        DescribeScheme::Exemplars | DescribeScheme::Discriminative => {
             let mut members: Vec<Vec<usize>> = vec![Vec::new(); n_clusters];
             for (i, &c) in assign.iter().enumerate() {
                 members[c as usize].push(i);
@@ -235,6 +237,156 @@ pub fn describe_clusters(
 
 /// Titles in an exemplar description.
 const EXEMPLAR_TITLES: usize = 2;
+
+/// The titles a discriminative description chooses from, per cluster: its members whose
+/// own text embeddings are most clearly nearer their cluster than any other.
+const DISCRIMINATIVE_POOL: usize = 12;
+
+/// Keywords and a unique description for each cluster by `scheme`, with the sentence model
+/// at hand: [`DescribeScheme::Discriminative`] needs it (`text`: the items' text embeddings;
+/// `embed`: the same model on new texts); every other scheme is [`describe_clusters`].
+#[allow(clippy::too_many_arguments)]
+pub fn describe_clusters_embedded(
+    scheme: DescribeScheme,
+    items: &[wander_data::Item],
+    assign: &[u32],
+    vectors: &[Vec<f32>],
+    text: &[Vec<f32>],
+    n_clusters: usize,
+    keywords: usize,
+    embed: &mut dyn FnMut(&[String]) -> Result<Vec<Vec<f32>>>,
+) -> Result<Vec<(Vec<String>, String)>> {
+    if scheme != DescribeScheme::Discriminative {
+        return Ok(describe_clusters(
+            scheme, items, assign, vectors, n_clusters, keywords,
+        ));
+    }
+    let centroids = describe::unit_centroids(text, assign, n_clusters);
+    let mut ranked: Vec<Vec<(f64, usize)>> = vec![Vec::new(); n_clusters];
+    for (i, (&c, v)) in assign.iter().zip(text).enumerate() {
+        let m = describe::retrieval_margin(v, &centroids, c as usize);
+        ranked[c as usize].push((if m.is_finite() { m } else { f64::NEG_INFINITY }, i));
+    }
+    let candidates: Vec<Vec<String>> = ranked
+        .into_iter()
+        .map(|mut r| {
+            r.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+            let mut seen = std::collections::HashSet::new();
+            r.into_iter()
+                .map(|(_, i)| describe::display_title(&items[i].title))
+                .filter(|t| !t.is_empty() && seen.insert(t.clone()))
+                .take(DISCRIMINATIVE_POOL)
+                .collect()
+        })
+        .collect();
+    describe::discriminative_descriptions(
+        &describe::ranked_facets(items, assign, n_clusters),
+        &candidates,
+        &centroids,
+        keywords.saturating_sub(EXEMPLAR_TITLES),
+        EXEMPLAR_TITLES,
+        embed,
+    )
+}
+
+/// Redescribes both levels of `tax` by `scheme` with the sentence model at hand
+/// ([`describe_clusters_embedded`]); [`build`] alone, which has no sentence model, describes
+/// [`DescribeScheme::Discriminative`] clusters by exemplars.
+pub fn redescribe(
+    tax: &mut Taxonomy,
+    scheme: DescribeScheme,
+    items: &[wander_data::Item],
+    vectors: &[Vec<f32>],
+    text: &[Vec<f32>],
+    keywords: usize,
+    embed: &mut dyn FnMut(&[String]) -> Result<Vec<Vec<f32>>>,
+) -> Result<()> {
+    for (clusters, assign) in [
+        (&mut tax.coarse, &tax.item_coarse),
+        (&mut tax.fine, &tax.item_fine),
+    ] {
+        let described = describe_clusters_embedded(
+            scheme,
+            items,
+            assign,
+            vectors,
+            text,
+            clusters.len(),
+            keywords,
+            embed,
+        )?;
+        for (c, (kw, desc)) in clusters.iter_mut().zip(described) {
+            c.keywords = kw;
+            c.description = desc;
+        }
+    }
+    Ok(())
+}
+
+/// Description retrieval on items the descriptions never saw: every cluster's members are
+/// split in two halves (seeded), the descriptions are made by `scheme` from the first half's
+/// items alone (their metadata, centroids and titles), and each description must retrieve
+/// its cluster among the second half's mean item-text embeddings, and the other way round
+/// (the two figures averaged: one split of clusters of a few dozen items is noisy). A
+/// scheme that chooses its words by the retrieval measure itself (discriminative) is judged
+/// fairly only this way.
+#[allow(clippy::too_many_arguments)]
+pub fn held_out_retrieval(
+    scheme: DescribeScheme,
+    items: &[wander_data::Item],
+    assign: &[u32],
+    vectors: &[Vec<f32>],
+    text: &[Vec<f32>],
+    n_clusters: usize,
+    keywords: usize,
+    seed: u64,
+    embed: &mut dyn FnMut(&[String]) -> Result<Vec<Vec<f32>>>,
+) -> Result<DescriptionRetrieval> {
+    let mut members: Vec<Vec<usize>> = vec![Vec::new(); n_clusters];
+    for (i, &c) in assign.iter().enumerate() {
+        members[c as usize].push(i);
+    }
+    let mut rng = Rng::new(seed ^ 0x5eed_4a1f);
+    let (mut first, mut second) = (Vec::new(), Vec::new());
+    for mut m in members {
+        rng.shuffle(&mut m);
+        let half = m.len().div_ceil(2);
+        first.extend_from_slice(&m[..half]);
+        second.extend_from_slice(&m[half..]);
+    }
+    first.sort_unstable();
+    second.sort_unstable();
+    let pick = |idx: &[usize]| -> (
+        Vec<wander_data::Item>,
+        Vec<u32>,
+        Vec<Vec<f32>>,
+        Vec<Vec<f32>>,
+    ) {
+        (
+            idx.iter().map(|&i| items[i].clone()).collect(),
+            idx.iter().map(|&i| assign[i]).collect(),
+            idx.iter().map(|&i| vectors[i].clone()).collect(),
+            idx.iter().map(|&i| text[i].clone()).collect(),
+        )
+    };
+    let halves = [pick(&first), pick(&second)];
+    let mut both = Vec::with_capacity(2);
+    for (from, to) in [(0, 1), (1, 0)] {
+        let (items_a, assign_a, vectors_a, text_a) = &halves[from];
+        let (_, assign_b, _, text_b) = &halves[to];
+        let described = describe_clusters_embedded(
+            scheme, items_a, assign_a, vectors_a, text_a, n_clusters, keywords, embed,
+        )?;
+        let descriptions: Vec<String> = described.into_iter().map(|(_, d)| d).collect();
+        let desc_vectors = embed(&descriptions)?;
+        both.push(description_retrieval(&desc_vectors, text_b, assign_b));
+    }
+    Ok(DescriptionRetrieval {
+        accuracy: (both[0].accuracy + both[1].accuracy) / 2.0,
+        mean_rank: (both[0].mean_rank + both[1].mean_rank) / 2.0,
+        clusters: n_clusters,
+    })
+}
 
 /// Builds the two-level taxonomy from item vectors.
 pub fn build(
