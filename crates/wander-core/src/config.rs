@@ -961,17 +961,19 @@ impl Config {
                 ),
             ));
         }
+        // Checked whatever the backend: `wander eval backend` and the export scripts read
+        // `[llm.openai]` beside a candle run, and a config that loads holds finite numbers.
+        let o = &self.llm.openai;
+        if !(o.timeout_s.is_finite() && o.timeout_s > 0.0 && o.timeout_s <= 86_400.0) {
+            return Err(CoreError::config(
+                "llm.openai.timeout_s",
+                format!(
+                    "{} must be a number of seconds above 0 and at most 86400",
+                    o.timeout_s
+                ),
+            ));
+        }
         if self.llm.backend == LlmBackend::OpenAi {
-            let o = &self.llm.openai;
-            if !(o.timeout_s.is_finite() && o.timeout_s > 0.0 && o.timeout_s <= 86_400.0) {
-                return Err(CoreError::config(
-                    "llm.openai.timeout_s",
-                    format!(
-                        "{} must be a number of seconds above 0 and at most 86400",
-                        o.timeout_s
-                    ),
-                ));
-            }
             match serde_json::from_str::<serde_json::Value>(&o.sampling_extra) {
                 Ok(serde_json::Value::Object(_)) => {}
                 _ => {
