@@ -242,20 +242,37 @@ const EXEMPLAR_TITLES: usize = 2;
 /// own text embeddings are most clearly nearer their cluster than any other.
 const DISCRIMINATIVE_POOL: usize = 12;
 
+/// One level of clusters as the description schemes read it.
+#[derive(Debug, Clone, Copy)]
+pub struct Level<'a> {
+    /// The items.
+    pub items: &'a [wander_data::Item],
+    /// Each item's cluster.
+    pub assign: &'a [u32],
+    /// The clustering's item vectors (the exemplars' central items).
+    pub vectors: &'a [Vec<f32>],
+    /// The items' text embeddings (the sentence model's).
+    pub text: &'a [Vec<f32>],
+    /// Clusters at the level.
+    pub n_clusters: usize,
+}
+
 /// Keywords and a unique description for each cluster by `scheme`, with the sentence model
 /// at hand: [`DescribeScheme::Discriminative`] needs it (`text`: the items' text embeddings;
 /// `embed`: the same model on new texts); every other scheme is [`describe_clusters`].
-#[allow(clippy::too_many_arguments)]
 pub fn describe_clusters_embedded(
     scheme: DescribeScheme,
-    items: &[wander_data::Item],
-    assign: &[u32],
-    vectors: &[Vec<f32>],
-    text: &[Vec<f32>],
-    n_clusters: usize,
+    level: &Level<'_>,
     keywords: usize,
     embed: &mut dyn FnMut(&[String]) -> Result<Vec<Vec<f32>>>,
 ) -> Result<Vec<(Vec<String>, String)>> {
+    let Level {
+        items,
+        assign,
+        vectors,
+        text,
+        n_clusters,
+    } = *level;
     if scheme != DescribeScheme::Discriminative {
         return Ok(describe_clusters(
             scheme, items, assign, vectors, n_clusters, keywords,
@@ -305,16 +322,14 @@ pub fn redescribe(
         (&mut tax.coarse, &tax.item_coarse),
         (&mut tax.fine, &tax.item_fine),
     ] {
-        let described = describe_clusters_embedded(
-            scheme,
+        let level = Level {
             items,
             assign,
             vectors,
             text,
-            clusters.len(),
-            keywords,
-            embed,
-        )?;
+            n_clusters: clusters.len(),
+        };
+        let described = describe_clusters_embedded(scheme, &level, keywords, embed)?;
         for (c, (kw, desc)) in clusters.iter_mut().zip(described) {
             c.keywords = kw;
             c.description = desc;
@@ -330,18 +345,20 @@ pub fn redescribe(
 /// (the two figures averaged: one split of clusters of a few dozen items is noisy). A
 /// scheme that chooses its words by the retrieval measure itself (discriminative) is judged
 /// fairly only this way.
-#[allow(clippy::too_many_arguments)]
 pub fn held_out_retrieval(
     scheme: DescribeScheme,
-    items: &[wander_data::Item],
-    assign: &[u32],
-    vectors: &[Vec<f32>],
-    text: &[Vec<f32>],
-    n_clusters: usize,
+    level: &Level<'_>,
     keywords: usize,
     seed: u64,
     embed: &mut dyn FnMut(&[String]) -> Result<Vec<Vec<f32>>>,
 ) -> Result<DescriptionRetrieval> {
+    let Level {
+        items,
+        assign,
+        vectors,
+        text,
+        n_clusters,
+    } = *level;
     let mut members: Vec<Vec<usize>> = vec![Vec::new(); n_clusters];
     for (i, &c) in assign.iter().enumerate() {
         members[c as usize].push(i);
@@ -374,9 +391,14 @@ pub fn held_out_retrieval(
     for (from, to) in [(0, 1), (1, 0)] {
         let (items_a, assign_a, vectors_a, text_a) = &halves[from];
         let (_, assign_b, _, text_b) = &halves[to];
-        let described = describe_clusters_embedded(
-            scheme, items_a, assign_a, vectors_a, text_a, n_clusters, keywords, embed,
-        )?;
+        let half = Level {
+            items: items_a,
+            assign: assign_a,
+            vectors: vectors_a,
+            text: text_a,
+            n_clusters,
+        };
+        let described = describe_clusters_embedded(scheme, &half, keywords, embed)?;
         let descriptions: Vec<String> = described.into_iter().map(|(_, d)| d).collect();
         let desc_vectors = embed(&descriptions)?;
         both.push(description_retrieval(&desc_vectors, text_b, assign_b));

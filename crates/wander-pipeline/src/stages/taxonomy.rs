@@ -155,11 +155,12 @@ pub fn taxonomy(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
                 let mut held_out = std::collections::BTreeMap::new();
                 let mut by_scheme = Vec::new();
                 const SCHEMES: [DescribeScheme; 4] = [DescribeScheme::Tfidf, DescribeScheme::Facets, DescribeScheme::Exemplars, DescribeScheme::Discriminative];
+                let level = wander_taxonomy::Level { items: &ds.items, assign, vectors: &mixed, text: &text, n_clusters: planner.len() };
                 for scheme in SCHEMES {
                     let descriptions: Vec<String> = if scheme == cfg.describe {
                         planner.iter().map(|c| c.description.clone()).collect()
                     } else {
-                        wander_taxonomy::describe_clusters_embedded(scheme, &ds.items, assign, &mixed, &text, planner.len(), cfg.keywords, &mut embed)?
+                        wander_taxonomy::describe_clusters_embedded(scheme, &level, cfg.keywords, &mut embed)?
                             .into_iter()
                             .map(|(_, d)| d)
                             .collect()
@@ -168,7 +169,7 @@ pub fn taxonomy(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
                     retrieval.insert(scheme.to_string(), wander_taxonomy::description_retrieval(&vectors, &text, assign));
                     held_out.insert(
                         scheme.to_string(),
-                        wander_taxonomy::held_out_retrieval(scheme, &ds.items, assign, &mixed, &text, planner.len(), cfg.keywords, seed, &mut embed)?,
+                        wander_taxonomy::held_out_retrieval(scheme, &level, cfg.keywords, seed, &mut embed)?,
                     );
                     by_scheme.push(descriptions);
                 }
