@@ -294,6 +294,9 @@ pub fn unit_centroids(vectors: &[Vec<f32>], assign: &[u32], n_clusters: usize) -
     sums
 }
 
+/// A sentence model as the description schemes call it: texts in, one vector per text out.
+pub type Embed<'a, E> = dyn FnMut(&[String]) -> Result<Vec<Vec<f32>>, E> + 'a;
+
 /// Discriminative descriptions: each cluster's first `facets` ranked facets, then `titles`
 /// exemplar titles from its `candidates`, chosen one at a time so that the description
 /// tells the cluster apart from the others in the sentence model's space. At each step every
@@ -311,7 +314,7 @@ pub fn discriminative_descriptions<E>(
     centroids: &[Vec<f64>],
     facets: usize,
     titles: usize,
-    embed: &mut dyn FnMut(&[String]) -> Result<Vec<Vec<f32>>, E>,
+    embed: &mut Embed<'_, E>,
 ) -> Result<Vec<(Vec<String>, String)>, E> {
     let n = ranked_facets.len();
     let mut keywords: Vec<Vec<String>> = ranked_facets

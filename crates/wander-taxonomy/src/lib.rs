@@ -242,6 +242,9 @@ const EXEMPLAR_TITLES: usize = 2;
 /// own text embeddings are most clearly nearer their cluster than any other.
 const DISCRIMINATIVE_POOL: usize = 12;
 
+/// The sentence model on new texts, failing with a [`TaxonomyError`].
+pub type EmbedTexts<'a> = describe::Embed<'a, TaxonomyError>;
+
 /// One level of clusters as the description schemes read it.
 #[derive(Debug, Clone, Copy)]
 pub struct Level<'a> {
@@ -264,7 +267,7 @@ pub fn describe_clusters_embedded(
     scheme: DescribeScheme,
     level: &Level<'_>,
     keywords: usize,
-    embed: &mut dyn FnMut(&[String]) -> Result<Vec<Vec<f32>>>,
+    embed: &mut EmbedTexts<'_>,
 ) -> Result<Vec<(Vec<String>, String)>> {
     let Level {
         items,
@@ -316,7 +319,7 @@ pub fn redescribe(
     vectors: &[Vec<f32>],
     text: &[Vec<f32>],
     keywords: usize,
-    embed: &mut dyn FnMut(&[String]) -> Result<Vec<Vec<f32>>>,
+    embed: &mut EmbedTexts<'_>,
 ) -> Result<()> {
     for (clusters, assign) in [
         (&mut tax.coarse, &tax.item_coarse),
@@ -350,7 +353,7 @@ pub fn held_out_retrieval(
     level: &Level<'_>,
     keywords: usize,
     seed: u64,
-    embed: &mut dyn FnMut(&[String]) -> Result<Vec<Vec<f32>>>,
+    embed: &mut EmbedTexts<'_>,
 ) -> Result<DescriptionRetrieval> {
     let Level {
         items,
@@ -373,18 +376,13 @@ pub fn held_out_retrieval(
     }
     first.sort_unstable();
     second.sort_unstable();
-    let pick = |idx: &[usize]| -> (
-        Vec<wander_data::Item>,
-        Vec<u32>,
-        Vec<Vec<f32>>,
-        Vec<Vec<f32>>,
-    ) {
-        (
-            idx.iter().map(|&i| items[i].clone()).collect(),
-            idx.iter().map(|&i| assign[i]).collect(),
-            idx.iter().map(|&i| vectors[i].clone()).collect(),
-            idx.iter().map(|&i| text[i].clone()).collect(),
-        )
+    // The two halves, each as owned copies of the level's columns.
+    let pick = |idx: &[usize]| {
+        let items: Vec<wander_data::Item> = idx.iter().map(|&i| items[i].clone()).collect();
+        let assign: Vec<u32> = idx.iter().map(|&i| assign[i]).collect();
+        let vectors: Vec<Vec<f32>> = idx.iter().map(|&i| vectors[i].clone()).collect();
+        let text: Vec<Vec<f32>> = idx.iter().map(|&i| text[i].clone()).collect();
+        (items, assign, vectors, text)
     };
     let halves = [pick(&first), pick(&second)];
     let mut both = Vec::with_capacity(2);

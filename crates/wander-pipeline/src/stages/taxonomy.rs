@@ -94,7 +94,7 @@ pub fn taxonomy(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
                     }
                     Ok(out)
                 };
-                let describe = |t: &mut wander_taxonomy::Taxonomy, v: &[Vec<f32>], embed: &mut dyn FnMut(&[String]) -> wander_taxonomy::Result<Vec<Vec<f32>>>| {
+                let describe = |t: &mut wander_taxonomy::Taxonomy, v: &[Vec<f32>], embed: &mut wander_taxonomy::EmbedTexts<'_>| {
                     if cfg.describe == DescribeScheme::Discriminative {
                         spinner.set_message("discriminative descriptions");
                         wander_taxonomy::redescribe(t, cfg.describe, &ds.items, v, &text, cfg.keywords, embed)
