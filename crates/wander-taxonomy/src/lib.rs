@@ -355,15 +355,9 @@ pub fn held_out_retrieval(
     seed: u64,
     embed: &mut EmbedTexts<'_>,
 ) -> Result<DescriptionRetrieval> {
-    let Level {
-        items,
-        assign,
-        vectors,
-        text,
-        n_clusters,
-    } = *level;
+    let n_clusters = level.n_clusters;
     let mut members: Vec<Vec<usize>> = vec![Vec::new(); n_clusters];
-    for (i, &c) in assign.iter().enumerate() {
+    for (i, &c) in level.assign.iter().enumerate() {
         members[c as usize].push(i);
     }
     let mut rng = Rng::new(seed ^ 0x5eed_4a1f);
@@ -378,10 +372,10 @@ pub fn held_out_retrieval(
     second.sort_unstable();
     // The two halves, each as owned copies of the level's columns.
     let pick = |idx: &[usize]| {
-        let items: Vec<wander_data::Item> = idx.iter().map(|&i| items[i].clone()).collect();
-        let assign: Vec<u32> = idx.iter().map(|&i| assign[i]).collect();
-        let vectors: Vec<Vec<f32>> = idx.iter().map(|&i| vectors[i].clone()).collect();
-        let text: Vec<Vec<f32>> = idx.iter().map(|&i| text[i].clone()).collect();
+        let items: Vec<wander_data::Item> = idx.iter().map(|&i| level.items[i].clone()).collect();
+        let assign: Vec<u32> = idx.iter().map(|&i| level.assign[i]).collect();
+        let vectors: Vec<Vec<f32>> = idx.iter().map(|&i| level.vectors[i].clone()).collect();
+        let text: Vec<Vec<f32>> = idx.iter().map(|&i| level.text[i].clone()).collect();
         (items, assign, vectors, text)
     };
     let halves = [pick(&first), pick(&second)];
