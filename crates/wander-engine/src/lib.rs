@@ -25,6 +25,13 @@ use serde::Serialize;
 pub use output::{read_co_consumption, read_label_parts, read_transitions};
 pub use output::{LabelPartRow, PairCountRow, TransitionRow};
 
+/// Stack of each async worker thread of the engine's runtimes (the embedded engine's and
+/// `wander-ballista`'s scheduler and executor). DataFusion and Ballista decode and plan
+/// queries recursively, and the workspace builds their planning crates unoptimised (see the
+/// root Cargo.toml), whose frames are several times larger: tokio's 2 MiB default overflowed
+/// on the co-consumption plan.
+pub const WORKER_STACK_BYTES: usize = 64 << 20;
+
 /// Errors of the engine.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -226,6 +233,7 @@ pub fn run(
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads)
+        .thread_stack_size(WORKER_STACK_BYTES)
         .enable_all()
         .build()
         .map_err(|e| EngineError::Output {

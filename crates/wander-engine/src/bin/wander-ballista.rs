@@ -106,9 +106,16 @@ async fn until_interrupted() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    tokio::runtime::Builder::new_multi_thread()
+        .thread_stack_size(wander_engine::WORKER_STACK_BYTES)
+        .enable_all()
+        .build()?
+        .block_on(serve(cli))
+}
+
+async fn serve(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Scheduler => announce(&start_scheduler().await?),
         Command::Executor { scheduler, cores } => {
