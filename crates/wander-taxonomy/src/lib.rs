@@ -7,6 +7,7 @@
 //! and [`describe::DescriptionIndex`] maps a description back to its cluster.
 #![deny(missing_docs)]
 
+pub mod assign;
 pub mod behaviour;
 pub mod describe;
 pub mod embed;

@@ -1,0 +1,221 @@
+//! Placing items that arrive after the taxonomy was built (issue 19, "stable taxonomy"):
+//! each new item goes to the existing fine cluster whose members' text is nearest its own,
+//! and to that cluster's coarse parent, so cluster ids, descriptions and both models stay
+//! valid. Re-clustering is a separate, explicit step.
+//!
+//! The comparison is in the sentence model's space alone: a new item has no consumption
+//! yet, so the behaviour half of the mixed embedding the clusters were built in is unknown
+//! for it, and its text vector cannot be compared with mixed centroids.
+
+use crate::describe::unit_centroids;
+use crate::{Result, TaxonomyError};
+
+/// Where a new item was placed, and how clearly.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Placement {
+    /// Fine cluster.
+    pub fine: u32,
+    /// Its coarse parent.
+    pub coarse: u32,
+    /// Cosine similarity to the fine cluster's unit text centroid.
+    pub similarity: f64,
+    /// Similarity minus the next nearest fine cluster's (0 with a single cluster): small
+    /// margins are the items a later re-clustering would most likely move.
+    pub margin: f64,
+}
+
+/// The fine clusters' text centroids, from the items the taxonomy was built on.
+#[derive(Debug, Clone)]
+pub struct ItemPlacer {
+    centroids: Vec<Vec<f64>>,
+    parents: Vec<u32>,
+}
+
+impl ItemPlacer {
+    /// From the built items' text embeddings, their fine clusters and each fine cluster's
+    /// coarse parent. Every fine cluster must have a member and the vectors one dimension.
+    pub fn new(text: &[Vec<f32>], item_fine: &[u32], fine_parent: &[u32]) -> Result<Self> {
+        if text.len() != item_fine.len() {
+            return Err(TaxonomyError::Invalid(format!(
+                "{} text vectors for {} items",
+                text.len(),
+                item_fine.len()
+            )));
+        }
+        let dim = text.first().map_or(0, Vec::len);
+        if let Some(k) = text.iter().position(|v| v.len() != dim) {
+            return Err(TaxonomyError::Invalid(format!(
+                "item {k}'s text vector has {} dimensions, the first item's {dim}",
+                text[k].len()
+            )));
+        }
+        if let Some(k) = text.iter().position(|v| v.iter().any(|x| !x.is_finite())) {
+            return Err(TaxonomyError::Invalid(format!(
+                "item {k}'s text vector is not finite"
+            )));
+        }
+        let n = fine_parent.len();
+        if let Some(&c) = item_fine.iter().find(|&&c| c as usize >= n) {
+            return Err(TaxonomyError::Invalid(format!(
+                "an item is in fine cluster {c}, but there are {n}"
+            )));
+        }
+        let centroids = unit_centroids(text, item_fine, n);
+        if let Some(c) = centroids.iter().position(|v| v.iter().all(|&x| x == 0.0)) {
+            return Err(TaxonomyError::Invalid(format!(
+                "fine cluster {c} has no members, or their text vectors cancel out: nothing to place new items by"
+            )));
+        }
+        Ok(ItemPlacer {
+            centroids,
+            parents: fine_parent.to_vec(),
+        })
+    }
+
+    /// Number of fine clusters.
+    pub fn clusters(&self) -> usize {
+        self.centroids.len()
+    }
+
+    /// The nearest fine cluster of a new item's text vector; ties go to the lower id. A
+    /// vector of another dimension, zero or not finite is an error naming `item`.
+    pub fn place(&self, item: &str, v: &[f32]) -> Result<Placement> {
+        let dim = self.centroids.first().map_or(0, Vec::len);
+        if v.len() != dim {
+            return Err(TaxonomyError::Invalid(format!(
+                "new item {item}: text vector of {} dimensions, the taxonomy's {dim}",
+                v.len()
+            )));
+        }
+        if v.iter().any(|x| !x.is_finite()) {
+            return Err(TaxonomyError::Invalid(format!(
+                "new item {item}: text vector is not finite"
+            )));
+        }
+        let norm = v
+            .iter()
+            .map(|&x| f64::from(x) * f64::from(x))
+            .sum::<f64>()
+            .sqrt();
+        if norm == 0.0 {
+            return Err(TaxonomyError::Invalid(format!(
+                "new item {item}: text vector is zero (no text to place it by)"
+            )));
+        }
+        let mut best = (0usize, f64::NEG_INFINITY);
+        let mut second = f64::NEG_INFINITY;
+        for (c, centroid) in self.centroids.iter().enumerate() {
+            let s = centroid
+                .iter()
+                .zip(v)
+                .map(|(a, &b)| a * f64::from(b))
+                .sum::<f64>()
+                / norm;
+            if s > best.1 {
+                second = best.1;
+                best = (c, s);
+            } else if s > second {
+                second = s;
+            }
+        }
+        let margin = if second.is_finite() {
+            best.1 - second
+        } else {
+            0.0
+        };
+        Ok(Placement {
+            fine: best.0 as u32,
+            coarse: self.parents[best.0],
+            similarity: best.1,
+            margin,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn placer() -> ItemPlacer {
+        // Fine 0 and 1 under coarse 0, fine 2 under coarse 1.
+        let text = vec![
+            vec![1.0, 0.0, 0.0],
+            vec![0.9, 0.1, 0.0],
+            vec![0.0, 1.0, 0.0],
+            vec![0.0, 0.0, 1.0],
+            vec![0.1, 0.0, 0.9],
+        ];
+        ItemPlacer::new(&text, &[0, 0, 1, 2, 2], &[0, 0, 1]).unwrap()
+    }
+
+    #[test]
+    fn a_new_item_goes_to_the_nearest_members_cluster_and_its_parent() {
+        let p = placer();
+        let got = p.place("new-1", &[0.0, 0.2, 3.0]).unwrap();
+        assert_eq!((got.fine, got.coarse), (2, 1));
+        assert!(got.similarity > 0.9 && got.margin > 0.5, "{got:?}");
+        let got = p.place("new-2", &[0.1, 1.0, 0.0]).unwrap();
+        assert_eq!((got.fine, got.coarse), (1, 0));
+    }
+
+    #[test]
+    fn an_even_split_goes_to_the_lower_id_with_zero_margin() {
+        let text = vec![vec![1.0, 0.0], vec![0.0, 1.0]];
+        let p = ItemPlacer::new(&text, &[0, 1], &[0, 0]).unwrap();
+        let got = p.place("x", &[1.0, 1.0]).unwrap();
+        assert_eq!(got.fine, 0);
+        assert!(got.margin.abs() < 1e-12);
+    }
+
+    #[test]
+    fn bad_vectors_and_maps_are_errors_naming_what_is_wrong() {
+        let p = placer();
+        let e = p.place("new-7", &[f32::NAN, 0.0, 0.0]).unwrap_err();
+        assert!(e.to_string().contains("new-7") && e.to_string().contains("finite"));
+        assert!(p
+            .place("z", &[0.0, 0.0, 0.0])
+            .unwrap_err()
+            .to_string()
+            .contains("zero"));
+        assert!(p
+            .place("d", &[1.0, 0.0])
+            .unwrap_err()
+            .to_string()
+            .contains("dimensions"));
+        let empty = ItemPlacer::new(&[vec![1.0, 0.0]], &[0], &[0, 0]).unwrap_err();
+        assert!(empty.to_string().contains("fine cluster 1"), "{empty}");
+        let out = ItemPlacer::new(&[vec![1.0, 0.0]], &[3], &[0]).unwrap_err();
+        assert!(out.to_string().contains("fine cluster 3"), "{out}");
+        let ragged = ItemPlacer::new(&[vec![1.0, 0.0], vec![1.0]], &[0, 0], &[0]).unwrap_err();
+        assert!(ragged.to_string().contains("item 1"), "{ragged}");
+    }
+
+    proptest! {
+        /// Placing a built item's own vector back finds a cluster at least as near as its
+        /// own, and the similarity is a cosine.
+        #[test]
+        fn placement_is_the_nearest_centroid(
+            seed in proptest::collection::vec(-1.0f32..1.0, 24),
+            probe in proptest::collection::vec(-1.0f32..1.0, 3),
+        ) {
+            let text: Vec<Vec<f32>> = seed.chunks(3).map(|c| c.to_vec()).collect();
+            let assign: Vec<u32> = (0..text.len() as u32).map(|i| i % 4).collect();
+            let p = match ItemPlacer::new(&text, &assign, &[0, 0, 1, 1]) {
+                Ok(p) => p,
+                Err(_) => return Ok(()), // a cluster whose members cancel out
+            };
+            prop_assume!(probe.iter().any(|&x| x != 0.0));
+            let got = p.place("p", &probe).unwrap();
+            prop_assert!(got.similarity <= 1.0 + 1e-9 && got.similarity >= -1.0 - 1e-9);
+            prop_assert!(got.margin >= 0.0);
+            prop_assert_eq!(got.coarse, [0, 0, 1, 1][got.fine as usize]);
+            let centroids = unit_centroids(&text, &assign, 4);
+            let norm = probe.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>().sqrt();
+            for c in &centroids {
+                let s = c.iter().zip(&probe).map(|(a, &b)| a * f64::from(b)).sum::<f64>() / norm;
+                prop_assert!(s <= got.similarity + 1e-9);
+            }
+        }
+    }
+}
