@@ -29,7 +29,7 @@ pub use output::{LabelPartRow, PairCountRow, TransitionRow};
 /// `wander-ballista`'s scheduler and executor). DataFusion and Ballista decode and plan
 /// queries recursively, and the workspace builds their planning crates unoptimised (see the
 /// root Cargo.toml), whose frames are several times larger: tokio's 2 MiB default overflowed
-/// on the co-consumption plan.
+/// in `wander-ballista local` (scheduler and executor) on the first query of the CLI test.
 pub const WORKER_STACK_BYTES: usize = 64 << 20;
 
 /// Errors of the engine.
