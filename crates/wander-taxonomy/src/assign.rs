@@ -7,7 +7,7 @@
 //! yet, so the behaviour half of the mixed embedding the clusters were built in is unknown
 //! for it, and its text vector cannot be compared with mixed centroids.
 
-use crate::describe::unit_centroids;
+use crate::describe::{similarities, unit_centroids};
 use crate::{Result, TaxonomyError};
 
 /// Where a new item was placed, and how clearly.
@@ -92,25 +92,14 @@ impl ItemPlacer {
                 "new item {item}: text vector is not finite"
             )));
         }
-        let norm = v
-            .iter()
-            .map(|&x| f64::from(x) * f64::from(x))
-            .sum::<f64>()
-            .sqrt();
-        if norm == 0.0 {
+        if v.iter().all(|&x| x == 0.0) {
             return Err(TaxonomyError::Invalid(format!(
                 "new item {item}: text vector is zero (no text to place it by)"
             )));
         }
         let mut best = (0usize, f64::NEG_INFINITY);
         let mut second = f64::NEG_INFINITY;
-        for (c, centroid) in self.centroids.iter().enumerate() {
-            let s = centroid
-                .iter()
-                .zip(v)
-                .map(|(a, &b)| a * f64::from(b))
-                .sum::<f64>()
-                / norm;
+        for (c, s) in similarities(v, &self.centroids).into_iter().enumerate() {
             if s > best.1 {
                 second = best.1;
                 best = (c, s);

@@ -242,7 +242,7 @@ pub fn exemplar_descriptions(
 
 /// Cosine similarity of `v` with each of `centroids` (unit or zero vectors, f64); a zero
 /// centroid (a cluster without items) is never nearest.
-fn similarities(v: &[f32], centroids: &[Vec<f64>]) -> Vec<f64> {
+pub(crate) fn similarities(v: &[f32], centroids: &[Vec<f64>]) -> Vec<f64> {
     let n = v
         .iter()
         .map(|&x| f64::from(x) * f64::from(x))
