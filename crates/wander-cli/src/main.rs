@@ -100,6 +100,18 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// A newer window of the log on this run's taxonomy, into `<run>/refresh/`: users and
+    /// items keep their indices, new items are placed in the existing clusters by their
+    /// text, and the newer transitions are compared with the run's (`[refresh]`).
+    Refresh {
+        /// Folder of the newer window, same format and file names as `[data]` (sets
+        /// `refresh.data`).
+        #[arg(long)]
+        data: Option<String>,
+        /// Redo the stage even if its inputs and config are unchanged.
+        #[arg(long)]
+        force: bool,
+    },
     /// The fine-tuned adapters in PEFT's layout (Hugging Face module names; transformers +
     /// peft, vLLM) and the training data as JSONL, into `<run>/export/`.
     Export {
@@ -363,7 +375,13 @@ fn main() -> ExitCode {
 }
 
 fn real_main(cli: Cli) -> anyhow::Result<()> {
-    let config = load_config(&cli)?;
+    let mut config = load_config(&cli)?;
+    if let Command::Refresh {
+        data: Some(data), ..
+    } = &cli.command
+    {
+        config.refresh.data = data.clone();
+    }
     let ctx = StageContext::new(config);
     let json = cli.json;
     match cli.command {
@@ -411,6 +429,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             }
         },
         Command::Export { force } => run_stage(&ctx, json, &stages::Export, force)?,
+        Command::Refresh { force, .. } => run_stage(&ctx, json, &stages::Refresh, force)?,
         Command::Precompute {
             force,
             shard,

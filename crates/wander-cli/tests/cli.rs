@@ -398,8 +398,145 @@ fn taxonomy_on_movielens_is_coherent_unique_and_reproducible() {
             "{f} differs between runs with the same seed"
         );
     }
+    refresh_checks(tmp.path(), &base, &first[..2]);
     #[cfg(feature = "engine")]
     aggregate_checks(tmp.path(), &base);
+}
+
+/// `wander refresh` on a newer window written here: the real MovieLens-100K catalogue plus
+/// three invented films, 40 known users and one new one rating in the month after the log.
+/// New items are placed in existing clusters, the built taxonomy stays byte-identical, and
+/// text-only placement of held-out items beats naming the most common cluster.
+fn refresh_checks(dir: &std::path::Path, base: &dyn Fn(&mut std::process::Command), taxonomy: &[Vec<u8>]) {
+    let mut missing = wander(dir);
+    base(&mut missing);
+    let out = run(missing.arg("refresh"));
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("refresh.data is not set"), "{}", stderr(&out));
+
+    let mut fetch = wander(dir);
+    base(&mut fetch);
+    let out = run(fetch.args(["assets", "fetch", "movielens-100k"]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let asset = std::path::PathBuf::from(json(&out)["movielens-100k"]["dir"].as_str().unwrap());
+    let find = |ext: &str| {
+        walk(&asset)
+            .into_iter()
+            .find(|p| p.extension().is_some_and(|e| e == ext))
+            .unwrap_or_else(|| panic!("no .{ext} file under {}", asset.display()))
+    };
+    let items = std::fs::read_to_string(find("item")).unwrap();
+    let inter = std::fs::read_to_string(find("inter")).unwrap();
+    let columns = |header: &str| -> Vec<String> { header.split('\t').map(|c| c.split(':').next().unwrap().to_string()).collect() };
+    let item_cols = columns(items.lines().next().unwrap());
+    let inter_cols = columns(inter.lines().next().unwrap());
+    let row = |cols: &[String], values: &[(&str, String)]| -> String {
+        cols.iter()
+            .map(|c| values.iter().find(|(k, _)| k == c).map_or(String::new(), |(_, v)| v.clone()))
+            .collect::<Vec<_>>()
+            .join("\t")
+    };
+    let films = [
+        ("90001", "Starship Rebellion", "1998", "Action Sci-Fi War"),
+        ("90002", "A Quiet Wedding in Provence", "1998", "Comedy Romance"),
+        ("90003", "Toons on Parade", "1998", "Animation Children's Musical"),
+    ];
+    let mut newer_items = items.trim_end().to_string();
+    for (id, title, year, class) in films {
+        let values = [("item_id", id.to_string()), ("movie_title", title.to_string()), ("release_year", year.to_string()), ("class", class.to_string())];
+        newer_items.push('\n');
+        newer_items.push_str(&row(&item_cols, &values));
+    }
+    newer_items.push('\n');
+    let last: i64 = inter
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split('\t').nth(inter_cols.iter().position(|c| c == "timestamp").unwrap())?.parse::<f64>().ok())
+        .fold(0.0, f64::max) as i64;
+    let mut newer_inter = inter.lines().next().unwrap().to_string();
+    let mut on_new = 0;
+    let mut n = 0;
+    for user in (1..=40).chain([5000]) {
+        for k in 0..8u32 {
+            // Known films spread over the catalogue, and every third rating on a new one.
+            let item = if k % 3 == 2 {
+                on_new += 1;
+                films[(user as usize + k as usize) % 3].0.to_string()
+            } else {
+                (1 + (user * 37 + k * 211) % 1682).to_string()
+            };
+            let rating = 3 + (user + k) % 3;
+            let t = last + 86_400 + i64::from(user) * 600 + i64::from(k) * 3_600;
+            let values = [("user_id", user.to_string()), ("item_id", item), ("rating", rating.to_string()), ("timestamp", t.to_string())];
+            newer_inter.push('\n');
+            newer_inter.push_str(&row(&inter_cols, &values));
+            n += 1;
+        }
+    }
+    newer_inter.push('\n');
+    let newer = dir.join("newer");
+    std::fs::create_dir_all(&newer).unwrap();
+    std::fs::write(newer.join("newer.item"), newer_items).unwrap();
+    std::fs::write(newer.join("newer.inter"), newer_inter).unwrap();
+
+    let mut refresh = wander(dir);
+    base(&mut refresh);
+    let out = run(refresh.args(["refresh", "--data"]).arg(&newer));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let s = json(&out);
+    assert_eq!(s["new_items"], 3, "{s}");
+    assert_eq!(s["items"], 1685);
+    assert_eq!(s["new_users"], 1);
+    assert_eq!(s["users"], 944);
+    assert_eq!(s["interactions"], n);
+    assert_eq!(s["interactions_on_new_items"], on_new);
+    assert_eq!(s["taxonomy_version"], 2);
+    assert_eq!(s["embedded_items"], 3, "only the new items are embedded; the rest are cached");
+    let check = &s["placement_check"];
+    let (fine, coarse, majority) = (
+        check["fine_accuracy"].as_f64().unwrap(),
+        check["coarse_accuracy"].as_f64().unwrap(),
+        check["majority_fine_accuracy"].as_f64().unwrap(),
+    );
+    assert!(check["held_out"].as_u64().unwrap() >= 64, "{check}");
+    assert!(fine > 2.0 * majority, "text-only placement {fine} vs the most common cluster {majority}");
+    assert!(coarse >= fine, "{check}");
+    assert!(s["drift"]["newer_transitions"].as_u64().unwrap() > 0, "{s}");
+    assert!(s["drift"]["base_transitions"].as_u64().unwrap() > 1000, "{s}");
+    let placed: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("run/refresh/new_items.json")).unwrap()).unwrap();
+    let placed = placed.as_array().unwrap();
+    assert_eq!(placed.len(), 3);
+    let clusters: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("run/refresh/clusters.json")).unwrap()).unwrap();
+    assert_eq!(clusters["item_fine"].as_array().unwrap().len(), 1685);
+    for p in placed {
+        let fine = p["fine"].as_u64().unwrap() as usize;
+        assert!(fine < 64, "{p}");
+        assert_eq!(clusters["fine"][fine]["parent"], p["coarse"], "{p}");
+    }
+    // The built taxonomy is untouched, and a second refresh of the same window is a no-op.
+    for (f, bytes) in ["clusters.json", "item_clusters.parquet"].iter().zip(taxonomy) {
+        assert_eq!(&std::fs::read(dir.join("run/taxonomy").join(f)).unwrap(), bytes, "{f} changed");
+    }
+    let mut again = wander(dir);
+    base(&mut again);
+    let out = run(again.args(["refresh", "--data"]).arg(&newer));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(json(&out)["skipped"], true);
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = entry.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
 }
 
 /// `wander aggregate --check` on the real log and taxonomy: the DataFusion plans, embedded and

@@ -55,6 +55,24 @@ pub struct Config {
     pub engine: EngineConfig,
     /// `wander eval drift`: how transitions change over calendar periods.
     pub drift: DriftConfig,
+    /// `wander refresh`: a newer window of the log on the run's taxonomy.
+    pub refresh: RefreshConfig,
+}
+
+/// `[refresh]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RefreshConfig {
+    /// Folder of the newer window, in `[data]`'s format and file names (empty: not set).
+    pub data: String,
+    /// Share of each cluster's items held out to measure text-only placement.
+    pub check_fraction: f64,
+    /// Top-k successors compared between the run's log and the newer window.
+    pub k: usize,
+    /// Transitions a pair needs in both windows to enter the successor Jaccard.
+    pub min_support: u32,
+    /// Placements with a smaller margin over the runner-up cluster are listed as uncertain.
+    pub uncertain_margin: f64,
 }
 
 /// `[drift]`
@@ -1173,6 +1191,25 @@ impl Config {
             return Err(CoreError::config(
                 "drift",
                 "k, min_support and warmup_periods must be at least 1",
+            ));
+        }
+        let rf = &self.refresh;
+        if !(rf.check_fraction > 0.0 && rf.check_fraction < 1.0) {
+            return Err(CoreError::config(
+                "refresh.check_fraction",
+                format!("must lie strictly between 0 and 1, not {}", rf.check_fraction),
+            ));
+        }
+        if rf.k == 0 || rf.min_support == 0 {
+            return Err(CoreError::config(
+                "refresh",
+                "k and min_support must be at least 1",
+            ));
+        }
+        if !(rf.uncertain_margin.is_finite() && rf.uncertain_margin >= 0.0) {
+            return Err(CoreError::config(
+                "refresh.uncertain_margin",
+                format!("must be a finite number >= 0, not {}", rf.uncertain_margin),
             ));
         }
         let en = &self.engine;

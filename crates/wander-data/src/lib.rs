@@ -10,6 +10,7 @@
 mod error;
 mod formats;
 mod parquet_io;
+mod rebase;
 mod split;
 pub mod synth;
 mod text;
@@ -17,6 +18,7 @@ mod text;
 pub use error::DataError;
 pub use formats::load;
 pub use parquet_io::{read_dataset, write_dataset, INTERACTIONS_FILE, ITEMS_FILE, USERS_FILE};
+pub use rebase::{concat, rebase, Rebased};
 pub use split::{leave_last_out, temporal_split, Split};
 
 use serde::Serialize;

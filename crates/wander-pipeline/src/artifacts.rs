@@ -143,6 +143,10 @@ pub const SCORES: File = File::new(StageId::Precompute, "scores.parquet");
 pub const DRAWS: Json<Vec<wander_explore::scaling::PairDraws>> =
     Json::new(StageId::Precompute, "draws.json");
 
+/// The items a refresh placed, with how clearly.
+pub const REFRESH_NEW_ITEMS: Json<Vec<crate::summaries::NewItem>> =
+    Json::new(StageId::Refresh, "new_items.json");
+
 /// The simulation's seed-averaged daily series per arm (and every run's days).
 pub const SIM_DAILY: Json<crate::summaries::SimDaily> = Json::new(StageId::Simulate, "daily.json");
 

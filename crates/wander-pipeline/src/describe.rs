@@ -13,6 +13,7 @@ pub fn describe(summary: &Value) -> String {
         "transitions" => line::<TransitionsSummary>(StageId::Transitions, summary),
         "eval_drift" => line::<EvalDriftSummary>(StageId::EvalDrift, summary),
         "export" => line::<ExportSummary>(StageId::Export, summary),
+        "refresh" => line::<RefreshSummary>(StageId::Refresh, summary),
         "train_novelty" => train_novelty_line(summary),
         "feedback" => line::<FeedbackSummary>(StageId::Feedback, summary),
         "train_alignment" => train_alignment_line(summary),

@@ -61,6 +61,8 @@ pub enum StageId {
     Aggregate,
     /// The adapters and training data in other tools' formats (not in `wander run`).
     Export,
+    /// A newer window of the log on the run's taxonomy (not in `wander run`).
+    Refresh,
 }
 
 impl StageId {
@@ -91,6 +93,7 @@ impl StageId {
             StageId::ServeCheck => "serve_check",
             StageId::Aggregate => "aggregate",
             StageId::Export => "export",
+            StageId::Refresh => "refresh",
         }
     }
 
@@ -121,7 +124,7 @@ impl StageId {
         match self {
             Assets | Ingest | Report | EvalPlanted => &[],
             Taxonomy | TrainItems => &[Ingest],
-            Transitions | EvalDrift | Feedback | Aggregate => &[Ingest, Taxonomy],
+            Transitions | EvalDrift | Feedback | Aggregate | Refresh => &[Ingest, Taxonomy],
             TrainNovelty => &[Taxonomy, Transitions],
             EvalBackend => &[Taxonomy, TrainNovelty],
             EvalNovelty => &[Taxonomy, Transitions, TrainNovelty],

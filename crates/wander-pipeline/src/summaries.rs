@@ -182,6 +182,102 @@ impl fmt::Display for EvalDriftSummary {
     }
 }
 
+/// One item a refresh placed in an existing cluster.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewItem {
+    /// Its id in the source data.
+    pub item_id: String,
+    /// Its title.
+    pub title: String,
+    /// The fine cluster it joined.
+    pub fine: u32,
+    /// That cluster's coarse parent.
+    pub coarse: u32,
+    /// Cosine similarity to the fine cluster's text centroid.
+    pub similarity: f64,
+    /// Similarity minus the runner-up cluster's.
+    pub margin: f64,
+}
+
+/// The newer window's transitions against the run's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RefreshDrift {
+    /// Transitions whose next cluster was entered in the run's log.
+    pub base_transitions: usize,
+    /// Transitions whose next cluster was entered in the newer window.
+    pub newer_transitions: usize,
+    /// History pairs with a transition in the newer window.
+    pub newer_pairs: usize,
+    /// Of those, pairs with none in the run's log.
+    pub newer_pairs_unseen_before: usize,
+    /// Pairs with enough transitions in both windows for the Jaccard.
+    pub jaccard_pairs: usize,
+    /// Mean top-k successor Jaccard between the two windows (NaN: no pair qualified).
+    #[serde(deserialize_with = "nan_if_null")]
+    pub successor_jaccard: f64,
+    /// Share of the newer window's transitions whose next cluster the run's count table
+    /// ranks first (NaN: none).
+    #[serde(deserialize_with = "nan_if_null")]
+    pub stale_top1_hit_rate: f64,
+}
+
+/// `wander refresh`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RefreshSummary {
+    /// The newer window's folder.
+    pub data_path: PathBuf,
+    /// The taxonomy's version after the refresh (the built one is 1).
+    pub taxonomy_version: u32,
+    /// Checksum of the built taxonomy's manifest that this version extends.
+    pub base_taxonomy: String,
+    /// Users, the run's first.
+    pub users: usize,
+    /// Users the run's log lacks.
+    pub new_users: usize,
+    /// Catalogue items, the run's first.
+    pub items: usize,
+    /// Items the run's catalogue lacks, each placed in a cluster.
+    pub new_items: usize,
+    /// Item texts embedded now (the rest came from the taxonomy's cache).
+    pub embedded_items: usize,
+    /// Interactions in the newer window.
+    pub interactions: usize,
+    /// Of those, on new items.
+    pub interactions_on_new_items: usize,
+    /// Earliest timestamp of the newer window.
+    pub time_min: i64,
+    /// Latest timestamp of the newer window.
+    pub time_max: i64,
+    /// Malformed rows skipped (`data.on_error = "skip"`).
+    pub skipped_rows: usize,
+    /// Placements whose margin is below `refresh.uncertain_margin`.
+    pub uncertain_placements: usize,
+    /// Mean similarity of the placements (NaN: no new item).
+    #[serde(deserialize_with = "nan_if_null")]
+    pub mean_similarity: f64,
+    /// Text-only placement of held-out built items.
+    pub placement_check: wander_taxonomy::assign::PlacementCheck,
+    /// The newer window's transitions against the run's.
+    pub drift: RefreshDrift,
+}
+
+impl fmt::Display for RefreshSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "refresh: {} interactions, {} new items placed (held-out placement: fine {:.3}, coarse {:.3}), {} new users; taxonomy version {}; top-k successor Jaccard against the run {:.3} over {} pairs",
+            self.interactions,
+            self.new_items,
+            self.placement_check.fine_accuracy,
+            self.placement_check.coarse_accuracy,
+            self.new_users,
+            self.taxonomy_version,
+            self.drift.successor_jaccard,
+            self.drift.jaccard_pairs
+        )
+    }
+}
+
 /// `wander train novelty`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainNoveltySummary {

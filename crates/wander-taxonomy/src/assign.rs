@@ -121,6 +121,91 @@ impl ItemPlacer {
     }
 }
 
+/// How well text-only placement recovers the clusters of items whose clusters are known:
+/// a share of each fine cluster's members (never its last one) is held out, the placer is
+/// built from the rest, and each held-out item is placed by its text alone.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct PlacementCheck {
+    /// Items held out.
+    pub held_out: usize,
+    /// Share placed in their own fine cluster.
+    pub fine_accuracy: f64,
+    /// Share placed under their own coarse cluster.
+    pub coarse_accuracy: f64,
+    /// Share of the held-out items in their most common fine cluster: what always naming
+    /// one cluster would score.
+    pub majority_fine_accuracy: f64,
+    /// Mean margin of the placements (similarity minus the runner-up's).
+    pub mean_margin: f64,
+}
+
+/// The [`PlacementCheck`] of a built taxonomy: `fraction` of every fine cluster with at least
+/// two members held out (seeded), at least one each. The clusters were built from mixed
+/// text and behaviour vectors, so this measures what a new item, which has text but no
+/// consumption, can be expected to get.
+pub fn held_out_check(
+    text: &[Vec<f32>],
+    item_fine: &[u32],
+    fine_parent: &[u32],
+    fraction: f64,
+    seed: u64,
+) -> Result<PlacementCheck> {
+    if !(fraction > 0.0 && fraction < 1.0) {
+        return Err(TaxonomyError::Invalid(format!(
+            "the held-out fraction must lie strictly between 0 and 1, not {fraction}"
+        )));
+    }
+    if text.len() != item_fine.len() {
+        return Err(TaxonomyError::Invalid(format!(
+            "{} text vectors for {} items",
+            text.len(),
+            item_fine.len()
+        )));
+    }
+    let n = fine_parent.len();
+    let mut members: Vec<Vec<usize>> = vec![Vec::new(); n];
+    for (i, &c) in item_fine.iter().enumerate() {
+        members
+            .get_mut(c as usize)
+            .ok_or_else(|| {
+                TaxonomyError::Invalid(format!("an item is in fine cluster {c}, but there are {n}"))
+            })?
+            .push(i);
+    }
+    let mut rng = wander_core::rng::Rng::new(seed);
+    let mut held = vec![false; item_fine.len()];
+    for m in members.iter_mut().filter(|m| m.len() >= 2) {
+        rng.shuffle(m);
+        let take = ((m.len() as f64 * fraction).round() as usize).clamp(1, m.len() - 1);
+        for &i in &m[..take] {
+            held[i] = true;
+        }
+    }
+    let keep: Vec<usize> = (0..item_fine.len()).filter(|&i| !held[i]).collect();
+    let kept_text: Vec<Vec<f32>> = keep.iter().map(|&i| text[i].clone()).collect();
+    let kept_fine: Vec<u32> = keep.iter().map(|&i| item_fine[i]).collect();
+    let placer = ItemPlacer::new(&kept_text, &kept_fine, fine_parent)?;
+    let (mut fine_hits, mut coarse_hits, mut margin, mut count) = (0usize, 0usize, 0.0, 0usize);
+    let mut per_cluster = vec![0usize; n];
+    for i in (0..item_fine.len()).filter(|&i| held[i]) {
+        let p = placer.place(&format!("held-out item {i}"), &text[i])?;
+        let own = item_fine[i];
+        fine_hits += usize::from(p.fine == own);
+        coarse_hits += usize::from(p.coarse == fine_parent[own as usize]);
+        margin += p.margin;
+        per_cluster[own as usize] += 1;
+        count += 1;
+    }
+    let share = |k: usize| if count == 0 { 0.0 } else { k as f64 / count as f64 };
+    Ok(PlacementCheck {
+        held_out: count,
+        fine_accuracy: share(fine_hits),
+        coarse_accuracy: share(coarse_hits),
+        majority_fine_accuracy: share(per_cluster.iter().copied().max().unwrap_or(0)),
+        mean_margin: if count == 0 { 0.0 } else { margin / count as f64 },
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -178,6 +263,32 @@ mod tests {
         assert!(out.to_string().contains("fine cluster 3"), "{out}");
         let ragged = ItemPlacer::new(&[vec![1.0, 0.0], vec![1.0]], &[0, 0], &[0]).unwrap_err();
         assert!(ragged.to_string().contains("item 1"), "{ragged}");
+    }
+
+    #[test]
+    fn the_held_out_check_recovers_well_separated_clusters() {
+        // Three tight clusters around the axes; every held-out item goes home.
+        let mut text = Vec::new();
+        let mut fine = Vec::new();
+        for c in 0..3u32 {
+            for k in 0..10 {
+                let mut v = vec![0.05 * k as f32; 3];
+                v[c as usize] = 1.0;
+                text.push(v);
+                fine.push(c);
+            }
+        }
+        let check = held_out_check(&text, &fine, &[0, 0, 1], 0.2, 7).unwrap();
+        assert_eq!(check.held_out, 6, "two of each cluster's ten");
+        assert_eq!(check.fine_accuracy, 1.0);
+        assert_eq!(check.coarse_accuracy, 1.0);
+        assert!((check.majority_fine_accuracy - 1.0 / 3.0).abs() < 1e-12);
+        // Labels that ignore the text: placement is no better than chance can make it.
+        let shuffled: Vec<u32> = (0..30u32).map(|i| i % 3).collect();
+        let noise = held_out_check(&text, &shuffled, &[0, 0, 1], 0.2, 7).unwrap();
+        assert!(noise.fine_accuracy < 1.0, "{noise:?}");
+        assert!(held_out_check(&text, &fine, &[0, 0, 1], 1.0, 7).is_err());
+        assert!(held_out_check(&text, &fine, &[0, 0, 1], f64::NAN, 7).is_err());
     }
 
     proptest! {

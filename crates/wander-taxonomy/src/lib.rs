@@ -109,6 +109,23 @@ impl Taxonomy {
         }
     }
 
+    /// Each fine cluster's coarse parent (0 where none is recorded).
+    pub fn fine_parents(&self) -> Vec<u32> {
+        self.fine.iter().map(|c| c.parent.unwrap_or(0)).collect()
+    }
+
+    /// Appends items placed into the existing clusters (items that arrived after the
+    /// taxonomy was built, in the order of their dense indices): cluster ids, descriptions
+    /// and centroids stay as they are, the sizes count the new members.
+    pub fn append_items(&mut self, placements: &[assign::Placement]) {
+        for p in placements {
+            self.item_fine.push(p.fine);
+            self.item_coarse.push(p.coarse);
+            self.fine[p.fine as usize].size += 1;
+            self.coarse[p.coarse as usize].size += 1;
+        }
+    }
+
     /// Parser from description text to planner-level cluster id.
     pub fn index(&self) -> describe::DescriptionIndex {
         describe::DescriptionIndex::new(

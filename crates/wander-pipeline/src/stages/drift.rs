@@ -155,7 +155,7 @@ fn too_short(n_periods: u32, cfg: &wander_core::config::DriftConfig) -> String {
 
 /// `YYYY-MM-DD` (UTC) of Unix seconds, by the days-to-civil algorithm (Hinnant), so no date
 /// crate is needed for one column.
-fn date(unix: i64) -> String {
+pub(crate) fn date(unix: i64) -> String {
     let z = unix.div_euclid(86_400) + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z - era * 146_097;

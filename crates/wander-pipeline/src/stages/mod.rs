@@ -14,6 +14,7 @@ pub mod items;
 pub mod novelty;
 pub mod planted;
 pub mod precompute;
+pub mod refresh;
 pub mod report;
 pub mod scaling;
 pub mod serve_check;
@@ -61,6 +62,10 @@ plain_stage!(
 plain_stage!(
     /// `wander eval drift`.
     EvalDrift, EvalDrift, drift::eval_drift, drift::eval_drift_slice
+);
+plain_stage!(
+    /// `wander refresh`: a newer window of the log on the run's taxonomy.
+    Refresh, Refresh, refresh::refresh, refresh::refresh_slice
 );
 plain_stage!(
     /// `wander export`: the adapters in PEFT's layout and the training data as JSONL.
