@@ -407,12 +407,20 @@ fn taxonomy_on_movielens_is_coherent_unique_and_reproducible() {
 /// three invented films, 40 known users and one new one rating in the month after the log.
 /// New items are placed in existing clusters, the built taxonomy stays byte-identical, and
 /// text-only placement of held-out items beats naming the most common cluster.
-fn refresh_checks(dir: &std::path::Path, base: &dyn Fn(&mut std::process::Command), taxonomy: &[Vec<u8>]) {
+fn refresh_checks(
+    dir: &std::path::Path,
+    base: &dyn Fn(&mut std::process::Command),
+    taxonomy: &[Vec<u8>],
+) {
     let mut missing = wander(dir);
     base(&mut missing);
     let out = run(missing.arg("refresh"));
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("refresh.data is not set"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("refresh.data is not set"),
+        "{}",
+        stderr(&out)
+    );
 
     let mut fetch = wander(dir);
     base(&mut fetch);
@@ -427,23 +435,48 @@ fn refresh_checks(dir: &std::path::Path, base: &dyn Fn(&mut std::process::Comman
     };
     let items = std::fs::read_to_string(find("item")).unwrap();
     let inter = std::fs::read_to_string(find("inter")).unwrap();
-    let columns = |header: &str| -> Vec<String> { header.split('\t').map(|c| c.split(':').next().unwrap().to_string()).collect() };
+    let columns = |header: &str| -> Vec<String> {
+        header
+            .split('\t')
+            .map(|c| c.split(':').next().unwrap().to_string())
+            .collect()
+    };
     let item_cols = columns(items.lines().next().unwrap());
     let inter_cols = columns(inter.lines().next().unwrap());
     let row = |cols: &[String], values: &[(&str, String)]| -> String {
         cols.iter()
-            .map(|c| values.iter().find(|(k, _)| k == c).map_or(String::new(), |(_, v)| v.clone()))
+            .map(|c| {
+                values
+                    .iter()
+                    .find(|(k, _)| k == c)
+                    .map_or(String::new(), |(_, v)| v.clone())
+            })
             .collect::<Vec<_>>()
             .join("\t")
     };
     let films = [
         ("90001", "Starship Rebellion", "1998", "Action Sci-Fi War"),
-        ("90002", "A Quiet Wedding in Provence", "1998", "Comedy Romance"),
-        ("90003", "Toons on Parade", "1998", "Animation Children's Musical"),
+        (
+            "90002",
+            "A Quiet Wedding in Provence",
+            "1998",
+            "Comedy Romance",
+        ),
+        (
+            "90003",
+            "Toons on Parade",
+            "1998",
+            "Animation Children's Musical",
+        ),
     ];
     let mut newer_items = items.trim_end().to_string();
     for (id, title, year, class) in films {
-        let values = [("item_id", id.to_string()), ("movie_title", title.to_string()), ("release_year", year.to_string()), ("class", class.to_string())];
+        let values = [
+            ("item_id", id.to_string()),
+            ("movie_title", title.to_string()),
+            ("release_year", year.to_string()),
+            ("class", class.to_string()),
+        ];
         newer_items.push('\n');
         newer_items.push_str(&row(&item_cols, &values));
     }
@@ -451,7 +484,12 @@ fn refresh_checks(dir: &std::path::Path, base: &dyn Fn(&mut std::process::Comman
     let last: i64 = inter
         .lines()
         .skip(1)
-        .filter_map(|l| l.split('\t').nth(inter_cols.iter().position(|c| c == "timestamp").unwrap())?.parse::<f64>().ok())
+        .filter_map(|l| {
+            l.split('\t')
+                .nth(inter_cols.iter().position(|c| c == "timestamp").unwrap())?
+                .parse::<f64>()
+                .ok()
+        })
         .fold(0.0, f64::max) as i64;
     let mut newer_inter = inter.lines().next().unwrap().to_string();
     let mut on_new = 0;
@@ -467,7 +505,12 @@ fn refresh_checks(dir: &std::path::Path, base: &dyn Fn(&mut std::process::Comman
             };
             let rating = 3 + (user + k) % 3;
             let t = last + 86_400 + i64::from(user) * 600 + i64::from(k) * 3_600;
-            let values = [("user_id", user.to_string()), ("item_id", item), ("rating", rating.to_string()), ("timestamp", t.to_string())];
+            let values = [
+                ("user_id", user.to_string()),
+                ("item_id", item),
+                ("rating", rating.to_string()),
+                ("timestamp", t.to_string()),
+            ];
             newer_inter.push('\n');
             newer_inter.push_str(&row(&inter_cols, &values));
             n += 1;
@@ -491,7 +534,10 @@ fn refresh_checks(dir: &std::path::Path, base: &dyn Fn(&mut std::process::Comman
     assert_eq!(s["interactions"], n);
     assert_eq!(s["interactions_on_new_items"], on_new);
     assert_eq!(s["taxonomy_version"], 2);
-    assert_eq!(s["embedded_items"], 3, "only the new items are embedded; the rest are cached");
+    assert_eq!(
+        s["embedded_items"], 3,
+        "only the new items are embedded; the rest are cached"
+    );
     let check = &s["placement_check"];
     let (fine, coarse, majority) = (
         check["fine_accuracy"].as_f64().unwrap(),
@@ -499,16 +545,24 @@ fn refresh_checks(dir: &std::path::Path, base: &dyn Fn(&mut std::process::Comman
         check["majority_fine_accuracy"].as_f64().unwrap(),
     );
     assert!(check["held_out"].as_u64().unwrap() >= 64, "{check}");
-    assert!(fine > 2.0 * majority, "text-only placement {fine} vs the most common cluster {majority}");
+    assert!(
+        fine > 2.0 * majority,
+        "text-only placement {fine} vs the most common cluster {majority}"
+    );
     assert!(coarse >= fine, "{check}");
     assert!(s["drift"]["newer_transitions"].as_u64().unwrap() > 0, "{s}");
-    assert!(s["drift"]["base_transitions"].as_u64().unwrap() > 1000, "{s}");
+    assert!(
+        s["drift"]["base_transitions"].as_u64().unwrap() > 1000,
+        "{s}"
+    );
     let placed: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.join("run/refresh/new_items.json")).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(dir.join("run/refresh/new_items.json")).unwrap())
+            .unwrap();
     let placed = placed.as_array().unwrap();
     assert_eq!(placed.len(), 3);
     let clusters: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.join("run/refresh/clusters.json")).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(dir.join("run/refresh/clusters.json")).unwrap())
+            .unwrap();
     assert_eq!(clusters["item_fine"].as_array().unwrap().len(), 1685);
     for p in placed {
         let fine = p["fine"].as_u64().unwrap() as usize;
@@ -516,8 +570,15 @@ fn refresh_checks(dir: &std::path::Path, base: &dyn Fn(&mut std::process::Comman
         assert_eq!(clusters["fine"][fine]["parent"], p["coarse"], "{p}");
     }
     // The built taxonomy is untouched, and a second refresh of the same window is a no-op.
-    for (f, bytes) in ["clusters.json", "item_clusters.parquet"].iter().zip(taxonomy) {
-        assert_eq!(&std::fs::read(dir.join("run/taxonomy").join(f)).unwrap(), bytes, "{f} changed");
+    for (f, bytes) in ["clusters.json", "item_clusters.parquet"]
+        .iter()
+        .zip(taxonomy)
+    {
+        assert_eq!(
+            &std::fs::read(dir.join("run/taxonomy").join(f)).unwrap(),
+            bytes,
+            "{f} changed"
+        );
     }
     let mut again = wander(dir);
     base(&mut again);

@@ -65,6 +65,10 @@ pub struct Config {
 pub struct RefreshConfig {
     /// Folder of the newer window, in `[data]`'s format and file names (empty: not set).
     pub data: String,
+    /// How new items are placed in the existing clusters.
+    pub placement: PlacementRule,
+    /// Built items that vote on a placement under `placement = "neighbours"`.
+    pub neighbours: usize,
     /// Share of each cluster's items held out to measure text-only placement.
     pub check_fraction: f64,
     /// Top-k successors compared between the run's log and the newer window.
@@ -452,6 +456,17 @@ mode_enum!(
         Candle = "candle",
         /// An OpenAI-compatible completions server (`[llm.openai]`).
         OpenAi = "openai",
+    }
+);
+
+mode_enum!(
+    /// How a refresh places an item the taxonomy has never seen (`refresh.placement`).
+    PlacementRule {
+        /// The fine cluster whose members' mean text vector is nearest.
+        Centroid = "centroid",
+        /// A vote of the `refresh.neighbours` built items whose text is nearest, each
+        /// weighted by its cosine similarity.
+        Neighbours = "neighbours",
     }
 );
 
@@ -1197,13 +1212,16 @@ impl Config {
         if !(rf.check_fraction > 0.0 && rf.check_fraction < 1.0) {
             return Err(CoreError::config(
                 "refresh.check_fraction",
-                format!("must lie strictly between 0 and 1, not {}", rf.check_fraction),
+                format!(
+                    "must lie strictly between 0 and 1, not {}",
+                    rf.check_fraction
+                ),
             ));
         }
-        if rf.k == 0 || rf.min_support == 0 {
+        if rf.k == 0 || rf.min_support == 0 || rf.neighbours == 0 {
             return Err(CoreError::config(
                 "refresh",
-                "k and min_support must be at least 1",
+                "k, min_support and neighbours must be at least 1",
             ));
         }
         if !(rf.uncertain_margin.is_finite() && rf.uncertain_margin >= 0.0) {

@@ -70,7 +70,10 @@ pub fn rebase(base: &Dataset, newer: Dataset) -> Rebased {
     let pick = |v: &[u32]| order.iter().map(|&k| v[k]).collect::<Vec<u32>>();
     let interactions = Interactions {
         user: pick(&user),
-        item: order.iter().map(|&k| item_map[it.item[k] as usize]).collect(),
+        item: order
+            .iter()
+            .map(|&k| item_map[it.item[k] as usize])
+            .collect(),
         timestamp: order.iter().map(|&k| it.timestamp[k]).collect(),
         feedback: it
             .feedback
@@ -117,7 +120,13 @@ pub fn concat(base: &Dataset, newer: &Dataset) -> Result<(Dataset, Vec<bool>), S
     }
     let (a, b) = (&base.interactions, &newer.interactions);
     let n = a.len() + b.len();
-    let at = |k: usize| if k < a.len() { (a, k) } else { (b, k - a.len()) };
+    let at = |k: usize| {
+        if k < a.len() {
+            (a, k)
+        } else {
+            (b, k - a.len())
+        }
+    };
     let mut order: Vec<usize> = (0..n).collect();
     order.sort_by_key(|&k| {
         let (src, i) = at(k);
@@ -137,7 +146,12 @@ pub fn concat(base: &Dataset, newer: &Dataset) -> Result<(Dataset, Vec<bool>), S
         item: col(&|s, i| s.item[i]),
         timestamp: order.iter().map(|&k| at(k).0.timestamp[at(k).1]).collect(),
         feedback: (0..base.feedback_columns.len())
-            .map(|c| order.iter().map(|&k| at(k).0.feedback[c][at(k).1]).collect())
+            .map(|c| {
+                order
+                    .iter()
+                    .map(|&k| at(k).0.feedback[c][at(k).1])
+                    .collect()
+            })
             .collect(),
         positive: order.iter().map(|&k| at(k).0.positive[at(k).1]).collect(),
         split: order.iter().map(|&k| at(k).0.split[at(k).1]).collect(),
@@ -197,13 +211,20 @@ mod tests {
         // sorts before u2 in the newer window's own indices.
         let newer = dataset(
             &["u3", "u2"],
-            &[item("b", "Beta, renamed"), item("c", "Gamma"), item("a", "Alpha")],
+            &[
+                item("b", "Beta, renamed"),
+                item("c", "Gamma"),
+                item("a", "Alpha"),
+            ],
             &[(0, 1, 10), (1, 0, 11), (1, 2, 9)],
         );
         let r = rebase(&base, newer);
         let ids: Vec<&str> = r.dataset.items.iter().map(|i| i.id.as_str()).collect();
         assert_eq!(ids, ["a", "b", "c"]);
-        assert_eq!(r.dataset.items[1].title, "Beta", "the base's record persists");
+        assert_eq!(
+            r.dataset.items[1].title, "Beta",
+            "the base's record persists"
+        );
         assert_eq!(r.new_items, [2]);
         assert_eq!(r.dataset.users, ["u1", "u2", "u3"]);
         assert_eq!(r.new_users, [2]);
@@ -234,7 +255,9 @@ mod tests {
         assert_eq!(from_newer, [false, true, false, true]);
         let mut other = r.dataset.clone();
         other.feedback_columns = vec!["watch_ratio".into()];
-        assert!(concat(&base, &other).unwrap_err().contains("feedback columns"));
+        assert!(concat(&base, &other)
+            .unwrap_err()
+            .contains("feedback columns"));
         let unrelated = dataset(&["x"], &[item("z", "Z")], &[(0, 0, 1)]);
         assert!(concat(&base, &unrelated).is_err());
     }

@@ -255,8 +255,12 @@ pub struct RefreshSummary {
     /// Mean similarity of the placements (NaN: no new item).
     #[serde(deserialize_with = "nan_if_null")]
     pub mean_similarity: f64,
-    /// Text-only placement of held-out built items.
+    /// How new items were placed.
+    pub placement: wander_core::config::PlacementRule,
+    /// Text-only placement of held-out built items under that rule.
     pub placement_check: wander_taxonomy::assign::PlacementCheck,
+    /// The same held-out items under every rule.
+    pub placement_checks: BTreeMap<String, wander_taxonomy::assign::PlacementCheck>,
     /// The newer window's transitions against the run's.
     pub drift: RefreshDrift,
 }

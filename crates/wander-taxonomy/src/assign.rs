@@ -7,6 +7,8 @@
 //! yet, so the behaviour half of the mixed embedding the clusters were built in is unknown
 //! for it, and its text vector cannot be compared with mixed centroids.
 
+use wander_core::config::PlacementRule;
+
 use crate::describe::{similarities, unit_centroids};
 use crate::{Result, TaxonomyError};
 
@@ -19,7 +21,8 @@ pub struct Placement {
     pub coarse: u32,
     /// Cosine similarity to the fine cluster's unit text centroid.
     pub similarity: f64,
-    /// Similarity minus the next nearest fine cluster's (0 with a single cluster): small
+    /// The rule's score for the chosen cluster minus the runner-up's (0 with a single
+    /// candidate): the centroid's cosine, or the neighbours' share of the vote. Small
     /// margins are the items a later re-clustering would most likely move.
     pub margin: f64,
 }
@@ -29,6 +32,9 @@ pub struct Placement {
 pub struct ItemPlacer {
     centroids: Vec<Vec<f64>>,
     parents: Vec<u32>,
+    /// The built items' unit text vectors and fine clusters, for the neighbour vote.
+    members: Vec<Vec<f64>>,
+    member_fine: Vec<u32>,
 }
 
 impl ItemPlacer {
@@ -66,9 +72,20 @@ impl ItemPlacer {
                 "fine cluster {c} has no members, or their text vectors cancel out: nothing to place new items by"
             )));
         }
+        let members = text
+            .iter()
+            .map(|v| {
+                let n = v.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>().sqrt();
+                v.iter()
+                    .map(|&x| if n > 0.0 { f64::from(x) / n } else { 0.0 })
+                    .collect()
+            })
+            .collect();
         Ok(ItemPlacer {
             centroids,
             parents: fine_parent.to_vec(),
+            members,
+            member_fine: item_fine.to_vec(),
         })
     }
 
@@ -80,6 +97,19 @@ impl ItemPlacer {
     /// The nearest fine cluster of a new item's text vector; ties go to the lower id. A
     /// vector of another dimension, zero or not finite is an error naming `item`.
     pub fn place(&self, item: &str, v: &[f32]) -> Result<Placement> {
+        self.place_by(PlacementRule::Centroid, 1, item, v)
+    }
+
+    /// Places a new item's text vector by `rule`: the nearest centroid, or a vote of the
+    /// `k` built items nearest by cosine, each weighted by its (positive) similarity, ties
+    /// to the lower cluster id. Errors as [`ItemPlacer::place`].
+    pub fn place_by(
+        &self,
+        rule: PlacementRule,
+        k: usize,
+        item: &str,
+        v: &[f32],
+    ) -> Result<Placement> {
         let dim = self.centroids.first().map_or(0, Vec::len);
         if v.len() != dim {
             return Err(TaxonomyError::Invalid(format!(
@@ -97,9 +127,33 @@ impl ItemPlacer {
                 "new item {item}: text vector is zero (no text to place it by)"
             )));
         }
+        let to_centroids = similarities(v, &self.centroids);
+        let scores = match rule {
+            PlacementRule::Centroid => to_centroids.clone(),
+            PlacementRule::Neighbours => {
+                let mut near: Vec<(usize, f64)> = similarities(v, &self.members)
+                    .into_iter()
+                    .enumerate()
+                    .collect();
+                let k = k.clamp(1, near.len());
+                near.select_nth_unstable_by(k - 1, |a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+                let mut votes = vec![0.0f64; self.centroids.len()];
+                for &(m, s) in &near[..k] {
+                    votes[self.member_fine[m] as usize] += s.max(0.0);
+                }
+                let total: f64 = votes.iter().sum();
+                if total > 0.0 {
+                    votes.iter_mut().for_each(|x| *x /= total);
+                    votes
+                } else {
+                    // No neighbour is on the item's side at all: the centroids decide.
+                    to_centroids.clone()
+                }
+            }
+        };
         let mut best = (0usize, f64::NEG_INFINITY);
         let mut second = f64::NEG_INFINITY;
-        for (c, s) in similarities(v, &self.centroids).into_iter().enumerate() {
+        for (c, s) in scores.into_iter().enumerate() {
             if s > best.1 {
                 second = best.1;
                 best = (c, s);
@@ -115,7 +169,7 @@ impl ItemPlacer {
         Ok(Placement {
             fine: best.0 as u32,
             coarse: self.parents[best.0],
-            similarity: best.1,
+            similarity: to_centroids[best.0],
             margin,
         })
     }
@@ -139,14 +193,16 @@ pub struct PlacementCheck {
     pub mean_margin: f64,
 }
 
-/// The [`PlacementCheck`] of a built taxonomy: `fraction` of every fine cluster with at least
-/// two members held out (seeded), at least one each. The clusters were built from mixed
+/// The [`PlacementCheck`] of a built taxonomy under a placement rule (and its neighbour
+/// count): `fraction` of every fine cluster with at least two members held out (seeded), at
+/// least one each; the same items for every rule. The clusters were built from mixed
 /// text and behaviour vectors, so this measures what a new item, which has text but no
 /// consumption, can be expected to get.
 pub fn held_out_check(
     text: &[Vec<f32>],
     item_fine: &[u32],
     fine_parent: &[u32],
+    (rule, k): (PlacementRule, usize),
     fraction: f64,
     seed: u64,
 ) -> Result<PlacementCheck> {
@@ -188,7 +244,7 @@ pub fn held_out_check(
     let (mut fine_hits, mut coarse_hits, mut margin, mut count) = (0usize, 0usize, 0.0, 0usize);
     let mut per_cluster = vec![0usize; n];
     for i in (0..item_fine.len()).filter(|&i| held[i]) {
-        let p = placer.place(&format!("held-out item {i}"), &text[i])?;
+        let p = placer.place_by(rule, k, &format!("held-out item {i}"), &text[i])?;
         let own = item_fine[i];
         fine_hits += usize::from(p.fine == own);
         coarse_hits += usize::from(p.coarse == fine_parent[own as usize]);
@@ -196,13 +252,23 @@ pub fn held_out_check(
         per_cluster[own as usize] += 1;
         count += 1;
     }
-    let share = |k: usize| if count == 0 { 0.0 } else { k as f64 / count as f64 };
+    let share = |k: usize| {
+        if count == 0 {
+            0.0
+        } else {
+            k as f64 / count as f64
+        }
+    };
     Ok(PlacementCheck {
         held_out: count,
         fine_accuracy: share(fine_hits),
         coarse_accuracy: share(coarse_hits),
         majority_fine_accuracy: share(per_cluster.iter().copied().max().unwrap_or(0)),
-        mean_margin: if count == 0 { 0.0 } else { margin / count as f64 },
+        mean_margin: if count == 0 {
+            0.0
+        } else {
+            margin / count as f64
+        },
     })
 }
 
@@ -278,17 +344,54 @@ mod tests {
                 fine.push(c);
             }
         }
-        let check = held_out_check(&text, &fine, &[0, 0, 1], 0.2, 7).unwrap();
+        let centroid = (PlacementRule::Centroid, 1);
+        let check = held_out_check(&text, &fine, &[0, 0, 1], centroid, 0.2, 7).unwrap();
         assert_eq!(check.held_out, 6, "two of each cluster's ten");
         assert_eq!(check.fine_accuracy, 1.0);
         assert_eq!(check.coarse_accuracy, 1.0);
         assert!((check.majority_fine_accuracy - 1.0 / 3.0).abs() < 1e-12);
         // Labels that ignore the text: placement is no better than chance can make it.
         let shuffled: Vec<u32> = (0..30u32).map(|i| i % 3).collect();
-        let noise = held_out_check(&text, &shuffled, &[0, 0, 1], 0.2, 7).unwrap();
+        let noise = held_out_check(&text, &shuffled, &[0, 0, 1], centroid, 0.2, 7).unwrap();
         assert!(noise.fine_accuracy < 1.0, "{noise:?}");
-        assert!(held_out_check(&text, &fine, &[0, 0, 1], 1.0, 7).is_err());
-        assert!(held_out_check(&text, &fine, &[0, 0, 1], f64::NAN, 7).is_err());
+        let vote = held_out_check(
+            &text,
+            &fine,
+            &[0, 0, 1],
+            (PlacementRule::Neighbours, 3),
+            0.2,
+            7,
+        )
+        .unwrap();
+        assert_eq!(vote.fine_accuracy, 1.0);
+        assert!(held_out_check(&text, &fine, &[0, 0, 1], centroid, 1.0, 7).is_err());
+        assert!(held_out_check(&text, &fine, &[0, 0, 1], centroid, f64::NAN, 7).is_err());
+    }
+
+    #[test]
+    fn neighbours_follow_a_cluster_that_no_centroid_summarises() {
+        // Fine 0 is two tight groups on two axes: its centroid lies between them, farther
+        // from a probe at x than fine 1's single item, yet the probe's nearest neighbours
+        // are fine 0's.
+        let text = vec![
+            vec![1.0, 0.0, 0.0],
+            vec![0.98, 0.02, 0.0],
+            vec![0.0, 0.0, 1.0],
+            vec![0.02, 0.0, 0.98],
+            vec![0.7, 0.0, 0.5],
+            vec![0.0, 1.0, 0.0],
+        ];
+        let p = ItemPlacer::new(&text, &[0, 0, 0, 0, 1, 2], &[0, 0, 1]).unwrap();
+        let probe = [1.0, 0.0, 0.05];
+        assert_eq!(p.place("x", &probe).unwrap().fine, 1, "the centroid rule");
+        let got = p
+            .place_by(PlacementRule::Neighbours, 2, "x", &probe)
+            .unwrap();
+        assert_eq!((got.fine, got.coarse), (0, 0));
+        assert!(
+            (got.margin - 1.0).abs() < 1e-12,
+            "both votes for fine 0: {got:?}"
+        );
     }
 
     proptest! {
@@ -306,6 +409,9 @@ mod tests {
                 Err(_) => return Ok(()), // a cluster whose members cancel out
             };
             prop_assume!(probe.iter().any(|&x| x != 0.0));
+            let vote = p.place_by(PlacementRule::Neighbours, 3, "p", &probe).unwrap();
+            prop_assert!(vote.margin >= 0.0 && vote.margin <= 1.0 + 1e-9);
+            prop_assert_eq!(vote.coarse, [0, 0, 1, 1][vote.fine as usize]);
             let got = p.place("p", &probe).unwrap();
             prop_assert!(got.similarity <= 1.0 + 1e-9 && got.similarity >= -1.0 - 1e-9);
             prop_assert!(got.margin >= 0.0);

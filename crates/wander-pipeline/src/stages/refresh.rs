@@ -7,7 +7,7 @@
 use serde_json::json;
 use serde_json::Value;
 use wander_core::artifact::RunDir;
-use wander_core::config::DataConfig;
+use wander_core::config::{DataConfig, PlacementRule};
 use wander_explore::drift;
 
 use crate::artifacts::*;
@@ -32,6 +32,8 @@ pub(crate) fn refresh_slice(ctx: &StageContext) -> Value {
     json!({
         "data": wander_core::config::Config::slice(&ctx.config.data),
         "newer_data": r.data,
+        "placement": r.placement,
+        "neighbours": r.neighbours,
         "check_fraction": r.check_fraction,
         "k": r.k,
         "min_support": r.min_support,
@@ -113,20 +115,36 @@ pub fn refresh(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
                 bar.finish_and_clear();
                 let built = base.items.len();
                 let parents = tax.fine_parents();
-                let check = wander_taxonomy::assign::held_out_check(
+                // Both rules on the same held-out items, so the report shows what the
+                // configured one gains.
+                let mut checks = std::collections::BTreeMap::new();
+                for rule in [PlacementRule::Centroid, PlacementRule::Neighbours] {
+                    let check = wander_taxonomy::assign::held_out_check(
+                        &text[..built],
+                        &tax.item_fine,
+                        &parents,
+                        (rule, cfg.neighbours),
+                        cfg.check_fraction,
+                        ctx.config.run.seed,
+                    )?;
+                    checks.insert(rule.to_string(), check);
+                }
+                let check = checks[&cfg.placement.to_string()];
+                let placer = wander_taxonomy::assign::ItemPlacer::new(
                     &text[..built],
                     &tax.item_fine,
                     &parents,
-                    cfg.check_fraction,
-                    ctx.config.run.seed,
                 )?;
-                let placer =
-                    wander_taxonomy::assign::ItemPlacer::new(&text[..built], &tax.item_fine, &parents)?;
                 let mut placements = Vec::with_capacity(rebased.new_items.len());
                 let mut new_items = Vec::with_capacity(rebased.new_items.len());
                 for &i in &rebased.new_items {
                     let item = &ds.items[i as usize];
-                    let p = placer.place(&item.id, &text[i as usize])?;
+                    let p = placer.place_by(
+                        cfg.placement,
+                        cfg.neighbours,
+                        &item.id,
+                        &text[i as usize],
+                    )?;
                     placements.push(p);
                     new_items.push(NewItem {
                         item_id: item.id.clone(),
@@ -144,9 +162,10 @@ pub fn refresh(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
                 // of the engagement that made its next cluster.
                 let (all, from_newer) = wander_data::concat(&base, ds)
                     .map_err(|e| crate::PipelineError::msg(format!("{}: {e}", root.display())))?;
-                let dated = wander_explore::transitions::mine_tagged(&all, tax.planner_assign(), |k| {
-                    u32::from(from_newer[k])
-                });
+                let dated =
+                    wander_explore::transitions::mine_tagged(&all, tax.planner_assign(), |k| {
+                        u32::from(from_newer[k])
+                    });
                 let before = drift::counts_in(&dated, 0..1);
                 let after = drift::counts_in(&dated, 1..2);
                 let jaccards = drift::successor_jaccard(&before, &after, cfg.k, cfg.min_support);
@@ -156,9 +175,15 @@ pub fn refresh(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
                     let table = drift::CountTable::fit(&before);
                     let hits = dated
                         .iter()
-                        .filter(|(t, w)| *w == 1 && table.serve(t.c1, t.c2, 1, None).first() == Some(&t.next))
+                        .filter(|(t, w)| {
+                            *w == 1 && table.serve(t.c1, t.c2, 1, None).first() == Some(&t.next)
+                        })
                         .count();
-                    if newer_transitions == 0 { f64::NAN } else { hits as f64 / newer_transitions as f64 }
+                    if newer_transitions == 0 {
+                        f64::NAN
+                    } else {
+                        hits as f64 / newer_transitions as f64
+                    }
                 };
                 let drift_figures = RefreshDrift {
                     base_transitions: dated.len() - newer_transitions,
@@ -174,7 +199,11 @@ pub fn refresh(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
                     for &i in &rebased.new_items {
                         is_new[i as usize] = true;
                     }
-                    ds.interactions.item.iter().filter(|&&i| is_new[i as usize]).count()
+                    ds.interactions
+                        .item
+                        .iter()
+                        .filter(|&&i| is_new[i as usize])
+                        .count()
                 };
 
                 wander_data::write_dataset(w, ds)?;
@@ -193,9 +222,16 @@ pub fn refresh(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
                     time_min: newer_stats.time_min,
                     time_max: newer_stats.time_max,
                     skipped_rows: loaded.skips.skipped_rows,
-                    uncertain_placements: new_items.iter().filter(|n| n.margin < cfg.uncertain_margin).count(),
-                    mean_similarity: mean(&new_items.iter().map(|n| n.similarity).collect::<Vec<_>>()),
+                    uncertain_placements: new_items
+                        .iter()
+                        .filter(|n| n.margin < cfg.uncertain_margin)
+                        .count(),
+                    mean_similarity: mean(
+                        &new_items.iter().map(|n| n.similarity).collect::<Vec<_>>(),
+                    ),
+                    placement: cfg.placement,
                     placement_check: check,
+                    placement_checks: checks,
                     drift: drift_figures,
                 };
                 REFRESH_NEW_ITEMS.write(w, &new_items)?;
@@ -223,11 +259,17 @@ fn markdown(
     tax: &wander_taxonomy::Taxonomy,
     cfg: &wander_core::config::RefreshConfig,
 ) -> String {
-    let num = |x: f64| if x.is_finite() { format!("{x:.3}") } else { "-".into() };
+    let num = |x: f64| {
+        if x.is_finite() {
+            format!("{x:.3}")
+        } else {
+            "-".into()
+        }
+    };
     let c = &s.placement_check;
     let d = &s.drift;
     let mut md = format!(
-        "# Refresh: a newer window on this run's taxonomy\n\nNewer window: `{}`, {} interactions from {} to {} ({} users, {} of them new; {} catalogue items, {} new). Taxonomy version {} extends the run's built taxonomy (manifest {}): cluster ids and descriptions are unchanged, so the models and the table trained on it stay valid.\n\n## New items\n\n{} new items placed in the existing fine clusters by their text alone (the nearest member centroid in the sentence model's space; a new item has no consumption to place it by). They take {} of the newer window's interactions. Mean similarity {}; {} placements beat the runner-up cluster by less than {} and are the ones a full re-clustering would most likely move.\n\n",
+        "# Refresh: a newer window on this run's taxonomy\n\nNewer window: `{}`, {} interactions from {} to {} ({} users, {} of them new; {} catalogue items, {} new). Taxonomy version {} extends the run's built taxonomy (manifest {}): cluster ids and descriptions are unchanged, so the models and the table trained on it stay valid.\n\n## New items\n\n{} new items placed in the existing fine clusters by their text alone (rule `{}`, in the sentence model's space; a new item has no consumption to place it by). They take {} of the newer window's interactions. Mean similarity {}; {} placements beat the runner-up cluster by less than {} and are the ones a full re-clustering would most likely move.\n\n",
         s.data_path.display(),
         s.interactions,
         super::drift::date(s.time_min),
@@ -239,25 +281,42 @@ fn markdown(
         s.taxonomy_version,
         &s.base_taxonomy[..s.base_taxonomy.len().min(12)],
         s.new_items,
+        s.placement,
         s.interactions_on_new_items,
         num(s.mean_similarity),
         s.uncertain_placements,
         cfg.uncertain_margin
     );
     md.push_str(&format!(
-        "How much to trust a placement: {} of the built items ({} of each fine cluster, seeded) held out and placed by text among the rest. Own fine cluster {}, own coarse cluster {}; always naming the most common cluster would score {}. The clusters were built on text and behaviour together, so the gap to 1 is what consumption would have added.\n\n",
+        "How much to trust a placement: {} of the built items ({} of each fine cluster, seeded) held out and placed by text among the rest, by each rule (`refresh.placement`; this run uses `{}`). Always naming the most common cluster would score {}. The clusters were built on text and behaviour together (`taxonomy.text_weight`), so the gap to 1 is what consumption would have added.\n\n| rule | own fine cluster | own coarse cluster | mean margin |\n|---|---|---|---|\n",
         c.held_out,
         cfg.check_fraction,
-        num(c.fine_accuracy),
-        num(c.coarse_accuracy),
+        s.placement,
         num(c.majority_fine_accuracy)
     ));
+    for (rule, r) in &s.placement_checks {
+        md.push_str(&format!(
+            "| {rule}{} | {} | {} | {} |\n",
+            if *rule == s.placement.to_string() {
+                " (this run)"
+            } else {
+                ""
+            },
+            num(r.fine_accuracy),
+            num(r.coarse_accuracy),
+            num(r.mean_margin)
+        ));
+    }
+    md.push('\n');
     let mut sorted: Vec<&NewItem> = new_items.iter().collect();
     sorted.sort_by(|a, b| a.margin.total_cmp(&b.margin));
     if !sorted.is_empty() {
         md.push_str("| item | title | fine cluster | its description | similarity | margin |\n|---|---|---|---|---|---|\n");
         for n in sorted.iter().take(REPORT_UNCERTAIN) {
-            let desc = tax.fine.get(n.fine as usize).map_or("", |c| c.description.as_str());
+            let desc = tax
+                .fine
+                .get(n.fine as usize)
+                .map_or("", |c| c.description.as_str());
             md.push_str(&format!(
                 "| {} | {} | {} | {} | {:.3} | {:.3} |\n",
                 n.item_id.replace('|', "/"),
