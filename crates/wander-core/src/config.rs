@@ -69,6 +69,8 @@ pub struct RefreshConfig {
     pub placement: PlacementRule,
     /// Built items that vote on a placement under `placement = "neighbours"`.
     pub neighbours: usize,
+    /// Users an item needs to be placed by `placement = "consumption"`.
+    pub min_users: usize,
     /// Share of each cluster's items held out to measure text-only placement.
     pub check_fraction: f64,
     /// Top-k successors compared between the run's log and the newer window.
@@ -467,6 +469,10 @@ mode_enum!(
         /// A vote of the `refresh.neighbours` built items whose text is nearest, each
         /// weighted by its cosine similarity.
         Neighbours = "neighbours",
+        /// Where the item's users' other engagements lie (each user one vote, split over
+        /// the clusters of their other engaged items), for an item with at least
+        /// `refresh.min_users` such users; the centroid for the rest.
+        Consumption = "consumption",
     }
 );
 
@@ -1218,10 +1224,10 @@ impl Config {
                 ),
             ));
         }
-        if rf.k == 0 || rf.min_support == 0 || rf.neighbours == 0 {
+        if rf.k == 0 || rf.min_support == 0 || rf.neighbours == 0 || rf.min_users == 0 {
             return Err(CoreError::config(
                 "refresh",
-                "k, min_support and neighbours must be at least 1",
+                "k, min_support, neighbours and min_users must be at least 1",
             ));
         }
         if !(rf.uncertain_margin.is_finite() && rf.uncertain_margin >= 0.0) {

@@ -195,8 +195,12 @@ pub struct NewItem {
     pub coarse: u32,
     /// Cosine similarity to the fine cluster's text centroid.
     pub similarity: f64,
-    /// Similarity minus the runner-up cluster's.
+    /// The rule's score minus the runner-up cluster's.
     pub margin: f64,
+    /// Users who engaged positively with it, in both windows.
+    pub users: usize,
+    /// Whether its users' other engagements placed it (else its text).
+    pub by_consumption: bool,
 }
 
 /// The newer window's transitions against the run's.
@@ -250,6 +254,8 @@ pub struct RefreshSummary {
     pub time_max: i64,
     /// Malformed rows skipped (`data.on_error = "skip"`).
     pub skipped_rows: usize,
+    /// New items placed by their users' other engagements.
+    pub placed_by_consumption: usize,
     /// Placements whose margin is below `refresh.uncertain_margin`.
     pub uncertain_placements: usize,
     /// Mean similarity of the placements (NaN: no new item).

@@ -97,19 +97,31 @@ impl ItemPlacer {
     /// The nearest fine cluster of a new item's text vector; ties go to the lower id. A
     /// vector of another dimension, zero or not finite is an error naming `item`.
     pub fn place(&self, item: &str, v: &[f32]) -> Result<Placement> {
-        self.place_by(PlacementRule::Centroid, 1, item, v)
+        self.place_by(PlacementRule::Centroid, 1, item, v, None)
     }
 
-    /// Places a new item's text vector by `rule`: the nearest centroid, or a vote of the
-    /// `k` built items nearest by cosine, each weighted by its (positive) similarity, ties
-    /// to the lower cluster id. Errors as [`ItemPlacer::place`].
+    /// Places a new item by `rule`: the nearest centroid to its text vector; a vote of the
+    /// `k` built items nearest by cosine, each weighted by its (positive) similarity; or
+    /// `consumption`, its co-consumption votes over the clusters ([`CoConsumption::votes`]),
+    /// where it has them, else the centroid. Ties go to the lower cluster id. Errors as
+    /// [`ItemPlacer::place`], and for votes of the wrong length.
     pub fn place_by(
         &self,
         rule: PlacementRule,
         k: usize,
         item: &str,
         v: &[f32],
+        consumption: Option<&[f64]>,
     ) -> Result<Placement> {
+        if let Some(votes) = consumption {
+            if votes.len() != self.centroids.len() || votes.iter().any(|x| !x.is_finite()) {
+                return Err(TaxonomyError::Invalid(format!(
+                    "new item {item}: {} consumption votes for {} clusters, or not finite",
+                    votes.len(),
+                    self.centroids.len()
+                )));
+            }
+        }
         let dim = self.centroids.first().map_or(0, Vec::len);
         if v.len() != dim {
             return Err(TaxonomyError::Invalid(format!(
@@ -128,9 +140,10 @@ impl ItemPlacer {
             )));
         }
         let to_centroids = similarities(v, &self.centroids);
-        let scores = match rule {
-            PlacementRule::Centroid => to_centroids.clone(),
-            PlacementRule::Neighbours => {
+        let scores = match (rule, consumption) {
+            (PlacementRule::Consumption, Some(votes)) => votes.to_vec(),
+            (PlacementRule::Centroid | PlacementRule::Consumption, _) => to_centroids.clone(),
+            (PlacementRule::Neighbours, _) => {
                 let mut near: Vec<(usize, f64)> = similarities(v, &self.members)
                     .into_iter()
                     .enumerate()
@@ -175,6 +188,89 @@ impl ItemPlacer {
     }
 }
 
+/// Who engaged positively with what: each item's users and each user's items, distinct.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CoConsumption {
+    item_users: Vec<Vec<u32>>,
+    user_items: Vec<Vec<u32>>,
+}
+
+impl CoConsumption {
+    /// From an interaction log in columns (`n_items` items; user ids dense).
+    pub fn new(n_items: usize, user: &[u32], item: &[u32], positive: &[bool]) -> Self {
+        let n_users = user.iter().max().map_or(0, |&u| u as usize + 1);
+        let mut item_users = vec![Vec::new(); n_items];
+        let mut user_items = vec![Vec::new(); n_users];
+        for ((&u, &i), &p) in user.iter().zip(item).zip(positive) {
+            if p && (i as usize) < n_items {
+                item_users[i as usize].push(u);
+                user_items[u as usize].push(i);
+            }
+        }
+        for v in item_users.iter_mut().chain(user_items.iter_mut()) {
+            v.sort_unstable();
+            v.dedup();
+        }
+        CoConsumption {
+            item_users,
+            user_items,
+        }
+    }
+
+    /// Distinct users who engaged positively with `item`.
+    pub fn users_of(&self, item: u32) -> usize {
+        self.item_users.get(item as usize).map_or(0, Vec::len)
+    }
+
+    /// Shares over `n_clusters` of where `item`'s users' other engagements lie: each of its
+    /// users with another engaged item of known cluster (`known`) casts one vote, split over
+    /// the clusters of those items. `None` when fewer than `min_users` users vote.
+    pub fn votes(
+        &self,
+        item: u32,
+        known: impl Fn(u32) -> Option<u32>,
+        n_clusters: usize,
+        min_users: usize,
+    ) -> Option<Vec<f64>> {
+        let mut votes = vec![0.0f64; n_clusters];
+        let mut voters = 0usize;
+        for &u in self.item_users.get(item as usize)? {
+            let clusters: Vec<u32> = self.user_items[u as usize]
+                .iter()
+                .filter(|&&j| j != item)
+                .filter_map(|&j| known(j))
+                .filter(|&c| (c as usize) < n_clusters)
+                .collect();
+            if clusters.is_empty() {
+                continue;
+            }
+            voters += 1;
+            let w = 1.0 / clusters.len() as f64;
+            for c in clusters {
+                votes[c as usize] += w;
+            }
+        }
+        (voters >= min_users.max(1)).then(|| {
+            votes.iter_mut().for_each(|x| *x /= voters as f64);
+            votes
+        })
+    }
+}
+
+/// How a placement is made: the rule, the neighbour count, and for `consumption` the
+/// fewest voting users and who engaged with what.
+#[derive(Debug, Clone, Copy)]
+pub struct PlacementSettings<'a> {
+    /// The rule.
+    pub rule: PlacementRule,
+    /// Built items that vote under `neighbours`.
+    pub neighbours: usize,
+    /// Users an item needs to be placed by consumption (else by its text centroid).
+    pub min_users: usize,
+    /// The log's co-consumption (needed by `consumption`; without it, the centroid).
+    pub consumption: Option<&'a CoConsumption>,
+}
+
 /// How well text-only placement recovers the clusters of items whose clusters are known:
 /// a share of each fine cluster's members (never its last one) is held out, the placer is
 /// built from the rest, and each held-out item is placed by its text alone.
@@ -189,8 +285,10 @@ pub struct PlacementCheck {
     /// Share of the held-out items in their most common fine cluster: what always naming
     /// one cluster would score.
     pub majority_fine_accuracy: f64,
-    /// Mean margin of the placements (similarity minus the runner-up's).
+    /// Mean margin of the placements (the rule's score minus the runner-up's).
     pub mean_margin: f64,
+    /// Placements made by consumption votes (the rest by text).
+    pub by_consumption: usize,
 }
 
 /// The [`PlacementCheck`] of a built taxonomy under a placement rule (and its neighbour
@@ -202,7 +300,7 @@ pub fn held_out_check(
     text: &[Vec<f32>],
     item_fine: &[u32],
     fine_parent: &[u32],
-    (rule, k): (PlacementRule, usize),
+    settings: PlacementSettings<'_>,
     fraction: f64,
     seed: u64,
 ) -> Result<PlacementCheck> {
@@ -243,8 +341,25 @@ pub fn held_out_check(
     let placer = ItemPlacer::new(&kept_text, &kept_fine, fine_parent)?;
     let (mut fine_hits, mut coarse_hits, mut margin, mut count) = (0usize, 0usize, 0.0, 0usize);
     let mut per_cluster = vec![0usize; n];
+    let mut by_consumption = 0usize;
     for i in (0..item_fine.len()).filter(|&i| held[i]) {
-        let p = placer.place_by(rule, k, &format!("held-out item {i}"), &text[i])?;
+        let votes = match (settings.rule, settings.consumption) {
+            (PlacementRule::Consumption, Some(co)) => co.votes(
+                i as u32,
+                |j| (!held.get(j as usize).copied().unwrap_or(true)).then(|| item_fine[j as usize]),
+                n,
+                settings.min_users,
+            ),
+            _ => None,
+        };
+        by_consumption += usize::from(votes.is_some());
+        let p = placer.place_by(
+            settings.rule,
+            settings.neighbours,
+            &format!("held-out item {i}"),
+            &text[i],
+            votes.as_deref(),
+        )?;
         let own = item_fine[i];
         fine_hits += usize::from(p.fine == own);
         coarse_hits += usize::from(p.coarse == fine_parent[own as usize]);
@@ -269,6 +384,7 @@ pub fn held_out_check(
         } else {
             margin / count as f64
         },
+        by_consumption,
     })
 }
 
@@ -344,7 +460,12 @@ mod tests {
                 fine.push(c);
             }
         }
-        let centroid = (PlacementRule::Centroid, 1);
+        let centroid = PlacementSettings {
+            rule: PlacementRule::Centroid,
+            neighbours: 1,
+            min_users: 1,
+            consumption: None,
+        };
         let check = held_out_check(&text, &fine, &[0, 0, 1], centroid, 0.2, 7).unwrap();
         assert_eq!(check.held_out, 6, "two of each cluster's ten");
         assert_eq!(check.fine_accuracy, 1.0);
@@ -358,7 +479,11 @@ mod tests {
             &text,
             &fine,
             &[0, 0, 1],
-            (PlacementRule::Neighbours, 3),
+            PlacementSettings {
+                rule: PlacementRule::Neighbours,
+                neighbours: 3,
+                ..centroid
+            },
             0.2,
             7,
         )
@@ -366,6 +491,59 @@ mod tests {
         assert_eq!(vote.fine_accuracy, 1.0);
         assert!(held_out_check(&text, &fine, &[0, 0, 1], centroid, 1.0, 7).is_err());
         assert!(held_out_check(&text, &fine, &[0, 0, 1], centroid, f64::NAN, 7).is_err());
+    }
+
+    #[test]
+    fn consumption_votes_follow_what_an_items_users_also_engaged_with() {
+        // Items 0-1 in fine 0, 2-3 in fine 1; item 4 is new. Users 0 and 1 engaged with it
+        // and with fine 1's items, user 2 with it and item 0; user 3 only negatively.
+        let user = [0, 0, 0, 1, 1, 2, 2, 3, 3];
+        let item = [4, 2, 3, 4, 3, 4, 0, 4, 1];
+        let positive = [true, true, true, true, true, true, true, false, true];
+        let co = CoConsumption::new(5, &user, &item, &positive);
+        assert_eq!(co.users_of(4), 3);
+        let known = |j: u32| [Some(0), Some(0), Some(1), Some(1), None][j as usize];
+        let votes = co.votes(4, known, 2, 3).unwrap();
+        assert!(
+            (votes[0] - 1.0 / 3.0).abs() < 1e-12 && (votes[1] - 2.0 / 3.0).abs() < 1e-12,
+            "{votes:?}"
+        );
+        assert!(
+            co.votes(4, known, 2, 4).is_none(),
+            "three voters, four needed"
+        );
+        // Its text says fine 0; its users say fine 1.
+        let text = vec![
+            vec![1.0, 0.0],
+            vec![0.9, 0.1],
+            vec![0.0, 1.0],
+            vec![0.1, 0.9],
+        ];
+        let p = ItemPlacer::new(&text, &[0, 0, 1, 1], &[0, 1]).unwrap();
+        let by_text = p
+            .place_by(PlacementRule::Consumption, 1, "new", &[1.0, 0.0], None)
+            .unwrap();
+        assert_eq!(by_text.fine, 0, "no votes: the centroid");
+        let got = p
+            .place_by(
+                PlacementRule::Consumption,
+                1,
+                "new",
+                &[1.0, 0.0],
+                Some(&votes),
+            )
+            .unwrap();
+        assert_eq!((got.fine, got.coarse), (1, 1));
+        assert!((got.margin - 1.0 / 3.0).abs() < 1e-12);
+        assert!(p
+            .place_by(
+                PlacementRule::Consumption,
+                1,
+                "new",
+                &[1.0, 0.0],
+                Some(&[0.5])
+            )
+            .is_err());
     }
 
     #[test]
@@ -385,7 +563,7 @@ mod tests {
         let probe = [1.0, 0.0, 0.05];
         assert_eq!(p.place("x", &probe).unwrap().fine, 1, "the centroid rule");
         let got = p
-            .place_by(PlacementRule::Neighbours, 2, "x", &probe)
+            .place_by(PlacementRule::Neighbours, 2, "x", &probe, None)
             .unwrap();
         assert_eq!((got.fine, got.coarse), (0, 0));
         assert!(
@@ -409,7 +587,7 @@ mod tests {
                 Err(_) => return Ok(()), // a cluster whose members cancel out
             };
             prop_assume!(probe.iter().any(|&x| x != 0.0));
-            let vote = p.place_by(PlacementRule::Neighbours, 3, "p", &probe).unwrap();
+            let vote = p.place_by(PlacementRule::Neighbours, 3, "p", &probe, None).unwrap();
             prop_assert!(vote.margin >= 0.0 && vote.margin <= 1.0 + 1e-9);
             prop_assert_eq!(vote.coarse, [0, 0, 1, 1][vote.fine as usize]);
             let got = p.place("p", &probe).unwrap();

@@ -9,6 +9,7 @@ use serde_json::Value;
 use wander_core::artifact::RunDir;
 use wander_core::config::{DataConfig, PlacementRule};
 use wander_explore::drift;
+use wander_taxonomy::assign::{CoConsumption, PlacementSettings};
 
 use crate::artifacts::*;
 use crate::common::{checksums, manifests, report};
@@ -34,6 +35,7 @@ pub(crate) fn refresh_slice(ctx: &StageContext) -> Value {
         "newer_data": r.data,
         "placement": r.placement,
         "neighbours": r.neighbours,
+        "min_users": r.min_users,
         "check_fraction": r.check_fraction,
         "k": r.k,
         "min_support": r.min_support,
@@ -93,6 +95,17 @@ pub fn refresh(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
                 let newer_stats = loaded.dataset.stats();
                 let rebased = wander_data::rebase(&base, loaded.dataset);
                 let ds = &rebased.dataset;
+                // The base log and the newer window as one log, so a user's history runs on
+                // across the boundary (transitions) and a new item's users count with what
+                // they engaged with before (placement by consumption).
+                let (all, from_newer) = wander_data::concat(&base, ds)
+                    .map_err(|e| crate::PipelineError::msg(format!("{}: {e}", root.display())))?;
+                let co = CoConsumption::new(
+                    ds.items.len(),
+                    &all.interactions.user,
+                    &all.interactions.item,
+                    &all.interactions.positive,
+                );
                 spinner.finish_and_clear();
 
                 // Every item's text vector: the built ones come from the taxonomy's cache.
@@ -115,15 +128,25 @@ pub fn refresh(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
                 bar.finish_and_clear();
                 let built = base.items.len();
                 let parents = tax.fine_parents();
-                // Both rules on the same held-out items, so the report shows what the
+                let settings = |rule| PlacementSettings {
+                    rule,
+                    neighbours: cfg.neighbours,
+                    min_users: cfg.min_users,
+                    consumption: Some(&co),
+                };
+                // Every rule on the same held-out items, so the report shows what the
                 // configured one gains.
                 let mut checks = std::collections::BTreeMap::new();
-                for rule in [PlacementRule::Centroid, PlacementRule::Neighbours] {
+                for rule in [
+                    PlacementRule::Centroid,
+                    PlacementRule::Neighbours,
+                    PlacementRule::Consumption,
+                ] {
                     let check = wander_taxonomy::assign::held_out_check(
                         &text[..built],
                         &tax.item_fine,
                         &parents,
-                        (rule, cfg.neighbours),
+                        settings(rule),
                         cfg.check_fraction,
                         ctx.config.run.seed,
                     )?;
@@ -139,11 +162,22 @@ pub fn refresh(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
                 let mut new_items = Vec::with_capacity(rebased.new_items.len());
                 for &i in &rebased.new_items {
                     let item = &ds.items[i as usize];
+                    let votes = (cfg.placement == PlacementRule::Consumption)
+                        .then(|| {
+                            co.votes(
+                                i,
+                                |j| ((j as usize) < built).then(|| tax.item_fine[j as usize]),
+                                parents.len(),
+                                cfg.min_users,
+                            )
+                        })
+                        .flatten();
                     let p = placer.place_by(
                         cfg.placement,
                         cfg.neighbours,
                         &item.id,
                         &text[i as usize],
+                        votes.as_deref(),
                     )?;
                     placements.push(p);
                     new_items.push(NewItem {
@@ -153,15 +187,14 @@ pub fn refresh(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
                         coarse: p.coarse,
                         similarity: p.similarity,
                         margin: p.margin,
+                        users: co.users_of(i),
+                        by_consumption: votes.is_some(),
                     });
                 }
                 tax.append_items(&placements);
 
-                // Transitions over the base log and the newer window as one log, so a
-                // user's history runs on across the boundary; each is dated by the window
-                // of the engagement that made its next cluster.
-                let (all, from_newer) = wander_data::concat(&base, ds)
-                    .map_err(|e| crate::PipelineError::msg(format!("{}: {e}", root.display())))?;
+                // Each transition dated by the window of the engagement that made its next
+                // cluster.
                 let dated =
                     wander_explore::transitions::mine_tagged(&all, tax.planner_assign(), |k| {
                         u32::from(from_newer[k])
@@ -222,6 +255,7 @@ pub fn refresh(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
                     time_min: newer_stats.time_min,
                     time_max: newer_stats.time_max,
                     skipped_rows: loaded.skips.skipped_rows,
+                    placed_by_consumption: new_items.iter().filter(|n| n.by_consumption).count(),
                     uncertain_placements: new_items
                         .iter()
                         .filter(|n| n.margin < cfg.uncertain_margin)
@@ -269,7 +303,7 @@ fn markdown(
     let c = &s.placement_check;
     let d = &s.drift;
     let mut md = format!(
-        "# Refresh: a newer window on this run's taxonomy\n\nNewer window: `{}`, {} interactions from {} to {} ({} users, {} of them new; {} catalogue items, {} new). Taxonomy version {} extends the run's built taxonomy (manifest {}): cluster ids and descriptions are unchanged, so the models and the table trained on it stay valid.\n\n## New items\n\n{} new items placed in the existing fine clusters by their text alone (rule `{}`, in the sentence model's space; a new item has no consumption to place it by). They take {} of the newer window's interactions. Mean similarity {}; {} placements beat the runner-up cluster by less than {} and are the ones a full re-clustering would most likely move.\n\n",
+        "# Refresh: a newer window on this run's taxonomy\n\nNewer window: `{}`, {} interactions from {} to {} ({} users, {} of them new; {} catalogue items, {} new). Taxonomy version {} extends the run's built taxonomy (manifest {}): cluster ids and descriptions are unchanged, so the models and the table trained on it stay valid.\n\n## New items\n\n{} new items placed in the existing fine clusters (rule `{}`; {} of them by their users' other engagements, the rest by their text in the sentence model's space). They take {} of the newer window's interactions. Mean similarity {}; {} placements beat the runner-up cluster by less than {} and are the ones a full re-clustering would most likely move.\n\n",
         s.data_path.display(),
         s.interactions,
         super::drift::date(s.time_min),
@@ -282,17 +316,19 @@ fn markdown(
         &s.base_taxonomy[..s.base_taxonomy.len().min(12)],
         s.new_items,
         s.placement,
+        s.placed_by_consumption,
         s.interactions_on_new_items,
         num(s.mean_similarity),
         s.uncertain_placements,
         cfg.uncertain_margin
     );
     md.push_str(&format!(
-        "How much to trust a placement: {} of the built items ({} of each fine cluster, seeded) held out and placed by text among the rest, by each rule (`refresh.placement`; this run uses `{}`). Always naming the most common cluster would score {}. The clusters were built on text and behaviour together (`taxonomy.text_weight`), so the gap to 1 is what consumption would have added.\n\n| rule | own fine cluster | own coarse cluster | mean margin |\n|---|---|---|---|\n",
+        "How much to trust a placement: {} of the built items ({} of each fine cluster, seeded) held out and placed by text among the rest, by each rule (`refresh.placement`; this run uses `{}`). Always naming the most common cluster would score {}. The clusters were built on text and behaviour together (`taxonomy.text_weight`), so text alone cannot reach 1; `consumption` places an item with at least {} users who engaged with other (not held-out) built items by where those engagements lie, the rest by text.\n\n| rule | own fine cluster | own coarse cluster | mean margin | placed by consumption |\n|---|---|---|---|---|\n",
         c.held_out,
         cfg.check_fraction,
         s.placement,
-        num(c.majority_fine_accuracy)
+        num(c.majority_fine_accuracy),
+        cfg.min_users
     ));
     for (rule, r) in &s.placement_checks {
         md.push_str(&format!(
@@ -311,16 +347,17 @@ fn markdown(
     let mut sorted: Vec<&NewItem> = new_items.iter().collect();
     sorted.sort_by(|a, b| a.margin.total_cmp(&b.margin));
     if !sorted.is_empty() {
-        md.push_str("| item | title | fine cluster | its description | similarity | margin |\n|---|---|---|---|---|---|\n");
+        md.push_str("| item | title | users | fine cluster | its description | similarity | margin |\n|---|---|---|---|---|---|---|\n");
         for n in sorted.iter().take(REPORT_UNCERTAIN) {
             let desc = tax
                 .fine
                 .get(n.fine as usize)
                 .map_or("", |c| c.description.as_str());
             md.push_str(&format!(
-                "| {} | {} | {} | {} | {:.3} | {:.3} |\n",
+                "| {} | {} | {} | {} | {} | {:.3} | {:.3} |\n",
                 n.item_id.replace('|', "/"),
                 n.title.replace('|', "/"),
+                n.users,
                 n.fine,
                 desc.replace('|', "/"),
                 n.similarity,
