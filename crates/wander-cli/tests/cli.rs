@@ -421,6 +421,17 @@ fn refresh_checks(
         "{}",
         stderr(&out)
     );
+    let empty = dir.join("empty-window");
+    std::fs::create_dir_all(&empty).unwrap();
+    let mut nothing = wander(dir);
+    base(&mut nothing);
+    let out = run(nothing.args(["refresh", "--data"]).arg(&empty));
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("empty-window") && stderr(&out).contains("data.format = \"recbole\""),
+        "{}",
+        stderr(&out)
+    );
 
     let mut fetch = wander(dir);
     base(&mut fetch);

@@ -69,9 +69,9 @@ pub fn refresh(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
     let files = wander_data::input_files(&data_cfg, &root);
     if files.is_empty() {
         crate::bail!(
-            "{}: no {:?}-format files of the newer window there (refresh.data)",
+            "{}: none of the files that data.format = {} reads is there (refresh.data: the newer window, in the run's format and file names)",
             root.display(),
-            data_cfg.format
+            wander_core::config::Config::slice(&data_cfg.format)
         );
     }
     inputs.extend(checksums(&files)?);
