@@ -619,6 +619,10 @@ pub struct MixFigures {
     /// Description-to-cluster retrieval accuracy of the configured keyword scheme.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description_retrieval: Option<f64>,
+    /// How well an item with text but no consumption (a new one) finds its fine cluster:
+    /// the held-out check of `wander refresh`'s centroid placement (10% of each cluster).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_item_placement: Option<f64>,
 }
 
 /// `wander taxonomy`.

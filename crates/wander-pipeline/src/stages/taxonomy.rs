@@ -15,6 +15,10 @@ use crate::StageContext;
 use crate::StageId;
 use crate::Summary;
 
+/// Share of each cluster held out by the mix comparison's new-item placement check (the
+/// default of `refresh.check_fraction`, so the two figures agree).
+const NEW_ITEM_CHECK_FRACTION: f64 = 0.1;
+
 /// The configuration `wander taxonomy` depends on.
 pub(crate) fn taxonomy_slice(ctx: &StageContext) -> Value {
     let mut slice = json!({"taxonomy": ctx.config.taxonomy, "seed": ctx.config.run.seed});
@@ -130,6 +134,20 @@ pub fn taxonomy(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
                     let descriptions: Vec<String> = t.planner_clusters().iter().map(|c| c.description.clone()).collect();
                     let (vectors, _) = wander_taxonomy::embed::embed_all(&embedder, &mut cache, &descriptions, cfg.batch_size, None)?;
                     let retrieval = wander_taxonomy::description_retrieval(&vectors, &text, t.planner_assign());
+                    // What a refresh could do with this mix: new items have text only.
+                    let placement = wander_taxonomy::assign::held_out_check(
+                        &text,
+                        &t.item_fine,
+                        &t.fine_parents(),
+                        wander_taxonomy::assign::PlacementSettings {
+                            rule: wander_core::config::PlacementRule::Centroid,
+                            neighbours: 1,
+                            min_users: 1,
+                            consumption: None,
+                        },
+                        NEW_ITEM_CHECK_FRACTION,
+                        seed,
+                    )?;
                     let figures = crate::summaries::MixFigures {
                         coherence_text: r.coherence_text,
                         coherence_text_lift: r.coherence_text_lift,
@@ -137,12 +155,13 @@ pub fn taxonomy(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
                         era_share: r.era_share,
                         popularity_share: r.popularity_share,
                         description_retrieval: Some(retrieval.accuracy),
+                        new_item_placement: Some(placement.fine_accuracy),
                     };
                     let share = |v: Option<f64>| v.map_or("-".to_string(), |x| format!("{x:.3}"));
                     mix_rows.push_str(&format!(
-                        "| {weight}{} | {:.3} | {:.3} | {} | {} | {:.3} |\n",
+                        "| {weight}{} | {:.3} | {:.3} | {} | {} | {:.3} | {:.3} |\n",
                         if configured { " (this run)" } else { "" },
-                        figures.coherence_text_lift, figures.genre_purity, share(figures.era_share), share(figures.popularity_share), retrieval.accuracy
+                        figures.coherence_text_lift, figures.genre_purity, share(figures.era_share), share(figures.popularity_share), retrieval.accuracy, placement.fine_accuracy
                     ));
                     comparison.insert(format!("text_weight_{weight}"), figures);
                 }
@@ -176,7 +195,7 @@ pub fn taxonomy(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
                 spinner.finish_and_clear();
                 let mut markdown = markdown;
                 markdown.push_str(&format!(
-                    "\n## Text or behaviour: the mix as a measured choice\n\nThe same clustering settings at several weights of the text embedding (`taxonomy.text_weight`; the rest is the behavioural one). Coherence lift: text coherence over a random assignment's. Era and popularity: the share of the release year's and of log(1 + training interactions)'s variance that lies between clusters (a random assignment gives about {:.3}); high values mean clusters that sort items by when or how much they were watched rather than by topic. Retrieval: the share of `{}` descriptions nearest their own cluster's mean item embedding.\n\n| text_weight | coherence lift | genre purity | era share | popularity share | description retrieval |\n|---|---|---|---|---|---|\n{mix_rows}",
+                    "\n## Text or behaviour: the mix as a measured choice\n\nThe same clustering settings at several weights of the text embedding (`taxonomy.text_weight`; the rest is the behavioural one). Coherence lift: text coherence over a random assignment's. Era and popularity: the share of the release year's and of log(1 + training interactions)'s variance that lies between clusters (a random assignment gives about {:.3}); high values mean clusters that sort items by when or how much they were watched rather than by topic. Retrieval: the share of `{}` descriptions nearest their own cluster's mean item embedding. New-item placement: the share of held-out items (10% of each fine cluster) that the nearest text centroid of the rest puts back in their own fine cluster, what `wander refresh` can do for an item with no consumption yet.\n\n| text_weight | coherence lift | genre purity | era share | popularity share | description retrieval | new-item placement |\n|---|---|---|---|---|---|---|\n{mix_rows}",
                     (planner.len() as f64 - 1.0) / (ds.items.len() as f64 - 1.0), cfg.describe
                 ));
                 markdown.push_str(&format!(
