@@ -1111,6 +1111,16 @@ fn novelty_pipeline_end_to_end_with_tiny_settings() {
         "serve.max_body_bytes=4096".into(),
     ]);
     serve_checks(tmp.path(), &args);
+
+    // A table of the busiest training pairs only, for taxonomies too large to cover whole.
+    let traffic = stage(&[
+        "--set",
+        "precompute.pairs=\"traffic\"",
+        "--set",
+        "precompute.max_pairs=8",
+        "precompute",
+    ]);
+    assert_eq!(traffic["pairs"], 8, "{traffic}");
 }
 
 /// Every endpoint of the real server, malformed input, a reload under load, and a corrupt

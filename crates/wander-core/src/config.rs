@@ -308,9 +308,11 @@ pub struct AlignmentConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PrecomputeConfig {
-    /// `all` ordered pairs of distinct planner clusters, or only those `observed` as a
-    /// history in the training period.
+    /// `all` ordered pairs of distinct planner clusters, only those `observed` as a
+    /// history in the training period, or the busiest of those (`traffic`).
     pub pairs: PairSet,
+    /// With `pairs = "traffic"`: how many pairs the table covers.
+    pub max_pairs: usize,
     /// `exact` (score every cluster under the novelty model, then draw n from that exact
     /// distribution) or `sample` (run the constrained sampler n times).
     pub mode: ProposalMode,
@@ -513,6 +515,9 @@ mode_enum!(
         All = "all",
         /// Only pairs observed as a history in the training period.
         Observed = "observed",
+        /// The `precompute.max_pairs` pairs with the most training-period transitions (the
+        /// rest served by the fallback): a table for a taxonomy too large to cover whole.
+        Traffic = "traffic",
     }
 );
 
@@ -1143,6 +1148,12 @@ impl Config {
             return Err(CoreError::config(
                 "precompute",
                 "n, top_k, chunk_pairs and scaling_draws must be at least 1",
+            ));
+        }
+        if p.pairs == PairSet::Traffic && p.max_pairs == 0 {
+            return Err(CoreError::config(
+                "precompute.max_pairs",
+                "pairs = \"traffic\" needs a budget of at least 1 pair",
             ));
         }
         if !(p.temperature > 0.0) {

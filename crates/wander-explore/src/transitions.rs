@@ -93,6 +93,26 @@ pub fn counts(transitions: &[Transition], split: Split) -> PairCounts {
     m
 }
 
+/// The `budget` history pairs with the most transitions in `split` (ties to the lower
+/// pair), in pair order: the pairs that carry the traffic, for a table too large to
+/// precompute whole (the rest are served by the fallback).
+pub fn pairs_by_traffic(
+    transitions: &[Transition],
+    split: Split,
+    budget: usize,
+) -> Vec<(u32, u32)> {
+    let mut traffic: BTreeMap<(u32, u32), usize> = BTreeMap::new();
+    for t in transitions.iter().filter(|t| t.split == split) {
+        *traffic.entry((t.c1, t.c2)).or_default() += 1;
+    }
+    let mut ranked: Vec<((u32, u32), usize)> = traffic.into_iter().collect();
+    ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    ranked.truncate(budget);
+    let mut pairs: Vec<(u32, u32)> = ranked.into_iter().map(|(p, _)| p).collect();
+    pairs.sort_unstable();
+    pairs
+}
+
 /// Summary of one period's transitions.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TransitionStats {
@@ -131,6 +151,37 @@ pub fn stats(c: &PairCounts, n_clusters: usize) -> TransitionStats {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn traffic_keeps_the_busiest_pairs_of_the_period_in_pair_order() {
+        let t = |c1, c2, next, split| Transition {
+            user: 0,
+            c1,
+            c2,
+            next,
+            split,
+        };
+        let ts = [
+            t(3, 4, 1, Split::Train),
+            t(3, 4, 2, Split::Train),
+            t(3, 4, 0, Split::Train),
+            t(0, 1, 2, Split::Train),
+            t(0, 1, 3, Split::Train),
+            t(1, 0, 2, Split::Train),
+            t(2, 0, 1, Split::Train),
+            t(2, 0, 1, Split::Test),
+            t(2, 0, 3, Split::Test),
+        ];
+        assert_eq!(pairs_by_traffic(&ts, Split::Train, 2), [(0, 1), (3, 4)]);
+        // One transition each for (1, 0) and (2, 0) in training: the lower pair wins.
+        assert_eq!(
+            pairs_by_traffic(&ts, Split::Train, 3),
+            [(0, 1), (1, 0), (3, 4)]
+        );
+        assert_eq!(pairs_by_traffic(&ts, Split::Test, 9), [(2, 0)]);
+        assert!(pairs_by_traffic(&ts, Split::Valid, 9).is_empty());
+    }
+
     use super::*;
     use wander_data::{Interactions, Item};
 

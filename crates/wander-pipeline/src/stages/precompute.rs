@@ -101,6 +101,14 @@ impl std::str::FromStr for Shard {
 }
 
 fn precompute_pairs(ctx: &StageContext, run: &RunDir, n: u32) -> crate::Result<Vec<(u32, u32)>> {
+    if ctx.config.precompute.pairs == PairSet::Traffic {
+        let all: Vec<Transition> = open(run, StageId::Transitions)?.json(TRANSITIONS)?;
+        return Ok(wander_explore::transitions::pairs_by_traffic(
+            &all,
+            wander_data::Split::Train,
+            ctx.config.precompute.max_pairs,
+        ));
+    }
     if ctx.config.precompute.pairs == PairSet::Observed {
         let all: Vec<Transition> = open(run, StageId::Transitions)?.json(TRANSITIONS)?;
         let set: BTreeSet<(u32, u32)> = all
@@ -120,6 +128,10 @@ fn precompute_pairs(ctx: &StageContext, run: &RunDir, n: u32) -> crate::Result<V
 pub(crate) fn precompute_slice(ctx: &StageContext) -> Value {
     let cfg = &ctx.config.precompute;
     let mut slice = json!({"scorer": "full-trie-v2", "precompute": {"pairs": cfg.pairs, "mode": cfg.mode, "n": cfg.n, "temperature": cfg.temperature, "top_k": cfg.top_k, "chunk_pairs": cfg.chunk_pairs}, "seed": ctx.config.run.seed});
+    if cfg.pairs == PairSet::Traffic {
+        // Only then, so that tables made before `max_pairs` existed stay fresh.
+        slice["precompute"]["max_pairs"] = json!(cfg.max_pairs);
+    }
     if cfg.normalize == ProposalNormalize::Answer {
         // Only then, so that tables made before `normalize` existed stay fresh.
         slice["precompute"]["normalize"] = json!(cfg.normalize);
