@@ -98,6 +98,12 @@ const MAGIC: &[u8; 8] = b"WEMBED02";
 const CHECKSUM_LEN: usize = 64;
 
 impl EmbeddingCache {
+    /// Opens the cache of `embedder`'s item texts in `dir` (one file per model, named by
+    /// the model's checksum), shared by every stage that embeds items.
+    pub fn for_model(dir: &Path, embedder: &TextEmbedder) -> Self {
+        Self::open(&dir.join(format!("text-{}.bin", &embedder.model_sha256[..16])))
+    }
+
     /// Opens the cache file (missing or unreadable files give an empty cache).
     pub fn open(path: &Path) -> Self {
         let entries = std::fs::read(path)

@@ -109,9 +109,20 @@ impl Taxonomy {
         }
     }
 
-    /// Each fine cluster's coarse parent (0 where none is recorded).
-    pub fn fine_parents(&self) -> Vec<u32> {
-        self.fine.iter().map(|c| c.parent.unwrap_or(0)).collect()
+    /// Each fine cluster's coarse parent; a fine cluster without one, or with one that is
+    /// not a coarse cluster, is an error (a damaged `clusters.json`).
+    pub fn fine_parents(&self) -> Result<Vec<u32>> {
+        self.fine
+            .iter()
+            .map(|c| match c.parent {
+                Some(p) if (p as usize) < self.coarse.len() => Ok(p),
+                other => Err(TaxonomyError::Invalid(format!(
+                    "fine cluster {} has parent {other:?}, not one of the {} coarse clusters",
+                    c.id,
+                    self.coarse.len()
+                ))),
+            })
+            .collect()
     }
 
     /// Appends items placed into the existing clusters (items that arrived after the
@@ -652,4 +663,41 @@ pub fn write(
 /// Reads a taxonomy from a verified stage.
 pub fn read(stage: &wander_core::artifact::StageReader) -> Result<Taxonomy> {
     Ok(stage.read_json(CLUSTERS_FILE)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cluster(id: u32, level: &str, parent: Option<u32>) -> Cluster {
+        Cluster {
+            id,
+            level: level.into(),
+            parent,
+            keywords: vec![],
+            description: format!("c{id}"),
+            size: 1,
+            centroid: vec![],
+        }
+    }
+
+    #[test]
+    fn fine_parents_refuses_a_missing_or_unknown_parent() {
+        let mut t = Taxonomy {
+            coarse: vec![cluster(0, "coarse", None), cluster(1, "coarse", None)],
+            fine: vec![cluster(0, "fine", Some(1)), cluster(1, "fine", Some(0))],
+            item_coarse: vec![1, 0],
+            item_fine: vec![0, 1],
+            planner_level: wander_core::config::PlannerLevel::Fine,
+        };
+        assert_eq!(t.fine_parents().unwrap(), [1, 0]);
+        t.fine[1].parent = None;
+        assert!(t
+            .fine_parents()
+            .unwrap_err()
+            .to_string()
+            .contains("fine cluster 1"));
+        t.fine[1].parent = Some(2);
+        assert!(t.fine_parents().is_err());
+    }
 }

@@ -110,11 +110,9 @@ pub fn refresh(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
 
                 // Every item's text vector: the built ones come from the taxonomy's cache.
                 let embedder = wander_taxonomy::embed::TextEmbedder::load(&model_dir)?;
-                let mut cache = wander_taxonomy::embed::EmbeddingCache::open(
-                    &ctx.config
-                        .taxonomy
-                        .cache_dir
-                        .join(format!("text-{}.bin", &embedder.model_sha256[..16])),
+                let mut cache = wander_taxonomy::embed::EmbeddingCache::for_model(
+                    &ctx.config.taxonomy.cache_dir,
+                    &embedder,
                 );
                 let texts: Vec<String> = ds.items.iter().map(wander_taxonomy::item_text).collect();
                 let bar = wander_core::progress::bar(texts.len() as u64, "embed", "items");
@@ -127,7 +125,7 @@ pub fn refresh(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
                 )?;
                 bar.finish_and_clear();
                 let built = base.items.len();
-                let parents = tax.fine_parents();
+                let parents = tax.fine_parents()?;
                 let settings = |rule| PlacementSettings {
                     rule,
                     neighbours: cfg.neighbours,

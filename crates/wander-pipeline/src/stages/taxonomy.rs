@@ -62,10 +62,7 @@ pub fn taxonomy(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
                 let ds = wander_data::read_dataset(open(&run, StageId::Ingest)?.reader())?;
                 let texts: Vec<String> = ds.items.iter().map(wander_taxonomy::item_text).collect();
                 let embedder = wander_taxonomy::embed::TextEmbedder::load(&model_dir)?;
-                let mut cache = wander_taxonomy::embed::EmbeddingCache::open(
-                    &cfg.cache_dir
-                        .join(format!("text-{}.bin", &embedder.model_sha256[..16])),
-                );
+                let mut cache = wander_taxonomy::embed::EmbeddingCache::for_model(&cfg.cache_dir, &embedder);
                 let bar = wander_core::progress::bar(texts.len() as u64, "embed", "items");
                 let t0 = std::time::Instant::now();
                 let (text, computed) = wander_taxonomy::embed::embed_all(
@@ -138,7 +135,7 @@ pub fn taxonomy(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
                     let placement = wander_taxonomy::assign::held_out_check(
                         &text,
                         &t.item_fine,
-                        &t.fine_parents(),
+                        &t.fine_parents()?,
                         wander_taxonomy::assign::PlacementSettings {
                             rule: wander_core::config::PlacementRule::Centroid,
                             neighbours: 1,
