@@ -276,6 +276,9 @@ pub struct AlignmentConfig {
     /// How the candidate-reading model gives its label: a scalar head or the rounded label
     /// written as text.
     pub output: AlignmentOutput,
+    /// What the candidate-reading model's scalar head predicts: the label itself, or only
+    /// what the history adds to the candidate's global rate, which is then added back.
+    pub prior: AlignmentPrior,
     /// Loss on the labels.
     pub objective: AlignmentObjective,
     /// Optimizer steps.
@@ -605,6 +608,20 @@ mode_enum!(
         /// The history pair and the candidate's description (P2's scorer); a one-output
         /// head on the last hidden state predicts the label.
         Candidate = "candidate",
+    }
+);
+
+mode_enum!(
+    /// What the candidate-reading model's scalar head predicts (`alignment.prior`).
+    AlignmentPrior {
+        /// The label itself: the model learns each candidate's appeal and what the history
+        /// changes about it from the same labels.
+        Learned = "learned",
+        /// Only the history-conditional part: the head is trained on the label minus the
+        /// candidate's mean training label (its global rate), and the score adds that rate
+        /// back. The whole capacity of the model goes to what best-of-n among the
+        /// candidates of one history needs.
+        Offset = "offset",
     }
 );
 
@@ -1125,6 +1142,14 @@ impl Config {
                 "only the candidate architecture writes its label as text; use arch = \"candidate\" or output = \"scalar\"",
             ));
         }
+        if a.prior == AlignmentPrior::Offset
+            && (a.arch != AlignmentArch::Candidate || a.output != AlignmentOutput::Scalar)
+        {
+            return Err(CoreError::config(
+                "alignment.prior",
+                "the offset prior is for the candidate architecture's scalar head; use arch = \"candidate\" and output = \"scalar\", or prior = \"learned\"",
+            ));
+        }
         if a.output == AlignmentOutput::Text && !(self.feedback.round > 0.0) {
             return Err(CoreError::config(
                 "alignment.output",
@@ -1550,6 +1575,21 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("alignment.eval_prompts"), "{e}");
+    }
+
+    #[test]
+    fn the_offset_prior_needs_the_candidate_scalar_head() {
+        let e = with_file("[alignment]\nprior = \"offset\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("alignment.prior"), "{e}");
+        let e =
+            with_file("[alignment]\nprior = \"offset\"\narch = \"candidate\"\noutput = \"text\"\n")
+                .unwrap_err()
+                .to_string();
+        assert!(e.contains("alignment.prior"), "{e}");
+        let c = with_file("[alignment]\nprior = \"offset\"\narch = \"candidate\"\n").unwrap();
+        assert_eq!(c.alignment.prior, AlignmentPrior::Offset);
     }
 
     #[test]

@@ -239,6 +239,7 @@ pub struct CandidateScorer<'a> {
     readout: &'a Readout,
     tok: &'a Tokenizer,
     descriptions: &'a [String],
+    offsets: Option<&'a [f32]>,
 }
 
 /// Prompts scored per forward batch.
@@ -257,7 +258,28 @@ impl<'a> CandidateScorer<'a> {
             readout,
             tok,
             descriptions,
+            offsets: None,
         }
+    }
+
+    /// The same scorer adding `offsets[candidate]` to every score: for a model trained on
+    /// what the history adds to each candidate's global rate (`alignment.prior = "offset"`),
+    /// `offsets` holds those rates, one per cluster.
+    pub fn with_offsets(mut self, offsets: &'a [f32]) -> Result<Self> {
+        if offsets.len() != self.descriptions.len() {
+            return Err(ExploreError::Invalid(format!(
+                "{} score offsets for {} clusters",
+                offsets.len(),
+                self.descriptions.len()
+            )));
+        }
+        if let Some(bad) = offsets.iter().find(|v| !v.is_finite()) {
+            return Err(ExploreError::Invalid(format!(
+                "a score offset is not finite ({bad})"
+            )));
+        }
+        self.offsets = Some(offsets);
+        Ok(self)
     }
 
     /// The tokens of the prompt for `(c1, c2, candidate)`.
@@ -331,6 +353,9 @@ impl<'a> CandidateScorer<'a> {
                     }
                 };
                 for (&i, v) in batch.iter().zip(values) {
+                    // `with_offsets` checked the length against the descriptions, which
+                    // `prompt` checked every candidate against.
+                    let v = v + self.offsets.map_or(0.0, |o| o[triples[i].2 as usize]);
                     if !v.is_finite() {
                         return Err(ExploreError::Invalid(format!(
                             "the alignment model gave a non-finite score ({v})"

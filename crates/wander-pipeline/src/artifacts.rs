@@ -129,6 +129,9 @@ pub const ALIGNMENT_HEAD: File = File::new(StageId::TrainAlignment, "head.safete
 /// The levels of the alignment model that writes its label as text (`alignment.output`).
 pub const ALIGNMENT_LEVELS: Json<wander_llm::readout::LabelLevels> =
     Json::new(StageId::TrainAlignment, "levels.json");
+/// The candidate's global rate that the alignment model's score adds to its head
+/// (`alignment.prior = "offset"`), one value per planner cluster.
+pub const ALIGNMENT_OFFSETS: Json<Vec<f64>> = Json::new(StageId::TrainAlignment, "offsets.json");
 /// The item model's weights (its shape beside it, in `model.safetensors.json`).
 pub const ITEM_MODEL: File = File::new(StageId::TrainItems, "model.safetensors");
 

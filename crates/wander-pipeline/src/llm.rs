@@ -91,6 +91,8 @@ pub(crate) struct Models {
     pub(crate) alignment: wander_llm::model::Llama,
     /// How the alignment model's label is read: its head, or the levels of its text label.
     pub(crate) readout: Readout,
+    /// The candidates' global rates its score adds (`alignment.prior = "offset"`).
+    pub(crate) offsets: Option<Vec<f32>>,
     pub(crate) descriptions: Vec<String>,
     pub(crate) answers: Vec<Vec<u32>>,
 }
@@ -144,6 +146,16 @@ pub(crate) fn load_models(
             Readout::Text(open(run, StageId::TrainAlignment)?.json(ALIGNMENT_LEVELS)?)
         }
     };
+    let offsets = match trained.prior() {
+        wander_core::config::AlignmentPrior::Learned => None,
+        wander_core::config::AlignmentPrior::Offset => Some(
+            open(run, StageId::TrainAlignment)?
+                .json(ALIGNMENT_OFFSETS)?
+                .into_iter()
+                .map(|v| v as f32)
+                .collect(),
+        ),
+    };
     let novelty = if with_novelty {
         merged(NOVELTY_ADAPTER)?
     } else {
@@ -158,9 +170,29 @@ pub(crate) fn load_models(
         novelty,
         alignment,
         readout,
+        offsets,
         descriptions,
         answers,
     })
+}
+
+impl Models {
+    /// The candidate-reading alignment model as a scorer, with the offsets it was trained
+    /// over.
+    pub(crate) fn candidate_scorer(
+        &self,
+    ) -> crate::Result<wander_explore::planner::CandidateScorer<'_>> {
+        let scorer = wander_explore::planner::CandidateScorer::new(
+            &self.alignment,
+            &self.readout,
+            &self.tok,
+            &self.descriptions,
+        );
+        Ok(match &self.offsets {
+            Some(o) => scorer.with_offsets(o)?,
+            None => scorer,
+        })
+    }
 }
 
 pub(crate) fn alignment_prompts(m: &Models, pairs: &[(u32, u32)]) -> crate::Result<PairPrompts> {

@@ -10,7 +10,9 @@ use std::path::PathBuf;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use wander_core::config::{AlignmentArch, AlignmentOutput, DataFormat, ItemLoss, ProposalMode};
+use wander_core::config::{
+    AlignmentArch, AlignmentOutput, AlignmentPrior, DataFormat, ItemLoss, ProposalMode,
+};
 use wander_explore::transitions::TransitionStats;
 
 use crate::StageId;
@@ -354,9 +356,18 @@ pub struct TrainAlignmentSummary {
     /// Clusters whose labels were withheld from training.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub holdout_candidates: Vec<u32>,
+    /// What the scalar head predicts, recorded when it is only the history-conditional
+    /// part over the candidate's global rate (absent: the label itself).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prior: Option<AlignmentPrior>,
 }
 
 impl TrainAlignmentSummary {
+    /// What its scalar head predicts.
+    pub fn prior(&self) -> AlignmentPrior {
+        self.prior.unwrap_or(AlignmentPrior::Learned)
+    }
+
     /// The architecture it trained.
     pub fn arch(&self) -> AlignmentArch {
         self.arch.unwrap_or(AlignmentArch::ClusterHead)
@@ -827,6 +838,16 @@ pub struct AlignmentFigures {
     /// evaluations made before it existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub within_pair_concordance: Option<Estimate>,
+    /// Within-pair Spearman minus the candidate's global rate's on the same pairs (paired:
+    /// bootstrap over pairs of the difference), the test of whether a method ranks one
+    /// history's candidates better than the prior. Absent for the global rate itself and in
+    /// evaluations made before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub within_pair_gain: Option<Estimate>,
+    /// Within-pair concordance minus the global rate's, paired over the same candidate
+    /// pairs (bootstrap over history pairs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concordance_gain: Option<Estimate>,
 }
 
 /// `wander eval alignment`.
@@ -849,10 +870,15 @@ pub struct EvalAlignmentSummary {
     pub heldout_candidate_triples: usize,
     /// Clusters withheld from training by design.
     pub holdout_candidates: Vec<u32>,
-    /// By scorer: `alignment_llm`, `cluster_global_rate`, `linear_embeddings`.
+    /// By scorer: `alignment_llm`, `cluster_global_rate`, `linear_embeddings`,
+    /// `triple_train_label` (since 2026-12-06).
     pub methods: BTreeMap<String, AlignmentFigures>,
     /// Ridge penalty picked on validation labels.
     pub ridge_lambda: f64,
+    /// Pseudo-users of shrinkage of the `triple_train_label` baseline, picked on validation
+    /// labels (absent before it existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_shrinkage: Option<f64>,
     /// The verdict in words.
     pub verdict: String,
     /// The Markdown report.
@@ -1364,12 +1390,14 @@ mod tests {
             arch: None,
             prompts: None,
             holdout_candidates: vec![],
+            prior: None,
         };
         let v = record(&t).unwrap();
-        for absent in ["arch", "prompts", "holdout_candidates"] {
+        for absent in ["arch", "prompts", "holdout_candidates", "prior"] {
             assert!(v.get(absent).is_none(), "{absent}: {v}");
         }
         let back: TrainAlignmentSummary = read(StageId::TrainAlignment, &v).unwrap();
         assert_eq!(back.arch(), AlignmentArch::ClusterHead);
+        assert_eq!(back.prior(), AlignmentPrior::Learned);
     }
 }

@@ -335,8 +335,13 @@ fn evaluation_stages_simulator_and_report_on_a_tiny_log() {
         "novelty_only_1",
         "novelty_only_4",
         "cooccurrence",
+        // The largest n ranked with the candidate's global rate partly or wholly taken out.
+        "best_of_4_prior_weight_0.5",
+        "best_of_4_prior_weight_0",
     ] {
         assert!(typed.strategies.contains_key(name), "{name}: {scaling}");
+        let h = typed.strategies[name].hit_at_1.mean;
+        assert!((0.0..=1.0).contains(&h), "{name}: {h}");
     }
     assert!(typed.claim.hit_at_1_gain.is_finite(), "{scaling}");
     assert!(tmp.path().join("run/eval_scaling/scaling.svg").is_file());
@@ -519,7 +524,15 @@ fn llm_stages_on_a_tiny_model_and_log() {
     let ea = stages::EvalAlignment.run(&ctx, false).unwrap();
     let typed: wander_pipeline::summaries::EvalAlignmentSummary =
         wander_pipeline::summaries::read(StageId::EvalAlignment, ea.fields()).unwrap();
-    assert_eq!(typed.methods.len(), 3, "{ea}");
+    assert_eq!(typed.methods.len(), 4, "{ea}");
+    // A memorised training label is the global rate where a triple has none; with
+    // shrinkage k it lies between the two, so it cannot leave the labels' range.
+    let memory = &typed.methods["triple_train_label"];
+    assert!(
+        memory.mae.mean.is_finite() && memory.mae.mean <= 1.0,
+        "{ea}"
+    );
+    assert!(memory.within_pair_gain.is_some(), "{ea}");
     // The global rate knows nothing about the history: its history-conditional part is 0.
     let relative = |m: &str| typed.methods[m].spearman_relative.unwrap();
     assert_eq!(relative("cluster_global_rate").mean, 0.0);
@@ -828,4 +841,69 @@ fn candidate_alignment_and_a_proposals_only_table_on_a_tiny_model() {
     assert_eq!(ex.fields()["alignment_readout"], "levels.json", "{ex}");
     let exported = open(&run, StageId::Export).unwrap();
     assert!(exported.reader().path("alignment/levels.json").is_ok());
+
+    // The scalar head trained on what the history adds to each candidate's global rate
+    // (`alignment.prior = "offset"`): the rates are kept beside the head and added back
+    // wherever it scores.
+    ctx.config.alignment.output = wander_core::config::AlignmentOutput::Scalar;
+    ctx.config.alignment.prior = wander_core::config::AlignmentPrior::Offset;
+    ctx.config.validate().unwrap();
+    let ta = stages::TrainAlignment.run(&ctx, false).unwrap();
+    let typed: wander_pipeline::summaries::TrainAlignmentSummary =
+        wander_pipeline::summaries::read(StageId::TrainAlignment, ta.fields()).unwrap();
+    assert_eq!(
+        typed.prior(),
+        wander_core::config::AlignmentPrior::Offset,
+        "{ta}"
+    );
+    records_its_slice(&ctx, &stages::TrainAlignment);
+    let offsets = open(&run, StageId::TrainAlignment)
+        .unwrap()
+        .json(artifacts::ALIGNMENT_OFFSETS)
+        .unwrap();
+    assert_eq!(offsets.len(), n_clusters);
+    let ea = stages::EvalAlignment.run(&ctx, false).unwrap();
+    let typed: wander_pipeline::summaries::EvalAlignmentSummary =
+        wander_pipeline::summaries::read(StageId::EvalAlignment, ea.fields()).unwrap();
+    // The baselines beside it: the global rate has no gain over itself; the memorised
+    // training label and the model are compared with it pair by pair.
+    assert!(typed.methods["cluster_global_rate"]
+        .within_pair_gain
+        .is_none());
+    assert!(typed.methods.contains_key("triple_train_label"), "{ea}");
+    assert!(typed.memory_shrinkage.is_some_and(|k| k >= 0.0), "{ea}");
+    let preds: Vec<serde_json::Value> = serde_json::from_slice(
+        &std::fs::read(run.root().join("eval_alignment/predictions.json")).unwrap(),
+    )
+    .unwrap();
+    // The offsets are the global-rate baseline itself, and the model's score is that rate
+    // plus a residual trained around zero (without the offsets it would sit near 0).
+    let (mut llm, mut rate) = (0.0, 0.0);
+    for p in &preds {
+        let next = p["next"].as_u64().unwrap() as usize;
+        let global = p["cluster_global_rate"].as_f64().unwrap();
+        assert!((global - offsets[next]).abs() < 1e-9, "{p}");
+        llm += p["alignment_llm"].as_f64().unwrap();
+        rate += global;
+    }
+    let n = preds.len() as f64;
+    assert!(
+        rate / n > 0.2,
+        "labels in [0, 1] with positives: {}",
+        rate / n
+    );
+    assert!(
+        (llm / n - rate / n).abs() < 0.15,
+        "llm {} against rate {}",
+        llm / n,
+        rate / n
+    );
+    stages::Precompute::default().run(&ctx, false).unwrap();
+    for (_, _, row) in every_row_novel(&run).iter() {
+        assert!(row.iter().all(|c| c.alignment.is_finite()));
+    }
+    let ex = stages::Export.run(&ctx, false).unwrap();
+    assert_eq!(ex.fields()["alignment_readout"], "score_head.safetensors");
+    let exported = open(&run, StageId::Export).unwrap();
+    assert!(exported.reader().path("alignment/offsets.json").is_ok());
 }

@@ -9,6 +9,7 @@ use serde_json::Value;
 use wander_core::artifact::RunDir;
 use wander_core::config::AlignmentArch;
 use wander_core::config::AlignmentOutput;
+use wander_core::config::AlignmentPrior;
 use wander_explore::feedback;
 use wander_explore::feedback::Label;
 use wander_explore::metrics::auc;
@@ -205,6 +206,9 @@ pub(crate) fn train_alignment_slice(ctx: &StageContext) -> Value {
     if cfg.holdout_candidates > 0.0 {
         slice["holdout_candidates"] = json!(cfg.holdout_candidates);
     }
+    if cfg.prior == AlignmentPrior::Offset {
+        slice["prior"] = json!(cfg.prior);
+    }
     slice
 }
 
@@ -233,8 +237,17 @@ pub fn train_alignment(ctx: &StageContext, force: bool) -> crate::Result<Summary
         let (tok, model, params) = crate::llm::trainable_model(ctx, &q8)?;
         let pairwise = (cfg.objective == wander_core::config::AlignmentObjective::Pairwise)
             .then_some(ctx.config.feedback.pairwise_margin as f32);
+        // With the offset prior the model learns only what the history adds to each
+        // candidate's global rate (the same rate the `cluster_global_rate` baseline predicts).
+        let offsets = (candidate && cfg.prior == AlignmentPrior::Offset).then(|| cluster_means(&train_labels, descriptions.len()));
+        let targets = |labels: &[Label]| -> Vec<Label> {
+            match &offsets {
+                Some(o) => labels.iter().map(|l| Label { label: l.label - o[l.next as usize], ..*l }).collect(),
+                None => labels.to_vec(),
+            }
+        };
         let (train, mut eval) = if candidate {
-            (candidate_examples(&tok, &descriptions, &train_labels)?, candidate_examples(&tok, &descriptions, &valid_labels)?)
+            (candidate_examples(&tok, &descriptions, &targets(&train_labels))?, candidate_examples(&tok, &descriptions, &targets(&valid_labels))?)
         } else {
             (alignment_examples(&tok, &descriptions, &train_labels, pairwise)?, alignment_examples(&tok, &descriptions, &valid_labels, pairwise)?)
         };
@@ -248,7 +261,7 @@ pub fn train_alignment(ctx: &StageContext, force: bool) -> crate::Result<Summary
             bail!("no training labels: lower feedback.min_users or check data.positive (feedback stage has 0 train labels)");
         }
         let (readout, objective) = if candidate {
-            let mean = train_labels.iter().map(|l| l.label).sum::<f64>() / train_labels.len() as f64;
+            let mean = targets(&train_labels).iter().map(|l| l.label).sum::<f64>() / train_labels.len() as f64;
             candidate_readout(cfg.output, model.cfg.hidden, mean, || text_levels(&tok, ctx.config.feedback.round, &train_labels))?
         } else {
             let head = wander_llm::model::ScoreHead::new(model.cfg.hidden, descriptions.len())?;
@@ -282,6 +295,9 @@ pub fn train_alignment(ctx: &StageContext, force: bool) -> crate::Result<Summary
                 ALIGNMENT_LEVELS.file()
             }
         };
+        if let Some(o) = &offsets {
+            ALIGNMENT_OFFSETS.write(w, o)?;
+        }
         w.write_json(train_report(StageId::TrainAlignment).file(), &report.history())?;
         crate::common::remove_scratch(&checkpoints);
         let pairs = train_labels.iter().map(|l| (l.c1, l.c2)).collect::<BTreeSet<_>>().len();
@@ -302,6 +318,7 @@ pub fn train_alignment(ctx: &StageContext, force: bool) -> crate::Result<Summary
             arch: candidate.then_some(cfg.arch),
             prompts: candidate.then_some(train.iter().map(|e| e.candidates.len()).sum()),
             holdout_candidates: held.iter().copied().collect(),
+            prior: offsets.is_some().then_some(AlignmentPrior::Offset),
         })
     })
     .context("train alignment failed; earlier artifacts are unchanged and a rerun resumes from the last checkpoint")?;
@@ -349,6 +366,76 @@ fn linear_features(p: &[Vec<f64>], l: &Label) -> Vec<f64> {
     f
 }
 
+/// Pseudo-users of shrinkage for the `triple_train_label` baseline, picked by squared error
+/// on the validation labels (the first of the grid when there are none).
+fn memory_shrinkage(train: &[Label], valid: &[Label], means: &[f64]) -> f64 {
+    const GRID: [f64; 6] = [10.0, 0.0, 1.0, 3.0, 30.0, 100.0];
+    GRID.into_iter()
+        .map(|k| {
+            let pred = remembered_labels(train, valid, means, k);
+            let err: f64 = pred
+                .iter()
+                .zip(valid)
+                .map(|(p, l)| (p - l.label).powi(2))
+                .sum();
+            (err, k)
+        })
+        .min_by(|a, b| a.0.total_cmp(&b.0))
+        .map_or(GRID[0], |(_, k)| k)
+}
+
+/// Each of `labels`' triples' own training label in `train`, shrunk towards the candidate's
+/// rate `means[next]` by `k` pseudo-users; the rate itself where the triple has none.
+fn remembered_labels(train: &[Label], labels: &[Label], means: &[f64], k: f64) -> Vec<f64> {
+    let seen: BTreeMap<(u32, u32, u32), (f64, f64)> = train
+        .iter()
+        .map(|l| ((l.c1, l.c2, l.next), (l.label, f64::from(l.users))))
+        .collect();
+    labels
+        .iter()
+        .map(|l| {
+            let prior = means[l.next as usize];
+            match seen.get(&(l.c1, l.c2, l.next)) {
+                Some(&(y, users)) if users + k > 0.0 => (users * y + k * prior) / (users + k),
+                _ => prior,
+            }
+        })
+        .collect()
+}
+
+/// A method's within-pair gains over a baseline on the same pairs: the mean difference of
+/// their per-pair Spearman correlations, and the difference of their pooled concordances
+/// (bootstrap over pairs in both). `None` where the two were not measured on the same pairs.
+fn paired_gains(
+    per_pair: &[f64],
+    base_per_pair: &[f64],
+    parts: &[(f64, f64)],
+    base_parts: &[(f64, f64)],
+    rounds: usize,
+    seed: u64,
+) -> (Option<Estimate>, Option<Estimate>) {
+    let spearman_gain =
+        (per_pair.len() == base_per_pair.len() && !per_pair.is_empty()).then(|| {
+            let diffs: Vec<f64> = per_pair
+                .iter()
+                .zip(base_per_pair)
+                .map(|(a, b)| a - b)
+                .collect();
+            bootstrap(&diffs, rounds, seed)
+        });
+    let same_pairs =
+        parts.len() == base_parts.len() && parts.iter().zip(base_parts).all(|(a, b)| a.1 == b.1);
+    let concordance_gain = (same_pairs && !parts.is_empty()).then(|| {
+        let diffs: Vec<(f64, f64)> = parts
+            .iter()
+            .zip(base_parts)
+            .map(|(a, b)| (a.0 - b.0, a.1))
+            .collect();
+        bootstrap_ratio(&diffs, rounds, seed ^ 1)
+    });
+    (spearman_gain, concordance_gain)
+}
+
 /// `wander eval alignment`.
 pub fn eval_alignment(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
     let run = RunDir::open(&ctx.config.run.dir)?;
@@ -391,8 +478,7 @@ pub fn eval_alignment(ctx: &StageContext, force: bool) -> crate::Result<Summary>
                 test.iter().map(|l| llm_scores[&(l.c1, l.c2)][l.next as usize] as f64).collect()
             }
             AlignmentArch::Candidate => {
-                let scorer = CandidateScorer::new(&models.alignment, &models.readout, &models.tok, &models.descriptions);
-                score_labels(&scorer, &test, "eval")?
+                score_labels(&models.candidate_scorer()?, &test, "eval")?
             }
         };
         let truth: Vec<f64> = test.iter().map(|l| l.label).collect();
@@ -418,6 +504,14 @@ pub fn eval_alignment(ctx: &StageContext, force: bool) -> crate::Result<Summary>
         }
         let (_, lambda, ridge) = best.context("the ridge baseline could not be fitted")?;
         let linear: Vec<f64> = test.iter().map(|l| ridge.predict(&linear_features(&proj, l))).collect();
+        // The triple's own training label, shrunk towards the candidate's rate by k
+        // pseudo-users (k picked on the validation labels): what a model that memorised every
+        // training label would say. If it cannot rank a history's candidates better than the
+        // global rate, the training labels' history-conditional part does not carry over to
+        // the test period, and no model trained on them can be expected to.
+        let memory_k = memory_shrinkage(&train, &valid, &means);
+        let memory: Vec<f64> = remembered_labels(&train, &test, &means, memory_k);
+        let scorers: [(&str, &[f64]); 4] = [("alignment_llm", &llm), ("cluster_global_rate", &global), ("linear_embeddings", &linear), ("triple_train_label", &memory)];
         let mut sorted = truth.clone();
         sorted.sort_by(|a, b| a.total_cmp(b));
         let median = sorted[sorted.len() / 2];
@@ -429,7 +523,7 @@ pub fn eval_alignment(ctx: &StageContext, force: bool) -> crate::Result<Summary>
         let above: Vec<f64> = truth.iter().map(|&t| f64::from(u8::from(t > median))).collect();
         let fmt = |e: &Estimate| format!("{:.3} [{:.3}, {:.3}]", e.mean, e.lo, e.hi);
         let mut spear = BTreeMap::new();
-        for (name, pred) in [("alignment_llm", &llm), ("cluster_global_rate", &global), ("linear_embeddings", &linear)] {
+        for &(name, pred) in &scorers {
             let s = bootstrap_paired(pred, &truth, spearman, rounds, seed ^ 11);
             let a = bootstrap_paired(pred, &above, |p, y| auc(p, &y.iter().map(|&v| v > 0.5).collect::<Vec<_>>()), rounds, seed ^ 12);
             let errs: Vec<f64> = pred.iter().zip(&truth).map(|(p, t)| (p - t).abs()).collect();
@@ -449,7 +543,7 @@ pub fn eval_alignment(ctx: &StageContext, force: bool) -> crate::Result<Summary>
             if r.is_nan() { 0.0 } else { r }
         };
         let mut relative = BTreeMap::new();
-        for (name, pred) in [("alignment_llm", &llm), ("cluster_global_rate", &global), ("linear_embeddings", &linear)] {
+        for &(name, pred) in &scorers {
             let rel_pred: Vec<f64> = pred.iter().zip(&global).map(|(p, g)| p - g).collect();
             let r = bootstrap_paired(&rel_pred, &rel_truth, spearman_or_zero, rounds, seed ^ 17);
             md.push_str(&format!("| {name} | {} |\n", fmt(&r)));
@@ -481,12 +575,18 @@ pub fn eval_alignment(ctx: &StageContext, force: bool) -> crate::Result<Summary>
         let mut within_pairs = 0;
         let mut concordance_counts = (0, 0);
         md.push_str(&format!(
-            "\n### Within a history pair, and on what training never saw\n\nWithin-pair Spearman: the rank correlation between predictions and labels among the candidates of one history pair, for every held-out pair with at least {WITHIN_PAIR_MIN} labels that are not all equal, averaged over those pairs (95% interval: bootstrap over pairs). Within-pair concordance, which uses every held-out pair with two differing labels: the share of candidate pairs of one history that the method orders as the labels do (a tied prediction counts one half; 0.5 is chance), pooled over pairs (95% interval: bootstrap over history pairs). A prediction constant within a pair counts 0. Held-out pairs: {} triples whose history pair has no training label. Held-out candidates: {} triples whose candidate has no training label (the global rate then falls back to the mean label){}. `-`: fewer than 5 triples.\n\n| method | within-pair Spearman | within-pair concordance | Spearman, held-out pairs | Spearman, held-out candidates |\n|---|---|---|---|---|\n",
+            "\n### Within a history pair, and on what training never saw\n\nWithin-pair Spearman: the rank correlation between predictions and labels among the candidates of one history pair, for every held-out pair with at least {WITHIN_PAIR_MIN} labels that are not all equal, averaged over those pairs (95% interval: bootstrap over pairs). Within-pair concordance, which uses every held-out pair with two differing labels: the share of candidate pairs of one history that the method orders as the labels do (a tied prediction counts one half; 0.5 is chance), pooled over pairs (95% interval: bootstrap over history pairs). A prediction constant within a pair counts 0. Held-out pairs: {} triples whose history pair has no training label. Held-out candidates: {} triples whose candidate has no training label (the global rate then falls back to the mean label){}. `-`: fewer than 5 triples.\n\n| method | within-pair Spearman | its gain over the global rate (paired) | within-pair concordance | its gain over the global rate (paired) | Spearman, held-out pairs | Spearman, held-out candidates |\n|---|---|---|---|---|---|---|\n",
             new_pair.len(), new_candidate.len(),
             if held.is_empty() { String::new() } else { format!("; {} clusters were withheld from training by design (alignment.holdout_candidates: {})", held.len(), held.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")) }
         ));
         let mut methods = BTreeMap::new();
-        for (name, pred) in [("alignment_llm", &llm), ("cluster_global_rate", &global), ("linear_embeddings", &linear)] {
+        let mut gains = BTreeMap::new();
+        // The global rate's own within-pair figures, pair by pair: a method's gain over it is
+        // measured on the same pairs and candidate pairs (which of them count depends on the
+        // labels only), so the bootstrap is over the paired differences.
+        let global_per_pair = within_group_spearman(&pair_of, &global, &truth, WITHIN_PAIR_MIN);
+        let global_parts = within_group_concordance(&pair_of, &global, &truth);
+        for &(name, pred) in &scorers {
             let per_pair = within_group_spearman(&pair_of, pred, &truth, WITHIN_PAIR_MIN);
             within_pairs = per_pair.len();
             let within = bootstrap(&per_pair, rounds, seed ^ 14);
@@ -495,7 +595,12 @@ pub fn eval_alignment(ctx: &StageContext, force: bool) -> crate::Result<Summary>
             let candidate_pairs = parts.iter().map(|p| p.1).sum::<f64>() as usize;
             concordance_counts = (parts.len(), candidate_pairs);
             let concordance = bootstrap_ratio(&parts, rounds, seed ^ 18);
-            md.push_str(&format!("| {name} | {} ({} pairs) | {} ({} candidate pairs of {} histories) | {} | {} |\n", fmt(&within), per_pair.len(), fmt(&concordance), candidate_pairs, parts.len(), show(&hp), show(&hc)));
+            let (within_gain, concordance_gain) = if name == "cluster_global_rate" {
+                (None, None)
+            } else {
+                paired_gains(&per_pair, &global_per_pair, &parts, &global_parts, rounds, seed ^ 19)
+            };
+            md.push_str(&format!("| {name} | {} ({} pairs) | {} | {} ({} candidate pairs of {} histories) | {} | {} | {} |\n", fmt(&within), per_pair.len(), show(&within_gain), fmt(&concordance), candidate_pairs, parts.len(), show(&concordance_gain), show(&hp), show(&hc)));
             let (spearman, auc_above_median, mae) = overall[name];
             methods.insert(name.to_string(), crate::summaries::AlignmentFigures {
                 spearman,
@@ -506,9 +611,18 @@ pub fn eval_alignment(ctx: &StageContext, force: bool) -> crate::Result<Summary>
                 spearman_heldout_candidates: hc,
                 spearman_relative: relative.get(name).copied(),
                 within_pair_concordance: Some(concordance),
+                within_pair_gain: within_gain,
+                concordance_gain,
             });
+            gains.insert(name, within_gain);
         }
-        md.push_str(&format!("\n{verdict}\n\nBaselines: `cluster_global_rate` predicts the candidate's mean training label whatever the history (a popularity-of-satisfaction prior); `linear_embeddings` is ridge regression (penalty {lambda} picked on validation labels) on [e1 + e2, e_c, (e1 + e2) * e_c], e = the cluster's centroid embedding under a seeded random projection to 32 dimensions. Spearman: rank correlation with ties averaged; AUC: Mann-Whitney with ties one half; MAE in label units.\n"));
+        let within_verdict = match gains.get("alignment_llm").copied().flatten() {
+            Some(g) if g.lo > 0.0 => format!("Within a history pair the alignment LLM ranks candidates better than the global rate: paired gain in within-pair Spearman {} (interval above 0).", fmt(&g)),
+            Some(g) => format!("Within a history pair the alignment LLM does NOT rank candidates measurably better than the global rate: paired gain in within-pair Spearman {} (interval reaches 0).", fmt(&g)),
+            None => "Too few held-out pairs to compare rankings within a pair.".to_string(),
+        };
+        let verdict = format!("{verdict} {within_verdict}");
+        md.push_str(&format!("\n{verdict}\n\nBaselines: `cluster_global_rate` predicts the candidate's mean training label whatever the history (a popularity-of-satisfaction prior); `linear_embeddings` is ridge regression (penalty {lambda} picked on validation labels) on [e1 + e2, e_c, (e1 + e2) * e_c], e = the cluster's centroid embedding under a seeded random projection to 32 dimensions. `triple_train_label` is the same (c1, c2, candidate)'s own training label, shrunk towards the candidate's global rate by {memory_k} pseudo-users (picked on validation labels; the global rate where the triple has no training label): a model that memorised every training label; it shows how much of the history-conditional part of the labels carries over from the training period to the test period. Spearman: rank correlation with ties averaged; AUC: Mann-Whitney with ties one half; MAE in label units.\n"));
         report_md(StageId::EvalAlignment).write(w, md.as_bytes())?;
         let preds: Vec<Value> = test.iter().zip(&llm).zip(&global).zip(&linear).map(|(((l, a), g), r)| json!({"c1": l.c1, "c2": l.c2, "next": l.next, "label": l.label, "alignment_llm": a, "cluster_global_rate": g, "linear_embeddings": r})).collect();
         w.write_json("predictions.json", &preds)?;
@@ -523,6 +637,7 @@ pub fn eval_alignment(ctx: &StageContext, force: bool) -> crate::Result<Summary>
             holdout_candidates: held.iter().copied().collect(),
             methods,
             ridge_lambda: lambda,
+            memory_shrinkage: Some(memory_k),
             verdict,
             report: stage_dir.join("report.md"),
         })

@@ -13,8 +13,8 @@ use wander_core::artifact::RunDir;
 use wander_core::config::{
     AlignmentArch, LlmBackend, PairSet, ProposalMode, ProposalNormalize, ScoreSet,
 };
+use wander_explore::planner::AlignmentScorer;
 use wander_explore::planner::NoveltyScorer;
-use wander_explore::planner::{AlignmentScorer, CandidateScorer};
 use wander_explore::scaling;
 use wander_explore::transitions::Transition;
 use wander_table::Choice;
@@ -260,12 +260,7 @@ pub fn precompute(
             } else {
                 cfg.n
             };
-            let candidate_scorer = CandidateScorer::new(
-                &models.alignment,
-                &models.readout,
-                &models.tok,
-                &models.descriptions,
-            );
+            let candidate_scorer = models.candidate_scorer()?;
             let trie = wander_llm::generate::Trie::new(&models.answers)?;
             let bar = wander_core::progress::bar(todo_pairs as u64, "precompute", "pairs");
             // Through a server, the bar's message counts requests: pairs move a chunk at a time.

@@ -64,6 +64,19 @@ pub fn eval_scaling(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
             strategies.push((format!("novelty_only_{n}"), freq_only));
         }
         bar.finish_and_clear();
+        // P2 ranks proposals by the predicted label, which is mostly the candidate's own
+        // global rate, so the same globally liked clusters win after most histories. The
+        // same n proposals ranked with the candidate's mean training label partly or wholly
+        // taken out of the score show what that costs and what the history-conditional part
+        // alone picks.
+        let n_max = *cfg.scaling_n.iter().max().unwrap_or(&1);
+        let train_labels: Vec<wander_explore::feedback::Label> = open(&run, StageId::Feedback)?.json(LABELS_TRAIN)?;
+        let prior = crate::stages::alignment::cluster_means(&train_labels, m);
+        for weight in PRIOR_WEIGHTS {
+            let adjusted = without_prior(&scores, &prior, weight);
+            let (best, _) = llm_dists(&adjusted, &stored, &pairs, n_max, k, cfg.scaling_draws, seed, m, None);
+            strategies.push((format!("best_of_{n_max}_prior_weight_{weight}"), best));
+        }
         let cooc = cooc_dists(&train, &target_counts, &pairs, k, m);
         strategies.push(("cooccurrence".into(), cooc));
         let mut results = BTreeMap::new();
@@ -111,8 +124,8 @@ pub fn eval_scaling(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
         for (name, e) in &rows {
             md.push_str(&format!("| {name} | {} | {} | {} | {} | {:.2} |\n", fmt(&e.hit_at_1), fmt(&hit_k(e)), fmt(&e.heldout_feedback), fmt(&e.novelty_bits), e.diversity_bits));
         }
+        md.push_str(&format!("\n`best_of_{n_max}_prior_weight_w`: the same {n_max} proposals ranked by the alignment score minus (1 - w) x the candidate's mean training label (its global rate): w = 1 is P2's ranking (`best_of_{n_max}`), w = 0 ranks by what the model says the history adds to the candidate's rate alone.\n"));
         let get = |name: &str, m: Metric| results.get(name).map_or(f64::NAN, |e| m(e).mean);
-        let n_max = *cfg.scaling_n.iter().max().unwrap_or(&1);
         let n_min = *cfg.scaling_n.iter().min().unwrap_or(&1);
         let (lo, hi) = (format!("best_of_{n_min}"), format!("best_of_{n_max}"));
         let claim = crate::summaries::ScalingClaim {
@@ -154,4 +167,45 @@ pub fn eval_scaling(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
     })
     .context("eval scaling failed; earlier artifacts in the run directory are unchanged")?;
     Ok(report(StageId::EvalScaling, &outcome))
+}
+
+/// Weights of the candidate's global rate in the extra best-of-n rankings of
+/// `wander eval scaling` (1 is the score itself, the table's ranking).
+const PRIOR_WEIGHTS: [f64; 2] = [0.5, 0.0];
+
+/// Every pair's alignment scores minus `(1 - weight) x prior[candidate]`; the proposal
+/// probabilities unchanged.
+fn without_prior(
+    scores: &BTreeMap<(u32, u32), (Vec<f64>, Vec<f64>)>,
+    prior: &[f64],
+    weight: f64,
+) -> BTreeMap<(u32, u32), (Vec<f64>, Vec<f64>)> {
+    scores
+        .iter()
+        .map(|(&pair, (probs, align))| {
+            let adjusted = align
+                .iter()
+                .zip(prior)
+                .map(|(a, p)| a - (1.0 - weight) * p)
+                .collect();
+            (pair, (probs.clone(), adjusted))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn taking_the_prior_out_reranks_by_the_rest() {
+        let scores = BTreeMap::from([((0, 1), (vec![0.5, 0.5, 0.0], vec![0.9, 0.5, f64::NAN]))]);
+        let prior = [0.8, 0.2, 0.5];
+        let full = without_prior(&scores, &prior, 1.0);
+        assert_eq!(full[&(0, 1)].1[..2], [0.9, 0.5]);
+        let none = &without_prior(&scores, &prior, 0.0)[&(0, 1)];
+        assert!((none.1[0] - 0.1).abs() < 1e-12 && (none.1[1] - 0.3).abs() < 1e-12);
+        assert!(none.1[2].is_nan(), "an unscored cluster stays unscored");
+        assert_eq!(none.0, vec![0.5, 0.5, 0.0]);
+    }
 }
