@@ -25,7 +25,7 @@ pub(crate) type Dist = (Vec<f64>, Vec<f64>);
 /// `draws` random subsets.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn llm_dists(
-    scores: &BTreeMap<(u32, u32), (Vec<f64>, Vec<f64>)>,
+    scores: &PairScores,
     stored: &BTreeMap<(u32, u32), Vec<u32>>,
     pairs: &BTreeSet<(u32, u32)>,
     n: usize,
@@ -134,8 +134,11 @@ pub(crate) fn cooc_dists(
 /// What the offline evaluations of the exploration slot read: every pair's proposal
 /// probabilities and alignment scores, training transition counts, the test-period events
 /// whose pair is in the table, and the test-period collective feedback labels.
+/// Each history pair's proposal probabilities and alignment scores, indexed by cluster.
+pub(crate) type PairScores = BTreeMap<(u32, u32), (Vec<f64>, Vec<f64>)>;
+
 pub(crate) struct HeldOut {
-    pub scores: BTreeMap<(u32, u32), (Vec<f64>, Vec<f64>)>,
+    pub scores: PairScores,
     /// Each pair's stored proposals, when the precompute scored only those (else empty).
     pub stored: BTreeMap<(u32, u32), Vec<u32>>,
     /// How many proposals each stored pair has (0 when none are stored).

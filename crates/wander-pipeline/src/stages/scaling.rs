@@ -20,6 +20,7 @@ use crate::eval::heldout_feedback;
 use crate::eval::llm_dists;
 use crate::eval::Dist;
 use crate::eval::HeldOut;
+use crate::eval::PairScores;
 use crate::summaries::ScalingFigures;
 use crate::ResultExt;
 use crate::StageContext;
@@ -175,11 +176,7 @@ const PRIOR_WEIGHTS: [f64; 2] = [0.5, 0.0];
 
 /// Every pair's alignment scores minus `(1 - weight) x prior[candidate]`; the proposal
 /// probabilities unchanged.
-fn without_prior(
-    scores: &BTreeMap<(u32, u32), (Vec<f64>, Vec<f64>)>,
-    prior: &[f64],
-    weight: f64,
-) -> BTreeMap<(u32, u32), (Vec<f64>, Vec<f64>)> {
+fn without_prior(scores: &PairScores, prior: &[f64], weight: f64) -> PairScores {
     scores
         .iter()
         .map(|(&pair, (probs, align))| {
