@@ -366,11 +366,14 @@ fn linear_features(p: &[Vec<f64>], l: &Label) -> Vec<f64> {
     f
 }
 
+/// The shrinkages (pseudo-users) `triple_train_label` may pick, the default first.
+const MEMORY_GRID: [f64; 6] = [10.0, 0.0, 1.0, 3.0, 30.0, 100.0];
+
 /// Pseudo-users of shrinkage for the `triple_train_label` baseline, picked by squared error
 /// on the validation labels (the first of the grid when there are none).
 fn memory_shrinkage(train: &[Label], valid: &[Label], means: &[f64]) -> f64 {
-    const GRID: [f64; 6] = [10.0, 0.0, 1.0, 3.0, 30.0, 100.0];
-    GRID.into_iter()
+    MEMORY_GRID
+        .into_iter()
         .map(|k| {
             let pred = remembered_labels(train, valid, means, k);
             let err: f64 = pred
@@ -381,7 +384,7 @@ fn memory_shrinkage(train: &[Label], valid: &[Label], means: &[f64]) -> f64 {
             (err, k)
         })
         .min_by(|a, b| a.0.total_cmp(&b.0))
-        .map_or(GRID[0], |(_, k)| k)
+        .map_or(MEMORY_GRID[0], |(_, k)| k)
 }
 
 /// Each of `labels`' triples' own training label in `train`, shrunk towards the candidate's
@@ -622,7 +625,12 @@ pub fn eval_alignment(ctx: &StageContext, force: bool) -> crate::Result<Summary>
             None => "Too few held-out pairs to compare rankings within a pair.".to_string(),
         };
         let verdict = format!("{verdict} {within_verdict}");
-        md.push_str(&format!("\n{verdict}\n\nBaselines: `cluster_global_rate` predicts the candidate's mean training label whatever the history (a popularity-of-satisfaction prior); `linear_embeddings` is ridge regression (penalty {lambda} picked on validation labels) on [e1 + e2, e_c, (e1 + e2) * e_c], e = the cluster's centroid embedding under a seeded random projection to 32 dimensions. `triple_train_label` is the same (c1, c2, candidate)'s own training label, shrunk towards the candidate's global rate by {memory_k} pseudo-users (picked on validation labels; the global rate where the triple has no training label): a model that memorised every training label; it shows how much of the history-conditional part of the labels carries over from the training period to the test period. Spearman: rank correlation with ties averaged; AUC: Mann-Whitney with ties one half; MAE in label units.\n"));
+        let memory_note = if memory_k >= MEMORY_GRID.iter().copied().fold(0.0, f64::max) {
+            " The validation labels chose the largest shrinkage on offer: they prefer the candidate's global rate to the triple's own training label."
+        } else {
+            ""
+        };
+        md.push_str(&format!("\n{verdict}\n\nBaselines: `cluster_global_rate` predicts the candidate's mean training label whatever the history (a popularity-of-satisfaction prior); `linear_embeddings` is ridge regression (penalty {lambda} picked on validation labels) on [e1 + e2, e_c, (e1 + e2) * e_c], e = the cluster's centroid embedding under a seeded random projection to 32 dimensions. `triple_train_label` is the same (c1, c2, candidate)'s own training label, shrunk towards the candidate's global rate by {memory_k} pseudo-users (picked on validation labels; the global rate where the triple has no training label): a model that memorised every training label; it shows how much of the history-conditional part of the labels carries over from the training period to the test period.{memory_note} Spearman: rank correlation with ties averaged; AUC: Mann-Whitney with ties one half; MAE in label units.\n"));
         report_md(StageId::EvalAlignment).write(w, md.as_bytes())?;
         let preds: Vec<Value> = test.iter().zip(&llm).zip(&global).zip(&linear).map(|(((l, a), g), r)| json!({"c1": l.c1, "c2": l.c2, "next": l.next, "label": l.label, "alignment_llm": a, "cluster_global_rate": g, "linear_embeddings": r})).collect();
         w.write_json("predictions.json", &preds)?;
