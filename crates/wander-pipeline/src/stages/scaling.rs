@@ -172,7 +172,7 @@ pub fn eval_scaling(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
 
 /// Weights of the candidate's global rate in the extra best-of-n rankings of
 /// `wander eval scaling` (1 is the score itself, the table's ranking).
-const PRIOR_WEIGHTS: [f64; 2] = [0.5, 0.0];
+const PRIOR_WEIGHTS: [f64; 4] = [0.5, 0.25, 0.1, 0.0];
 
 /// Every pair's alignment scores minus `(1 - weight) x prior[candidate]`; the proposal
 /// probabilities unchanged.
