@@ -140,6 +140,9 @@ pub struct SimulateConfig {
     /// Run directory whose exploration table the `baseline_table` arm serves (same
     /// taxonomy); empty: none.
     pub baseline_run: String,
+    /// What decides whether a click is positive: the user's affinity for the cluster (how
+    /// much they engage with it) or their smoothed positive rate in it.
+    pub satisfaction: SimSatisfaction,
 }
 
 /// `[serve]`
@@ -576,6 +579,19 @@ mode_enum!(
         /// The best-of-n choice of another run's table (`simulate.baseline_run`), e.g. one
         /// whose alignment model is the per-cluster head, on this run's world.
         BaselineTable = "baseline_table",
+    }
+);
+
+mode_enum!(
+    /// What decides a simulated click's positive outcome (`simulate.satisfaction`).
+    SimSatisfaction {
+        /// The user's affinity for the cluster: the low-rank fit of how much they engaged
+        /// with it, which also decides the click.
+        Affinity = "affinity",
+        /// The user's positive rate among their training engagements with the cluster,
+        /// shrunk towards the cluster's rate (a user who never engaged with it gets the
+        /// cluster's rate): what held-out collective feedback measures.
+        Rate = "rate",
     }
 );
 

@@ -1062,6 +1062,13 @@ pub struct Calibration {
     /// Kendall's tau-b between the two orderings (NaN: fewer than two strategies).
     #[serde(deserialize_with = "nan_if_null")]
     pub kendall_tau: f64,
+    /// Simulated positive rate among each one's exploration clicks: like held-out feedback,
+    /// a rate over those who engaged (absent in simulations from before it existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub simulated_exploration_click_positive_rate: Option<Vec<f64>>,
+    /// Kendall's tau-b between held-out feedback and that rate, the like-for-like check.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kendall_tau_clicks: Option<f64>,
 }
 
 /// The one-line description of a simulation (`simulate` or `simulate_aa`).

@@ -386,6 +386,24 @@ fn evaluation_stages_simulator_and_report_on_a_tiny_log() {
         treated < 2 || (-1.0..=1.0).contains(&cal.kendall_tau),
         "{report}"
     );
+    // And the like-for-like rate: positives among the exploration slot's clicks.
+    let clicks = cal
+        .simulated_exploration_click_positive_rate
+        .expect("this simulation has the series");
+    assert!(clicks.iter().all(|r| (0.0..=1.0).contains(r)), "{clicks:?}");
+    for (click, shown) in clicks.iter().zip(&cal.simulated_exploration_positive_rate) {
+        assert!(
+            click >= shown,
+            "a rate over clicks is at least the rate over impressions"
+        );
+    }
+    assert!(
+        treated < 2
+            || cal
+                .kendall_tau_clicks
+                .is_some_and(|t| (-1.0..=1.0).contains(&t)),
+        "{report}"
+    );
     assert!(html.contains("Simulator calibration"));
     for summary in [&eval, &scaling, &sim, &report] {
         let line = summary.to_string();

@@ -10,7 +10,11 @@
 //!   from the strategy under test (a novel cluster for the user's last two interests), the
 //!   rest from the item policy inside the user's known interests. For each shown item the
 //!   user clicks or not (a no-click option), and a click is positive engagement and then a
-//!   completion with probabilities rising with affinity and quality.
+//!   completion with probabilities rising with quality and, by `simulate.satisfaction`,
+//!   with the same affinity (`affinity`) or with the user's own positive rate in the cluster,
+//!   shrunk towards the cluster's (`rate`): how much a user engages with a cluster and how
+//!   much they like what they see there are different things, and held-out collective
+//!   feedback measures the second.
 //! - **Interests grow**: positive engagement with a new cluster adds it to the interests and
 //!   moves the user's last-two state.
 //! - **Return**: the probability that a user comes back the next day rises with the recent
@@ -51,6 +55,9 @@ pub struct WorldInput {
     pub item_counts: Vec<(u32, u32)>,
     /// Per real user: positive training engagements per cluster.
     pub user_cluster_positives: Vec<Vec<f64>>,
+    /// Per real user: all training engagements per cluster, positive or not (the
+    /// denominator of `simulate.satisfaction = "rate"`).
+    pub user_cluster_engagements: Vec<Vec<f64>>,
     /// Per real user: their positively engaged clusters in time order (repeats collapsed).
     pub user_sequences: Vec<Vec<u32>>,
     /// Exploration table: for each (c1, c2), clusters best first with alignment scores.
@@ -68,6 +75,7 @@ pub struct WorldInput {
 /// caller that runs the experiment; `rank` by [`World::new`]).
 pub use wander_core::config::SimulateConfig as SimConfig;
 
+pub use wander_core::config::SimSatisfaction as Satisfaction;
 pub use wander_core::config::Strategy;
 
 /// One arm's figures for one day.
@@ -85,6 +93,11 @@ pub struct DayMetrics {
     pub completion_rate: f64,
     /// Positive engagements in the exploration slot / exploration impressions.
     pub exploration_positive_rate: f64,
+    /// Positive engagements in the exploration slot / clicks on it: satisfaction among the
+    /// users who engaged, the counterpart of held-out collective feedback (a rate over the
+    /// users who made a transition, not over everyone shown it). 0 before it existed.
+    #[serde(default)]
+    pub exploration_click_positive_rate: f64,
     /// Mean number of interest clusters per user of the arm.
     pub interests_per_user: f64,
     /// Distinct (user, cluster) pairs with positive engagement so far.
@@ -97,6 +110,9 @@ pub struct DayMetrics {
 pub struct World {
     n_clusters: usize,
     affinity: Vec<Vec<f64>>,
+    /// Per real user and cluster: standardised log-odds of the positive rate, shrunk towards
+    /// the cluster's rate (`simulate.satisfaction = "rate"`).
+    liking: Vec<Vec<f64>>,
     quality: Vec<f64>,
     cluster_items: Vec<Vec<u32>>,
     popular: Vec<u32>,
@@ -105,6 +121,68 @@ pub struct World {
     /// Candidates a ranked strategy re-ranks by feedback: the table's row length.
     rerank_depth: usize,
     input: WorldInput,
+}
+
+/// Pseudo-engagements at the cluster's positive rate that a user's own rate in the cluster
+/// is shrunk towards (`simulate.satisfaction = "rate"`).
+const LIKING_PRIOR: f64 = 5.0;
+
+/// Each user's positive rate per cluster, shrunk towards the cluster's rate by
+/// [`LIKING_PRIOR`] pseudo-engagements, as standardised log-odds. Positives above engagements,
+/// or rows of another length, are an error.
+fn liking(positives: &[Vec<f64>], engagements: &[Vec<f64>], m: usize) -> Result<Vec<Vec<f64>>> {
+    if engagements.len() != positives.len() || engagements.iter().any(|r| r.len() != m) {
+        return Err(SimError::Invalid(format!(
+            "the simulator needs every user's engagements per cluster: {} rows for {} users",
+            engagements.len(),
+            positives.len()
+        )));
+    }
+    let (mut pos, mut all) = (vec![0.0; m], vec![0.0; m]);
+    for (p, e) in positives.iter().zip(engagements) {
+        for c in 0..m {
+            if !(p[c] >= 0.0 && p[c] <= e[c]) {
+                return Err(SimError::Invalid(format!(
+                    "cluster {c}: {} positive engagements of {}",
+                    p[c], e[c]
+                )));
+            }
+            pos[c] += p[c];
+            all[c] += e[c];
+        }
+    }
+    let total = all.iter().sum::<f64>();
+    let pooled = if total > 0.0 {
+        pos.iter().sum::<f64>() / total
+    } else {
+        0.5
+    };
+    // A cluster nobody engaged with takes the pooled rate, itself shrunk like a user's.
+    let cluster_rate: Vec<f64> = (0..m)
+        .map(|c| (pos[c] + LIKING_PRIOR * pooled) / (all[c] + LIKING_PRIOR))
+        .collect();
+    let logits: Vec<Vec<f64>> = positives
+        .iter()
+        .zip(engagements)
+        .map(|(p, e)| {
+            (0..m)
+                .map(|c| {
+                    let r = (p[c] + LIKING_PRIOR * cluster_rate[c]) / (e[c] + LIKING_PRIOR);
+                    let r = r.clamp(1e-4, 1.0 - 1e-4);
+                    (r / (1.0 - r)).ln()
+                })
+                .collect()
+        })
+        .collect();
+    let flat: Vec<f64> = logits.iter().flatten().copied().collect();
+    let mean = flat.iter().sum::<f64>() / flat.len().max(1) as f64;
+    let sd = (flat.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / flat.len().max(1) as f64)
+        .sqrt()
+        .max(1e-9);
+    Ok(logits
+        .into_iter()
+        .map(|r| r.into_iter().map(|v| (v - mean) / sd).collect())
+        .collect())
 }
 
 /// Pseudo-impressions at the pooled exploration positive rate that a candidate's observed
@@ -174,6 +252,11 @@ impl World {
             .sqrt()
             .max(1e-9);
         let quality = raw.iter().map(|v| (v - qm) / qs).collect();
+        let liking = liking(
+            &input.user_cluster_positives,
+            &input.user_cluster_engagements,
+            m,
+        )?;
         let mut cluster_items = vec![Vec::new(); m];
         for (i, &c) in input.item_cluster.iter().enumerate() {
             if (c as usize) < m {
@@ -192,6 +275,7 @@ impl World {
         Ok(World {
             n_clusters: m,
             affinity,
+            liking,
             quality,
             cluster_items,
             popular,
@@ -204,6 +288,8 @@ impl World {
 
 struct SimUser {
     affinity: Vec<f64>,
+    /// What decides a click's positive outcome: `affinity` again, or the user's liking.
+    satisfying: Vec<f64>,
     interests: Vec<u32>,
     interest_set: HashSet<u32>,
     last2: (u32, u32),
@@ -261,10 +347,17 @@ pub fn simulate(
         .map(|u| {
             let src = (u * 7919 + (seed as usize % 97)) % real;
             let mut r = Rng::new(seed).fork(u as u64 + 1);
-            let affinity = world.affinity[src]
+            let affinity: Vec<f64> = world.affinity[src]
                 .iter()
                 .map(|a| a + cfg.noise * r.normal())
                 .collect();
+            let satisfying = match cfg.satisfaction {
+                Satisfaction::Affinity => affinity.clone(),
+                Satisfaction::Rate => world.liking[src]
+                    .iter()
+                    .map(|a| a + cfg.noise * r.normal())
+                    .collect(),
+            };
             let seq = &world.input.user_sequences[src];
             let mut interests: Vec<u32> = seq.clone();
             interests.dedup();
@@ -284,6 +377,7 @@ pub fn simulate(
             };
             SimUser {
                 affinity,
+                satisfying,
                 interests,
                 interest_set,
                 last2,
@@ -317,6 +411,7 @@ pub fn simulate(
         let mut pos = vec![0usize; arms.len()];
         let mut comp = vec![0usize; arms.len()];
         let (mut exp_pos, mut exp_n) = (vec![0usize; arms.len()], vec![0usize; arms.len()]);
+        let mut exp_clicks = vec![0usize; arms.len()];
         for (u, user) in users.iter_mut().enumerate() {
             let a = arm_users[u];
             if !user.active {
@@ -366,11 +461,13 @@ pub fn simulate(
                 day_m[a].impressions += 1;
                 let aff = user.affinity[cluster as usize];
                 let q = world.quality[item as usize];
+                let sat = user.satisfying[cluster as usize];
                 let clicked = rng.next_f64() < sigmoid(0.8 * aff + 0.4 * q - 0.5);
-                let positive = clicked && rng.next_f64() < sigmoid(1.2 * aff + 0.5 * q + 0.3);
-                let completed = positive && rng.next_f64() < sigmoid(0.8 * aff + 0.8 * q);
+                let positive = clicked && rng.next_f64() < sigmoid(1.2 * sat + 0.5 * q + 0.3);
+                let completed = positive && rng.next_f64() < sigmoid(0.8 * sat + 0.8 * q);
                 if explore {
                     exp_n[a] += 1;
+                    exp_clicks[a] += usize::from(clicked);
                     let f = learned
                         .feedback
                         .entry((user.last2.0, user.last2.1, cluster))
@@ -416,6 +513,7 @@ pub fn simulate(
             d.positive_rate = pos[a] as f64 / n;
             d.completion_rate = comp[a] as f64 / n;
             d.exploration_positive_rate = exp_pos[a] as f64 / exp_n[a].max(1) as f64;
+            d.exploration_click_positive_rate = exp_pos[a] as f64 / exp_clicks[a].max(1) as f64;
             let members: Vec<&SimUser> = users
                 .iter()
                 .enumerate()
@@ -641,7 +739,7 @@ mod tests {
                 (rng.below(n as usize) as u32, n)
             })
             .collect();
-        let user_cluster_positives = (0..users)
+        let user_cluster_positives: Vec<Vec<f64>> = (0..users)
             .map(|u| {
                 (0..m)
                     .map(|c| if (u + c) % 3 == 0 { 3.0 } else { 0.0 })
@@ -665,6 +763,10 @@ mod tests {
             WorldInput {
                 item_cluster,
                 item_counts,
+                user_cluster_engagements: user_cluster_positives
+                    .iter()
+                    .map(|r| r.iter().map(|v| v * 2.0).collect())
+                    .collect(),
                 user_cluster_positives,
                 user_sequences,
                 baseline_table: table
@@ -694,6 +796,7 @@ mod tests {
             seeds: 1,
             arms: Vec::new(),
             baseline_run: String::new(),
+            satisfaction: Satisfaction::Affinity,
         }
     }
 
@@ -759,6 +862,49 @@ mod tests {
         });
         assert!(counts[0] > 400 && counts[1] > 400);
         assert!(simulate(&w, &cfg(), &[], 1).is_err());
+    }
+
+    #[test]
+    fn liking_is_the_shrunk_positive_rate_and_refuses_impossible_counts() {
+        // Cluster 0: user 0 liked all 10 engagements, user 1 none of 10, user 2 never went.
+        let positives = vec![
+            vec![10.0, 1.0, 0.0],
+            vec![0.0, 1.0, 0.0],
+            vec![0.0, 1.0, 0.0],
+        ];
+        let engagements = vec![
+            vec![10.0, 2.0, 0.0],
+            vec![10.0, 2.0, 0.0],
+            vec![0.0, 2.0, 0.0],
+        ];
+        let l = liking(&positives, &engagements, 3).unwrap();
+        assert!(l[0][0] > l[2][0] && l[2][0] > l[1][0], "{l:?}");
+        // Users who never engaged with a cluster get its rate: the same value.
+        assert_eq!(l[2][2], l[0][2]);
+        assert!(l.iter().flatten().all(|v| v.is_finite()));
+        let mut bad = positives.clone();
+        bad[1][1] = 3.0;
+        let e = liking(&bad, &engagements, 3).unwrap_err().to_string();
+        assert!(
+            e.contains("cluster 1") && e.contains("3 positive engagements of 2"),
+            "{e}"
+        );
+        assert!(liking(&positives, &engagements[..2], 3).is_err());
+    }
+
+    #[test]
+    fn satisfaction_by_rate_counts_positives_among_clicks() {
+        let w = toy();
+        let mut c = cfg();
+        c.satisfaction = Satisfaction::Rate;
+        let arms = [Strategy::Cooccurrence, Strategy::BestOfN];
+        let by_rate = simulate(&w, &c, &arms, 5).unwrap();
+        assert_eq!(by_rate, simulate(&w, &c, &arms, 5).unwrap());
+        assert_ne!(by_rate, simulate(&w, &cfg(), &arms, 5).unwrap());
+        for d in by_rate.iter().flatten() {
+            assert!((0.0..=1.0).contains(&d.exploration_click_positive_rate));
+            assert!(d.exploration_click_positive_rate >= d.exploration_positive_rate);
+        }
     }
 
     fn learned(rerank: bool) -> Learned {

@@ -99,6 +99,9 @@ fn calibration(run: &RunDir) -> crate::Result<Option<(String, crate::summaries::
             name.clone(),
             eval.strategies[&name].heldout_feedback,
             mean(rate),
+            series
+                .get("exploration_click_positive_rate")
+                .map(|r| mean(r)),
         ));
     }
     if rows.is_empty() {
@@ -107,17 +110,29 @@ fn calibration(run: &RunDir) -> crate::Result<Option<(String, crate::summaries::
     let feedback: Vec<f64> = rows.iter().map(|r| r.2.mean).collect();
     let simulated: Vec<f64> = rows.iter().map(|r| r.3).collect();
     let tau = wander_explore::metrics::kendall_tau_b(&feedback, &simulated);
+    // Held-out feedback is a rate over the users who made a transition; the rate over the
+    // simulated users who clicked is its counterpart (the rate over impressions also counts
+    // who clicks at all, which is interest, not satisfaction). Simulations from before it
+    // existed have no such series.
+    let clicks: Option<Vec<f64>> = rows.iter().map(|r| r.4).collect();
+    let tau_clicks = clicks
+        .as_ref()
+        .map(|c| wander_explore::metrics::kendall_tau_b(&feedback, c));
     let rank = |v: &[f64], i: usize| 1 + v.iter().filter(|&&x| x > v[i]).count();
     let mut md = String::from("## Simulator calibration
 
-The simulator is only evidence if it agrees with the logs: it should order the exploration strategies as their held-out collective feedback does (`wander eval`: the test-period label of the served cluster; the simulator: the positive rate of the exploration slot, mean over days and seeds, every arm refreshed alike).
+The simulator is only evidence if it agrees with the logs: it should order the exploration strategies as their held-out collective feedback does (`wander eval`: the test-period label of the served cluster, a positive rate over the users who engaged with it; the simulator: the positive rate of the exploration slot over the users who clicked it, and over every impression, mean over days and seeds, every arm refreshed alike).
 
-| strategy (simulate / eval) | held-out feedback | rank | simulated exploration positive rate | rank |
-|---|---|---|---|---|
+| strategy (simulate / eval) | held-out feedback | rank | simulated positive rate of exploration clicks | rank | simulated exploration positive rate (over impressions) | rank |
+|---|---|---|---|---|---|---|
 ");
-    for (i, (arm, name, fb, sim)) in rows.iter().enumerate() {
+    for (i, (arm, name, fb, sim, click)) in rows.iter().enumerate() {
+        let (click_rate, click_rank) = match (click, &clicks) {
+            (Some(c), Some(all)) => (format!("{c:.4}"), rank(all, i).to_string()),
+            _ => ("-".to_string(), "-".to_string()),
+        };
         md.push_str(&format!(
-            "| {arm} / {name} | {:.3} [{:.3}, {:.3}] | {} | {sim:.4} | {} |
+            "| {arm} / {name} | {:.3} [{:.3}, {:.3}] | {} | {click_rate} | {click_rank} | {sim:.4} | {} |
 ",
             fb.mean,
             fb.lo,
@@ -126,26 +141,32 @@ The simulator is only evidence if it agrees with the logs: it should order the e
             rank(&simulated, i)
         ));
     }
-    let verdict = if !tau.is_finite() {
-        "too few strategies in both to compare orderings".to_string()
-    } else if tau >= 1.0 - 1e-12 {
-        "the simulator orders these strategies exactly as their held-out feedback does".to_string()
-    } else if tau > 0.0 {
-        "the orderings agree only in part: read the simulator's effects with that in mind"
-            .to_string()
-    } else {
-        "the orderings disagree: the simulator's effects are not evidence about held-out feedback"
-            .to_string()
+    let verdict = |tau: f64| {
+        if !tau.is_finite() {
+            "too few strategies in both to compare orderings"
+        } else if tau >= 1.0 - 1e-12 {
+            "the simulator orders these strategies exactly as their held-out feedback does"
+        } else if tau > 0.0 {
+            "the orderings agree only in part: read the simulator's effects with that in mind"
+        } else {
+            "the orderings disagree: the simulator's effects are not evidence about held-out feedback"
+        }
+    };
+    let clicks_line = match tau_clicks {
+        Some(t) => format!("Kendall's tau-b between held-out feedback and the positive rate of exploration clicks, the like-for-like comparison: **{t:.2}** over {} strategies (1: the same order; -1: reversed): {}. ", rows.len(), verdict(t)),
+        None => String::new(),
     };
     md.push_str(&format!("
-Kendall's tau-b between the two orderings: **{tau:.2}** over {} strategies (1: the same order; -1: reversed): {verdict}. The held-out intervals overlap where the ranks of close strategies could swap.
+{clicks_line}Between held-out feedback and the positive rate over impressions (which also counts who clicks at all): **{tau:.2}**: {}. The held-out intervals overlap where the ranks of close strategies could swap.
 
-", rows.len()));
+", verdict(tau)));
     let cal = crate::summaries::Calibration {
         strategies: rows.iter().map(|r| r.0.clone()).collect(),
         heldout_feedback: feedback,
         simulated_exploration_positive_rate: simulated,
         kendall_tau: tau,
+        simulated_exploration_click_positive_rate: clicks,
+        kendall_tau_clicks: tau_clicks,
     };
     Ok(Some((md, cal)))
 }

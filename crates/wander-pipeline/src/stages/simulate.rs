@@ -23,10 +23,13 @@ use crate::Summary;
 
 type Figure = (&'static str, fn(&DayMetrics) -> f64);
 
-const FIGURES: [Figure; 6] = [
+const FIGURES: [Figure; 7] = [
     ("positive_rate", |d| d.positive_rate),
     ("completion_rate", |d| d.completion_rate),
     ("exploration_positive_rate", |d| d.exploration_positive_rate),
+    ("exploration_click_positive_rate", |d| {
+        d.exploration_click_positive_rate
+    }),
     ("active_share", |d| d.active_share),
     ("interests_per_user", |d| d.interests_per_user),
     ("unique_user_clusters_per_user", |d| {
@@ -91,6 +94,7 @@ fn world(run: &RunDir, rank: usize, baseline: &str) -> crate::Result<World> {
     let it = &ds.interactions;
     let mut item_counts = vec![(0u32, 0u32); ds.items.len()];
     let mut ucp = vec![vec![0.0; m]; ds.users.len()];
+    let mut uce = vec![vec![0.0; m]; ds.users.len()];
     let mut seqs: Vec<Vec<u32>> = vec![Vec::new(); ds.users.len()];
     for k in 0..it.len() {
         if it.split[k] != wander_data::Split::Train {
@@ -98,6 +102,7 @@ fn world(run: &RunDir, rank: usize, baseline: &str) -> crate::Result<World> {
         }
         let (u, i) = (it.user[k] as usize, it.item[k] as usize);
         item_counts[i].1 += 1;
+        uce[u][assign[i] as usize] += 1.0;
         if it.positive[k] {
             item_counts[i].0 += 1;
             let c = assign[i];
@@ -132,6 +137,7 @@ fn world(run: &RunDir, rank: usize, baseline: &str) -> crate::Result<World> {
             item_cluster: assign,
             item_counts,
             user_cluster_positives: ucp,
+            user_cluster_engagements: uce,
             user_sequences: seqs,
             table,
             baseline_table: baseline_table(run, baseline)?,
@@ -149,6 +155,12 @@ pub(crate) fn simulate_slice(ctx: &StageContext, aa: bool) -> Value {
         // Absent unless set, so that runs made before the key existed stay fresh.
         if let Some(sim) = slice["simulate"].as_object_mut() {
             sim.remove("baseline_run");
+        }
+    }
+    if ctx.config.simulate.satisfaction == wander_core::config::SimSatisfaction::Affinity {
+        // Likewise for the choice model every run had before `satisfaction` existed.
+        if let Some(sim) = slice["simulate"].as_object_mut() {
+            sim.remove("satisfaction");
         }
     }
     slice
