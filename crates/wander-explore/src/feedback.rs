@@ -507,6 +507,25 @@ pub fn label_line(l: &Label, describe: impl Fn(u32) -> String) -> String {
     .to_string()
 }
 
+/// Each of `labels`' triples' own training label in `train`, shrunk towards the candidate's
+/// rate `means[next]` by `k` pseudo-users; the rate itself where the triple has none.
+pub fn remembered_labels(train: &[Label], labels: &[Label], means: &[f64], k: f64) -> Vec<f64> {
+    let seen: BTreeMap<(u32, u32, u32), (f64, f64)> = train
+        .iter()
+        .map(|l| ((l.c1, l.c2, l.next), (l.label, f64::from(l.users))))
+        .collect();
+    labels
+        .iter()
+        .map(|l| {
+            let prior = means[l.next as usize];
+            match seen.get(&(l.c1, l.c2, l.next)) {
+                Some(&(y, users)) if users + k > 0.0 => (users * y + k * prior) / (users + k),
+                _ => prior,
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -761,5 +780,35 @@ mod tests {
             )
             .is_err());
         }
+    }
+
+    #[test]
+    fn a_remembered_label_is_shrunk_towards_the_candidates_rate() {
+        let l = |c1, c2, next, label, users| Label {
+            c1,
+            c2,
+            next,
+            label,
+            rate: label,
+            users,
+            events: users,
+        };
+        let train = [l(0, 1, 2, 1.0, 3), l(0, 1, 3, 0.0, 1)];
+        let means = [0.5, 0.5, 0.4, 0.6];
+        let test = [l(0, 1, 2, 0.0, 9), l(0, 1, 3, 0.0, 9), l(1, 0, 2, 0.0, 9)];
+        let none = remembered_labels(&train, &test, &means, 0.0);
+        assert_eq!(
+            none,
+            vec![1.0, 0.0, 0.4],
+            "the label itself; the rate where there is none"
+        );
+        let some = remembered_labels(&train, &test, &means, 3.0);
+        assert!((some[0] - (3.0 + 3.0 * 0.4) / 6.0).abs() < 1e-12);
+        assert!((some[1] - (3.0 * 0.6) / 4.0).abs() < 1e-12);
+        let all = remembered_labels(&train, &test, &means, 1e9);
+        assert!(all
+            .iter()
+            .zip([0.4, 0.6, 0.4])
+            .all(|(a, b)| (a - b).abs() < 1e-6));
     }
 }

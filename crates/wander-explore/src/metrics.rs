@@ -353,6 +353,39 @@ pub fn repeat_agreement(logprobs: &[f64]) -> f64 {
     weights.iter().map(|w| (w / total).powi(2)).sum()
 }
 
+/// A method's within-pair gains over a baseline on the same pairs: the mean difference of
+/// their per-pair Spearman correlations, and the difference of their pooled concordances
+/// (bootstrap over pairs in both). `None` where the two were not measured on the same pairs.
+pub fn paired_within_group_gains(
+    per_pair: &[f64],
+    base_per_pair: &[f64],
+    parts: &[(f64, f64)],
+    base_parts: &[(f64, f64)],
+    rounds: usize,
+    seed: u64,
+) -> (Option<Estimate>, Option<Estimate>) {
+    let spearman_gain =
+        (per_pair.len() == base_per_pair.len() && !per_pair.is_empty()).then(|| {
+            let diffs: Vec<f64> = per_pair
+                .iter()
+                .zip(base_per_pair)
+                .map(|(a, b)| a - b)
+                .collect();
+            bootstrap(&diffs, rounds, seed)
+        });
+    let same_pairs =
+        parts.len() == base_parts.len() && parts.iter().zip(base_parts).all(|(a, b)| a.1 == b.1);
+    let concordance_gain = (same_pairs && !parts.is_empty()).then(|| {
+        let diffs: Vec<(f64, f64)> = parts
+            .iter()
+            .zip(base_parts)
+            .map(|(a, b)| (a.0 - b.0, a.1))
+            .collect();
+        bootstrap_ratio(&diffs, rounds, seed ^ 1)
+    });
+    (spearman_gain, concordance_gain)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -491,5 +524,25 @@ mod tests {
         let perfect = within_group_concordance(&groups, &truth, &truth);
         assert_eq!(bootstrap_ratio(&perfect, 50, 2).mean, 1.0);
         assert!(bootstrap_ratio(&[], 10, 3).mean.is_nan());
+    }
+
+    #[test]
+    fn paired_gains_are_differences_on_the_same_groups() {
+        let (g, c) = paired_within_group_gains(
+            &[0.5, 0.2, 0.9],
+            &[0.4, 0.2, 0.6],
+            &[(2.0, 3.0), (1.0, 1.0)],
+            &[(1.5, 3.0), (1.0, 1.0)],
+            200,
+            1,
+        );
+        let g = g.unwrap();
+        assert!((g.mean - (0.1 + 0.0 + 0.3) / 3.0).abs() < 1e-12);
+        assert!(g.lo <= g.mean && g.mean <= g.hi);
+        assert!((c.unwrap().mean - 0.5 / 4.0).abs() < 1e-12);
+        // Not the same groups (another count of candidate pairs, or of groups): no gain.
+        let (g, c) =
+            paired_within_group_gains(&[0.5], &[0.4, 0.1], &[(1.0, 2.0)], &[(1.0, 3.0)], 10, 1);
+        assert!(g.is_none() && c.is_none());
     }
 }

@@ -375,7 +375,7 @@ fn memory_shrinkage(train: &[Label], valid: &[Label], means: &[f64]) -> f64 {
     MEMORY_GRID
         .into_iter()
         .map(|k| {
-            let pred = remembered_labels(train, valid, means, k);
+            let pred = feedback::remembered_labels(train, valid, means, k);
             let err: f64 = pred
                 .iter()
                 .zip(valid)
@@ -385,58 +385,6 @@ fn memory_shrinkage(train: &[Label], valid: &[Label], means: &[f64]) -> f64 {
         })
         .min_by(|a, b| a.0.total_cmp(&b.0))
         .map_or(MEMORY_GRID[0], |(_, k)| k)
-}
-
-/// Each of `labels`' triples' own training label in `train`, shrunk towards the candidate's
-/// rate `means[next]` by `k` pseudo-users; the rate itself where the triple has none.
-fn remembered_labels(train: &[Label], labels: &[Label], means: &[f64], k: f64) -> Vec<f64> {
-    let seen: BTreeMap<(u32, u32, u32), (f64, f64)> = train
-        .iter()
-        .map(|l| ((l.c1, l.c2, l.next), (l.label, f64::from(l.users))))
-        .collect();
-    labels
-        .iter()
-        .map(|l| {
-            let prior = means[l.next as usize];
-            match seen.get(&(l.c1, l.c2, l.next)) {
-                Some(&(y, users)) if users + k > 0.0 => (users * y + k * prior) / (users + k),
-                _ => prior,
-            }
-        })
-        .collect()
-}
-
-/// A method's within-pair gains over a baseline on the same pairs: the mean difference of
-/// their per-pair Spearman correlations, and the difference of their pooled concordances
-/// (bootstrap over pairs in both). `None` where the two were not measured on the same pairs.
-fn paired_gains(
-    per_pair: &[f64],
-    base_per_pair: &[f64],
-    parts: &[(f64, f64)],
-    base_parts: &[(f64, f64)],
-    rounds: usize,
-    seed: u64,
-) -> (Option<Estimate>, Option<Estimate>) {
-    let spearman_gain =
-        (per_pair.len() == base_per_pair.len() && !per_pair.is_empty()).then(|| {
-            let diffs: Vec<f64> = per_pair
-                .iter()
-                .zip(base_per_pair)
-                .map(|(a, b)| a - b)
-                .collect();
-            bootstrap(&diffs, rounds, seed)
-        });
-    let same_pairs =
-        parts.len() == base_parts.len() && parts.iter().zip(base_parts).all(|(a, b)| a.1 == b.1);
-    let concordance_gain = (same_pairs && !parts.is_empty()).then(|| {
-        let diffs: Vec<(f64, f64)> = parts
-            .iter()
-            .zip(base_parts)
-            .map(|(a, b)| (a.0 - b.0, a.1))
-            .collect();
-        bootstrap_ratio(&diffs, rounds, seed ^ 1)
-    });
-    (spearman_gain, concordance_gain)
 }
 
 /// `wander eval alignment`.
@@ -513,7 +461,7 @@ pub fn eval_alignment(ctx: &StageContext, force: bool) -> crate::Result<Summary>
         // global rate, the training labels' history-conditional part does not carry over to
         // the test period, and no model trained on them can be expected to.
         let memory_k = memory_shrinkage(&train, &valid, &means);
-        let memory: Vec<f64> = remembered_labels(&train, &test, &means, memory_k);
+        let memory: Vec<f64> = feedback::remembered_labels(&train, &test, &means, memory_k);
         let scorers: [(&str, &[f64]); 4] = [("alignment_llm", &llm), ("cluster_global_rate", &global), ("linear_embeddings", &linear), ("triple_train_label", &memory)];
         let mut sorted = truth.clone();
         sorted.sort_by(|a, b| a.total_cmp(b));
@@ -601,7 +549,7 @@ pub fn eval_alignment(ctx: &StageContext, force: bool) -> crate::Result<Summary>
             let (within_gain, concordance_gain) = if name == "cluster_global_rate" {
                 (None, None)
             } else {
-                paired_gains(&per_pair, &global_per_pair, &parts, &global_parts, rounds, seed ^ 19)
+                wander_explore::metrics::paired_within_group_gains(&per_pair, &global_per_pair, &parts, &global_parts, rounds, seed ^ 19)
             };
             md.push_str(&format!("| {name} | {} ({} pairs) | {} | {} ({} candidate pairs of {} histories) | {} | {} | {} |\n", fmt(&within), per_pair.len(), show(&within_gain), fmt(&concordance), candidate_pairs, parts.len(), show(&concordance_gain), show(&hp), show(&hc)));
             let (spearman, auc_above_median, mae) = overall[name];
