@@ -337,6 +337,11 @@ pub struct PrecomputeConfig {
     pub temperature: f64,
     /// Clusters kept per pair in the table.
     pub top_k: usize,
+    /// Share of the candidate's global rate the table ranks by: the proposals are ranked by
+    /// the alignment score less `(1 - prior_weight)` x that rate (1: P2's ranking by the
+    /// score; below 1 needs `alignment.prior = "offset"`, whose score is that rate plus what
+    /// the history adds).
+    pub prior_weight: f64,
     /// Pairs per resumable chunk.
     pub chunk_pairs: usize,
     /// Values of n compared by `wander eval scaling`.
@@ -1203,6 +1208,18 @@ impl Config {
                 "must be above 0",
             ));
         }
+        if !(p.prior_weight.is_finite() && (0.0..=1.0).contains(&p.prior_weight)) {
+            return Err(CoreError::config(
+                "precompute.prior_weight",
+                format!("{} must be a number in [0, 1]", p.prior_weight),
+            ));
+        }
+        if p.prior_weight < 1.0 && self.alignment.prior != AlignmentPrior::Offset {
+            return Err(CoreError::config(
+                "precompute.prior_weight",
+                "below 1 it takes part of the candidate's global rate out of the score, which only a model trained over that rate can give apart: set alignment.prior = \"offset\" (and arch = \"candidate\"), or prior_weight = 1",
+            ));
+        }
         if p.scaling_n.is_empty() || p.scaling_n.contains(&0) {
             return Err(CoreError::config(
                 "precompute.scaling_n",
@@ -1606,6 +1623,26 @@ mod tests {
         assert!(e.contains("alignment.prior"), "{e}");
         let c = with_file("[alignment]\nprior = \"offset\"\narch = \"candidate\"\n").unwrap();
         assert_eq!(c.alignment.prior, AlignmentPrior::Offset);
+    }
+
+    #[test]
+    fn a_prior_weight_needs_the_offset_model_and_a_share() {
+        let e = with_file("[precompute]\nprior_weight = 0.5\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("precompute.prior_weight") && e.contains("offset"),
+            "{e}"
+        );
+        let e = with_file("[precompute]\nprior_weight = 1.5\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("precompute.prior_weight"), "{e}");
+        let c = with_file(
+            "[alignment]\nprior = \"offset\"\narch = \"candidate\"\n[precompute]\nprior_weight = 0.1\n",
+        )
+        .unwrap();
+        assert_eq!(c.precompute.prior_weight, 0.1);
     }
 
     #[test]

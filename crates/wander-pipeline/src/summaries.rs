@@ -497,6 +497,10 @@ pub struct PrecomputeSummary {
     pub model_checksums: BTreeMap<String, String>,
     /// The table's file.
     pub table: String,
+    /// `precompute.prior_weight`, recorded when the table ranks by less than the whole
+    /// alignment score (its alignment column is then that ranking score).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prior_weight: Option<f64>,
     /// The proposal normalisation, recorded when it is P2's whole-answer one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub normalize: Option<wander_core::config::ProposalNormalize>,
@@ -1374,6 +1378,7 @@ mod tests {
             table: "table.bin".into(),
             normalize: None,
             valid_share_mean: None,
+            prior_weight: None,
             score: None,
             scored_per_pair: None,
             server: None,

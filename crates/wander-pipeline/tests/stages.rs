@@ -156,6 +156,7 @@ fn table_by_hand(ctx: &StageContext, n_clusters: u32) {
         table: artifacts::TABLE.file().into(),
         normalize: None,
         valid_share_mean: None,
+        prior_weight: None,
         score: None,
         scored_per_pair: None,
         server: None,
@@ -920,6 +921,37 @@ fn candidate_alignment_and_a_proposals_only_table_on_a_tiny_model() {
     for (_, _, row) in every_row_novel(&run).iter() {
         assert!(row.iter().all(|c| c.alignment.is_finite()));
     }
+    // A table ranked by what the history adds alone (`precompute.prior_weight = 0`): its
+    // summary says so, its rows are ordered by that score, and the evaluation reads it.
+    ctx.config.precompute.prior_weight = 0.0;
+    ctx.config.validate().unwrap();
+    let pre = stages::Precompute::default().run(&ctx, false).unwrap();
+    let typed: wander_pipeline::summaries::PrecomputeSummary =
+        wander_pipeline::summaries::read(StageId::Precompute, pre.fields()).unwrap();
+    assert_eq!(typed.prior_weight, Some(0.0), "{pre}");
+    records_its_slice(&ctx, &stages::Precompute::default());
+    for (_, _, row) in every_row_novel(&run).iter() {
+        assert!(row.iter().all(|c| c.alignment.is_finite()));
+        assert!(row.windows(2).all(|w| w[0].alignment >= w[1].alignment));
+    }
+    // The residual is centred on zero where the whole score sat near the rates.
+    let mean_kept = {
+        let t = every_row_novel(&run);
+        let v: Vec<f32> = t
+            .iter()
+            .flat_map(|(_, _, r)| r.iter().map(|c| c.alignment).collect::<Vec<_>>())
+            .collect();
+        v.iter().sum::<f32>() / v.len() as f32
+    };
+    assert!(mean_kept.abs() < 0.15, "{mean_kept}");
+    let sc = stages::EvalScaling.run(&ctx, false).unwrap();
+    assert!(
+        sc.fields()["strategies"]
+            .get("best_of_2_prior_weight_0")
+            .is_none(),
+        "{sc}"
+    );
+    ctx.config.precompute.prior_weight = 1.0;
     let ex = stages::Export.run(&ctx, false).unwrap();
     assert_eq!(ex.fields()["alignment_readout"], "score_head.safetensors");
     let exported = open(&run, StageId::Export).unwrap();

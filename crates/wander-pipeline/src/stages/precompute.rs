@@ -136,6 +136,10 @@ pub(crate) fn precompute_slice(ctx: &StageContext) -> Value {
         // Only then, so that tables made before `normalize` existed stay fresh.
         slice["precompute"]["normalize"] = json!(cfg.normalize);
     }
+    if cfg.prior_weight < 1.0 {
+        // Only then, so that tables ranked by the score alone stay fresh.
+        slice["precompute"]["prior_weight"] = json!(cfg.prior_weight);
+    }
     if cfg.score == ScoreSet::Proposals {
         slice["precompute"]["score"] = json!(cfg.score);
         slice["precompute"]["draws"] = json!(proposal_draws(cfg));
@@ -261,6 +265,16 @@ pub fn precompute(
                 cfg.n
             };
             let candidate_scorer = models.candidate_scorer()?;
+            let prior_offsets: Option<&[f32]> = if cfg.prior_weight < 1.0 {
+                Some(models.offsets.as_deref().ok_or_else(|| {
+                    PipelineError::msg(format!(
+                        "precompute.prior_weight = {} takes part of the candidate's global rate out of the alignment score, but this run's alignment model was not trained over that rate: retrain it with alignment.prior = \"offset\" (`wander train alignment --force`)",
+                        cfg.prior_weight
+                    ))
+                })?)
+            } else {
+                None
+            };
             let trie = wander_llm::generate::Trie::new(&models.answers)?;
             let bar = wander_core::progress::bar(todo_pairs as u64, "precompute", "pairs");
             // Through a server, the bar's message counts requests: pairs move a chunk at a time.
@@ -400,6 +414,17 @@ pub fn precompute(
                             }
                             out
                         }
+                    };
+                    // What the table ranks by: the score, less the share of the candidate's
+                    // global rate that `precompute.prior_weight` takes out (the scores file
+                    // holds the same, so every evaluation reads the table's ranking).
+                    let alignment: Vec<Option<f32>> = match prior_offsets {
+                        Some(o) => alignment
+                            .iter()
+                            .zip(o)
+                            .map(|(v, o)| v.map(|v| v - (1.0 - cfg.prior_weight as f32) * o))
+                            .collect(),
+                        None => alignment,
                     };
                     // Unscored clusters are neither proposed nor, in a fallback, novel: never chosen.
                     let dense: Vec<f32> = alignment.iter().map(|v| v.unwrap_or(f32::NAN)).collect();
@@ -552,6 +577,7 @@ pub fn precompute(
             normalize: answer.then_some(cfg.normalize),
             // P2's "unconstrained validity": how often sampling at this temperature writes a
             // valid cluster description at all.
+            prior_weight: (cfg.prior_weight < 1.0).then_some(cfg.prior_weight),
             valid_share_mean: answer.then(|| valid_shares.iter().sum::<f64>() / valid_shares.len().max(1) as f64),
             score: (cfg.score == ScoreSet::Proposals).then_some(cfg.score),
             scored_per_pair: (cfg.score == ScoreSet::Proposals).then(|| scored as f64 / table.pairs().max(1) as f64),

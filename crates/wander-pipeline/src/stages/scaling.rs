@@ -47,7 +47,10 @@ pub fn eval_scaling(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
     let stage_dir = run.stage_dir(StageId::EvalScaling.folder());
     let outcome = run.run_stage(StageId::EvalScaling.folder(), slice, inputs, force, |w| -> crate::Result<Value> {
         let pre = open(&run, StageId::Precompute)?;
-        let m = crate::summaries::read::<crate::summaries::PrecomputeSummary>(StageId::Precompute, &pre.manifest().summary)?.clusters;
+        let pre_summary = crate::summaries::read::<crate::summaries::PrecomputeSummary>(StageId::Precompute, &pre.manifest().summary)?;
+        let m = pre_summary.clusters;
+        // A table that already ranks by part of the score has no whole score to take shares of.
+        let table_weight = pre_summary.prior_weight;
         let held = held_out(&run, m)?;
         for &n in &cfg.scaling_n {
             crate::eval::check_stored_n(&held, n)?;
@@ -73,7 +76,7 @@ pub fn eval_scaling(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
         let n_max = *cfg.scaling_n.iter().max().unwrap_or(&1);
         let train_labels: Vec<wander_explore::feedback::Label> = open(&run, StageId::Feedback)?.json(LABELS_TRAIN)?;
         let prior = crate::stages::alignment::cluster_means(&train_labels, m);
-        for weight in PRIOR_WEIGHTS {
+        for weight in PRIOR_WEIGHTS.into_iter().filter(|_| table_weight.is_none()) {
             let adjusted = without_prior(&scores, &prior, weight);
             let (best, _) = llm_dists(&adjusted, &stored, &pairs, n_max, k, cfg.scaling_draws, seed, m, None);
             strategies.push((format!("best_of_{n_max}_prior_weight_{weight}"), best));
@@ -125,7 +128,10 @@ pub fn eval_scaling(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
         for (name, e) in &rows {
             md.push_str(&format!("| {name} | {} | {} | {} | {} | {:.2} |\n", fmt(&e.hit_at_1), fmt(&hit_k(e)), fmt(&e.heldout_feedback), fmt(&e.novelty_bits), e.diversity_bits));
         }
-        md.push_str(&format!("\n`best_of_{n_max}_prior_weight_w`: the same {n_max} proposals ranked by the alignment score minus (1 - w) x the candidate's mean training label (its global rate): w = 1 is P2's ranking (`best_of_{n_max}`), w = 0 ranks by what the model says the history adds to the candidate's rate alone.\n"));
+        md.push_str(&match table_weight {
+            None => format!("\n`best_of_{n_max}_prior_weight_w`: the same {n_max} proposals ranked by the alignment score minus (1 - w) x the candidate's mean training label (its global rate): w = 1 is P2's ranking (`best_of_{n_max}`), w = 0 ranks by what the model says the history adds to the candidate's rate alone.\n"),
+            Some(w) => format!("\nThe table ranks by the alignment score less {:.2} x the candidate's global rate (`precompute.prior_weight = {w}`), and so does every best-of-n row here.\n", 1.0 - w),
+        });
         let get = |name: &str, m: Metric| results.get(name).map_or(f64::NAN, |e| m(e).mean);
         let n_min = *cfg.scaling_n.iter().min().unwrap_or(&1);
         let (lo, hi) = (format!("best_of_{n_min}"), format!("best_of_{n_max}"));
