@@ -74,8 +74,19 @@ pub fn eval_scaling(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
         // taken out of the score show what that costs and what the history-conditional part
         // alone picks.
         let n_max = *cfg.scaling_n.iter().max().unwrap_or(&1);
-        let train_labels: Vec<wander_explore::feedback::Label> = open(&run, StageId::Feedback)?.json(LABELS_TRAIN)?;
-        let prior = crate::stages::alignment::cluster_means(&train_labels, m);
+        // The rate a model trained over it adds to its score (its own offsets, which is what
+        // `precompute.prior_weight` takes shares of); for other models, the candidate's mean
+        // training label.
+        let prior = match crate::stages::alignment::trained(&run)?.prior() {
+            wander_core::config::AlignmentPrior::Offset => open(&run, StageId::TrainAlignment)?.json(ALIGNMENT_OFFSETS)?,
+            wander_core::config::AlignmentPrior::Learned => {
+                let train_labels: Vec<wander_explore::feedback::Label> = open(&run, StageId::Feedback)?.json(LABELS_TRAIN)?;
+                crate::stages::alignment::cluster_means(&train_labels, m)
+            }
+        };
+        if prior.len() != m {
+            bail!("the alignment model's offsets hold {} clusters, the table {m}: artifacts of different runs", prior.len());
+        }
         for weight in PRIOR_WEIGHTS.into_iter().filter(|_| table_weight.is_none()) {
             let adjusted = without_prior(&scores, &prior, weight);
             let (best, _) = llm_dists(&adjusted, &stored, &pairs, n_max, k, cfg.scaling_draws, seed, m, None);
@@ -129,7 +140,7 @@ pub fn eval_scaling(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
             md.push_str(&format!("| {name} | {} | {} | {} | {} | {:.2} |\n", fmt(&e.hit_at_1), fmt(&hit_k(e)), fmt(&e.heldout_feedback), fmt(&e.novelty_bits), e.diversity_bits));
         }
         md.push_str(&match table_weight {
-            None => format!("\n`best_of_{n_max}_prior_weight_w`: the same {n_max} proposals ranked by the alignment score minus (1 - w) x the candidate's mean training label (its global rate): w = 1 is P2's ranking (`best_of_{n_max}`), w = 0 ranks by what the model says the history adds to the candidate's rate alone.\n"),
+            None => format!("\n`best_of_{n_max}_prior_weight_w`: the same {n_max} proposals ranked by the alignment score minus (1 - w) x the candidate's global rate (the model's own offsets when it was trained over them, else the candidate's mean training label): w = 1 is P2's ranking (`best_of_{n_max}`), w = 0 ranks by what the model says the history adds to the candidate's rate alone.\n"),
             Some(w) => format!("\nThe table ranks by the alignment score less {:.2} x the candidate's global rate (`precompute.prior_weight = {w}`), and so does every best-of-n row here.\n", 1.0 - w),
         });
         let get = |name: &str, m: Metric| results.get(name).map_or(f64::NAN, |e| m(e).mean);
