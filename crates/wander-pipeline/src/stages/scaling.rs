@@ -77,7 +77,10 @@ pub fn eval_scaling(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
         // The rate a model trained over it adds to its score (its own offsets, which is what
         // `precompute.prior_weight` takes shares of); for other models, the candidate's mean
         // training label.
-        let prior = match crate::stages::alignment::trained(&run)?.prior() {
+        // (A table can come without a trained alignment model in this run: a hand-made one.)
+        let trained_here = run.stage_dir(StageId::TrainAlignment.folder()).exists();
+        let prior_kind = if trained_here { crate::stages::alignment::trained(&run)?.prior() } else { wander_core::config::AlignmentPrior::Learned };
+        let prior = match prior_kind {
             wander_core::config::AlignmentPrior::Offset => open(&run, StageId::TrainAlignment)?.json(ALIGNMENT_OFFSETS)?,
             wander_core::config::AlignmentPrior::Learned => {
                 let train_labels: Vec<wander_explore::feedback::Label> = open(&run, StageId::Feedback)?.json(LABELS_TRAIN)?;
