@@ -240,6 +240,10 @@ pub struct CandidateScorer<'a> {
     tok: &'a Tokenizer,
     descriptions: &'a [String],
     offsets: Option<&'a [f32]>,
+    /// The tokens that every prompt over these descriptions starts with (system message and
+    /// template) and their cache: computed on first use and kept, so that scoring one pair at
+    /// a time (the precompute) does not run them again for every pair.
+    template: std::sync::OnceLock<(Vec<u32>, KvCache)>,
 }
 
 /// Prompts scored per forward batch.
@@ -259,7 +263,29 @@ impl<'a> CandidateScorer<'a> {
             tok,
             descriptions,
             offsets: None,
+            template: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The tokens shared by the prompts of every triple of these descriptions, and their
+    /// cache. The history's first cluster is the first place prompts differ, so the shared
+    /// tokens are those of the prompts `(c, c, c)` over all clusters: that also covers how
+    /// the tokenizer joins the template's last characters with each description's first.
+    fn template(&self) -> Result<&(Vec<u32>, KvCache)> {
+        if let Some(t) = self.template.get() {
+            return Ok(t);
+        }
+        let prompts: Vec<Vec<u32>> = (0..self.descriptions.len() as u32)
+            .map(|c| self.prompt((c, c, c)))
+            .collect::<Result<_>>()?;
+        let tokens = if prompts.len() < 2 {
+            Vec::new()
+        } else {
+            prompts[0][..wander_llm::train::common_prefix(prompts.iter().map(Vec::as_slice))]
+                .to_vec()
+        };
+        let cache = prefix_cache(self.model, &tokens)?;
+        Ok(self.template.get_or_init(|| (tokens, cache)))
     }
 
     /// The same scorer adding `offsets[candidate]` to every score: for a model trained on
@@ -310,7 +336,16 @@ impl<'a> CandidateScorer<'a> {
         // run once; then each history pair's own tokens run once for all its candidates, and
         // only the candidates' suffixes (about ten tokens each) run per prompt.
         let common = wander_llm::train::common_prefix(prompts.iter().map(Vec::as_slice));
-        let cache = prefix_cache(self.model, &prompts[0][..common])?;
+        let (template, template_cache) = self.template()?;
+        // Every prompt starts with the template by construction; the check keeps a prompt
+        // that did not (a tokenizer joining across it) exact rather than wrong.
+        let cache = if common >= template.len()
+            && prompts.iter().all(|p| p.starts_with(template))
+        {
+            extend_cache(self.model, template_cache, &prompts[0][template.len()..common])?
+        } else {
+            prefix_cache(self.model, &prompts[0][..common])?
+        };
         let mut groups: Vec<((u32, u32), Vec<usize>)> = Vec::new();
         let mut group_of: HashMap<(u32, u32), usize> = HashMap::new();
         for (i, &(c1, c2, _)) in triples.iter().enumerate() {

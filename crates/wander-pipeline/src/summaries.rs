@@ -490,6 +490,11 @@ pub struct PrecomputeSummary {
     /// Compute time.
     #[serde(deserialize_with = "nan_if_null")]
     pub compute_seconds: f64,
+    /// Of `compute_seconds`, the time spent in the alignment model (the rest is the novelty
+    /// model's proposals and the table's bookkeeping); absent when a chunk was computed by a
+    /// version that did not record it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alignment_seconds: Option<f64>,
     /// Throughput.
     #[serde(deserialize_with = "nan_if_null")]
     pub pairs_per_s: f64,
@@ -1373,6 +1378,7 @@ mod tests {
             top_k: 2,
             fallbacks: 0,
             compute_seconds: 1.0,
+            alignment_seconds: Some(0.5),
             pairs_per_s: 2.0,
             model_checksums: BTreeMap::new(),
             table: "table.bin".into(),

@@ -151,6 +151,7 @@ fn table_by_hand(ctx: &StageContext, n_clusters: u32) {
         top_k: 2,
         fallbacks: 0,
         compute_seconds: 0.0,
+        alignment_seconds: None,
         pairs_per_s: 0.0,
         model_checksums: Default::default(),
         table: artifacts::TABLE.file().into(),

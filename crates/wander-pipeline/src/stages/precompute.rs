@@ -67,6 +67,10 @@ struct Chunk {
     key: String,
     index: usize,
     seconds: f64,
+    /// Of `seconds`, the time in the alignment model (absent in chunks written before it
+    /// was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    alignment_seconds: Option<f64>,
     records: Vec<PairRecord>,
 }
 
@@ -287,10 +291,16 @@ pub fn precompute(
             let started = std::time::Instant::now();
             for &ci in &todo {
                 let t0 = std::time::Instant::now();
+                let mut alignment_time = std::time::Duration::ZERO;
                 // The per-cluster head scores every cluster of a pair in one pass; the
                 // candidate-reading model scores each pair below, once its proposals are known.
                 let head_scores: Option<Vec<Vec<f32>>> = match &align {
-                    Some(per_cluster) => Some(per_cluster.scores(chunks[ci])?),
+                    Some(per_cluster) => {
+                        let t = std::time::Instant::now();
+                        let s = per_cluster.scores(chunks[ci])?;
+                        alignment_time += t.elapsed();
+                        Some(s)
+                    }
                     None => None,
                 };
                 let seed_of = |(c1, c2): (u32, u32)| {
@@ -409,7 +419,10 @@ pub fn precompute(
                             let triples: Vec<(u32, u32, u32)> =
                                 which.iter().map(|&c| (c1, c2, c)).collect();
                             let mut out = vec![None; m as usize];
-                            for (&c, v) in which.iter().zip(candidate_scorer.scores(&triples)?) {
+                            let t = std::time::Instant::now();
+                            let scores = candidate_scorer.scores(&triples)?;
+                            alignment_time += t.elapsed();
+                            for (&c, v) in which.iter().zip(scores) {
                                 out[c as usize] = Some(v);
                             }
                             out
@@ -456,6 +469,7 @@ pub fn precompute(
                     key: key.clone(),
                     index: ci,
                     seconds: t0.elapsed().as_secs_f64(),
+                    alignment_seconds: Some(alignment_time.as_secs_f64()),
                     records,
                 };
                 wander_core::artifact::atomic_write(&chunk_path(ci), &serde_json::to_vec(&chunk)?)?;
@@ -508,6 +522,8 @@ pub fn precompute(
         }
         let mut table = ExplorationTable::new(m, cfg.top_k as u32);
         let mut seconds = 0.0;
+        // None once any chunk predates the split.
+        let mut alignment_seconds = Some(0.0);
         let (mut sc1, mut sc2, mut scl, mut snov, mut sal) = (vec![], vec![], vec![], vec![], vec![]);
         let mut fallbacks = 0;
         let mut valid_shares = Vec::new();
@@ -517,6 +533,7 @@ pub fn precompute(
         for i in 0..chunks.len() {
             let c: Chunk = serde_json::from_slice(&std::fs::read(chunk_path(i))?)?;
             seconds += c.seconds;
+            alignment_seconds = alignment_seconds.zip(c.alignment_seconds).map(|(a, b)| a + b);
             for r in c.records {
                 fallbacks += usize::from(r.fallback);
                 valid_shares.extend(r.valid_share);
@@ -571,6 +588,7 @@ pub fn precompute(
             top_k: cfg.top_k,
             fallbacks,
             compute_seconds: seconds,
+            alignment_seconds,
             pairs_per_s: table.pairs() as f64 / seconds.max(1e-9),
             model_checksums: models,
             table: TABLE.file().into(),
