@@ -339,10 +339,12 @@ impl<'a> CandidateScorer<'a> {
         let (template, template_cache) = self.template()?;
         // Every prompt starts with the template by construction; the check keeps a prompt
         // that did not (a tokenizer joining across it) exact rather than wrong.
-        let cache = if common >= template.len()
-            && prompts.iter().all(|p| p.starts_with(template))
-        {
-            extend_cache(self.model, template_cache, &prompts[0][template.len()..common])?
+        let cache = if common >= template.len() && prompts.iter().all(|p| p.starts_with(template)) {
+            extend_cache(
+                self.model,
+                template_cache,
+                &prompts[0][template.len()..common],
+            )?
         } else {
             prefix_cache(self.model, &prompts[0][..common])?
         };

@@ -200,9 +200,165 @@ pub fn subset_frequencies(draws: &[u32], n: usize, len: usize, rng: &mut Rng) ->
     f
 }
 
+/// One point of the frontier that ranking with a share of the candidate's global rate
+/// traces: best-of-n's figures when the rate enters the ranking with `weight`.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct FrontierPoint {
+    /// The rate's weight in the ranking (1: the whole alignment score, P2's ranking).
+    pub weight: f64,
+    /// Mean held-out collective feedback of the served cluster.
+    pub feedback: f64,
+    /// Mean self-information of the served cluster (bits).
+    pub novelty: f64,
+    /// Entropy of the served clusters (bits).
+    pub diversity: f64,
+}
+
+/// Which weight [`choose_prior_weight`] took, and whether it met the exploration goals.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct PriorWeightChoice {
+    /// The chosen weight.
+    pub weight: f64,
+    /// Whether it serves clusters at least as novel as co-occurrence's and at most
+    /// `max_diversity_gap` bits less diverse; when no weight does, the choice is the most
+    /// diverse of those novel enough (else the most novel), and this is false.
+    pub meets_goals: bool,
+}
+
+/// The share of the candidate's global rate to rank by, chosen on a period the evaluation
+/// does not report on: of the weights whose served clusters are at least as novel as
+/// co-occurrence's (`cooc_novelty`) and whose entropy is within `max_diversity_gap` bits of
+/// co-occurrence's (`cooc_diversity`), the one with the highest held-out feedback (ties: the
+/// larger weight, the ranking closer to P2's). Exploration first: if no weight meets both,
+/// the most diverse of the novel-enough ones, else the most novel. `None` for no finite point.
+pub fn choose_prior_weight(
+    points: &[FrontierPoint],
+    cooc_novelty: f64,
+    cooc_diversity: f64,
+    max_diversity_gap: f64,
+) -> Option<PriorWeightChoice> {
+    let finite: Vec<&FrontierPoint> = points
+        .iter()
+        .filter(|p| {
+            [p.weight, p.feedback, p.novelty, p.diversity]
+                .iter()
+                .all(|v| v.is_finite())
+        })
+        .collect();
+    let novel_enough = |p: &&&FrontierPoint| p.novelty >= cooc_novelty;
+    let diverse_enough = |p: &&&FrontierPoint| p.diversity >= cooc_diversity - max_diversity_gap;
+    let larger_weight = |a: &&FrontierPoint, b: &&FrontierPoint| a.weight.total_cmp(&b.weight);
+    let best = finite
+        .iter()
+        .filter(novel_enough)
+        .filter(diverse_enough)
+        .max_by(|a, b| a.feedback.total_cmp(&b.feedback).then(larger_weight(a, b)));
+    if let Some(p) = best {
+        return Some(PriorWeightChoice {
+            weight: p.weight,
+            meets_goals: true,
+        });
+    }
+    finite
+        .iter()
+        .filter(novel_enough)
+        .max_by(|a, b| {
+            a.diversity
+                .total_cmp(&b.diversity)
+                .then(larger_weight(a, b))
+        })
+        .or_else(|| {
+            finite
+                .iter()
+                .max_by(|a, b| a.novelty.total_cmp(&b.novelty).then(larger_weight(a, b)))
+        })
+        .map(|p| PriorWeightChoice {
+            weight: p.weight,
+            meets_goals: false,
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn point(weight: f64, feedback: f64, novelty: f64, diversity: f64) -> FrontierPoint {
+        FrontierPoint {
+            weight,
+            feedback,
+            novelty,
+            diversity,
+        }
+    }
+
+    #[test]
+    fn the_prior_weight_is_the_best_feedback_among_those_that_explore() {
+        let points = [
+            point(1.0, 0.80, 4.2, 1.9), // P2's ranking: best feedback, collapsed
+            point(0.5, 0.79, 4.4, 2.6),
+            point(0.0, 0.75, 4.9, 3.0),
+        ];
+        let c = choose_prior_weight(&points, 4.3, 3.5, 1.0).unwrap();
+        assert_eq!(
+            c,
+            PriorWeightChoice {
+                weight: 0.5,
+                meets_goals: true
+            }
+        );
+        // A stricter diversity goal leaves only the residual ranking.
+        let c = choose_prior_weight(&points, 4.3, 3.5, 0.6).unwrap();
+        assert_eq!(
+            c,
+            PriorWeightChoice {
+                weight: 0.0,
+                meets_goals: true
+            }
+        );
+    }
+
+    #[test]
+    fn without_a_weight_that_meets_the_goals_exploration_decides() {
+        let points = [
+            point(1.0, 0.80, 4.2, 1.9),
+            point(0.1, 0.81, 4.6, 2.2),
+            point(0.0, 0.79, 4.9, 2.4),
+        ];
+        // None within 1 bit of 3.6: the most diverse of the novel enough.
+        let c = choose_prior_weight(&points, 4.3, 3.6, 1.0).unwrap();
+        assert_eq!(
+            c,
+            PriorWeightChoice {
+                weight: 0.0,
+                meets_goals: false
+            }
+        );
+        // None novel enough: the most novel.
+        let c = choose_prior_weight(&points, 5.0, 3.6, 1.0).unwrap();
+        assert_eq!(
+            c,
+            PriorWeightChoice {
+                weight: 0.0,
+                meets_goals: false
+            }
+        );
+        // Ties in feedback go to the larger weight.
+        let tied = [point(0.5, 0.8, 4.5, 3.0), point(0.25, 0.8, 4.5, 3.0)];
+        assert_eq!(
+            choose_prior_weight(&tied, 4.3, 3.5, 1.0).unwrap().weight,
+            0.5
+        );
+    }
+
+    #[test]
+    fn non_finite_points_are_never_chosen() {
+        let points = [point(1.0, f64::NAN, 9.0, 9.0), point(0.5, 0.7, 4.5, 3.0)];
+        assert_eq!(
+            choose_prior_weight(&points, 4.3, 3.5, 1.0).unwrap().weight,
+            0.5
+        );
+        assert_eq!(choose_prior_weight(&points[..1], 4.3, 3.5, 1.0), None);
+    }
 
     #[test]
     fn best_of_n_drops_history_ranks_by_score_and_keeps_top_k() {

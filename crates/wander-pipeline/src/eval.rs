@@ -161,6 +161,20 @@ pub(crate) fn check_stored_n(held: &HeldOut, n: usize) -> crate::Result<()> {
 }
 
 pub(crate) fn held_out(run: &RunDir, m: usize) -> crate::Result<HeldOut> {
+    let held = held_out_in(run, m, wander_data::Split::Test)?;
+    if held.events.is_empty() {
+        bail!("no test transitions whose history pair is in the table");
+    }
+    Ok(held)
+}
+
+/// [`held_out`] on another period's transitions and labels: the validation period, to
+/// choose a setting without looking at the test period. Its events may be empty.
+pub(crate) fn held_out_in(
+    run: &RunDir,
+    m: usize,
+    period: wander_data::Split,
+) -> crate::Result<HeldOut> {
     let pre = open(run, StageId::Precompute)?;
     let scores = read_scores(&pre.path(SCORES)?, m)?;
     let stored: BTreeMap<(u32, u32), Vec<u32>> = pre
@@ -198,12 +212,10 @@ pub(crate) fn held_out(run: &RunDir, m: usize) -> crate::Result<HeldOut> {
     let events: Vec<Transition> = all
         .iter()
         .copied()
-        .filter(|t| t.split == wander_data::Split::Test && scores.contains_key(&(t.c1, t.c2)))
+        .filter(|t| t.split == period && scores.contains_key(&(t.c1, t.c2)))
         .collect();
-    if events.is_empty() {
-        bail!("no test transitions whose history pair is in the table");
-    }
-    let labels: Vec<Label> = open(run, StageId::Feedback)?.json(LABELS_TEST)?;
+    let labels: Vec<Label> =
+        open(run, StageId::Feedback)?.json(crate::artifacts::labels(period))?;
     let label_of = labels
         .iter()
         .map(|l| ((l.c1, l.c2, l.next), l.label))

@@ -1010,10 +1010,34 @@ pub struct EvalScalingSummary {
     pub strategies: BTreeMap<String, ScalingFigures>,
     /// The claim.
     pub claim: ScalingClaim,
+    /// `precompute.prior_weight` chosen on the validation period (absent when the table
+    /// already ranks by less than the whole score).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prior_weight_choice: Option<PriorWeightSelection>,
     /// The Markdown report.
     pub report: PathBuf,
     /// The figure.
     pub plot: PathBuf,
+}
+
+/// `precompute.prior_weight` as `wander eval scaling` chooses it on the validation period.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PriorWeightSelection {
+    /// The chosen weight.
+    pub weight: f64,
+    /// Whether it met both exploration goals on validation (novelty at least
+    /// co-occurrence's, entropy within `max_diversity_gap` bits of it).
+    pub meets_goals: bool,
+    /// Validation-period transitions over the table's pairs.
+    pub events: usize,
+    /// best-of-n at the largest n for each weight, on validation.
+    pub points: Vec<wander_explore::scaling::FrontierPoint>,
+    /// Co-occurrence's novelty on validation (bits).
+    pub cooccurrence_novelty: f64,
+    /// Co-occurrence's served-cluster entropy on validation (bits).
+    pub cooccurrence_diversity: f64,
+    /// The diversity goal's allowed gap (bits).
+    pub max_diversity_gap: f64,
 }
 
 impl fmt::Display for EvalScalingSummary {

@@ -347,6 +347,18 @@ fn evaluation_stages_simulator_and_report_on_a_tiny_log() {
     }
     assert!(typed.claim.hit_at_1_gain.is_finite(), "{scaling}");
     assert!(tmp.path().join("run/eval_scaling/scaling.svg").is_file());
+    let md = std::fs::read_to_string(tmp.path().join("run/eval_scaling/report.md")).unwrap();
+    match &typed.prior_weight_choice {
+        Some(c) => {
+            assert!(md.contains("chosen on the validation period"), "{md}");
+            assert!([1.0, 0.5, 0.25, 0.1, 0.0].contains(&c.weight), "{scaling}");
+            assert!(
+                c.events > 0 && c.cooccurrence_diversity.is_finite(),
+                "{scaling}"
+            );
+        }
+        None => assert!(md.contains("no prior weight was chosen"), "{md}"),
+    }
 
     // The closed loop: the control and two treatment arms, effects for each figure.
     let sim = stages::Simulate::default().run(&ctx, false).unwrap();
@@ -922,6 +934,9 @@ fn candidate_alignment_and_a_proposals_only_table_on_a_tiny_model() {
     for (_, _, row) in every_row_novel(&run).iter() {
         assert!(row.iter().all(|c| c.alignment.is_finite()));
     }
+    let whole = stages::EvalScaling.run(&ctx, false).unwrap();
+    let whole: wander_pipeline::summaries::EvalScalingSummary =
+        wander_pipeline::summaries::read(StageId::EvalScaling, whole.fields()).unwrap();
     // A table ranked by what the history adds alone (`precompute.prior_weight = 0`): its
     // summary says so, its rows are ordered by that score, and the evaluation reads it.
     ctx.config.precompute.prior_weight = 0.0;
@@ -946,12 +961,41 @@ fn candidate_alignment_and_a_proposals_only_table_on_a_tiny_model() {
     };
     assert!(mean_kept.abs() < 0.15, "{mean_kept}");
     let sc = stages::EvalScaling.run(&ctx, false).unwrap();
+    // The table's own weight is its `best_of_n` rows; P2's ranking by the whole score comes
+    // back from it by adding the offsets again, and serves what the whole-score table served.
     assert!(
         sc.fields()["strategies"]
             .get("best_of_2_prior_weight_0")
             .is_none(),
         "{sc}"
     );
+    let typed: wander_pipeline::summaries::EvalScalingSummary =
+        wander_pipeline::summaries::read(StageId::EvalScaling, sc.fields()).unwrap();
+    let rebuilt = &typed.strategies["best_of_2_prior_weight_1"];
+    let served = &whole.strategies["best_of_2"];
+    for (a, b) in [
+        (rebuilt.hit_at_1.mean, served.hit_at_1.mean),
+        (rebuilt.novelty_bits.mean, served.novelty_bits.mean),
+        (rebuilt.diversity_bits, served.diversity_bits),
+    ] {
+        assert!((a - b).abs() < 1e-6, "{a} against {b}: {sc}");
+    }
+    let (a, b) = (
+        typed.strategies["best_of_2"].hit_at_1.mean,
+        whole.strategies["best_of_2_prior_weight_0"].hit_at_1.mean,
+    );
+    assert!((a - b).abs() < 1e-6, "{a} against {b}: {sc}");
+    // The weight chosen on validation is one of those measured there, by the same rule on
+    // either table.
+    if let Some(c) = &typed.prior_weight_choice {
+        assert_eq!(c.points.len(), 5, "{sc}");
+        assert!(c.points.iter().any(|p| p.weight == c.weight), "{sc}");
+        assert_eq!(
+            whole.prior_weight_choice.as_ref().map(|w| w.weight),
+            Some(c.weight),
+            "{sc}"
+        );
+    }
     ctx.config.precompute.prior_weight = 1.0;
     let ex = stages::Export.run(&ctx, false).unwrap();
     assert_eq!(ex.fields()["alignment_readout"], "score_head.safetensors");
