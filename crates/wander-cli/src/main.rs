@@ -119,6 +119,18 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Publish the run's serving bundle as the next numbered version under `publish.dir`
+    /// once its gates pass (the run's novelty and alignment evaluations of the table's own
+    /// models against `[publish]`'s thresholds, and against the version serving now), and
+    /// point `current` at it; a refused bundle changes nothing and exits 1.
+    Publish {
+        /// Point `current` back at the version before it instead.
+        #[arg(long, conflicts_with = "list")]
+        rollback: bool,
+        /// Show the versions and the one serving, change nothing.
+        #[arg(long)]
+        list: bool,
+    },
     /// Serve the run's serving bundle over HTTP (`serve.bind`; SIGHUP or POST
     /// /admin/reload swaps in a new bundle: rerun `wander bundle` after a new precompute).
     Serve,
@@ -439,6 +451,19 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
         Command::Simulate { force, aa } => run_stage(&ctx, json, &stages::Simulate { aa }, force)?,
         Command::Report { force } => run_stage(&ctx, json, &stages::Report, force)?,
         Command::Run { force } => emit(json, &wander_pipeline::run_all(&ctx, force)?)?,
+        Command::Publish { rollback, list } => {
+            let summary = if rollback {
+                wander_pipeline::publish::rollback(&ctx)?
+            } else if list {
+                wander_pipeline::publish::list(&ctx)?
+            } else {
+                wander_pipeline::publish::publish(&ctx)?
+            };
+            emit(json, &summary)?;
+            if summary.action == "refuse" {
+                anyhow::bail!("publish refused by its gates; the current version keeps serving");
+            }
+        }
         Command::Serve => wander_serve::serve(ctx.config.clone())?,
         Command::Synth {
             out,

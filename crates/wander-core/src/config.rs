@@ -57,6 +57,29 @@ pub struct Config {
     pub drift: DriftConfig,
     /// `wander refresh`: a newer window of the log on the run's taxonomy.
     pub refresh: RefreshConfig,
+    /// `wander publish`: gated, versioned publishing of the serving bundle, and rollback.
+    pub publish: PublishConfig,
+}
+
+/// `[publish]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublishConfig {
+    /// Folder of the published versions (empty: `published` inside `run.dir`).
+    pub dir: String,
+    /// Versions kept; older ones are removed, the current one never.
+    pub keep: usize,
+    /// Least share of the fine-tuned novelty model's greedy answers that are exactly a
+    /// cluster description.
+    pub min_exact_match: f64,
+    /// Least share of constrained proposals that are valid clusters.
+    pub min_constrained_validity: f64,
+    /// Least hit@5 of the fine-tuned novelty model on the held-out period.
+    pub min_recall_at_5: f64,
+    /// Least Spearman correlation of the alignment model with the held-out labels.
+    pub min_alignment_spearman: f64,
+    /// Largest relative drop of hit@5 against the current version's.
+    pub max_recall_drop: f64,
 }
 
 /// `[refresh]`
@@ -176,6 +199,11 @@ pub struct ServeConfig {
     /// Share of requests written to the access log on stderr as one JSON line each
     /// (0 = off, 1 = every request).
     pub access_log: f64,
+    /// Milliseconds between checks of whether `run.dir` now holds another bundle (a new
+    /// version published behind a `current` link); a change is loaded like a reload
+    /// (0 = off: reload by SIGHUP or `POST /admin/reload`).
+    #[serde(default)]
+    pub watch_ms: u64,
 }
 
 /// `[items]`
@@ -1304,6 +1332,32 @@ impl Config {
                 "refresh.uncertain_margin",
                 format!("must be a finite number >= 0, not {}", rf.uncertain_margin),
             ));
+        }
+        let pb = &self.publish;
+        if pb.keep == 0 {
+            return Err(CoreError::config("publish.keep", "must be at least 1"));
+        }
+        for (key, v, lo) in [
+            ("publish.min_exact_match", pb.min_exact_match, 0.0),
+            (
+                "publish.min_constrained_validity",
+                pb.min_constrained_validity,
+                0.0,
+            ),
+            ("publish.min_recall_at_5", pb.min_recall_at_5, 0.0),
+            (
+                "publish.min_alignment_spearman",
+                pb.min_alignment_spearman,
+                -1.0,
+            ),
+            ("publish.max_recall_drop", pb.max_recall_drop, 0.0),
+        ] {
+            if !(v.is_finite() && (lo..=1.0).contains(&v)) {
+                return Err(CoreError::config(
+                    key,
+                    format!("must be a number in [{lo}, 1], not {v}"),
+                ));
+            }
         }
         let en = &self.engine;
         if en.url != "embedded" && !en.url.starts_with("ballista://") {

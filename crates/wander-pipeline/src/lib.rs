@@ -22,6 +22,7 @@ mod describe;
 mod error;
 mod eval;
 mod llm;
+pub mod publish;
 mod remote;
 pub mod run;
 mod stage;

@@ -232,7 +232,7 @@ pub struct ExploreResponse {
 pub struct Artifacts {
     /// The table's version (checksum of the precompute manifest it came from).
     pub version: String,
-    /// The run directory they came from.
+    /// The run directory they came from, links resolved (a published version's folder).
     pub run_dir: PathBuf,
     table: ExplorationTable,
     clusters: Vec<ClusterInfo>,
@@ -249,8 +249,9 @@ pub struct Artifacts {
 }
 
 impl Artifacts {
-    /// Loads and verifies the serving bundle of `run_dir` (written by `wander bundle`);
-    /// any checksum or consistency failure refuses the whole run.
+    /// Loads and verifies the serving bundle of `run_dir` (written by `wander bundle`, or
+    /// a version `wander publish` made of it); any checksum or consistency failure refuses
+    /// the whole run.
     pub fn load(run_dir: &Path, config: &Config) -> Result<Self, ServeError> {
         if !run_dir.is_dir() {
             return Err(ServeError::Artifacts(format!(
@@ -258,6 +259,10 @@ impl Artifacts {
                 run_dir.display()
             )));
         }
+        // Resolved once: a `current` link switched to another version while this loads
+        // cannot mix two versions' files.
+        let run_dir = &std::fs::canonicalize(run_dir)
+            .map_err(|e| ServeError::Artifacts(format!("{}: {e}", run_dir.display())))?;
         let bundle = ServingBundle::read(run_dir)?;
         let catalogue = bundle.catalogue;
         let model = bundle.model;
@@ -565,4 +570,19 @@ mod tests {
             prop_assert_eq!(got.iter().map(shown).collect::<Vec<_>>(), want);
         }
     }
+}
+
+/// What identifies the bundle `run_dir` holds now: the folder it resolves to and a hash of
+/// its bundle manifest (which names every file's checksum). `None` while it cannot be read.
+pub fn bundle_signature(run_dir: &Path) -> Option<(PathBuf, u64)> {
+    use std::hash::{Hash, Hasher};
+    let dir = std::fs::canonicalize(run_dir).ok()?;
+    let manifest = std::fs::read(
+        dir.join(wander_bundle::FOLDER)
+            .join(wander_core::artifact::MANIFEST),
+    )
+    .ok()?;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    manifest.hash(&mut h);
+    Some((dir, h.finish()))
 }

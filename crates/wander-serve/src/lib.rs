@@ -825,6 +825,9 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
                 }
             });
         }
+        if state.config.serve.watch_ms > 0 {
+            tokio::spawn(watch(state.clone()));
+        }
         let drain = Duration::from_secs(state.config.serve.drain_seconds);
         let stopping = async move {
             shutdown_signal().await;
@@ -843,6 +846,44 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
         eprintln!("wander: stopped");
         Ok(())
     })
+}
+
+/// Every `serve.watch_ms`, loads `run.dir` again when it holds another bundle than the one
+/// last seen there (`wander publish` switched its `current` link, or a new bundle was
+/// written); a version that fails to load leaves the previous one serving and is not
+/// retried until the folder changes again.
+async fn watch(state: Arc<AppState>) {
+    let every = Duration::from_millis(state.config.serve.watch_ms);
+    let run_dir = state.run_dir.clone();
+    let signature = move || {
+        let dir = run_dir.clone();
+        async move {
+            tokio::task::spawn_blocking(move || artifacts::bundle_signature(&dir))
+                .await
+                .ok()
+                .flatten()
+        }
+    };
+    let mut seen = signature().await;
+    loop {
+        tokio::time::sleep(every).await;
+        let now = signature().await;
+        if now.is_none() || now == seen {
+            continue;
+        }
+        seen = now;
+        match state.reload().await {
+            Ok(v) => eprintln!(
+                "wander: {} changed: loaded table {}",
+                state.run_dir.display(),
+                &v[..12]
+            ),
+            Err(e) => eprintln!(
+                "wander: {} changed but does not load, still serving the previous version: {e}",
+                state.run_dir.display()
+            ),
+        }
+    }
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM (what Kubernetes and systemd send to stop).
