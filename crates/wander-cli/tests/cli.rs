@@ -1549,14 +1549,24 @@ fn slow_clients_long_targets_malformed_http_and_access_log(dir: &std::path::Path
         String::from_utf8_lossy(&out).starts_with("HTTP/1.1 400"),
         "{out:?}"
     );
-    let (st, m) = http(&addr, "GET", "/metrics", &[], b"");
-    assert_eq!(st, 200);
-    for line in [
+    let lines = [
         "wander_connection_errors_total{kind=\"header_timeout\"} 1",
         "wander_connection_errors_total{kind=\"malformed_request\"} 1",
         "wander_requests_total{endpoint=\"unmatched\",status=\"414\"} 1",
         "wander_requests_total{endpoint=\"explore\",status=\"408\"} 1",
-    ] {
+    ];
+    // hyper shuts the socket down before its connection future ends with the error that
+    // the metric counts, so the client can see the close first: wait for the count.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let m = loop {
+        let (st, m) = http(&addr, "GET", "/metrics", &[], b"");
+        assert_eq!(st, 200);
+        if lines.iter().all(|l| m.contains(l)) || std::time::Instant::now() > deadline {
+            break m;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    for line in lines {
         assert!(m.contains(line), "{line} in:\n{m}");
     }
     // Every request above reached the access log as one JSON line.
