@@ -1700,6 +1700,33 @@ mod tests {
     }
 
     #[test]
+    fn publish_gates_are_shares_and_keep_at_least_one_version() {
+        for (toml, key) in [
+            ("[publish]\nkeep = 0\n", "publish.keep"),
+            (
+                "[publish]\nmin_recall_at_5 = 1.5\n",
+                "publish.min_recall_at_5",
+            ),
+            (
+                "[publish]\nmin_alignment_spearman = -2\n",
+                "publish.min_alignment_spearman",
+            ),
+            (
+                "[publish]\nmax_recall_drop = nan\n",
+                "publish.max_recall_drop",
+            ),
+        ] {
+            let e = with_file(toml).unwrap_err().to_string();
+            assert!(e.contains(key), "{toml}: {e}");
+        }
+        let c = with_file("[publish]\nmin_alignment_spearman = -1\nkeep = 2\n").unwrap();
+        assert_eq!(
+            (c.publish.keep, c.publish.min_alignment_spearman),
+            (2, -1.0)
+        );
+    }
+
+    #[test]
     fn embedded_default_is_valid() {
         let c = Config::default_config();
         assert_eq!(c.data.positive_rule().unwrap().threshold, 4.0);
