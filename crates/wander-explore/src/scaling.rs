@@ -282,6 +282,13 @@ pub fn choose_prior_weight(
 mod tests {
     use super::*;
 
+    fn chosen(weight: f64, meets_goals: bool) -> Option<PriorWeightChoice> {
+        Some(PriorWeightChoice {
+            weight,
+            meets_goals,
+        })
+    }
+
     fn point(weight: f64, feedback: f64, novelty: f64, diversity: f64) -> FrontierPoint {
         FrontierPoint {
             weight,
@@ -298,22 +305,14 @@ mod tests {
             point(0.5, 0.79, 4.4, 2.6),
             point(0.0, 0.75, 4.9, 3.0),
         ];
-        let c = choose_prior_weight(&points, 4.3, 3.5, 1.0).unwrap();
         assert_eq!(
-            c,
-            PriorWeightChoice {
-                weight: 0.5,
-                meets_goals: true
-            }
+            choose_prior_weight(&points, 4.3, 3.5, 1.0),
+            chosen(0.5, true)
         );
         // A stricter diversity goal leaves only the residual ranking.
-        let c = choose_prior_weight(&points, 4.3, 3.5, 0.6).unwrap();
         assert_eq!(
-            c,
-            PriorWeightChoice {
-                weight: 0.0,
-                meets_goals: true
-            }
+            choose_prior_weight(&points, 4.3, 3.5, 0.6),
+            chosen(0.0, true)
         );
     }
 
@@ -325,22 +324,14 @@ mod tests {
             point(0.0, 0.79, 4.9, 2.4),
         ];
         // None within 1 bit of 3.6: the most diverse of the novel enough.
-        let c = choose_prior_weight(&points, 4.3, 3.6, 1.0).unwrap();
         assert_eq!(
-            c,
-            PriorWeightChoice {
-                weight: 0.0,
-                meets_goals: false
-            }
+            choose_prior_weight(&points, 4.3, 3.6, 1.0),
+            chosen(0.0, false)
         );
         // None novel enough: the most novel.
-        let c = choose_prior_weight(&points, 5.0, 3.6, 1.0).unwrap();
         assert_eq!(
-            c,
-            PriorWeightChoice {
-                weight: 0.0,
-                meets_goals: false
-            }
+            choose_prior_weight(&points, 5.0, 3.6, 1.0),
+            chosen(0.0, false)
         );
         // Ties in feedback go to the larger weight.
         let tied = [point(0.5, 0.8, 4.5, 3.0), point(0.25, 0.8, 4.5, 3.0)];

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use wander_core::artifact::RunDir;
 
 use crate::artifacts::open;
-use crate::summaries::{EvalAlignmentSummary, EvalNoveltySummary};
+use crate::summaries::{EvalAlignmentSummary, EvalNoveltySummary, NoveltyFigures};
 use crate::{StageContext, StageId};
 
 /// Name of the link to the version being served.
@@ -223,25 +223,18 @@ pub fn gates(ctx: &StageContext, dir: &Path) -> crate::Result<Vec<Gate>> {
             .cloned()
             .ok_or_else(|| "eval novelty has no fine_tuned method".to_string())
     });
-    let recall = tuned
-        .as_ref()
-        .map(|t| Some(t.hit_at_5.mean))
-        .map_err(Clone::clone);
+    let figure =
+        |pick: fn(&NoveltyFigures) -> Option<f64>| tuned.as_ref().map(pick).map_err(Clone::clone);
+    let recall = figure(|t| Some(t.hit_at_5.mean));
     gate(
         "exact_match_greedy",
-        tuned
-            .as_ref()
-            .map(|t| t.exact_match_greedy.map(|e| e.mean))
-            .map_err(Clone::clone),
+        figure(|t| t.exact_match_greedy.map(|e| e.mean)),
         cfg.min_exact_match,
         "eval novelty, fine_tuned",
     );
     gate(
         "constrained_validity",
-        tuned
-            .as_ref()
-            .map(|t| t.constrained_validity.map(|e| e.mean))
-            .map_err(Clone::clone),
+        figure(|t| t.constrained_validity.map(|e| e.mean)),
         cfg.min_constrained_validity,
         "eval novelty, fine_tuned",
     );
