@@ -18,7 +18,10 @@ pub const DEFAULT_TOML: &str = include_str!("../../../wander.toml");
 
 /// Named profiles shipped with wander (`--profile NAME`): each is a configuration file in
 /// `configs/`, applied over the user's file. `quick` is the smoke run of every stage.
-pub const PROFILES: &[(&str, &str)] = &[("quick", include_str!("../../../configs/quick.toml"))];
+pub const PROFILES: &[(&str, &str)] = &[
+    ("quick", include_str!("../../../configs/quick.toml")),
+    ("explore", include_str!("../../../configs/explore.toml")),
+];
 
 /// Prefix of environment variables that override configuration keys.
 pub const ENV_PREFIX: &str = "WANDER__";
@@ -1866,6 +1869,26 @@ mod tests {
         assert_eq!(c.precompute.mode, ProposalMode::Exact);
         assert_eq!(c.precompute.mode.to_string(), "exact");
         assert_eq!(serde_json::to_value(c.items.index).unwrap(), "exact");
+    }
+
+    #[test]
+    fn the_explore_profile_is_the_measured_configuration() {
+        let c = Config::load(&Sources {
+            profile: Some("explore".into()),
+            ..Sources::default()
+        })
+        .unwrap();
+        assert_eq!(c.run.dir, PathBuf::from("runs/explore"));
+        assert_eq!(
+            (c.alignment.arch, c.alignment.prior),
+            (AlignmentArch::Candidate, AlignmentPrior::Offset)
+        );
+        assert_eq!(
+            (c.precompute.prior_weight, c.precompute.temperature),
+            (0.0, 2.0)
+        );
+        assert_eq!((c.feedback.shrinkage, c.feedback.min_users), (5.0, 1));
+        assert!(!c.run.smoke);
     }
 
     #[test]
