@@ -135,7 +135,7 @@ pub fn eval_scaling(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
             Some(w) => format!("\nThe table ranks by the alignment score less {:.2} x the candidate's global rate (`precompute.prior_weight = {w}`), and so does every `best_of_n` and `novelty_only_n` row here. `best_of_{n_max}_prior_weight_w`: the same {n_max} proposals ranked by the alignment score minus (1 - w) x the rate instead (the table's scores with the rate added back; the model's own offsets): w = 1 is P2's ranking by the whole score.\n", 1.0 - w),
         });
         md.push_str(&match &choice {
-            Some(c) => validation_markdown(c, n_max, stored_weight),
+            Some(c) => validation_markdown(c, n_max, stored_weight, prior_kind == wander_core::config::AlignmentPrior::Offset),
             None => "\nNo validation-period transition with a label falls on the table's pairs, so no prior weight was chosen on validation.\n".into(),
         });
         let get = |name: &str, m: Metric| results.get(name).map_or(f64::NAN, |e| m(e).mean);
@@ -320,7 +320,14 @@ fn choose_on_validation(
 }
 
 /// The report's paragraph on the weight chosen on validation.
-fn validation_markdown(c: &PriorWeightSelection, n_max: usize, stored_weight: f64) -> String {
+/// `servable`: whether the run's alignment model carries the rate as its own offset, which
+/// `precompute.prior_weight` below 1 needs.
+fn validation_markdown(
+    c: &PriorWeightSelection,
+    n_max: usize,
+    stored_weight: f64,
+    servable: bool,
+) -> String {
     let mut md = format!(
         "\n## The prior's weight, chosen on the validation period\n\nbest-of-{n_max} on the {} validation-period transitions (between training and test; labels of that period), co-occurrence there: novelty {:.2} bits, diversity {:.2} bits. The rule: of the weights whose served clusters are at least as novel as co-occurrence's and at most {:.1} bit less diverse, the one with the highest held-out feedback; if none, the most diverse of the novel enough.\n\n| weight | held-out feedback | novelty (bits) | diversity (bits) |\n|---|---|---|---|\n",
         c.events, c.cooccurrence_novelty, c.cooccurrence_diversity, c.max_diversity_gap
@@ -336,11 +343,19 @@ fn validation_markdown(c: &PriorWeightSelection, n_max: usize, stored_weight: f6
     } else {
         format!("best_of_{n_max}_prior_weight_{}", c.weight)
     };
+    let serve = if servable || c.weight == 1.0 {
+        format!("To serve it: `precompute.prior_weight = {}`.", c.weight)
+    } else {
+        "Serving a weight below 1 needs a model trained over the rate (`alignment.arch = \"candidate\"`, `alignment.prior = \"offset\"`); this run's rows take out the candidates' mean training labels instead.".to_string()
+    };
     md.push_str(&format!(
-        "\nChosen: **{}** ({}); its test-period figures are the `{row}` row above. To serve it: `precompute.prior_weight = {}`.\n",
+        "\nChosen: **{}** ({}); its test-period figures are the `{row}` row above. {serve}\n",
         c.weight,
-        if c.meets_goals { "meets both exploration goals on validation" } else { "no weight met both exploration goals on validation" },
-        c.weight
+        if c.meets_goals {
+            "meets both exploration goals on validation"
+        } else {
+            "no weight met both exploration goals on validation"
+        },
     ));
     md
 }
