@@ -451,3 +451,37 @@ pub fn rollback(ctx: &StageContext) -> crate::Result<PublishSummary> {
 pub fn list(ctx: &StageContext) -> crate::Result<PublishSummary> {
     summary("list", &publish_dir(ctx), None, Vec::new(), Vec::new())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_sort_by_number_and_skip_partial_folders() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["9", "10", "2", ".partial-11", "notes"] {
+            std::fs::create_dir_all(dir.path().join(VERSIONS).join(name)).unwrap();
+        }
+        assert_eq!(versions(dir.path()).unwrap(), vec![2, 9, 10]);
+        assert_eq!(current(dir.path()).unwrap(), None);
+    }
+
+    #[test]
+    fn the_current_link_switches_and_a_foreign_target_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        for v in [1, 2] {
+            std::fs::create_dir_all(dir.path().join(VERSIONS).join(v.to_string())).unwrap();
+        }
+        switch_current(dir.path(), 1).unwrap();
+        assert_eq!(current(dir.path()).unwrap(), Some(1));
+        switch_current(dir.path(), 2).unwrap();
+        assert_eq!(current(dir.path()).unwrap(), Some(2));
+        // Readers through the link see the version's folder.
+        assert!(dir.path().join(CURRENT).is_dir());
+        std::fs::remove_file(dir.path().join(CURRENT)).unwrap();
+        #[cfg(unix)]
+        std::os::unix::fs::symlink("elsewhere", dir.path().join(CURRENT)).unwrap();
+        let e = current(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("not at a version"), "{e}");
+    }
+}
