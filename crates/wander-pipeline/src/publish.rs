@@ -260,6 +260,7 @@ pub fn gates(ctx: &StageContext, dir: &Path) -> crate::Result<Vec<Gate>> {
         "eval alignment, alignment_llm",
     );
     // Against the version serving now: a refresh must not lose more than max_recall_drop.
+    // A serving version with no hit@5 at all leaves nothing to lose: no relative gate.
     if let Some(v) = current(dir)? {
         let record: VersionRecord = read_record(dir, v)?;
         if let Some(before) = record
@@ -267,10 +268,11 @@ pub fn gates(ctx: &StageContext, dir: &Path) -> crate::Result<Vec<Gate>> {
             .iter()
             .find(|g| g.name == "recall_at_5")
             .and_then(|g| g.value)
+            .filter(|&b| b > 0.0)
         {
             gate(
                 "recall_at_5_vs_current",
-                recall.map(|r| r.map(|r| r / before.max(f64::MIN_POSITIVE))),
+                recall.map(|r| r.map(|r| r / before)),
                 1.0 - cfg.max_recall_drop,
                 &format!("hit@5 relative to v{v}'s {before:.4}"),
             );

@@ -136,7 +136,7 @@ pub fn eval_scaling(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
         });
         md.push_str(&match &choice {
             Some(c) => validation_markdown(c, n_max, stored_weight, prior_kind == wander_core::config::AlignmentPrior::Offset),
-            None => "\nNo validation-period transition with a label falls on the table's pairs, so no prior weight was chosen on validation.\n".into(),
+            None => "\nNo validation-period transition with a label falls on the table's pairs (or none gives a finite figure), so no prior weight was chosen on validation.\n".into(),
         });
         let get = |name: &str, m: Metric| results.get(name).map_or(f64::NAN, |e| m(e).mean);
         let n_min = *cfg.scaling_n.iter().min().unwrap_or(&1);
