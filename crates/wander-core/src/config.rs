@@ -167,8 +167,14 @@ pub struct SimulateConfig {
     /// taxonomy); empty: none.
     pub baseline_run: String,
     /// What decides whether a click is positive: the user's affinity for the cluster (how
-    /// much they engage with it) or their smoothed positive rate in it.
+    /// much they engage with it), their smoothed positive rate in it, or that rate shifted by
+    /// the collective feedback after the user's history pair.
     pub satisfaction: SimSatisfaction,
+    /// The period whose collective feedback labels give the history-conditional part of
+    /// satisfaction (`satisfaction = "collective"`).
+    pub labels_period: SimLabelsPeriod,
+    /// Which clusters the exploration slot may serve.
+    pub exploration: SimExploration,
 }
 
 /// `[serve]`
@@ -628,6 +634,35 @@ mode_enum!(
         /// shrunk towards the cluster's rate (a user who never engaged with it gets the
         /// cluster's rate): what held-out collective feedback measures.
         Rate = "rate",
+        /// `Rate` shifted by how the user's history pair changes the cluster's collective
+        /// positive share (the feedback labels of `simulate.labels_period`): satisfaction
+        /// that depends on the history, as P2's labels do.
+        Collective = "collective",
+    }
+);
+
+mode_enum!(
+    /// Which clusters the simulated exploration slot may serve (`simulate.exploration`).
+    SimExploration {
+        /// Any cluster outside the user's last two interests: novelty as the method's
+        /// history pair defines it and as `wander eval` and the feedback labels count it.
+        OutsidePair = "outside_pair",
+        /// Only clusters the user never engaged with positively (outside the last two alone
+        /// once every cluster is an interest): a new interest in the strict sense.
+        NewToUser = "new_to_user",
+    }
+);
+
+mode_enum!(
+    /// The period whose feedback labels a collective simulator reads
+    /// (`simulate.labels_period`).
+    SimLabelsPeriod {
+        /// The training period (the alignment model's own labels).
+        Train = "train",
+        /// The validation period: neither model trained on it.
+        Validation = "validation",
+        /// The held-out test period `wander eval` scores against.
+        Test = "test",
     }
 );
 

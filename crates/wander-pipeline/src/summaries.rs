@@ -918,6 +918,14 @@ pub struct StrategyFigures {
     pub hit_at_k: Estimate,
     /// Held-out collective feedback of the served cluster.
     pub heldout_feedback: Estimate,
+    /// The same served clusters on the same test events, judged by the *training* period's
+    /// labels: the world the models and the simulator are built from (absent in evaluations
+    /// from before it existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_label_feedback: Option<Estimate>,
+    /// ... by the validation period's labels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid_label_feedback: Option<Estimate>,
     /// Self-information of the served cluster.
     pub novelty_bits: Estimate,
     /// Served clusters that never followed the pair in training.
@@ -1102,6 +1110,23 @@ pub struct Calibration {
     /// Kendall's tau-b between held-out feedback and that rate, the like-for-like check.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kendall_tau_clicks: Option<f64>,
+    /// Each strategy's feedback by the training period's labels (`wander eval`), where the
+    /// evaluation has it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_label_feedback: Option<Vec<f64>>,
+    /// Kendall's tau-b between the training-label feedback and the simulated positive rate
+    /// of exploration clicks: does the simulator order the strategies as the period it is
+    /// built from does?
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kendall_tau_clicks_train_labels: Option<f64>,
+    /// Kendall's tau-b between training-label and held-out feedback: how much the ordering
+    /// itself moves between the periods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kendall_tau_train_heldout: Option<f64>,
+    /// Kendall's tau-b between validation-label and held-out feedback: the agreement of two
+    /// periods none of the strategies was fitted to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kendall_tau_valid_heldout: Option<f64>,
 }
 
 /// The one-line description of a simulation (`simulate` or `simulate_aa`).

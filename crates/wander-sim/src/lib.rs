@@ -69,12 +69,17 @@ pub struct WorldInput {
     pub novelty: HashMap<(u32, u32), Vec<f32>>,
     /// Training transition counts (c1, c2) -> next -> count.
     pub transitions: HashMap<(u32, u32), HashMap<u32, u32>>,
+    /// Collective feedback after a history pair, `(c1, c2, c)` -> (positive share, number
+    /// of engagements), from the period `simulate.labels_period` names: the history-conditional
+    /// part of satisfaction with `simulate.satisfaction = "collective"` (empty otherwise).
+    pub pair_feedback: HashMap<(u32, u32, u32), (f64, f64)>,
 }
 
 /// Simulation settings: the `[simulate]` section (`arms` and `seeds` are used by the
 /// caller that runs the experiment; `rank` by [`World::new`]).
 pub use wander_core::config::SimulateConfig as SimConfig;
 
+pub use wander_core::config::SimExploration as Exploration;
 pub use wander_core::config::SimSatisfaction as Satisfaction;
 pub use wander_core::config::Strategy;
 
@@ -98,6 +103,11 @@ pub struct DayMetrics {
     /// users who made a transition, not over everyone shown it). 0 before it existed.
     #[serde(default)]
     pub exploration_click_positive_rate: f64,
+    /// Exploration slots where the strategy had no cluster new to the user among its
+    /// candidates (a table row, the observed successors, a proposal distribution) and the
+    /// fallback served: how much of an arm's figures are its own. 0 before it existed.
+    #[serde(default)]
+    pub exploration_fallback_share: f64,
     /// Mean number of interest clusters per user of the arm.
     pub interests_per_user: f64,
     /// Distinct (user, cluster) pairs with positive engagement so far.
@@ -113,6 +123,9 @@ pub struct World {
     /// Per real user and cluster: standardised log-odds of the positive rate, shrunk towards
     /// the cluster's rate (`simulate.satisfaction = "rate"`).
     liking: Vec<Vec<f64>>,
+    /// `(c1, c2, c)` -> how much the history pair shifts the liking of `c`, in the units of
+    /// `liking` (`simulate.satisfaction = "collective"`).
+    conditional: HashMap<(u32, u32, u32), f64>,
     quality: Vec<f64>,
     cluster_items: Vec<Vec<u32>>,
     popular: Vec<u32>,
@@ -127,10 +140,26 @@ pub struct World {
 /// is shrunk towards (`simulate.satisfaction = "rate"`).
 const LIKING_PRIOR: f64 = 5.0;
 
+/// The users' liking of each cluster and the scale it is measured in.
+#[derive(Debug)]
+struct Liking {
+    /// Per user and cluster: standardised log-odds of the shrunk positive rate.
+    per_user: Vec<Vec<f64>>,
+    /// Per cluster: its positive rate, shrunk towards the pooled one.
+    cluster_rate: Vec<f64>,
+    /// Standard deviation of the log-odds before standardising.
+    sd: f64,
+}
+
+fn logit(r: f64) -> f64 {
+    let r = r.clamp(1e-4, 1.0 - 1e-4);
+    (r / (1.0 - r)).ln()
+}
+
 /// Each user's positive rate per cluster, shrunk towards the cluster's rate by
 /// [`LIKING_PRIOR`] pseudo-engagements, as standardised log-odds. Positives above engagements,
 /// or rows of another length, are an error.
-fn liking(positives: &[Vec<f64>], engagements: &[Vec<f64>], m: usize) -> Result<Vec<Vec<f64>>> {
+fn liking(positives: &[Vec<f64>], engagements: &[Vec<f64>], m: usize) -> Result<Liking> {
     if engagements.len() != positives.len() || engagements.iter().any(|r| r.len() != m) {
         return Err(SimError::Invalid(format!(
             "the simulator needs every user's engagements per cluster: {} rows for {} users",
@@ -166,11 +195,7 @@ fn liking(positives: &[Vec<f64>], engagements: &[Vec<f64>], m: usize) -> Result<
         .zip(engagements)
         .map(|(p, e)| {
             (0..m)
-                .map(|c| {
-                    let r = (p[c] + LIKING_PRIOR * cluster_rate[c]) / (e[c] + LIKING_PRIOR);
-                    let r = r.clamp(1e-4, 1.0 - 1e-4);
-                    (r / (1.0 - r)).ln()
-                })
+                .map(|c| logit((p[c] + LIKING_PRIOR * cluster_rate[c]) / (e[c] + LIKING_PRIOR)))
                 .collect()
         })
         .collect();
@@ -179,10 +204,41 @@ fn liking(positives: &[Vec<f64>], engagements: &[Vec<f64>], m: usize) -> Result<
     let sd = (flat.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / flat.len().max(1) as f64)
         .sqrt()
         .max(1e-9);
-    Ok(logits
-        .into_iter()
-        .map(|r| r.into_iter().map(|v| (v - mean) / sd).collect())
-        .collect())
+    Ok(Liking {
+        per_user: logits
+            .into_iter()
+            .map(|r| r.into_iter().map(|v| (v - mean) / sd).collect())
+            .collect(),
+        cluster_rate,
+        sd,
+    })
+}
+
+/// The history-conditional part of liking: for each `(c1, c2, c)` with collective feedback,
+/// the log-odds of its positive share (shrunk towards the cluster's rate by [`LIKING_PRIOR`]
+/// pseudo-engagements) minus the cluster's, in the liking's standard units. Shares outside
+/// [0, 1], negative counts or clusters out of range are an error.
+fn conditional(
+    pair_feedback: &HashMap<(u32, u32, u32), (f64, f64)>,
+    liking: &Liking,
+) -> Result<HashMap<(u32, u32, u32), f64>> {
+    let m = liking.cluster_rate.len();
+    pair_feedback
+        .iter()
+        .map(|(&(c1, c2, c), &(share, n))| {
+            if [c1, c2, c].iter().any(|&x| x as usize >= m)
+                || !(0.0..=1.0).contains(&share)
+                || !(n >= 0.0 && n.is_finite())
+            {
+                return Err(SimError::Invalid(format!(
+                    "collective feedback after ({c1}, {c2}) for cluster {c}: share {share} of {n} engagements (clusters below {m}, a share in [0, 1] and a finite count needed)"
+                )));
+            }
+            let base = liking.cluster_rate[c as usize];
+            let shrunk = (share * n + LIKING_PRIOR * base) / (n + LIKING_PRIOR);
+            Ok(((c1, c2, c), (logit(shrunk) - logit(base)) / liking.sd))
+        })
+        .collect()
 }
 
 /// Pseudo-impressions at the pooled exploration positive rate that a candidate's observed
@@ -257,6 +313,7 @@ impl World {
             &input.user_cluster_engagements,
             m,
         )?;
+        let conditional = conditional(&input.pair_feedback, &liking)?;
         let mut cluster_items = vec![Vec::new(); m];
         for (i, &c) in input.item_cluster.iter().enumerate() {
             if (c as usize) < m {
@@ -275,7 +332,8 @@ impl World {
         Ok(World {
             n_clusters: m,
             affinity,
-            liking,
+            liking: liking.per_user,
+            conditional,
             quality,
             cluster_items,
             popular,
@@ -353,7 +411,7 @@ pub fn simulate(
                 .collect();
             let satisfying = match cfg.satisfaction {
                 Satisfaction::Affinity => affinity.clone(),
-                Satisfaction::Rate => world.liking[src]
+                Satisfaction::Rate | Satisfaction::Collective => world.liking[src]
                     .iter()
                     .map(|a| a + cfg.noise * r.normal())
                     .collect(),
@@ -412,6 +470,7 @@ pub fn simulate(
         let mut comp = vec![0usize; arms.len()];
         let (mut exp_pos, mut exp_n) = (vec![0usize; arms.len()], vec![0usize; arms.len()]);
         let mut exp_clicks = vec![0usize; arms.len()];
+        let mut exp_fallbacks = vec![0usize; arms.len()];
         for (u, user) in users.iter_mut().enumerate() {
             let a = arm_users[u];
             if !user.active {
@@ -427,8 +486,11 @@ pub fn simulate(
             let mut session_pos = 0;
             for slot in 0..cfg.slots {
                 let explore = slot == 0 && arms[a] != Strategy::None;
+                let mut fell_back = false;
                 let cluster = if explore {
-                    choose_novel(world, &learned, arms[a], user, &mut rng)
+                    let (c, f) = choose_novel(world, cfg, &learned, arms[a], user, &mut rng);
+                    fell_back = f;
+                    c
                 } else {
                     // The item policy: a known interest, by affinity.
                     let w: Vec<f64> = user
@@ -461,12 +523,20 @@ pub fn simulate(
                 day_m[a].impressions += 1;
                 let aff = user.affinity[cluster as usize];
                 let q = world.quality[item as usize];
-                let sat = user.satisfying[cluster as usize];
+                let mut sat = user.satisfying[cluster as usize];
+                if cfg.satisfaction == Satisfaction::Collective {
+                    sat += world
+                        .conditional
+                        .get(&(user.last2.0, user.last2.1, cluster))
+                        .copied()
+                        .unwrap_or(0.0);
+                }
                 let clicked = rng.next_f64() < sigmoid(0.8 * aff + 0.4 * q - 0.5);
                 let positive = clicked && rng.next_f64() < sigmoid(1.2 * sat + 0.5 * q + 0.3);
                 let completed = positive && rng.next_f64() < sigmoid(0.8 * sat + 0.8 * q);
                 if explore {
                     exp_n[a] += 1;
+                    exp_fallbacks[a] += usize::from(fell_back);
                     exp_clicks[a] += usize::from(clicked);
                     let f = learned
                         .feedback
@@ -514,6 +584,7 @@ pub fn simulate(
             d.completion_rate = comp[a] as f64 / n;
             d.exploration_positive_rate = exp_pos[a] as f64 / exp_n[a].max(1) as f64;
             d.exploration_click_positive_rate = exp_pos[a] as f64 / exp_clicks[a].max(1) as f64;
+            d.exploration_fallback_share = exp_fallbacks[a] as f64 / exp_n[a].max(1) as f64;
             let members: Vec<&SimUser> = users
                 .iter()
                 .enumerate()
@@ -601,60 +672,68 @@ fn first_ranked(
     best.map(|(c, _)| c)
 }
 
-fn choose_novel(world: &World, l: &Learned, s: Strategy, user: &SimUser, rng: &mut Rng) -> u32 {
+/// The exploration slot's cluster for `user` under strategy `s`, and whether the strategy
+/// had nothing novel to offer and the fallback served instead. Novel: outside the user's
+/// last two interests, and with `simulate.exploration = "new_to_user"` outside all their
+/// interests (outside the last two alone once every cluster is one). Ranked strategies that
+/// run out fall back to the most popular novel cluster, all alike.
+fn choose_novel(
+    world: &World,
+    cfg: &SimConfig,
+    l: &Learned,
+    s: Strategy,
+    user: &SimUser,
+    rng: &mut Rng,
+) -> (u32, bool) {
     let m = world.n_clusters as u32;
     let (c1, c2) = user.last2;
-    let novel = |c: u32| c != c1 && c != c2;
-    let random = |rng: &mut Rng| loop {
-        let c = rng.below(m as usize) as u32;
-        if novel(c) {
-            return c;
-        }
-    };
+    let outside_pair = |c: u32| c != c1 && c != c2;
+    let new_left = cfg.exploration == Exploration::NewToUser
+        && (0..m).any(|c| outside_pair(c) && !user.interest_set.contains(&c));
+    let novel = |c: u32| outside_pair(c) && !(new_left && user.interest_set.contains(&c));
+    let allowed: Vec<u32> = (0..m).filter(|&c| novel(c)).collect();
+    let random = |rng: &mut Rng| allowed[rng.below(allowed.len())];
     let depth = world.rerank_depth;
-    let popular_novel = || l.popular.iter().copied().find(|&c| novel(c)).unwrap_or(0);
+    let popular_novel = || {
+        l.popular
+            .iter()
+            .copied()
+            .find(|&c| novel(c))
+            .unwrap_or(allowed[0])
+    };
+    let ranked = |v: Option<Vec<u32>>| match v
+        .and_then(|v| first_ranked(l, (c1, c2), v.into_iter().filter(|&c| novel(c)), depth))
+    {
+        Some(c) => (c, false),
+        None => (popular_novel(), true),
+    };
     match s {
-        Strategy::None | Strategy::Random => random(rng),
-        Strategy::Popular => {
-            let fresh = l
-                .popular
-                .iter()
-                .copied()
-                .filter(|&c| novel(c) && !user.interest_set.contains(&c));
-            first_ranked(l, (c1, c2), fresh, depth).unwrap_or_else(popular_novel)
-        }
-        Strategy::Cooccurrence => l
-            .cooc_best
-            .get(&(c1, c2))
-            .and_then(|v| first_ranked(l, (c1, c2), v.iter().copied().filter(|&c| novel(c)), depth))
-            .unwrap_or_else(popular_novel),
-        Strategy::NoveltyOnly => match world.input.novelty.get(&(c1, c2)) {
-            Some(p) => {
-                let w: Vec<f64> = p
+        Strategy::None | Strategy::Random => (random(rng), false),
+        Strategy::Popular => ranked(Some(l.popular.clone())),
+        Strategy::Cooccurrence => ranked(l.cooc_best.get(&(c1, c2)).cloned()),
+        Strategy::NoveltyOnly => {
+            let w: Vec<f64> = match world.input.novelty.get(&(c1, c2)) {
+                Some(p) => p
                     .iter()
                     .enumerate()
                     .map(|(c, &v)| if novel(c as u32) { v as f64 } else { 0.0 })
-                    .collect();
-                if w.iter().sum::<f64>() > 0.0 {
-                    pick(&w, rng) as u32
-                } else {
-                    random(rng)
-                }
+                    .collect(),
+                None => Vec::new(),
+            };
+            if w.iter().sum::<f64>() > 0.0 {
+                (pick(&w, rng) as u32, false)
+            } else {
+                (random(rng), true)
             }
-            None => random(rng),
-        },
-        Strategy::BestOfN => world
-            .input
-            .table
-            .get(&(c1, c2))
-            .and_then(|v| first_ranked(l, (c1, c2), v.iter().map(|x| x.0), depth))
-            .unwrap_or_else(|| random(rng)),
-        Strategy::BaselineTable => world
-            .input
-            .baseline_table
-            .get(&(c1, c2))
-            .and_then(|v| first_ranked(l, (c1, c2), v.iter().copied(), depth))
-            .unwrap_or_else(|| random(rng)),
+        }
+        Strategy::BestOfN => ranked(
+            world
+                .input
+                .table
+                .get(&(c1, c2))
+                .map(|v| v.iter().map(|x| x.0).collect()),
+        ),
+        Strategy::BaselineTable => ranked(world.input.baseline_table.get(&(c1, c2)).cloned()),
     }
 }
 
@@ -776,6 +855,7 @@ mod tests {
                 table,
                 novelty,
                 transitions: HashMap::new(),
+                pair_feedback: HashMap::new(),
             },
             3,
         )
@@ -797,6 +877,8 @@ mod tests {
             arms: Vec::new(),
             baseline_run: String::new(),
             satisfaction: Satisfaction::Affinity,
+            labels_period: wander_core::config::SimLabelsPeriod::Validation,
+            exploration: Exploration::OutsidePair,
         }
     }
 
@@ -877,7 +959,7 @@ mod tests {
             vec![10.0, 2.0, 0.0],
             vec![0.0, 2.0, 0.0],
         ];
-        let l = liking(&positives, &engagements, 3).unwrap();
+        let l = liking(&positives, &engagements, 3).unwrap().per_user;
         assert!(l[0][0] > l[2][0] && l[2][0] > l[1][0], "{l:?}");
         // Users who never engaged with a cluster get its rate: the same value.
         assert_eq!(l[2][2], l[0][2]);
@@ -950,5 +1032,92 @@ mod tests {
             Some(3)
         );
         assert_eq!(first_ranked(&plain, (0, 1), std::iter::empty(), 3), None);
+    }
+
+    fn user(last2: (u32, u32), interests: &[u32]) -> SimUser {
+        SimUser {
+            affinity: vec![0.0; 8],
+            satisfying: vec![0.0; 8],
+            interests: interests.to_vec(),
+            interest_set: interests.iter().copied().collect(),
+            last2,
+            satisfaction: 0.5,
+            active: true,
+            seen: HashSet::new(),
+        }
+    }
+
+    #[test]
+    fn the_exploration_slot_serves_a_new_interest_when_asked_and_counts_fallbacks() {
+        let w = toy();
+        let mut l = learned(false);
+        l.positives = vec![9.0, 8.0, 7.0, 6.0, 5.0, 4.0, 3.0, 2.0];
+        l.cooc_best.insert((0, 1), vec![2, 3, 4]);
+        refresh(&mut l);
+        l.cooc_best.insert((0, 1), vec![2, 3, 4]);
+        let mut rng = Rng::new(3);
+        let strategies = [
+            Strategy::Random,
+            Strategy::Popular,
+            Strategy::Cooccurrence,
+            Strategy::NoveltyOnly,
+            Strategy::BestOfN,
+            Strategy::BaselineTable,
+        ];
+        let known = user((0, 1), &[0, 1, 2, 3, 4]);
+        let mut c = cfg();
+        c.exploration = Exploration::NewToUser;
+        for s in strategies {
+            for _ in 0..20 {
+                let (cl, _) = choose_novel(&w, &c, &l, s, &known, &mut rng);
+                assert!(cl >= 5, "{s:?} served {cl}, a known interest");
+            }
+        }
+        // Co-occurrence's successors are all known: it falls back to the most popular new one.
+        assert_eq!(
+            choose_novel(&w, &c, &l, Strategy::Cooccurrence, &known, &mut rng),
+            (5, true)
+        );
+        // Outside the pair is enough by default: the first successor is served.
+        let (cl, fell_back) =
+            choose_novel(&w, &cfg(), &l, Strategy::Cooccurrence, &known, &mut rng);
+        assert_eq!((cl, fell_back), (2, false));
+        // A user with every cluster among the interests still gets one outside the pair.
+        let everything = user((0, 1), &[0, 1, 2, 3, 4, 5, 6, 7]);
+        for s in strategies {
+            let (cl, _) = choose_novel(&w, &c, &l, s, &everything, &mut rng);
+            assert!(cl >= 2, "{s:?} served {cl} of the pair");
+        }
+        // The share of fallbacks reaches the daily figures.
+        c.users = 300;
+        let days = simulate(&w, &c, &[Strategy::Cooccurrence, Strategy::Random], 2).unwrap();
+        assert!(days[0].iter().any(|d| d.exploration_fallback_share > 0.0));
+        assert!(days[1].iter().all(|d| d.exploration_fallback_share == 0.0));
+    }
+
+    #[test]
+    fn collective_satisfaction_follows_the_history_pair() {
+        // After (0, 1) users liked cluster 2 far more than the cluster's rate; after (1, 0),
+        // far less. The conditional shift has the labels' sign and nothing else moves.
+        let mut w = toy();
+        let mut input = w.input.clone();
+        input.pair_feedback.insert((0, 1, 2), (1.0, 200.0));
+        input.pair_feedback.insert((1, 0, 2), (0.0, 200.0));
+        w = World::new(input, 3).unwrap();
+        assert!(w.conditional[&(0, 1, 2)] > 1.0);
+        assert!(w.conditional[&(1, 0, 2)] < -1.0);
+        let mut bad = w.input.clone();
+        bad.pair_feedback.insert((0, 1, 99), (0.5, 3.0));
+        let e = World::new(bad, 3)
+            .err()
+            .expect("cluster out of range")
+            .to_string();
+        assert!(e.contains("cluster 99"), "{e}");
+        let mut c = cfg();
+        c.satisfaction = Satisfaction::Collective;
+        let arms = [Strategy::Cooccurrence, Strategy::BestOfN];
+        let collective = simulate(&w, &c, &arms, 5).unwrap();
+        c.satisfaction = Satisfaction::Rate;
+        assert_ne!(collective, simulate(&w, &c, &arms, 5).unwrap());
     }
 }

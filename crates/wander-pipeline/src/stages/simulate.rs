@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use serde_json::json;
 use serde_json::Value;
 use wander_core::artifact::RunDir;
+use wander_core::config::{SimLabelsPeriod, SimSatisfaction};
 use wander_sim::effect;
 use wander_sim::simulate;
 use wander_sim::DayMetrics;
@@ -71,6 +72,13 @@ fn simulate_inputs(
     run: &RunDir,
 ) -> crate::Result<std::collections::BTreeMap<String, String>> {
     let mut inputs = manifests(run, StageId::Simulate.inputs())?;
+    if ctx.config.simulate.satisfaction == SimSatisfaction::Collective {
+        inputs.insert(
+            format!("{}/manifest.json", StageId::Feedback.folder()),
+            run.manifest_checksum(StageId::Feedback.folder())
+                .context("simulate.satisfaction = \"collective\" reads the feedback labels: run `wander feedback` first")?,
+        );
+    }
     let baseline = &ctx.config.simulate.baseline_run;
     if ctx.config.simulate.arms.contains(&Strategy::BaselineTable) {
         let other = RunDir::open(std::path::Path::new(baseline))
@@ -86,7 +94,30 @@ fn simulate_inputs(
     Ok(inputs)
 }
 
-fn world(run: &RunDir, rank: usize, baseline: &str) -> crate::Result<World> {
+/// The collective feedback after each history pair in `period`'s labels, as the simulator
+/// reads it: `(c1, c2, c)` -> (positive share, engagements).
+fn pair_feedback(
+    run: &RunDir,
+    period: SimLabelsPeriod,
+) -> crate::Result<HashMap<(u32, u32, u32), (f64, f64)>> {
+    let split = match period {
+        SimLabelsPeriod::Train => wander_data::Split::Train,
+        SimLabelsPeriod::Validation => wander_data::Split::Valid,
+        SimLabelsPeriod::Test => wander_data::Split::Test,
+    };
+    let labels: Vec<wander_explore::feedback::Label> =
+        open(run, StageId::Feedback)?.json(labels(split))?;
+    Ok(labels
+        .into_iter()
+        .map(|l| ((l.c1, l.c2, l.next), (l.rate, l.events as f64)))
+        .collect())
+}
+
+fn world(
+    run: &RunDir,
+    cfg: &wander_core::config::SimulateConfig,
+    baseline: &str,
+) -> crate::Result<World> {
     let ds = wander_data::read_dataset(open(run, StageId::Ingest)?.reader())?;
     let tax = wander_taxonomy::read(open(run, StageId::Taxonomy)?.reader())?;
     let assign = tax.planner_assign().to_vec();
@@ -143,9 +174,23 @@ fn world(run: &RunDir, rank: usize, baseline: &str) -> crate::Result<World> {
             baseline_table: baseline_table(run, baseline)?,
             novelty,
             transitions,
+            pair_feedback: if cfg.satisfaction == SimSatisfaction::Collective {
+                pair_feedback(run, cfg.labels_period)?
+            } else {
+                HashMap::new()
+            },
         },
-        rank,
+        cfg.rank,
     )?)
+}
+
+/// What decides a click's positive outcome, in the report's words.
+fn satisfaction_text(c: &wander_core::config::SimulateConfig) -> String {
+    match c.satisfaction {
+        SimSatisfaction::Affinity => "the user's affinity for the cluster".into(),
+        SimSatisfaction::Rate => "the user's training positive rate in the cluster, shrunk towards the cluster's".into(),
+        SimSatisfaction::Collective => format!("the user's training positive rate in the cluster, shrunk towards the cluster's, shifted by how the user's last two interests change the cluster's collective positive share in the {} period's feedback labels", c.labels_period),
+    }
 }
 
 /// The configuration `wander simulate` (`aa`: with `--aa`) depends on.
@@ -157,10 +202,14 @@ pub(crate) fn simulate_slice(ctx: &StageContext, aa: bool) -> Value {
             sim.remove("baseline_run");
         }
     }
-    if ctx.config.simulate.satisfaction == wander_core::config::SimSatisfaction::Affinity {
-        // Likewise for the choice model every run had before `satisfaction` existed.
-        if let Some(sim) = slice["simulate"].as_object_mut() {
+    if let Some(sim) = slice["simulate"].as_object_mut() {
+        if ctx.config.simulate.satisfaction == SimSatisfaction::Affinity {
+            // Likewise for the choice model every run had before `satisfaction` existed.
             sim.remove("satisfaction");
+        }
+        if ctx.config.simulate.satisfaction != SimSatisfaction::Collective {
+            // Only the collective choice model reads labels.
+            sim.remove("labels_period");
         }
     }
     slice
@@ -192,7 +241,7 @@ pub fn simulate_stage(ctx: &StageContext, force: bool, aa: bool) -> crate::Resul
     let stage_dir = run.stage_dir(stage);
     let outcome = run.run_stage(stage, slice, inputs, force, |w| -> crate::Result<Value> {
         let baseline = if arms.contains(&Strategy::BaselineTable) { c.baseline_run.as_str() } else { "" };
-        let world = world(&run, c.rank, baseline)?;
+        let world = world(&run, c, baseline)?;
         let bar = wander_core::progress::bar(c.seeds as u64, "simulate", "seeds");
         let t0 = std::time::Instant::now();
         let mut runs = Vec::new();
@@ -204,8 +253,8 @@ pub fn simulate_stage(ctx: &StageContext, force: bool, aa: bool) -> crate::Resul
         let seconds = t0.elapsed().as_secs_f64();
         let mut effects = std::collections::BTreeMap::new();
         let mut md = format!(
-            "# Closed-loop simulation\n\nProtocol: {} simulated users over {} days, {} items per session (the first from the exploration strategy, the rest from the user's known interests), {} seeds; users split into arms by a hash of the user id; every {} days the log-trained strategies are refitted on the real plus simulated logs, the same for every arm (co-occurrence counts, cluster popularity){}. Affinities: rank-{} fit of the real user x cluster engagement (training period) plus N(0, {}) noise; item quality: smoothed training positive rate. Effects: relative difference of the per-day mean against the control arm `{}`, mean over seeds with a 95% t-interval. {:.1} s in total.\n\n| arm | {} |\n|---|{}\n",
-            c.users, c.days, c.slots, c.seeds, c.refresh_days, if c.refresh_table { ", and every ranked strategy (popular, co-occurrence, the table) re-ranks its top candidates by the exploration feedback observed so far, shrunk towards the pooled rate" } else { "" }, c.rank, c.noise, names[0], seconds,
+            "# Closed-loop simulation\n\nProtocol: {} simulated users over {} days, {} items per session (the first from the exploration strategy, {}; the rest from the user's known interests), {} seeds; users split into arms by a hash of the user id; every {} days the log-trained strategies are refitted on the real plus simulated logs, the same for every arm (co-occurrence counts, cluster popularity){}. Affinities: rank-{} fit of the real user x cluster engagement (training period) plus N(0, {}) noise; item quality: smoothed training positive rate; a click's positive outcome: {}. Effects: relative difference of the per-day mean against the control arm `{}`, mean over seeds with a 95% t-interval. {:.1} s in total.\n\n| arm | {} |\n|---|{}\n",
+            c.users, c.days, c.slots, match c.exploration { wander_core::config::SimExploration::OutsidePair => "a cluster outside the user's last two interests", wander_core::config::SimExploration::NewToUser => "a cluster new to the user" }, c.seeds, c.refresh_days, if c.refresh_table { ", and every ranked strategy (popular, co-occurrence, the table) re-ranks its top candidates by the exploration feedback observed so far, shrunk towards the pooled rate" } else { "" }, c.rank, c.noise, satisfaction_text(c), names[0], seconds,
             FIGURES.iter().map(|f| f.0).collect::<Vec<_>>().join(" | "), "---|".repeat(FIGURES.len())
         );
         for (a, name) in names.iter().enumerate().skip(1) {
@@ -227,6 +276,8 @@ pub fn simulate_stage(ctx: &StageContext, force: bool, aa: bool) -> crate::Resul
                 let v: Vec<f64> = (0..c.days).map(|d| runs.iter().map(|r| f(&r[a][d])).sum::<f64>() / runs.len() as f64).collect();
                 per.insert(fname.into(), json!(v));
             }
+            let fallback: Vec<f64> = (0..c.days).map(|d| runs.iter().map(|r| r[a][d].exploration_fallback_share).sum::<f64>() / runs.len() as f64).collect();
+            per.insert("exploration_fallback_share".into(), json!(fallback));
             series.insert(name.clone(), Value::Object(per));
         }
         let panel = |title: &str, key: &str| wander_explore::plot::Panel {
@@ -239,6 +290,13 @@ pub fn simulate_stage(ctx: &StageContext, force: bool, aa: bool) -> crate::Resul
         let svg = wander_explore::plot::panels(&[panel("positive-engagement rate", "positive_rate"), panel("active users (share)", "active_share"), panel("interests per user", "interests_per_user")]);
         w.write_bytes("daily.svg", svg.as_bytes())?;
         md.push_str("\n`*`: the interval excludes 0. Daily series (seed means) in `daily.json`.\n");
+        // Absolute figures of the exploration slot: the fallback share is 0 for a control
+        // that never falls back, where a relative effect has no base.
+        let mean_of = |a: usize, f: fn(&DayMetrics) -> f64| runs.iter().map(|r| r[a].iter().map(f).sum::<f64>() / r[a].len().max(1) as f64).sum::<f64>() / runs.len().max(1) as f64;
+        md.push_str("\nThe exploration slot per arm (means over days and seeds); a strategy with no novel cluster among its candidates falls back to the most popular novel one:\n\n| arm | exploration positive rate | positive rate of exploration clicks | fallback share |\n|---|---|---|---|\n");
+        for (a, name) in names.iter().enumerate() {
+            md.push_str(&format!("| {name} | {:.4} | {:.4} | {:.4} |\n", mean_of(a, |d| d.exploration_positive_rate), mean_of(a, |d| d.exploration_click_positive_rate), mean_of(a, |d| d.exploration_fallback_share)));
+        }
         if !baseline.is_empty() {
             md.push_str(&format!("\n`baseline_table` serves the exploration table of the run `{baseline}` (same taxonomy) on this run's world, refitted and re-ranked like `best_of_n`.\n"));
         }
