@@ -1050,9 +1050,11 @@ fn novelty_pipeline_end_to_end_with_tiny_settings() {
 
     // Closed-loop simulation: an A/B run with every strategy arm, and an A/A run.
     let sim = stage(&["simulate"]);
-    assert_eq!(sim["arms"].as_array().unwrap().len(), 3);
+    assert_eq!(sim["arms"].as_array().unwrap().len(), 5);
     let e = &sim["effects"]["best_of_n"]["positive_rate"];
     assert!(e["lo"].as_f64().unwrap() <= e["hi"].as_f64().unwrap());
+    let sim_md = std::fs::read_to_string(tmp.path().join("run/simulate/report.md")).unwrap();
+    assert!(sim_md.contains("| arm | exploration positive rate | positive rate of exploration clicks | fallback share |"), "{sim_md}");
     let daily: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(tmp.path().join("run/simulate/daily.json")).unwrap(),
     )
@@ -1074,6 +1076,7 @@ fn novelty_pipeline_end_to_end_with_tiny_settings() {
         html.contains("<svg")
             && html.contains("Closed-loop A/B simulation")
             && html.contains("Drift of transitions over time")
+            && html.contains("feedback by training-period labels")
             && !html.contains("missing figure")
     );
 
