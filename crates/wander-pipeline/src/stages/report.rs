@@ -121,15 +121,14 @@ fn calibration(run: &RunDir) -> crate::Result<Option<(String, crate::summaries::
     // The simulator's world is the training period: how it orders the strategies there, and
     // how far that ordering itself moves by the held-out period. Evaluations from before the
     // training-label figure existed have none.
-    let train_labels: Option<Vec<f64>> = rows
-        .iter()
-        .map(|r| {
-            eval.strategies[&r.1]
-                .train_label_feedback
-                .as_ref()
-                .map(|e| e.mean)
-        })
-        .collect();
+    let by_period = |figure: fn(
+        &crate::summaries::StrategyFigures,
+    ) -> &Option<wander_explore::metrics::Estimate>| {
+        rows.iter()
+            .map(|r| figure(&eval.strategies[&r.1]).as_ref().map(|e| e.mean))
+            .collect::<Option<Vec<f64>>>()
+    };
+    let train_labels = by_period(|s| &s.train_label_feedback);
     let tau_clicks_train = match (&train_labels, &clicks) {
         (Some(t), Some(c)) => Some(wander_explore::metrics::kendall_tau_b(t, c)),
         _ => None,
@@ -137,15 +136,7 @@ fn calibration(run: &RunDir) -> crate::Result<Option<(String, crate::summaries::
     let tau_train_heldout = train_labels
         .as_ref()
         .map(|t| wander_explore::metrics::kendall_tau_b(t, &feedback));
-    let valid_labels: Option<Vec<f64>> = rows
-        .iter()
-        .map(|r| {
-            eval.strategies[&r.1]
-                .valid_label_feedback
-                .as_ref()
-                .map(|e| e.mean)
-        })
-        .collect();
+    let valid_labels = by_period(|s| &s.valid_label_feedback);
     let tau_valid_heldout = valid_labels
         .as_ref()
         .map(|v| wander_explore::metrics::kendall_tau_b(v, &feedback));
