@@ -381,6 +381,9 @@ pub struct PrecomputeConfig {
     pub prior_weight: f64,
     /// Pairs per resumable chunk.
     pub chunk_pairs: usize,
+    /// Where a retrieval-augmented novelty prompt finds each pair's frequent next
+    /// clusters: the run's training transitions, or a refresh's newer window first.
+    pub retrieve_from: RetrievalSource,
     /// Values of n compared by `wander eval scaling`.
     pub scaling_n: Vec<usize>,
     /// Rankings per pair drawn to estimate hit@k and novelty-only selection.
@@ -423,6 +426,11 @@ pub struct NoveltyConfig {
     pub eval_samples: usize,
     /// Bootstrap resamples for the 95% intervals.
     pub bootstrap_rounds: usize,
+    /// How the novelty model's prompt is written: the two history descriptions, or those
+    /// plus the pair's most frequent next clusters (F1's retrieval-augmented prompt).
+    pub prompt: NoveltyPrompt,
+    /// Successor clusters a retrieval-augmented prompt names.
+    pub retrieval_k: usize,
 }
 
 /// `[taxonomy]`
@@ -621,6 +629,28 @@ mode_enum!(
         /// The best-of-n choice of another run's table (`simulate.baseline_run`), e.g. one
         /// whose alignment model is the per-cluster head, on this run's world.
         BaselineTable = "baseline_table",
+    }
+);
+
+mode_enum!(
+    /// How the novelty model's prompt is written (`novelty.prompt`).
+    NoveltyPrompt {
+        /// The two history descriptions.
+        Plain = "plain",
+        /// The two history descriptions and the pair's `retrieval_k` most frequent next
+        /// clusters in the training period (or, in `wander refresh`, the newer window).
+        Retrieval = "retrieval",
+    }
+);
+
+mode_enum!(
+    /// Where a retrieval-augmented novelty prompt looks (`precompute.retrieve_from`).
+    RetrievalSource {
+        /// The run's training transitions (what the novelty model was trained with).
+        Training = "training",
+        /// The newer window of `wander refresh` first, topped up from the training
+        /// transitions: F1's refresh of the table with recent transitions.
+        Refresh = "refresh",
     }
 );
 
@@ -1078,6 +1108,7 @@ impl Config {
             ("taxonomy.min_cluster_size", self.taxonomy.min_cluster_size),
             ("novelty.max_per_pair", self.novelty.max_per_pair),
             ("novelty.max_per_target", self.novelty.max_per_target),
+            ("novelty.retrieval_k", self.novelty.retrieval_k),
             ("items.rerank", self.items.rerank),
             ("simulate.rank", self.simulate.rank),
             ("taxonomy.restarts", self.taxonomy.restarts),

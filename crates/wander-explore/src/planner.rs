@@ -37,19 +37,27 @@ impl PairPrompts {
         descriptions: &[String],
         pairs: &[(u32, u32)],
     ) -> Result<Self> {
+        let d = |c: u32| {
+            descriptions
+                .get(c as usize)
+                .map(String::as_str)
+                .ok_or_else(|| ExploreError::Invalid(format!("cluster {c} has no description")))
+        };
+        Self::from_users(tok, system, pairs, |a, b| Ok(user(d(a)?, d(b)?)))
+    }
+
+    /// Prompts `system` + `user(c1, c2)` for every pair in `pairs`, for prompts that say more
+    /// about a pair than its two descriptions (a retrieval-augmented one); split as in
+    /// [`PairPrompts::new`].
+    pub fn from_users(
+        tok: &Tokenizer,
+        system: &str,
+        pairs: &[(u32, u32)],
+        user: impl Fn(u32, u32) -> Result<String>,
+    ) -> Result<Self> {
         let full: Vec<((u32, u32), Vec<u32>)> = pairs
             .iter()
-            .map(|&(a, b)| {
-                let d = |c: u32| {
-                    descriptions
-                        .get(c as usize)
-                        .map(String::as_str)
-                        .ok_or_else(|| {
-                            ExploreError::Invalid(format!("cluster {c} has no description"))
-                        })
-                };
-                Ok(((a, b), tok.chat_prompt(system, &user(d(a)?, d(b)?))?))
-            })
+            .map(|&(a, b)| Ok(((a, b), tok.chat_prompt(system, &user(a, b)?)?)))
             .collect::<Result<_>>()?;
         let Some(first) = full.first() else {
             return Ok(PairPrompts {

@@ -82,11 +82,47 @@ pub fn user_message(d1: &str, d2: &str) -> String {
     format!("Recent interests: {d1}; then {d2}. Next new interest?")
 }
 
+/// The user message of a retrieval-augmented prompt (F1): the history pair and the clusters
+/// that most often came next after it, most frequent first. With nothing retrieved it is
+/// [`user_message`].
+pub fn retrieval_user_message(d1: &str, d2: &str, retrieved: &[&str]) -> String {
+    if retrieved.is_empty() {
+        return user_message(d1, d2);
+    }
+    format!(
+        "Recent interests: {d1}; then {d2}. Often next: {}. Next new interest?",
+        retrieved.join("; ")
+    )
+}
+
+/// Each pair's `k` most frequent next clusters in `counts`, most frequent first (ties by
+/// cluster id): what a retrieval-augmented prompt names.
+pub fn retrieved_successors(counts: &PairCounts, k: usize) -> BTreeMap<(u32, u32), Vec<u32>> {
+    counts
+        .iter()
+        .map(|(&pair, next)| {
+            let mut v: Vec<(u32, u32)> = next
+                .iter()
+                .filter(|(&c, _)| c != pair.0 && c != pair.1)
+                .map(|(&c, &n)| (c, n))
+                .collect();
+            v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+            (pair, v.into_iter().take(k).map(|(c, _)| c).collect())
+        })
+        .collect()
+}
+
 /// One example as a chat-format JSON line (`{"messages": [...]}`).
 pub fn chat_line(d1: &str, d2: &str, answer: &str) -> String {
+    chat_line_for(&user_message(d1, d2), answer)
+}
+
+/// One example with a given user message (a retrieval-augmented one) as a chat-format JSON
+/// line.
+pub fn chat_line_for(user: &str, answer: &str) -> String {
     serde_json::json!({"messages": [
         {"role": "system", "content": SYSTEM},
-        {"role": "user", "content": user_message(d1, d2)},
+        {"role": "user", "content": user},
         {"role": "assistant", "content": answer},
     ]})
     .to_string()
@@ -128,6 +164,25 @@ mod tests {
         assert!(per_pair.values().all(|&n| n <= 2));
         let mut seen = std::collections::HashSet::new();
         assert!(a.iter().all(|e| seen.insert((e.c1, e.c2, e.next))));
+    }
+
+    #[test]
+    fn retrieval_names_the_most_frequent_successors_in_order() {
+        let r = retrieved_successors(&counts(), 2);
+        assert_eq!(r[&(3, 4)], vec![50, 63]);
+        assert_eq!(
+            retrieved_successors(&counts(), 9)[&(0, 1)],
+            vec![50, 60, 70]
+        );
+        let m = retrieval_user_message("a", "b", &["x", "y"]);
+        assert_eq!(
+            m,
+            "Recent interests: a; then b. Often next: x; y. Next new interest?"
+        );
+        assert_eq!(
+            retrieval_user_message("a", "b", &[]),
+            user_message("a", "b")
+        );
     }
 
     #[test]

@@ -146,6 +146,11 @@ pub const SCORES: File = File::new(StageId::Precompute, "scores.parquet");
 pub const DRAWS: Json<Vec<wander_explore::scaling::PairDraws>> =
     Json::new(StageId::Precompute, "draws.json");
 
+/// The transitions whose next cluster came in a refresh's newer window (histories run on
+/// from the base log): what a refreshed table's retrieval prompts name first.
+pub const REFRESH_TRANSITIONS: Json<Vec<wander_explore::transitions::Transition>> =
+    Json::new(StageId::Refresh, "newer_transitions.json");
+
 /// The items a refresh placed, with how clearly.
 pub const REFRESH_NEW_ITEMS: Json<Vec<crate::summaries::NewItem>> =
     Json::new(StageId::Refresh, "new_items.json");

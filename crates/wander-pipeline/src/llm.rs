@@ -95,6 +95,110 @@ pub(crate) struct Models {
     pub(crate) offsets: Option<Vec<f32>>,
     pub(crate) descriptions: Vec<String>,
     pub(crate) answers: Vec<Vec<u32>>,
+    /// How the run's novelty model was prompted in training.
+    pub(crate) prompter: NoveltyPrompter,
+}
+
+/// How the novelty model's user message is written (`novelty.prompt`): the history pair
+/// alone, or with the pair's most frequent next clusters (F1's retrieval-augmented prompt).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct NoveltyPrompter {
+    /// Per pair, the next clusters a retrieval prompt names; `None`: plain prompts.
+    retrieved: Option<std::collections::BTreeMap<(u32, u32), Vec<u32>>>,
+    /// How many a prompt names.
+    k: usize,
+}
+
+impl NoveltyPrompter {
+    /// Retrieval from `counts` (a pair never seen names nothing), or plain prompts.
+    pub(crate) fn new(
+        shape: wander_core::config::NoveltyPrompt,
+        k: usize,
+        counts: &wander_explore::transitions::PairCounts,
+    ) -> Self {
+        NoveltyPrompter {
+            retrieved: (shape == wander_core::config::NoveltyPrompt::Retrieval)
+                .then(|| wander_explore::sft::retrieved_successors(counts, k)),
+            k,
+        }
+    }
+
+    /// The prompt shape the run's novelty model was trained with (recorded in its
+    /// manifest; plain for a run without one, or from before the choice existed), retrieving
+    /// from the run's training transitions.
+    pub(crate) fn of_run(run: &RunDir) -> crate::Result<Self> {
+        let Ok(stage) = open(run, StageId::TrainNovelty) else {
+            return Ok(Self::default());
+        };
+        let Some(prompt) = stage.manifest().config.get("prompt") else {
+            return Ok(Self::default());
+        };
+        let k = prompt["k"].as_u64().filter(|&k| k > 0).ok_or_else(|| {
+            crate::PipelineError::msg(format!(
+                "{}: the novelty model's prompt {prompt} has no retrieval k; rerun `wander train novelty --force`",
+                run.root().join(StageId::TrainNovelty.folder()).join("manifest.json").display()
+            ))
+        })?;
+        let all: Vec<wander_explore::transitions::Transition> =
+            open(run, StageId::Transitions)?.json(TRANSITIONS)?;
+        Ok(Self::new(
+            wander_core::config::NoveltyPrompt::Retrieval,
+            k as usize,
+            &wander_explore::transitions::counts(&all, wander_data::Split::Train),
+        ))
+    }
+
+    /// Retrieval from `recent` counts first (a refresh's newer window), topped up from the
+    /// ones this prompter retrieves from to the same number; an error for plain prompts.
+    pub(crate) fn retrieving_recent_first(
+        &self,
+        recent: &wander_explore::transitions::PairCounts,
+    ) -> crate::Result<Self> {
+        let Some(older) = &self.retrieved else {
+            crate::bail!("precompute.retrieve_from = \"refresh\" fills a retrieval-augmented prompt, but the run's novelty model was trained with plain prompts: train it with novelty.prompt = \"retrieval\" (`wander train novelty --force`)");
+        };
+        let mut merged = wander_explore::sft::retrieved_successors(recent, self.k);
+        for (pair, names) in older {
+            let list = merged.entry(*pair).or_default();
+            for &c in names {
+                if list.len() < self.k && !list.contains(&c) {
+                    list.push(c);
+                }
+            }
+        }
+        Ok(NoveltyPrompter {
+            retrieved: Some(merged),
+            k: self.k,
+        })
+    }
+
+    /// Whether prompts name retrieved clusters.
+    pub(crate) fn retrieves(&self) -> bool {
+        self.retrieved.is_some()
+    }
+
+    /// The user message for `(c1, c2)`.
+    pub(crate) fn user(&self, c1: u32, c2: u32, descriptions: &[String]) -> crate::Result<String> {
+        let d = |c: u32| {
+            descriptions
+                .get(c as usize)
+                .map(String::as_str)
+                .ok_or_else(|| crate::PipelineError::msg(format!("cluster {c} has no description")))
+        };
+        Ok(match &self.retrieved {
+            None => wander_explore::sft::user_message(d(c1)?, d(c2)?),
+            Some(map) => {
+                let names: Vec<&str> = map
+                    .get(&(c1, c2))
+                    .map(Vec::as_slice)
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|&c| d(c))
+                    .collect::<crate::Result<_>>()?;
+                wander_explore::sft::retrieval_user_message(d(c1)?, d(c2)?, &names)
+            }
+        })
+    }
 }
 
 /// `base` with a trained adapter (the configured rank and targets) folded into its weights.
@@ -173,6 +277,7 @@ pub(crate) fn load_models(
         offsets,
         descriptions,
         answers,
+        prompter: NoveltyPrompter::of_run(run)?,
     })
 }
 
@@ -206,11 +311,77 @@ pub(crate) fn alignment_prompts(m: &Models, pairs: &[(u32, u32)]) -> crate::Resu
 }
 
 pub(crate) fn novelty_prompts(m: &Models, pairs: &[(u32, u32)]) -> crate::Result<PairPrompts> {
-    Ok(PairPrompts::new(
+    // The prompter's errors travel through the explore crate's error as text.
+    Ok(PairPrompts::from_users(
         &m.tok,
         wander_explore::sft::SYSTEM,
-        wander_explore::sft::user_message,
-        &m.descriptions,
         pairs,
+        |a, b| {
+            m.prompter
+                .user(a, b, &m.descriptions)
+                .map_err(|e| wander_explore::ExploreError::Invalid(e.to_string()))
+        },
     )?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wander_core::config::NoveltyPrompt;
+    use wander_explore::transitions::PairCounts;
+
+    fn counts(entries: &[((u32, u32), u32, u32)]) -> PairCounts {
+        let mut c = PairCounts::new();
+        for &(pair, next, n) in entries {
+            c.entry(pair).or_default().insert(next, n);
+        }
+        c
+    }
+
+    #[test]
+    fn a_refresh_names_recent_next_clusters_first_and_tops_up_from_training() {
+        let descriptions: Vec<String> = (0..8).map(|c| format!("d{c}")).collect();
+        let training = counts(&[
+            ((0, 1), 2, 9),
+            ((0, 1), 3, 5),
+            ((0, 1), 4, 1),
+            ((5, 6), 7, 2),
+        ]);
+        let prompter = NoveltyPrompter::new(NoveltyPrompt::Retrieval, 3, &training);
+        assert_eq!(
+            prompter.user(0, 1, &descriptions).unwrap(),
+            "Recent interests: d0; then d1. Often next: d2; d3; d4. Next new interest?"
+        );
+        let recent = counts(&[((0, 1), 4, 3), ((0, 1), 5, 1), ((2, 3), 7, 1)]);
+        let refreshed = prompter.retrieving_recent_first(&recent).unwrap();
+        // Recent first by count, then the training list without repeats, up to k.
+        assert!(refreshed
+            .user(0, 1, &descriptions)
+            .unwrap()
+            .contains("Often next: d4; d5; d2."));
+        assert!(refreshed
+            .user(2, 3, &descriptions)
+            .unwrap()
+            .contains("Often next: d7."));
+        assert!(refreshed
+            .user(5, 6, &descriptions)
+            .unwrap()
+            .contains("Often next: d7."));
+        // A pair seen nowhere gets the plain message.
+        assert_eq!(
+            refreshed.user(6, 5, &descriptions).unwrap(),
+            wander_explore::sft::user_message("d6", "d5")
+        );
+        let plain = NoveltyPrompter::new(NoveltyPrompt::Plain, 3, &training);
+        assert_eq!(
+            plain.user(0, 1, &descriptions).unwrap(),
+            wander_explore::sft::user_message("d0", "d1")
+        );
+        let e = plain
+            .retrieving_recent_first(&recent)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("novelty.prompt = \"retrieval\""), "{e}");
+        assert!(prompter.user(0, 9, &descriptions).is_err());
+    }
 }

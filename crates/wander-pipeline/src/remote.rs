@@ -145,6 +145,8 @@ pub(crate) struct RemoteNovelty<'a> {
     /// The served model's, when `llm.openai.tokenizer` names one.
     served: Option<Tokenizer>,
     descriptions: &'a [String],
+    /// How the run's novelty model was prompted in training.
+    prompter: &'a crate::llm::NoveltyPrompter,
     /// Each answer's tokens in that tokenizer (the end token included).
     answers: Vec<Vec<u32>>,
     by_text: HashMap<String, usize>,
@@ -158,6 +160,7 @@ impl<'a> RemoteNovelty<'a> {
         config: &Config,
         local: &'a Tokenizer,
         descriptions: &'a [String],
+        prompter: &'a crate::llm::NoveltyPrompter,
     ) -> crate::Result<Self> {
         let path = &config.llm.openai.tokenizer;
         let served = if path.as_os_str().is_empty() {
@@ -201,6 +204,7 @@ impl<'a> RemoteNovelty<'a> {
             local,
             served,
             descriptions,
+            prompter,
             answers,
             by_text,
         })
@@ -218,14 +222,9 @@ impl<'a> RemoteNovelty<'a> {
 
     /// The pair's prompt as text: what wander's runtime tokenises.
     fn prompt(&self, (c1, c2): (u32, u32)) -> crate::Result<String> {
-        let d = |c: u32| {
-            self.descriptions
-                .get(c as usize)
-                .ok_or_else(|| PipelineError::msg(format!("cluster {c} has no description")))
-        };
         Ok(Tokenizer::chat_text(
             wander_explore::sft::SYSTEM,
-            &wander_explore::sft::user_message(d(c1)?, d(c2)?),
+            &self.prompter.user(c1, c2, self.descriptions)?,
         ))
     }
 

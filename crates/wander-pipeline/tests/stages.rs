@@ -712,6 +712,48 @@ fn llm_stages_on_a_tiny_model_and_log() {
 /// the evaluation of best-of-n on subsets of those proposals, and its refusal of an n
 /// larger than the proposals kept.
 #[test]
+fn retrieval_prompts_from_the_fine_tuning_set_to_the_table() {
+    use wander_core::config::{NoveltyPrompt, RetrievalSource};
+    let tmp = tempfile::tempdir().unwrap();
+    let mut ctx = tiny_world(tmp.path());
+    tiny_llm(&mut ctx, tmp.path());
+    ctx.config.novelty.prompt = NoveltyPrompt::Retrieval;
+    ctx.config.novelty.retrieval_k = 2;
+    ctx.config.validate().unwrap();
+    stages::Ingest.run(&ctx, false).unwrap();
+    behavioural_taxonomy(&ctx);
+    stages::Transitions.run(&ctx, false).unwrap();
+    records_its_slice(&ctx, &stages::Transitions);
+    stages::Feedback.run(&ctx, false).unwrap();
+    let run = RunDir::open(&ctx.config.run.dir).unwrap();
+    // The chat export is written in the retrieval shape: every pair of the fine-tuning set
+    // was seen in training, so every line names its frequent next clusters.
+    let chat = std::fs::read_to_string(run.root().join("transitions/sft_train.jsonl")).unwrap();
+    assert!(chat.lines().count() > 0);
+    assert!(chat.lines().all(|l| l.contains("Often next: ")), "{chat}");
+    stages::TrainNovelty.run(&ctx, false).unwrap();
+    records_its_slice(&ctx, &stages::TrainNovelty);
+    let manifest = open(&run, StageId::TrainNovelty)
+        .unwrap()
+        .manifest()
+        .clone();
+    assert_eq!(manifest.config["prompt"]["k"], 2, "{}", manifest.config);
+    stages::EvalNovelty.run(&ctx, false).unwrap();
+    stages::TrainAlignment.run(&ctx, false).unwrap();
+    stages::Precompute::default().run(&ctx, false).unwrap();
+    for (_, _, row) in every_row_novel(&run).iter() {
+        assert!(row.iter().all(|c| c.alignment.is_finite()));
+    }
+    // A table that retrieves from a refresh needs one.
+    ctx.config.precompute.retrieve_from = RetrievalSource::Refresh;
+    let e = stages::Precompute::default()
+        .run(&ctx, false)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("wander refresh"), "{e}");
+}
+
+#[test]
 fn candidate_alignment_and_a_proposals_only_table_on_a_tiny_model() {
     use wander_core::config::{AlignmentArch, FeedbackSignal, ScoreSet};
     let tmp = tempfile::tempdir().unwrap();

@@ -79,7 +79,7 @@ pub fn eval_backend(ctx: &StageContext, pairs: usize) -> crate::Result<Summary> 
         let local: Vec<(Vec<f64>, f64)> = chosen.iter().map(|&(a, b)| scorer.answer_probs(a, b, 1.0)).collect::<Result<_, _>>()?;
         let local_seconds = started.elapsed().as_secs_f64();
 
-        let remote = RemoteNovelty::new(&ctx.config, &models.tok, &models.descriptions)?;
+        let remote = RemoteNovelty::new(&ctx.config, &models.tok, &models.descriptions, &models.prompter)?;
         let bar = wander_core::progress::bar(chosen.len() as u64 * m as u64, "server", "answers");
         let started = std::time::Instant::now();
         let served = remote.answer_probs(&chosen, &|| bar.inc(1))?;

@@ -18,22 +18,22 @@ use crate::StageContext;
 use crate::StageId;
 use crate::Summary;
 
-/// Tokenised novelty examples: ChatML prompt of the two descriptions, answer = description.
+/// Tokenised novelty examples: ChatML prompt of the two descriptions (and, with retrieval,
+/// the pair's most frequent next clusters), answer = the next cluster's description.
 fn novelty_examples(
     tok: &wander_llm::tokenizer::Tokenizer,
-    tax: &wander_taxonomy::Taxonomy,
+    descriptions: &[String],
+    prompter: &crate::llm::NoveltyPrompter,
     set: &[wander_explore::sft::PairExample],
 ) -> crate::Result<Vec<wander_llm::train::Example>> {
-    let clusters = tax.planner_clusters();
     set.iter()
         .map(|e| {
-            let d = |c: u32| clusters[c as usize].description.as_str();
             Ok(wander_llm::train::Example {
                 prompt: tok.chat_prompt(
                     wander_explore::sft::SYSTEM,
-                    &wander_explore::sft::user_message(d(e.c1), d(e.c2)),
+                    &prompter.user(e.c1, e.c2, descriptions)?,
                 )?,
-                answer: tok.answer(d(e.next))?,
+                answer: tok.answer(&descriptions[e.next as usize])?,
                 label: 0.0,
                 targets: Vec::new(),
                 candidates: Vec::new(),
@@ -59,7 +59,13 @@ fn novelty_train_config(ctx: &StageContext) -> wander_llm::train::TrainConfig {
 
 /// The configuration `wander train novelty` depends on.
 pub(crate) fn train_novelty_slice(ctx: &StageContext) -> Value {
-    json!({"train": novelty_train_config(ctx), "lora": ctx.config.llm.lora})
+    let mut slice = json!({"train": novelty_train_config(ctx), "lora": ctx.config.llm.lora});
+    // Absent for plain prompts, so that runs from before the choice stay fresh; the
+    // precompute and `eval novelty` read the shape from here.
+    if ctx.config.novelty.prompt == wander_core::config::NoveltyPrompt::Retrieval {
+        slice["prompt"] = json!({"shape": "retrieval", "k": ctx.config.novelty.retrieval_k});
+    }
+    slice
 }
 
 /// The configuration `wander eval novelty` depends on.
@@ -81,8 +87,15 @@ pub fn train_novelty(ctx: &StageContext, force: bool) -> crate::Result<Summary> 
         let train_set: Vec<wander_explore::sft::PairExample> = stage.json(SFT_TRAIN)?;
         let eval_set: Vec<wander_explore::sft::PairExample> = stage.json(SFT_EVAL)?;
         let (tok, model, params) = crate::llm::trainable_model(ctx, &q8)?;
-        let train = novelty_examples(&tok, &tax, &train_set)?;
-        let eval = novelty_examples(&tok, &tax, &eval_set)?;
+        let descriptions: Vec<String> = tax.planner_clusters().iter().map(|c| c.description.clone()).collect();
+        let all: Vec<wander_explore::transitions::Transition> = stage.json(TRANSITIONS)?;
+        let prompter = crate::llm::NoveltyPrompter::new(
+            ctx.config.novelty.prompt,
+            ctx.config.novelty.retrieval_k,
+            &wander_explore::transitions::counts(&all, wander_data::Split::Train),
+        );
+        let train = novelty_examples(&tok, &descriptions, &prompter, &train_set)?;
+        let eval = novelty_examples(&tok, &descriptions, &prompter, &eval_set)?;
         let mut trainer = wander_llm::train::Trainer::new(&model, wander_llm::train::Objective::Sft, params, train_cfg.clone(), tok.im_end, Some(&checkpoints))?;
         let report = crate::llm::run_trainer(&mut trainer, &train, &eval, train_cfg.steps, "train")?;
         model.save_lora(&NOVELTY_ADAPTER.path_in(w)?)?;
@@ -154,6 +167,9 @@ pub fn eval_novelty(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
         tuned.load_lora(&open(&run, StageId::TrainNovelty)?.path(NOVELTY_ADAPTER)?)?;
         tuned.merge_lora()?;
         let answers: Vec<Vec<u32>> = clusters.iter().map(|c| tok.answer(&c.description)).collect::<Result<_, _>>()?;
+        let descriptions: Vec<String> = clusters.iter().map(|c| c.description.clone()).collect();
+        // The prompt the fine-tuned model was trained with; the zero-shot model reads the same.
+        let prompter = crate::llm::NoveltyPrompter::of_run(&run)?;
         let index = tax.index();
         let methods = ["random", "popularity", "cooccurrence", "zero_shot", "fine_tuned"];
         let mut ranked: BTreeMap<(&str, (u32, u32)), Vec<u32>> = BTreeMap::new();
@@ -174,7 +190,7 @@ pub fn eval_novelty(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
             let co = train.get(&(c1, c2));
             let cooc: Vec<(u32, f64)> = novel.iter().map(|&c| (c, co.and_then(|m| m.get(&c)).copied().unwrap_or(0) as f64 * 1e9 + target_counts[c as usize] as f64)).collect();
             ranked.insert(("cooccurrence", (c1, c2)), top_k(&cooc, 5));
-            let prompt = tok.chat_prompt(wander_explore::sft::SYSTEM, &wander_explore::sft::user_message(&clusters[c1 as usize].description, &clusters[c2 as usize].description))?;
+            let prompt = tok.chat_prompt(wander_explore::sft::SYSTEM, &prompter.user(c1, c2, &descriptions)?)?;
             let cand: Vec<Vec<u32>> = novel.iter().map(|&c| answers[c as usize].clone()).collect();
             for (name, model) in [("zero_shot", &base), ("fine_tuned", &tuned)] {
                 let s = wander_llm::generate::score_candidates(model, &prompt, &cand)?;
@@ -209,6 +225,9 @@ pub fn eval_novelty(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
             "Protocol: global temporal split (test = latest {:.0}% of interactions); transitions from positive engagement (`{}`), consecutive repeats removed; {} test events sampled with seed {} over {} distinct history pairs; every method ranks the {} clusters other than the two history clusters. Metrics are means over events with 95% percentile-bootstrap intervals ({} resamples). Exact match: {} unconstrained samples at temperature 1, and one greedy answer, for each of the first {} pairs.\n\n",
             100.0 * ctx.config.data.test_fraction, ctx.config.data.positive, events.len(), seed, pairs.len(), n - 2, rounds, cfg.eval_samples, format_pairs
         ));
+        if prompter.retrieves() {
+            md.push_str("The LLM methods' prompts are retrieval-augmented, as the fine-tuned model was trained: each names the pair's most frequent next clusters in the training transitions (`novelty.prompt = \"retrieval\"`), which co-occurrence ranks first too.\n\n");
+        }
         md.push_str("| method | hit@1 | hit@5 | novelty (bits) | out-of-loop | coverage | exact match (T = 1) | exact match (greedy) | constrained validity | repeat agreement |\n|---|---|---|---|---|---|---|---|---|---|\n");
         for m in methods {
             let mut h1 = Vec::new();

@@ -11,7 +11,7 @@ use serde_json::json;
 use serde_json::Value;
 use wander_core::artifact::RunDir;
 use wander_core::config::{
-    AlignmentArch, LlmBackend, PairSet, ProposalMode, ProposalNormalize, ScoreSet,
+    AlignmentArch, LlmBackend, PairSet, ProposalMode, ProposalNormalize, RetrievalSource, ScoreSet,
 };
 use wander_explore::planner::AlignmentScorer;
 use wander_explore::planner::NoveltyScorer;
@@ -144,6 +144,10 @@ pub(crate) fn precompute_slice(ctx: &StageContext) -> Value {
         // Only then, so that tables ranked by the score alone stay fresh.
         slice["precompute"]["prior_weight"] = json!(cfg.prior_weight);
     }
+    if cfg.retrieve_from == RetrievalSource::Refresh {
+        // Only then, so that tables retrieving from the training period stay fresh.
+        slice["precompute"]["retrieve_from"] = json!(cfg.retrieve_from);
+    }
     if cfg.score == ScoreSet::Proposals {
         slice["precompute"]["score"] = json!(cfg.score);
         slice["precompute"]["draws"] = json!(proposal_draws(cfg));
@@ -174,7 +178,14 @@ pub fn precompute(
 ) -> crate::Result<Summary> {
     let cfg = &ctx.config.precompute;
     let run = RunDir::open(&ctx.config.run.dir)?;
-    let (q8, inputs) = model_and_inputs(ctx, &run, StageId::Precompute)?;
+    let (q8, mut inputs) = model_and_inputs(ctx, &run, StageId::Precompute)?;
+    if cfg.retrieve_from == RetrievalSource::Refresh {
+        let folder = StageId::Refresh.folder();
+        let sum = run.manifest_checksum(folder).context(
+            "precompute.retrieve_from = \"refresh\" reads the newer window of `wander refresh`: run it first",
+        )?;
+        inputs.insert(format!("{folder}/manifest.json"), sum);
+    }
     let slice = precompute_slice(ctx);
     let key = wander_core::hash::sha256_hex(
         serde_json::to_string(&json!({"slice": slice, "inputs": inputs}))?.as_bytes(),
@@ -229,7 +240,21 @@ pub fn precompute(
         if !todo.is_empty() {
             let remote_backend = ctx.config.llm.backend == LlmBackend::OpenAi;
             // The server holds the novelty model; only the alignment model runs here.
-            let models = load_models(ctx, &run, &q8, !remote_backend)?;
+            let mut models = load_models(ctx, &run, &q8, !remote_backend)?;
+            if cfg.retrieve_from == RetrievalSource::Refresh {
+                let newer: Vec<Transition> =
+                    open(&run, StageId::Refresh)?.json(REFRESH_TRANSITIONS)?;
+                let mut recent = wander_explore::transitions::PairCounts::new();
+                for t in &newer {
+                    *recent
+                        .entry((t.c1, t.c2))
+                        .or_default()
+                        .entry(t.next)
+                        .or_default() += 1;
+                }
+                models.prompter = models.prompter.retrieving_recent_first(&recent)?;
+                log(format!("retrieval prompts name the newer window's next clusters first ({} transitions over {} pairs)", newer.len(), recent.len()));
+            }
             let remote = if remote_backend {
                 log(format!(
                     "novelty proposals from {} (model {}), {} requests in flight",
@@ -241,6 +266,7 @@ pub fn precompute(
                     &ctx.config,
                     &models.tok,
                     &models.descriptions,
+                    &models.prompter,
                 )?)
             } else {
                 None

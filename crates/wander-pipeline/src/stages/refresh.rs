@@ -267,6 +267,12 @@ pub fn refresh(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
                     drift: drift_figures,
                 };
                 REFRESH_NEW_ITEMS.write(w, &new_items)?;
+                let newer: Vec<wander_explore::transitions::Transition> = dated
+                    .iter()
+                    .filter(|(_, w)| *w == 1)
+                    .map(|(t, _)| *t)
+                    .collect();
+                REFRESH_TRANSITIONS.write(w, &newer)?;
                 let md = markdown(&summary, &new_items, &tax, cfg);
                 report_md(StageId::Refresh).write(w, md.as_bytes())?;
                 crate::summaries::record(&summary)
@@ -370,7 +376,7 @@ fn markdown(
         }
     }
     md.push_str(&format!(
-        "\n## Do the newer window's transitions follow the run's?\n\nTransitions mined over the run's log and the newer window as one log (histories run on across the boundary), each dated by the window of the engagement that made its next cluster: {} before, {} in the newer window, over {} history pairs ({} of them never seen before). Top-{} successor Jaccard over the {} pairs with at least {} transitions in both windows: **{}** (`wander eval drift` puts the same figure between consecutive periods). The run's count table (fitted on the base log alone) names the newer window's next cluster first for {} of its transitions.\n\nNot built yet: the table's rerun with a retrieval-augmented prompt, warm-started fine-tuning, the gates and publishing.\n",
+        "\n## Do the newer window's transitions follow the run's?\n\nTransitions mined over the run's log and the newer window as one log (histories run on across the boundary), each dated by the window of the engagement that made its next cluster: {} before, {} in the newer window, over {} history pairs ({} of them never seen before). Top-{} successor Jaccard over the {} pairs with at least {} transitions in both windows: **{}** (`wander eval drift` puts the same figure between consecutive periods). The run's count table (fitted on the base log alone) names the newer window's next cluster first for {} of its transitions.\n\nNext: the table's rerun with the retrieval-augmented prompt naming this window's next clusters first (`wander precompute --force` with `precompute.retrieve_from = \"refresh\"`, for a novelty model trained with `novelty.prompt = \"retrieval\"`; `newer_transitions.json` holds them), then `wander publish`, whose gates keep the serving version when the new table fails them. Not built yet: warm-started fine-tuning on the newer window.\n",
         d.base_transitions,
         d.newer_transitions,
         d.newer_pairs,

@@ -16,7 +16,13 @@ use crate::Summary;
 /// The configuration `wander transitions` depends on.
 pub(crate) fn transitions_slice(ctx: &StageContext) -> Value {
     let cfg = &ctx.config.novelty;
-    json!({"examples": cfg.examples, "alpha": cfg.alpha, "max_per_pair": cfg.max_per_pair, "max_per_target": cfg.max_per_target, "eval_examples": cfg.eval_examples, "seed": ctx.config.run.seed})
+    let mut slice = json!({"examples": cfg.examples, "alpha": cfg.alpha, "max_per_pair": cfg.max_per_pair, "max_per_target": cfg.max_per_target, "eval_examples": cfg.eval_examples, "seed": ctx.config.run.seed});
+    // The chat export is written in the novelty prompt's shape; absent for plain prompts so
+    // that runs from before the choice stay fresh.
+    if cfg.prompt == wander_core::config::NoveltyPrompt::Retrieval {
+        slice["prompt"] = json!({"shape": "retrieval", "k": cfg.retrieval_k});
+    }
+    slice
 }
 
 /// `wander transitions`.
@@ -56,11 +62,22 @@ pub fn transitions(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
                     &eval_div,
                     seed ^ 1,
                 );
-                let desc = |c: u32| clusters[c as usize].description.as_str();
+                let descriptions: Vec<String> =
+                    clusters.iter().map(|c| c.description.clone()).collect();
+                let prompter = crate::llm::NoveltyPrompter::new(
+                    cfg.prompt,
+                    cfg.retrieval_k,
+                    &tr::counts(&all, wander_data::Split::Train),
+                );
                 let jsonl: String = train_set
                     .iter()
-                    .map(|e| sft::chat_line(desc(e.c1), desc(e.c2), desc(e.next)) + "\n")
-                    .collect();
+                    .map(|e| {
+                        Ok(sft::chat_line_for(
+                            &prompter.user(e.c1, e.c2, &descriptions)?,
+                            &descriptions[e.next as usize],
+                        ) + "\n")
+                    })
+                    .collect::<crate::Result<_>>()?;
                 SFT_TRAIN_CHAT.write(w, jsonl.as_bytes())?;
                 SFT_TRAIN.write(w, &train_set)?;
                 SFT_EVAL.write(w, &eval_set)?;
