@@ -738,7 +738,11 @@ fn retrieval_prompts_from_the_fine_tuning_set_to_the_table() {
         .manifest()
         .clone();
     assert_eq!(manifest.config["prompt"]["k"], 2, "{}", manifest.config);
-    stages::EvalNovelty.run(&ctx, false).unwrap();
+    let en = stages::EvalNovelty.run(&ctx, false).unwrap();
+    assert!(
+        en.fields()["methods"]["fine_tuned_recent_retrieval"]["hit_at_5"]["mean"].is_number(),
+        "{en}"
+    );
     stages::TrainAlignment.run(&ctx, false).unwrap();
     stages::Precompute::default().run(&ctx, false).unwrap();
     for (_, _, row) in every_row_novel(&run).iter() {

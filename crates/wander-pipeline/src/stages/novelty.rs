@@ -171,7 +171,16 @@ pub fn eval_novelty(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
         // The prompt the fine-tuned model was trained with; the zero-shot model reads the same.
         let prompter = crate::llm::NoveltyPrompter::of_run(&run)?;
         let index = tax.index();
-        let methods = ["random", "popularity", "cooccurrence", "zero_shot", "fine_tuned"];
+        // F1's refreshed retrieval, offline: the same model with prompts that name the
+        // validation period's next clusters first, the most recent before the test period.
+        let recent = prompter
+            .retrieves()
+            .then(|| prompter.retrieving_recent_first(&counts(&all, wander_data::Split::Valid)))
+            .transpose()?;
+        let mut methods = vec!["random", "popularity", "cooccurrence", "zero_shot", "fine_tuned"];
+        if recent.is_some() {
+            methods.push("fine_tuned_recent_retrieval");
+        }
         let mut ranked: BTreeMap<(&str, (u32, u32)), Vec<u32>> = BTreeMap::new();
         let mut exact: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
         let mut valid: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
@@ -192,6 +201,13 @@ pub fn eval_novelty(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
             ranked.insert(("cooccurrence", (c1, c2)), top_k(&cooc, 5));
             let prompt = tok.chat_prompt(wander_explore::sft::SYSTEM, &prompter.user(c1, c2, &descriptions)?)?;
             let cand: Vec<Vec<u32>> = novel.iter().map(|&c| answers[c as usize].clone()).collect();
+            if let Some(recent) = &recent {
+                let prompt = tok.chat_prompt(wander_explore::sft::SYSTEM, &recent.user(c1, c2, &descriptions)?)?;
+                let s = wander_llm::generate::score_candidates(&tuned, &prompt, &cand)?;
+                let scored: Vec<(u32, f64)> = novel.iter().copied().zip(s.constrained_logprob.iter().copied()).collect();
+                ranked.insert(("fine_tuned_recent_retrieval", (c1, c2)), top_k(&scored, 5));
+                agreement.insert(("fine_tuned_recent_retrieval", (c1, c2)), wander_explore::metrics::repeat_agreement(&s.constrained_logprob));
+            }
             for (name, model) in [("zero_shot", &base), ("fine_tuned", &tuned)] {
                 let s = wander_llm::generate::score_candidates(model, &prompt, &cand)?;
                 let scored: Vec<(u32, f64)> = novel.iter().copied().zip(s.constrained_logprob.iter().copied()).collect();
@@ -226,7 +242,7 @@ pub fn eval_novelty(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
             100.0 * ctx.config.data.test_fraction, ctx.config.data.positive, events.len(), seed, pairs.len(), n - 2, rounds, cfg.eval_samples, format_pairs
         ));
         if prompter.retrieves() {
-            md.push_str("The LLM methods' prompts are retrieval-augmented, as the fine-tuned model was trained: each names the pair's most frequent next clusters in the training transitions (`novelty.prompt = \"retrieval\"`), which co-occurrence ranks first too.\n\n");
+            md.push_str("The LLM methods' prompts are retrieval-augmented, as the fine-tuned model was trained: each names the pair's most frequent next clusters in the training transitions (`novelty.prompt = \"retrieval\"`), which co-occurrence ranks first too. `fine_tuned_recent_retrieval` is the same model with prompts that name the validation period's next clusters first (topped up from the training ones): F1's refresh of the retrieval with the most recent transitions before the test period.\n\n");
         }
         md.push_str("| method | hit@1 | hit@5 | novelty (bits) | out-of-loop | coverage | exact match (T = 1) | exact match (greedy) | constrained validity | repeat agreement |\n|---|---|---|---|---|---|---|---|---|---|\n");
         for m in methods {
