@@ -543,6 +543,16 @@ fn refresh_checks(
     assert_eq!(s["new_users"], 1);
     assert_eq!(s["users"], 944);
     assert_eq!(s["interactions"], n);
+    // The newer window's transitions, for a table that retrieves them first.
+    let newer_transitions: Vec<serde_json::Value> = serde_json::from_slice(
+        &std::fs::read(dir.join("run/refresh/newer_transitions.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        newer_transitions.len() as u64,
+        s["drift"]["newer_transitions"].as_u64().unwrap(),
+        "{s}"
+    );
     assert_eq!(s["interactions_on_new_items"], on_new);
     assert_eq!(s["taxonomy_version"], 2);
     assert_eq!(
