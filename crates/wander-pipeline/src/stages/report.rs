@@ -121,11 +121,18 @@ fn calibration(run: &RunDir) -> crate::Result<Option<(String, crate::summaries::
     // The simulator's world is the training period: how it orders the strategies there, and
     // how far that ordering itself moves by the held-out period. Evaluations from before the
     // training-label figure existed have none.
+    // A strategy with no labelled choice in a period has no finite figure there; the
+    // comparison with that period is then left out rather than computed over NaN.
     let by_period = |figure: fn(
         &crate::summaries::StrategyFigures,
     ) -> &Option<wander_explore::metrics::Estimate>| {
         rows.iter()
-            .map(|r| figure(&eval.strategies[&r.1]).as_ref().map(|e| e.mean))
+            .map(|r| {
+                figure(&eval.strategies[&r.1])
+                    .as_ref()
+                    .map(|e| e.mean)
+                    .filter(|m| m.is_finite())
+            })
             .collect::<Option<Vec<f64>>>()
     };
     let train_labels = by_period(|s| &s.train_label_feedback);
