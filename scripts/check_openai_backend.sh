@@ -88,10 +88,13 @@ if bad:
     sys.exit("check_openai_backend: the server and wander's runtime disagree: " + "; ".join(bad))
 EOF
 
-# The table through the server, in a copy of the run (the run's own table stays).
+# The table through the server, in a copy of the run (the run's own table stays). At
+# temperature 1: the default 2 is for the trie-constrained sampler, and unconstrained at 2
+# almost no completion is a valid answer (README, "P2's own proposal distribution").
 cp -r "$run_dir" "$work/run"
 table=(--set "run.dir=$work/run" --set llm.backend=openai --set precompute.mode=sample
-       --set precompute.normalize=answer --set "precompute.n=$n" --set precompute.chunk_pairs=16)
+       --set precompute.normalize=answer --set precompute.temperature=1.0
+       --set "precompute.n=$n" --set precompute.chunk_pairs=16)
 timeout 30 "$bin" "${profile[@]}" "${remote[@]}" "${table[@]}" precompute > /dev/null 2>&1 || true
 started=$(date +%s)
 "$bin" "${profile[@]}" "${remote[@]}" "${table[@]}" --json precompute > "$work/table.json" 2> "$work/table.log"

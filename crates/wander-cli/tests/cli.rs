@@ -710,6 +710,16 @@ fn tiny_settings(run: &std::path::Path) -> Vec<String> {
         "taxonomy.coarse_clusters=4".into(),
         "taxonomy.fine_clusters=12".into(),
         "feedback.min_users=2".into(),
+        // The per-cluster head's baseline (configs/head.toml), the cheapest alignment model,
+        // for the plumbing these tests check; the candidate reader, the default, runs below
+        // in a run of its own and in the quick start that CI runs.
+        "feedback.shrinkage=0".into(),
+        "alignment.arch=\"cluster_head\"".into(),
+        "alignment.prior=\"learned\"".into(),
+        "precompute.score=\"all\"".into(),
+        "precompute.draws=0".into(),
+        "precompute.temperature=1.0".into(),
+        "precompute.prior_weight=1.0".into(),
         "alignment.steps=2".into(),
         "alignment.batch_size=4".into(),
         "alignment.warmup_steps=1".into(),

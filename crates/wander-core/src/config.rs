@@ -21,6 +21,7 @@ pub const DEFAULT_TOML: &str = include_str!("../../../wander.toml");
 pub const PROFILES: &[(&str, &str)] = &[
     ("quick", include_str!("../../../configs/quick.toml")),
     ("explore", include_str!("../../../configs/explore.toml")),
+    ("head", include_str!("../../../configs/head.toml")),
 ];
 
 /// Prefix of environment variables that override configuration keys.
@@ -1670,13 +1671,17 @@ mod tests {
         };
         // The default normalisation (per token, over a trie) needs the runtime's logits.
         assert!(err("").contains("precompute.normalize"), "{}", err(""));
-        let answer = "[precompute]\nnormalize = \"answer\"\n";
+        let answer_at = |t: f64| format!("[precompute]\nnormalize = \"answer\"\ntemperature = {t:?}\n");
+        let answer = answer_at(1.0);
         let ok = with_file(&format!("{openai}{answer}")).unwrap();
         assert_eq!(ok.llm.backend, LlmBackend::OpenAi);
-        // Exact scores are prompt log-probabilities, at temperature 1 only.
-        let hot = err(&format!("{answer}temperature = 1.5\n"));
+        // Exact scores are prompt log-probabilities, at temperature 1 only: the default 2
+        // (the candle sampler's, trie-constrained) is refused with what to set.
+        let hot = err(&answer_at(1.5));
         assert!(hot.contains("precompute.temperature"), "{hot}");
-        let sampled = format!("{openai}{answer}temperature = 1.5\nmode = \"sample\"\n");
+        let default_t = err("[precompute]\nnormalize = \"answer\"\n");
+        assert!(default_t.contains("temperature = 1.0"), "{default_t}");
+        let sampled = format!("{openai}{}mode = \"sample\"\n", answer_at(1.5));
         assert!(with_file(&sampled).is_ok());
         let bad_extra = format!("{openai}[llm.openai]\nsampling_extra = \"[1]\"\n{answer}");
         assert!(with_file(&bad_extra)
@@ -1735,7 +1740,7 @@ mod tests {
 
     #[test]
     fn the_offset_prior_needs_the_candidate_scalar_head() {
-        let e = with_file("[alignment]\nprior = \"offset\"\n")
+        let e = with_file("[alignment]\nprior = \"offset\"\narch = \"cluster_head\"\n")
             .unwrap_err()
             .to_string();
         assert!(e.contains("alignment.prior"), "{e}");
@@ -1750,7 +1755,7 @@ mod tests {
 
     #[test]
     fn a_prior_weight_needs_the_offset_model_and_a_share() {
-        let e = with_file("[precompute]\nprior_weight = 0.5\n")
+        let e = with_file("[alignment]\nprior = \"learned\"\n[precompute]\nprior_weight = 0.5\n")
             .unwrap_err()
             .to_string();
         assert!(
@@ -1955,6 +1960,45 @@ mod tests {
         );
         assert_eq!((c.feedback.shrinkage, c.feedback.min_users), (5.0, 1));
         assert!(!c.run.smoke);
+    }
+
+    /// The default alignment model is the one that won on the validation period (issue 17's
+    /// rule), and the head profile is the whole baseline it replaced, valid on its own.
+    #[test]
+    fn the_default_is_the_candidate_reader_and_the_head_profile_its_baseline() {
+        let c = Config::default_config();
+        assert_eq!(
+            (c.alignment.arch, c.alignment.prior),
+            (AlignmentArch::Candidate, AlignmentPrior::Offset)
+        );
+        assert_eq!(
+            (c.precompute.score, c.precompute.prior_weight, c.precompute.temperature),
+            (ScoreSet::Proposals, 0.0, 2.0)
+        );
+        assert_eq!((c.feedback.shrinkage, c.feedback.min_users), (5.0, 1));
+        let explore = Config::load(&Sources {
+            profile: Some("explore".into()),
+            ..Sources::default()
+        })
+        .unwrap();
+        let mut same = explore.clone();
+        same.run.dir = c.run.dir.clone();
+        assert_eq!(same, c, "the explore profile is the default but for its folder");
+        let h = Config::load(&Sources {
+            profile: Some("head".into()),
+            ..Sources::default()
+        })
+        .unwrap();
+        assert_eq!(h.run.dir, PathBuf::from("runs/head"));
+        assert_eq!(
+            (h.alignment.arch, h.alignment.prior, h.alignment.steps),
+            (AlignmentArch::ClusterHead, AlignmentPrior::Learned, 120)
+        );
+        assert_eq!(
+            (h.precompute.score, h.precompute.prior_weight, h.precompute.temperature),
+            (ScoreSet::All, 1.0, 1.0)
+        );
+        assert_eq!((h.feedback.shrinkage, h.feedback.min_users), (0.0, 3));
     }
 
     #[test]

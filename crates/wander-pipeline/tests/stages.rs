@@ -9,7 +9,7 @@ use std::path::Path;
 
 use wander_core::artifact::RunDir;
 use wander_core::config::Strategy;
-use wander_core::config::{Config, DataFormat};
+use wander_core::config::{Config, DataFormat, Sources};
 use wander_data::synth::{Layout, SynthConfig};
 use wander_data::Split;
 use wander_pipeline::artifacts::{self, open};
@@ -45,7 +45,14 @@ fn tiny_world(root: &Path) -> StageContext {
         &root.join("data"),
     )
     .unwrap();
-    let mut cfg = Config::default_config();
+    // The per-cluster head's baseline (configs/head.toml): the cheapest alignment model,
+    // for the plumbing these tests check; the candidate reader, the default, has its own
+    // tests below that set it up as the default does.
+    let mut cfg = Config::load(&Sources {
+        profile: Some("head".into()),
+        ..Sources::default()
+    })
+    .unwrap();
     cfg.run.dir = root.join("run");
     cfg.data.format = DataFormat::Generic;
     cfg.data.path = root.join("data").display().to_string();
