@@ -432,6 +432,9 @@ pub struct NoveltyConfig {
     pub prompt: NoveltyPrompt,
     /// Successor clusters a retrieval-augmented prompt names.
     pub retrieval_k: usize,
+    /// A run directory whose trained novelty adapter starts the fine-tuning instead of a
+    /// fresh one (empty: fresh). F1's monthly refresh continues from the deployed model.
+    pub warm_start: String,
 }
 
 /// `[taxonomy]`
@@ -652,6 +655,11 @@ mode_enum!(
         /// The newer window of `wander refresh` first, topped up from the training
         /// transitions: F1's refresh of the table with recent transitions.
         Refresh = "refresh",
+        /// The run's validation period first (the window between training and test),
+        /// topped up from the training transitions: F1's refresh replayed inside the run's
+        /// own periods, so that `wander eval` compares a table refreshed with the latest
+        /// window against the stale one on the test period that follows.
+        Validation = "validation",
     }
 );
 

@@ -310,6 +310,9 @@ pub struct TrainNoveltySummary {
     pub resumed_from: usize,
     /// The adapter's file.
     pub adapter: String,
+    /// The parent adapter the training started from (`novelty.warm_start`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warm_start: Option<std::path::PathBuf>,
 }
 
 /// `wander train alignment`.

@@ -752,9 +752,26 @@ fn retrieval_prompts_from_the_fine_tuning_set_to_the_table() {
     );
     stages::TrainAlignment.run(&ctx, false).unwrap();
     stages::Precompute::default().run(&ctx, false).unwrap();
-    for (_, _, row) in every_row_novel(&run).iter() {
+    let stale = every_row_novel(&run);
+    for (_, _, row) in stale.iter() {
         assert!(row.iter().all(|c| c.alignment.is_finite()));
     }
+    // F1's refresh inside the run's own periods: the same models, the prompts naming the
+    // validation period's next clusters first. The manifest says where the names came from,
+    // and the proposal probabilities move where the named clusters changed.
+    ctx.config.precompute.retrieve_from = RetrievalSource::Validation;
+    stages::Precompute::default().run(&ctx, false).unwrap();
+    let slice = open(&run, StageId::Precompute).unwrap().manifest().config.clone();
+    assert_eq!(slice["precompute"]["retrieve_from"], "validation", "{slice}");
+    let refreshed = every_row_novel(&run);
+    let moved = stale
+        .iter()
+        .zip(refreshed.iter())
+        .filter(|((_, _, a), (_, _, b))| {
+            a.iter().map(|c| c.novelty_prob).ne(b.iter().map(|c| c.novelty_prob))
+        })
+        .count();
+    assert!(moved > 0, "no pair's proposals moved with the validation period's successors");
     // A table that retrieves from a refresh needs one.
     ctx.config.precompute.retrieve_from = RetrievalSource::Refresh;
     let e = stages::Precompute::default()
@@ -762,6 +779,61 @@ fn retrieval_prompts_from_the_fine_tuning_set_to_the_table() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("wander refresh"), "{e}");
+}
+
+/// F1's monthly refresh continues from the deployed model: `novelty.warm_start` loads a
+/// parent run's adapter before the first step (a fresh adapter's first loss is the base
+/// model's; a warm one's is not), records it, and refuses a parent of another shape.
+#[test]
+fn novelty_fine_tuning_warm_starts_from_a_parent_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut ctx = tiny_world(tmp.path());
+    tiny_llm(&mut ctx, tmp.path());
+    stages::Ingest.run(&ctx, false).unwrap();
+    behavioural_taxonomy(&ctx);
+    stages::Transitions.run(&ctx, false).unwrap();
+    stages::TrainNovelty.run(&ctx, false).unwrap();
+    // The parent: this run as it is now, in a folder of its own.
+    let parent = tmp.path().join("parent");
+    let status = std::process::Command::new("cp")
+        .arg("-r")
+        .arg(&ctx.config.run.dir)
+        .arg(&parent)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // One step at a negligible rate: the first loss shows where the adapter started.
+    ctx.config.novelty.steps = 1;
+    ctx.config.novelty.warmup_steps = 0;
+    ctx.config.novelty.lr = 1e-9;
+    let first_loss = |ctx: &StageContext| {
+        let s = stages::TrainNovelty.run(ctx, true).unwrap();
+        let typed: wander_pipeline::summaries::TrainNoveltySummary =
+            wander_pipeline::summaries::read(StageId::TrainNovelty, s.fields()).unwrap();
+        (typed.first_loss.unwrap(), typed.warm_start)
+    };
+    let (fresh, none) = first_loss(&ctx);
+    assert!(none.is_none());
+    ctx.config.novelty.warm_start = parent.display().to_string();
+    let (warm, from) = first_loss(&ctx);
+    assert!(fresh.is_finite() && warm.is_finite());
+    assert!(
+        (warm - fresh).abs() > 1e-6,
+        "a warm start begins where the parent ended, not at the base model: {warm} vs {fresh}"
+    );
+    assert!(from.is_some_and(|p| p.starts_with(&parent)));
+    // The parent's checksum is an input: the same setting again is fresh.
+    assert!(stages::TrainNovelty.run(&ctx, false).unwrap().fields()["skipped"]
+        .as_bool()
+        .unwrap());
+    // Another LoRA shape, or no such run, is refused with the key and the reason.
+    ctx.config.llm.lora.rank *= 2;
+    let e = stages::TrainNovelty.run(&ctx, true).unwrap_err().to_string();
+    assert!(e.contains("novelty.warm_start") && e.contains("[llm.lora]"), "{e}");
+    ctx.config.llm.lora.rank /= 2;
+    ctx.config.novelty.warm_start = tmp.path().join("nowhere").display().to_string();
+    let e = stages::TrainNovelty.run(&ctx, true).unwrap_err().to_string();
+    assert!(e.contains("no such run directory"), "{e}");
 }
 
 #[test]

@@ -74,10 +74,56 @@ pub(crate) fn eval_novelty_slice(ctx: &StageContext) -> Value {
     json!({"eval_events": cfg.eval_events, "eval_samples": cfg.eval_samples, "bootstrap_rounds": cfg.bootstrap_rounds, "seed": ctx.config.run.seed})
 }
 
+/// The novelty adapter that `novelty.warm_start` names, checked against this run's base
+/// model, LoRA shape and prompt shape (a mismatch would load, or fail to load, silently
+/// different weights), or `None` for a fresh adapter.
+fn warm_start_adapter(
+    ctx: &StageContext,
+    base_model_sha256: &str,
+) -> crate::Result<Option<std::path::PathBuf>> {
+    let dir = ctx.config.novelty.warm_start.trim();
+    if dir.is_empty() {
+        return Ok(None);
+    }
+    let root = std::path::Path::new(dir);
+    if !root.is_dir() {
+        crate::bail!("novelty.warm_start = \"{dir}\": no such run directory");
+    }
+    let parent = RunDir::open(root)?;
+    let stage = open(&parent, StageId::TrainNovelty).with_context(|| {
+        format!("novelty.warm_start = \"{dir}\": that run has no trained novelty model (run `wander train novelty` there first)")
+    })?;
+    let theirs = &stage.manifest().config;
+    let ours = train_novelty_slice(ctx);
+    for (key, what) in [("lora", "[llm.lora] shape"), ("prompt", "prompt shape (novelty.prompt, retrieval_k)")] {
+        if theirs.get(key) != ours.get(key) {
+            crate::bail!(
+                "novelty.warm_start = \"{dir}\": its adapter was trained with another {what}: {} there, {} here",
+                theirs.get(key).unwrap_or(&Value::Null),
+                ours.get(key).unwrap_or(&Value::Null)
+            );
+        }
+    }
+    if !stage.manifest().inputs.values().any(|sum| sum == base_model_sha256) {
+        crate::bail!("novelty.warm_start = \"{dir}\": its adapter was trained on another base model (llm.model)");
+    }
+    Ok(Some(stage.path(NOVELTY_ADAPTER)?))
+}
+
 /// `wander train novelty`.
 pub fn train_novelty(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
     let run = RunDir::open(&ctx.config.run.dir)?;
-    let (q8, inputs) = model_and_inputs(ctx, &run, StageId::TrainNovelty)?;
+    let (q8, mut inputs) = model_and_inputs(ctx, &run, StageId::TrainNovelty)?;
+    let base_sum = inputs.get(&q8.display().to_string()).cloned().unwrap_or_default();
+    let warm = warm_start_adapter(ctx, &base_sum)?;
+    if let Some(adapter) = &warm {
+        // The parent's weights are an input like the base model's: a retrained parent makes
+        // this model stale.
+        inputs.insert(
+            format!("warm_start:{}", adapter.display()),
+            wander_core::hash::sha256_file(adapter)?,
+        );
+    }
     let train_cfg = novelty_train_config(ctx);
     let slice = train_novelty_slice(ctx);
     let checkpoints = run.root().join(".checkpoints/novelty");
@@ -86,7 +132,11 @@ pub fn train_novelty(ctx: &StageContext, force: bool) -> crate::Result<Summary> 
         let stage = open(&run, StageId::Transitions)?;
         let train_set: Vec<wander_explore::sft::PairExample> = stage.json(SFT_TRAIN)?;
         let eval_set: Vec<wander_explore::sft::PairExample> = stage.json(SFT_EVAL)?;
-        let (tok, model, params) = crate::llm::trainable_model(ctx, &q8)?;
+        let (tok, mut model, params) = crate::llm::trainable_model(ctx, &q8)?;
+        if let Some(adapter) = &warm {
+            model.load_lora(adapter)?;
+            log(format!("warm start: the LoRA adapter starts from {}", adapter.display()));
+        }
         let descriptions: Vec<String> = tax.planner_clusters().iter().map(|c| c.description.clone()).collect();
         let all: Vec<wander_explore::transitions::Transition> = stage.json(TRANSITIONS)?;
         let prompter = crate::llm::NoveltyPrompter::new(
@@ -110,6 +160,7 @@ pub fn train_novelty(ctx: &StageContext, force: bool) -> crate::Result<Summary> 
             tokens_per_s: report.tokens_per_second(),
             resumed_from: report.resumed_from,
             adapter: NOVELTY_ADAPTER.file().into(),
+            warm_start: warm.clone(),
         })
     })
     .context("train novelty failed; earlier artifacts are unchanged and a rerun resumes from the last checkpoint")?;

@@ -144,7 +144,7 @@ pub(crate) fn precompute_slice(ctx: &StageContext) -> Value {
         // Only then, so that tables ranked by the score alone stay fresh.
         slice["precompute"]["prior_weight"] = json!(cfg.prior_weight);
     }
-    if cfg.retrieve_from == RetrievalSource::Refresh {
+    if cfg.retrieve_from != RetrievalSource::Training {
         // Only then, so that tables retrieving from the training period stay fresh.
         slice["precompute"]["retrieve_from"] = json!(cfg.retrieve_from);
     }
@@ -241,19 +241,32 @@ pub fn precompute(
             let remote_backend = ctx.config.llm.backend == LlmBackend::OpenAi;
             // The server holds the novelty model; only the alignment model runs here.
             let mut models = load_models(ctx, &run, &q8, !remote_backend)?;
-            if cfg.retrieve_from == RetrievalSource::Refresh {
-                let newer: Vec<Transition> =
-                    open(&run, StageId::Refresh)?.json(REFRESH_TRANSITIONS)?;
-                let mut recent = wander_explore::transitions::PairCounts::new();
-                for t in &newer {
-                    *recent
-                        .entry((t.c1, t.c2))
-                        .or_default()
-                        .entry(t.next)
-                        .or_default() += 1;
+            // F1's refreshed table: the pair's next clusters in a recent window first.
+            let recent_window = match cfg.retrieve_from {
+                RetrievalSource::Training => None,
+                RetrievalSource::Refresh => {
+                    let newer: Vec<Transition> =
+                        open(&run, StageId::Refresh)?.json(REFRESH_TRANSITIONS)?;
+                    let mut recent = wander_explore::transitions::PairCounts::new();
+                    for t in &newer {
+                        *recent
+                            .entry((t.c1, t.c2))
+                            .or_default()
+                            .entry(t.next)
+                            .or_default() += 1;
+                    }
+                    Some(("the newer window of `wander refresh`", newer.len(), recent))
                 }
+                RetrievalSource::Validation => {
+                    let all: Vec<Transition> = open(&run, StageId::Transitions)?.json(TRANSITIONS)?;
+                    let recent = wander_explore::transitions::counts(&all, wander_data::Split::Valid);
+                    let n = all.iter().filter(|t| t.split == wander_data::Split::Valid).count();
+                    Some(("the run's validation period", n, recent))
+                }
+            };
+            if let Some((window, transitions, recent)) = recent_window {
                 models.prompter = models.prompter.retrieving_recent_first(&recent)?;
-                log(format!("retrieval prompts name the newer window's next clusters first ({} transitions over {} pairs)", newer.len(), recent.len()));
+                log(format!("retrieval prompts name the next clusters of {window} first ({transitions} transitions over {} pairs)", recent.len()));
             }
             let remote = if remote_backend {
                 log(format!(
