@@ -231,6 +231,28 @@ pub(crate) fn held_out_in(
     })
 }
 
+/// Users a triple needs to count on the fixed held-out yardstick (`heldout_feedback_raw`):
+/// the user cut of the labels before the default took every triple shrunk, so that tables
+/// judged before and after that change can be compared.
+pub const FIXED_YARDSTICK_USERS: u32 = 3;
+
+/// The fixed yardstick's labels from one period's labels: the raw rate of each triple with
+/// at least [`FIXED_YARDSTICK_USERS`] users, rounded to `round` (0: not rounded). With
+/// `normalize = "raw"` these equal the labels that `min_users = 3, shrinkage = 0` writes.
+pub(crate) fn raw_labels(
+    labels: &[wander_explore::feedback::Label],
+    round: f64,
+) -> BTreeMap<(u32, u32, u32), f64> {
+    labels
+        .iter()
+        .filter(|l| l.users >= FIXED_YARDSTICK_USERS)
+        .map(|l| {
+            let r = if round > 0.0 { (l.rate / round).round() * round } else { l.rate };
+            ((l.c1, l.c2, l.next), r)
+        })
+        .collect()
+}
+
 /// Held-out collective feedback of the cluster served after `e`'s pair: the test-period
 /// label of each possible choice weighted by its probability, over the choices that have a
 /// label (`None` when almost none do).
@@ -247,4 +269,31 @@ pub(crate) fn heldout_feedback(
         }
     }
     (den > 1e-3).then(|| num / den)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wander_explore::feedback::Label;
+
+    fn label(next: u32, label: f64, rate: f64, users: u32) -> Label {
+        Label { c1: 0, c2: 1, next, label, rate, users, events: users }
+    }
+
+    /// The fixed yardstick keeps the triples seen from enough users, at their raw rate
+    /// rounded like the labels, whatever shrinkage made of their labels.
+    #[test]
+    fn the_fixed_yardstick_is_the_raw_rate_of_triples_with_enough_users() {
+        let labels = [
+            label(2, 0.70, 0.0, 1),  // one user, shrunk a long way: not on the yardstick
+            label(3, 0.55, 0.52, 3), // three users: the raw rate, rounded
+            label(4, 0.80, 0.9333, 9),
+        ];
+        let raw = raw_labels(&labels, 0.05);
+        assert_eq!(raw.len(), 2);
+        assert!((raw[&(0, 1, 3)] - 0.50).abs() < 1e-12);
+        assert!((raw[&(0, 1, 4)] - 0.95).abs() < 1e-12);
+        let unrounded = raw_labels(&labels, 0.0);
+        assert_eq!(unrounded[&(0, 1, 4)], 0.9333);
+    }
 }

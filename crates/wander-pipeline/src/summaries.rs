@@ -929,6 +929,11 @@ pub struct StrategyFigures {
     /// ... by the validation period's labels.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub valid_label_feedback: Option<Estimate>,
+    /// Held-out feedback on a yardstick that does not move with `[feedback]`'s shrinkage
+    /// and user cut: the test period's raw rate of each triple seen from at least
+    /// [`crate::eval::FIXED_YARDSTICK_USERS`] users, rounded like the labels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heldout_feedback_raw: Option<Estimate>,
     /// Self-information of the served cluster.
     pub novelty_bits: Estimate,
     /// Served clusters that never followed the pair in training.
@@ -1130,6 +1135,10 @@ pub struct Calibration {
     /// periods none of the strategies was fitted to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kendall_tau_valid_heldout: Option<f64>,
+    /// Kendall's tau-b between the positive rate of exploration clicks and held-out feedback
+    /// on the fixed yardstick (`StrategyFigures::heldout_feedback_raw`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kendall_tau_clicks_raw_heldout: Option<f64>,
 }
 
 /// The one-line description of a simulation (`simulate` or `simulate_aa`).

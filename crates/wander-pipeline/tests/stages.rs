@@ -332,6 +332,9 @@ fn evaluation_stages_simulator_and_report_on_a_tiny_log() {
     for (name, s) in &typed.strategies {
         assert!((0.0..=1.0).contains(&s.hit_at_1.mean), "{name}");
         assert!(s.hit_at_1.mean <= s.hit_at_k.mean + 1e-12, "{name}");
+        // The fixed yardstick is reported for every strategy (NaN only without any triple).
+        let raw = s.heldout_feedback_raw.as_ref().expect("the fixed yardstick");
+        assert!(raw.mean.is_nan() || (0.0..=1.0).contains(&raw.mean), "{name}");
     }
 
     // best-of-n for n in {1, 4}: n = 1 of the table's scores is the novelty distribution.

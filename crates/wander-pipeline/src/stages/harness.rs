@@ -69,6 +69,11 @@ pub fn eval_all(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
         };
         let train_labels = labels_in(wander_data::Split::Train)?;
         let valid_labels = labels_in(wander_data::Split::Valid)?;
+        // The yardstick that does not move with the label settings (see `raw_labels`).
+        let test_raw = crate::eval::raw_labels(
+            &open(&run, StageId::Feedback)?.json(labels(wander_data::Split::Test))?,
+            ctx.config.feedback.round,
+        );
         let k = cfg.top_k;
         let rounds = cfg.bootstrap_rounds;
         let pairs: BTreeSet<(u32, u32)> = events.iter().map(|e| (e.c1, e.c2)).collect();
@@ -101,7 +106,7 @@ pub fn eval_all(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
         }
         for (si, (name, dist)) in strategies.iter().enumerate() {
             let mut vals: Vec<Vec<f64>> = vec![Vec::new(); metrics.len()];
-            let (mut by_train, mut by_valid) = (Vec::new(), Vec::new());
+            let (mut by_train, mut by_valid, mut by_raw) = (Vec::new(), Vec::new(), Vec::new());
             let mut served = vec![0.0; m];
             let mut pair_hits: BTreeMap<(u32, u32), f64> = BTreeMap::new();
             let mut ild = Vec::new();
@@ -120,6 +125,7 @@ pub fn eval_all(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
                 vals[2].extend(heldout_feedback(&t1, e, &label_of));
                 by_train.extend(heldout_feedback(&t1, e, &train_labels));
                 by_valid.extend(heldout_feedback(&t1, e, &valid_labels));
+                by_raw.extend(heldout_feedback(&t1, e, &test_raw));
                 let mass: f64 = t1.iter().sum();
                 vals[3].push(if mass > 0.0 { t1.iter().enumerate().map(|(c, p)| p * self_information(c as u32, &target_counts)).sum::<f64>() / mass } else { 0.0 });
                 let seen = train.get(&(e.c1, e.c2));
@@ -156,6 +162,7 @@ pub fn eval_all(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
                 heldout_feedback: est(2),
                 train_label_feedback: Some(bootstrap(&by_train, rounds, seed ^ (si as u64 * 16 + 14))),
                 valid_label_feedback: Some(bootstrap(&by_valid, rounds, seed ^ (si as u64 * 16 + 15))),
+                heldout_feedback_raw: Some(bootstrap(&by_raw, rounds, seed ^ (si as u64 * 16 + 13))),
                 novelty_bits: est(3),
                 out_of_loop: est(4),
                 validity: est(5),
@@ -172,10 +179,10 @@ pub fn eval_all(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
             ));
             results.insert(name.clone(), entry);
         }
-        md.push_str("\nThe same served clusters on the same test events, judged by each period's feedback labels (where the triple has one): the training period is the world the models (and `wander simulate`) are built from; a strategy whose rank moves between the columns gains or loses with the period, not only with what it serves.\n\n| strategy | training labels | validation labels | test labels (held-out feedback) |\n|---|---|---|---|\n");
+        md.push_str(&format!("\nThe same served clusters on the same test events, judged by each period's feedback labels (where the triple has one): the training period is the world the models (and `wander simulate`) are built from; a strategy whose rank moves between the columns gains or loses with the period, not only with what it serves. The last column is a yardstick that does not move with `[feedback]`'s shrinkage or user cut: the test period's raw rate of each triple seen from at least {} users, rounded like the labels (the labels of `min_users = 3`, `shrinkage = 0`).\n\n| strategy | training labels | validation labels | test labels (held-out feedback) | test, raw rate of triples with at least {} users |\n|---|---|---|---|---|\n", crate::eval::FIXED_YARDSTICK_USERS, crate::eval::FIXED_YARDSTICK_USERS));
         for (name, r) in &results {
             let cell = |v: &Option<wander_explore::metrics::Estimate>| v.as_ref().map_or("-".to_string(), |v| format!("{:.3} [{:.3}, {:.3}]", v.mean, v.lo, v.hi));
-            md.push_str(&format!("| {name} | {} | {} | {:.3} [{:.3}, {:.3}] |\n", cell(&r.train_label_feedback), cell(&r.valid_label_feedback), r.heldout_feedback.mean, r.heldout_feedback.lo, r.heldout_feedback.hi));
+            md.push_str(&format!("| {name} | {} | {} | {:.3} [{:.3}, {:.3}] | {} |\n", cell(&r.train_label_feedback), cell(&r.valid_label_feedback), r.heldout_feedback.mean, r.heldout_feedback.lo, r.heldout_feedback.hi, cell(&r.heldout_feedback_raw)));
         }
         md.push_str(&format!("\nDefinitions and sources: hit@k = share of events whose actual next cluster is among the strategy's top k (hit rate; with the top-1 served, hit@1); held-out feedback = the test-period collective feedback label (feedback stage; P2's alignment target) of the served cluster after that pair, where one exists; novelty = mean self-information -log2 p(c) of the served cluster, p from training target frequencies (Zhou et al., PNAS 2010); out-of-loop = share of served clusters that never followed that pair in training (P1's motivation: leaving the feedback loop); validity = share of events where the strategy served a valid novel cluster (LLM proposals of a history cluster are dropped; if all n are, nothing is served); coverage = clusters served at least once in expectation (catalogue coverage, Ge et al., RecSys 2010); diversity = entropy of the served clusters over events; intra-list diversity = mean pairwise (1 - cosine) of the top-{k} clusters' centroid embeddings (Ziegler et al., WWW 2005), with inclusion probabilities as weights for randomised lists; unique user-cluster hits = expected number of distinct (user, cluster) pairs the slot would have matched (P2's exploration-diversity figure). The oracle serves the actual next cluster: an upper bound for hit rates only.\n"));
         report_md(StageId::Eval).write(w, md.as_bytes())?;

@@ -147,6 +147,12 @@ fn calibration(run: &RunDir) -> crate::Result<Option<(String, crate::summaries::
     let tau_valid_heldout = valid_labels
         .as_ref()
         .map(|v| wander_explore::metrics::kendall_tau_b(v, &feedback));
+    // The same comparison on the yardstick that does not move with the label settings.
+    let raw_heldout = by_period(|s| &s.heldout_feedback_raw);
+    let tau_clicks_raw = match (&raw_heldout, &clicks) {
+        (Some(r), Some(c)) => Some(wander_explore::metrics::kendall_tau_b(r, c)),
+        _ => None,
+    };
     let rank = |v: &[f64], i: usize| 1 + v.iter().filter(|&&x| x > v[i]).count();
     let mut md = String::from("## Simulator calibration
 
@@ -193,8 +199,12 @@ The simulator is only evidence if it agrees with the logs: it should order the e
         (Some(a), Some(b), Some(v)) => format!("The simulator is built from the training period (its users are copies of the training users, their liking their training positive rates), so it knows that period's world only. Kendall's tau-b between the positive rate of exploration clicks and the same served clusters judged by the *training* period's labels (`wander eval`): **{a:.2}**. Between those training-label figures and held-out feedback: **{b:.2}**; between the validation period's and held-out feedback: **{v:.2}**. Where the first is high and the second low, the simulator is faithful to its world and the disagreement is the training period's own: strategies fitted to the training logs (co-occurrence, popularity) are judged there on the very engagements they were fitted to, and two periods none of them saw agree with each other (the third figure) better than either agrees with the training one. "),
         _ => String::new(),
     };
+    let raw_line = match tau_clicks_raw {
+        Some(t) => format!("On the fixed yardstick (`wander eval`'s raw test rate of triples seen from at least {} users, which does not move with `[feedback]`'s shrinkage or user cut), the same tau-b with the positive rate of exploration clicks: **{t:.2}**. ", crate::eval::FIXED_YARDSTICK_USERS),
+        None => String::new(),
+    };
     md.push_str(&format!("
-{clicks_line}Between held-out feedback and the positive rate over impressions (which also counts who clicks at all): **{tau:.2}**: {}. {period_line}The held-out intervals overlap where the ranks of close strategies could swap.
+{clicks_line}{raw_line}Between held-out feedback and the positive rate over impressions (which also counts who clicks at all): **{tau:.2}**: {}. {period_line}The held-out intervals overlap where the ranks of close strategies could swap.
 
 ", verdict(tau)));
     let cal = crate::summaries::Calibration {
@@ -208,6 +218,7 @@ The simulator is only evidence if it agrees with the logs: it should order the e
         kendall_tau_clicks_train_labels: tau_clicks_train,
         kendall_tau_train_heldout: tau_train_heldout,
         kendall_tau_valid_heldout: tau_valid_heldout,
+        kendall_tau_clicks_raw_heldout: tau_clicks_raw,
     };
     Ok(Some((md, cal)))
 }
