@@ -511,14 +511,21 @@ fn tiny_llm(ctx: &mut StageContext, root: &Path) {
     c.validate().unwrap();
 }
 
-#[test]
-fn llm_stages_on_a_tiny_model_and_log() {
-    let tmp = tempfile::tempdir().unwrap();
-    let mut ctx = tiny_world(tmp.path());
-    tiny_llm(&mut ctx, tmp.path());
+/// The tiny world with the tiny model, its log stages run up to the transitions: where
+/// every LLM stage test that keeps the default label settings starts.
+fn tiny_llm_world_with_transitions(root: &Path) -> StageContext {
+    let mut ctx = tiny_world(root);
+    tiny_llm(&mut ctx, root);
     stages::Ingest.run(&ctx, false).unwrap();
     behavioural_taxonomy(&ctx);
     stages::Transitions.run(&ctx, false).unwrap();
+    ctx
+}
+
+#[test]
+fn llm_stages_on_a_tiny_model_and_log() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ctx = tiny_llm_world_with_transitions(tmp.path());
     stages::Feedback.run(&ctx, false).unwrap();
     let run = RunDir::open(&ctx.config.run.dir).unwrap();
     let n_clusters = wander_taxonomy::read(open(&run, StageId::Taxonomy).unwrap().reader())
@@ -790,11 +797,7 @@ fn retrieval_prompts_from_the_fine_tuning_set_to_the_table() {
 #[test]
 fn novelty_fine_tuning_warm_starts_from_a_parent_run() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut ctx = tiny_world(tmp.path());
-    tiny_llm(&mut ctx, tmp.path());
-    stages::Ingest.run(&ctx, false).unwrap();
-    behavioural_taxonomy(&ctx);
-    stages::Transitions.run(&ctx, false).unwrap();
+    let mut ctx = tiny_llm_world_with_transitions(tmp.path());
     stages::TrainNovelty.run(&ctx, false).unwrap();
     // The parent: this run as it is now, in a folder of its own.
     let parent = tmp.path().join("parent");
