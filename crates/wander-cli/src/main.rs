@@ -21,7 +21,9 @@ pub struct Cli {
     #[arg(long, global = true, env = "WANDER_CONFIG")]
     config: Option<PathBuf>,
     /// A shipped profile applied over the configuration file: `quick` is a smoke run of every
-    /// stage in under 10 minutes on 2 cores (configs/quick.toml), into runs/quick.
+    /// stage in under 10 minutes on 2 cores (configs/quick.toml), into runs/quick; `head`
+    /// the per-cluster head alignment baseline (configs/head.toml); `explore` the default's
+    /// alignment and table settings written out (configs/explore.toml).
     #[arg(long, global = true, value_name = "NAME", env = "WANDER_PROFILE")]
     profile: Option<String>,
     /// Override a configuration key, e.g. `--set data.positive="rating >= 3"` (repeatable).
