@@ -1658,6 +1658,15 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// The embedded default with a shipped profile applied.
+    fn with_profile(name: &str) -> Config {
+        Config::load(&Sources {
+            profile: Some(name.into()),
+            ..Sources::default()
+        })
+        .unwrap()
+    }
+
     fn with_file(text: &str) -> Result<Config> {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("w.toml");
@@ -1679,7 +1688,8 @@ mod tests {
         };
         // The default normalisation (per token, over a trie) needs the runtime's logits.
         assert!(err("").contains("precompute.normalize"), "{}", err(""));
-        let answer_at = |t: f64| format!("[precompute]\nnormalize = \"answer\"\ntemperature = {t:?}\n");
+        let answer_at =
+            |t: f64| format!("[precompute]\nnormalize = \"answer\"\ntemperature = {t:?}\n");
         let answer = answer_at(1.0);
         let ok = with_file(&format!("{openai}{answer}")).unwrap();
         assert_eq!(ok.llm.backend, LlmBackend::OpenAi);
@@ -1952,11 +1962,7 @@ mod tests {
 
     #[test]
     fn the_explore_profile_is_the_measured_configuration() {
-        let c = Config::load(&Sources {
-            profile: Some("explore".into()),
-            ..Sources::default()
-        })
-        .unwrap();
+        let c = with_profile("explore");
         assert_eq!(c.run.dir, PathBuf::from("runs/explore"));
         assert_eq!(
             (c.alignment.arch, c.alignment.prior),
@@ -1980,30 +1986,33 @@ mod tests {
             (AlignmentArch::Candidate, AlignmentPrior::Offset)
         );
         assert_eq!(
-            (c.precompute.score, c.precompute.prior_weight, c.precompute.temperature),
+            (
+                c.precompute.score,
+                c.precompute.prior_weight,
+                c.precompute.temperature
+            ),
             (ScoreSet::Proposals, 0.0, 2.0)
         );
         assert_eq!((c.feedback.shrinkage, c.feedback.min_users), (5.0, 1));
-        let explore = Config::load(&Sources {
-            profile: Some("explore".into()),
-            ..Sources::default()
-        })
-        .unwrap();
+        let explore = with_profile("explore");
         let mut same = explore.clone();
         same.run.dir = c.run.dir.clone();
-        assert_eq!(same, c, "the explore profile is the default but for its folder");
-        let h = Config::load(&Sources {
-            profile: Some("head".into()),
-            ..Sources::default()
-        })
-        .unwrap();
+        assert_eq!(
+            same, c,
+            "the explore profile is the default but for its folder"
+        );
+        let h = with_profile("head");
         assert_eq!(h.run.dir, PathBuf::from("runs/head"));
         assert_eq!(
             (h.alignment.arch, h.alignment.prior, h.alignment.steps),
             (AlignmentArch::ClusterHead, AlignmentPrior::Learned, 120)
         );
         assert_eq!(
-            (h.precompute.score, h.precompute.prior_weight, h.precompute.temperature),
+            (
+                h.precompute.score,
+                h.precompute.prior_weight,
+                h.precompute.temperature
+            ),
             (ScoreSet::All, 1.0, 1.0)
         );
         assert_eq!((h.feedback.shrinkage, h.feedback.min_users), (0.0, 3));

@@ -247,7 +247,11 @@ pub(crate) fn raw_labels(
         .iter()
         .filter(|l| l.users >= FIXED_YARDSTICK_USERS)
         .map(|l| {
-            let r = if round > 0.0 { (l.rate / round).round() * round } else { l.rate };
+            let r = if round > 0.0 {
+                (l.rate / round).round() * round
+            } else {
+                l.rate
+            };
             ((l.c1, l.c2, l.next), r)
         })
         .collect()
@@ -277,7 +281,15 @@ mod tests {
     use wander_explore::feedback::Label;
 
     fn label(next: u32, label: f64, rate: f64, users: u32) -> Label {
-        Label { c1: 0, c2: 1, next, label, rate, users, events: users }
+        Label {
+            c1: 0,
+            c2: 1,
+            next,
+            label,
+            rate,
+            users,
+            events: users,
+        }
     }
 
     /// The fixed yardstick keeps the triples seen from enough users, at their raw rate

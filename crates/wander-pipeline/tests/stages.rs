@@ -333,8 +333,14 @@ fn evaluation_stages_simulator_and_report_on_a_tiny_log() {
         assert!((0.0..=1.0).contains(&s.hit_at_1.mean), "{name}");
         assert!(s.hit_at_1.mean <= s.hit_at_k.mean + 1e-12, "{name}");
         // The fixed yardstick is reported for every strategy (NaN only without any triple).
-        let raw = s.heldout_feedback_raw.as_ref().expect("the fixed yardstick");
-        assert!(raw.mean.is_nan() || (0.0..=1.0).contains(&raw.mean), "{name}");
+        let raw = s
+            .heldout_feedback_raw
+            .as_ref()
+            .expect("the fixed yardstick");
+        assert!(
+            raw.mean.is_nan() || (0.0..=1.0).contains(&raw.mean),
+            "{name}"
+        );
     }
 
     // best-of-n for n in {1, 4}: n = 1 of the table's scores is the novelty distribution.
@@ -771,17 +777,29 @@ fn retrieval_prompts_from_the_fine_tuning_set_to_the_table() {
     // and the proposal probabilities move where the named clusters changed.
     ctx.config.precompute.retrieve_from = RetrievalSource::Validation;
     stages::Precompute::default().run(&ctx, false).unwrap();
-    let slice = open(&run, StageId::Precompute).unwrap().manifest().config.clone();
-    assert_eq!(slice["precompute"]["retrieve_from"], "validation", "{slice}");
+    let slice = open(&run, StageId::Precompute)
+        .unwrap()
+        .manifest()
+        .config
+        .clone();
+    assert_eq!(
+        slice["precompute"]["retrieve_from"], "validation",
+        "{slice}"
+    );
     let refreshed = every_row_novel(&run);
     let moved = stale
         .iter()
         .zip(refreshed.iter())
         .filter(|((_, _, a), (_, _, b))| {
-            a.iter().map(|c| c.novelty_prob).ne(b.iter().map(|c| c.novelty_prob))
+            a.iter()
+                .map(|c| c.novelty_prob)
+                .ne(b.iter().map(|c| c.novelty_prob))
         })
         .count();
-    assert!(moved > 0, "no pair's proposals moved with the validation period's successors");
+    assert!(
+        moved > 0,
+        "no pair's proposals moved with the validation period's successors"
+    );
     // A table that retrieves from a refresh needs one.
     ctx.config.precompute.retrieve_from = RetrievalSource::Refresh;
     let e = stages::Precompute::default()
@@ -829,16 +847,27 @@ fn novelty_fine_tuning_warm_starts_from_a_parent_run() {
     );
     assert!(from.is_some_and(|p| p.starts_with(&parent)));
     // The parent's checksum is an input: the same setting again is fresh.
-    assert!(stages::TrainNovelty.run(&ctx, false).unwrap().fields()["skipped"]
-        .as_bool()
-        .unwrap());
+    assert!(
+        stages::TrainNovelty.run(&ctx, false).unwrap().fields()["skipped"]
+            .as_bool()
+            .unwrap()
+    );
     // Another LoRA shape, or no such run, is refused with the key and the reason.
     ctx.config.llm.lora.rank *= 2;
-    let e = stages::TrainNovelty.run(&ctx, true).unwrap_err().to_string();
-    assert!(e.contains("novelty.warm_start") && e.contains("[llm.lora]"), "{e}");
+    let e = stages::TrainNovelty
+        .run(&ctx, true)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("novelty.warm_start") && e.contains("[llm.lora]"),
+        "{e}"
+    );
     ctx.config.llm.lora.rank /= 2;
     ctx.config.novelty.warm_start = tmp.path().join("nowhere").display().to_string();
-    let e = stages::TrainNovelty.run(&ctx, true).unwrap_err().to_string();
+    let e = stages::TrainNovelty
+        .run(&ctx, true)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("no such run directory"), "{e}");
 }
 

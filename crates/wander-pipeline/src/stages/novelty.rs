@@ -95,7 +95,10 @@ fn warm_start_adapter(
     })?;
     let theirs = &stage.manifest().config;
     let ours = train_novelty_slice(ctx);
-    for (key, what) in [("lora", "[llm.lora] shape"), ("prompt", "prompt shape (novelty.prompt, retrieval_k)")] {
+    for (key, what) in [
+        ("lora", "[llm.lora] shape"),
+        ("prompt", "prompt shape (novelty.prompt, retrieval_k)"),
+    ] {
         if theirs.get(key) != ours.get(key) {
             crate::bail!(
                 "novelty.warm_start = \"{dir}\": its adapter was trained with another {what}: {} there, {} here",
@@ -104,7 +107,12 @@ fn warm_start_adapter(
             );
         }
     }
-    if !stage.manifest().inputs.values().any(|sum| sum == base_model_sha256) {
+    if !stage
+        .manifest()
+        .inputs
+        .values()
+        .any(|sum| sum == base_model_sha256)
+    {
         crate::bail!("novelty.warm_start = \"{dir}\": its adapter was trained on another base model (llm.model)");
     }
     Ok(Some(stage.path(NOVELTY_ADAPTER)?))
@@ -114,7 +122,10 @@ fn warm_start_adapter(
 pub fn train_novelty(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
     let run = RunDir::open(&ctx.config.run.dir)?;
     let (q8, mut inputs) = model_and_inputs(ctx, &run, StageId::TrainNovelty)?;
-    let base_sum = inputs.get(&q8.display().to_string()).cloned().unwrap_or_default();
+    let base_sum = inputs
+        .get(&q8.display().to_string())
+        .cloned()
+        .unwrap_or_default();
     let warm = warm_start_adapter(ctx, &base_sum)?;
     if let Some(adapter) = &warm {
         // The parent's weights are an input like the base model's: a retrained parent makes

@@ -258,9 +258,14 @@ pub fn precompute(
                     Some(("the newer window of `wander refresh`", newer.len(), recent))
                 }
                 RetrievalSource::Validation => {
-                    let all: Vec<Transition> = open(&run, StageId::Transitions)?.json(TRANSITIONS)?;
-                    let recent = wander_explore::transitions::counts(&all, wander_data::Split::Valid);
-                    let n = all.iter().filter(|t| t.split == wander_data::Split::Valid).count();
+                    let all: Vec<Transition> =
+                        open(&run, StageId::Transitions)?.json(TRANSITIONS)?;
+                    let recent =
+                        wander_explore::transitions::counts(&all, wander_data::Split::Valid);
+                    let n = all
+                        .iter()
+                        .filter(|t| t.split == wander_data::Split::Valid)
+                        .count();
                     Some(("the run's validation period", n, recent))
                 }
             };
