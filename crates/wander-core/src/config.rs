@@ -382,6 +382,10 @@ pub struct PrecomputeConfig {
     pub prior_weight: f64,
     /// Pairs per resumable chunk.
     pub chunk_pairs: usize,
+    /// Keep what the models computed (each pair's proposal distribution, each candidate's
+    /// alignment score) in the run's store, keyed by the models' checksums and the exact
+    /// prompt, and reuse it: a rerun or a refresh computes only what changed.
+    pub reuse: bool,
     /// Where a retrieval-augmented novelty prompt finds each pair's frequent next
     /// clusters: the run's training transitions, or a refresh's newer window first.
     pub retrieve_from: RetrievalSource,

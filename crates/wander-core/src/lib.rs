@@ -1,6 +1,7 @@
 //! Foundation of wander: typed errors, the configuration model, crash-safe artifact IO
 //! (atomic writes, manifests, checksums), a small deterministic RNG, the small dense linear
-//! algebra the taxonomy and the simulator share, and progress reporting.
+//! algebra the taxonomy and the simulator share, progress reporting, and the
+//! content-addressed store of what a model computed ([`store`]).
 //!
 //! Every stage of the pipeline writes its outputs through [`artifact::StageWriter`], which
 //! stages files under a temporary folder, fsyncs them and swaps the folder in only when the
@@ -15,6 +16,7 @@ pub mod hash;
 pub mod linalg;
 pub mod progress;
 pub mod rng;
+pub mod store;
 
 pub use error::{CoreError, Result};
 

@@ -316,6 +316,18 @@ impl<'a> CandidateScorer<'a> {
         Ok(self)
     }
 
+    /// How many tokens every prompt of the history pair shares, whatever the candidate:
+    /// the common prefix of its prompts over all clusters, one token short of the shortest
+    /// so that every suffix keeps a token.
+    fn pair_prefix_len(&self, (c1, c2): (u32, u32)) -> Result<usize> {
+        let prompts: Vec<Vec<u32>> = (0..self.descriptions.len() as u32)
+            .map(|c| self.prompt((c1, c2, c)))
+            .collect::<Result<_>>()?;
+        let shortest = prompts.iter().map(Vec::len).min().unwrap_or(0);
+        Ok(wander_llm::train::common_prefix(prompts.iter().map(Vec::as_slice))
+            .min(shortest.saturating_sub(1)))
+    }
+
     /// The tokens of the prompt for `(c1, c2, candidate)`.
     pub fn prompt(&self, (c1, c2, c): (u32, u32, u32)) -> Result<Vec<u32>> {
         let d = |c: u32| {
@@ -342,20 +354,10 @@ impl<'a> CandidateScorer<'a> {
             .collect::<Result<_>>()?;
         // Two levels of sharing: the tokens every prompt shares (system message, template)
         // run once; then each history pair's own tokens run once for all its candidates, and
-        // only the candidates' suffixes (about ten tokens each) run per prompt.
-        let common = wander_llm::train::common_prefix(prompts.iter().map(Vec::as_slice));
+        // only the candidates' suffixes (about ten tokens each) run per prompt. Both split
+        // points depend on the pair alone, never on which candidates are scored beside it,
+        // so a candidate's score is the same in any call (a store of scores relies on it).
         let (template, template_cache) = self.template()?;
-        // Every prompt starts with the template by construction; the check keeps a prompt
-        // that did not (a tokenizer joining across it) exact rather than wrong.
-        let cache = if common >= template.len() && prompts.iter().all(|p| p.starts_with(template)) {
-            extend_cache(
-                self.model,
-                template_cache,
-                &prompts[0][template.len()..common],
-            )?
-        } else {
-            prefix_cache(self.model, &prompts[0][..common])?
-        };
         let mut groups: Vec<((u32, u32), Vec<usize>)> = Vec::new();
         let mut group_of: HashMap<(u32, u32), usize> = HashMap::new();
         for (i, &(c1, c2, _)) in triples.iter().enumerate() {
@@ -366,12 +368,27 @@ impl<'a> CandidateScorer<'a> {
             groups[g].1.push(i);
         }
         let mut out = vec![f32::NAN; triples.len()];
-        for (_, members) in &groups {
-            let shared =
-                wander_llm::train::common_prefix(members.iter().map(|&i| prompts[i].as_slice()))
-                    .max(common);
-            let pair_cache =
-                extend_cache(self.model, &cache, &prompts[members[0]][common..shared])?;
+        for (pair, members) in &groups {
+            let shared = self.pair_prefix_len(*pair)?;
+            let first = &prompts[members[0]];
+            // Every prompt starts with the template and the pair's tokens by construction;
+            // the check keeps a prompt that did not (a tokenizer joining across them) exact
+            // rather than wrong.
+            let split_holds = shared >= template.len()
+                && members
+                    .iter()
+                    .all(|&i| prompts[i].len() > shared && prompts[i][..shared] == first[..shared])
+                && first.starts_with(template);
+            let (pair_cache, shared) = if split_holds {
+                (
+                    extend_cache(self.model, template_cache, &first[template.len()..shared])?,
+                    shared,
+                )
+            } else {
+                let common =
+                    wander_llm::train::common_prefix(members.iter().map(|&i| prompts[i].as_slice()));
+                (prefix_cache(self.model, &first[..common])?, common)
+            };
             for batch in members.chunks(CANDIDATE_BATCH) {
                 let suffixes: Vec<Vec<u32>> = batch
                     .iter()

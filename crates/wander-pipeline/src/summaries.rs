@@ -525,6 +525,11 @@ pub struct PrecomputeSummary {
     /// The server that proposed, with `llm.backend = "openai"` (absent: wander's runtime).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server: Option<ServerUse>,
+    /// How much of the models' work came from the run's store (`precompute.reuse`): the
+    /// pairs whose proposals and the candidates whose scores were computed before with the
+    /// same models and the same prompts. Absent for tables from before the store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reuse: Option<crate::stages::reuse::ReuseCounts>,
 }
 
 /// What the exploration table asked of an OpenAI-compatible server.
@@ -565,6 +570,16 @@ impl fmt::Display for PrecomputeSummary {
         }
         if let Some(v) = self.valid_share_mean {
             write!(f, ", valid share {v:.3}")?;
+        }
+        if let Some(r) = &self.reuse {
+            write!(
+                f,
+                "; reused from the run's store: proposals of {} of {} pairs, {} of {} alignment scores",
+                r.novelty_reused,
+                r.novelty_reused + r.novelty_computed,
+                r.alignment_reused,
+                r.alignment_reused + r.alignment_computed
+            )?;
         }
         Ok(())
     }
@@ -1449,6 +1464,7 @@ mod tests {
             score: None,
             scored_per_pair: None,
             server: None,
+            reuse: None,
         };
         let v = record(&s).unwrap();
         assert!(v.get("normalize").is_none() && v.get("valid_share_mean").is_none());

@@ -168,6 +168,7 @@ fn table_by_hand(ctx: &StageContext, n_clusters: u32) {
         score: None,
         scored_per_pair: None,
         server: None,
+        reuse: None,
     };
     w.commit(
         serde_json::json!({"by_hand": true}),
@@ -807,6 +808,71 @@ fn retrieval_prompts_from_the_fine_tuning_set_to_the_table() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("wander refresh"), "{e}");
+}
+
+/// F1's refresh several times a week reruns the table with prompts naming recent next
+/// clusters: the run's store (`precompute.reuse`) gives back what the same models computed
+/// for the same prompts, so a rerun computes nothing again and a refresh only the pairs
+/// whose prompt changed and the candidates never scored, and the table is the one a run
+/// without the store writes.
+#[test]
+fn a_refreshed_table_reuses_the_models_work_and_equals_a_full_rerun() {
+    use wander_core::config::{AlignmentArch, NoveltyPrompt, RetrievalSource, ScoreSet};
+    let tmp = tempfile::tempdir().unwrap();
+    let mut ctx = tiny_world(tmp.path());
+    tiny_llm(&mut ctx, tmp.path());
+    ctx.config.novelty.prompt = NoveltyPrompt::Retrieval;
+    ctx.config.novelty.retrieval_k = 2;
+    ctx.config.alignment.arch = AlignmentArch::Candidate;
+    ctx.config.precompute.score = ScoreSet::Proposals;
+    ctx.config.precompute.n = 2;
+    ctx.config.precompute.draws = 4;
+    ctx.config.precompute.scaling_n = vec![1, 2];
+    ctx.config.validate().unwrap();
+    stages::Ingest.run(&ctx, false).unwrap();
+    behavioural_taxonomy(&ctx);
+    stages::Transitions.run(&ctx, false).unwrap();
+    stages::Feedback.run(&ctx, false).unwrap();
+    stages::TrainNovelty.run(&ctx, false).unwrap();
+    stages::TrainAlignment.run(&ctx, false).unwrap();
+    let run = RunDir::open(&ctx.config.run.dir).unwrap();
+    let precompute = |ctx: &StageContext, force: bool| {
+        let s = stages::Precompute::default().run(ctx, force).unwrap();
+        let typed: wander_pipeline::summaries::PrecomputeSummary =
+            wander_pipeline::summaries::read(StageId::Precompute, s.fields()).unwrap();
+        let files: Vec<Vec<u8>> = [artifacts::TABLE.file(), artifacts::SCORES.file()]
+            .iter()
+            .map(|f| std::fs::read(run.root().join("precompute").join(f)).unwrap())
+            .collect();
+        (typed, files)
+    };
+    let (first, stale) = precompute(&ctx, false);
+    let r = first.reuse.unwrap();
+    assert_eq!((r.novelty_reused, r.novelty_computed), (0, first.pairs));
+    assert_eq!(r.alignment_reused, 0);
+    assert!(r.alignment_computed > 0);
+    // Forced again: everything from the store, the same bytes.
+    let (again, files) = precompute(&ctx, true);
+    let r = again.reuse.unwrap();
+    assert_eq!((r.novelty_reused, r.novelty_computed), (again.pairs, 0));
+    assert_eq!((r.alignment_reused, r.alignment_computed), (first.reuse.unwrap().alignment_computed, 0));
+    assert!(files == stale, "a rerun from the store changed the table");
+    // The refresh: prompts name the validation period's next clusters first. Pairs whose
+    // prompt moved go to the novelty model again; candidates scored before are not scored
+    // again (the alignment prompt holds no retrieval).
+    ctx.config.precompute.retrieve_from = RetrievalSource::Validation;
+    let (refreshed, files) = precompute(&ctx, false);
+    let r = refreshed.reuse.unwrap();
+    assert_eq!(r.novelty_reused + r.novelty_computed, refreshed.pairs);
+    assert!(r.novelty_computed > 0, "{r:?}");
+    assert!(r.alignment_reused > 0, "{r:?}");
+    assert!(files != stale, "the refresh changed nothing");
+    // Without the store, from scratch: the same table and scores, byte for byte.
+    ctx.config.precompute.reuse = false;
+    let (scratch, scratch_files) = precompute(&ctx, true);
+    let r = scratch.reuse.unwrap();
+    assert_eq!((r.novelty_reused, r.alignment_reused), (0, 0));
+    assert!(files == scratch_files, "the table reusing the store is not the table computed from scratch");
 }
 
 /// F1's monthly refresh continues from the deployed model: `novelty.warm_start` loads a

@@ -1,12 +1,13 @@
 //! Sentence embeddings with all-MiniLM-L6-v2 in candle: BERT forward, mean pooling over the
 //! attention mask, L2 normalisation; cached by a hash of model and text.
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{BertModel, Config};
+
+use wander_core::store::KeyedVectors;
 
 use crate::{Result, TaxonomyError};
 
@@ -85,17 +86,16 @@ impl TextEmbedder {
     }
 }
 
-/// Embeddings keyed by SHA-256 of (model, text), stored in one binary file.
+/// Embeddings keyed by SHA-256 of (model, text), stored in one binary file (a
+/// [`KeyedVectors`] store; the format is unchanged since format 02, so existing caches
+/// still read).
 pub struct EmbeddingCache {
-    path: PathBuf,
-    entries: HashMap<String, Vec<f32>>,
-    dirty: bool,
+    store: KeyedVectors<f32>,
 }
 
 /// Format 02: header, records, then the SHA-256 (hex) of everything before it. A file that
 /// fails the checksum or holds a non-finite value is ignored and its texts embedded again.
-const MAGIC: &[u8; 8] = b"WEMBED02";
-const CHECKSUM_LEN: usize = 64;
+const MAGIC: [u8; 8] = *b"WEMBED02";
 
 impl EmbeddingCache {
     /// Opens the cache of `embedder`'s item texts in `dir` (one file per model, named by
@@ -106,86 +106,39 @@ impl EmbeddingCache {
 
     /// Opens the cache file (missing or unreadable files give an empty cache).
     pub fn open(path: &Path) -> Self {
-        let entries = std::fs::read(path)
-            .ok()
-            .and_then(|b| Self::decode(&b))
-            .unwrap_or_default();
         EmbeddingCache {
-            path: path.to_path_buf(),
-            entries,
-            dirty: false,
+            store: KeyedVectors::open(path, MAGIC),
         }
-    }
-
-    fn decode(bytes: &[u8]) -> Option<HashMap<String, Vec<f32>>> {
-        if bytes.len() < 20 + CHECKSUM_LEN || &bytes[..8] != MAGIC {
-            return None;
-        }
-        let (bytes, checksum) = bytes.split_at(bytes.len() - CHECKSUM_LEN);
-        if wander_core::hash::sha256_hex(bytes).as_bytes() != checksum {
-            return None;
-        }
-        let dim = u32::from_le_bytes(bytes[8..12].try_into().ok()?) as usize;
-        let n = u64::from_le_bytes(bytes[12..20].try_into().ok()?) as usize;
-        let rec = 64 + 4 * dim;
-        if bytes.len() != 20 + n * rec {
-            return None;
-        }
-        let mut out = HashMap::with_capacity(n);
-        for r in 0..n {
-            let at = 20 + r * rec;
-            let key = std::str::from_utf8(&bytes[at..at + 64]).ok()?.to_string();
-            let v: Vec<f32> = bytes[at + 64..at + rec]
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect();
-            if v.iter().any(|x| !x.is_finite()) {
-                return None;
-            }
-            out.insert(key, v);
-        }
-        Some(out)
     }
 
     /// Key of a text under a model.
     pub fn key(model_sha256: &str, text: &str) -> String {
-        wander_core::hash::sha256_hex(format!("{model_sha256}\n{text}").as_bytes())
+        KeyedVectors::<f32>::key(&[model_sha256.as_bytes(), text.as_bytes()])
     }
 
     /// A cached embedding.
     pub fn get(&self, key: &str) -> Option<&Vec<f32>> {
-        self.entries.get(key)
+        self.store.get(key)
     }
 
-    /// Adds an embedding.
-    pub fn insert(&mut self, key: String, v: Vec<f32>) {
-        self.entries.insert(key, v);
-        self.dirty = true;
+    /// Adds an embedding (a non-finite one, or one of another width, is refused).
+    pub fn insert(&mut self, key: String, v: Vec<f32>) -> Result<()> {
+        Ok(self.store.insert(key, v)?)
+    }
+
+    /// Embeddings cached.
+    pub fn len(&self) -> usize {
+        self.store.len()
+    }
+
+    /// Whether nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.store.is_empty()
     }
 
     /// Writes the cache atomically if it changed.
     pub fn save(&mut self) -> Result<()> {
-        if !self.dirty {
-            return Ok(());
-        }
-        let dim = self.entries.values().next().map(|v| v.len()).unwrap_or(0);
-        let mut keys: Vec<&String> = self.entries.keys().collect();
-        keys.sort();
-        let mut bytes = Vec::with_capacity(20 + keys.len() * (64 + 4 * dim));
-        bytes.extend_from_slice(MAGIC);
-        bytes.extend_from_slice(&(dim as u32).to_le_bytes());
-        bytes.extend_from_slice(&(keys.len() as u64).to_le_bytes());
-        for k in keys {
-            bytes.extend_from_slice(k.as_bytes());
-            for x in &self.entries[k] {
-                bytes.extend_from_slice(&x.to_le_bytes());
-            }
-        }
-        let checksum = wander_core::hash::sha256_hex(&bytes);
-        bytes.extend_from_slice(checksum.as_bytes());
-        wander_core::artifact::atomic_write(&self.path, &bytes)?;
-        self.dirty = false;
-        Ok(())
+        Ok(self.store.save()?)
     }
 }
 
@@ -210,7 +163,7 @@ pub fn embed_all(
     for chunk in todo.chunks(batch.max(1)) {
         let refs: Vec<&str> = chunk.iter().map(|&i| texts[i].as_str()).collect();
         for (&i, v) in chunk.iter().zip(embedder.embed_batch(&refs)?) {
-            cache.insert(keys[i].clone(), v);
+            cache.insert(keys[i].clone(), v)?;
         }
         if let Some(bar) = progress {
             bar.inc(chunk.len() as u64);
@@ -228,12 +181,14 @@ pub fn embed_all(
 mod tests {
     use super::*;
 
-    fn saved(entries: &[(&str, Vec<f32>)]) -> (tempfile::TempDir, PathBuf) {
+    fn saved(entries: &[(&str, Vec<f32>)]) -> (tempfile::TempDir, std::path::PathBuf) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("embeddings.bin");
         let mut cache = EmbeddingCache::open(&path);
         for (text, v) in entries {
-            cache.insert(EmbeddingCache::key("model", text), v.clone());
+            cache
+                .insert(EmbeddingCache::key("model", text), v.clone())
+                .unwrap();
         }
         cache.save().unwrap();
         (dir, path)
@@ -250,14 +205,16 @@ mod tests {
     }
 
     #[test]
-    fn a_flipped_byte_or_a_non_finite_value_empties_the_cache() {
+    fn a_flipped_byte_empties_the_cache_and_a_non_finite_value_is_refused() {
         let (_dir, path) = saved(&[("a", vec![0.5, -1.0])]);
         let mut bytes = std::fs::read(&path).unwrap();
         bytes[20 + 64] ^= 1;
         std::fs::write(&path, &bytes).unwrap();
-        assert!(EmbeddingCache::open(&path).entries.is_empty());
+        assert!(EmbeddingCache::open(&path).is_empty());
 
-        let (_dir, path) = saved(&[("a", vec![f32::NAN, 1.0])]);
-        assert!(EmbeddingCache::open(&path).entries.is_empty());
+        let mut cache = EmbeddingCache::open(&path);
+        assert!(cache
+            .insert(EmbeddingCache::key("model", "a"), vec![f32::NAN, 1.0])
+            .is_err());
     }
 }

@@ -16,6 +16,7 @@ pub mod planted;
 pub mod precompute;
 pub mod refresh;
 pub mod report;
+pub mod reuse;
 pub mod scaling;
 pub mod serve_check;
 pub mod simulate;

@@ -71,6 +71,10 @@ struct Chunk {
     /// was recorded).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     alignment_seconds: Option<f64>,
+    /// How much of the models' work came from the run's store (absent in chunks written
+    /// before it existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    reuse: Option<crate::stages::reuse::ReuseCounts>,
     records: Vec<PairRecord>,
 }
 
@@ -324,6 +328,13 @@ pub fn precompute(
                 None
             };
             let trie = wander_llm::generate::Trie::new(&models.answers)?;
+            let mut work_store = crate::stages::reuse::ModelWork::open(
+                run.root(),
+                cfg.reuse,
+                remote.is_none(),
+                &inputs,
+                json!({"scorer": "full-trie-v2", "temperature": cfg.temperature, "normalize": cfg.normalize, "answers": wander_core::hash::sha256_hex(serde_json::to_string(&models.answers)?.as_bytes())}),
+            )?;
             let bar = wander_core::progress::bar(todo_pairs as u64, "precompute", "pairs");
             // Through a server, the bar's message counts requests: pairs move a chunk at a time.
             let sent = std::sync::atomic::AtomicU64::new(0);
@@ -333,6 +344,7 @@ pub fn precompute(
                 bar.set_message(format!("{k} requests, {:.1}/s", k as f64 / secs));
             };
             let started = std::time::Instant::now();
+            let mut pass_reuse = crate::stages::reuse::ReuseCounts::default();
             for &ci in &todo {
                 let t0 = std::time::Instant::now();
                 let mut alignment_time = std::time::Duration::ZERO;
@@ -380,18 +392,24 @@ pub fn precompute(
                             sampled = Some(s);
                             (probs, shares)
                         }
-                        (None, ProposalNormalize::Token) => (
-                            novelty.probs_all(chunks[ci], cfg.temperature, 16)?,
-                            vec![None; chunks[ci].len()],
-                        ),
-                        (None, ProposalNormalize::Answer) => chunks[ci]
-                            .iter()
-                            .map(|&(c1, c2)| {
-                                novelty
-                                    .answer_probs(c1, c2, cfg.temperature)
-                                    .map(|(p, v)| (p, Some(v)))
-                            })
-                            .collect::<Result<Vec<_>, _>>()?
+                        (None, normalize) => work_store
+                            .proposals(&nprompts, chunks[ci], |todo| {
+                                Ok(match normalize {
+                                    ProposalNormalize::Token => novelty
+                                        .probs_all(todo, cfg.temperature, 16)?
+                                        .into_iter()
+                                        .map(|p| (p, None))
+                                        .collect(),
+                                    ProposalNormalize::Answer => todo
+                                        .iter()
+                                        .map(|&(c1, c2)| {
+                                            novelty
+                                                .answer_probs(c1, c2, cfg.temperature)
+                                                .map(|(p, v)| (p, Some(v)))
+                                        })
+                                        .collect::<Result<Vec<_>, _>>()?,
+                                })
+                            })?
                             .into_iter()
                             .unzip(),
                     };
@@ -464,7 +482,7 @@ pub fn precompute(
                                 which.iter().map(|&c| (c1, c2, c)).collect();
                             let mut out = vec![None; m as usize];
                             let t = std::time::Instant::now();
-                            let scores = candidate_scorer.scores(&triples)?;
+                            let scores = work_store.alignment_scores(&candidate_scorer, &triples)?;
                             alignment_time += t.elapsed();
                             for (&c, v) in which.iter().zip(scores) {
                                 out[c as usize] = Some(v);
@@ -509,13 +527,18 @@ pub fn precompute(
                     });
                     bar.inc(1);
                 }
+                let counts = work_store.take_counts();
+                pass_reuse += counts;
                 let chunk = Chunk {
                     key: key.clone(),
                     index: ci,
                     seconds: t0.elapsed().as_secs_f64(),
                     alignment_seconds: Some(alignment_time.as_secs_f64()),
+                    reuse: Some(counts),
                     records,
                 };
+                // The store first: a chunk on disk never points at work the store lost.
+                work_store.save()?;
                 wander_core::artifact::atomic_write(&chunk_path(ci), &serde_json::to_vec(&chunk)?)?;
             }
             bar.finish_and_clear();
@@ -541,6 +564,16 @@ pub fn precompute(
                 started.elapsed().as_secs_f64(),
                 todo_pairs as f64 / started.elapsed().as_secs_f64().max(1e-9)
             ));
+            if cfg.reuse {
+                let r = pass_reuse;
+                log(format!(
+                    "from the run's store: proposals of {} of {} pairs, {} of {} alignment scores (the same models on the same prompts)",
+                    r.novelty_reused,
+                    r.novelty_reused + r.novelty_computed,
+                    r.alignment_reused,
+                    r.alignment_reused + r.alignment_computed
+                ));
+            }
         }
         if shard.count > 1 {
             let missing: Vec<usize> = (0..chunks.len()).filter(|&i| !done(i)).collect();
@@ -568,6 +601,8 @@ pub fn precompute(
         let mut seconds = 0.0;
         // None once any chunk predates the split.
         let mut alignment_seconds = Some(0.0);
+        // None once any chunk predates the store.
+        let mut reuse = Some(crate::stages::reuse::ReuseCounts::default());
         let (mut sc1, mut sc2, mut scl, mut snov, mut sal) = (vec![], vec![], vec![], vec![], vec![]);
         let mut fallbacks = 0;
         let mut valid_shares = Vec::new();
@@ -578,6 +613,10 @@ pub fn precompute(
             let c: Chunk = serde_json::from_slice(&std::fs::read(chunk_path(i))?)?;
             seconds += c.seconds;
             alignment_seconds = alignment_seconds.zip(c.alignment_seconds).map(|(a, b)| a + b);
+            reuse = reuse.zip(c.reuse).map(|(mut a, b)| {
+                a += b;
+                a
+            });
             for r in c.records {
                 fallbacks += usize::from(r.fallback);
                 valid_shares.extend(r.valid_share);
@@ -644,6 +683,7 @@ pub fn precompute(
             score: (cfg.score == ScoreSet::Proposals).then_some(cfg.score),
             scored_per_pair: (cfg.score == ScoreSet::Proposals).then(|| scored as f64 / table.pairs().max(1) as f64),
             server,
+            reuse,
         })
     })
     .context("precompute failed; computed chunks are kept and a rerun continues from them")?;
