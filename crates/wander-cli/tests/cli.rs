@@ -606,6 +606,113 @@ fn refresh_checks(
     let out = run(again.args(["refresh", "--data"]).arg(&newer));
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(json(&out)["skipped"], true);
+
+    // F1's refreshes as a chain of runs: a child run continues the refreshed parent. Its log
+    // is the parent's followed by the window, its taxonomy the parent's refreshed one, and
+    // a refresh of the child extends it again (version 3).
+    let child = dir.join("child");
+    let in_child = |cmd: &mut std::process::Command| {
+        base(cmd);
+        cmd.arg("--set")
+            .arg(format!("run.dir=\"{}\"", child.display()))
+            .arg("--set")
+            .arg(format!("run.parent=\"{}\"", dir.join("run").display()));
+    };
+    let mut ingest = wander(dir);
+    in_child(&mut ingest);
+    let out = run(ingest.arg("ingest"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let c = json(&out);
+    assert_eq!(c["interactions"], 100_000 + n, "{c}");
+    assert_eq!(
+        (c["items"].as_u64(), c["users"].as_u64()),
+        (Some(1685), Some(944)),
+        "{c}"
+    );
+    let split = &c["temporal_split"];
+    assert!(split["test"].as_u64().unwrap() > 0, "{c}");
+    let mut tax = wander(dir);
+    in_child(&mut tax);
+    let out = run(tax.arg("taxonomy"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let t = json(&out);
+    assert_eq!(t["version"], 2, "{t}");
+    assert_eq!(t["embedded_items"], 0, "every text is in the cache: {t}");
+    assert_eq!(
+        std::fs::read(child.join("taxonomy/clusters.json")).unwrap(),
+        std::fs::read(dir.join("run/refresh/clusters.json")).unwrap(),
+        "the child's taxonomy is the parent's refreshed one"
+    );
+    // A parent without a refresh is refused, with what to run.
+    let mut early = wander(dir);
+    base(&mut early);
+    early
+        .arg("--set")
+        .arg(format!("run.dir=\"{}\"", dir.join("early").display()))
+        .arg("--set")
+        .arg(format!("run.parent=\"{}\"", child.display()));
+    let out = run(early.arg("ingest"));
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("has no refresh"), "{}", stderr(&out));
+    // The child's own next window: one more new film, rated after everything so far.
+    let window = dir.join("newer-2");
+    std::fs::create_dir_all(&window).unwrap();
+    let mut items_2 = std::fs::read_to_string(newer.join("newer.item")).unwrap();
+    items_2.push_str(&row(
+        &item_cols,
+        &[
+            ("item_id", "90004".to_string()),
+            ("movie_title", "Harbour Lights".to_string()),
+            ("release_year", "1998".to_string()),
+            ("class", "Drama Romance".to_string()),
+        ],
+    ));
+    items_2.push('\n');
+    let mut inter_2 = inter.lines().next().unwrap().to_string();
+    for user in 1..=6u32 {
+        for (k, item) in ["90004", "50", "181"].iter().enumerate() {
+            let t = last + 40 * 86_400 + i64::from(user) * 600 + k as i64 * 3_600;
+            inter_2.push('\n');
+            inter_2.push_str(&row(
+                &inter_cols,
+                &[
+                    ("user_id", user.to_string()),
+                    ("item_id", item.to_string()),
+                    ("rating", "4".to_string()),
+                    ("timestamp", t.to_string()),
+                ],
+            ));
+        }
+    }
+    inter_2.push('\n');
+    std::fs::write(window.join("newer.item"), items_2).unwrap();
+    std::fs::write(window.join("newer.inter"), inter_2).unwrap();
+    let mut refresh = wander(dir);
+    in_child(&mut refresh);
+    let out = run(refresh.args(["refresh", "--data"]).arg(&window));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let r = json(&out);
+    assert_eq!(
+        (r["taxonomy_version"].as_u64(), r["new_items"].as_u64()),
+        (Some(3), Some(1)),
+        "{r}"
+    );
+    assert_eq!(r["items"], 1686, "{r}");
+    // A parent that is no run is named.
+    let mut fresh_child = wander(dir);
+    base(&mut fresh_child);
+    fresh_child
+        .arg("--set")
+        .arg(format!("run.dir=\"{}\"", dir.join("grandchild").display()))
+        .arg("--set")
+        .arg(format!("run.parent=\"{}\"", dir.join("nowhere").display()));
+    let out = run(fresh_child.arg("ingest"));
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("run.parent") && stderr(&out).contains("nowhere"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {

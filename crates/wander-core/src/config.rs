@@ -485,6 +485,10 @@ pub struct RunConfig {
     pub seed: u64,
     /// A smoke run (the quick profile): reports and summaries say its figures are not results.
     pub smoke: bool,
+    /// A run directory that `wander refresh` extended, which this run continues (F1's
+    /// refresh as a chain of runs): this run's log is the parent's log followed by the
+    /// parent's refreshed window, and its taxonomy the parent's refreshed one. Empty: none.
+    pub parent: String,
 }
 
 /// `[assets]`
@@ -1053,6 +1057,13 @@ impl Config {
     pub fn validate(&self) -> Result<()> {
         if self.run.dir.as_os_str().is_empty() {
             return Err(CoreError::config("run.dir", "must name a folder"));
+        }
+        let parent = self.run.parent.trim();
+        if !parent.is_empty() && Path::new(parent) == self.run.dir {
+            return Err(CoreError::config(
+                "run.parent",
+                format!("`{parent}` is this run's own folder (run.dir): a run continues another run, set run.dir to a new folder"),
+            ));
         }
         // A NaN or infinite rate trains nothing and can look perfect downstream.
         // Upper ends too: a finite but absurd value (1e308) overflows the arithmetic it

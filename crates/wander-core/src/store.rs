@@ -173,7 +173,9 @@ fn decode<T: Element>(bytes: &[u8], magic: &[u8; 8]) -> Option<HashMap<String, V
     let mut out = HashMap::with_capacity(n);
     for r in 0..n {
         let at = HEADER_LEN + r * record;
-        let key = std::str::from_utf8(&bytes[at..at + KEY_LEN]).ok()?.to_string();
+        let key = std::str::from_utf8(&bytes[at..at + KEY_LEN])
+            .ok()?
+            .to_string();
         let v: Vec<T> = bytes[at + KEY_LEN..at + record]
             .chunks_exact(T::WIDTH)
             .map(T::get)
@@ -198,7 +200,10 @@ mod tests {
         let mut store = KeyedVectors::<T>::open(&path, MAGIC);
         for (text, v) in entries {
             store
-                .insert(KeyedVectors::<T>::key(&[b"model", text.as_bytes()]), v.clone())
+                .insert(
+                    KeyedVectors::<T>::key(&[b"model", text.as_bytes()]),
+                    v.clone(),
+                )
                 .unwrap();
         }
         store.save().unwrap();
@@ -211,7 +216,9 @@ mod tests {
         let (_dir, path) = saved(&[("a", vec![0.1f64, -1.0]), ("b", vec![tiny, 3.0])]);
         let store = KeyedVectors::<f64>::open(&path, MAGIC);
         assert_eq!(store.len(), 2);
-        let b = store.get(&KeyedVectors::<f64>::key(&[b"model", b"b"])).unwrap();
+        let b = store
+            .get(&KeyedVectors::<f64>::key(&[b"model", b"b"]))
+            .unwrap();
         assert_eq!(b[0].to_bits(), 1);
         assert_eq!(
             store.get(&KeyedVectors::<f64>::key(&[b"model", b"a"])),

@@ -324,8 +324,10 @@ impl<'a> CandidateScorer<'a> {
             .map(|c| self.prompt((c1, c2, c)))
             .collect::<Result<_>>()?;
         let shortest = prompts.iter().map(Vec::len).min().unwrap_or(0);
-        Ok(wander_llm::train::common_prefix(prompts.iter().map(Vec::as_slice))
-            .min(shortest.saturating_sub(1)))
+        Ok(
+            wander_llm::train::common_prefix(prompts.iter().map(Vec::as_slice))
+                .min(shortest.saturating_sub(1)),
+        )
     }
 
     /// The tokens of the prompt for `(c1, c2, candidate)`.
@@ -385,8 +387,9 @@ impl<'a> CandidateScorer<'a> {
                     shared,
                 )
             } else {
-                let common =
-                    wander_llm::train::common_prefix(members.iter().map(|&i| prompts[i].as_slice()));
+                let common = wander_llm::train::common_prefix(
+                    members.iter().map(|&i| prompts[i].as_slice()),
+                );
                 (prefix_cache(self.model, &first[..common])?, common)
             };
             for batch in members.chunks(CANDIDATE_BATCH) {

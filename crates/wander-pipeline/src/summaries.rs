@@ -75,6 +75,10 @@ pub struct IngestSummary {
     pub skipped_rows: usize,
     /// Skipped rows by reason.
     pub skipped_by_reason: BTreeMap<String, usize>,
+    /// With `run.parent`: the refreshed run whose log and refreshed window this log joins
+    /// (`data_path` is then the window's folder).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<PathBuf>,
 }
 
 impl fmt::Display for IngestSummary {
@@ -689,6 +693,13 @@ pub struct TaxonomySummary {
     pub description_retrieval_held_out: BTreeMap<String, wander_taxonomy::DescriptionRetrieval>,
     /// The Markdown report.
     pub report: PathBuf,
+    /// The taxonomy's version: 1 when built here (absent), the refresh's version when
+    /// inherited from a refreshed parent run (`run.parent`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u32>,
+    /// With `run.parent`: the parent run whose refreshed taxonomy this is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extends: Option<PathBuf>,
 }
 
 impl fmt::Display for TaxonomySummary {

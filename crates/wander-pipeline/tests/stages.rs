@@ -855,7 +855,10 @@ fn a_refreshed_table_reuses_the_models_work_and_equals_a_full_rerun() {
     let (again, files) = precompute(&ctx, true);
     let r = again.reuse.unwrap();
     assert_eq!((r.novelty_reused, r.novelty_computed), (again.pairs, 0));
-    assert_eq!((r.alignment_reused, r.alignment_computed), (first.reuse.unwrap().alignment_computed, 0));
+    assert_eq!(
+        (r.alignment_reused, r.alignment_computed),
+        (first.reuse.unwrap().alignment_computed, 0)
+    );
     assert!(files == stale, "a rerun from the store changed the table");
     // The refresh: prompts name the validation period's next clusters first. Pairs whose
     // prompt moved go to the novelty model again; candidates scored before are not scored
@@ -872,7 +875,10 @@ fn a_refreshed_table_reuses_the_models_work_and_equals_a_full_rerun() {
     let (scratch, scratch_files) = precompute(&ctx, true);
     let r = scratch.reuse.unwrap();
     assert_eq!((r.novelty_reused, r.alignment_reused), (0, 0));
-    assert!(files == scratch_files, "the table reusing the store is not the table computed from scratch");
+    assert!(
+        files == scratch_files,
+        "the table reusing the store is not the table computed from scratch"
+    );
 }
 
 /// F1's monthly refresh continues from the deployed model: `novelty.warm_start` loads a

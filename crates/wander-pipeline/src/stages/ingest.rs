@@ -6,6 +6,7 @@ use serde_json::Value;
 use wander_core::artifact::RunDir;
 use wander_core::config::Config;
 
+use crate::artifacts::open;
 use crate::common::checksums;
 use crate::common::report;
 use crate::log;
@@ -39,8 +40,109 @@ pub fn fetch_assets(ctx: &StageContext, names: &[String]) -> crate::Result<Summa
     Ok(Summary::new(StageId::Assets, Value::Object(out)))
 }
 
+/// A run that `run.parent` names, and the checksum of one of its stage manifests under a
+/// key that says whose it is.
+pub(crate) fn parent_stage(
+    parent: &str,
+    stage: StageId,
+) -> crate::Result<(RunDir, String, String)> {
+    let run = RunDir::open(std::path::Path::new(parent))
+        .with_context(|| format!("run.parent = \"{parent}\": not a run directory"))?;
+    let sum = run.manifest_checksum(stage.folder()).with_context(|| {
+        if stage == StageId::Refresh {
+            format!("run.parent = \"{parent}\": the parent has no refresh; run `wander --set run.dir='\"{parent}\"' refresh --data NEWER_WINDOW` first")
+        } else {
+            format!("run.parent = \"{parent}\": the parent has no {} stage", stage.folder())
+        }
+    })?;
+    Ok((
+        run,
+        format!("{parent}/{}/manifest.json", stage.folder()),
+        sum,
+    ))
+}
+
+/// `wander ingest` in a run that continues a refreshed parent (`run.parent`): the parent's
+/// log followed by its refreshed window as one log, split again in time by this run's
+/// `[data]` fractions (the leave-last-out split too), so the newest window reaches the
+/// validation and test periods.
+fn ingest_from_parent(ctx: &StageContext, parent: &str, force: bool) -> crate::Result<Summary> {
+    let cfg = &ctx.config.data;
+    let (parent_run, base_key, base_sum) = parent_stage(parent, StageId::Ingest)?;
+    let (_, newer_key, newer_sum) = parent_stage(parent, StageId::Refresh)?;
+    let inputs = [(base_key, base_sum), (newer_key, newer_sum)]
+        .into_iter()
+        .collect();
+    let slice = json!({"parent": parent, "split": {"valid_fraction": cfg.valid_fraction, "test_fraction": cfg.test_fraction}});
+    let run = RunDir::open(&ctx.config.run.dir)?;
+    let outcome = run
+        .run_stage(
+            StageId::Ingest.folder(),
+            slice,
+            inputs,
+            force,
+            |w| -> crate::Result<Value> {
+                let spinner = wander_core::progress::spinner("ingest");
+                spinner.set_message(format!("reading {parent}"));
+                let base_reader = open(&parent_run, StageId::Ingest)?;
+                let base = wander_data::read_dataset(base_reader.reader())?;
+                let refresh_reader = open(&parent_run, StageId::Refresh)?;
+                let newer = wander_data::read_dataset(refresh_reader.reader())?;
+                let (mut all, _) = wander_data::concat(&base, &newer).map_err(|e| {
+                    crate::PipelineError::msg(format!("run.parent = \"{parent}\": {e}"))
+                })?;
+                all.interactions.split = wander_data::temporal_split(
+                    &all.interactions.timestamp,
+                    cfg.valid_fraction,
+                    cfg.test_fraction,
+                );
+                all.interactions.loo_split = wander_data::leave_last_out(&all.interactions.user);
+                spinner.set_message("writing parquet");
+                wander_data::write_dataset(w, &all)?;
+                spinner.finish_and_clear();
+                let stats = all.stats();
+                let before: crate::summaries::IngestSummary =
+                    crate::summaries::read(StageId::Ingest, &base_reader.manifest().summary)?;
+                let refreshed: crate::summaries::RefreshSummary =
+                    crate::summaries::read(StageId::Refresh, &refresh_reader.manifest().summary)?;
+                let mut skipped_by_reason = before.skipped_by_reason.clone();
+                if refreshed.skipped_rows > 0 {
+                    *skipped_by_reason
+                        .entry("in the refreshed window".into())
+                        .or_default() += refreshed.skipped_rows;
+                }
+                crate::summaries::record(&crate::summaries::IngestSummary {
+                    data_path: refreshed.data_path,
+                    format: before.format,
+                    positive_rule: before.positive_rule,
+                    users: stats.users,
+                    items: stats.items,
+                    items_with_interactions: stats.items_with_interactions,
+                    interactions: stats.interactions,
+                    positives: stats.positives,
+                    positive_rate: stats.positive_rate,
+                    density: stats.density,
+                    time_min: stats.time_min,
+                    time_max: stats.time_max,
+                    temporal_split: stats.temporal_split.into(),
+                    leave_last_out: stats.leave_last_out.into(),
+                    feedback_columns: stats.feedback_columns,
+                    skipped_rows: before.skipped_rows + refreshed.skipped_rows,
+                    skipped_by_reason,
+                    parent: Some(parent.into()),
+                })
+            },
+        )
+        .context("ingest failed; earlier artifacts in the run directory are unchanged")?;
+    Ok(report(StageId::Ingest, &outcome))
+}
+
 /// `wander ingest`.
 pub fn ingest(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
+    let parent = ctx.config.run.parent.trim();
+    if !parent.is_empty() {
+        return ingest_from_parent(ctx, parent, force);
+    }
     let cfg = &ctx.config.data;
     let root = ctx.fetcher().resolve(&cfg.path)?;
     let inputs = checksums(&wander_data::input_files(cfg, &root))?;
@@ -97,6 +199,7 @@ pub fn ingest(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
             feedback_columns: stats.feedback_columns,
             skipped_rows: loaded.skips.skipped_rows,
             skipped_by_reason: loaded.skips.by_reason.clone(),
+            parent: None,
         })
     })
     .context("ingest failed; earlier artifacts in the run directory are unchanged")?;

@@ -482,7 +482,8 @@ pub fn precompute(
                                 which.iter().map(|&c| (c1, c2, c)).collect();
                             let mut out = vec![None; m as usize];
                             let t = std::time::Instant::now();
-                            let scores = work_store.alignment_scores(&candidate_scorer, &triples)?;
+                            let scores =
+                                work_store.alignment_scores(&candidate_scorer, &triples)?;
                             alignment_time += t.elapsed();
                             for (&c, v) in which.iter().zip(scores) {
                                 out[c as usize] = Some(v);

@@ -20,9 +20,9 @@ use crate::StageContext;
 use crate::StageId;
 use crate::Summary;
 
-/// The version a refresh gives the taxonomy it extends (the built taxonomy is version 1).
-/// Refreshes do not chain yet: each extends the run's built taxonomy.
-const REFRESHED_TAXONOMY_VERSION: u32 = 2;
+/// The version of a taxonomy built by clustering; a refresh gives the taxonomy it extends
+/// the next one, so a chain of runs (`run.parent`) counts its refreshes.
+const BUILT_TAXONOMY_VERSION: u32 = 1;
 
 /// How many uncertain placements the report lists.
 const REPORT_UNCERTAIN: usize = 20;
@@ -87,7 +87,14 @@ pub fn refresh(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
                 let spinner = wander_core::progress::spinner("refresh");
                 spinner.set_message(format!("reading {}", root.display()));
                 let base = wander_data::read_dataset(open(&run, StageId::Ingest)?.reader())?;
-                let mut tax = wander_taxonomy::read(open(&run, StageId::Taxonomy)?.reader())?;
+                let built = open(&run, StageId::Taxonomy)?;
+                let base_version = crate::summaries::read::<crate::summaries::TaxonomySummary>(
+                    StageId::Taxonomy,
+                    &built.manifest().summary,
+                )?
+                .version
+                .unwrap_or(BUILT_TAXONOMY_VERSION);
+                let mut tax = wander_taxonomy::read(built.reader())?;
                 let loaded = wander_data::load(&data_cfg, &root)?;
                 for example in &loaded.skips.examples {
                     log(format!("skipped: {example}"));
@@ -241,7 +248,7 @@ pub fn refresh(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
                 wander_taxonomy::write(w, &tax, ds)?;
                 let summary = RefreshSummary {
                     data_path: root.clone(),
-                    taxonomy_version: REFRESHED_TAXONOMY_VERSION,
+                    taxonomy_version: base_version + 1,
                     base_taxonomy: base_taxonomy.clone(),
                     users: ds.users.len(),
                     new_users: rebased.new_users.len(),

@@ -145,7 +145,10 @@ impl ModelWork {
             .map(|k| {
                 let v = store.get(k).filter(|v| v.len() >= 2)?;
                 let (probs, share) = v.split_at(v.len() - 1);
-                Some((probs.to_vec(), (share[0] != NO_VALID_SHARE).then_some(share[0])))
+                Some((
+                    probs.to_vec(),
+                    (share[0] != NO_VALID_SHARE).then_some(share[0]),
+                ))
             })
             .collect();
         let missing: Vec<usize> = (0..pairs.len()).filter(|&i| out[i].is_none()).collect();
@@ -198,7 +201,10 @@ impl ModelWork {
 
     /// Writes what changed (after each chunk, so an interrupted run keeps its work).
     pub(crate) fn save(&mut self) -> crate::Result<()> {
-        for store in [&mut self.novelty, &mut self.alignment].into_iter().flatten() {
+        for store in [&mut self.novelty, &mut self.alignment]
+            .into_iter()
+            .flatten()
+        {
             store.save()?;
         }
         Ok(())

@@ -37,6 +37,10 @@ pub fn taxonomy(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
     let run = RunDir::open(&ctx.config.run.dir)?;
     let model_dir = ctx.fetcher().resolve(&cfg.model)?;
     let mut inputs = manifests(&run, StageId::Taxonomy.inputs())?;
+    let parent = ctx.config.run.parent.trim();
+    if !parent.is_empty() {
+        return inherited_taxonomy(ctx, parent, &model_dir, inputs, force);
+    }
     for f in ["model.safetensors", "tokenizer.json", "config.json"] {
         let p = model_dir.join(f);
         inputs.insert(
@@ -220,9 +224,92 @@ pub fn taxonomy(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
                     description_retrieval: retrieval,
                     description_retrieval_held_out: held_out,
                     report: stage_dir.join("report.md"),
+                    version: None,
+                    extends: None,
                 })
             },
         )
+        .context("taxonomy failed; earlier artifacts in the run directory are unchanged")?;
+    Ok(report(StageId::Taxonomy, &outcome))
+}
+
+/// The taxonomy of a run that continues a refreshed parent (`run.parent`): the parent's
+/// refreshed taxonomy as it is (cluster ids, descriptions, the new items' placements), so
+/// the parent's models, adapters and table keep their meaning here; its quality figures
+/// are measured again on this run's log. Re-clustering stays explicit: a run without a
+/// parent.
+fn inherited_taxonomy(
+    ctx: &StageContext,
+    parent: &str,
+    model_dir: &std::path::Path,
+    mut inputs: std::collections::BTreeMap<String, String>,
+    force: bool,
+) -> crate::Result<Summary> {
+    let cfg = &ctx.config.taxonomy;
+    let seed = ctx.config.run.seed;
+    let run = RunDir::open(&ctx.config.run.dir)?;
+    let (parent_run, key, sum) = super::ingest::parent_stage(parent, StageId::Refresh)?;
+    let refresh_manifest = sum[..sum.len().min(12)].to_string();
+    inputs.insert(key, sum);
+    for f in ["model.safetensors", "tokenizer.json", "config.json"] {
+        let p = model_dir.join(f);
+        inputs.insert(p.display().to_string(), sha256_file(&p)?);
+    }
+    // What the quality figures depend on; the clustering settings do not apply.
+    let slice = json!({"parent": parent, "taxonomy": {"text_weight": cfg.text_weight, "window": cfg.window, "behaviour_dim": cfg.behaviour_dim, "batch_size": cfg.batch_size}, "seed": seed});
+    let stage_dir = run.stage_dir("taxonomy");
+    let outcome = run
+        .run_stage(StageId::Taxonomy.folder(), slice, inputs, force, |w| -> crate::Result<Value> {
+            let ds = wander_data::read_dataset(open(&run, StageId::Ingest)?.reader())?;
+            let refresh = open(&parent_run, StageId::Refresh)?;
+            let tax = wander_taxonomy::read(refresh.reader())?;
+            if tax.item_fine.len() != ds.items.len() {
+                crate::bail!(
+                    "run.parent = \"{parent}\": its refreshed taxonomy places {} items, this run's log has {}: run this run's `wander ingest --force` after the parent's last refresh",
+                    tax.item_fine.len(),
+                    ds.items.len()
+                );
+            }
+            let refreshed: crate::summaries::RefreshSummary =
+                crate::summaries::read(StageId::Refresh, &refresh.manifest().summary)?;
+            let texts: Vec<String> = ds.items.iter().map(wander_taxonomy::item_text).collect();
+            let embedder = wander_taxonomy::embed::TextEmbedder::load(model_dir)?;
+            let mut cache = wander_taxonomy::embed::EmbeddingCache::for_model(&cfg.cache_dir, &embedder);
+            let bar = wander_core::progress::bar(texts.len() as u64, "embed", "items");
+            let t0 = std::time::Instant::now();
+            let (text, computed) = wander_taxonomy::embed::embed_all(&embedder, &mut cache, &texts, cfg.batch_size, Some(&bar))?;
+            let embed_seconds = t0.elapsed().as_secs_f64();
+            bar.finish_and_clear();
+            let ppmi = wander_taxonomy::behaviour::ppmi(&ds, cfg.window);
+            let behaviour = wander_taxonomy::behaviour::embeddings(&ppmi, cfg.behaviour_dim, seed);
+            let mixed = wander_taxonomy::mix(&text, &behaviour, cfg.text_weight);
+            let (quality, body) = wander_taxonomy::report(&ds, &tax, &text, &mixed, seed);
+            let descriptions: Vec<String> = tax.planner_clusters().iter().map(|c| c.description.clone()).collect();
+            let (vectors, _) = wander_taxonomy::embed::embed_all(&embedder, &mut cache, &descriptions, cfg.batch_size, None)?;
+            let retrieval = wander_taxonomy::description_retrieval(&vectors, &text, tax.planner_assign());
+            let markdown = format!(
+                "Taxonomy version {}: the refreshed taxonomy of `{parent}` (its refresh manifest {}), kept as it is: cluster ids and descriptions are the parent's, and its {} new items are placed where the refresh put them. The figures below are measured on this run's log. Description retrieval of the planner level's descriptions: {:.3}.\n\n{body}",
+                refreshed.taxonomy_version,
+                refresh_manifest,
+                refreshed.new_items,
+                retrieval.accuracy
+            );
+            wander_taxonomy::write(w, &tax, &ds)?;
+            report_md(StageId::Taxonomy).write(w, markdown.as_bytes())?;
+            crate::summaries::record(&crate::summaries::TaxonomySummary {
+                quality,
+                planner_level: tax.planner_level,
+                embedded_items: computed,
+                embedding_cache_hits: texts.len() - computed,
+                embed_seconds,
+                mix_comparison: Default::default(),
+                description_retrieval: [(cfg.describe.to_string(), retrieval)].into_iter().collect(),
+                description_retrieval_held_out: Default::default(),
+                report: stage_dir.join("report.md"),
+                version: Some(refreshed.taxonomy_version),
+                extends: Some(parent.into()),
+            })
+        })
         .context("taxonomy failed; earlier artifacts in the run directory are unchanged")?;
     Ok(report(StageId::Taxonomy, &outcome))
 }
