@@ -111,26 +111,15 @@ fn ingest_from_parent(ctx: &StageContext, parent: &str, force: bool) -> crate::R
                         .entry("in the refreshed window".into())
                         .or_default() += refreshed.skipped_rows;
                 }
-                crate::summaries::record(&crate::summaries::IngestSummary {
-                    data_path: refreshed.data_path,
-                    format: before.format,
-                    positive_rule: before.positive_rule,
-                    users: stats.users,
-                    items: stats.items,
-                    items_with_interactions: stats.items_with_interactions,
-                    interactions: stats.interactions,
-                    positives: stats.positives,
-                    positive_rate: stats.positive_rate,
-                    density: stats.density,
-                    time_min: stats.time_min,
-                    time_max: stats.time_max,
-                    temporal_split: stats.temporal_split.into(),
-                    leave_last_out: stats.leave_last_out.into(),
-                    feedback_columns: stats.feedback_columns,
-                    skipped_rows: before.skipped_rows + refreshed.skipped_rows,
-                    skipped_by_reason,
-                    parent: Some(parent.into()),
-                })
+                crate::summaries::record(&summary_of(
+                    stats,
+                    (refreshed.data_path, before.format, before.positive_rule),
+                    (
+                        before.skipped_rows + refreshed.skipped_rows,
+                        skipped_by_reason,
+                    ),
+                    Some(parent.into()),
+                ))
             },
         )
         .context("ingest failed; earlier artifacts in the run directory are unchanged")?;
@@ -181,27 +170,47 @@ pub fn ingest(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
         for example in &loaded.skips.examples {
             log(format!("skipped: {example}"));
         }
-        crate::summaries::record(&crate::summaries::IngestSummary {
-            data_path: root.clone(),
-            format: cfg.format,
-            positive_rule: cfg.positive.clone(),
-            users: stats.users,
-            items: stats.items,
-            items_with_interactions: stats.items_with_interactions,
-            interactions: stats.interactions,
-            positives: stats.positives,
-            positive_rate: stats.positive_rate,
-            density: stats.density,
-            time_min: stats.time_min,
-            time_max: stats.time_max,
-            temporal_split: stats.temporal_split.into(),
-            leave_last_out: stats.leave_last_out.into(),
-            feedback_columns: stats.feedback_columns,
-            skipped_rows: loaded.skips.skipped_rows,
-            skipped_by_reason: loaded.skips.by_reason.clone(),
-            parent: None,
-        })
+        crate::summaries::record(&summary_of(
+            stats,
+            (root.clone(), cfg.format, cfg.positive.clone()),
+            (loaded.skips.skipped_rows, loaded.skips.by_reason.clone()),
+            None,
+        ))
     })
     .context("ingest failed; earlier artifacts in the run directory are unchanged")?;
     Ok(report(StageId::Ingest, &outcome))
+}
+
+/// The ingest summary of a log with these statistics: where it was read, in which format
+/// and under which positive rule; the rows skipped and why; the parent it continues.
+fn summary_of(
+    stats: wander_data::Stats,
+    (data_path, format, positive_rule): (
+        std::path::PathBuf,
+        wander_core::config::DataFormat,
+        String,
+    ),
+    (skipped_rows, skipped_by_reason): (usize, std::collections::BTreeMap<String, usize>),
+    parent: Option<std::path::PathBuf>,
+) -> crate::summaries::IngestSummary {
+    crate::summaries::IngestSummary {
+        data_path,
+        format,
+        positive_rule,
+        users: stats.users,
+        items: stats.items,
+        items_with_interactions: stats.items_with_interactions,
+        interactions: stats.interactions,
+        positives: stats.positives,
+        positive_rate: stats.positive_rate,
+        density: stats.density,
+        time_min: stats.time_min,
+        time_max: stats.time_max,
+        temporal_split: stats.temporal_split.into(),
+        leave_last_out: stats.leave_last_out.into(),
+        feedback_columns: stats.feedback_columns,
+        skipped_rows,
+        skipped_by_reason,
+        parent,
+    }
 }
