@@ -358,7 +358,8 @@ impl<'a> CandidateScorer<'a> {
         // run once; then each history pair's own tokens run once for all its candidates, and
         // only the candidates' suffixes (about ten tokens each) run per prompt. Both split
         // points depend on the pair alone, never on which candidates are scored beside it,
-        // so a candidate's score is the same in any call (a store of scores relies on it).
+        // so a candidate's score is the same computation in any call, up to the float
+        // rounding of the batch's shape (a store of scores relies on it).
         let (template, template_cache) = self.template()?;
         let mut groups: Vec<((u32, u32), Vec<usize>)> = Vec::new();
         let mut group_of: HashMap<(u32, u32), usize> = HashMap::new();

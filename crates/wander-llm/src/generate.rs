@@ -354,18 +354,28 @@ pub fn last_hidden_after(model: &Llama, prefix: &KvCache, suffixes: &[Vec<u32>])
             "every suffix needs at least one token".into(),
         ));
     }
-    let mut toks = Vec::with_capacity(suffixes.len() * len);
+    // Below GEMM_MIN_ROWS rows the weights' Q8_0 kernel runs instead of the f32 one, so a
+    // prompt scored in a small batch would get a visibly different value than in a large
+    // one. Copies of the first suffix fill the batch up to that many rows: the batch then
+    // moves a prompt's result by float rounding at most (a store of scores relies on it).
+    let batch = suffixes
+        .len()
+        .max(crate::model::GEMM_MIN_ROWS.div_ceil(len));
+    let mut toks = Vec::with_capacity(batch * len);
     let mut rows = Vec::with_capacity(suffixes.len());
-    for (r, s) in suffixes.iter().enumerate() {
+    for r in 0..batch {
+        let s = suffixes.get(r).unwrap_or(&suffixes[0]);
         for k in 0..len {
             toks.push(*s.get(k).unwrap_or(&s[s.len() - 1]));
         }
-        rows.push((r * len + s.len() - 1) as u32);
+        if r < suffixes.len() {
+            rows.push((r * len + s.len() - 1) as u32);
+        }
     }
-    let mut cache = prefix.broadcast(suffixes.len())?;
-    let input = Tensor::from_vec(toks, (suffixes.len(), len), &Device::Cpu)?;
+    let mut cache = prefix.broadcast(batch)?;
+    let input = Tensor::from_vec(toks, (batch, len), &Device::Cpu)?;
     let h = model.forward_hidden(&input, &mut cache, Mode::Infer)?;
-    Ok(h.reshape((suffixes.len() * len, model.cfg.hidden))?
+    Ok(h.reshape((batch * len, model.cfg.hidden))?
         .index_select(&Tensor::new(rows.as_slice(), &Device::Cpu)?, 0)?)
 }
 

@@ -331,7 +331,10 @@ pub fn precompute(
             let mut work_store = crate::stages::reuse::ModelWork::open(
                 run.root(),
                 cfg.reuse,
-                remote.is_none(),
+                (
+                    remote.is_none(),
+                    matches!(models.readout, wander_llm::readout::Readout::Head(_)),
+                ),
                 &inputs,
                 json!({"scorer": "full-trie-v2", "temperature": cfg.temperature, "normalize": cfg.normalize, "answers": wander_core::hash::sha256_hex(serde_json::to_string(&models.answers)?.as_bytes())}),
             )?;

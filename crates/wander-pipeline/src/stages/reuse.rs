@@ -54,7 +54,7 @@ pub(crate) struct ModelWork {
 }
 
 /// The key of a prompt split where the scorer splits it: the same tokens cut elsewhere
-/// run through another cached prefix and may differ in the last bits.
+/// run through another cached prefix.
 fn prompt_key(prefix: &[u32], suffix: &[u32]) -> String {
     let bytes = |t: &[u32]| t.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
     KeyedVectors::<f64>::key(&[&bytes(prefix), &bytes(suffix)])
@@ -86,11 +86,13 @@ fn file_name(
 
 impl ModelWork {
     /// Opens the run's stores (`<run>/.work/precompute-store`) for these inputs and
-    /// settings; `novelty` is false where a server proposes (it keeps its own cache).
+    /// settings; `novelty` is false where a server proposes (it keeps its own cache), and
+    /// `alignment` where the scorer's result for a prompt depends on the prompts beside it
+    /// (the label written as text is scored in batches of equal-length prompts).
     pub(crate) fn open(
         run_root: &Path,
         enabled: bool,
-        novelty: bool,
+        (novelty, alignment): (bool, bool),
         inputs: &BTreeMap<String, String>,
         novelty_settings: serde_json::Value,
     ) -> crate::Result<Self> {
@@ -110,7 +112,7 @@ impl ModelWork {
             } else {
                 None
             },
-            alignment: if enabled {
+            alignment: if enabled && alignment {
                 Some(open(
                     "alignment",
                     StageId::TrainNovelty,
