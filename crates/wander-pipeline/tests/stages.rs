@@ -520,6 +520,16 @@ fn tiny_llm(ctx: &mut StageContext, root: &Path) {
 
 /// The tiny world with the tiny model, its log stages run up to the transitions: where
 /// every LLM stage test that keeps the default label settings starts.
+/// The default's alignment model (the candidate reader, scoring only the proposals) at the
+/// tiny world's scale: two proposals per pair.
+fn the_reader_scoring_two_proposals(ctx: &mut StageContext) {
+    use wander_core::config::{AlignmentArch, ScoreSet};
+    ctx.config.alignment.arch = AlignmentArch::Candidate;
+    ctx.config.precompute.score = ScoreSet::Proposals;
+    ctx.config.precompute.n = 2;
+    ctx.config.precompute.scaling_n = vec![1, 2];
+}
+
 fn tiny_llm_world_with_transitions(root: &Path) -> StageContext {
     let mut ctx = tiny_world(root);
     tiny_llm(&mut ctx, root);
@@ -817,17 +827,14 @@ fn retrieval_prompts_from_the_fine_tuning_set_to_the_table() {
 /// without the store writes.
 #[test]
 fn a_refreshed_table_reuses_the_models_work_and_equals_a_full_rerun() {
-    use wander_core::config::{AlignmentArch, NoveltyPrompt, RetrievalSource, ScoreSet};
+    use wander_core::config::{NoveltyPrompt, RetrievalSource};
     let tmp = tempfile::tempdir().unwrap();
     let mut ctx = tiny_world(tmp.path());
     tiny_llm(&mut ctx, tmp.path());
     ctx.config.novelty.prompt = NoveltyPrompt::Retrieval;
     ctx.config.novelty.retrieval_k = 2;
-    ctx.config.alignment.arch = AlignmentArch::Candidate;
-    ctx.config.precompute.score = ScoreSet::Proposals;
-    ctx.config.precompute.n = 2;
+    the_reader_scoring_two_proposals(&mut ctx);
     ctx.config.precompute.draws = 4;
-    ctx.config.precompute.scaling_n = vec![1, 2];
     ctx.config.validate().unwrap();
     stages::Ingest.run(&ctx, false).unwrap();
     behavioural_taxonomy(&ctx);
@@ -951,10 +958,7 @@ fn candidate_alignment_and_a_proposals_only_table_on_a_tiny_model() {
     tiny_llm(&mut ctx, tmp.path());
     ctx.config.feedback.signal = FeedbackSignal::Mixed;
     ctx.config.feedback.shrinkage = 2.0;
-    ctx.config.alignment.arch = AlignmentArch::Candidate;
-    ctx.config.precompute.score = ScoreSet::Proposals;
-    ctx.config.precompute.n = 2;
-    ctx.config.precompute.scaling_n = vec![1, 2];
+    the_reader_scoring_two_proposals(&mut ctx);
     ctx.config.validate().unwrap();
     stages::Ingest.run(&ctx, false).unwrap();
     behavioural_taxonomy(&ctx);
