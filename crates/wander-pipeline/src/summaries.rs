@@ -1165,6 +1165,11 @@ pub struct Calibration {
     /// on the fixed yardstick (`StrategyFigures::heldout_feedback_raw`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kendall_tau_clicks_raw_heldout: Option<f64>,
+    /// Kendall's tau-b between the positive rate of exploration clicks and the validation
+    /// period's feedback: the simulator against the period right after its world, which no
+    /// strategy was fitted to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kendall_tau_clicks_valid_labels: Option<f64>,
 }
 
 /// The one-line description of a simulation (`simulate` or `simulate_aa`).

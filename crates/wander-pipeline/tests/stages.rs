@@ -435,6 +435,16 @@ fn evaluation_stages_simulator_and_report_on_a_tiny_log() {
                 .is_some_and(|t| (-1.0..=1.0).contains(&t)),
         "{report}"
     );
+    // The simulator against the validation period wherever the evaluation has that
+    // period's figures (the same condition as the validation-to-held-out figure).
+    assert_eq!(
+        cal.kendall_tau_clicks_valid_labels.is_some(),
+        cal.kendall_tau_valid_heldout.is_some(),
+        "{report}"
+    );
+    assert!(cal
+        .kendall_tau_clicks_valid_labels
+        .is_none_or(|t| treated < 2 || (-1.0..=1.0).contains(&t)));
     assert!(html.contains("Simulator calibration"));
     for summary in [&eval, &scaling, &sim, &report] {
         let line = summary.to_string();

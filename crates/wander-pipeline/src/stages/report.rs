@@ -144,6 +144,10 @@ fn calibration(run: &RunDir) -> crate::Result<Option<(String, crate::summaries::
         .as_ref()
         .map(|t| wander_explore::metrics::kendall_tau_b(t, &feedback));
     let valid_labels = by_period(|s| &s.valid_label_feedback);
+    let tau_clicks_valid = match (&valid_labels, &clicks) {
+        (Some(v), Some(c)) => Some(wander_explore::metrics::kendall_tau_b(v, c)),
+        _ => None,
+    };
     let tau_valid_heldout = valid_labels
         .as_ref()
         .map(|v| wander_explore::metrics::kendall_tau_b(v, &feedback));
@@ -196,7 +200,7 @@ The simulator is only evidence if it agrees with the logs: it should order the e
         None => String::new(),
     };
     let period_line = match (tau_clicks_train, tau_train_heldout, tau_valid_heldout) {
-        (Some(a), Some(b), Some(v)) => format!("The simulator is built from the training period (its users are copies of the training users, their liking their training positive rates), so it knows that period's world only. Kendall's tau-b between the positive rate of exploration clicks and the same served clusters judged by the *training* period's labels (`wander eval`): **{a:.2}**. Between those training-label figures and held-out feedback: **{b:.2}**; between the validation period's and held-out feedback: **{v:.2}**. Where the first is high and the second low, the simulator is faithful to its world and the disagreement is the training period's own: strategies fitted to the training logs (co-occurrence, popularity) are judged there on the very engagements they were fitted to, and two periods none of them saw agree with each other (the third figure) better than either agrees with the training one. "),
+        (Some(a), Some(b), Some(v)) => format!("The simulator is built from the training period (its users are copies of the training users, their liking their training positive rates), so it knows that period's world only. Kendall's tau-b between the positive rate of exploration clicks and the same served clusters judged by the *training* period's labels (`wander eval`): **{a:.2}**. Between those training-label figures and held-out feedback: **{b:.2}**; between the validation period's and held-out feedback: **{v:.2}**. Where the first is high and the second low, the simulator is faithful to its world and the disagreement is the training period's own: strategies fitted to the training logs (co-occurrence, popularity) are judged there on the very engagements they were fitted to, and two periods none of them saw agree with each other (the third figure) better than either agrees with the training one. {}", tau_clicks_valid.map_or(String::new(), |t| format!("Against the validation period, the one right after the simulator's world and fitted by no strategy: **{t:.2}**; where this is 1 and the held-out figure is not, the held-out period orders the strategies as no earlier period does, and a simulator that knows only the earlier periods cannot follow it. "))),
         _ => String::new(),
     };
     let raw_line = match tau_clicks_raw {
@@ -219,6 +223,7 @@ The simulator is only evidence if it agrees with the logs: it should order the e
         kendall_tau_train_heldout: tau_train_heldout,
         kendall_tau_valid_heldout: tau_valid_heldout,
         kendall_tau_clicks_raw_heldout: tau_clicks_raw,
+        kendall_tau_clicks_valid_labels: tau_clicks_valid,
     };
     Ok(Some((md, cal)))
 }
