@@ -159,6 +159,13 @@ impl ModelWork {
         if !missing.is_empty() {
             let todo: Vec<(u32, u32)> = missing.iter().map(|&i| pairs[i]).collect();
             let computed = compute(&todo)?;
+            if computed.len() != todo.len() {
+                crate::bail!(
+                    "the novelty model gave {} proposal distributions for {} pairs",
+                    computed.len(),
+                    todo.len()
+                );
+            }
             for (&i, value) in missing.iter().zip(computed) {
                 let mut stored = value.0.clone();
                 stored.push(value.1.unwrap_or(NO_VALID_SHARE));
@@ -193,7 +200,15 @@ impl ModelWork {
         self.counts.alignment_computed += missing.len();
         if !missing.is_empty() {
             let todo: Vec<(u32, u32, u32)> = missing.iter().map(|&i| triples[i]).collect();
-            for (&i, v) in missing.iter().zip(scorer.scores(&todo)?) {
+            let scores = scorer.scores(&todo)?;
+            if scores.len() != todo.len() {
+                crate::bail!(
+                    "the alignment model gave {} scores for {} candidates",
+                    scores.len(),
+                    todo.len()
+                );
+            }
+            for (&i, v) in missing.iter().zip(scores) {
                 store.insert(keys[i].clone(), vec![v as f64])?;
                 out[i] = Some(v);
             }
