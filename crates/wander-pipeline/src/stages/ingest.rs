@@ -97,10 +97,16 @@ fn ingest_from_parent(ctx: &StageContext, parent: &str, force: bool) -> crate::R
                     cfg.test_fraction,
                 );
                 all.interactions.loo_split = wander_data::leave_last_out(&all.interactions.user);
+        let stats = all.stats();
+        if stats.temporal_split[0] == 0 {
+            crate::bail!(
+                "run.parent = \"{parent}\": the training period of the joined log is empty (data.valid_fraction = {}, data.test_fraction = {}, {} interactions)",
+                cfg.valid_fraction, cfg.test_fraction, stats.interactions
+            );
+        }
                 spinner.set_message("writing parquet");
                 wander_data::write_dataset(w, &all)?;
                 spinner.finish_and_clear();
-                let stats = all.stats();
                 let before: crate::summaries::IngestSummary =
                     crate::summaries::read(StageId::Ingest, &base_reader.manifest().summary)?;
                 let refreshed: crate::summaries::RefreshSummary =

@@ -84,6 +84,15 @@ fn file_name(
     Ok(format!("{kind}-{}.bin", &id[..16]))
 }
 
+/// A model must answer every input it was asked about: a short answer would shift every
+/// later value onto the wrong pair or candidate.
+fn one_each(what: &str, got: usize, of: &str, asked: usize) -> crate::Result<()> {
+    if got != asked {
+        crate::bail!("the model gave {got} {what} for {asked} {of}");
+    }
+    Ok(())
+}
+
 impl ModelWork {
     /// Opens the run's stores (`<run>/.work/precompute-store`) for these inputs and
     /// settings; `novelty` is false where a server proposes (it keeps its own cache), and
@@ -159,13 +168,12 @@ impl ModelWork {
         if !missing.is_empty() {
             let todo: Vec<(u32, u32)> = missing.iter().map(|&i| pairs[i]).collect();
             let computed = compute(&todo)?;
-            if computed.len() != todo.len() {
-                crate::bail!(
-                    "the novelty model gave {} proposal distributions for {} pairs",
-                    computed.len(),
-                    todo.len()
-                );
-            }
+            one_each(
+                "proposal distributions",
+                computed.len(),
+                "pairs",
+                todo.len(),
+            )?;
             for (&i, value) in missing.iter().zip(computed) {
                 let mut stored = value.0.clone();
                 stored.push(value.1.unwrap_or(NO_VALID_SHARE));
@@ -201,13 +209,7 @@ impl ModelWork {
         if !missing.is_empty() {
             let todo: Vec<(u32, u32, u32)> = missing.iter().map(|&i| triples[i]).collect();
             let scores = scorer.scores(&todo)?;
-            if scores.len() != todo.len() {
-                crate::bail!(
-                    "the alignment model gave {} scores for {} candidates",
-                    scores.len(),
-                    todo.len()
-                );
-            }
+            one_each("alignment scores", scores.len(), "candidates", todo.len())?;
             for (&i, v) in missing.iter().zip(scores) {
                 store.insert(keys[i].clone(), vec![v as f64])?;
                 out[i] = Some(v);
