@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Fails when `cargo build --release` (the main command) and `cargo test --workspace
-# --all-features` (the test command) would build a shared dependency with different features,
+# --features engine` (the test command) would build a shared dependency with different features,
 # which makes the test build compile it, and everything above it, a second time.
 # The fix is to add the printed features to crates/wander-workspace-hack/Cargo.toml.
 set -euo pipefail
@@ -9,7 +9,7 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 tree() { cargo tree --prefix none -f '{p}|{f}' "$@" | sed 's/ (\*)//; s/ (proc-macro)//' | sort -u; }
 tree -e normal,build >"$tmp/main"
-tree --workspace --all-features -e normal,build,dev >"$tmp/test"
+tree --workspace --features engine -e normal,build,dev >"$tmp/test"
 python3 - "$tmp/main" "$tmp/test" <<'PY'
 import sys
 def load(path):

@@ -20,7 +20,7 @@ MEM_MB="${WANDER__ENGINE__MEMORY_LIMIT_MB:-2048}"
 THREADS="$(nproc)"
 mkdir -p "$WORK"
 # WANDER_BIN: an already built wander with the engine (e.g. the one `cargo test --workspace
-# --release --all-features` leaves in target/release), to skip the build.
+# --release --features engine` leaves in target/release), to skip the build.
 W="${WANDER_BIN:-}"
 if [ -z "$W" ]; then
   cargo build --release -p wander-cli --features engine

@@ -833,8 +833,31 @@ pub struct LlmConfig {
     pub lora: LoraConfig,
     /// Where the exploration table's novelty proposals come from.
     pub backend: LlmBackend,
+    /// Where wander's own runtime runs the models: `cpu`, `cuda` (the first GPU) or
+    /// `cuda:N` (a build with the `cuda` feature).
+    pub device: String,
     /// The OpenAI-compatible server of `backend = "openai"`.
     pub openai: OpenAiConfig,
+}
+
+impl LlmConfig {
+    /// The GPU ordinal `device` names, `None` for the CPU; `Err` names what is accepted.
+    pub fn gpu(&self) -> Result<Option<usize>> {
+        match self.device.as_str() {
+            "cpu" => Ok(None),
+            "cuda" => Ok(Some(0)),
+            name => name
+                .strip_prefix("cuda:")
+                .and_then(|n| n.parse().ok())
+                .map(Some)
+                .ok_or_else(|| {
+                    CoreError::config(
+                        "llm.device",
+                        format!("{name:?}: expected \"cpu\", \"cuda\" or \"cuda:N\" (N a GPU's ordinal)"),
+                    )
+                }),
+        }
+    }
 }
 
 /// `[llm.openai]`
@@ -1176,6 +1199,7 @@ impl Config {
                 ),
             ));
         }
+        self.llm.gpu()?;
         if self.llm.backend == LlmBackend::OpenAi {
             match serde_json::from_str::<serde_json::Value>(&o.sampling_extra) {
                 Ok(serde_json::Value::Object(_)) => {}
@@ -2085,6 +2109,19 @@ mod tests {
         assert!(with_file("[data]\npositive = \"rating >> 4\"\n").is_err());
         assert!(with_file("[data]\ntest_fraction = 0.9\n").is_err());
         assert!(with_file("[llm.lora]\ntargets = [\"qq\"]\n").is_err());
+        for (device, gpu) in [("cpu", None), ("cuda", Some(0)), ("cuda:3", Some(3))] {
+            let c = with_file(&format!("[llm]\ndevice = \"{device}\"\n")).unwrap();
+            assert_eq!(c.llm.gpu().unwrap(), gpu, "{device}");
+        }
+        for bad in ["gpu", "cuda:", "cuda:x", "CPU"] {
+            let err = with_file(&format!("[llm]\ndevice = \"{bad}\"\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("llm.device") && err.contains("cuda:N"),
+                "{bad}: {err}"
+            );
+        }
         assert!(with_file("[data\n")
             .unwrap_err()
             .to_string()

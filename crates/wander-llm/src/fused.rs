@@ -63,7 +63,13 @@ fn inv_rms(x: &[f32], eps: f32) -> f32 {
 }
 
 /// `x / sqrt(mean(x^2) + eps) * w` over the last dimension.
+///
+/// On a GPU (the `cuda` feature) the same function runs as candle's composite ops, which
+/// carry their own backward passes there: these kernels are written for the CPU.
 pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> candle_core::Result<Tensor> {
+    if !x.device().is_cpu() {
+        return composite::rms_norm(x, w, eps);
+    }
     x.contiguous()?.apply_op2(w, RmsNorm { eps: eps as f32 })
 }
 
@@ -179,6 +185,9 @@ impl CustomOp3 for RmsNormBackward {
 /// `(x[2i], x[2i + 1])` is rotated by the angle whose cosine and sine are `cos[t, i]`,
 /// `sin[t, i]` (candle's `rope_i`).
 pub fn rope_interleaved(x: &Tensor, cos: &Tensor, sin: &Tensor) -> candle_core::Result<Tensor> {
+    if !x.device().is_cpu() {
+        return candle_nn::rotary_emb::rope_i_slow(x, cos, sin);
+    }
     x.contiguous()?.apply_op3(
         &cos.contiguous()?,
         &sin.contiguous()?,
@@ -263,6 +272,9 @@ pub fn causal_softmax(
     queries: usize,
     past: usize,
 ) -> candle_core::Result<Tensor> {
+    if !scores.device().is_cpu() {
+        return composite::causal_softmax(scores, scale, queries, past);
+    }
     scores.contiguous()?.apply_op1(CausalSoftmax {
         scale: scale as f32,
         queries,
@@ -351,6 +363,39 @@ impl CustomOp2 for SoftmaxBackward {
     }
 }
 
+/// The same functions as candle's differentiable composite ops: what a GPU runs, and the
+/// reference the CPU kernels are tested against.
+pub mod composite {
+    use candle_core::{Tensor, D};
+
+    /// [`super::rms_norm`] as elementwise ops.
+    pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> candle_core::Result<Tensor> {
+        let ms = x.sqr()?.mean_keepdim(D::Minus1)?;
+        x.broadcast_div(&(ms + eps)?.sqrt()?)?.broadcast_mul(w)
+    }
+
+    /// [`super::causal_softmax`] as a scale, an additive mask and a softmax.
+    pub fn causal_softmax(
+        scores: &Tensor,
+        scale: f64,
+        queries: usize,
+        past: usize,
+    ) -> candle_core::Result<Tensor> {
+        let dims = scores.dims();
+        let (rows, total) = (dims[dims.len() - 2], dims[dims.len() - 1]);
+        if queries == 0 || rows % queries != 0 || total != past + queries {
+            candle_core::bail!(
+                "causal softmax: {rows} rows of {total} keys for {queries} queries after {past}"
+            );
+        }
+        let mask: Vec<f32> = (0..rows)
+            .flat_map(|r| (0..total).map(move |j| if j > past + r % queries { -1e9 } else { 0.0 }))
+            .collect();
+        let mask = Tensor::from_vec(mask, (rows, total), scores.device())?;
+        candle_nn::ops::softmax(&(scores * scale)?.broadcast_add(&mask)?, D::Minus1)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use candle_core::{Device, Var, D};
@@ -403,13 +448,7 @@ mod tests {
         let x = randn(&[3, 5, 24], 1);
         let probe = randn(&[3, 5, 24], 2);
         let w = Var::from_tensor(&(randn(&[24], 3) + 1.5).unwrap()).unwrap();
-        let reference = |x: &Tensor| {
-            let ms = x.sqr().unwrap().mean_keepdim(D::Minus1).unwrap();
-            let normed = x
-                .broadcast_div(&(ms + 1e-5).unwrap().sqrt().unwrap())
-                .unwrap();
-            normed.broadcast_mul(w.as_tensor()).unwrap()
-        };
+        let reference = |x: &Tensor| composite::rms_norm(x, w.as_tensor(), 1e-5).unwrap();
         let (y0, g0) = value_and_grad(&x, &probe, reference);
         let (y1, g1) = value_and_grad(&x, &probe, |x| rms_norm(x, w.as_tensor(), 1e-5).unwrap());
         assert_close(&y0, &y1, 1e-5, "values");
@@ -477,5 +516,11 @@ mod tests {
         let (y1, g1) = value_and_grad(&x, &probe, |x| causal_softmax(x, scale, t, past).unwrap());
         assert_close(&y0, &y1, 1e-6, "values");
         assert_close(&g0, &g1, 1e-6, "gradients");
+        // What a GPU runs instead: the same function, gradients included.
+        let (y2, g2) = value_and_grad(&x, &probe, |x| {
+            composite::causal_softmax(x, scale, t, past).unwrap()
+        });
+        assert_close(&y0, &y2, 1e-6, "the composite's values");
+        assert_close(&g0, &g2, 1e-6, "the composite's gradients");
     }
 }

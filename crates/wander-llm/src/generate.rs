@@ -1,7 +1,7 @@
 //! Sampling and scoring: n samples sharing one prefill, trie-constrained decoding over a
 //! fixed list of answers, and exact scoring of a candidate list under one prompt.
 
-use candle_core::{Device, Tensor};
+use candle_core::Tensor;
 
 use crate::model::{KvCache, Llama, Mode};
 use crate::{LlmError, Result};
@@ -140,7 +140,7 @@ pub fn sample(
         ..Default::default()
     };
     let mut cache = KvCache::new(model.blocks.len());
-    let input = Tensor::new(prompt, &Device::Cpu)?.unsqueeze(0)?;
+    let input = Tensor::new(prompt, model.device())?.unsqueeze(0)?;
     let hidden = model.forward_hidden(&input, &mut cache, Mode::Infer)?;
     let mut last_hidden = hidden.narrow(1, prompt.len() - 1, 1)?.squeeze(1)?; // [1, h]
     let base = wander_core::rng::Rng::new(params.seed);
@@ -245,7 +245,7 @@ pub fn sample(
         }
         let toks: Vec<u32> = keep_rows.iter().map(|&r| next[r as usize]).collect();
         active = keep;
-        let input = Tensor::new(toks.as_slice(), &Device::Cpu)?.unsqueeze(1)?;
+        let input = Tensor::new(toks.as_slice(), model.device())?.unsqueeze(1)?;
         last_hidden = model
             .forward_hidden(&input, &mut cache, Mode::Infer)?
             .squeeze(1)?;
@@ -327,7 +327,7 @@ pub fn score_candidates(
 pub fn prefix_cache(model: &Llama, prefix: &[u32]) -> Result<KvCache> {
     let mut cache = KvCache::new(model.blocks.len());
     if !prefix.is_empty() {
-        let input = Tensor::new(prefix, &Device::Cpu)?.unsqueeze(0)?;
+        let input = Tensor::new(prefix, model.device())?.unsqueeze(0)?;
         model.forward_hidden(&input, &mut cache, Mode::Infer)?;
     }
     Ok(cache)
@@ -338,7 +338,7 @@ pub fn prefix_cache(model: &Llama, prefix: &[u32]) -> Result<KvCache> {
 pub fn extend_cache(model: &Llama, prefix: &KvCache, tokens: &[u32]) -> Result<KvCache> {
     let mut cache = prefix.broadcast(1)?;
     if !tokens.is_empty() {
-        let input = Tensor::new(tokens, &Device::Cpu)?.unsqueeze(0)?;
+        let input = Tensor::new(tokens, model.device())?.unsqueeze(0)?;
         model.forward_hidden(&input, &mut cache, Mode::Infer)?;
     }
     Ok(cache)
@@ -373,10 +373,10 @@ pub fn last_hidden_after(model: &Llama, prefix: &KvCache, suffixes: &[Vec<u32>])
         }
     }
     let mut cache = prefix.broadcast(batch)?;
-    let input = Tensor::from_vec(toks, (batch, len), &Device::Cpu)?;
+    let input = Tensor::from_vec(toks, (batch, len), model.device())?;
     let h = model.forward_hidden(&input, &mut cache, Mode::Infer)?;
     Ok(h.reshape((batch * len, model.cfg.hidden))?
-        .index_select(&Tensor::new(rows.as_slice(), &Device::Cpu)?, 0)?)
+        .index_select(&Tensor::new(rows.as_slice(), model.device())?, 0)?)
 }
 
 /// [`score_candidates`] for the prompt `prefix ++ suffix`, with `prefix` already in a cache,
@@ -438,7 +438,7 @@ pub fn score_candidates_batch(
     }
     let mut cache = prefix.broadcast(b)?;
     let toks: Vec<u32> = suffixes.iter().flatten().copied().collect();
-    let input = Tensor::from_vec(toks, (b, l), &Device::Cpu)?;
+    let input = Tensor::from_vec(toks, (b, l), model.device())?;
     let hidden = model.forward_hidden(&input, &mut cache, Mode::Infer)?;
     let root_hidden = hidden.narrow(1, l - 1, 1)?.squeeze(1)?; // [b, h]
     let deep: Vec<&(usize, Vec<u32>)> = branching.iter().filter(|(_, p)| !p.is_empty()).collect();
@@ -458,7 +458,7 @@ pub fn score_candidates_batch(
             }
         }
         let mut cache = cache.select(&rows)?;
-        let input = Tensor::from_vec(toks, (b * d, len), &Device::Cpu)?;
+        let input = Tensor::from_vec(toks, (b * d, len), model.device())?;
         Some(model.forward_hidden(&input, &mut cache, Mode::Infer)?) // [b * d, len, h]
     };
     // Per prompt, the log-probability of each child at each branching node.
@@ -474,7 +474,7 @@ pub fn score_candidates_batch(
             deep_hidden
                 .as_ref()
                 .expect("deep rows")
-                .index_select(&Tensor::new(rows.as_slice(), &Device::Cpu)?, 0)?
+                .index_select(&Tensor::new(rows.as_slice(), model.device())?, 0)?
                 .narrow(1, path.len() - 1, 1)?
                 .squeeze(1)?
         };
@@ -563,7 +563,7 @@ pub fn answer_logprobs(
         )));
     }
     let mut cache = prefix.broadcast(1)?;
-    let input = Tensor::new(suffix, &Device::Cpu)?.unsqueeze(0)?;
+    let input = Tensor::new(suffix, model.device())?.unsqueeze(0)?;
     let h = model.forward_hidden(&input, &mut cache, Mode::Infer)?;
     let root = h.narrow(1, suffix.len() - 1, 1)?.squeeze(1)?; // [1, hidden]
                                                               // (row of hidden states, token) for every token of every answer: the first token is
@@ -588,7 +588,7 @@ pub fn answer_logprobs(
             }
         }
         let mut c = cache.broadcast(answers.len())?;
-        let input = Tensor::from_vec(toks, (answers.len(), context), &Device::Cpu)?;
+        let input = Tensor::from_vec(toks, (answers.len(), context), model.device())?;
         let hid = model.forward_hidden(&input, &mut c, Mode::Infer)?;
         let hid = hid.reshape((answers.len() * context, model.cfg.hidden))?;
         Tensor::cat(&[&root, &hid], 0)?
@@ -601,7 +601,7 @@ pub fn answer_logprobs(
         std::collections::HashMap::with_capacity(rows.len());
     for chunk in rows.chunks(ANSWER_LOGIT_ROWS) {
         let idx: Vec<u32> = chunk.iter().map(|&r| r as u32).collect();
-        let x = states.index_select(&Tensor::new(idx.as_slice(), &Device::Cpu)?, 0)?;
+        let x = states.index_select(&Tensor::new(idx.as_slice(), states.device())?, 0)?;
         let logits = (model.logits(&x)?.to_dtype(candle_core::DType::F32)? / temperature)?;
         let logp = candle_nn::ops::log_softmax(&logits, candle_core::D::Minus1)?;
         for (&r, row) in chunk.iter().zip(logp.to_vec2::<f32>()?) {

@@ -7,6 +7,7 @@
 //!   fused RMSNorm, softmax and RoPE kernels have no backward pass (they would silently freeze
 //!   the weights before them), so training runs [`fused`]'s, which have one; inference uses
 //!   candle's fused kernels and Q8_0 matmuls. LoRA adapters ride on any projection.
+//! - [`device`]: the CPU, or a GPU with the `cuda` feature ([`model::Llama::to_device`]).
 //! - [`fused`]: one-pass RMSNorm, interleaved RoPE and causal softmax with backward passes.
 //! - [`matmul`]: the products with frozen weights, one gemm call per thread and column band.
 //! - [`generate`]: shared-prefix batched sampling, trie-constrained decoding and exact
@@ -18,6 +19,7 @@
 #![deny(missing_docs)]
 
 pub mod bench;
+pub mod device;
 pub mod error;
 pub mod export;
 pub mod fused;

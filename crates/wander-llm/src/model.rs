@@ -52,7 +52,8 @@ impl Weight {
                 let last = dims[dims.len() - 1];
                 let rows = x.elem_count() / last;
                 let x2 = x.reshape((rows, last))?;
-                let y = if !w.is_variable() {
+                // The banded kernels are the CPU's; a GPU multiplies with candle's matmul.
+                let y = if !w.is_variable() && w.device().is_cpu() {
                     x2.contiguous()?.apply_op1(FrozenMatmul { w: w.clone() })?
                 } else {
                     x2.matmul(&w.t()?)?
@@ -226,7 +227,7 @@ impl Proj {
                                 }
                             })
                             .collect();
-                        (xin * Tensor::from_vec(mask, (rows, last), &Device::Cpu)?)?
+                        (xin * Tensor::from_vec(mask, (rows, last), x.device())?)?
                     }
                     _ => xin,
                 };
@@ -302,7 +303,11 @@ impl KvCache {
 
     /// Keeps only the batch rows in `rows` (drops finished samples).
     pub fn select(&self, rows: &[u32]) -> Result<KvCache> {
-        let idx = Tensor::new(rows, &Device::Cpu)?;
+        let device = match self.layers.iter().flatten().next() {
+            Some((k, _)) => k.device().clone(),
+            None => Device::Cpu,
+        };
+        let idx = Tensor::new(rows, &device)?;
         let layers = self
             .layers
             .iter()
@@ -332,6 +337,7 @@ pub struct Llama {
     dropout_seed: Arc<std::sync::atomic::AtomicU64>,
     cos: Tensor,
     sin: Tensor,
+    device: Device,
 }
 
 fn rope_tables(cfg: &LlamaConfig) -> Result<(Tensor, Tensor)> {
@@ -349,6 +355,8 @@ fn rope_tables(cfg: &LlamaConfig) -> Result<(Tensor, Tensor)> {
 }
 
 fn rms_norm(x: &Tensor, w: &Tensor, eps: f64, mode: Mode) -> Result<Tensor> {
+    // `Infer` on the CPU takes candle's kernel without a backward pass; a GPU gets its
+    // composite ops through `fused`, which pick them for any non-CPU tensor.
     match mode {
         Mode::Infer => Ok(candle_nn::ops::rms_norm(&x.contiguous()?, w, eps as f32)?),
         Mode::Train => Ok(crate::fused::rms_norm(x, w, eps)?),
@@ -421,6 +429,7 @@ impl Llama {
             cos,
             sin,
             cfg,
+            device: Device::Cpu,
         })
     }
 
@@ -490,9 +499,74 @@ impl Llama {
                 cos,
                 sin,
                 cfg,
+                device: Device::Cpu,
             },
             vars,
         ))
+    }
+
+    /// The device the model's tensors live on (the CPU unless [`Llama::to_device`] moved
+    /// them).
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// The model on `device` (`crate::device` names one). On a GPU every projection is f32:
+    /// the Q8_0 copies and the banded CPU products stay behind, and candle's CUDA kernels
+    /// (its matmul, RMSNorm, RoPE and softmax, the composite ops in training) do the work.
+    /// Adapters move with their values, as new trainable tensors: move a model before
+    /// handing its adapters to an optimiser. Merging adapters ([`Llama::merge_lora`]) and
+    /// saving them run on the CPU: merge before moving.
+    pub fn to_device(self, device: &Device) -> Result<Self> {
+        if device.same_device(&self.device) {
+            return Ok(self);
+        }
+        let to = |t: &Tensor| -> Result<Tensor> { Ok(t.to_device(device)?) };
+        let to_var = |v: &Var| -> Result<Var> { Ok(Var::from_tensor(&to(v.as_tensor())?)?) };
+        let dense = |w: &Weight| -> Result<Weight> { Ok(Weight::Dense(to(&w.to_f32()?)?)) };
+        let blocks = self
+            .blocks
+            .iter()
+            .map(|b| {
+                let projs = b
+                    .projs
+                    .iter()
+                    .map(|p| {
+                        Ok(Proj {
+                            weight: dense(&p.weight)?,
+                            lora: match &p.lora {
+                                None => None,
+                                Some(l) => Some(Lora {
+                                    a: to_var(&l.a)?,
+                                    b: to_var(&l.b)?,
+                                    scale: l.scale,
+                                    dropout: l.dropout,
+                                }),
+                            },
+                        })
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                Ok(Block {
+                    attn_norm: to(&b.attn_norm)?,
+                    projs: projs
+                        .try_into()
+                        .map_err(|_| LlmError::Invalid("seven projections".into()))?,
+                    ffn_norm: to(&b.ffn_norm)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Llama {
+            embed: to(&self.embed)?,
+            blocks,
+            norm: to(&self.norm)?,
+            head: dense(&self.head)?,
+            head_f32: to(&self.head_f32)?,
+            dropout_seed: self.dropout_seed.clone(),
+            cos: to(&self.cos)?,
+            sin: to(&self.sin)?,
+            cfg: self.cfg,
+            device: device.clone(),
+        })
     }
 
     /// Adds LoRA adapters of rank `rank` to the named projections of every block; returns
@@ -517,8 +591,8 @@ impl Llama {
                 let a: Vec<f32> = (0..rank * inp)
                     .map(|_| (std * rng.normal()) as f32)
                     .collect();
-                let a = Var::from_tensor(&Tensor::from_vec(a, (rank, inp), &Device::Cpu)?)?;
-                let b = Var::zeros((o, rank), DType::F32, &Device::Cpu)?;
+                let a = Var::from_tensor(&Tensor::from_vec(a, (rank, inp), &self.device)?)?;
+                let b = Var::zeros((o, rank), DType::F32, &self.device)?;
                 out.push((format!("blk.{i}.{name}.lora_a"), a.clone()));
                 out.push((format!("blk.{i}.{name}.lora_b"), b.clone()));
                 p.lora = Some(Lora {
@@ -623,7 +697,8 @@ impl Llama {
                 path: path.to_path_buf(),
                 message: format!("lacks `{name}`"),
             })?;
-            var.set(t).map_err(|e| LlmError::Model {
+            let t = t.to_device(var.device())?;
+            var.set(&t).map_err(|e| LlmError::Model {
                 path: path.to_path_buf(),
                 message: format!("`{name}`: {e}"),
             })?;
@@ -734,7 +809,7 @@ impl Llama {
             let m: Vec<f32> = (0..t)
                 .flat_map(|i| (0..total).map(move |j| if j > pos + i { -1e9 } else { 0.0 }))
                 .collect();
-            Some(Tensor::from_vec(m, (t, total), &Device::Cpu)?)
+            Some(Tensor::from_vec(m, (t, total), tokens.device())?)
         } else {
             None
         };
@@ -817,7 +892,7 @@ impl Llama {
     /// `[n, ids.len()]`. Constrained decoding needs no more than the allowed tokens, which
     /// saves most of the 49k-row output projection.
     pub fn logits_subset(&self, hidden: &Tensor, ids: &[u32]) -> Result<Tensor> {
-        let idx = Tensor::new(ids, &Device::Cpu)?;
+        let idx = Tensor::new(ids, &self.device)?;
         let rows = self.head_f32.index_select(&idx, 0)?;
         Ok(hidden.matmul(&rows.t()?)?)
     }
@@ -850,11 +925,11 @@ pub struct ScoreHead {
 }
 
 impl ScoreHead {
-    /// A zero-initialised head.
-    pub fn new(hidden: usize, n_out: usize) -> Result<Self> {
+    /// A zero-initialised head on `device` (the model's: [`Llama::device`]).
+    pub fn new(hidden: usize, n_out: usize, device: &Device) -> Result<Self> {
         Ok(ScoreHead {
-            w: Var::zeros((n_out, hidden), DType::F32, &Device::Cpu)?,
-            b: Var::zeros(n_out, DType::F32, &Device::Cpu)?,
+            w: Var::zeros((n_out, hidden), DType::F32, device)?,
+            b: Var::zeros(n_out, DType::F32, device)?,
         })
     }
 
@@ -872,7 +947,7 @@ impl ScoreHead {
 
     /// Sets the bias (one value per output), e.g. to each candidate's prior mean label.
     pub fn set_bias(&self, bias: &[f32]) -> Result<()> {
-        Ok(self.b.set(&Tensor::new(bias, &Device::Cpu)?)?)
+        Ok(self.b.set(&Tensor::new(bias, self.b.device())?)?)
     }
 
     /// Saves the head as safetensors (`head.w`, `head.b`).
@@ -889,9 +964,9 @@ impl ScoreHead {
         Ok(())
     }
 
-    /// Loads a head saved by [`ScoreHead::save`].
-    pub fn load(path: &Path) -> Result<Self> {
-        let t = candle_core::safetensors::load(path, &Device::Cpu)?;
+    /// Loads a head saved by [`ScoreHead::save`] onto `device`.
+    pub fn load(path: &Path, device: &Device) -> Result<Self> {
+        let t = candle_core::safetensors::load(path, device)?;
         let get = |k: &str| {
             t.get(k).cloned().ok_or_else(|| LlmError::Model {
                 path: path.to_path_buf(),

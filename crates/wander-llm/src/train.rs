@@ -264,7 +264,7 @@ pub fn batch_loss(
             }
             let h = hidden_at(model, input, b, t, &positions)?;
             let logits = model.logits(&h)?;
-            let targets = Tensor::new(targets.as_slice(), &Device::Cpu)?;
+            let targets = Tensor::new(targets.as_slice(), model.device())?;
             Ok((candle_nn::loss::cross_entropy(&logits, &targets)?, b * t))
         }
         Objective::Regression(head) if batch.iter().any(|e| !e.candidates.is_empty()) => {
@@ -286,7 +286,7 @@ pub fn batch_loss(
             let n_out = scores.dim(1)?;
             let loss = if n_out == 1 {
                 let labels: Vec<f32> = batch.iter().map(|e| e.label).collect();
-                let labels = Tensor::new(labels.as_slice(), &Device::Cpu)?;
+                let labels = Tensor::new(labels.as_slice(), model.device())?;
                 (scores.squeeze(1)? - labels)?.sqr()?.mean_all()?
             } else {
                 let flat = scores.flatten_all()?;
@@ -316,7 +316,8 @@ pub fn batch_loss(
                                 "pairwise batch without a single ordered pair of targets".into(),
                             ));
                         }
-                        let pick = |i: &[u32]| flat.index_select(&Tensor::new(i, &Device::Cpu)?, 0);
+                        let pick =
+                            |i: &[u32]| flat.index_select(&Tensor::new(i, model.device())?, 0);
                         let diff = (pick(&hi)? - pick(&lo)?)?;
                         // softplus(-d) = log(1 + exp(-d)): the Bradley-Terry negative log-likelihood.
                         ((diff.neg()?.exp()? + 1.0)?.log()?).mean_all()?
@@ -334,8 +335,8 @@ pub fn batch_loss(
                             return Err(LlmError::Invalid("batch without targets".into()));
                         }
                         let pred =
-                            flat.index_select(&Tensor::new(idx.as_slice(), &Device::Cpu)?, 0)?;
-                        (pred - Tensor::new(labels.as_slice(), &Device::Cpu)?)?
+                            flat.index_select(&Tensor::new(idx.as_slice(), model.device())?, 0)?;
+                        (pred - Tensor::new(labels.as_slice(), model.device())?)?
                             .sqr()?
                             .mean_all()?
                     }
@@ -357,7 +358,7 @@ fn shared_prefix_cache(model: &Llama, e: &Example) -> Result<KvCache> {
     }
     let mut cache = KvCache::new(model.blocks.len());
     if !e.prompt.is_empty() {
-        let prefix = Tensor::from_vec(e.prompt.clone(), (1, e.prompt.len()), &Device::Cpu)?;
+        let prefix = Tensor::from_vec(e.prompt.clone(), (1, e.prompt.len()), model.device())?;
         model.forward_hidden(&prefix, &mut cache, Mode::Train)?;
     }
     Ok(cache.broadcast(e.candidates.len())?)
@@ -387,16 +388,16 @@ fn shared_prefix_loss(
             last.push((r * s + suffix.len() - 1) as u32);
             labels.push(*label);
         }
-        let input = Tensor::from_vec(input, (k, s), &Device::Cpu)?;
+        let input = Tensor::from_vec(input, (k, s), model.device())?;
         let hidden = model.forward_hidden(&input, &mut cache, Mode::Train)?;
         let rows = hidden
             .reshape((k * s, model.cfg.hidden))?
-            .index_select(&Tensor::new(last.as_slice(), &Device::Cpu)?, 0)?;
+            .index_select(&Tensor::new(last.as_slice(), model.device())?, 0)?;
         predictions.push(head.forward(&rows)?.squeeze(1)?);
         tokens += e.prompt.len() + k * s;
     }
     let predictions = Tensor::cat(&predictions, 0)?;
-    let labels = Tensor::new(labels.as_slice(), &Device::Cpu)?;
+    let labels = Tensor::new(labels.as_slice(), model.device())?;
     Ok(((predictions - labels)?.sqr()?.mean_all()?, tokens))
 }
 
@@ -434,27 +435,27 @@ fn shared_prefix_text_loss(
                 targets.push(row[j]);
             }
         }
-        let input = Tensor::from_vec(input, (k, s), &Device::Cpu)?;
+        let input = Tensor::from_vec(input, (k, s), model.device())?;
         let hidden = model.forward_hidden(&input, &mut cache, Mode::Train)?;
         let states = hidden
             .reshape((k * s, model.cfg.hidden))?
-            .index_select(&Tensor::new(read.as_slice(), &Device::Cpu)?, 0)?;
+            .index_select(&Tensor::new(read.as_slice(), model.device())?, 0)?;
         logits.push(model.logits(&states)?);
         tokens += e.prompt.len() + k * s;
     }
     let logits = Tensor::cat(&logits, 0)?;
-    let targets = Tensor::new(targets.as_slice(), &Device::Cpu)?;
+    let targets = Tensor::new(targets.as_slice(), model.device())?;
     Ok((candle_nn::loss::cross_entropy(&logits, &targets)?, tokens))
 }
 
 /// Differentiable hidden states of a padded `[b, t]` batch at flat positions `rows`.
 fn hidden_at(model: &Llama, input: Vec<u32>, b: usize, t: usize, rows: &[u32]) -> Result<Tensor> {
-    let input = Tensor::from_vec(input, (b, t), &Device::Cpu)?;
+    let input = Tensor::from_vec(input, (b, t), model.device())?;
     let hidden =
         model.forward_hidden(&input, &mut KvCache::new(model.blocks.len()), Mode::Train)?;
     Ok(hidden
         .reshape((b * t, model.cfg.hidden))?
-        .index_select(&Tensor::new(rows, &Device::Cpu)?, 0)?)
+        .index_select(&Tensor::new(rows, model.device())?, 0)?)
 }
 
 /// Trains `params` (tensors of `model`, or of the head) on `train`.
@@ -536,8 +537,12 @@ impl<'a> Trainer<'a> {
         if meta.config != self.cfg || meta.names != self.names {
             return Ok(()); // a checkpoint of another run: start afresh
         }
-        let tensors =
-            candle_core::safetensors::load(dir.join("checkpoint.safetensors"), &Device::Cpu)?;
+        // Onto the parameters' device: a checkpoint written on a GPU resumes there.
+        let device = match self.params.first() {
+            Some(p) => p.device().clone(),
+            None => Device::Cpu,
+        };
+        let tensors = candle_core::safetensors::load(dir.join("checkpoint.safetensors"), &device)?;
         let get = |k: String| {
             tensors.get(&k).cloned().ok_or_else(|| LlmError::Model {
                 path: dir.clone(),

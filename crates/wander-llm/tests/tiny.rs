@@ -49,7 +49,7 @@ fn live_adapters_and_head(
                 .unwrap();
         }
     }
-    let head = ScoreHead::new(32, 1).unwrap();
+    let head = ScoreHead::new(32, 1, &Device::Cpu).unwrap();
     head.w
         .set(&Tensor::randn(0f32, 0.3, (1, 32), &Device::Cpu).unwrap())
         .unwrap();
@@ -530,7 +530,7 @@ fn candidate_head_learns_pointwise_and_pairwise_labels() {
         let lora = model
             .attach_lora(&["q".to_string(), "v".to_string()], 4, 8.0, 0.0, 3)
             .unwrap();
-        let head = ScoreHead::new(32, 6).unwrap();
+        let head = ScoreHead::new(32, 6, &Device::Cpu).unwrap();
         // Label of candidate c after prompt k: depends on both, so the head alone cannot fit it.
         let data: Vec<Example> = (0..8u32)
             .map(|k| Example {
@@ -870,4 +870,62 @@ fn a_text_label_model_learns_and_scores_the_expected_level() {
             assert_eq!(*s > 0.5, liked, "history {h}, candidate {c}: {s}");
         }
     }
+}
+
+/// The `cuda` feature on a machine with a GPU (`cargo test -p wander-llm --features cuda`):
+/// the same model moved to the GPU gives the CPU's logits, training loss and adapter
+/// gradients, through candle's CUDA kernels and the composite ops in place of wander's CPU
+/// kernels. Compiled, not run, by scripts/check_cuda_build.sh.
+#[cfg(feature = "cuda")]
+#[test]
+fn the_same_model_on_a_gpu_gives_the_cpus_logits_loss_and_gradients() {
+    let gpu = Device::new_cuda(0).expect("the cuda feature's tests need a GPU");
+    let (model, cpu_lora, _) = live_adapters_and_head(&["q", "v", "down"], 41, 42);
+    let on_gpu = model.clone().to_device(&gpu).unwrap();
+    assert!(on_gpu.device().same_device(&gpu));
+    let tokens = [1u32, 12, 22, 3, 31, 44];
+    let logits = |m: &Llama| -> Vec<f32> {
+        let input = Tensor::new(&tokens[..], m.device())
+            .unwrap()
+            .unsqueeze(0)
+            .unwrap();
+        m.last_logits(&input, &mut KvCache::new(m.blocks.len()))
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap()
+    };
+    for (p, q) in logits(&model).iter().zip(logits(&on_gpu)) {
+        assert!((p - q).abs() < 1e-3, "logits {p} vs {q}");
+    }
+    let batch = &examples()[..4];
+    let (cpu_loss, _) = batch_loss(&model, &Objective::Sft, batch, 0).unwrap();
+    let (gpu_loss, _) = batch_loss(&on_gpu, &Objective::Sft, batch, 0).unwrap();
+    let (a, b) = (
+        cpu_loss.to_scalar::<f32>().unwrap(),
+        gpu_loss.to_scalar::<f32>().unwrap(),
+    );
+    assert!((a - b).abs() < 1e-4 * a.abs().max(1.0), "loss {a} vs {b}");
+    let (ga, gb) = (cpu_loss.backward().unwrap(), gpu_loss.backward().unwrap());
+    for ((name, v), (_, w)) in cpu_lora.iter().zip(on_gpu.lora_tensors()) {
+        let grad = |g: &candle_core::backprop::GradStore, v: &candle_core::Var| -> Vec<f32> {
+            g.get(v.as_tensor())
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap()
+        };
+        let (x, y) = (grad(&ga, v), grad(&gb, &w));
+        let scale = x.iter().fold(1e-6f32, |m, z| m.max(z.abs()));
+        for (p, q) in x.iter().zip(&y) {
+            assert!((p - q).abs() <= 1e-3 * scale, "{name}: {p} vs {q}");
+        }
+    }
+    // A scalar head on the GPU trains with the model.
+    let head = ScoreHead::new(32, 1, &gpu).unwrap();
+    let labelled: Vec<Example> = examples()[..4].to_vec();
+    let (loss, _) = batch_loss(&on_gpu, &Objective::Regression(head), &labelled, 0).unwrap();
+    assert!(loss.to_scalar::<f32>().unwrap().is_finite());
 }

@@ -59,8 +59,14 @@ pub(crate) fn run_trainer(
     Ok(report)
 }
 
-/// The tokenizer and a trainable SmolLM2 (f32 weights) with fresh LoRA adapters of
-/// `[llm.lora]`, and the adapters' tensors.
+/// The device of `llm.device` (the CPU unless the build has the `cuda` feature and a GPU is
+/// named).
+pub(crate) fn device(ctx: &StageContext) -> crate::Result<candle_core::Device> {
+    Ok(wander_llm::device::open(ctx.config.llm.gpu()?)?)
+}
+
+/// The tokenizer and a trainable SmolLM2 (f32 weights, on `llm.device`) with fresh LoRA
+/// adapters of `[llm.lora]`, and the adapters' tensors.
 pub(crate) fn trainable_model(
     ctx: &StageContext,
     q8: &Path,
@@ -72,7 +78,7 @@ pub(crate) fn trainable_model(
     let lora = &ctx.config.llm.lora;
     let mut g = wander_llm::gguf::GgufFile::open(q8)?;
     let tok = crate::common::tokenizer(ctx, &g)?;
-    let mut model = wander_llm::model::Llama::from_gguf(&mut g, false)?;
+    let mut model = wander_llm::model::Llama::from_gguf(&mut g, false)?.to_device(&device(ctx)?)?;
     let params = model.attach_lora(
         &lora.targets,
         lora.rank,
@@ -237,13 +243,18 @@ pub(crate) fn load_models(
     let mut g = wander_llm::gguf::GgufFile::open(q8)?;
     let tok = crate::common::tokenizer(ctx, &g)?;
     let base = wander_llm::model::Llama::from_gguf(&mut g, true)?;
-    let merged = |adapter: File| with_adapter_merged(ctx, run, &base, adapter);
+    let device = device(ctx)?;
+    // Merged on the CPU (the Q8_0 requantisation runs there), then moved.
+    let merged = |adapter: File| -> crate::Result<_> {
+        Ok(with_adapter_merged(ctx, run, &base, adapter)?.to_device(&device)?)
+    };
     let alignment = merged(ALIGNMENT_ADAPTER)?;
     let trained = crate::stages::alignment::trained(run)?;
     let readout = match trained.output() {
         wander_core::config::AlignmentOutput::Scalar => {
             Readout::Head(wander_llm::model::ScoreHead::load(
                 &open(run, StageId::TrainAlignment)?.path(ALIGNMENT_HEAD)?,
+                &device,
             )?)
         }
         wander_core::config::AlignmentOutput::Text => {
@@ -263,7 +274,7 @@ pub(crate) fn load_models(
     let novelty = if with_novelty {
         merged(NOVELTY_ADAPTER)?
     } else {
-        base
+        base.to_device(&device)?
     };
     let answers = descriptions
         .iter()

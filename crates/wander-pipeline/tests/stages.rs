@@ -749,6 +749,16 @@ fn llm_stages_on_a_tiny_model_and_log() {
         err.contains("missing.json") && err.contains("llm.tokenizer"),
         "{err}"
     );
+    // A GPU asked of a build without the `cuda` feature: refused, saying how to build one.
+    // The device is how a stage runs, not what it computes, so it is no stage input.
+    let mut on_gpu = ctx.clone();
+    on_gpu.config.llm.device = "cuda".into();
+    if !wander_llm::device::CUDA_BUILT {
+        let err = stages::TrainNovelty.run(&on_gpu, true).unwrap_err();
+        let err = wander_pipeline::chain(&err);
+        assert!(err.contains("--features cuda"), "{err}");
+        assert_eq!(adapter(&run), before, "the refused run wrote nothing");
+    }
 }
 
 /// The candidate-reading alignment model end to end on tiny data: mixed, shrunk labels; the
@@ -1048,12 +1058,7 @@ fn candidate_alignment_and_a_proposals_only_table_on_a_tiny_model() {
     // An n beyond the draws kept is refused with the reason.
     ctx.config.precompute.scaling_n = vec![1, 2, 4];
     let e = stages::EvalScaling.run(&ctx, true).unwrap_err();
-    let mut text = e.to_string();
-    let mut cause = std::error::Error::source(&e);
-    while let Some(c) = cause {
-        text += &format!(": {c}");
-        cause = c.source();
-    }
+    let text = wander_pipeline::chain(&e);
     assert!(
         text.contains("best-of-4") && text.contains("kept 2"),
         "{text}"

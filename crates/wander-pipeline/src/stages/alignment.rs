@@ -120,12 +120,13 @@ pub(crate) fn text_levels(
 pub(crate) fn candidate_readout(
     output: AlignmentOutput,
     hidden: usize,
+    device: &candle_core::Device,
     mean: f64,
     levels: impl FnOnce() -> crate::Result<LabelLevels>,
 ) -> crate::Result<(Readout, wander_llm::train::Objective)> {
     Ok(match output {
         AlignmentOutput::Scalar => {
-            let head = wander_llm::model::ScoreHead::new(hidden, 1)?;
+            let head = wander_llm::model::ScoreHead::new(hidden, 1, device)?;
             head.set_bias(&[mean as f32])?;
             (
                 Readout::Head(head.clone()),
@@ -262,9 +263,9 @@ pub fn train_alignment(ctx: &StageContext, force: bool) -> crate::Result<Summary
         }
         let (readout, objective) = if candidate {
             let mean = targets(&train_labels).iter().map(|l| l.label).sum::<f64>() / train_labels.len() as f64;
-            candidate_readout(cfg.output, model.cfg.hidden, mean, || text_levels(&tok, ctx.config.feedback.round, &train_labels))?
+            candidate_readout(cfg.output, model.cfg.hidden, model.device(), mean, || text_levels(&tok, ctx.config.feedback.round, &train_labels))?
         } else {
-            let head = wander_llm::model::ScoreHead::new(model.cfg.hidden, descriptions.len())?;
+            let head = wander_llm::model::ScoreHead::new(model.cfg.hidden, descriptions.len(), model.device())?;
             if pairwise.is_none() {
                 let means = cluster_means(&train_labels, descriptions.len());
                 head.set_bias(&means.iter().map(|&m| m as f32).collect::<Vec<_>>())?;

@@ -228,6 +228,8 @@ pub fn eval_novelty(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
         tuned.attach_lora(&lora.targets, lora.rank, lora.alpha, 0.0, seed)?;
         tuned.load_lora(&open(&run, StageId::TrainNovelty)?.path(NOVELTY_ADAPTER)?)?;
         tuned.merge_lora()?;
+        let device = crate::llm::device(ctx)?;
+        let (base, tuned) = (base.to_device(&device)?, tuned.to_device(&device)?);
         let answers: Vec<Vec<u32>> = clusters.iter().map(|c| tok.answer(&c.description)).collect::<Result<_, _>>()?;
         let descriptions: Vec<String> = clusters.iter().map(|c| c.description.clone()).collect();
         // The prompt the fine-tuned model was trained with; the zero-shot model reads the same.

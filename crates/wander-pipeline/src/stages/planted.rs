@@ -90,7 +90,7 @@ pub fn eval_planted(ctx: &StageContext, steps: usize, force: bool) -> crate::Res
         valid.truncate(cfg.eval_prompts);
         let eval = super::alignment::candidate_examples(&tok, &world.descriptions, &valid)?;
         let mean = world.train.iter().map(|l| l.label).sum::<f64>() / world.train.len() as f64;
-        let (readout, objective) = super::alignment::candidate_readout(cfg.output, model.cfg.hidden, mean, || {
+        let (readout, objective) = super::alignment::candidate_readout(cfg.output, model.cfg.hidden, model.device(), mean, || {
             super::alignment::text_levels(&tok, ctx.config.feedback.round, &world.train)
         })?;
         let head_tensors = match &readout {
