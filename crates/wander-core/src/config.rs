@@ -346,6 +346,9 @@ pub struct AlignmentConfig {
     pub checkpoint_every: usize,
     /// Bootstrap resamples for the 95% intervals of `eval alignment`.
     pub bootstrap_rounds: usize,
+    /// A run directory whose trained alignment model (adapter and head) starts this run's
+    /// training instead of a fresh one (empty: fresh).
+    pub warm_start: String,
 }
 
 /// `[precompute]`

@@ -59,6 +59,55 @@ pub(crate) fn run_trainer(
     Ok(report)
 }
 
+/// The trained stage of a parent run that a `warm_start` key names (`key = dir`), checked
+/// against this run before any work: the same values of `same` (slice key, what it means)
+/// in the stage's configuration, and the same base model among its inputs. A mismatch would
+/// load silently different weights, or fail half-way. `None`: the key is empty (fresh).
+pub(crate) fn warm_start_parent(
+    key: &str,
+    dir: &str,
+    stage: StageId,
+    ours: &serde_json::Value,
+    same: &[(&str, &str)],
+    base_model_sha256: &str,
+) -> crate::Result<Option<crate::artifacts::Opened>> {
+    use crate::ResultExt;
+    let dir = dir.trim();
+    if dir.is_empty() {
+        return Ok(None);
+    }
+    let root = Path::new(dir);
+    if !root.is_dir() {
+        crate::bail!("{key} = \"{dir}\": no such run directory");
+    }
+    let parent = RunDir::open(root)?;
+    let opened = open(&parent, stage).with_context(|| {
+        format!(
+            "{key} = \"{dir}\": that run has no trained model there (run `wander {}` in it first)",
+            stage.label()
+        )
+    })?;
+    let theirs = &opened.manifest().config;
+    for (slice_key, what) in same {
+        if theirs.get(slice_key) != ours.get(slice_key) {
+            crate::bail!(
+                "{key} = \"{dir}\": its model was trained with another {what}: {} there, {} here",
+                theirs.get(slice_key).unwrap_or(&serde_json::Value::Null),
+                ours.get(slice_key).unwrap_or(&serde_json::Value::Null)
+            );
+        }
+    }
+    if !opened
+        .manifest()
+        .inputs
+        .values()
+        .any(|sum| sum == base_model_sha256)
+    {
+        crate::bail!("{key} = \"{dir}\": its model was trained on another base model (llm.model)");
+    }
+    Ok(Some(opened))
+}
+
 /// The device of `llm.device` (the CPU unless the build has the `cuda` feature and a GPU is
 /// named).
 pub(crate) fn device(ctx: &StageContext) -> crate::Result<candle_core::Device> {

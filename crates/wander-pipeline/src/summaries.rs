@@ -367,6 +367,9 @@ pub struct TrainAlignmentSummary {
     /// part over the candidate's global rate (absent: the label itself).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prior: Option<AlignmentPrior>,
+    /// The parent adapter the training started from (`alignment.warm_start`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warm_start: Option<std::path::PathBuf>,
 }
 
 impl TrainAlignmentSummary {

@@ -970,6 +970,92 @@ fn novelty_fine_tuning_warm_starts_from_a_parent_run() {
     assert!(e.contains("no such run directory"), "{e}");
 }
 
+/// The alignment model warm-starts like the novelty model (`alignment.warm_start`): the
+/// parent's adapter and its scalar head (bias included) are where training begins; the
+/// parent is recorded and is an input; a parent of another architecture is refused.
+#[test]
+fn alignment_training_warm_starts_from_a_parent_run() {
+    use wander_core::config::AlignmentArch;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut ctx = tiny_llm_world_with_transitions(tmp.path());
+    the_reader_scoring_two_proposals(&mut ctx);
+    stages::Feedback.run(&ctx, false).unwrap();
+    stages::TrainAlignment.run(&ctx, false).unwrap();
+    let parent = tmp.path().join("parent");
+    let status = std::process::Command::new("cp")
+        .arg("-r")
+        .arg(&ctx.config.run.dir)
+        .arg(&parent)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let head = |root: &Path| {
+        let run = RunDir::open(root).unwrap();
+        let h = wander_llm::model::ScoreHead::load(
+            &open(&run, StageId::TrainAlignment)
+                .unwrap()
+                .path(artifacts::ALIGNMENT_HEAD)
+                .unwrap(),
+            &candle_core::Device::Cpu,
+        )
+        .unwrap();
+        let mut v: Vec<f32> = h.w.as_tensor().flatten_all().unwrap().to_vec1().unwrap();
+        v.extend(h.b.as_tensor().to_vec1::<f32>().unwrap());
+        v
+    };
+    let parents_head = head(&parent);
+    // One step at a negligible rate: the first loss and the saved head show the start.
+    ctx.config.alignment.steps = 1;
+    ctx.config.alignment.warmup_steps = 0;
+    ctx.config.alignment.lr = 1e-9;
+    ctx.config.alignment.head_lr = 1e-9;
+    let first_loss = |ctx: &StageContext| {
+        let s = stages::TrainAlignment.run(ctx, true).unwrap();
+        let typed: wander_pipeline::summaries::TrainAlignmentSummary =
+            wander_pipeline::summaries::read(StageId::TrainAlignment, s.fields()).unwrap();
+        (typed.first_loss.unwrap(), typed.warm_start)
+    };
+    let (fresh, none) = first_loss(&ctx);
+    assert!(none.is_none());
+    let gap = |a: &[f32], b: &[f32]| {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max)
+    };
+    assert!(
+        gap(&head(&ctx.config.run.dir), &parents_head) > 1e-3,
+        "a fresh head starts at zero weights, not at the parent's"
+    );
+    ctx.config.alignment.warm_start = parent.display().to_string();
+    let (warm, from) = first_loss(&ctx);
+    assert!(fresh.is_finite() && warm.is_finite());
+    assert!(
+        (warm - fresh).abs() > 1e-6,
+        "a warm start begins where the parent ended: {warm} vs {fresh}"
+    );
+    assert!(from.is_some_and(|p| p.starts_with(&parent)));
+    assert!(
+        gap(&head(&ctx.config.run.dir), &parents_head) < 1e-5,
+        "the warm head is the parent's after one negligible step"
+    );
+    assert!(
+        stages::TrainAlignment.run(&ctx, false).unwrap().fields()["skipped"]
+            .as_bool()
+            .unwrap(),
+        "the same parent again is fresh"
+    );
+    ctx.config.alignment.arch = AlignmentArch::ClusterHead;
+    let e = stages::TrainAlignment
+        .run(&ctx, true)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("alignment.warm_start") && e.contains("alignment.arch"),
+        "{e}"
+    );
+}
+
 #[test]
 fn candidate_alignment_and_a_proposals_only_table_on_a_tiny_model() {
     use wander_core::config::{AlignmentArch, FeedbackSignal, ScoreSet};

@@ -34,6 +34,7 @@ use crate::llm::alignment_prompts;
 use crate::llm::load_models;
 use crate::llm::lora_train_config;
 use crate::llm::run_trainer;
+use crate::log;
 use crate::ResultExt;
 use crate::StageContext;
 use crate::StageId;
@@ -218,11 +219,58 @@ pub(crate) fn eval_alignment_slice(ctx: &StageContext) -> Value {
     json!({"bootstrap_rounds": ctx.config.alignment.bootstrap_rounds, "seed": ctx.config.run.seed})
 }
 
+/// The parent alignment model that `alignment.warm_start` names: its adapter, and its head
+/// where it reads out through one; checked against this run's base model, LoRA shape,
+/// architecture, readout and prior. `None`: a fresh model.
+fn warm_start_alignment(
+    ctx: &StageContext,
+    base_model_sha256: &str,
+) -> crate::Result<Option<(std::path::PathBuf, Option<std::path::PathBuf>)>> {
+    let slice = train_alignment_slice(ctx);
+    let Some(parent) = crate::llm::warm_start_parent(
+        "alignment.warm_start",
+        &ctx.config.alignment.warm_start,
+        StageId::TrainAlignment,
+        &slice,
+        &[
+            ("lora", "[llm.lora] shape"),
+            ("arch", "architecture (alignment.arch)"),
+            ("output", "readout (alignment.output)"),
+            ("prior", "prior (alignment.prior)"),
+            ("objective", "objective (alignment.objective)"),
+        ],
+        base_model_sha256,
+    )?
+    else {
+        return Ok(None);
+    };
+    let head = match ctx.config.alignment.output {
+        AlignmentOutput::Scalar => Some(parent.path(ALIGNMENT_HEAD)?),
+        AlignmentOutput::Text => None,
+    };
+    Ok(Some((parent.path(ALIGNMENT_ADAPTER)?, head)))
+}
+
 /// `wander train alignment`.
 pub fn train_alignment(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
     let cfg = &ctx.config.alignment;
     let run = RunDir::open(&ctx.config.run.dir)?;
-    let (q8, inputs) = model_and_inputs(ctx, &run, StageId::TrainAlignment)?;
+    let (q8, mut inputs) = model_and_inputs(ctx, &run, StageId::TrainAlignment)?;
+    let base_sum = inputs
+        .get(&q8.display().to_string())
+        .cloned()
+        .unwrap_or_default();
+    let warm = warm_start_alignment(ctx, &base_sum)?;
+    if let Some((adapter, head)) = &warm {
+        // The parent's weights are inputs like the base model's: a retrained parent makes
+        // this model stale.
+        for file in std::iter::once(adapter).chain(head) {
+            inputs.insert(
+                format!("warm_start:{}", file.display()),
+                wander_core::hash::sha256_file(file)?,
+            );
+        }
+    }
     let train_cfg = alignment_train_config(ctx);
     let candidate = cfg.arch == AlignmentArch::Candidate;
     let slice = train_alignment_slice(ctx);
@@ -235,7 +283,11 @@ pub fn train_alignment(ctx: &StageContext, force: bool) -> crate::Result<Summary
         let seen = |l: &Label| !held.contains(&l.next);
         let train_labels: Vec<Label> = stage.json(LABELS_TRAIN)?.into_iter().filter(seen).collect();
         let valid_labels: Vec<Label> = stage.json(LABELS_VALID)?.into_iter().filter(seen).collect();
-        let (tok, model, params) = crate::llm::trainable_model(ctx, &q8)?;
+        let (tok, mut model, params) = crate::llm::trainable_model(ctx, &q8)?;
+        if let Some((adapter, _)) = &warm {
+            model.load_lora(adapter)?;
+            log(format!("warm start: the LoRA adapter starts from {}", adapter.display()));
+        }
         let pairwise = (cfg.objective == wander_core::config::AlignmentObjective::Pairwise)
             .then_some(ctx.config.feedback.pairwise_margin as f32);
         // With the offset prior the model learns only what the history adds to each
@@ -276,6 +328,17 @@ pub fn train_alignment(ctx: &StageContext, force: bool) -> crate::Result<Summary
             };
             (Readout::Head(head), objective)
         };
+        if let (Some((_, Some(path))), Readout::Head(head)) = (&warm, &readout) {
+            // The parent's head replaces the fresh one's values (its bias included: the
+            // parent's mean label, not this window's), so training continues the parent.
+            let parent = wander_llm::model::ScoreHead::load(path, model.device())?;
+            for ((name, ours), (_, theirs)) in head.tensors().iter().zip(parent.tensors()) {
+                if ours.shape() != theirs.shape() {
+                    bail!("alignment.warm_start: the parent's head `{name}` is {:?}, this run's {:?} (another number of clusters?)", theirs.shape().dims(), ours.shape().dims());
+                }
+                ours.set(theirs.as_tensor())?;
+            }
+        }
         let head_tensors = match &readout {
             Readout::Head(head) => head.tensors(),
             Readout::Text(_) => Vec::new(),
@@ -320,6 +383,7 @@ pub fn train_alignment(ctx: &StageContext, force: bool) -> crate::Result<Summary
             prompts: candidate.then_some(train.iter().map(|e| e.candidates.len()).sum()),
             holdout_candidates: held.iter().copied().collect(),
             prior: offsets.is_some().then_some(AlignmentPrior::Offset),
+            warm_start: warm.as_ref().map(|(adapter, _)| adapter.clone()),
         })
     })
     .context("train alignment failed; earlier artifacts are unchanged and a rerun resumes from the last checkpoint")?;

@@ -75,47 +75,23 @@ pub(crate) fn eval_novelty_slice(ctx: &StageContext) -> Value {
 }
 
 /// The novelty adapter that `novelty.warm_start` names, checked against this run's base
-/// model, LoRA shape and prompt shape (a mismatch would load, or fail to load, silently
-/// different weights), or `None` for a fresh adapter.
+/// model, LoRA shape and prompt shape, or `None` for a fresh adapter.
 fn warm_start_adapter(
     ctx: &StageContext,
     base_model_sha256: &str,
 ) -> crate::Result<Option<std::path::PathBuf>> {
-    let dir = ctx.config.novelty.warm_start.trim();
-    if dir.is_empty() {
-        return Ok(None);
-    }
-    let root = std::path::Path::new(dir);
-    if !root.is_dir() {
-        crate::bail!("novelty.warm_start = \"{dir}\": no such run directory");
-    }
-    let parent = RunDir::open(root)?;
-    let stage = open(&parent, StageId::TrainNovelty).with_context(|| {
-        format!("novelty.warm_start = \"{dir}\": that run has no trained novelty model (run `wander train novelty` there first)")
-    })?;
-    let theirs = &stage.manifest().config;
-    let ours = train_novelty_slice(ctx);
-    for (key, what) in [
-        ("lora", "[llm.lora] shape"),
-        ("prompt", "prompt shape (novelty.prompt, retrieval_k)"),
-    ] {
-        if theirs.get(key) != ours.get(key) {
-            crate::bail!(
-                "novelty.warm_start = \"{dir}\": its adapter was trained with another {what}: {} there, {} here",
-                theirs.get(key).unwrap_or(&Value::Null),
-                ours.get(key).unwrap_or(&Value::Null)
-            );
-        }
-    }
-    if !stage
-        .manifest()
-        .inputs
-        .values()
-        .any(|sum| sum == base_model_sha256)
-    {
-        crate::bail!("novelty.warm_start = \"{dir}\": its adapter was trained on another base model (llm.model)");
-    }
-    Ok(Some(stage.path(NOVELTY_ADAPTER)?))
+    let parent = crate::llm::warm_start_parent(
+        "novelty.warm_start",
+        &ctx.config.novelty.warm_start,
+        StageId::TrainNovelty,
+        &train_novelty_slice(ctx),
+        &[
+            ("lora", "[llm.lora] shape"),
+            ("prompt", "prompt shape (novelty.prompt, retrieval_k)"),
+        ],
+        base_model_sha256,
+    )?;
+    parent.map(|stage| stage.path(NOVELTY_ADAPTER)).transpose()
 }
 
 /// `wander train novelty`.
