@@ -23,7 +23,7 @@ export CUDA_COMPUTE_CAP="$cap"
 nvcc --version | tail -1
 started=$(date +%s)
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target/cuda}
-cargo check --release -p wander-cli --features cuda
-# The GPU test (tests/tiny.rs) compiles too; it runs only where a GPU is.
-cargo check --release -p wander-llm --features cuda --tests
+# The binary and the GPU test (wander-llm's tests/tiny.rs, run only where a GPU is) in one
+# invocation, so that candle is built with one feature set and its kernels compile once.
+cargo check --release -p wander-cli -p wander-llm --features cuda --tests
 echo "check_cuda_build: the cuda feature compiles (sm_$cap) in $(( $(date +%s) - started )) s"
