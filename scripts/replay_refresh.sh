@@ -15,7 +15,8 @@
 #   co-occurrence baseline are the same:
 #     stale       m1's models and m1's table as served (retrieval from m1's training period);
 #     rag         m1's models, the table recomputed retrieving m2's validation period first;
-#     rag_warm    m2's warm-started models, the same retrieval.
+#     rag_warm    m2's warm-started models, the same retrieval;
+#     rag_retrained (RETRAIN=1) both models trained afresh on m2's training period instead.
 #
 # Usage: scripts/replay_refresh.sh            (WORK=runs/replay, NEWER=0.3, PAIRS=1000)
 # Prints one table (best-of-16 as served, and the same proposals without the judge) and
@@ -62,6 +63,8 @@ done
 # The other two tables in copies of m2: m1's model folders (and, stale, m1's table) in place
 # of m2's. eval scaling reads the table, the alignment model's offsets, and m2's test events
 # and labels.
+# An arm judged after m2's table was last made is kept (a rerun adds only missing arms).
+done_after_m2() { [ "$work/$1/eval_scaling/manifest.json" -nt "$m2/precompute/manifest.json" ]; }
 variant() {
     local name=$1 from_m1=$2
     rm -rf "${work:?}/$name"
@@ -71,16 +74,33 @@ variant() {
         cp -r "$m1/$folder" "$work/$name/$folder"
     done
 }
-variant rag "train_novelty train_alignment"
-stage "$work/rag" "${child[@]}" precompute --force
-stage "$work/rag" "${child[@]}" eval scaling --force
-variant stale "train_novelty train_alignment precompute"
-stage "$work/stale" "${child[@]}" eval scaling --force
+if ! done_after_m2 rag; then
+    variant rag "train_novelty train_alignment"
+    stage "$work/rag" "${child[@]}" precompute --force
+    stage "$work/rag" "${child[@]}" eval scaling --force
+fi
+if ! done_after_m2 stale; then
+    variant stale "train_novelty train_alignment precompute"
+    stage "$work/stale" "${child[@]}" eval scaling --force
+fi
+# RETRAIN=1: a fourth table from models trained afresh on m2's training period (the
+# configured steps, no warm start), the same retrieval: does warm-starting matter?
+if [ "${RETRAIN:-0}" = 1 ] && ! done_after_m2 retrain; then
+    variant retrain ""
+    fresh=(--set run.parent="\"$m1\"" --set precompute.retrieve_from='"validation"')
+    for s in "train novelty" "train alignment" precompute "eval scaling"; do
+        # shellcheck disable=SC2086
+        stage "$work/retrain" "${fresh[@]}" $s --force
+    done
+fi
 
 python3 - "$work" <<'PY'
 import json, sys
 work = sys.argv[1]
+import os
 arms = [("stale", f"{work}/stale"), ("rag", f"{work}/rag"), ("rag_warm", f"{work}/m2")]
+if os.path.exists(f"{work}/retrain/eval_scaling/manifest.json"):
+    arms.append(("rag_retrained", f"{work}/retrain"))
 out = {}
 for arm, root in arms:
     s = json.load(open(f"{root}/eval_scaling/manifest.json"))["summary"]

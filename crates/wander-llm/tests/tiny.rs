@@ -58,8 +58,24 @@ fn live_adapters_and_head(
 
 /// Two losses of the same model agree, value and gradient of every tensor in `params`.
 fn same_loss_and_gradients(a: &Tensor, b: &Tensor, params: &[(String, candle_core::Var)]) {
+    same_loss_and_gradients_of(a, b, params, params, 1e-5, 1e-4);
+}
+
+/// As [`same_loss_and_gradients`], the gradients of `a` read at `params_a` and those of `b`
+/// at `params_b` (the same tensors of two copies of a model), within relative tolerances.
+fn same_loss_and_gradients_of(
+    a: &Tensor,
+    b: &Tensor,
+    params_a: &[(String, candle_core::Var)],
+    params_b: &[(String, candle_core::Var)],
+    loss_tolerance: f32,
+    gradient_tolerance: f32,
+) {
     let (la, lb) = (a.to_scalar::<f32>().unwrap(), b.to_scalar::<f32>().unwrap());
-    assert!((la - lb).abs() < 1e-5 * la.abs().max(1.0), "{la} vs {lb}");
+    assert!(
+        (la - lb).abs() < loss_tolerance * la.abs().max(1.0),
+        "{la} vs {lb}"
+    );
     let (ga, gb) = (a.backward().unwrap(), b.backward().unwrap());
     let grad = |g: &candle_core::backprop::GradStore, v: &candle_core::Var| -> Vec<f32> {
         g.get(v.as_tensor())
@@ -69,11 +85,15 @@ fn same_loss_and_gradients(a: &Tensor, b: &Tensor, params: &[(String, candle_cor
             .to_vec1()
             .unwrap()
     };
-    for (name, v) in params {
-        let (x, y) = (grad(&ga, v), grad(&gb, v));
+    assert_eq!(params_a.len(), params_b.len());
+    for ((name, v), (_, w)) in params_a.iter().zip(params_b) {
+        let (x, y) = (grad(&ga, v), grad(&gb, w));
         let scale = x.iter().fold(1e-6f32, |m, z| m.max(z.abs()));
         for (p, q) in x.iter().zip(&y) {
-            assert!((p - q).abs() <= 1e-4 * scale, "{name}: {p} vs {q}");
+            assert!(
+                (p - q).abs() <= gradient_tolerance * scale,
+                "{name}: {p} vs {q}"
+            );
         }
     }
 }
@@ -902,27 +922,14 @@ fn the_same_model_on_a_gpu_gives_the_cpus_logits_loss_and_gradients() {
     let batch = &examples()[..4];
     let (cpu_loss, _) = batch_loss(&model, &Objective::Sft, batch, 0).unwrap();
     let (gpu_loss, _) = batch_loss(&on_gpu, &Objective::Sft, batch, 0).unwrap();
-    let (a, b) = (
-        cpu_loss.to_scalar::<f32>().unwrap(),
-        gpu_loss.to_scalar::<f32>().unwrap(),
+    same_loss_and_gradients_of(
+        &cpu_loss,
+        &gpu_loss,
+        &cpu_lora,
+        &on_gpu.lora_tensors(),
+        1e-4,
+        1e-3,
     );
-    assert!((a - b).abs() < 1e-4 * a.abs().max(1.0), "loss {a} vs {b}");
-    let (ga, gb) = (cpu_loss.backward().unwrap(), gpu_loss.backward().unwrap());
-    for ((name, v), (_, w)) in cpu_lora.iter().zip(on_gpu.lora_tensors()) {
-        let grad = |g: &candle_core::backprop::GradStore, v: &candle_core::Var| -> Vec<f32> {
-            g.get(v.as_tensor())
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .to_vec1()
-                .unwrap()
-        };
-        let (x, y) = (grad(&ga, v), grad(&gb, &w));
-        let scale = x.iter().fold(1e-6f32, |m, z| m.max(z.abs()));
-        for (p, q) in x.iter().zip(&y) {
-            assert!((p - q).abs() <= 1e-3 * scale, "{name}: {p} vs {q}");
-        }
-    }
     // A scalar head on the GPU trains with the model.
     let head = ScoreHead::new(32, 1, &gpu).unwrap();
     let labelled: Vec<Example> = examples()[..4].to_vec();

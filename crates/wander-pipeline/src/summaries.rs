@@ -1505,9 +1505,16 @@ mod tests {
             prompts: None,
             holdout_candidates: vec![],
             prior: None,
+            warm_start: None,
         };
         let v = record(&t).unwrap();
-        for absent in ["arch", "prompts", "holdout_candidates", "prior"] {
+        for absent in [
+            "arch",
+            "prompts",
+            "holdout_candidates",
+            "prior",
+            "warm_start",
+        ] {
             assert!(v.get(absent).is_none(), "{absent}: {v}");
         }
         let back: TrainAlignmentSummary = read(StageId::TrainAlignment, &v).unwrap();

@@ -908,6 +908,19 @@ fn a_refreshed_table_reuses_the_models_work_and_equals_a_full_rerun() {
     );
 }
 
+/// The run as it is now, copied into `<dir>/parent`: the parent of a warm start.
+fn copy_as_parent(ctx: &StageContext, dir: &Path) -> std::path::PathBuf {
+    let parent = dir.join("parent");
+    let status = std::process::Command::new("cp")
+        .arg("-r")
+        .arg(&ctx.config.run.dir)
+        .arg(&parent)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    parent
+}
+
 /// F1's monthly refresh continues from the deployed model: `novelty.warm_start` loads a
 /// parent run's adapter before the first step (a fresh adapter's first loss is the base
 /// model's; a warm one's is not), records it, and refuses a parent of another shape.
@@ -916,15 +929,7 @@ fn novelty_fine_tuning_warm_starts_from_a_parent_run() {
     let tmp = tempfile::tempdir().unwrap();
     let mut ctx = tiny_llm_world_with_transitions(tmp.path());
     stages::TrainNovelty.run(&ctx, false).unwrap();
-    // The parent: this run as it is now, in a folder of its own.
-    let parent = tmp.path().join("parent");
-    let status = std::process::Command::new("cp")
-        .arg("-r")
-        .arg(&ctx.config.run.dir)
-        .arg(&parent)
-        .status()
-        .unwrap();
-    assert!(status.success());
+    let parent = copy_as_parent(&ctx, tmp.path());
     // One step at a negligible rate: the first loss shows where the adapter started.
     ctx.config.novelty.steps = 1;
     ctx.config.novelty.warmup_steps = 0;
@@ -981,14 +986,7 @@ fn alignment_training_warm_starts_from_a_parent_run() {
     the_reader_scoring_two_proposals(&mut ctx);
     stages::Feedback.run(&ctx, false).unwrap();
     stages::TrainAlignment.run(&ctx, false).unwrap();
-    let parent = tmp.path().join("parent");
-    let status = std::process::Command::new("cp")
-        .arg("-r")
-        .arg(&ctx.config.run.dir)
-        .arg(&parent)
-        .status()
-        .unwrap();
-    assert!(status.success());
+    let parent = copy_as_parent(&ctx, tmp.path());
     let head = |root: &Path| {
         let run = RunDir::open(root).unwrap();
         let h = wander_llm::model::ScoreHead::load(
