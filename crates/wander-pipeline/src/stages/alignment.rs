@@ -333,6 +333,10 @@ pub fn train_alignment(ctx: &StageContext, force: bool) -> crate::Result<Summary
             // parent's mean label, not this window's), so training continues the parent.
             let parent = wander_llm::model::ScoreHead::load(path, model.device())?;
             for ((name, ours), (_, theirs)) in head.tensors().iter().zip(parent.tensors()) {
+                let values: Vec<f32> = theirs.as_tensor().flatten_all().and_then(|t| t.to_vec1()).map_err(wander_llm::LlmError::from)?;
+                if values.iter().any(|v| !v.is_finite()) {
+                    bail!("alignment.warm_start: {}: the parent's head `{name}` holds NaN or infinite values", path.display());
+                }
                 if ours.shape() != theirs.shape() {
                     bail!("alignment.warm_start: the parent's head `{name}` is {:?}, this run's {:?} (another number of clusters?)", theirs.shape().dims(), ours.shape().dims());
                 }
