@@ -177,7 +177,7 @@ impl SftWorkload {
 }
 
 /// The bench's prompt and its allowed answers, tokenized.
-fn bench_prompt_and_answers(
+pub fn bench_prompt_and_answers(
     tok: &Tokenizer,
     source: &BenchPrompt,
 ) -> Result<(Vec<u32>, Vec<Vec<u32>>)> {

@@ -354,13 +354,11 @@ pub fn last_hidden_after(model: &Llama, prefix: &KvCache, suffixes: &[Vec<u32>])
             "every suffix needs at least one token".into(),
         ));
     }
-    // Below GEMM_MIN_ROWS rows the weights' Q8_0 kernel runs instead of the f32 one, so a
+    // Below `gemm_min_rows` rows the weights' Q8_0 kernel runs instead of the f32 one, so a
     // prompt scored in a small batch would get a visibly different value than in a large
     // one. Copies of the first suffix fill the batch up to that many rows: the batch then
     // moves a prompt's result by float rounding at most (a store of scores relies on it).
-    let batch = suffixes
-        .len()
-        .max(crate::model::GEMM_MIN_ROWS.div_ceil(len));
+    let batch = suffixes.len().max(model.gemm_min_rows().div_ceil(len));
     let mut toks = Vec::with_capacity(batch * len);
     let mut rows = Vec::with_capacity(suffixes.len());
     for r in 0..batch {

@@ -10,6 +10,7 @@
 //! - [`device`]: the CPU, or a GPU with the `cuda` feature ([`model::Llama::to_device`]).
 //! - [`fused`]: one-pass RMSNorm, interleaved RoPE and causal softmax with backward passes.
 //! - [`matmul`]: the products with frozen weights, one gemm call per thread and column band.
+//! - [`q8`]: Q8_0 products for decoding on AVX-512 VNNI (candle's kernel elsewhere).
 //! - [`generate`]: shared-prefix batched sampling, trie-constrained decoding and exact
 //!   scoring of a fixed candidate list.
 //! - [`readout`]: how a judging model's prompt becomes a label (a scalar head, or the
@@ -27,6 +28,7 @@ pub mod generate;
 pub mod gguf;
 pub mod matmul;
 pub mod model;
+pub mod q8;
 pub mod readout;
 pub mod tokenizer;
 pub mod train;

@@ -26,25 +26,130 @@ pub enum Weight {
     /// f32 (trainable or frozen).
     Dense(Tensor),
     /// Quantized (Q8_0) for fast inference.
-    Quant(Arc<QMatMul>),
+    Quant(Quantized),
     /// Both forms: Q8_0 for a few rows (decode), f32 GEMM for many (prefill, batched
-    /// scoring), where candle's quantized kernels run row by row and are 2-3x slower.
-    Hybrid(Arc<QMatMul>, Tensor),
+    /// scoring), where the quantized kernels run row by row and are 2-3x slower.
+    Hybrid(Quantized, Tensor),
 }
 
-/// Row count from which [`Weight::Hybrid`] switches to the f32 GEMM (measured: at 16 rows
-/// f32 is already faster, at 1 row Q8_0 is about 2x faster).
+/// A Q8_0 weight: [`crate::q8`]'s kernel where the CPU has AVX-512 VNNI, candle's elsewhere
+/// (and for other quantized types).
+#[derive(Debug, Clone)]
+pub enum Quantized {
+    /// Repacked for [`crate::q8::Q8Matrix::matmul`].
+    Packed(Arc<crate::q8::Q8Matrix>),
+    /// candle's quantized matmul.
+    Candle(Arc<QMatMul>),
+}
+
+impl Quantized {
+    /// The fastest form this CPU has for `q`.
+    pub fn new(q: QTensor) -> Result<Self> {
+        Ok(match crate::q8::Q8Matrix::new(&q)? {
+            Some(packed) => Quantized::Packed(Arc::new(packed)),
+            None => Quantized::Candle(Arc::new(QMatMul::from_qtensor(q)?)),
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Quantized::Candle(q) => Ok(q.forward(x)?),
+            Quantized::Packed(w) => {
+                let mut dims = x.dims().to_vec();
+                let last = dims[dims.len() - 1];
+                let rows = x.elem_count() / last;
+                let y = x
+                    .reshape((rows, last))?
+                    .contiguous()?
+                    .apply_op1_no_bwd(&PackedMatmul { w: w.clone() })?;
+                *dims.last_mut().expect("non-empty dims") = w.rows();
+                Ok(y.reshape(dims)?)
+            }
+        }
+    }
+
+    /// The same weight on candle's kernel.
+    pub fn on_candle(&self) -> Result<Self> {
+        Ok(match self {
+            Quantized::Packed(w) => {
+                Quantized::Candle(Arc::new(QMatMul::from_qtensor(w.to_qtensor()?)?))
+            }
+            Quantized::Candle(_) => self.clone(),
+        })
+    }
+
+    /// Rows from which a [`Weight::Hybrid`] with this kernel takes the f32 GEMM instead.
+    pub fn gemm_min_rows(&self) -> usize {
+        match self {
+            Quantized::Packed(_) => PACKED_GEMM_MIN_ROWS,
+            Quantized::Candle(_) => GEMM_MIN_ROWS,
+        }
+    }
+
+    fn to_f32(&self) -> Result<Tensor> {
+        Ok(match self {
+            Quantized::Packed(w) => {
+                Tensor::from_vec(w.dequantize(), (w.rows(), w.cols()), &Device::Cpu)?
+            }
+            Quantized::Candle(q) => match q.as_ref() {
+                QMatMul::QTensor(t) => t.dequantize(&Device::Cpu)?,
+                QMatMul::Tensor(t) => t.clone(),
+                QMatMul::TensorF16(t) => t.to_dtype(DType::F32)?,
+            },
+        })
+    }
+}
+
+/// `x W^T` on [`crate::q8`]'s kernel (inference only: no backward pass).
+struct PackedMatmul {
+    w: Arc<crate::q8::Q8Matrix>,
+}
+
+impl candle_core::CustomOp1 for PackedMatmul {
+    fn name(&self) -> &'static str {
+        "q8-vnni-matmul"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &candle_core::CpuStorage,
+        layout: &candle_core::Layout,
+    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        let (rows, inp) = layout.shape().dims2()?;
+        if inp != self.w.cols() {
+            return Err(candle_core::Error::Msg(format!(
+                "Q8_0 matmul: input width {inp}, weight [{}, {}]",
+                self.w.rows(),
+                self.w.cols()
+            )));
+        }
+        let x = crate::fused::contiguous(storage, layout, "the Q8_0 matmul's input")?;
+        Ok((
+            candle_core::CpuStorage::F32(self.w.matmul(x, rows)),
+            candle_core::Shape::from((rows, self.w.rows())),
+        ))
+    }
+}
+
+/// Row count from which [`Weight::Hybrid`] switches from candle's Q8_0 kernel to the f32
+/// GEMM (measured: at 16 rows f32 is already faster, at 1 row Q8_0 is about 2x faster).
 pub const GEMM_MIN_ROWS: usize = 8;
+
+/// The same switch for [`crate::q8`]'s kernel: it reads a quarter of the f32 weight's bytes
+/// and stays ahead of the banded f32 product up to about 32 rows (188 against 112 GFLOP/s at
+/// 16 rows, 184 against 162 at 32, 188 against 247 at 67; `cargo run --release -p wander-llm
+/// --example matmul_shapes` on the 2-core AMD EPYC).
+pub const PACKED_GEMM_MIN_ROWS: usize = 48;
 
 impl Weight {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         match self {
             Weight::Hybrid(q, w) => {
                 let rows = x.elem_count() / x.dim(candle_core::D::Minus1)?;
-                if rows >= GEMM_MIN_ROWS {
+                if rows >= q.gemm_min_rows() {
                     Weight::Dense(w.clone()).forward(x)
                 } else {
-                    Ok(q.forward(x)?)
+                    q.forward(x)
                 }
             }
             Weight::Dense(w) => {
@@ -62,7 +167,7 @@ impl Weight {
                 *out.last_mut().expect("non-empty dims") = w.dim(0)?;
                 Ok(y.reshape(out)?)
             }
-            Weight::Quant(q) => Ok(q.forward(x)?),
+            Weight::Quant(q) => q.forward(x),
         }
     }
 
@@ -70,11 +175,7 @@ impl Weight {
     pub fn to_f32(&self) -> Result<Tensor> {
         Ok(match self {
             Weight::Dense(w) | Weight::Hybrid(_, w) => w.clone(),
-            Weight::Quant(q) => match q.as_ref() {
-                QMatMul::QTensor(t) => t.dequantize(&Device::Cpu)?,
-                QMatMul::Tensor(t) => t.clone(),
-                QMatMul::TensorF16(t) => t.to_dtype(DType::F32)?,
-            },
+            Weight::Quant(q) => q.to_f32()?,
         })
     }
 }
@@ -379,7 +480,7 @@ impl Llama {
                 } else {
                     QTensor::quantize(&dense, GgmlDType::Q8_0)?
                 };
-                Ok(Weight::Hybrid(Arc::new(QMatMul::from_qtensor(q)?), dense))
+                Ok(Weight::Hybrid(Quantized::new(q)?, dense))
             } else {
                 Ok(Weight::Dense(q.dequantize(&Device::Cpu)?))
             }
@@ -409,7 +510,7 @@ impl Llama {
             } else {
                 QTensor::quantize(&embed, GgmlDType::Q8_0)?
             };
-            Weight::Quant(Arc::new(QMatMul::from_qtensor(q)?))
+            Weight::Quant(Quantized::new(q)?)
         } else {
             Weight::Dense(embed.clone())
         };
@@ -503,6 +604,21 @@ impl Llama {
             },
             vars,
         ))
+    }
+
+    /// Rows from which every projection of this model runs its f32 weights (1 when they all
+    /// do): a batch of at least this many rows computes each row the same way whatever the
+    /// batch's size.
+    pub fn gemm_min_rows(&self) -> usize {
+        self.blocks
+            .iter()
+            .flat_map(|b| b.projs.iter())
+            .map(|p| match &p.weight {
+                Weight::Hybrid(q, _) => q.gemm_min_rows(),
+                Weight::Dense(_) | Weight::Quant(_) => 1,
+            })
+            .max()
+            .unwrap_or(1)
     }
 
     /// The device the model's tensors live on (the CPU unless [`Llama::to_device`] moved
@@ -749,6 +865,26 @@ impl Llama {
         }
     }
 
+    /// Runs every quantized product on candle's kernel instead of [`crate::q8`]'s: for
+    /// comparisons with candle's own models, whose Q8_0 products are less exact on some shapes
+    /// (on SmolLM2's `ffn_down`, 3.3 off an exact 51.6; [`crate::q8`]'s, 4e-5).
+    pub fn use_candle_kernels(&mut self) -> Result<()> {
+        let swap = |w: &mut Weight| -> Result<()> {
+            match w {
+                Weight::Quant(q) | Weight::Hybrid(q, _) => *q = q.on_candle()?,
+                Weight::Dense(_) => {}
+            }
+            Ok(())
+        };
+        swap(&mut self.head)?;
+        for block in &mut self.blocks {
+            for p in &mut block.projs {
+                swap(&mut p.weight)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Folds every adapter into its base weight (requantizing quantized ones to Q8_0) and
     /// removes the adapters: inference then costs what the base model costs.
     pub fn merge_lora(&mut self) -> Result<()> {
@@ -759,14 +895,12 @@ impl Llama {
                     let merged = (p.weight.to_f32()? + delta)?;
                     p.weight = match p.weight {
                         Weight::Dense(_) => Weight::Dense(merged),
-                        Weight::Quant(_) => Weight::Quant(Arc::new(QMatMul::from_qtensor(
-                            QTensor::quantize(&merged, GgmlDType::Q8_0)?,
-                        )?)),
+                        Weight::Quant(_) => Weight::Quant(Quantized::new(QTensor::quantize(
+                            &merged,
+                            GgmlDType::Q8_0,
+                        )?)?),
                         Weight::Hybrid(..) => Weight::Hybrid(
-                            Arc::new(QMatMul::from_qtensor(QTensor::quantize(
-                                &merged,
-                                GgmlDType::Q8_0,
-                            )?)?),
+                            Quantized::new(QTensor::quantize(&merged, GgmlDType::Q8_0)?)?,
                             merged,
                         ),
                     };
