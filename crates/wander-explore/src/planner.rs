@@ -398,6 +398,7 @@ impl<'a> CandidateScorer<'a> {
                     .iter()
                     .map(|&i| prompts[i][shared..].to_vec())
                     .collect();
+
                 let values: Vec<f32> = match self.readout {
                     Readout::Head(head) => {
                         let h = last_hidden_after(self.model, &pair_cache, &suffixes)?;

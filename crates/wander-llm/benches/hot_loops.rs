@@ -49,6 +49,20 @@ fn bench(c: &mut Criterion) {
     c.bench_function("score_64_candidates", |b| {
         b.iter(|| score_candidates(&model, &prompt, &answers).unwrap())
     });
+    // The Q8_0 kernel on the down projection's shape, where this CPU has AVX-512 VNNI.
+    let w = Tensor::randn(0f32, 0.05, (576, 1536), &Device::Cpu).unwrap();
+    let q = candle_core::quantized::QTensor::quantize(&w, candle_core::quantized::GgmlDType::Q8_0)
+        .unwrap();
+    if let Some(packed) = wander_llm::q8::Q8Matrix::new(&q).unwrap() {
+        for rows in [1usize, 16] {
+            let x: Vec<f32> = (0..rows * 1536)
+                .map(|i| ((i % 97) as f32 - 48.0) / 50.0)
+                .collect();
+            c.bench_function(&format!("q8_down_projection_{rows}_rows"), |b| {
+                b.iter(|| packed.matmul(&x, rows))
+            });
+        }
+    }
 }
 
 criterion_group! {

@@ -323,12 +323,14 @@ pub fn score_candidates(
 }
 
 /// The cache of a prompt prefix shared by many prompts (the system message and template):
-/// computed once, it lets each prompt run only its own suffix.
+/// computed once, it lets each prompt run only its own suffix. It runs the f32 weights
+/// ([`Mode::InferF32`]), like [`extend_cache`] and [`last_hidden_after`], so that a score
+/// built on it does not depend on how long the prefix is or how many prompts share it.
 pub fn prefix_cache(model: &Llama, prefix: &[u32]) -> Result<KvCache> {
     let mut cache = KvCache::new(model.blocks.len());
     if !prefix.is_empty() {
         let input = Tensor::new(prefix, model.device())?.unsqueeze(0)?;
-        model.forward_hidden(&input, &mut cache, Mode::Infer)?;
+        model.forward_hidden(&input, &mut cache, Mode::InferF32)?;
     }
     Ok(cache)
 }
@@ -339,41 +341,44 @@ pub fn extend_cache(model: &Llama, prefix: &KvCache, tokens: &[u32]) -> Result<K
     let mut cache = prefix.broadcast(1)?;
     if !tokens.is_empty() {
         let input = Tensor::new(tokens, model.device())?.unsqueeze(0)?;
-        model.forward_hidden(&input, &mut cache, Mode::Infer)?;
+        model.forward_hidden(&input, &mut cache, Mode::InferF32)?;
     }
     Ok(cache)
 }
 
-/// Final hidden state `[n, hidden]` of the last token of each `prefix ++ suffix`, the
-/// suffixes run as one right-padded batch over the broadcast prefix cache (causal attention
-/// keeps the padding out of every real position).
+/// Final hidden state `[n, hidden]` of the last token of each `prefix ++ suffix`, for a
+/// batch-1 `prefix` cache. The suffixes run side by side as one sequence without padding,
+/// each attending to the prefix and to its own tokens only ([`Llama::forward_hidden_tree`]),
+/// on the f32 weights at any row count ([`Mode::InferF32`]): a prompt's result does not
+/// depend on which prompts run beside it, up to float rounding (a store of scores relies on
+/// it).
 pub fn last_hidden_after(model: &Llama, prefix: &KvCache, suffixes: &[Vec<u32>]) -> Result<Tensor> {
-    let len = suffixes.iter().map(Vec::len).max().unwrap_or(0);
     if suffixes.is_empty() || suffixes.iter().any(Vec::is_empty) {
         return Err(LlmError::Invalid(
             "every suffix needs at least one token".into(),
         ));
     }
-    // Below `gemm_min_rows` rows the weights' Q8_0 kernel runs instead of the f32 one, so a
-    // prompt scored in a small batch would get a visibly different value than in a large
-    // one. Copies of the first suffix fill the batch up to that many rows: the batch then
-    // moves a prompt's result by float rounding at most (a store of scores relies on it).
-    let batch = suffixes.len().max(model.gemm_min_rows().div_ceil(len));
-    let mut toks = Vec::with_capacity(batch * len);
-    let mut rows = Vec::with_capacity(suffixes.len());
-    for r in 0..batch {
-        let s = suffixes.get(r).unwrap_or(&suffixes[0]);
-        for k in 0..len {
-            toks.push(*s.get(k).unwrap_or(&s[s.len() - 1]));
-        }
-        if r < suffixes.len() {
-            rows.push((r * len + s.len() - 1) as u32);
-        }
+    if prefix.batch() != 1 {
+        return Err(LlmError::Invalid(format!(
+            "suffixes run after a one-row prefix cache, not {} rows",
+            prefix.batch()
+        )));
     }
-    let mut cache = prefix.broadcast(batch)?;
-    let input = Tensor::from_vec(toks, (batch, len), model.device())?;
-    let h = model.forward_hidden(&input, &mut cache, Mode::Infer)?;
-    Ok(h.reshape((batch * len, model.cfg.hidden))?
+    let mut toks = Vec::new();
+    let mut parents = Vec::new();
+    let mut rows = Vec::with_capacity(suffixes.len());
+    for s in suffixes {
+        for (k, &tok) in s.iter().enumerate() {
+            parents.push((k > 0).then(|| toks.len() - 1));
+            toks.push(tok);
+        }
+        rows.push((toks.len() - 1) as u32);
+    }
+    let n = toks.len();
+    let mut cache = prefix.clone();
+    let input = Tensor::from_vec(toks, (1, n), model.device())?;
+    let h = model.forward_hidden_tree(&input, &mut cache, &parents, Mode::InferF32)?;
+    Ok(h.squeeze(0)?
         .index_select(&Tensor::new(rows.as_slice(), model.device())?, 0)?)
 }
 
@@ -439,41 +444,49 @@ pub fn score_candidates_batch(
     let input = Tensor::from_vec(toks, (b, l), model.device())?;
     let hidden = model.forward_hidden(&input, &mut cache, Mode::Infer)?;
     let root_hidden = hidden.narrow(1, l - 1, 1)?.squeeze(1)?; // [b, h]
-    let deep: Vec<&(usize, Vec<u32>)> = branching.iter().filter(|(_, p)| !p.is_empty()).collect();
-    let d = deep.len();
-    let deep_hidden = if d == 0 {
+                                                               // The branching nodes below the root need the hidden state after their own path: the
+                                                               // trie nodes on those paths run once per prompt as one token tree over the prompt's
+                                                               // cache (a shared prefix once, not once per branching node below it).
+    let mut tree_index: std::collections::HashMap<usize, usize> = Default::default();
+    let mut tree_tokens: Vec<u32> = Vec::new();
+    let mut tree_parents: Vec<Option<usize>> = Vec::new();
+    for (_, path) in branching.iter().filter(|(_, p)| !p.is_empty()) {
+        let mut node = 0usize;
+        for &tok in path {
+            let next = trie
+                .children(node)
+                .iter()
+                .find(|c| c.0 == tok)
+                .expect("a branching node's path is in its trie")
+                .1;
+            if !tree_index.contains_key(&next) {
+                tree_index.insert(next, tree_tokens.len());
+                tree_parents.push(tree_index.get(&node).copied());
+                tree_tokens.push(tok);
+            }
+            node = next;
+        }
+    }
+    let tree_hidden = if tree_tokens.is_empty() {
         None
     } else {
-        let len = deep.iter().map(|(_, p)| p.len()).max().unwrap_or(1);
-        let mut toks = Vec::with_capacity(b * d * len);
-        let mut rows = Vec::with_capacity(b * d);
-        for r in 0..b {
-            for (_, p) in &deep {
-                rows.push(r as u32);
-                for k in 0..len {
-                    toks.push(*p.get(k).unwrap_or(p.last().expect("non-empty path")));
-                }
-            }
-        }
-        let mut cache = cache.select(&rows)?;
-        let input = Tensor::from_vec(toks, (b * d, len), model.device())?;
-        Some(model.forward_hidden(&input, &mut cache, Mode::Infer)?) // [b * d, len, h]
+        let n = tree_tokens.len();
+        let toks: Vec<u32> = (0..b).flat_map(|_| tree_tokens.iter().copied()).collect();
+        let input = Tensor::from_vec(toks, (b, n), model.device())?;
+        let mut tree_cache = cache.clone();
+        Some(model.forward_hidden_tree(&input, &mut tree_cache, &tree_parents, Mode::Infer)?)
     };
     // Per prompt, the log-probability of each child at each branching node.
     let mut child_logp: Vec<std::collections::HashMap<(usize, u32), f64>> =
         vec![std::collections::HashMap::new(); b];
-    let mut deep_index = 0;
     for (node, path) in &branching {
         let h = if path.is_empty() {
             root_hidden.clone()
         } else {
-            let rows: Vec<u32> = (0..b).map(|r| (r * d + deep_index) as u32).collect();
-            deep_index += 1;
-            deep_hidden
+            tree_hidden
                 .as_ref()
-                .expect("deep rows")
-                .index_select(&Tensor::new(rows.as_slice(), model.device())?, 0)?
-                .narrow(1, path.len() - 1, 1)?
+                .expect("a tree for the deep branching nodes")
+                .narrow(1, tree_index[node], 1)?
                 .squeeze(1)?
         };
         let ids: Vec<u32> = trie.children(*node).iter().map(|c| c.0).collect();

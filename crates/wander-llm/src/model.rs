@@ -16,8 +16,12 @@ use crate::{LlmError, Result};
 pub enum Mode {
     /// Differentiable composite ops: gradients reach every trainable tensor.
     Train,
-    /// Fused kernels without backward passes: fast, for inference only.
+    /// Fused kernels without backward passes: fast, for inference only. A few rows (decoding)
+    /// multiply with the Q8_0 weights, many with the f32 ones.
     Infer,
+    /// [`Mode::Infer`] with the f32 weights at any row count: a prompt's result then does not
+    /// depend on how many rows run beside it (a judge's scores, which a store keeps).
+    InferF32,
 }
 
 /// A projection's base weight, `[out, in]`.
@@ -142,12 +146,13 @@ pub const GEMM_MIN_ROWS: usize = 8;
 pub const PACKED_GEMM_MIN_ROWS: usize = 48;
 
 impl Weight {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    /// `x W^T`; `dense` takes a hybrid weight's f32 form at any row count.
+    fn forward(&self, x: &Tensor, dense: bool) -> Result<Tensor> {
         match self {
             Weight::Hybrid(q, w) => {
                 let rows = x.elem_count() / x.dim(candle_core::D::Minus1)?;
-                if rows >= q.gemm_min_rows() {
-                    Weight::Dense(w.clone()).forward(x)
+                if dense || rows >= q.gemm_min_rows() {
+                    Weight::Dense(w.clone()).forward(x, true)
                 } else {
                     q.forward(x)
                 }
@@ -306,8 +311,8 @@ pub struct Proj {
 impl Proj {
     /// Base projection plus adapter; `dropout_seed` (training only) draws the adapter's
     /// input dropout mask from wander's seeded RNG, so a resumed run draws the same masks.
-    fn forward_t(&self, x: &Tensor, dropout_seed: Option<u64>) -> Result<Tensor> {
-        let y = self.weight.forward(x)?;
+    fn forward_t(&self, x: &Tensor, dropout_seed: Option<u64>, dense: bool) -> Result<Tensor> {
+        let y = self.weight.forward(x, dense)?;
         match &self.lora {
             None => Ok(y),
             Some(l) => {
@@ -380,6 +385,14 @@ impl KvCache {
         }
     }
 
+    /// Rows of the cache (1 while it is empty).
+    pub fn batch(&self) -> usize {
+        match self.layers.iter().flatten().next() {
+            Some((k, _)) => k.dims().first().copied().unwrap_or(1),
+            None => 1,
+        }
+    }
+
     /// Repeats a batch-1 cache `n` times (one prefill shared by `n` samples).
     pub fn broadcast(&self, n: usize) -> Result<KvCache> {
         let layers = self
@@ -424,6 +437,13 @@ impl KvCache {
     }
 }
 
+/// Where the tokens of a [`Llama::forward_hidden_tree`] sit: their rotary positions and the
+/// attention mask `[n, cache + n]` (0 where a token may look, minus infinity elsewhere: every row may look at itself, so no row is all minus infinity).
+struct TreeLayout {
+    positions: Tensor,
+    mask: Tensor,
+}
+
 /// A Llama-architecture causal language model.
 #[derive(Debug, Clone)]
 pub struct Llama {
@@ -459,7 +479,9 @@ fn rms_norm(x: &Tensor, w: &Tensor, eps: f64, mode: Mode) -> Result<Tensor> {
     // `Infer` on the CPU takes candle's kernel without a backward pass; a GPU gets its
     // composite ops through `fused`, which pick them for any non-CPU tensor.
     match mode {
-        Mode::Infer => Ok(candle_nn::ops::rms_norm(&x.contiguous()?, w, eps as f32)?),
+        Mode::Infer | Mode::InferF32 => {
+            Ok(candle_nn::ops::rms_norm(&x.contiguous()?, w, eps as f32)?)
+        }
         Mode::Train => Ok(crate::fused::rms_norm(x, w, eps)?),
     }
 }
@@ -604,21 +626,6 @@ impl Llama {
             },
             vars,
         ))
-    }
-
-    /// Rows from which every projection of this model runs its f32 weights (1 when they all
-    /// do): a batch of at least this many rows computes each row the same way whatever the
-    /// batch's size.
-    pub fn gemm_min_rows(&self) -> usize {
-        self.blocks
-            .iter()
-            .flat_map(|b| b.projs.iter())
-            .map(|p| match &p.weight {
-                Weight::Hybrid(q, _) => q.gemm_min_rows(),
-                Weight::Dense(_) | Weight::Quant(_) => 1,
-            })
-            .max()
-            .unwrap_or(1)
     }
 
     /// The device the model's tensors live on (the CPU unless [`Llama::to_device`] moved
@@ -917,12 +924,85 @@ impl Llama {
         cache: &mut KvCache,
         mode: Mode,
     ) -> Result<Tensor> {
+        self.forward_hidden_in(tokens, cache, mode, None)
+    }
+
+    /// Final hidden states `[b, n, hidden]` of a token tree after `cache` (inference modes
+    /// only): token `i` continues token `parents[i]` of the same row, or the cache's last
+    /// position where that is `None`, and attends to the cache and to its own ancestors only.
+    /// Every path from the cache through the tree computes what the path as one sequence
+    /// would (up to float rounding): a trie of continuations runs each shared prefix once,
+    /// and sequences of different lengths run side by side without padding. Parents come
+    /// before their children. The cache then holds the tree's keys too: continue from a copy.
+    pub fn forward_hidden_tree(
+        &self,
+        tokens: &Tensor,
+        cache: &mut KvCache,
+        parents: &[Option<usize>],
+        mode: Mode,
+    ) -> Result<Tensor> {
+        if mode == Mode::Train {
+            return Err(LlmError::Invalid(
+                "a token tree runs in an inference mode only".into(),
+            ));
+        }
+        let (_, n) = tokens.dims2()?;
+        if parents.len() != n {
+            return Err(LlmError::Invalid(format!(
+                "a tree of {n} tokens with {} parents",
+                parents.len()
+            )));
+        }
+        let mut depth = vec![0usize; n];
+        for (i, p) in parents.iter().enumerate() {
+            depth[i] = match p {
+                None => 0,
+                Some(p) if *p < i => depth[*p] + 1,
+                Some(p) => return Err(LlmError::Invalid(format!(
+                    "tree token {i} names token {p} as its parent, which does not come before it"
+                ))),
+            };
+        }
+        let pos = cache.len;
+        let total = pos + n;
+        let mut mask = vec![f32::NEG_INFINITY; n * total];
+        for i in 0..n {
+            mask[i * total..i * total + pos].fill(0.0);
+            let mut a = Some(i);
+            while let Some(k) = a {
+                mask[i * total + pos + k] = 0.0;
+                a = parents[k];
+            }
+        }
+        let positions: Vec<u32> = depth.iter().map(|&d| (pos + d) as u32).collect();
+        let tree = TreeLayout {
+            positions: Tensor::new(positions.as_slice(), &self.device)?,
+            mask: Tensor::from_vec(mask, (n, total), &self.device)?,
+        };
+        self.forward_hidden_in(tokens, cache, mode, Some(&tree))
+    }
+
+    fn forward_hidden_in(
+        &self,
+        tokens: &Tensor,
+        cache: &mut KvCache,
+        mode: Mode,
+        tree: Option<&TreeLayout>,
+    ) -> Result<Tensor> {
+        let (mode, dense) = match mode {
+            Mode::InferF32 => (Mode::Infer, true),
+            mode => (mode, false),
+        };
         let (b, t) = tokens.dims2()?;
         let pos = cache.len;
-        if pos + t > self.cfg.max_seq {
+        let deepest = match tree {
+            // A tree's deepest token sits at its depth, not at its index.
+            Some(tree) => tree.positions.max(0)?.to_scalar::<u32>()? as usize + 1,
+            None => pos + t,
+        };
+        if deepest > self.cfg.max_seq {
             return Err(LlmError::Invalid(format!(
-                "sequence of {} tokens exceeds the model's {}",
-                pos + t,
+                "sequence of {deepest} tokens exceeds the model's {}",
                 self.cfg.max_seq
             )));
         }
@@ -935,13 +1015,25 @@ impl Llama {
             .embed
             .index_select(&tokens.flatten_all()?, 0)?
             .reshape((b, t, self.cfg.hidden))?;
-        let cos = self.cos.narrow(0, pos, t)?;
-        let sin = self.sin.narrow(0, pos, t)?;
+        let (cos, sin) = match tree {
+            Some(tree) => (
+                self.cos.index_select(&tree.positions, 0)?,
+                self.sin.index_select(&tree.positions, 0)?,
+            ),
+            None => (self.cos.narrow(0, pos, t)?, self.sin.narrow(0, pos, t)?),
+        };
         let total = pos + t;
-        // Training masks inside its fused softmax; only inference adds this table.
-        let mask = if t > 1 && mode == Mode::Infer {
+        // Training masks inside its fused softmax; only inference adds this table. Masked
+        // entries are minus infinity, not a large negative number: libm's exp of -1e9 takes
+        // its slow underflow path (3% of a precompute's time), exp of minus infinity returns
+        // at once. Every row keeps at least its own position, so no row is all masked.
+        let mask = if let Some(tree) = tree {
+            Some(tree.mask.clone())
+        } else if t > 1 && mode == Mode::Infer {
             let m: Vec<f32> = (0..t)
-                .flat_map(|i| (0..total).map(move |j| if j > pos + i { -1e9 } else { 0.0 }))
+                .flat_map(|i| {
+                    (0..total).map(move |j| if j > pos + i { f32::NEG_INFINITY } else { 0.0 })
+                })
                 .collect();
             Some(Tensor::from_vec(m, (t, total), tokens.device())?)
         } else {
@@ -953,22 +1045,22 @@ impl Llama {
             let h = rms_norm(&x, &block.attn_norm, self.cfg.rms_eps, mode)?;
             let [q, k, v, o, gate, up, down] = &block.projs;
             let q = q
-                .forward_t(&h, drop(0))?
+                .forward_t(&h, drop(0), dense)?
                 .reshape((b, t, nh, hd))?
                 .transpose(1, 2)?
                 .contiguous()?;
             let k = k
-                .forward_t(&h, drop(1))?
+                .forward_t(&h, drop(1), dense)?
                 .reshape((b, t, nkv, hd))?
                 .transpose(1, 2)?
                 .contiguous()?;
             let v = v
-                .forward_t(&h, drop(2))?
+                .forward_t(&h, drop(2), dense)?
                 .reshape((b, t, nkv, hd))?
                 .transpose(1, 2)?
                 .contiguous()?;
             let (q, k) = match mode {
-                Mode::Infer => (
+                Mode::Infer | Mode::InferF32 => (
                     candle_nn::rotary_emb::rope_i(&q, &cos, &sin)?,
                     candle_nn::rotary_emb::rope_i(&k, &cos, &sin)?,
                 ),
@@ -989,7 +1081,7 @@ impl Llama {
             let qg = q.reshape((b, nkv, rep * t, hd))?;
             let scores = qg.matmul(&k.t()?)?;
             let att = match mode {
-                Mode::Infer => {
+                Mode::Infer | Mode::InferF32 => {
                     let att = (scores * scale)?;
                     let att = match &mask {
                         Some(m) => att
@@ -1007,11 +1099,11 @@ impl Llama {
                 .reshape((b, nh, t, hd))?
                 .transpose(1, 2)?
                 .reshape((b, t, nh * hd))?;
-            x = (x + o.forward_t(&y, drop(3))?)?;
+            x = (x + o.forward_t(&y, drop(3), dense)?)?;
             let h = rms_norm(&x, &block.ffn_norm, self.cfg.rms_eps, mode)?;
-            let g = candle_nn::ops::silu(&gate.forward_t(&h, drop(4))?)?;
-            let m = (g * up.forward_t(&h, drop(5))?)?;
-            x = (x + down.forward_t(&m, drop(6))?)?;
+            let g = candle_nn::ops::silu(&gate.forward_t(&h, drop(4), dense)?)?;
+            let m = (g * up.forward_t(&h, drop(5), dense)?)?;
+            x = (x + down.forward_t(&m, drop(6), dense)?)?;
         }
         cache.len = total;
         rms_norm(&x, &self.norm, self.cfg.rms_eps, mode)
@@ -1019,7 +1111,7 @@ impl Llama {
 
     /// Vocabulary logits for hidden states `[..., hidden]`.
     pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
-        self.head.forward(hidden)
+        self.head.forward(hidden, false)
     }
 
     /// Logits of only the vocabulary entries `ids` for hidden states `[n, hidden]`:

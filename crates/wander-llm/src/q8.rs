@@ -59,6 +59,16 @@ pub fn supported() -> bool {
     }
 }
 
+/// Names the Q8_0 kernel this CPU runs and its numerics' version: results computed under
+/// another id may differ in the last digits (a store of model outputs keys on it).
+pub fn kernel_id() -> &'static str {
+    if supported() {
+        "wander-q8-avx512vnni-1"
+    } else {
+        "candle-0.11-q8_0"
+    }
+}
+
 impl Q8Matrix {
     /// Repacks a Q8_0 tensor `[rows, cols]`; `None` for another dtype or shape, or on a CPU
     /// without AVX-512 VNNI.

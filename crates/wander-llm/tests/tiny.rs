@@ -651,6 +651,61 @@ fn answer_logprobs_are_the_unconstrained_probability_of_each_answer() {
 /// A cache extended by a second level of shared tokens gives the hidden states of the whole
 /// prompts, and leaves the first-level cache usable as before.
 #[test]
+fn a_token_tree_computes_each_of_its_paths() {
+    use wander_llm::generate::prefix_cache;
+    let (model, _) = Llama::random(tiny(), 31).unwrap();
+    let prompt = [1u32, 12, 13, 14, 15];
+    // Two prompt rows; the tree: 20 -> (21 -> 22, 23), 30 (siblings at depth 0 and 1).
+    let tokens = [20u32, 21, 30, 22, 23];
+    let parents = [None, Some(0), None, Some(1), Some(1)];
+    let paths: [&[usize]; 5] = [&[0], &[0, 1], &[2], &[0, 1, 3], &[0, 1, 4]];
+    let base = prefix_cache(&model, &prompt).unwrap().broadcast(2).unwrap();
+    let input = Tensor::new(&[tokens, tokens], &Device::Cpu).unwrap();
+    let tree = model
+        .forward_hidden_tree(&input, &mut base.clone(), &parents, Mode::Infer)
+        .unwrap();
+    for (i, path) in paths.iter().enumerate() {
+        let seq: Vec<u32> = path.iter().map(|&k| tokens[k]).collect();
+        let x = Tensor::new(seq.as_slice(), &Device::Cpu)
+            .unwrap()
+            .unsqueeze(0)
+            .unwrap();
+        let whole = model
+            .forward_hidden(&x, &mut prefix_cache(&model, &prompt).unwrap(), Mode::Infer)
+            .unwrap()
+            .squeeze(0)
+            .unwrap()
+            .get(seq.len() - 1)
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        for row in 0..2 {
+            let ours = tree
+                .get(row)
+                .unwrap()
+                .get(i)
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            for (a, b) in ours.iter().zip(&whole) {
+                assert!(
+                    (a - b).abs() < 1e-4,
+                    "token {i}, row {row}: {a} against {b}"
+                );
+            }
+        }
+    }
+    // A parent after its child is refused.
+    let bad = model.forward_hidden_tree(
+        &input,
+        &mut base.clone(),
+        &[Some(1), None, None, None, None],
+        Mode::Infer,
+    );
+    assert!(bad.is_err());
+}
+
+#[test]
 fn an_extended_cache_equals_the_whole_prefix() {
     use wander_llm::generate::{extend_cache, last_hidden_after, prefix_cache};
     let (model, _) = Llama::random(tiny(), 29).unwrap();

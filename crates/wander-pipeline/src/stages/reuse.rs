@@ -61,7 +61,8 @@ fn prompt_key(prefix: &[u32], suffix: &[u32]) -> String {
 }
 
 /// The store file named by what decides its values besides the prompt: the precompute's
-/// inputs (models, base weights, taxonomy) without those that only change prompts.
+/// inputs (models, base weights, taxonomy) without those that only change prompts, and the
+/// kernels that run them.
 fn file_name(
     kind: &str,
     inputs: &BTreeMap<String, String>,
@@ -78,8 +79,15 @@ fn file_name(
         .filter(|(k, _)| !prompt_only.contains(k))
         .collect();
     let id = wander_core::hash::sha256_hex(
-        serde_json::to_string(&json!({"format": 1, "inputs": identity, "settings": settings}))?
-            .as_bytes(),
+        serde_json::to_string(&json!({
+            "format": 1,
+            "inputs": identity,
+            "settings": settings,
+            // The same models give other digits on another Q8_0 kernel (this CPU's, or a
+            // version of wander's): a store keeps only what this one computes.
+            "kernels": wander_llm::q8::kernel_id(),
+        }))?
+        .as_bytes(),
     );
     Ok(format!("{kind}-{}.bin", &id[..16]))
 }
