@@ -39,7 +39,11 @@ fn last_dim(layout: &Layout) -> candle_core::Result<usize> {
 
 /// `out[r] = f(r, ..)` over rows of `width`, in tasks of [`ROWS_PER_TASK`] rows on candle's
 /// barrier pool.
-fn map_rows(rows: usize, width: usize, f: impl Fn(usize, &mut [f32]) + Sync) -> Vec<f32> {
+pub(crate) fn map_rows(
+    rows: usize,
+    width: usize,
+    f: impl Fn(usize, &mut [f32]) + Sync,
+) -> Vec<f32> {
     struct Rows(*mut f32);
     // SAFETY: each task writes only its own rows of the buffer, which outlives the tasks.
     unsafe impl Sync for Rows {}

@@ -20,6 +20,7 @@
 #![deny(missing_docs)]
 
 pub mod bench;
+mod decode;
 pub mod device;
 pub mod error;
 pub mod export;

@@ -958,9 +958,11 @@ impl Llama {
             depth[i] = match p {
                 None => 0,
                 Some(p) if *p < i => depth[*p] + 1,
-                Some(p) => return Err(LlmError::Invalid(format!(
+                Some(p) => {
+                    return Err(LlmError::Invalid(format!(
                     "tree token {i} names token {p} as its parent, which does not come before it"
-                ))),
+                )))
+                }
             };
         }
         let pos = cache.len;
@@ -1040,10 +1042,44 @@ impl Llama {
             None
         };
         let scale = 1.0 / (hd as f64).sqrt();
+        // One new token per row on the CPU: the attention runs as one function
+        // (`crate::decode`) instead of a dozen small ops per layer.
+        let decode_rope = if t == 1 && tree.is_none() && mode == Mode::Infer && self.device.is_cpu()
+        {
+            Some((
+                self.cos.get(pos)?.to_vec1::<f32>()?,
+                self.sin.get(pos)?.to_vec1::<f32>()?,
+            ))
+        } else {
+            None
+        };
+        let heads = crate::decode::Heads {
+            query: nh,
+            kv: nkv,
+            width: hd,
+        };
         for (li, (block, slot)) in self.blocks.iter().zip(cache.layers.iter_mut()).enumerate() {
             let drop = |pi: u64| dropout_stream(mode, self.dropout_seed(), li as u64 * 8 + pi);
             let h = rms_norm(&x, &block.attn_norm, self.cfg.rms_eps, mode)?;
             let [q, k, v, o, gate, up, down] = &block.projs;
+            if let Some((cos, sin)) = &decode_rope {
+                let (y, keys, values) = crate::decode::attend(
+                    &q.forward_t(&h, None, dense)?,
+                    &k.forward_t(&h, None, dense)?,
+                    &v.forward_t(&h, None, dense)?,
+                    slot.as_ref(),
+                    (cos, sin),
+                    heads,
+                    scale as f32,
+                )?;
+                *slot = Some((keys, values));
+                x = (x + o.forward_t(&y, None, dense)?)?;
+                let h = rms_norm(&x, &block.ffn_norm, self.cfg.rms_eps, mode)?;
+                let g = candle_nn::ops::silu(&gate.forward_t(&h, None, dense)?)?;
+                let m = (g * up.forward_t(&h, None, dense)?)?;
+                x = (x + down.forward_t(&m, None, dense)?)?;
+                continue;
+            }
             let q = q
                 .forward_t(&h, drop(0), dense)?
                 .reshape((b, t, nh, hd))?

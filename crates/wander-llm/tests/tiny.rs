@@ -651,6 +651,50 @@ fn answer_logprobs_are_the_unconstrained_probability_of_each_answer() {
 /// A cache extended by a second level of shared tokens gives the hidden states of the whole
 /// prompts, and leaves the first-level cache usable as before.
 #[test]
+fn decoding_token_by_token_equals_one_prefill() {
+    // One row and three (the cache broadcast, each row its own continuation): every decoding
+    // step's hidden state equals the same position of a prefill of the whole sequence.
+    let (model, _) = Llama::random(tiny(), 37).unwrap();
+    let prompt = [1u32, 12, 13, 14];
+    let rows: [[u32; 4]; 3] = [[20, 21, 22, 23], [30, 31, 32, 33], [40, 41, 42, 43]];
+    for b in [1usize, 3] {
+        let x = Tensor::new(&prompt, &Device::Cpu)
+            .unwrap()
+            .unsqueeze(0)
+            .unwrap();
+        let mut cache = KvCache::new(model.blocks.len());
+        model.forward_hidden(&x, &mut cache, Mode::Infer).unwrap();
+        let mut cache = cache.broadcast(b).unwrap();
+        for step in 0..4 {
+            let toks: Vec<u32> = rows[..b].iter().map(|r| r[step]).collect();
+            let x = Tensor::from_vec(toks, (b, 1), &Device::Cpu).unwrap();
+            let h = model.forward_hidden(&x, &mut cache, Mode::Infer).unwrap();
+            for (r, row) in rows[..b].iter().enumerate() {
+                let whole: Vec<u32> = prompt.iter().chain(&row[..=step]).copied().collect();
+                let n = whole.len();
+                let x = Tensor::from_vec(whole, (1, n), &Device::Cpu).unwrap();
+                let reference = model
+                    .forward_hidden(&x, &mut KvCache::new(model.blocks.len()), Mode::Infer)
+                    .unwrap()
+                    .get(0)
+                    .unwrap()
+                    .get(n - 1)
+                    .unwrap()
+                    .to_vec1::<f32>()
+                    .unwrap();
+                let ours = h.get(r).unwrap().get(0).unwrap().to_vec1::<f32>().unwrap();
+                for (a, e) in ours.iter().zip(&reference) {
+                    assert!(
+                        (a - e).abs() < 1e-4,
+                        "b {b}, row {r}, step {step}: {a} against {e}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
 fn a_token_tree_computes_each_of_its_paths() {
     use wander_llm::generate::prefix_cache;
     let (model, _) = Llama::random(tiny(), 31).unwrap();
