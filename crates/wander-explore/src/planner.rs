@@ -257,6 +257,81 @@ pub struct CandidateScorer<'a> {
 /// Prompts scored per forward batch.
 const CANDIDATE_BATCH: usize = 16;
 
+/// Tokens of one token tree of several pairs' prompts (after the template): about four
+/// pairs of a dozen candidates, where the products run near their best rate.
+const TREE_TOKENS: usize = 768;
+
+/// Several history pairs' prompts after the shared template, as one token tree: each pair's
+/// own tokens as a chain, each candidate's suffix as a chain after them.
+#[derive(Default)]
+struct PromptTree {
+    tokens: Vec<u32>,
+    parents: Vec<Option<usize>>,
+    /// The triple each candidate's last token scores, and that token's index.
+    ends: Vec<(usize, u32)>,
+}
+
+impl PromptTree {
+    /// Appends a pair's own tokens and its candidates' suffixes `(triple, suffix)`.
+    fn add<'s>(&mut self, pair: &[u32], candidates: impl Iterator<Item = (usize, &'s [u32])>) {
+        let mut last = None;
+        for &t in pair {
+            self.parents.push(last);
+            last = Some(self.tokens.len());
+            self.tokens.push(t);
+        }
+        for (triple, suffix) in candidates {
+            let mut prev = last;
+            for &t in suffix {
+                self.parents.push(prev);
+                prev = Some(self.tokens.len());
+                self.tokens.push(t);
+            }
+            self.ends.push((triple, (self.tokens.len() - 1) as u32));
+        }
+    }
+
+    /// Runs the tree after `template` on the f32 weights and reads each candidate's score;
+    /// leaves the tree empty.
+    fn score(
+        &mut self,
+        model: &Llama,
+        template: &KvCache,
+        head: &ScoreHead,
+    ) -> Result<Vec<(usize, f32)>> {
+        let tree = std::mem::take(self);
+        let n = tree.tokens.len();
+        let input = Tensor::from_vec(tree.tokens, (1, n), model.device())
+            .map_err(wander_llm::LlmError::from)?;
+        let hidden = model.forward_hidden_tree(
+            &input,
+            &mut template.clone(),
+            &tree.parents,
+            wander_llm::model::Mode::InferF32,
+        )?;
+        let rows: Vec<u32> = tree.ends.iter().map(|e| e.1).collect();
+        let h = hidden
+            .squeeze(0)
+            .and_then(|h| h.index_select(&Tensor::new(rows.as_slice(), model.device())?, 0))
+            .map_err(wander_llm::LlmError::from)?;
+        let values = first_outputs(head, &h)?;
+        Ok(tree.ends.iter().map(|e| e.0).zip(values).collect())
+    }
+}
+
+/// The head's first output for each row of `hidden`.
+fn first_outputs(head: &ScoreHead, hidden: &Tensor) -> Result<Vec<f32>> {
+    let s: Tensor = head.forward(hidden).map_err(ExploreError::Llm)?;
+    let rows = s.to_vec2::<f32>().map_err(wander_llm::LlmError::from)?;
+    rows.into_iter()
+        .map(|row| {
+            row.first()
+                .copied()
+                .ok_or_else(|| ExploreError::Invalid("the alignment head has no output".into()))
+        })
+        .collect()
+}
+
 impl<'a> CandidateScorer<'a> {
     /// A scorer over the clusters' `descriptions`.
     pub fn new(
@@ -371,6 +446,23 @@ impl<'a> CandidateScorer<'a> {
             groups[g].1.push(i);
         }
         let mut out = vec![f32::NAN; triples.len()];
+        let record = |out: &mut Vec<f32>, i: usize, v: f32| -> Result<()> {
+            // `with_offsets` checked the length against the descriptions, which `prompt`
+            // checked every candidate against.
+            let v = v + self.offsets.map_or(0.0, |o| o[triples[i].2 as usize]);
+            if !v.is_finite() {
+                return Err(ExploreError::Invalid(format!(
+                    "the alignment model gave a non-finite score ({v})"
+                )));
+            }
+            out[i] = v;
+            Ok(())
+        };
+        // With a head, the pairs whose prompts split there run several at a time as one
+        // token tree after the template: each pair's own tokens once, its candidates'
+        // suffixes hanging off their last one. Bigger products run faster, and each token
+        // still sees only its own prompt.
+        let mut tree = PromptTree::default();
         for (pair, members) in &groups {
             let shared = self.pair_prefix_len(*pair)?;
             let first = &prompts[members[0]];
@@ -382,6 +474,23 @@ impl<'a> CandidateScorer<'a> {
                     .iter()
                     .all(|&i| prompts[i].len() > shared && prompts[i][..shared] == first[..shared])
                 && first.starts_with(template);
+            if let (Readout::Head(head), true) = (self.readout, split_holds) {
+                let size = shared - template.len()
+                    + members
+                        .iter()
+                        .map(|&i| prompts[i].len() - shared)
+                        .sum::<usize>();
+                if !tree.tokens.is_empty() && tree.tokens.len() + size > TREE_TOKENS {
+                    for (i, v) in tree.score(self.model, template_cache, head)? {
+                        record(&mut out, i, v)?;
+                    }
+                }
+                tree.add(
+                    &first[template.len()..shared],
+                    members.iter().map(|&i| (i, &prompts[i][shared..])),
+                );
+                continue;
+            }
             let (pair_cache, shared) = if split_holds {
                 (
                     extend_cache(self.model, template_cache, &first[template.len()..shared])?,
@@ -398,19 +507,10 @@ impl<'a> CandidateScorer<'a> {
                     .iter()
                     .map(|&i| prompts[i][shared..].to_vec())
                     .collect();
-
                 let values: Vec<f32> = match self.readout {
                     Readout::Head(head) => {
                         let h = last_hidden_after(self.model, &pair_cache, &suffixes)?;
-                        let s: Tensor = head.forward(&h).map_err(ExploreError::Llm)?;
-                        let rows = s.to_vec2::<f32>().map_err(wander_llm::LlmError::from)?;
-                        rows.into_iter()
-                            .map(|row| {
-                                row.first().copied().ok_or_else(|| {
-                                    ExploreError::Invalid("the alignment head has no output".into())
-                                })
-                            })
-                            .collect::<Result<_>>()?
+                        first_outputs(head, &h)?
                     }
                     Readout::Text(levels) => {
                         expected_labels_after(self.model, &pair_cache, &suffixes, levels)?
@@ -420,15 +520,14 @@ impl<'a> CandidateScorer<'a> {
                     }
                 };
                 for (&i, v) in batch.iter().zip(values) {
-                    // `with_offsets` checked the length against the descriptions, which
-                    // `prompt` checked every candidate against.
-                    let v = v + self.offsets.map_or(0.0, |o| o[triples[i].2 as usize]);
-                    if !v.is_finite() {
-                        return Err(ExploreError::Invalid(format!(
-                            "the alignment model gave a non-finite score ({v})"
-                        )));
-                    }
-                    out[i] = v;
+                    record(&mut out, i, v)?;
+                }
+            }
+        }
+        if let Readout::Head(head) = self.readout {
+            if !tree.tokens.is_empty() {
+                for (i, v) in tree.score(self.model, template_cache, head)? {
+                    record(&mut out, i, v)?;
                 }
             }
         }

@@ -1,13 +1,17 @@
-//! One decoding step's attention (one new token per row) in one pass over plain slices.
+//! Attention over a cache for new tokens that each see only the cache and their own
+//! ancestors (one token per row when decoding; a token tree when scoring), in one pass over
+//! plain slices.
 //!
 //! Decoding a token runs each layer's attention on a single query per row: a dozen candle ops
 //! (reshapes and copies of q, k and v, two rotary embeddings, two concatenations into the
 //! cache, two small products, a scale, a softmax and a transpose), each allocating its output
 //! and handing its work to the thread pool, for a few thousand multiply-adds. With 30 layers
-//! that is most of what a token costs besides the weights' products. Here the step is one
-//! function: rotate q and the new key, write the new key and value after the cached ones,
-//! and attend, head by head; rows and heads split over candle's pool only when there are
-//! enough of them (many samples decoding side by side).
+//! that is most of what a token costs besides the weights' products. A token tree through
+//! candle's ops is worse the other way: a dense mask makes every token score every other
+//! token of the tree, and the exponentials of the masked ones are most of the softmax. Here
+//! the step is one function: rotate q and the new keys, write the new keys and values after
+//! the cached ones, and attend, query by query and head by head, to the cache and to the
+//! token's ancestors only; queries split over candle's pool when there are enough of them.
 
 use candle_core::{Device, Tensor};
 
@@ -21,63 +25,92 @@ pub(crate) struct Heads {
     pub width: usize,
 }
 
-/// One decoding step's attention for `b` rows: `q: [b, 1, query * width]` and the new
-/// `k, v: [b, 1, kv * width]` as the projections give them (before the rotary embedding),
-/// after `cache` (`[b, kv, positions, width]` each, or none). `(cos, sin)` are the rotary
-/// tables' rows at this token's position. Returns the attention output `[b, 1, query *
-/// width]` and the cache with the new key and value appended.
+/// Where the new tokens sit: `parents[i]` is the new token that token `i` continues (`None`:
+/// the cache's last position), and `cos` and `sin` hold each token's rows of the rotary
+/// tables (`width / 2` values per token).
+pub(crate) struct Layout<'a> {
+    pub parents: &'a [Option<usize>],
+    pub cos: &'a [f32],
+    pub sin: &'a [f32],
+}
+
+/// Attention for `n` new tokens in each of `b` rows: `q: [b, n, query * width]` and the new
+/// `k, v: [b, n, kv * width]` as the projections give them (before the rotary embedding),
+/// after `cache` (`[b, kv, positions, width]` each, or none). Returns the attention output
+/// `[b, n, query * width]` and the cache with the new keys and values appended in order.
 pub(crate) fn attend(
     q: &Tensor,
     k: &Tensor,
     v: &Tensor,
     cache: Option<&(Tensor, Tensor)>,
-    (cos, sin): (&[f32], &[f32]),
+    layout: &Layout,
     heads: Heads,
     scale: f32,
 ) -> Result<(Tensor, Tensor, Tensor)> {
     let Heads { query, kv, width } = heads;
-    let b = q.dim(0)?;
+    let (b, n, _) = q.dims3()?;
+    let half = width / 2;
     let mut q = q.flatten_all()?.to_vec1::<f32>()?;
     let mut k = k.flatten_all()?.to_vec1::<f32>()?;
     let v = v.flatten_all()?.to_vec1::<f32>()?;
-    for head in q.chunks_exact_mut(width).chain(k.chunks_exact_mut(width)) {
-        rotate(head, cos, sin);
+    for (t, head) in q.chunks_exact_mut(width).enumerate() {
+        let i = (t / query) % n;
+        rotate(head, &layout.cos[i * half..], &layout.sin[i * half..]);
+    }
+    for (t, head) in k.chunks_exact_mut(width).enumerate() {
+        let i = (t / kv) % n;
+        rotate(head, &layout.cos[i * half..], &layout.sin[i * half..]);
     }
     let past = match cache {
         Some((pk, _)) => pk.dim(2)?,
         None => 0,
     };
-    let len = past + 1;
-    let (keys, values) = append(cache, &k, &v, b * kv, past, width)?;
+    let len = past + n;
+    let keys = append(cache.map(|c| &c.0), &k, b, n, kv, past, width)?;
+    let values = append(cache.map(|c| &c.1), &v, b, n, kv, past, width)?;
+    // Each token's own position and its ancestors' in the new part of the cache, nearest
+    // first (the order does not matter: the softmax is over a set).
+    let seen: Vec<Vec<usize>> = (0..n)
+        .map(|i| {
+            let mut own = Vec::new();
+            let mut a = Some(i);
+            while let Some(j) = a {
+                own.push(past + j);
+                a = layout.parents[j];
+            }
+            own
+        })
+        .collect();
     let rep = query / kv;
-    let y = crate::fused::map_rows(b * query, width, |row, out| {
-        let (r, h) = (row / query, row % query);
-        let g = h / rep;
-        let base = (r * kv + g) * len * width;
-        let ks = &keys[base..base + len * width];
-        let vs = &values[base..base + len * width];
+    let y = crate::fused::map_rows(b * n * query, width, |row, out| {
+        let (r, i, h) = (row / (n * query), (row / query) % n, row % query);
+        let base = (r * kv + h / rep) * len * width;
+        let key = |j: usize| &keys[base + j * width..base + (j + 1) * width];
+        let value = |j: usize| &values[base + j * width..base + (j + 1) * width];
         let qh = &q[row * width..(row + 1) * width];
-        let mut weights: Vec<f32> = ks
-            .chunks_exact(width)
-            .map(|kj| qh.iter().zip(kj).map(|(a, b)| a * b).sum::<f32>() * scale)
+        let positions = (0..past).chain(seen[i].iter().copied());
+        let dot = |j: usize| qh.iter().zip(key(j)).map(|(a, b)| a * b).sum::<f32>() * scale;
+        let weights: Vec<(usize, f32)> = positions.map(|j| (j, dot(j))).collect();
+        let max = weights
+            .iter()
+            .map(|w| w.1)
+            .fold(f32::NEG_INFINITY, f32::max);
+        let exps: Vec<(usize, f32)> = weights
+            .into_iter()
+            .map(|(j, w)| (j, (w - max).exp()))
             .collect();
-        let max = weights.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let mut total = 0f32;
-        for w in &mut weights {
-            *w = (*w - max).exp();
-            total += *w;
-        }
+        let total: f32 = exps.iter().map(|e| e.1).sum();
         out.fill(0.0);
-        for (w, vj) in weights.iter().zip(vs.chunks_exact(width)) {
-            let w = w / total;
-            for (o, x) in out.iter_mut().zip(vj) {
+        for (j, e) in exps {
+            let w = e / total;
+            for (o, x) in out.iter_mut().zip(value(j)) {
                 *o += w * x;
             }
         }
     });
     let device = Device::Cpu;
     Ok((
-        Tensor::from_vec(y, (b, 1, query * width), &device)?,
+        Tensor::from_vec(y, (b, n, query * width), &device)?,
         Tensor::from_vec(keys, (b, kv, len, width), &device)?,
         Tensor::from_vec(values, (b, kv, len, width), &device)?,
     ))
@@ -93,37 +126,40 @@ fn rotate(x: &mut [f32], cos: &[f32], sin: &[f32]) {
     }
 }
 
-/// The cached keys and values of each of `heads` (row, key/value head) pairs, `past`
-/// positions each, with the new ones after them: `[heads, past + 1, width]` each.
+/// The cache `[b, kv, past, width]` with the new `[b, n, kv * width]` after each head's
+/// cached positions: `[b, kv, past + n, width]`.
 fn append(
-    cache: Option<&(Tensor, Tensor)>,
-    k: &[f32],
-    v: &[f32],
-    heads: usize,
+    old: Option<&Tensor>,
+    new: &[f32],
+    b: usize,
+    n: usize,
+    kv: usize,
     past: usize,
     width: usize,
-) -> Result<(Vec<f32>, Vec<f32>)> {
-    let len = past + 1;
-    let grow = |old: Option<&Tensor>, new: &[f32]| -> Result<Vec<f32>> {
-        let mut out = Vec::with_capacity(heads * len * width);
-        match old {
-            Some(old) => {
-                let old = old.contiguous()?;
-                let (storage, layout) = old.storage_and_layout();
-                let candle_core::Storage::Cpu(storage) = &*storage else {
-                    return Err(crate::LlmError::Invalid(
-                        "a decoding step's cache must be on the CPU".into(),
-                    ));
-                };
-                let old = crate::fused::contiguous(storage, layout, "the key/value cache")?;
-                for (h, fresh) in new.chunks_exact(width).enumerate() {
-                    out.extend_from_slice(&old[h * past * width..(h + 1) * past * width]);
-                    out.extend_from_slice(fresh);
-                }
-            }
-            None => out.extend_from_slice(new),
+) -> Result<Vec<f32>> {
+    let mut out = Vec::with_capacity(b * kv * (past + n) * width);
+    let old = old.map(Tensor::contiguous).transpose()?;
+    let guard = old.as_ref().map(Tensor::storage_and_layout);
+    let old = match &guard {
+        Some((storage, layout)) => {
+            let candle_core::Storage::Cpu(storage) = &**storage else {
+                return Err(crate::LlmError::Invalid(
+                    "the key/value cache must be on the CPU".into(),
+                ));
+            };
+            crate::fused::contiguous(storage, layout, "the key/value cache")?
         }
-        Ok(out)
+        None => &[],
     };
-    Ok((grow(cache.map(|c| &c.0), k)?, grow(cache.map(|c| &c.1), v)?))
+    for r in 0..b {
+        for g in 0..kv {
+            let h = r * kv + g;
+            out.extend_from_slice(&old[h * past * width..(h + 1) * past * width]);
+            for i in 0..n {
+                let at = ((r * n + i) * kv + g) * width;
+                out.extend_from_slice(&new[at..at + width]);
+            }
+        }
+    }
+    Ok(out)
 }

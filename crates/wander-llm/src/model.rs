@@ -442,6 +442,8 @@ impl KvCache {
 struct TreeLayout {
     positions: Tensor,
     mask: Tensor,
+    /// Each token's parent, as given (the CPU attends through these, not the mask).
+    parents: Vec<Option<usize>>,
 }
 
 /// A Llama-architecture causal language model.
@@ -980,6 +982,7 @@ impl Llama {
         let tree = TreeLayout {
             positions: Tensor::new(positions.as_slice(), &self.device)?,
             mask: Tensor::from_vec(mask, (n, total), &self.device)?,
+            parents: parents.to_vec(),
         };
         self.forward_hidden_in(tokens, cache, mode, Some(&tree))
     }
@@ -1042,14 +1045,22 @@ impl Llama {
             None
         };
         let scale = 1.0 / (hd as f64).sqrt();
-        // One new token per row on the CPU: the attention runs as one function
-        // (`crate::decode`) instead of a dozen small ops per layer.
-        let decode_rope = if t == 1 && tree.is_none() && mode == Mode::Infer && self.device.is_cpu()
+        // One new token per row, or a token tree, on the CPU: the attention runs as one
+        // function over the cache and each token's ancestors (`crate::decode`) instead of a
+        // dozen small ops per layer and a dense mask.
+        let one_pass = if mode == Mode::Infer && self.device.is_cpu() && (t == 1 || tree.is_some())
         {
-            Some((
-                self.cos.get(pos)?.to_vec1::<f32>()?,
-                self.sin.get(pos)?.to_vec1::<f32>()?,
-            ))
+            let (parents, positions) = match tree {
+                Some(tree) => (tree.parents.clone(), tree.positions.clone()),
+                None => (vec![None], Tensor::new(&[pos as u32], &self.device)?),
+            };
+            let rows = |table: &Tensor| -> Result<Vec<f32>> {
+                Ok(table
+                    .index_select(&positions, 0)?
+                    .flatten_all()?
+                    .to_vec1::<f32>()?)
+            };
+            Some((parents, rows(&self.cos)?, rows(&self.sin)?))
         } else {
             None
         };
@@ -1062,13 +1073,13 @@ impl Llama {
             let drop = |pi: u64| dropout_stream(mode, self.dropout_seed(), li as u64 * 8 + pi);
             let h = rms_norm(&x, &block.attn_norm, self.cfg.rms_eps, mode)?;
             let [q, k, v, o, gate, up, down] = &block.projs;
-            if let Some((cos, sin)) = &decode_rope {
+            if let Some((parents, cos, sin)) = &one_pass {
                 let (y, keys, values) = crate::decode::attend(
                     &q.forward_t(&h, None, dense)?,
                     &k.forward_t(&h, None, dense)?,
                     &v.forward_t(&h, None, dense)?,
                     slot.as_ref(),
-                    (cos, sin),
+                    &crate::decode::Layout { parents, cos, sin },
                     heads,
                     scale as f32,
                 )?;
