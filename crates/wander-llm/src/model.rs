@@ -441,7 +441,8 @@ impl KvCache {
 /// attention mask `[n, cache + n]` (0 where a token may look, minus infinity elsewhere: every row may look at itself, so no row is all minus infinity).
 struct TreeLayout {
     positions: Tensor,
-    mask: Tensor,
+    /// Built for a GPU only.
+    mask: Option<Tensor>,
     /// Each token's parent, as given (the CPU attends through these, not the mask).
     parents: Vec<Option<usize>>,
 }
@@ -969,19 +970,25 @@ impl Llama {
         }
         let pos = cache.len;
         let total = pos + n;
-        let mut mask = vec![f32::NEG_INFINITY; n * total];
-        for i in 0..n {
-            mask[i * total..i * total + pos].fill(0.0);
-            let mut a = Some(i);
-            while let Some(k) = a {
-                mask[i * total + pos + k] = 0.0;
-                a = parents[k];
+        // The CPU attends through the parent list (`crate::decode`); a GPU through the mask.
+        let mask = if self.device.is_cpu() {
+            None
+        } else {
+            let mut mask = vec![f32::NEG_INFINITY; n * total];
+            for i in 0..n {
+                mask[i * total..i * total + pos].fill(0.0);
+                let mut a = Some(i);
+                while let Some(k) = a {
+                    mask[i * total + pos + k] = 0.0;
+                    a = parents[k];
+                }
             }
-        }
+            Some(Tensor::from_vec(mask, (n, total), &self.device)?)
+        };
         let positions: Vec<u32> = depth.iter().map(|&d| (pos + d) as u32).collect();
         let tree = TreeLayout {
             positions: Tensor::new(positions.as_slice(), &self.device)?,
-            mask: Tensor::from_vec(mask, (n, total), &self.device)?,
+            mask,
             parents: parents.to_vec(),
         };
         self.forward_hidden_in(tokens, cache, mode, Some(&tree))
@@ -1032,8 +1039,16 @@ impl Llama {
         // entries are minus infinity, not a large negative number: libm's exp of -1e9 takes
         // its slow underflow path (3% of a precompute's time), exp of minus infinity returns
         // at once. Every row keeps at least its own position, so no row is all masked.
-        let mask = if let Some(tree) = tree {
-            Some(tree.mask.clone())
+        // One new token per row, or a token tree, on the CPU: the attention runs as one
+        // function over the cache and each token's ancestors (`crate::decode`) instead of a
+        // dozen small ops per layer and a dense mask.
+        let in_one_pass = mode == Mode::Infer && self.device.is_cpu() && (t == 1 || tree.is_some());
+        let mask = if in_one_pass {
+            None
+        } else if let Some(tree) = tree {
+            Some(tree.mask.clone().ok_or_else(|| {
+                LlmError::Invalid("a token tree off the CPU needs its mask".into())
+            })?)
         } else if t > 1 && mode == Mode::Infer {
             let m: Vec<f32> = (0..t)
                 .flat_map(|i| {
@@ -1045,11 +1060,7 @@ impl Llama {
             None
         };
         let scale = 1.0 / (hd as f64).sqrt();
-        // One new token per row, or a token tree, on the CPU: the attention runs as one
-        // function over the cache and each token's ancestors (`crate::decode`) instead of a
-        // dozen small ops per layer and a dense mask.
-        let one_pass = if mode == Mode::Infer && self.device.is_cpu() && (t == 1 || tree.is_some())
-        {
+        let one_pass = if in_one_pass {
             let (parents, positions) = match tree {
                 Some(tree) => (tree.parents.clone(), tree.positions.clone()),
                 None => (vec![None], Tensor::new(&[pos as u32], &self.device)?),
