@@ -58,17 +58,11 @@ impl Quantized {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         match self {
             Quantized::Candle(q) => Ok(q.forward(x)?),
-            Quantized::Packed(w) => {
-                let mut dims = x.dims().to_vec();
-                let last = dims[dims.len() - 1];
-                let rows = x.elem_count() / last;
-                let y = x
-                    .reshape((rows, last))?
+            Quantized::Packed(w) => on_rows(x, w.rows(), |x2| {
+                Ok(x2
                     .contiguous()?
-                    .apply_op1_no_bwd(&PackedMatmul { w: w.clone() })?;
-                *dims.last_mut().expect("non-empty dims") = w.rows();
-                Ok(y.reshape(dims)?)
-            }
+                    .apply_op1_no_bwd(&PackedMatmul { w: w.clone() })?)
+            }),
         }
     }
 
@@ -102,6 +96,18 @@ impl Quantized {
             },
         })
     }
+}
+
+/// `f` on `x: [..., in]` flattened to `[rows, in]`, its `[rows, out]` result shaped back to
+/// `[..., out]`.
+fn on_rows(x: &Tensor, out: usize, f: impl FnOnce(Tensor) -> Result<Tensor>) -> Result<Tensor> {
+    let mut dims = x.dims().to_vec();
+    let last = *dims
+        .last()
+        .ok_or_else(|| LlmError::Invalid("a product needs a tensor with dimensions".into()))?;
+    let y = f(x.reshape((x.elem_count() / last.max(1), last))?)?;
+    *dims.last_mut().expect("non-empty dims") = out;
+    Ok(y.reshape(dims)?)
 }
 
 /// `x W^T` on [`crate::q8`]'s kernel (inference only: no backward pass).
@@ -158,19 +164,14 @@ impl Weight {
                 }
             }
             Weight::Dense(w) => {
-                let dims = x.dims().to_vec();
-                let last = dims[dims.len() - 1];
-                let rows = x.elem_count() / last;
-                let x2 = x.reshape((rows, last))?;
-                // The banded kernels are the CPU's; a GPU multiplies with candle's matmul.
-                let y = if !w.is_variable() && w.device().is_cpu() {
-                    x2.contiguous()?.apply_op1(FrozenMatmul { w: w.clone() })?
-                } else {
-                    x2.matmul(&w.t()?)?
-                };
-                let mut out = dims;
-                *out.last_mut().expect("non-empty dims") = w.dim(0)?;
-                Ok(y.reshape(out)?)
+                on_rows(x, w.dim(0)?, |x2| {
+                    // The banded kernels are the CPU's; a GPU multiplies with candle's matmul.
+                    Ok(if !w.is_variable() && w.device().is_cpu() {
+                        x2.contiguous()?.apply_op1(FrozenMatmul { w: w.clone() })?
+                    } else {
+                        x2.matmul(&w.t()?)?
+                    })
+                })
             }
             Weight::Quant(q) => q.forward(x),
         }
