@@ -1166,7 +1166,13 @@ fn novelty_pipeline_end_to_end_with_tiny_settings() {
             (0.0..=1.0).contains(&v["hit_at_1"]["mean"].as_f64().unwrap()),
             "{s}: {v}"
         );
-        assert!(v["validity"]["mean"].as_f64().unwrap() > 0.5, "{s}: {v}");
+        // The novelty model here has had two training steps and repeats one of the history's
+        // clusters about half the time, so one proposal of it is valid for about half the
+        // events (0.496 [0.483, 0.507] at 0d36fe4, above 0.5 before it: the kernels'
+        // rounding moves it). The bound checks that validity counts served novel clusters,
+        // not the model's quality; every other strategy is well above a half.
+        let floor = if s == "novelty_only_n1" { 0.3 } else { 0.5 };
+        assert!(v["validity"]["mean"].as_f64().unwrap() > floor, "{s}: {v}");
     }
     let rep = std::fs::read_to_string(tmp.path().join("run/eval/report.md")).unwrap();
     assert!(
