@@ -196,6 +196,16 @@ impl Q8Matrix {
                 r += take;
             }
         });
+        // Quantising maps NaN to 0 and infinity to the block's extreme: a row that held
+        // either gives NaN, as an f32 product would, so the callers' finiteness checks see it.
+        for (row, x) in out
+            .chunks_exact_mut(self.rows)
+            .zip(x.chunks_exact(self.cols))
+        {
+            if !x.iter().all(|v| v.is_finite()) {
+                row.fill(f32::NAN);
+            }
+        }
         out
     }
 
@@ -489,6 +499,23 @@ mod tests {
         assert_eq!(fast.corrections, slow.corrections);
         assert_eq!(fast.scales, slow.scales);
         assert_eq!(fast.values[65..68], [0, 2, -2]);
+    }
+
+    #[test]
+    fn a_row_with_nan_or_infinity_gives_nan_not_a_number_that_looks_fine() {
+        if !supported() {
+            return;
+        }
+        let w = Tensor::from_vec(values(8 * 64, 8), (8, 64), &Device::Cpu).unwrap();
+        let packed = Q8Matrix::new(&QTensor::quantize(&w, GgmlDType::Q8_0).unwrap())
+            .unwrap()
+            .unwrap();
+        let mut x = values(3 * 64, 9);
+        x[5] = f32::NAN;
+        x[64 + 7] = f32::INFINITY;
+        let y = packed.matmul(&x, 3);
+        assert!(y[..16].iter().all(|v| v.is_nan()), "{y:?}");
+        assert!(y[16..].iter().all(|v| v.is_finite()), "{y:?}");
     }
 
     #[test]
