@@ -6,6 +6,7 @@
 #
 #   bash scripts/time_precompute.sh                     # 200 pairs, into runs/time-precompute
 #   BIN=target/base/release/wander OUT=runs/tp-base PAIRS=200 bash scripts/time_precompute.sh
+#   PRODUCTS=bf16 OUT=runs/tp-bf16 bash scripts/time_precompute.sh   # alignment.products
 #
 # Not a test: the figures go to BENCHMARKS.md with the command.
 set -euo pipefail
@@ -13,6 +14,7 @@ cd "$(dirname "$0")/.."
 bin=${BIN:-target/release/wander}
 out=${OUT:-runs/time-precompute}
 pairs=${PAIRS:-200}
+products=${PRODUCTS:-f32}
 m1=runs/replay/m1
 m2=runs/replay/m2
 test -d "$m2/train_alignment" || { echo "time_precompute: run scripts/replay_refresh.sh first ($m2)"; exit 1; }
@@ -25,7 +27,7 @@ rm -rf "$out/.work"
     --set novelty.warm_start="\"$m1\"" --set alignment.warm_start="\"$m1\"" \
     --set novelty.steps=50 --set novelty.warmup_steps=5 --set alignment.steps=20 \
     --set alignment.warmup_steps=2 --set precompute.retrieve_from='"validation"' \
-    --set precompute.reuse=false precompute --force > "$out.json" 2> "$out.err"
+    --set precompute.reuse=false --set alignment.products="\"$products\"" precompute --force > "$out.json" 2> "$out.err"
 tail -1 "$out.err"
 python3 -c "
 import json, sys

@@ -332,6 +332,9 @@ pub struct AlignmentConfig {
     pub lr: f64,
     /// Peak learning rate of the scoring head.
     pub head_lr: f64,
+    /// The arithmetic of the candidate-reading model's scoring passes in the precompute and
+    /// the evaluations.
+    pub products: AlignmentProducts,
     /// Linear warmup steps.
     pub warmup_steps: usize,
     /// Eval loss every this many steps.
@@ -759,6 +762,18 @@ mode_enum!(
         /// back. The whole capacity of the model goes to what best-of-n among the
         /// candidates of one history needs.
         Offset = "offset",
+    }
+);
+
+mode_enum!(
+    /// The arithmetic of the candidate-reading alignment model's scoring passes
+    /// (`alignment.products`).
+    AlignmentProducts {
+        /// f32 weights and activations.
+        F32 = "f32",
+        /// Weights and activations rounded to bf16, products summed in f32: about 1.8x the
+        /// f32 rate on a CPU with AVX-512 BF16; f32 on other CPUs and on a GPU.
+        Bf16 = "bf16",
     }
 );
 

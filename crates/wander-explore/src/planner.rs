@@ -291,7 +291,7 @@ impl PromptTree {
         }
     }
 
-    /// Runs the tree after `template` on the f32 weights and reads each candidate's score;
+    /// Runs the tree after `template` in the model's exact mode and reads each candidate's score;
     /// leaves the tree empty.
     fn score(
         &mut self,
@@ -307,7 +307,7 @@ impl PromptTree {
             &input,
             &mut template.clone(),
             &tree.parents,
-            wander_llm::model::Mode::InferF32,
+            model.exact_mode(),
         )?;
         let rows: Vec<u32> = tree.ends.iter().map(|e| e.1).collect();
         let h = hidden

@@ -29,10 +29,10 @@ fn time_per_call(mut f: impl FnMut(), macs: usize) -> f64 {
 
 fn main() -> candle_core::Result<()> {
     let dev = Device::Cpu;
-    for m in [1usize, 2, 4, 8, 16, 32, 67, 512] {
+    for m in [1usize, 2, 4, 8, 16, 32, 67, 512, 768] {
         for (label, shapes) in [("projections", &SHAPES[..]), ("head", &[HEAD][..])] {
-            let (mut f32_s, mut banded_s, mut q8_s, mut ours_s, mut flops) =
-                (0.0, 0.0, 0.0, 0.0, 0.0);
+            let (mut f32_s, mut banded_s, mut q8_s, mut ours_s, mut bf16_s, mut flops) =
+                (0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
             for &(k, n) in shapes {
                 let x = Tensor::randn(0f32, 1.0, (m, k), &dev)?;
                 let w = Tensor::randn(0f32, 0.05, (n, k), &dev)?;
@@ -54,14 +54,18 @@ fn main() -> candle_core::Result<()> {
                 if let Some(ours) = &ours {
                     ours_s += time_per_call(|| drop(ours.matmul(&xs, m)), macs);
                 }
+                if let Some(b) = wander_llm::bf16::Bf16Matrix::new(&ws, n, k) {
+                    bf16_s += time_per_call(|| drop(b.matmul(&xs, m)), macs);
+                }
                 flops += 2.0 * macs as f64;
             }
             println!(
-                "{{\"rows\": {m}, \"shapes\": \"{label}\", \"candle_f32_gflops\": {:.1}, \"wander_banded_f32_gflops\": {:.1}, \"candle_q8_0_gflops\": {:.1}, \"wander_q8_0_gflops\": {:.1}}}",
+                "{{\"rows\": {m}, \"shapes\": \"{label}\", \"candle_f32_gflops\": {:.1}, \"wander_banded_f32_gflops\": {:.1}, \"candle_q8_0_gflops\": {:.1}, \"wander_q8_0_gflops\": {:.1}, \"wander_bf16_gflops\": {:.1}}}",
                 flops / f32_s / 1e9,
                 flops / banded_s / 1e9,
                 flops / q8_s / 1e9,
-                if ours_s > 0.0 { flops / ours_s / 1e9 } else { f64::NAN }
+                if ours_s > 0.0 { flops / ours_s / 1e9 } else { f64::NAN },
+                if bf16_s > 0.0 { flops / bf16_s / 1e9 } else { f64::NAN }
             );
         }
     }

@@ -323,14 +323,15 @@ pub fn score_candidates(
 }
 
 /// The cache of a prompt prefix shared by many prompts (the system message and template):
-/// computed once, it lets each prompt run only its own suffix. It runs the f32 weights
-/// ([`Mode::InferF32`]), like [`extend_cache`] and [`last_hidden_after`], so that a score
-/// built on it does not depend on how long the prefix is or how many prompts share it.
+/// computed once, it lets each prompt run only its own suffix. It runs in the model's exact
+/// mode ([`Llama::exact_mode`]: f32 or bf16 products at any row count), like [`extend_cache`]
+/// and [`last_hidden_after`], so that a score built on it does not depend on how long the
+/// prefix is or how many prompts share it.
 pub fn prefix_cache(model: &Llama, prefix: &[u32]) -> Result<KvCache> {
     let mut cache = KvCache::new(model.blocks.len());
     if !prefix.is_empty() {
         let input = Tensor::new(prefix, model.device())?.unsqueeze(0)?;
-        model.forward_hidden(&input, &mut cache, Mode::InferF32)?;
+        model.forward_hidden(&input, &mut cache, model.exact_mode())?;
     }
     Ok(cache)
 }
@@ -341,7 +342,7 @@ pub fn extend_cache(model: &Llama, prefix: &KvCache, tokens: &[u32]) -> Result<K
     let mut cache = prefix.broadcast(1)?;
     if !tokens.is_empty() {
         let input = Tensor::new(tokens, model.device())?.unsqueeze(0)?;
-        model.forward_hidden(&input, &mut cache, Mode::InferF32)?;
+        model.forward_hidden(&input, &mut cache, model.exact_mode())?;
     }
     Ok(cache)
 }
@@ -349,7 +350,7 @@ pub fn extend_cache(model: &Llama, prefix: &KvCache, tokens: &[u32]) -> Result<K
 /// Final hidden state `[n, hidden]` of the last token of each `prefix ++ suffix`, for a
 /// batch-1 `prefix` cache. The suffixes run side by side as one sequence without padding,
 /// each attending to the prefix and to its own tokens only ([`Llama::forward_hidden_tree`]),
-/// on the f32 weights at any row count ([`Mode::InferF32`]): a prompt's result does not
+/// in the model's exact mode ([`Llama::exact_mode`]): a prompt's result does not
 /// depend on which prompts run beside it, up to float rounding (a store of scores relies on
 /// it).
 pub fn last_hidden_after(model: &Llama, prefix: &KvCache, suffixes: &[Vec<u32>]) -> Result<Tensor> {
@@ -377,7 +378,7 @@ pub fn last_hidden_after(model: &Llama, prefix: &KvCache, suffixes: &[Vec<u32>])
     let n = toks.len();
     let mut cache = prefix.clone();
     let input = Tensor::from_vec(toks, (1, n), model.device())?;
-    let h = model.forward_hidden_tree(&input, &mut cache, &parents, Mode::InferF32)?;
+    let h = model.forward_hidden_tree(&input, &mut cache, &parents, model.exact_mode())?;
     Ok(h.squeeze(0)?
         .index_select(&Tensor::new(rows.as_slice(), model.device())?, 0)?)
 }

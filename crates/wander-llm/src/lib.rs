@@ -20,6 +20,7 @@
 #![deny(missing_docs)]
 
 pub mod bench;
+pub mod bf16;
 mod decode;
 pub mod device;
 pub mod error;

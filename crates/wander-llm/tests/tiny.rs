@@ -1035,3 +1035,48 @@ fn the_same_model_on_a_gpu_gives_the_cpus_logits_loss_and_gradients() {
     let (loss, _) = batch_loss(&on_gpu, &Objective::Regression(head), &labelled, 0).unwrap();
     assert!(loss.to_scalar::<f32>().unwrap().is_finite());
 }
+
+#[test]
+fn the_bf16_exact_mode_scores_a_suffix_the_same_alone_and_stays_near_f32() {
+    use wander_llm::generate::{last_hidden_after, prefix_cache};
+    let (mut model, _) = Llama::random(tiny(), 31).unwrap();
+    let prompt = [1u32, 12, 13, 20];
+    let suffixes = vec![vec![30u32, 31, 2], vec![40u32, 2], vec![41u32, 42, 43, 2]];
+    let hidden = |model: &Llama, suffixes: &[Vec<u32>]| {
+        let cache = prefix_cache(model, &prompt).unwrap();
+        last_hidden_after(model, &cache, suffixes)
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap()
+    };
+    let f32_rows = hidden(&model, &suffixes);
+    assert!(model.set_exact_mode(Mode::Infer).is_err());
+    model.set_exact_mode(Mode::InferBf16).unwrap();
+    let bf16_rows = hidden(&model, &suffixes);
+    for (i, s) in suffixes.iter().enumerate() {
+        let alone = hidden(&model, std::slice::from_ref(s));
+        if wander_llm::bf16::supported() {
+            // The kernel sums each row in one fixed order: the same bits in any batch.
+            assert_eq!(alone[0], bf16_rows[i], "suffix {i}");
+        }
+        let norm = f32_rows[i].iter().map(|v| v * v).sum::<f32>().sqrt();
+        let gap = f32_rows[i]
+            .iter()
+            .zip(&bf16_rows[i])
+            .map(|(a, b)| (a - b) * (a - b))
+            .sum::<f32>()
+            .sqrt();
+        // bf16 keeps 8 significant bits: a relative error of a few thousandths per product.
+        assert!(
+            gap < 0.03 * norm,
+            "suffix {i}: {gap} against a norm of {norm}"
+        );
+        if wander_llm::bf16::supported() {
+            assert!(gap > 0.0, "suffix {i}: the bf16 kernel did not run");
+        }
+    }
+    assert_eq!(
+        model.exact_kernel_id(),
+        wander_llm::bf16::kernel_id().unwrap_or("f32")
+    );
+}

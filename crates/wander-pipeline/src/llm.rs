@@ -256,6 +256,15 @@ impl NoveltyPrompter {
     }
 }
 
+/// Names `alignment.products` in a stage's settings where it is not f32 (so that stages
+/// computed before the setting existed stay fresh): the judge's scores depend on it.
+pub(crate) fn add_alignment_products(ctx: &StageContext, slice: &mut serde_json::Value) {
+    let products = ctx.config.alignment.products;
+    if products != wander_core::config::AlignmentProducts::F32 {
+        slice["alignment_products"] = serde_json::json!(products);
+    }
+}
+
 /// `base` with a trained adapter (the configured rank and targets) folded into its weights.
 pub(crate) fn with_adapter_merged(
     ctx: &StageContext,
@@ -297,7 +306,11 @@ pub(crate) fn load_models(
     let merged = |adapter: File| -> crate::Result<_> {
         Ok(with_adapter_merged(ctx, run, &base, adapter)?.to_device(&device)?)
     };
-    let alignment = merged(ALIGNMENT_ADAPTER)?;
+    let mut alignment = merged(ALIGNMENT_ADAPTER)?;
+    alignment.set_exact_mode(match ctx.config.alignment.products {
+        wander_core::config::AlignmentProducts::F32 => wander_llm::model::Mode::InferF32,
+        wander_core::config::AlignmentProducts::Bf16 => wander_llm::model::Mode::InferBf16,
+    })?;
     let trained = crate::stages::alignment::trained(run)?;
     let readout = match trained.output() {
         wander_core::config::AlignmentOutput::Scalar => {

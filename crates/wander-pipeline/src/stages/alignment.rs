@@ -216,7 +216,9 @@ pub(crate) fn train_alignment_slice(ctx: &StageContext) -> Value {
 
 /// The configuration `wander eval alignment` depends on.
 pub(crate) fn eval_alignment_slice(ctx: &StageContext) -> Value {
-    json!({"bootstrap_rounds": ctx.config.alignment.bootstrap_rounds, "seed": ctx.config.run.seed})
+    let mut slice = json!({"bootstrap_rounds": ctx.config.alignment.bootstrap_rounds, "seed": ctx.config.run.seed});
+    crate::llm::add_alignment_products(ctx, &mut slice);
+    slice
 }
 
 /// The parent alignment model that `alignment.warm_start` names: its adapter, and its head

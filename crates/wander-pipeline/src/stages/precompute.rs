@@ -156,6 +156,7 @@ pub(crate) fn precompute_slice(ctx: &StageContext) -> Value {
         slice["precompute"]["score"] = json!(cfg.score);
         slice["precompute"]["draws"] = json!(proposal_draws(cfg));
     }
+    crate::llm::add_alignment_products(ctx, &mut slice);
     let llm = &ctx.config.llm;
     if llm.backend == LlmBackend::OpenAi {
         // The server's weights are outside the run: its address and model name stand for them.
@@ -337,6 +338,7 @@ pub fn precompute(
                 ),
                 &inputs,
                 json!({"scorer": "full-trie-v2", "temperature": cfg.temperature, "normalize": cfg.normalize, "answers": wander_core::hash::sha256_hex(serde_json::to_string(&models.answers)?.as_bytes())}),
+                models.alignment.exact_kernel_id(),
             )?;
             let bar = wander_core::progress::bar(todo_pairs as u64, "precompute", "pairs");
             // Through a server, the bar's message counts requests: pairs move a chunk at a time.

@@ -106,12 +106,15 @@ impl ModelWork {
     /// settings; `novelty` is false where a server proposes (it keeps its own cache), and
     /// `alignment` where the scorer's result for a prompt depends on the prompts beside it
     /// (the label written as text is scored in batches of equal-length prompts).
+    /// `alignment_kernel` names the alignment model's exact products
+    /// ([`wander_llm::model::Llama::exact_kernel_id`]).
     pub(crate) fn open(
         run_root: &Path,
         enabled: bool,
         (novelty, alignment): (bool, bool),
         inputs: &BTreeMap<String, String>,
         novelty_settings: serde_json::Value,
+        alignment_kernel: &str,
     ) -> crate::Result<Self> {
         let dir = run_root.join(".work").join("precompute-store");
         let open = |kind: &str, other: StageId, settings: serde_json::Value, magic| {
@@ -133,7 +136,12 @@ impl ModelWork {
                 Some(open(
                     "alignment",
                     StageId::TrainNovelty,
-                    json!({}),
+                    // f32 names nothing, so that stores written before bf16 existed are read.
+                    if alignment_kernel == "f32" {
+                        json!({})
+                    } else {
+                        json!({ "products": alignment_kernel })
+                    },
                     ALIGNMENT_MAGIC,
                 )?)
             } else {
