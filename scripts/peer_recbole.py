@@ -133,9 +133,14 @@ def main():
     start = time.perf_counter()
     curve = []
 
+    progress = open(os.path.join(args.out_dir, "curve.jsonl"), "w")
+
     def after_validation(epoch, score):
         curve.append({"epoch": epoch + 1, "valid_ndcg10": float(score),
                       "seconds": time.perf_counter() - start})
+        # One line per epoch as it ends, so a run stopped early still shows its curve.
+        progress.write(json.dumps(curve[-1]) + "\n")
+        progress.flush()
 
     best_valid, _ = trainer.fit(train_data, valid_data, saved=True, show_progress=False,
                                 callback_fn=after_validation)

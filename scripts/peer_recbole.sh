@@ -11,8 +11,6 @@
 #
 # RecBole and torch come from PyPI, once, into .wander/tools/recbole (about 4 GB).
 #
-# Status (2026-12-02): written by a session that was cut off; syntax-checked, not yet run end
-# to end, so BENCHMARKS.md has no figure from it yet.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/recbole_venv.sh
@@ -22,7 +20,9 @@ bin=$target/release/wander
 run=${RUN:-runs/peer-recbole}
 set_run=(--set "run.dir=\"$run\"")
 threads=$(nproc)
-out=$(mktemp -d)
+out=${OUT:-$(mktemp -d)}
+mkdir -p "$out"
+echo "raw outputs (each RecBole epoch's validation as it ends: $out/SETTINGS/curve.jsonl): $out" >&2
 "$bin" "${set_run[@]}" ingest > /dev/null
 "$bin" "${set_run[@]}" taxonomy > /dev/null
 "$bin" "${set_run[@]}" --json train items --force > "$out/train.json"

@@ -134,31 +134,26 @@ trait RowKernel: Send + Sync + 'static {
     fn times(&self, x: &[f32], rows: usize) -> Vec<f32>;
 }
 
-impl RowKernel for crate::q8::Q8Matrix {
-    const NAME: &'static str = "q8-vnni-matmul";
-    fn out_width(&self) -> usize {
-        self.rows()
-    }
-    fn in_width(&self) -> usize {
-        self.cols()
-    }
-    fn times(&self, x: &[f32], rows: usize) -> Vec<f32> {
-        self.matmul(x, rows)
-    }
+/// [`RowKernel`] for a packed matrix type with `rows`, `cols` and `matmul(x, rows)`.
+macro_rules! row_kernel {
+    ($kernel:ty, $name:literal) => {
+        impl RowKernel for $kernel {
+            const NAME: &'static str = $name;
+            fn out_width(&self) -> usize {
+                self.rows()
+            }
+            fn in_width(&self) -> usize {
+                self.cols()
+            }
+            fn times(&self, x: &[f32], rows: usize) -> Vec<f32> {
+                self.matmul(x, rows)
+            }
+        }
+    };
 }
 
-impl RowKernel for crate::bf16::Bf16Matrix {
-    const NAME: &'static str = "bf16-avx512-matmul";
-    fn out_width(&self) -> usize {
-        self.rows()
-    }
-    fn in_width(&self) -> usize {
-        self.cols()
-    }
-    fn times(&self, x: &[f32], rows: usize) -> Vec<f32> {
-        self.matmul(x, rows)
-    }
-}
+row_kernel!(crate::q8::Q8Matrix, "q8-vnni-matmul");
+row_kernel!(crate::bf16::Bf16Matrix, "bf16-avx512-matmul");
 
 /// `x W^T` on one of wander's own kernels (inference only: no backward pass).
 struct KernelMatmul<K: RowKernel> {
