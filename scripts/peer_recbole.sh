@@ -42,13 +42,15 @@ t = json.load(open(f"{out}/train.json"))
 e = json.load(open(f"{out}/eval.json"))
 hist = json.load(open(os.path.join(run, "train_items", "train_report.json")))
 best = hist["best_epoch"]
-to_best = sum(ep["train_seconds"] + ep["eval_seconds"] for ep in hist["epochs"][:best])
+# The train summary gives the mean seconds of an epoch's training and of its validation.
+per_epoch = t["seconds_per_epoch"] + t["eval_seconds_per_epoch"]
+to_best = best * per_epoch
 s = e["summary"]["methods"]["sasrec"] if "summary" in e else e["methods"]["sasrec"]
 print("| system | settings | test NDCG@10 | test Recall@10 | best valid NDCG@10 (epoch) | seconds to best | epochs, seconds in all |")
 print("|---|---|---|---|---|---|---|")
 print(f"| wander | wander.toml [items] | {s['ndcg_at_10']['mean']:.4f} | {s['recall_at_10']['mean']:.4f} "
       f"| {hist['best_valid_ndcg10']:.4f} ({best}) | {to_best:.0f} "
-      f"| {len(hist['epochs'])}, {sum(ep['train_seconds'] + ep['eval_seconds'] for ep in hist['epochs']):.0f} |")
+      f"| {len(hist['epochs'])}, {t['wall_seconds']:.0f} |")
 for f in sorted(glob.glob(f"{out}/recbole-*.json")):
     r = json.load(open(f))
     print(f"| RecBole {r['recbole']} (torch {r['torch']}) | {r['settings']} | {r['test_ndcg10']:.4f} "
