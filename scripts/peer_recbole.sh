@@ -10,6 +10,8 @@
 #   SETTINGS=wander EPOCHS=10 bash scripts/peer_recbole.sh   # one RecBole run, at most 10 epochs
 #
 # RecBole and torch come from PyPI, once, into .wander/tools/recbole (about 4 GB).
+# First run end to end on 2026-12-07 (BENCHMARKS.md, "SASRec against RecBole's"): about 10
+# minutes with wander's settings, about 2 minutes an epoch with RecBole's defaults on 2 cores.
 #
 set -euo pipefail
 cd "$(dirname "$0")/.."
