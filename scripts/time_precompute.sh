@@ -6,7 +6,7 @@
 #
 #   bash scripts/time_precompute.sh                     # 200 pairs, into runs/time-precompute
 #   BIN=target/base/release/wander OUT=runs/tp-base PAIRS=200 bash scripts/time_precompute.sh
-#   PRODUCTS=bf16 OUT=runs/tp-bf16 bash scripts/time_precompute.sh   # alignment.products
+#   PRODUCTS=f32 OUT=runs/tp-f32 bash scripts/time_precompute.sh   # alignment.products (default bf16)
 #
 # Not a test: the figures go to BENCHMARKS.md with the command.
 set -euo pipefail
@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 bin=${BIN:-target/release/wander}
 out=${OUT:-runs/time-precompute}
 pairs=${PAIRS:-200}
-products=${PRODUCTS:-f32}
+products=${PRODUCTS:-bf16}
 m1=runs/replay/m1
 m2=runs/replay/m2
 test -d "$m2/train_alignment" || { echo "time_precompute: run scripts/replay_refresh.sh first ($m2)"; exit 1; }
