@@ -748,6 +748,32 @@ fn aggregate_checks(dir: &std::path::Path, base: &dyn Fn(&mut std::process::Comm
         "{s}"
     );
     assert!(dir.join("run/aggregate/manifest.json").is_file());
+    // The log stages on the engine (the taxonomy's popularity and co-consumption, the
+    // transitions, the feedback labels) write the in-memory miners' artifacts, byte for byte.
+    let log_stages = |setting: &[&str], mined_on: Option<&str>| -> Vec<serde_json::Value> {
+        ["taxonomy", "transitions", "feedback"]
+            .iter()
+            .map(|stage| {
+                let mut cmd = wander(dir);
+                base(&mut cmd);
+                let out = run(cmd.args(setting).args([stage, "--force"]));
+                assert!(out.status.success(), "{stage}: {}", stderr(&out));
+                let manifest: serde_json::Value = serde_json::from_slice(
+                    &std::fs::read(dir.join("run").join(stage).join("manifest.json")).unwrap(),
+                )
+                .unwrap();
+                assert_eq!(
+                    manifest["summary"]["engine"]["engine"].as_str(),
+                    mined_on,
+                    "{stage}: {manifest}"
+                );
+                manifest["outputs"].clone()
+            })
+            .collect()
+    };
+    let in_memory = log_stages(&[], None);
+    let engine = ["--set", "engine.log_stages=\"engine\""];
+    assert_eq!(log_stages(&engine, Some("embedded")), in_memory);
     // The same stage on Ballista: `wander-ballista` sits next to `wander` in the target folder.
     let exe = std::path::Path::new(env!("CARGO_BIN_EXE_wander"));
     let launcher = exe.with_file_name("wander-ballista");
@@ -773,12 +799,22 @@ fn aggregate_checks(dir: &std::path::Path, base: &dyn Fn(&mut std::process::Comm
     let mut agg = wander(dir);
     base(&mut agg);
     let out = run(agg.args(["aggregate", "--check", "--force", "--engine", &url]));
+    let on_ballista = log_stages(
+        &[
+            engine[0],
+            engine[1],
+            "--set",
+            &format!("engine.url=\"{url}\""),
+        ],
+        Some(&url),
+    );
     let _ = cluster.kill();
     let _ = cluster.wait();
     assert!(out.status.success(), "{}", stderr(&out));
     let s = json(&out);
     assert_eq!(s["matches_in_memory"], true);
     assert_eq!(s["engine"], url.as_str());
+    assert_eq!(on_ballista, in_memory);
     let mut bad = wander(dir);
     base(&mut bad);
     let out = run(bad.args(["aggregate", "--engine", "spark://x:1"]));

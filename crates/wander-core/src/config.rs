@@ -136,6 +136,8 @@ pub struct EngineConfig {
     pub partitions: usize,
     /// Where spill files go (empty: `<run.dir>/.work/spill`).
     pub spill_dir: String,
+    /// Where `wander taxonomy`, `wander transitions` and `wander feedback` mine the log.
+    pub log_stages: LogStages,
 }
 
 /// `[simulate]`
@@ -774,6 +776,18 @@ mode_enum!(
         /// Weights and activations rounded to bf16, products summed in f32: about 1.8x the
         /// f32 rate on a CPU with AVX-512 BF16; f32 on other CPUs and on a GPU.
         Bf16 = "bf16",
+    }
+);
+
+mode_enum!(
+    /// Where the log stages (`wander taxonomy`, `wander transitions`, `wander feedback`) mine
+    /// the log (`engine.log_stages`).
+    LogStages {
+        /// The in-memory miners, on the ingested log loaded whole.
+        Memory = "memory",
+        /// SQL plans on the engine of `engine.url` over the ingested log's Parquet, in the
+        /// engine's bounded memory (a build with `--features engine`); the same artifacts.
+        Engine = "engine",
     }
 );
 

@@ -17,7 +17,9 @@ mod text;
 
 pub use error::DataError;
 pub use formats::load;
-pub use parquet_io::{read_dataset, write_dataset, INTERACTIONS_FILE, ITEMS_FILE, USERS_FILE};
+pub use parquet_io::{
+    read_catalogue, read_dataset, write_dataset, INTERACTIONS_FILE, ITEMS_FILE, USERS_FILE,
+};
 pub use rebase::{concat, rebase, Rebased};
 pub use split::{leave_last_out, temporal_split, Split};
 

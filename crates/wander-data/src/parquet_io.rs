@@ -200,8 +200,10 @@ macro_rules! typed_col {
     };
 }
 
-/// Reads a dataset written by [`write_dataset`] from a verified stage.
-pub fn read_dataset(stage: &StageReader) -> Result<Dataset, DataError> {
+/// Reads the catalogue of a dataset written by [`write_dataset`]: users, items and the
+/// names of the feedback columns, without the interactions (for the stages that mine the
+/// log on the SQL engine; its `interactions` are empty).
+pub fn read_catalogue(stage: &StageReader) -> Result<Dataset, DataError> {
     let mut ds = Dataset::default();
     let path = stage.path(USERS_FILE)?;
     for b in read_batches(&path, Origin::Artifact)? {
@@ -247,17 +249,29 @@ pub fn read_dataset(stage: &StageReader) -> Result<Dataset, DataError> {
         }
     }
     let path = stage.path(INTERACTIONS_FILE)?;
-    let mut it = Interactions::default();
+    let file =
+        File::open(&path).map_err(|e| DataError::Core(wander_core::CoreError::io(&path, e)))?;
+    let schema = ParquetRecordBatchReaderBuilder::try_new(file)
+        .map_err(|e| pq_err(&path, e))?
+        .schema()
+        .clone();
+    ds.feedback_columns = schema
+        .fields()
+        .iter()
+        .filter_map(|f| f.name().strip_prefix(FEEDBACK_PREFIX).map(str::to_string))
+        .collect();
+    Ok(ds)
+}
+
+/// Reads a dataset written by [`write_dataset`] from a verified stage.
+pub fn read_dataset(stage: &StageReader) -> Result<Dataset, DataError> {
+    let mut ds = read_catalogue(stage)?;
+    let path = stage.path(INTERACTIONS_FILE)?;
+    let mut it = Interactions {
+        feedback: vec![Vec::new(); ds.feedback_columns.len()],
+        ..Interactions::default()
+    };
     for b in read_batches(&path, Origin::Artifact)? {
-        if ds.feedback_columns.is_empty() {
-            ds.feedback_columns = b
-                .schema()
-                .fields()
-                .iter()
-                .filter_map(|f| f.name().strip_prefix(FEEDBACK_PREFIX).map(str::to_string))
-                .collect();
-            it.feedback = vec![Vec::new(); ds.feedback_columns.len()];
-        }
         it.user
             .extend(typed_col!(&path, &b, "user", UInt32Type).values().iter());
         it.item

@@ -23,7 +23,9 @@ use futures::StreamExt;
 use serde::Serialize;
 
 pub use output::{read_co_consumption, read_label_parts, read_transitions};
-pub use output::{LabelPartRow, PairCountRow, TransitionRow};
+pub use output::{read_feedback_counts, read_item_counts, read_transition_events};
+pub use output::{FeedbackCountRow, ItemCountRow, LabelPartRow, PairCountRow};
+pub use output::{TransitionEventRow, TransitionRow};
 
 /// Stack of each async worker thread of the engine's runtimes (the embedded engine's and
 /// `wander-ballista`'s scheduler and executor). DataFusion and Ballista decode and plan
@@ -221,8 +223,33 @@ pub fn run(
     queries: &[(&str, String)],
     out_dir: &Path,
 ) -> Result<RunSummary> {
-    check_input(&inputs.events)?;
-    check_input(&inputs.clusters)?;
+    let tables = [
+        ("events", inputs.events.as_path()),
+        ("clusters", inputs.clusters.as_path()),
+    ];
+    run_tables(engine, &tables, queries, out_dir)
+}
+
+/// [`run`] for queries that read only the `events` table (those that need no taxonomy, such
+/// as [`sql::co_consumption`] and [`sql::item_train_interactions`]).
+pub fn run_on_events(
+    engine: &Engine,
+    events: &Path,
+    queries: &[(&str, String)],
+    out_dir: &Path,
+) -> Result<RunSummary> {
+    run_tables(engine, &[("events", events)], queries, out_dir)
+}
+
+fn run_tables(
+    engine: &Engine,
+    tables: &[(&'static str, &Path)],
+    queries: &[(&str, String)],
+    out_dir: &Path,
+) -> Result<RunSummary> {
+    for (_, path) in tables {
+        check_input(path)?;
+    }
     std::fs::create_dir_all(out_dir).map_err(|e| EngineError::Output {
         path: out_dir.into(),
         message: e.to_string(),
@@ -240,12 +267,12 @@ pub fn run(
             path: out_dir.into(),
             message: format!("cannot start the async runtime: {e}"),
         })?;
-    rt.block_on(run_async(engine, inputs, queries, out_dir))
+    rt.block_on(run_async(engine, tables, queries, out_dir))
 }
 
 async fn run_async(
     engine: &Engine,
-    inputs: &Inputs,
+    tables: &[(&'static str, &Path)],
     queries: &[(&str, String)],
     out_dir: &Path,
 ) -> Result<RunSummary> {
@@ -276,8 +303,9 @@ async fn run_async(
             })
         }
     };
-    register("events", &inputs.events).await?;
-    register("clusters", &inputs.clusters).await?;
+    for (name, path) in tables {
+        register(name, path).await?;
+    }
     let events = count_rows(&ctx, "events")
         .await
         .map_err(|e| qerr("count", &e))?;

@@ -203,3 +203,99 @@ pub fn read_co_consumption(path: &Path) -> Result<Vec<PairCountRow>> {
     out.sort_unstable();
     Ok(out)
 }
+
+/// One row of `transition_events.parquet`: one user's transition, at the engagement that
+/// made it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct TransitionEventRow {
+    /// The engagement's position in the log's (user, time) order.
+    pub seq: u64,
+    /// User.
+    pub user: u32,
+    /// Older history cluster.
+    pub c1: u32,
+    /// Recent history cluster.
+    pub c2: u32,
+    /// Next novel cluster.
+    pub next: u32,
+    /// Period of the engagement with `next`.
+    pub split: u8,
+}
+
+/// Reads `transition_events.parquet`, in `seq` order (the log's order, whatever order the
+/// engine's partitions wrote the rows in).
+pub fn read_transition_events(path: &Path) -> Result<Vec<TransitionEventRow>> {
+    let mut out = Vec::new();
+    for b in read_all(path)? {
+        let [user, seq, c1, c2, next, split] =
+            ["user", "seq", "c1", "c2", "next", "split"].map(|c| ints(path, &b, c));
+        let (user, seq, c1, c2, next, split) = (user?, seq?, c1?, c2?, next?, split?);
+        for k in 0..b.num_rows() {
+            out.push(TransitionEventRow {
+                seq: seq[k] as u64,
+                user: user[k] as u32,
+                c1: c1[k] as u32,
+                c2: c2[k] as u32,
+                next: next[k] as u32,
+                split: split[k] as u8,
+            });
+        }
+    }
+    out.sort_unstable();
+    Ok(out)
+}
+
+/// One row of `feedback_counts.parquet`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct FeedbackCountRow {
+    /// Period.
+    pub split: u8,
+    /// Feedback events (engagements outside the user's interest state).
+    pub events: u64,
+    /// Those of them that were positive.
+    pub positive: u64,
+}
+
+/// Reads `feedback_counts.parquet`, sorted by period.
+pub fn read_feedback_counts(path: &Path) -> Result<Vec<FeedbackCountRow>> {
+    let mut out = Vec::new();
+    for b in read_all(path)? {
+        let [split, events, positive] = ["split", "events", "positive"].map(|c| ints(path, &b, c));
+        let (split, events, positive) = (split?, events?, positive?);
+        for k in 0..b.num_rows() {
+            out.push(FeedbackCountRow {
+                split: split[k] as u8,
+                events: events[k] as u64,
+                positive: positive[k] as u64,
+            });
+        }
+    }
+    out.sort_unstable();
+    Ok(out)
+}
+
+/// One row of `item_train_interactions.parquet`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ItemCountRow {
+    /// Item.
+    pub item: u32,
+    /// Count.
+    pub n: u64,
+}
+
+/// Reads `item_train_interactions.parquet`, sorted by item.
+pub fn read_item_counts(path: &Path) -> Result<Vec<ItemCountRow>> {
+    let mut out = Vec::new();
+    for b in read_all(path)? {
+        let [item, n] = ["item", "n"].map(|c| ints(path, &b, c));
+        let (item, n) = (item?, n?);
+        for k in 0..b.num_rows() {
+            out.push(ItemCountRow {
+                item: item[k] as u32,
+                n: n[k] as u64,
+            });
+        }
+    }
+    out.sort_unstable();
+    Ok(out)
+}

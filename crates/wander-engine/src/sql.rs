@@ -33,7 +33,7 @@ fn quote(name: &str) -> String {
 
 /// The shared prefix: every engagement with its cluster and the interest state before it.
 ///
-/// Columns of `state_rows`: `u, c, split, sig, chg, s1, s2` where `chg = 1` marks a positive
+/// Columns of `state_rows`: `u, seq, c, positive, split, sig, chg, s1, s2` where `chg = 1` marks a positive
 /// engagement that moves the state on, and `(s1, s2)` is the state before the row (`s1` is
 /// [`NO_CLUSTER`] while the user has only one positive cluster so far).
 fn state_ctes(signal: &Signal) -> String {
@@ -63,24 +63,24 @@ last_positive AS (
   FROM running
 ),
 changes AS (
-  SELECT u, seq, c, split, sig, lp,
+  SELECT u, seq, c, positive, split, sig, lp,
          CASE WHEN positive AND (lp IS NULL OR lp % {CLUSTER_SPACE} <> c) THEN 1 ELSE 0 END AS chg
   FROM last_positive
 ),
 numbered AS (
-  SELECT u, seq, c, split, sig, lp, chg,
+  SELECT u, seq, c, positive, split, sig, lp, chg,
          SUM(chg) OVER ({w} CURRENT ROW) AS cn
   FROM changes
 ),
 states AS (
-  SELECT u, c, split, sig, chg,
+  SELECT u, seq, c, positive, split, sig, chg,
          MAX(CASE WHEN chg = 1
                   THEN cn * {STATE_SPACE} + COALESCE(lp % {CLUSTER_SPACE}, {NO_CLUSTER}) * {CLUSTER_SPACE} + c
              END) OVER ({w} 1 PRECEDING) AS st
   FROM numbered
 ),
 state_rows AS (
-  SELECT u, c, split, sig, chg,
+  SELECT u, seq, c, positive, split, sig, chg,
          CAST((st % {STATE_SPACE} - st % {CLUSTER_SPACE}) / {CLUSTER_SPACE} AS BIGINT) AS s1,
          st % {CLUSTER_SPACE} AS s2
   FROM states WHERE st IS NOT NULL
@@ -97,6 +97,32 @@ SELECT split, s1 AS c1, s2 AS c2, c AS next, COUNT(*) AS n
 FROM state_rows
 WHERE chg = 1 AND s1 <> {NO_CLUSTER} AND c <> s1
 GROUP BY split, s1, s2, c",
+        state_ctes(&Signal::Positive)
+    )
+}
+
+/// Every transition, one row per engagement that made it: `user, seq, c1, c2, next, split`
+/// (the rows behind [`transitions`]' counts; `seq` orders them as the log does).
+pub fn transition_events() -> String {
+    format!(
+        "WITH {}
+SELECT u AS \"user\", seq, s1 AS c1, s2 AS c2, c AS next, split
+FROM state_rows
+WHERE chg = 1 AND s1 <> {NO_CLUSTER} AND c <> s1",
+        state_ctes(&Signal::Positive)
+    )
+}
+
+/// Feedback events per period: `split, events, positive` — every engagement (positive or
+/// not, with or without a feedback value) with a cluster outside the user's two-cluster
+/// interest state.
+pub fn feedback_counts() -> String {
+    format!(
+        "WITH {}
+SELECT split, COUNT(*) AS events, SUM(CASE WHEN positive THEN 1 ELSE 0 END) AS positive
+FROM state_rows
+WHERE s1 <> {NO_CLUSTER} AND c <> s1 AND c <> s2
+GROUP BY split",
         state_ctes(&Signal::Positive)
     )
 }
@@ -161,6 +187,13 @@ WHERE other IS NOT NULL AND other <> item
 GROUP BY CASE WHEN d <= {window} THEN item ELSE other END,
          CASE WHEN d <= {window} THEN other ELSE item END"
     )
+}
+
+/// Each item's interactions (positive or not) in the training period: `item, n` (items with
+/// none are absent).
+pub fn item_train_interactions() -> String {
+    "SELECT CAST(item AS BIGINT) AS item, COUNT(*) AS n FROM events WHERE split = 0 GROUP BY item"
+        .to_string()
 }
 
 /// The named queries of one aggregation run, in run order.

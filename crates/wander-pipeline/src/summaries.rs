@@ -113,18 +113,43 @@ pub struct TransitionsSummary {
     pub sft_eval_examples: usize,
     /// Planner-level clusters.
     pub clusters: usize,
+    /// Where the log was mined, when on the SQL engine (`engine.log_stages = "engine"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<EngineMining>,
+}
+
+/// A log stage's mining on the SQL engine.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EngineMining {
+    /// `embedded` or the scheduler's URL.
+    pub engine: String,
+    /// Events in the log.
+    pub events: u64,
+    /// Seconds of the stage's queries (planning to the last row written).
+    pub seconds: f64,
+}
+
+impl fmt::Display for EngineMining {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            " (mined on {}: {} events in {:.1} s)",
+            self.engine, self.events, self.seconds
+        )
+    }
 }
 
 impl fmt::Display for TransitionsSummary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "transitions: train {} over {} pairs (top 10% targets: {:.0}%), test {}; {} fine-tuning examples",
+            "transitions: train {} over {} pairs (top 10% targets: {:.0}%), test {}; {} fine-tuning examples{}",
             self.train.transitions,
             self.train.pairs,
             100.0 * self.train.top10pct_target_share,
             self.test.transitions,
-            self.sft_examples
+            self.sft_examples,
+            self.engine.as_ref().map(|e| e.to_string()).unwrap_or_default()
         )
     }
 }
@@ -467,14 +492,22 @@ pub struct FeedbackSummary {
     /// Pseudo-users of shrinkage towards the candidate's rate (absent: none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shrinkage: Option<f64>,
+    /// Where the log was mined, when on the SQL engine (`engine.log_stages = "engine"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<EngineMining>,
 }
 
 impl fmt::Display for FeedbackSummary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "feedback: {} train labels over {} pairs (mean {:.3}), {} test labels; {} events in training",
-            self.train.labels, self.train.pairs, self.train.label_mean, self.test.labels, self.train.events
+            "feedback: {} train labels over {} pairs (mean {:.3}), {} test labels; {} events in training{}",
+            self.train.labels,
+            self.train.pairs,
+            self.train.label_mean,
+            self.test.labels,
+            self.train.events,
+            self.engine.as_ref().map(|e| e.to_string()).unwrap_or_default()
         )
     }
 }
@@ -703,6 +736,9 @@ pub struct TaxonomySummary {
     /// With `run.parent`: the parent run whose refreshed taxonomy this is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub extends: Option<PathBuf>,
+    /// Where the log was mined, when on the SQL engine (`engine.log_stages = "engine"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<EngineMining>,
 }
 
 impl fmt::Display for TaxonomySummary {
@@ -710,14 +746,15 @@ impl fmt::Display for TaxonomySummary {
         let q = &self.quality;
         write!(
             f,
-            "taxonomy: {} coarse / {} fine clusters, coherence {:.2} (random {:.2}), genre purity {:.2} (random {:.2}); report: {}",
+            "taxonomy: {} coarse / {} fine clusters, coherence {:.2} (random {:.2}), genre purity {:.2} (random {:.2}); report: {}{}",
             q.coarse_clusters,
             q.fine_clusters,
             q.coherence_text,
             q.coherence_text_random,
             q.genre_purity,
             q.genre_purity_random,
-            self.report.display()
+            self.report.display(),
+            self.engine.as_ref().map(|e| e.to_string()).unwrap_or_default()
         )
     }
 }

@@ -91,7 +91,14 @@ fn behavioural_taxonomy(ctx: &StageContext) {
     let w = run.begin(StageId::Taxonomy.folder()).unwrap();
     wander_taxonomy::write(&w, &tax, &ds).unwrap();
     // Its report, with the behavioural vectors standing in for the text embeddings.
-    let (_, markdown) = wander_taxonomy::report(&ds, &tax, &vectors, &vectors, 5);
+    let (_, markdown) = wander_taxonomy::report(
+        &ds,
+        &wander_taxonomy::train_interactions(&ds),
+        &tax,
+        &vectors,
+        &vectors,
+        5,
+    );
     artifacts::report_md(StageId::Taxonomy)
         .write(&w, markdown.as_bytes())
         .unwrap();
@@ -296,6 +303,79 @@ fn log_stages_item_policy_and_serving_bundle_on_a_tiny_log() {
     assert!(stages::Bundle.run(&ctx, false).unwrap().skipped());
     table_by_hand(&ctx, n_clusters);
     assert!(!stages::Bundle.run(&ctx, false).unwrap().skipped());
+}
+
+/// `engine.log_stages = "engine"`: `wander transitions` and `wander feedback` mine the
+/// ingested Parquet on the embedded SQL engine and write the in-memory miners' artifacts,
+/// byte for byte, for both signals the engine computes.
+#[cfg(feature = "engine")]
+#[test]
+fn log_stages_on_the_engine_write_the_in_memory_artifacts() {
+    use wander_core::config::{FeedbackSignal, LogStages};
+    let tmp = tempfile::tempdir().unwrap();
+    let mut ctx = tiny_world(tmp.path());
+    stages::Ingest.run(&ctx, false).unwrap();
+    behavioural_taxonomy(&ctx);
+    let run = RunDir::open(&ctx.config.run.dir).unwrap();
+    let outputs = |stage: StageId| run.read_manifest(stage.folder()).unwrap().outputs;
+    for signal in [FeedbackSignal::Positive, FeedbackSignal::Value] {
+        ctx.config.feedback.signal = signal;
+        ctx.config.engine.log_stages = LogStages::Memory;
+        let memory = [
+            stages::Transitions.run(&ctx, true).unwrap(),
+            stages::Feedback.run(&ctx, true).unwrap(),
+        ];
+        let in_memory = [outputs(StageId::Transitions), outputs(StageId::Feedback)];
+        assert!(memory.iter().all(|s| s.fields().get("engine").is_none()));
+        ctx.config.engine.log_stages = LogStages::Engine;
+        // The engine's choice is not in the stages' slices: the same artifacts either way.
+        assert!(stages::Transitions.run(&ctx, false).unwrap().skipped());
+        let engine = [
+            stages::Transitions.run(&ctx, true).unwrap(),
+            stages::Feedback.run(&ctx, true).unwrap(),
+        ];
+        for (summary, before) in engine.iter().zip(&memory) {
+            assert_eq!(summary.fields()["engine"]["engine"], "embedded", "{summary}");
+            assert_eq!(summary.fields()["engine"]["events"], 6000, "{summary}");
+            assert!(summary.to_string().contains("mined on embedded"), "{summary}");
+            let figures = |fields: &serde_json::Value| {
+                let mut fields = fields.clone();
+                let map = fields.as_object_mut().unwrap();
+                map.remove("engine");
+                map.remove("wall_seconds");
+                fields
+            };
+            assert_eq!(
+                figures(summary.fields()),
+                figures(before.fields()),
+                "{signal:?}"
+            );
+        }
+        let on_engine = [outputs(StageId::Transitions), outputs(StageId::Feedback)];
+        assert_eq!(on_engine, in_memory, "{signal:?}: artifacts differ");
+        assert!(memory[1].fields()["train"]["labels"].as_u64().unwrap() > 10);
+        // Nothing of the engine's scratch work is left behind.
+        assert!(!run.root().join(".work/log_stages/transitions").exists());
+        assert!(!run.root().join(".work/log_stages/feedback").exists());
+    }
+    ctx.config.feedback.signal = FeedbackSignal::Mixed;
+    let e = wander_pipeline::chain(&stages::Feedback.run(&ctx, true).unwrap_err());
+    assert!(e.contains("mixed") && e.contains("log_stages"), "{e}");
+}
+
+/// Without the engine compiled in, asking for it is refused by name, not ignored.
+#[cfg(not(feature = "engine"))]
+#[test]
+fn log_stages_on_the_engine_need_the_engine_feature() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut ctx = tiny_world(tmp.path());
+    stages::Ingest.run(&ctx, false).unwrap();
+    behavioural_taxonomy(&ctx);
+    ctx.config.engine.log_stages = wander_core::config::LogStages::Engine;
+    for stage in [&stages::Transitions as &dyn Stage, &stages::Feedback] {
+        let e = wander_pipeline::chain(&stage.run(&ctx, false).unwrap_err());
+        assert!(e.contains("--features engine"), "{e}");
+    }
 }
 
 #[test]

@@ -24,7 +24,8 @@ use wander_core::rng::Rng;
 use wander_data::Dataset;
 
 pub use report::{
-    between_cluster_share, description_retrieval, era_and_popularity, report, DescriptionRetrieval,
+    between_cluster_share, description_retrieval, era_and_popularity, report, train_interactions,
+    DescriptionRetrieval,
     TaxonomyReport,
 };
 

@@ -84,18 +84,30 @@ pub fn between_cluster_share(values: &[Option<f64>], assign: &[u32], k: usize) -
     Some(ss_between / ss_total)
 }
 
-/// Release years and log(1 + training interactions) of the items, for
-/// [`between_cluster_share`].
-pub fn era_and_popularity(ds: &Dataset) -> (Vec<Option<f64>>, Vec<Option<f64>>) {
-    let mut pop = vec![0usize; ds.items.len()];
+/// Each item's interactions in the training period: the popularity the report weighs
+/// clusters by (computed in memory here; an engine's `GROUP BY item` gives the same).
+pub fn train_interactions(ds: &Dataset) -> Vec<u64> {
+    let mut pop = vec![0u64; ds.items.len()];
     for (i, &s) in ds.interactions.item.iter().zip(&ds.interactions.split) {
         if s == Split::Train {
             pop[*i as usize] += 1;
         }
     }
+    pop
+}
+
+/// Release years and log(1 + training interactions) of the items, for
+/// [`between_cluster_share`].
+pub fn era_and_popularity(
+    items: &[wander_data::Item],
+    train_interactions: &[u64],
+) -> (Vec<Option<f64>>, Vec<Option<f64>>) {
     (
-        ds.items.iter().map(|it| it.year.map(f64::from)).collect(),
-        pop.iter().map(|&p| Some((p as f64).ln_1p())).collect(),
+        items.iter().map(|it| it.year.map(f64::from)).collect(),
+        train_interactions
+            .iter()
+            .map(|&p| Some((p as f64).ln_1p()))
+            .collect(),
     )
 }
 
@@ -232,9 +244,15 @@ pub fn description_retrieval(
     }
 }
 
-/// Computes the report and renders it as Markdown.
+/// Computes the report and renders it as Markdown. Of the log it reads only each item's
+/// training interactions (`train_interactions`, see [`train_interactions`]); `ds` gives the
+/// catalogue.
+///
+/// # Panics
+/// If `train_interactions` does not have one entry per item of `ds`.
 pub fn report(
     ds: &Dataset,
+    train_interactions: &[u64],
     tax: &Taxonomy,
     text: &[Vec<f32>],
     mixed: &[Vec<f32>],
@@ -289,19 +307,18 @@ pub fn report(
         popularity_share: None,
         popularity_share_random: None,
     };
-    let (years, popularity) = era_and_popularity(ds);
+    assert_eq!(
+        train_interactions.len(),
+        ds.items.len(),
+        "one training-interaction count per item"
+    );
+    let (years, popularity) = era_and_popularity(&ds.items, train_interactions);
     let mut r = r;
     r.era_share = between_cluster_share(&years, &tax.item_fine, k);
     r.era_share_random = between_cluster_share(&years, &random, k);
     r.popularity_share = between_cluster_share(&popularity, &tax.item_fine, k);
     r.popularity_share_random = between_cluster_share(&popularity, &random, k);
-    // Popularity: interactions in the training period.
-    let mut pop = vec![0usize; ds.items.len()];
-    for (i, &s) in ds.interactions.item.iter().zip(&ds.interactions.split) {
-        if s == Split::Train {
-            pop[*i as usize] += 1;
-        }
-    }
+    let pop = train_interactions;
     let mut md = String::new();
     md.push_str("# Taxonomy report\n\n");
     md.push_str(&format!(

@@ -81,7 +81,14 @@ fn levels_nest_no_cluster_is_empty_and_descriptions_parse_back() {
         assert_eq!(idx.parse(&c.description), Some(c.id));
         assert!((3..=9).contains(&c.keywords.len()), "{:?}", c.keywords);
     }
-    let (report, md) = wander_taxonomy::report(&ds, &tax, &vecs, &vecs, 1);
+    let (report, md) = wander_taxonomy::report(
+        &ds,
+        &wander_taxonomy::train_interactions(&ds),
+        &tax,
+        &vecs,
+        &vecs,
+        1,
+    );
     assert!(report.descriptions_unique);
     assert!(report.coherence_text > 1.5 * report.coherence_text_random);
     assert!(md.contains("| fine | coarse |"));

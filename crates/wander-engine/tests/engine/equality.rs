@@ -78,6 +78,99 @@ fn many_clusters_and_long_sequences() {
     check(11, 25, 400, 60, 400, 4, 2);
 }
 
+/// The per-engagement queries that `wander transitions` and `wander feedback` read with
+/// `engine.log_stages = "engine"`: the same transitions, in the same order, as the in-memory
+/// miner, and the feedback stage's event counts.
+#[test]
+fn transition_events_and_feedback_counts_match_in_memory() {
+    for seed in 0..4u64 {
+        let log = random_log(seed, 50, 40, 5 + seed as u32, 70);
+        let dir = tempfile::tempdir().unwrap();
+        write_tables(&log, dir.path(), 1 + seed as usize % 3);
+        let inputs = Inputs {
+            events: dir.path().join("events"),
+            clusters: dir.path().join("clusters.parquet"),
+        };
+        let out = dir.path().join("out");
+        wander_engine::run(
+            &embedded(1 + seed as usize % 3),
+            &inputs,
+            &[
+                ("transition_events", sql::transition_events()),
+                ("feedback_counts", sql::feedback_counts()),
+            ],
+            &out,
+        )
+        .unwrap();
+        let rows =
+            wander_engine::read_transition_events(&out.join("transition_events.parquet")).unwrap();
+        let from_engine: Vec<(u32, u32, u32, u32, u8)> = rows
+            .iter()
+            .map(|r| (r.user, r.c1, r.c2, r.next, r.split))
+            .collect();
+        let in_memory: Vec<(u32, u32, u32, u32, u8)> =
+            wander_explore::transitions::mine(&log.ds, &log.assign)
+                .iter()
+                .map(|t| (t.user, t.c1, t.c2, t.next, t.split as u8))
+                .collect();
+        assert!(in_memory.len() > 20, "seed {seed}: too few transitions");
+        assert_eq!(from_engine, in_memory, "seed {seed}");
+        let counts =
+            wander_engine::read_feedback_counts(&out.join("feedback_counts.parquet")).unwrap();
+        let events = wander_explore::feedback::events(&log.ds, &log.assign, usize::MAX);
+        let mut expected = Vec::new();
+        for split in 0..3u8 {
+            let of_split: Vec<_> = events.iter().filter(|e| e.split as u8 == split).collect();
+            if !of_split.is_empty() {
+                expected.push(wander_engine::FeedbackCountRow {
+                    split,
+                    events: of_split.len() as u64,
+                    positive: of_split.iter().filter(|e| e.positive).count() as u64,
+                });
+            }
+        }
+        assert!(expected.len() >= 2, "seed {seed}: periods");
+        assert_eq!(counts, expected, "seed {seed}");
+    }
+}
+
+/// What the taxonomy reads of the log, on the events table alone (no clusters yet): each
+/// item's training interactions and the co-consumption counts, as in memory.
+#[test]
+fn taxonomy_usage_on_the_events_alone_matches_in_memory() {
+    let log = random_log(5, 45, 35, 4, 60);
+    let dir = tempfile::tempdir().unwrap();
+    write_tables(&log, dir.path(), 2);
+    let out = dir.path().join("out");
+    wander_engine::run_on_events(
+        &embedded(2),
+        &dir.path().join("events"),
+        &[
+            ("item_train_interactions", sql::item_train_interactions()),
+            ("co_consumption", sql::co_consumption(3)),
+        ],
+        &out,
+    )
+    .unwrap();
+    let counts =
+        wander_engine::read_item_counts(&out.join("item_train_interactions.parquet")).unwrap();
+    let mut dense = vec![0u64; log.ds.items.len()];
+    for r in &counts {
+        dense[r.item as usize] = r.n;
+    }
+    assert!(counts.iter().all(|r| r.n > 0));
+    assert_eq!(dense, wander_taxonomy::train_interactions(&log.ds));
+    let pairs = wander_engine::read_co_consumption(&out.join("co_consumption.parquet")).unwrap();
+    let (_, _, expected) = crate::common::in_memory(
+        &log,
+        wander_explore::feedback::EventSignal::Positive,
+        usize::MAX,
+        3,
+    );
+    assert!(!pairs.is_empty());
+    assert_eq!(pairs, expected);
+}
+
 #[test]
 fn labels_from_engine_parts_equal_in_memory_labels() {
     let log = random_log(7, 60, 40, 6, 80);

@@ -1,27 +1,18 @@
 //! `wander aggregate`: the log aggregations as DataFusion plans, embedded or on Ballista.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::path::PathBuf;
-use std::sync::Arc;
-
-use arrow_array::ArrayRef;
-use arrow_array::RecordBatch;
-use arrow_array::UInt32Array;
 use serde_json::json;
 use serde_json::Value;
 use wander_core::artifact::RunDir;
-use wander_core::config::FeedbackSignal;
 use wander_engine::sql;
-use wander_engine::Embedded;
-use wander_engine::Engine;
 use wander_engine::Inputs;
 use wander_explore::feedback;
 
+use super::log_engine::{check_events, engine, parquet_files, signal, write_clusters};
 use crate::artifacts::open;
 use crate::common::manifests;
 use crate::common::report;
-use crate::ResultExt;
 use crate::StageContext;
 use crate::StageId;
 use crate::Summary;
@@ -41,112 +32,6 @@ pub struct AggregateArgs {
     pub print_sql: bool,
     /// Redo the stage.
     pub force: bool,
-}
-
-fn signal(ctx: &StageContext) -> crate::Result<sql::Signal> {
-    Ok(match ctx.config.feedback.signal {
-        FeedbackSignal::Positive => sql::Signal::Positive,
-        FeedbackSignal::Value => {
-            sql::Signal::Value(format!("feedback_{}", ctx.config.data.feedback))
-        }
-        // Its per-event values are fractions whose per-user sums an engine may add in
-        // another order than the in-memory miner, so the two could differ in the last bit.
-        FeedbackSignal::Mixed => bail!(
-            "config: feedback.signal = \"mixed\" is not supported by `wander aggregate` (positive or value are); `wander feedback` computes mixed labels in memory"
-        ),
-    })
-}
-
-fn engine(ctx: &StageContext, spec: Option<&str>) -> crate::Result<Engine> {
-    let e = &ctx.config.engine;
-    let spill = if e.spill_dir.is_empty() {
-        ctx.config.run.dir.join(".work").join("spill")
-    } else {
-        PathBuf::from(&e.spill_dir)
-    };
-    let embedded = Embedded {
-        memory_limit: e.memory_limit_mb << 20,
-        partitions: e.partitions,
-        spill_dir: Some(spill),
-    };
-    Ok(Engine::parse(spec.unwrap_or(&e.url), embedded)?)
-}
-
-fn parquet_columns(path: &Path) -> crate::Result<Vec<String>> {
-    let file = std::fs::File::open(path).with_context(|| format!("{}", path.display()))?;
-    let reader = parquet::file::serialized_reader::SerializedFileReader::new(file)
-        .with_context(|| format!("{}: not a Parquet file", path.display()))?;
-    use parquet::file::reader::FileReader;
-    Ok(reader
-        .metadata()
-        .file_metadata()
-        .schema_descr()
-        .columns()
-        .iter()
-        .map(|c| c.name().to_string())
-        .collect())
-}
-
-fn parquet_files(path: &Path) -> crate::Result<Vec<PathBuf>> {
-    if path.is_dir() {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(path)
-            .with_context(|| format!("{}", path.display()))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "parquet"))
-            .collect();
-        files.sort();
-        if files.is_empty() {
-            bail!("{}: no *.parquet files in the folder", path.display());
-        }
-        Ok(files)
-    } else if path.is_file() {
-        Ok(vec![path.to_path_buf()])
-    } else {
-        bail!("{}: not found", path.display())
-    }
-}
-
-/// Checks that the events table has what the queries read, naming the file and column.
-fn check_events(path: &Path, signal: &sql::Signal) -> crate::Result<()> {
-    let first = &parquet_files(path)?[0];
-    let columns = parquet_columns(first)?;
-    let mut needed = vec!["user", "item", "seq", "positive", "split"];
-    if let sql::Signal::Value(c) = signal {
-        needed.push(c);
-    }
-    for c in needed {
-        if !columns.iter().any(|x| x == c) {
-            let hint = if c == "seq" {
-                " (logs ingested before `wander aggregate` existed lack it: run `wander ingest --force`)"
-            } else {
-                ""
-            };
-            bail!(
-                "{}: no column `{c}` (columns: {}){hint}",
-                first.display(),
-                columns.join(", ")
-            );
-        }
-    }
-    Ok(())
-}
-
-fn write_clusters(path: &Path, assign: &[u32]) -> crate::Result<()> {
-    let batch = RecordBatch::try_from_iter([
-        (
-            "item",
-            Arc::new(UInt32Array::from_iter_values(0..assign.len() as u32)) as ArrayRef,
-        ),
-        (
-            "cluster",
-            Arc::new(UInt32Array::from(assign.to_vec())) as ArrayRef,
-        ),
-    ])?;
-    let file = std::fs::File::create(path).with_context(|| format!("{}", path.display()))?;
-    let mut w = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None)?;
-    w.write(&batch)?;
-    w.close()?;
-    Ok(())
 }
 
 /// The in-memory miners' results in the engine's row form, for `--check`.
@@ -229,7 +114,7 @@ fn first_difference<T: PartialEq + std::fmt::Debug>(engine: &[T], memory: &[T]) 
 
 /// `wander aggregate`.
 pub fn aggregate_stage(ctx: &StageContext, args: &AggregateArgs) -> crate::Result<Summary> {
-    let signal = signal(ctx)?;
+    let signal = signal(ctx, "`wander aggregate`")?;
     let window = ctx.config.taxonomy.window;
     let queries = sql::all(&signal, window);
     if args.print_sql {

@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 use serde_json::json;
 use serde_json::Value;
 use wander_core::artifact::RunDir;
+use wander_core::config::LogStages;
 use wander_explore::feedback;
 use wander_explore::feedback::LabelConfig;
 
@@ -45,6 +46,46 @@ pub(crate) fn feedback_slice(ctx: &StageContext) -> Value {
     slice
 }
 
+/// One period's mined feedback: its label parts in canonical order (see
+/// [`feedback::sort_parts`]), its feedback events, and how many of them were positive.
+pub(crate) struct PeriodFeedback {
+    /// Label parts.
+    pub parts: Vec<feedback::LabelPart>,
+    /// Feedback events.
+    pub events: usize,
+    /// Positive ones.
+    pub positive: usize,
+}
+
+/// The three periods' feedback (train, valid, test) from the ingested log loaded whole.
+fn in_memory(
+    ctx: &StageContext,
+    run: &RunDir,
+    cfg: &LabelConfig,
+    assign: &[u32],
+) -> crate::Result<[PeriodFeedback; 3]> {
+    let ds = wander_data::read_dataset(open(run, StageId::Ingest)?.reader())?;
+    let column = ds.feedback_columns.iter().position(|c| *c == ctx.config.data.feedback);
+    if column.is_none() && cfg.signal != feedback::Signal::Positive {
+        bail!(
+            "config: data.feedback: column `{}` is not in the data (columns: {}); feedback.signal = {} needs it",
+            ctx.config.data.feedback,
+            ds.feedback_columns.join(", "),
+            json!(cfg.signal)
+        );
+    }
+    let events = feedback::events(&ds, assign, column.unwrap_or(usize::MAX));
+    let signal = feedback::EventSignal::new(cfg.signal, cfg.value_weight, &events)?;
+    Ok([wander_data::Split::Train, wander_data::Split::Valid, wander_data::Split::Test].map(|split| {
+        let of_split = events.iter().filter(|e| e.split == split);
+        PeriodFeedback {
+            parts: feedback::label_parts(&events, split, &signal),
+            events: of_split.clone().count(),
+            positive: of_split.filter(|e| e.positive).count(),
+        }
+    }))
+}
+
 /// `wander feedback`.
 pub fn feedback_stage(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
     let run = RunDir::open(&ctx.config.run.dir)?;
@@ -53,29 +94,27 @@ pub fn feedback_stage(ctx: &StageContext, force: bool) -> crate::Result<Summary>
     let cfg = label_config(ctx);
     let margin = ctx.config.feedback.pairwise_margin;
     let outcome = run.run_stage(StageId::Feedback.folder(), slice, inputs, force, |w| -> crate::Result<Value> {
-        let ds = wander_data::read_dataset(open(&run, StageId::Ingest)?.reader())?;
         let tax = wander_taxonomy::read(open(&run, StageId::Taxonomy)?.reader())?;
         let clusters = tax.planner_clusters();
-        let column = ds.feedback_columns.iter().position(|c| *c == ctx.config.data.feedback);
-        if column.is_none() && cfg.signal != feedback::Signal::Positive {
-            bail!(
-                "config: data.feedback: column `{}` is not in the data (columns: {}); feedback.signal = {} needs it",
-                ctx.config.data.feedback,
-                ds.feedback_columns.join(", "),
-                json!(cfg.signal)
-            );
-        }
-        let events = feedback::events(&ds, tax.planner_assign(), column.unwrap_or(usize::MAX));
+        let (mined, engine) = match ctx.config.engine.log_stages {
+            LogStages::Memory => (in_memory(ctx, &run, &cfg, tax.planner_assign())?, None),
+            LogStages::Engine => {
+                let (mined, mining) = super::log_engine::feedback(ctx, &run, tax.planner_assign())?;
+                (mined, Some(mining))
+            }
+        };
         let mut periods = Vec::new();
         let describe = |c: u32| clusters[c as usize].description.clone();
-        for (name, split) in [
+        for ((name, split), period) in [
             ("train", wander_data::Split::Train),
             ("valid", wander_data::Split::Valid),
             ("test", wander_data::Split::Test),
-        ] {
-            let labels = feedback::labels(&events, split, &cfg, clusters.len())?;
-            let n_events = events.iter().filter(|e| e.split == split).count();
-            let positive = events.iter().filter(|e| e.split == split && e.positive).count();
+        ]
+        .into_iter()
+        .zip(&mined)
+        {
+            let labels = feedback::labels_from_parts(&period.parts, &cfg, clusters.len())?;
+            let (n_events, positive) = (period.events, period.positive);
             let values: Vec<f64> = labels.iter().map(|l| l.label).collect();
             let mean = values.iter().sum::<f64>() / values.len().max(1) as f64;
             let sd = (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / values.len().max(1) as f64).sqrt();
@@ -115,6 +154,7 @@ pub fn feedback_stage(ctx: &StageContext, force: bool) -> crate::Result<Summary>
             min_users: cfg.min_users,
             value_weight: (cfg.signal == feedback::Signal::Mixed).then_some(cfg.value_weight),
             shrinkage: (cfg.shrinkage > 0.0).then_some(cfg.shrinkage),
+            engine,
         })
     })
     .context("feedback failed; earlier artifacts in the run directory are unchanged")?;

@@ -11,6 +11,49 @@ pub mod feedback;
 pub mod harness;
 pub mod ingest;
 pub mod items;
+#[cfg(feature = "engine")]
+pub(crate) mod log_engine;
+/// Without the engine compiled in, `engine.log_stages = "engine"` is refused by name.
+#[cfg(not(feature = "engine"))]
+pub(crate) mod log_engine {
+    use wander_core::artifact::RunDir;
+    use wander_explore::transitions::Transition;
+
+    use super::feedback::PeriodFeedback;
+    use crate::summaries::EngineMining;
+    use crate::StageContext;
+
+    fn absent<T>() -> crate::Result<T> {
+        Err(crate::PipelineError::msg(
+            "config: engine.log_stages = \"engine\" needs wander built with `--features engine` (DataFusion and Ballista); this build has the in-memory miners only (engine.log_stages = \"memory\")",
+        ))
+    }
+
+    pub(crate) fn transitions(
+        _: &StageContext,
+        _: &RunDir,
+        _: &[u32],
+    ) -> crate::Result<(Vec<Transition>, EngineMining)> {
+        absent()
+    }
+
+    pub(crate) fn feedback(
+        _: &StageContext,
+        _: &RunDir,
+        _: &[u32],
+    ) -> crate::Result<([PeriodFeedback; 3], EngineMining)> {
+        absent()
+    }
+
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn taxonomy_usage(
+        _: &StageContext,
+        _: &RunDir,
+        _: usize,
+    ) -> crate::Result<(Vec<u64>, std::collections::HashMap<(u32, u32), f64>, EngineMining)> {
+        absent()
+    }
+}
 pub mod novelty;
 pub mod planted;
 pub mod precompute;

@@ -4,6 +4,7 @@ use serde_json::json;
 use serde_json::Value;
 use wander_core::artifact::RunDir;
 use wander_core::config::DescribeScheme;
+use wander_core::config::LogStages;
 use wander_core::hash::sha256_file;
 
 use crate::artifacts::*;
@@ -18,6 +19,39 @@ use crate::Summary;
 /// Share of each cluster held out by the mix comparison's new-item placement check (the
 /// default of `refresh.check_fraction`, so the two figures agree).
 const NEW_ITEM_CHECK_FRACTION: f64 = 0.1;
+
+/// The catalogue, and what the taxonomy reads of the log: each item's training
+/// interactions (the report's popularity) and the co-consumption counts (the behavioural
+/// embedding).
+struct LogUsage {
+    /// Users and items; its interactions are empty (dropped once mined).
+    ds: wander_data::Dataset,
+    train_interactions: Vec<u64>,
+    co_consumption: std::collections::HashMap<(u32, u32), f64>,
+    engine: Option<crate::summaries::EngineMining>,
+}
+
+/// Mines the log where `engine.log_stages` says: in memory from the log loaded whole, or
+/// on the SQL engine over its Parquet with only the catalogue loaded.
+fn log_usage(ctx: &StageContext, run: &RunDir) -> crate::Result<LogUsage> {
+    let ingest = open(run, StageId::Ingest)?;
+    let window = ctx.config.taxonomy.window;
+    match ctx.config.engine.log_stages {
+        LogStages::Memory => {
+            let mut ds = wander_data::read_dataset(ingest.reader())?;
+            let train_interactions = wander_taxonomy::train_interactions(&ds);
+            let co_consumption = wander_taxonomy::behaviour::co_consumption(&ds, window);
+            ds.interactions = Default::default();
+            Ok(LogUsage { ds, train_interactions, co_consumption, engine: None })
+        }
+        LogStages::Engine => {
+            let ds = wander_data::read_catalogue(ingest.reader())?;
+            let (train_interactions, co_consumption, mining) =
+                super::log_engine::taxonomy_usage(ctx, run, ds.items.len())?;
+            Ok(LogUsage { ds, train_interactions, co_consumption, engine: Some(mining) })
+        }
+    }
+}
 
 /// The configuration `wander taxonomy` depends on.
 pub(crate) fn taxonomy_slice(ctx: &StageContext) -> Value {
@@ -63,7 +97,7 @@ pub fn taxonomy(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
             inputs,
             force,
             |w| -> crate::Result<Value> {
-                let ds = wander_data::read_dataset(open(&run, StageId::Ingest)?.reader())?;
+                let LogUsage { ds, train_interactions, co_consumption, engine } = log_usage(ctx, &run)?;
                 let texts: Vec<String> = ds.items.iter().map(wander_taxonomy::item_text).collect();
                 let embedder = wander_taxonomy::embed::TextEmbedder::load(&model_dir)?;
                 let mut cache = wander_taxonomy::embed::EmbeddingCache::for_model(&cfg.cache_dir, &embedder);
@@ -84,7 +118,7 @@ pub fn taxonomy(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
                 ));
                 let spinner = wander_core::progress::spinner("taxonomy");
                 spinner.set_message("behavioural embeddings (PPMI + SVD)");
-                let ppmi = wander_taxonomy::behaviour::ppmi(&ds, cfg.window);
+                let ppmi = wander_taxonomy::behaviour::ppmi_from_counts(ds.items.len(), &co_consumption);
                 let behaviour =
                     wander_taxonomy::behaviour::embeddings(&ppmi, cfg.behaviour_dim, seed);
                 spinner.set_message("clustering");
@@ -109,7 +143,7 @@ pub fn taxonomy(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
                 };
                 let mut tax = wander_taxonomy::build(&ds, &mixed, cfg, seed)?;
                 describe(&mut tax, &mixed, &mut embed)?;
-                let (report, markdown) = wander_taxonomy::report(&ds, &tax, &text, &mixed, seed);
+                let (report, markdown) = wander_taxonomy::report(&ds, &train_interactions, &tax, &text, &mixed, seed);
                 // The text/behaviour mix as a measured choice: the same clustering at several
                 // weights, each judged by text coherence, genre purity, how much it sorts by
                 // era and popularity, and whether its descriptions name its clusters.
@@ -131,7 +165,7 @@ pub fn taxonomy(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
                         describe(&mut t, &v, &mut embed)?;
                         t
                     };
-                    let (r, _) = if configured { (report.clone(), String::new()) } else { wander_taxonomy::report(&ds, &t, &text, &v, seed) };
+                    let (r, _) = if configured { (report.clone(), String::new()) } else { wander_taxonomy::report(&ds, &train_interactions, &t, &text, &v, seed) };
                     let descriptions: Vec<String> = t.planner_clusters().iter().map(|c| c.description.clone()).collect();
                     let (vectors, _) = wander_taxonomy::embed::embed_all(&embedder, &mut cache, &descriptions, cfg.batch_size, None)?;
                     let retrieval = wander_taxonomy::description_retrieval(&vectors, &text, t.planner_assign());
@@ -226,6 +260,7 @@ pub fn taxonomy(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
                     report: stage_dir.join("report.md"),
                     version: None,
                     extends: None,
+                    engine,
                 })
             },
         )
@@ -260,7 +295,7 @@ fn inherited_taxonomy(
     let stage_dir = run.stage_dir("taxonomy");
     let outcome = run
         .run_stage(StageId::Taxonomy.folder(), slice, inputs, force, |w| -> crate::Result<Value> {
-            let ds = wander_data::read_dataset(open(&run, StageId::Ingest)?.reader())?;
+            let LogUsage { ds, train_interactions, co_consumption, engine } = log_usage(ctx, &run)?;
             let refresh = open(&parent_run, StageId::Refresh)?;
             let tax = wander_taxonomy::read(refresh.reader())?;
             if tax.item_fine.len() != ds.items.len() {
@@ -280,10 +315,10 @@ fn inherited_taxonomy(
             let (text, computed) = wander_taxonomy::embed::embed_all(&embedder, &mut cache, &texts, cfg.batch_size, Some(&bar))?;
             let embed_seconds = t0.elapsed().as_secs_f64();
             bar.finish_and_clear();
-            let ppmi = wander_taxonomy::behaviour::ppmi(&ds, cfg.window);
+            let ppmi = wander_taxonomy::behaviour::ppmi_from_counts(ds.items.len(), &co_consumption);
             let behaviour = wander_taxonomy::behaviour::embeddings(&ppmi, cfg.behaviour_dim, seed);
             let mixed = wander_taxonomy::mix(&text, &behaviour, cfg.text_weight);
-            let (quality, body) = wander_taxonomy::report(&ds, &tax, &text, &mixed, seed);
+            let (quality, body) = wander_taxonomy::report(&ds, &train_interactions, &tax, &text, &mixed, seed);
             let descriptions: Vec<String> = tax.planner_clusters().iter().map(|c| c.description.clone()).collect();
             let (vectors, _) = wander_taxonomy::embed::embed_all(&embedder, &mut cache, &descriptions, cfg.batch_size, None)?;
             let retrieval = wander_taxonomy::description_retrieval(&vectors, &text, tax.planner_assign());
@@ -308,6 +343,7 @@ fn inherited_taxonomy(
                 report: stage_dir.join("report.md"),
                 version: Some(refreshed.taxonomy_version),
                 extends: Some(parent.into()),
+                engine,
             })
         })
         .context("taxonomy failed; earlier artifacts in the run directory are unchanged")?;

@@ -4,6 +4,7 @@
 use serde_json::json;
 use serde_json::Value;
 use wander_core::artifact::RunDir;
+use wander_core::config::LogStages;
 
 use crate::artifacts::*;
 use crate::common::manifests;
@@ -40,10 +41,19 @@ pub fn transitions(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
             inputs,
             force,
             |w| -> crate::Result<Value> {
-                let ds = wander_data::read_dataset(open(&run, StageId::Ingest)?.reader())?;
                 let tax = wander_taxonomy::read(open(&run, StageId::Taxonomy)?.reader())?;
                 let clusters = tax.planner_clusters();
-                let all = tr::mine(&ds, tax.planner_assign());
+                let (all, engine) = match ctx.config.engine.log_stages {
+                    LogStages::Memory => {
+                        let ds = wander_data::read_dataset(open(&run, StageId::Ingest)?.reader())?;
+                        (tr::mine(&ds, tax.planner_assign()), None)
+                    }
+                    LogStages::Engine => {
+                        let (all, mining) =
+                            super::log_engine::transitions(ctx, &run, tax.planner_assign())?;
+                        (all, Some(mining))
+                    }
+                };
                 let period = |split| tr::stats(&tr::counts(&all, split), clusters.len());
                 let div = sft::Diversify {
                     size: cfg.examples,
@@ -92,6 +102,7 @@ pub fn transitions(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
                     sft_distinct_targets: targets.len(),
                     sft_eval_examples: eval_set.len(),
                     clusters: clusters.len(),
+                    engine,
                 })
             },
         )
