@@ -7,8 +7,9 @@
 # seconds, peak resident MiB) and checks that both paths wrote the same artifacts (the
 # checksums in each stage's manifest).
 #
-#   scripts/log_stages_bench.sh [interactions] [work folder]
+#   scripts/log_stages_bench.sh [interactions | movielens] [work folder]
 #
+# `movielens` runs the same on the default data (MovieLens-100K) instead of a synthetic log.
 # USERS (default N / 50), ITEMS (default 5000) and CLUSTERS (default 100) size the log;
 # WANDER_BIN names an already built wander with the engine (default: build it). The
 # taxonomy embeds every item with MiniLM (the default assets; `wander fetch` first).
@@ -16,7 +17,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 N="${1:-5000000}"
 WORK="${2:-target/log-stages-bench}"
-USERS="${USERS:-$((N / 50))}"
 ITEMS="${ITEMS:-5000}"
 CLUSTERS="${CLUSTERS:-100}"
 W="${WANDER_BIN:-}"
@@ -27,19 +27,22 @@ fi
 W="$(realpath "$W")"
 mkdir -p "$WORK"
 WORK="$(realpath "$WORK")"
-if [ ! -f "$WORK/data/items.parquet" ] || [ "$(cat "$WORK/data/.rows" 2>/dev/null)" != "$N" ]; then
-  rm -rf "$WORK/data" "$WORK/run"
-  "$W" --json synth --layout generic --out "$WORK/data" --interactions "$N" --users "$USERS" \
-    --items "$ITEMS" --clusters "$CLUSTERS" > "$WORK/synth.json"
-  echo "$N" > "$WORK/data/.rows"
+settings=(--set "run.dir=\"$WORK/run\"" --set "engine.spill_dir=\"$WORK/spill\"")
+if [ "$N" != movielens ]; then
+  USERS="${USERS:-$((N / 50))}"
+  if [ ! -f "$WORK/data/items.parquet" ] || [ "$(cat "$WORK/data/.rows" 2>/dev/null)" != "$N" ]; then
+    rm -rf "$WORK/data" "$WORK/run"
+    "$W" --json synth --layout generic --out "$WORK/data" --interactions "$N" --users "$USERS" \
+      --items "$ITEMS" --clusters "$CLUSTERS" > "$WORK/synth.json"
+    echo "$N" > "$WORK/data/.rows"
+  fi
+  settings+=(--set 'data.format="generic"' --set "data.path=\"$WORK/data\""
+    --set 'data.interactions="interactions.parquet"' --set 'data.items="items.parquet"')
 fi
-settings=(--set "run.dir=\"$WORK/run\"" --set 'data.format="generic"'
-  --set "data.path=\"$WORK/data\"" --set 'data.interactions="interactions.parquet"'
-  --set 'data.items="items.parquet"' --set "engine.spill_dir=\"$WORK/spill\"")
 /usr/bin/time -v -o "$WORK/ingest.time" "$W" --json "${settings[@]}" ingest > "$WORK/ingest.json"
 peak() { awk -F': ' '/Maximum resident set size/ {printf "%.0f", $2 / 1024}' "$1"; }
 wall() { awk -F': ' '/Elapsed \(wall clock\)/ {print $2}' "$1"; }
-echo "{\"stage\": \"ingest\", \"interactions\": $N, \"wall\": \"$(wall "$WORK/ingest.time")\", \"peak_mib\": $(peak "$WORK/ingest.time")}"
+echo "{\"stage\": \"ingest\", \"interactions\": \"$N\", \"wall\": \"$(wall "$WORK/ingest.time")\", \"peak_mib\": $(peak "$WORK/ingest.time")}"
 # The taxonomy once first, so that both measured runs read the item embeddings from the
 # cache and their difference is the mining.
 "$W" --json "${settings[@]}" taxonomy > "$WORK/taxonomy-warm.json"
