@@ -335,9 +335,16 @@ fn log_stages_on_the_engine_write_the_in_memory_artifacts() {
             stages::Feedback.run(&ctx, true).unwrap(),
         ];
         for (summary, before) in engine.iter().zip(&memory) {
-            assert_eq!(summary.fields()["engine"]["engine"], "embedded", "{summary}");
+            assert_eq!(
+                summary.fields()["engine"]["engine"],
+                "embedded",
+                "{summary}"
+            );
             assert_eq!(summary.fields()["engine"]["events"], 6000, "{summary}");
-            assert!(summary.to_string().contains("mined on embedded"), "{summary}");
+            assert!(
+                summary.to_string().contains("mined on embedded"),
+                "{summary}"
+            );
             let figures = |fields: &serde_json::Value| {
                 let mut fields = fields.clone();
                 let map = fields.as_object_mut().unwrap();

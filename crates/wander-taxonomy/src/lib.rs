@@ -25,8 +25,7 @@ use wander_data::Dataset;
 
 pub use report::{
     between_cluster_share, description_retrieval, era_and_popularity, report, train_interactions,
-    DescriptionRetrieval,
-    TaxonomyReport,
+    DescriptionRetrieval, TaxonomyReport,
 };
 
 /// Errors of building or reading a taxonomy.

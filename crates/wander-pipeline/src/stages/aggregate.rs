@@ -1,9 +1,9 @@
 //! `wander aggregate`: the log aggregations as DataFusion plans, embedded or on Ballista.
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
 use serde_json::json;
 use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
 use wander_core::artifact::RunDir;
 use wander_engine::sql;
 use wander_engine::Inputs;

@@ -65,7 +65,10 @@ fn in_memory(
     assign: &[u32],
 ) -> crate::Result<[PeriodFeedback; 3]> {
     let ds = wander_data::read_dataset(open(run, StageId::Ingest)?.reader())?;
-    let column = ds.feedback_columns.iter().position(|c| *c == ctx.config.data.feedback);
+    let column = ds
+        .feedback_columns
+        .iter()
+        .position(|c| *c == ctx.config.data.feedback);
     if column.is_none() && cfg.signal != feedback::Signal::Positive {
         bail!(
             "config: data.feedback: column `{}` is not in the data (columns: {}); feedback.signal = {} needs it",
@@ -76,7 +79,12 @@ fn in_memory(
     }
     let events = feedback::events(&ds, assign, column.unwrap_or(usize::MAX));
     let signal = feedback::EventSignal::new(cfg.signal, cfg.value_weight, &events)?;
-    Ok([wander_data::Split::Train, wander_data::Split::Valid, wander_data::Split::Test].map(|split| {
+    Ok([
+        wander_data::Split::Train,
+        wander_data::Split::Valid,
+        wander_data::Split::Test,
+    ]
+    .map(|split| {
         let of_split = events.iter().filter(|e| e.split == split);
         PeriodFeedback {
             parts: feedback::label_parts(&events, split, &signal),

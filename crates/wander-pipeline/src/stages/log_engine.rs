@@ -306,7 +306,10 @@ pub(crate) fn taxonomy_usage(
         &events,
         &[
             ("item_train_interactions", sql::item_train_interactions()),
-            ("co_consumption", sql::co_consumption(ctx.config.taxonomy.window)),
+            (
+                "co_consumption",
+                sql::co_consumption(ctx.config.taxonomy.window),
+            ),
         ],
         &scratch.0,
     )?;

@@ -50,7 +50,11 @@ pub(crate) mod log_engine {
         _: &StageContext,
         _: &RunDir,
         _: usize,
-    ) -> crate::Result<(Vec<u64>, std::collections::HashMap<(u32, u32), f64>, EngineMining)> {
+    ) -> crate::Result<(
+        Vec<u64>,
+        std::collections::HashMap<(u32, u32), f64>,
+        EngineMining,
+    )> {
         absent()
     }
 }

@@ -42,13 +42,23 @@ fn log_usage(ctx: &StageContext, run: &RunDir) -> crate::Result<LogUsage> {
             let train_interactions = wander_taxonomy::train_interactions(&ds);
             let co_consumption = wander_taxonomy::behaviour::co_consumption(&ds, window);
             ds.interactions = Default::default();
-            Ok(LogUsage { ds, train_interactions, co_consumption, engine: None })
+            Ok(LogUsage {
+                ds,
+                train_interactions,
+                co_consumption,
+                engine: None,
+            })
         }
         LogStages::Engine => {
             let ds = wander_data::read_catalogue(ingest.reader())?;
             let (train_interactions, co_consumption, mining) =
                 super::log_engine::taxonomy_usage(ctx, run, ds.items.len())?;
-            Ok(LogUsage { ds, train_interactions, co_consumption, engine: Some(mining) })
+            Ok(LogUsage {
+                ds,
+                train_interactions,
+                co_consumption,
+                engine: Some(mining),
+            })
         }
     }
 }
