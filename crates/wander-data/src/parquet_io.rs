@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::*;
+use arrow_array::RecordBatchReader;
 use arrow_array::{
     Array, ArrayRef, BooleanArray, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray,
     UInt32Array, UInt64Array, UInt8Array,
@@ -305,38 +306,112 @@ pub fn read_dataset(stage: &StageReader) -> Result<Dataset, DataError> {
     Ok(ds)
 }
 
-/// Reads any flat Parquet file as text rows (row numbers as lines), for the generic loader.
-pub(crate) fn read_parquet_rows(path: &Path) -> Result<(Vec<String>, Vec<Row>), DataError> {
-    let batches = guarded(path, || read_batches(path, Origin::UserInput))?;
-    let Some(first) = batches.first() else {
-        return Err(DataError::Empty {
-            file: path.to_path_buf(),
-        });
-    };
-    let header: Vec<String> = first
+/// Any flat Parquet file as text rows (row numbers as lines), for the generic loader,
+/// decoded one record batch at a time: only the current batch is held as text, so a large
+/// log is not copied into strings whole (that copy was most of ingest's peak memory).
+pub(crate) struct ParquetRows {
+    path: std::path::PathBuf,
+    header: Vec<String>,
+    reader: parquet::arrow::arrow_reader::ParquetRecordBatchReader,
+    /// The current batch, column by column, as text.
+    columns: Vec<std::vec::IntoIter<String>>,
+    left_in_batch: usize,
+    line: u64,
+    failed: bool,
+}
+
+impl ParquetRows {
+    fn next_batch(&mut self) -> Option<Result<(), DataError>> {
+        let path = self.path.clone();
+        let batch = match guarded(&path, || {
+            self.reader.next().transpose().map_err(|e| pq_err(&path, e))
+        }) {
+            Ok(Some(b)) => b,
+            Ok(None) => return None,
+            Err(e) => return Some(Err(e)),
+        };
+        let columns: Result<Vec<Vec<String>>, DataError> = batch
+            .columns()
+            .iter()
+            .zip(&self.header)
+            .map(|(c, name)| to_strings(&path, name, c))
+            .collect();
+        match columns {
+            Ok(columns) => {
+                self.left_in_batch = batch.num_rows();
+                self.columns = columns.into_iter().map(Vec::into_iter).collect();
+                Some(Ok(()))
+            }
+            Err(e) => Some(Err(e)),
+        }
+    }
+}
+
+impl Iterator for ParquetRows {
+    type Item = Result<Row, DataError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed {
+            return None;
+        }
+        while self.left_in_batch == 0 {
+            match self.next_batch()? {
+                Ok(()) => {}
+                Err(e) => {
+                    self.failed = true;
+                    return Some(Err(e));
+                }
+            }
+        }
+        self.left_in_batch -= 1;
+        self.line += 1;
+        let fields = self
+            .columns
+            .iter_mut()
+            .map(|c| c.next().unwrap_or_default())
+            .collect();
+        Some(Ok(Row {
+            line: self.line,
+            fields,
+        }))
+    }
+}
+
+/// Opens any flat Parquet file as text rows (see [`ParquetRows`]), with its column names.
+pub(crate) fn read_parquet_rows(path: &Path) -> Result<(Vec<String>, ParquetRows), DataError> {
+    let reader = guarded(path, || {
+        let file =
+            File::open(path).map_err(|e| DataError::Core(wander_core::CoreError::io(path, e)))?;
+        // A damaged `ARROW:schema` footer entry panics inside arrow-ipc (found by the loader
+        // fuzz test); Parquet's own schema carries every type a data file needs.
+        let options = ArrowReaderOptions::new().with_skip_arrow_metadata(true);
+        ParquetRecordBatchReaderBuilder::try_new_with_options(file, options)
+            .and_then(|b| b.with_batch_size(65_536).build())
+            .map_err(|e| pq_err(path, e))
+    })?;
+    let header: Vec<String> = reader
         .schema()
         .fields()
         .iter()
         .map(|f| f.name().clone())
         .collect();
-    let mut rows = Vec::new();
-    let mut line = 0u64;
-    for b in &batches {
-        let cols: Vec<Vec<String>> = b
-            .columns()
-            .iter()
-            .zip(&header)
-            .map(|(c, name)| to_strings(path, name, c))
-            .collect::<Result<_, _>>()?;
-        for r in 0..b.num_rows() {
-            line += 1;
-            rows.push(Row {
-                line,
-                fields: cols.iter().map(|c| c[r].clone()).collect(),
-            });
-        }
+    let mut rows = ParquetRows {
+        path: path.to_path_buf(),
+        header: header.clone(),
+        reader,
+        columns: Vec::new(),
+        left_in_batch: 0,
+        line: 0,
+        failed: false,
+    };
+    // A file without a row is empty, as a CSV file without one is.
+    match rows.next_batch() {
+        None => Err(DataError::Empty {
+            file: path.to_path_buf(),
+        }),
+        Some(Err(e)) => Err(e),
+        Some(Ok(())) => Ok((header, rows)),
     }
-    Ok((header, rows))
 }
 
 fn to_strings(path: &Path, name: &str, c: &ArrayRef) -> Result<Vec<String>, DataError> {

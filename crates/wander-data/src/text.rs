@@ -41,7 +41,8 @@ pub(crate) struct Delimited {
 
 enum Source {
     Csv(csv::Reader<File>),
-    Memory(std::vec::IntoIter<Row>),
+    /// Rows decoded elsewhere (a Parquet file's, batch by batch).
+    Rows(Box<dyn Iterator<Item = Result<Row, DataError>>>),
 }
 
 /// One data row: its 1-based line number and fields.
@@ -116,10 +117,14 @@ impl Delimited {
     }
 
     /// Rows already in memory (e.g. converted from Parquet), with the same interface.
-    pub fn from_rows(file: &Path, header: Vec<String>, rows: Vec<Row>) -> Self {
+    pub fn from_rows(
+        file: &Path,
+        header: Vec<String>,
+        rows: impl Iterator<Item = Result<Row, DataError>> + 'static,
+    ) -> Self {
         Delimited {
             file: file.to_path_buf(),
-            source: Source::Memory(rows.into_iter()),
+            source: Source::Rows(Box::new(rows)),
             record: csv::ByteRecord::new(),
             max_line_bytes: u64::MAX,
             encoding: Encoding::Utf8,
@@ -160,7 +165,7 @@ impl Delimited {
 
     fn next_raw(&mut self) -> Option<Result<Row, DataError>> {
         let reader = match &mut self.source {
-            Source::Memory(rows) => return rows.next().map(Ok),
+            Source::Rows(rows) => return rows.next(),
             Source::Csv(reader) => reader,
         };
         match reader.read_byte_record(&mut self.record) {

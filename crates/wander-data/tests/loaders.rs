@@ -213,6 +213,69 @@ fn generic_parquet_interactions_load() {
     assert_eq!(ds.users, vec!["u1", "u2"]);
 }
 
+/// A Parquet log longer than one decoded batch (65,536 rows) loads whole, and a bad value in
+/// a later batch is named by its row: the generic loader decodes batch by batch and keeps
+/// counting lines across batches.
+#[test]
+fn generic_parquet_rows_span_batches_and_keep_their_line_numbers() {
+    let n = 70_000usize;
+    let write = |dir: &std::path::Path, bad_row: Option<usize>| {
+        let rating: Vec<f64> = (0..n)
+            .map(|k| {
+                if Some(k + 1) == bad_row {
+                    f64::NAN
+                } else {
+                    (k % 5 + 1) as f64
+                }
+            })
+            .collect();
+        let cols: Vec<(&str, ArrayRef)> = vec![
+            (
+                "user_id",
+                Arc::new(StringArray::from_iter_values(
+                    (0..n).map(|k| format!("u{}", k % 997)),
+                )),
+            ),
+            (
+                "item_id",
+                Arc::new(StringArray::from_iter_values((0..n).map(|k| {
+                    if k % 3 == 0 {
+                        "a"
+                    } else {
+                        "b"
+                    }
+                }))),
+            ),
+            (
+                "timestamp",
+                Arc::new(Int64Array::from_iter_values(0..n as i64)),
+            ),
+            ("rating", Arc::new(Float64Array::from(rating))),
+        ];
+        let batch = RecordBatch::try_from_iter(cols).unwrap();
+        let file = std::fs::File::create(dir.join("log.parquet")).unwrap();
+        let mut w = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+        std::fs::write(dir.join("items.csv"), "item_id,title\na,Alpha\nb,Beta\n").unwrap();
+    };
+    let mut c = config(DataFormat::Generic);
+    c.items = "items.csv".into();
+    c.interactions = "log.parquet".into();
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), None);
+    let ds = wander_data::load(&c, dir.path()).unwrap().dataset;
+    assert_eq!(ds.interactions.len(), n);
+    assert_eq!(ds.users.len(), 997);
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), Some(69_001));
+    let e = wander_data::load(&c, dir.path()).unwrap_err().to_string();
+    assert!(
+        e.contains("log.parquet") && e.contains("69001") && e.contains("rating"),
+        "{e}"
+    );
+}
+
 /// A boolean feedback column in Parquet reads as 1 and 0, so `liked >= 1` marks the trues.
 #[test]
 fn generic_parquet_boolean_feedback_reads_as_one_and_zero() {
