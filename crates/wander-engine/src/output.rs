@@ -136,23 +136,38 @@ fn floats(path: &Path, batch: &RecordBatch, name: &str) -> Result<Vec<f64>> {
     Ok(col.as_primitive::<Float64Type>().values().to_vec())
 }
 
-/// Reads `transitions.parquet`, sorted.
-pub fn read_transitions(path: &Path) -> Result<Vec<TransitionRow>> {
+/// Reads the integer columns `names` of every row, each row made into a `T` by `row`.
+fn read_int_rows<const N: usize, T>(
+    path: &Path,
+    names: [&str; N],
+    row: impl Fn([i64; N]) -> T,
+) -> Result<Vec<T>> {
     let mut out = Vec::new();
     for b in read_all(path)? {
-        let [split, c1, c2, next, n] =
-            ["split", "c1", "c2", "next", "n"].map(|c| ints(path, &b, c));
-        let (split, c1, c2, next, n) = (split?, c1?, c2?, next?, n?);
+        let columns: Vec<Vec<i64>> = names
+            .iter()
+            .map(|c| ints(path, &b, c))
+            .collect::<Result<_>>()?;
         for k in 0..b.num_rows() {
-            out.push(TransitionRow {
-                split: split[k] as u8,
-                c1: c1[k] as u32,
-                c2: c2[k] as u32,
-                next: next[k] as u32,
-                n: n[k] as u64,
-            });
+            out.push(row(std::array::from_fn(|j| columns[j][k])));
         }
     }
+    Ok(out)
+}
+
+/// Reads `transitions.parquet`, sorted.
+pub fn read_transitions(path: &Path) -> Result<Vec<TransitionRow>> {
+    let mut out = read_int_rows(
+        path,
+        ["split", "c1", "c2", "next", "n"],
+        |[split, c1, c2, next, n]| TransitionRow {
+            split: split as u8,
+            c1: c1 as u32,
+            c2: c2 as u32,
+            next: next as u32,
+            n: n as u64,
+        },
+    )?;
     out.sort_unstable();
     Ok(out)
 }
@@ -188,18 +203,11 @@ pub fn read_label_parts(path: &Path) -> Result<Vec<LabelPartRow>> {
 
 /// Reads `co_consumption.parquet`, sorted.
 pub fn read_co_consumption(path: &Path) -> Result<Vec<PairCountRow>> {
-    let mut out = Vec::new();
-    for b in read_all(path)? {
-        let [a, bb, n] = ["a", "b", "n"].map(|c| ints(path, &b, c));
-        let (a, bb, n) = (a?, bb?, n?);
-        for k in 0..b.num_rows() {
-            out.push(PairCountRow {
-                a: a[k] as u32,
-                b: bb[k] as u32,
-                n: n[k] as u64,
-            });
-        }
-    }
+    let mut out = read_int_rows(path, ["a", "b", "n"], |[a, b, n]| PairCountRow {
+        a: a as u32,
+        b: b as u32,
+        n: n as u64,
+    })?;
     out.sort_unstable();
     Ok(out)
 }
@@ -225,22 +233,17 @@ pub struct TransitionEventRow {
 /// Reads `transition_events.parquet`, in `seq` order (the log's order, whatever order the
 /// engine's partitions wrote the rows in).
 pub fn read_transition_events(path: &Path) -> Result<Vec<TransitionEventRow>> {
-    let mut out = Vec::new();
-    for b in read_all(path)? {
-        let [user, seq, c1, c2, next, split] =
-            ["user", "seq", "c1", "c2", "next", "split"].map(|c| ints(path, &b, c));
-        let (user, seq, c1, c2, next, split) = (user?, seq?, c1?, c2?, next?, split?);
-        for k in 0..b.num_rows() {
-            out.push(TransitionEventRow {
-                seq: seq[k] as u64,
-                user: user[k] as u32,
-                c1: c1[k] as u32,
-                c2: c2[k] as u32,
-                next: next[k] as u32,
-                split: split[k] as u8,
-            });
+    let names = ["user", "seq", "c1", "c2", "next", "split"];
+    let mut out = read_int_rows(path, names, |[user, seq, c1, c2, next, split]| {
+        TransitionEventRow {
+            seq: seq as u64,
+            user: user as u32,
+            c1: c1 as u32,
+            c2: c2 as u32,
+            next: next as u32,
+            split: split as u8,
         }
-    }
+    })?;
     out.sort_unstable();
     Ok(out)
 }
@@ -258,18 +261,12 @@ pub struct FeedbackCountRow {
 
 /// Reads `feedback_counts.parquet`, sorted by period.
 pub fn read_feedback_counts(path: &Path) -> Result<Vec<FeedbackCountRow>> {
-    let mut out = Vec::new();
-    for b in read_all(path)? {
-        let [split, events, positive] = ["split", "events", "positive"].map(|c| ints(path, &b, c));
-        let (split, events, positive) = (split?, events?, positive?);
-        for k in 0..b.num_rows() {
-            out.push(FeedbackCountRow {
-                split: split[k] as u8,
-                events: events[k] as u64,
-                positive: positive[k] as u64,
-            });
-        }
-    }
+    let names = ["split", "events", "positive"];
+    let mut out = read_int_rows(path, names, |[split, events, positive]| FeedbackCountRow {
+        split: split as u8,
+        events: events as u64,
+        positive: positive as u64,
+    })?;
     out.sort_unstable();
     Ok(out)
 }
@@ -285,17 +282,10 @@ pub struct ItemCountRow {
 
 /// Reads `item_train_interactions.parquet`, sorted by item.
 pub fn read_item_counts(path: &Path) -> Result<Vec<ItemCountRow>> {
-    let mut out = Vec::new();
-    for b in read_all(path)? {
-        let [item, n] = ["item", "n"].map(|c| ints(path, &b, c));
-        let (item, n) = (item?, n?);
-        for k in 0..b.num_rows() {
-            out.push(ItemCountRow {
-                item: item[k] as u32,
-                n: n[k] as u64,
-            });
-        }
-    }
+    let mut out = read_int_rows(path, ["item", "n"], |[item, n]| ItemCountRow {
+        item: item as u32,
+        n: n as u64,
+    })?;
     out.sort_unstable();
     Ok(out)
 }
