@@ -251,6 +251,12 @@ pub struct ItemsConfig {
     pub rerank: usize,
     /// Threads for ranking evaluation (0 = all cores).
     pub eval_threads: usize,
+    /// Most users one training epoch visits, a fresh seeded draw each epoch (0 = all).
+    pub users_per_epoch: usize,
+    /// Most users the validation after each epoch ranks, one seeded draw (0 = all).
+    pub valid_users: usize,
+    /// Most test users `wander eval items` ranks and queries, one seeded draw (0 = all).
+    pub eval_users: usize,
 }
 
 /// Which per-event signal collective feedback aggregates.

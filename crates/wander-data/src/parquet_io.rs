@@ -306,6 +306,94 @@ pub fn read_dataset(stage: &StageReader) -> Result<Dataset, DataError> {
     Ok(ds)
 }
 
+/// One stored interaction's ids, engagement and splits: what the sequence model, the item
+/// popularity and the serving catalogue need from the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Event {
+    /// Dense user index.
+    pub user: u32,
+    /// Dense item index.
+    pub item: u32,
+    /// Whether the positive-engagement rule holds.
+    pub positive: bool,
+    /// Global temporal split.
+    pub split: Split,
+    /// Leave-last-out split.
+    pub loo_split: Split,
+}
+
+/// How many users and items a stored dataset has, from the Parquet footers alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CatalogueSize {
+    /// Users.
+    pub users: usize,
+    /// Items.
+    pub items: usize,
+}
+
+fn row_count(path: &Path) -> Result<usize, DataError> {
+    let file =
+        File::open(path).map_err(|e| DataError::Core(wander_core::CoreError::io(path, e)))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| pq_err(path, e))?;
+    usize::try_from(builder.metadata().file_metadata().num_rows())
+        .map_err(|_| pq_err(path, "negative row count"))
+}
+
+/// The catalogue's size of a dataset written by [`write_dataset`], without reading it.
+pub fn catalogue_size(stage: &StageReader) -> Result<CatalogueSize, DataError> {
+    Ok(CatalogueSize {
+        users: row_count(&stage.path(USERS_FILE)?)?,
+        items: row_count(&stage.path(ITEMS_FILE)?)?,
+    })
+}
+
+/// Visits every interaction of a dataset written by [`write_dataset`] in its stored order
+/// (user, time, input), decoding only the columns of [`Event`] one record batch at a time:
+/// the memory it holds is one batch whatever the log's length (timestamps, feedback values
+/// and the catalogue's text are never read). Returns how many events it visited.
+pub fn for_each_event(stage: &StageReader, mut visit: impl FnMut(Event)) -> Result<u64, DataError> {
+    let path = stage.path(INTERACTIONS_FILE)?;
+    let file =
+        File::open(&path).map_err(|e| DataError::Core(wander_core::CoreError::io(&path, e)))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| pq_err(&path, e))?;
+    let columns = ["user", "item", "positive", "split", "loo_split"];
+    for name in columns {
+        if builder.schema().field_with_name(name).is_err() {
+            return Err(pq_err(&path, format!("missing column `{name}`")));
+        }
+    }
+    let mask = parquet::arrow::ProjectionMask::columns(builder.parquet_schema(), columns);
+    let reader = builder
+        .with_projection(mask)
+        .with_batch_size(65_536)
+        .build()
+        .map_err(|e| pq_err(&path, e))?;
+    let mut visited = 0u64;
+    for batch in reader {
+        let b = batch.map_err(|e| pq_err(&path, e))?;
+        let user = typed_col!(&path, &b, "user", UInt32Type).values();
+        let item = typed_col!(&path, &b, "item", UInt32Type).values();
+        let positive = column(&path, &b, "positive")?
+            .as_boolean_opt()
+            .ok_or_else(|| pq_err(&path, "positive is not boolean"))?;
+        let split = typed_col!(&path, &b, "split", UInt8Type).values();
+        let loo_split = typed_col!(&path, &b, "loo_split", UInt8Type).values();
+        let bad = |name: &str, v: u8| pq_err(&path, format!("bad {name} value {v}"));
+        for k in 0..b.num_rows() {
+            visit(Event {
+                user: user[k],
+                item: item[k],
+                positive: positive.is_valid(k) && positive.value(k),
+                split: Split::from_u8(split[k]).ok_or_else(|| bad("split", split[k]))?,
+                loo_split: Split::from_u8(loo_split[k])
+                    .ok_or_else(|| bad("loo_split", loo_split[k]))?,
+            });
+        }
+        visited += b.num_rows() as u64;
+    }
+    Ok(visited)
+}
+
 /// Any flat Parquet file as text rows (row numbers as lines), for the generic loader,
 /// decoded one record batch at a time: only the current batch is held as text, so a large
 /// log is not copied into strings whole (that copy was most of ingest's peak memory).

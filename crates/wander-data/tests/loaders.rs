@@ -190,6 +190,66 @@ fn parquet_round_trip_is_exact() {
 }
 
 #[test]
+fn streamed_events_and_catalogue_size_match_the_stored_dataset_across_batches() {
+    use wander_data::{Dataset, Interactions, Item, Split};
+    // More events than one record batch (65,536) holds, so the stream crosses boundaries.
+    let n = 150_001usize;
+    let splits = [Split::Train, Split::Valid, Split::Test];
+    let it = Interactions {
+        user: (0..n).map(|k| (k / 40) as u32).collect(),
+        item: (0..n).map(|k| (k * 7 % 301) as u32).collect(),
+        timestamp: (0..n).map(|k| k as i64).collect(),
+        feedback: vec![(0..n).map(|k| k as f64 * 0.5).collect()],
+        positive: (0..n).map(|k| k % 3 != 0).collect(),
+        split: (0..n).map(|k| splits[k % 3]).collect(),
+        loo_split: (0..n).map(|k| splits[k * 5 % 3]).collect(),
+    };
+    let ds = Dataset {
+        users: (0..n.div_ceil(40)).map(|u| format!("u{u}")).collect(),
+        items: (0..301)
+            .map(|i| Item {
+                id: format!("i{i}"),
+                title: format!("Item {i}"),
+                ..Item::default()
+            })
+            .collect(),
+        feedback_columns: vec!["rating".into()],
+        interactions: it,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let run = RunDir::open(dir.path().join("run")).unwrap();
+    let w = run.begin("ingest").unwrap();
+    wander_data::write_dataset(&w, &ds).unwrap();
+    w.commit(
+        serde_json::json!({}),
+        BTreeMap::new(),
+        serde_json::json!({}),
+    )
+    .unwrap();
+    let stage = run.read("ingest").unwrap();
+    let size = wander_data::catalogue_size(&stage).unwrap();
+    assert_eq!((size.users, size.items), (ds.users.len(), 301));
+    let mut seen = Vec::new();
+    let visited = wander_data::for_each_event(&stage, |e| seen.push(e)).unwrap();
+    assert_eq!(visited as usize, n);
+    assert_eq!(seen.len(), n);
+    let it = &ds.interactions;
+    for (k, e) in seen.iter().enumerate() {
+        assert_eq!(
+            (e.user, e.item, e.positive, e.split, e.loo_split),
+            (
+                it.user[k],
+                it.item[k],
+                it.positive[k],
+                it.split[k],
+                it.loo_split[k]
+            ),
+            "event {k}"
+        );
+    }
+}
+
+#[test]
 fn generic_parquet_interactions_load() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(

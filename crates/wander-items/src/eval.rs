@@ -100,12 +100,55 @@ pub fn ranks<F>(
 where
     F: Fn(&[u32]) -> Vec<f32> + Sync,
 {
-    let users: Vec<usize> = (0..seqs.train.len())
+    ranks_of(
+        seqs,
+        target,
+        &users_with(seqs, target),
+        score,
+        batch_size,
+        threads,
+    )
+}
+
+/// The users that have `target`, in index order.
+pub fn users_with(seqs: &Sequences, target: Target) -> Vec<usize> {
+    (0..seqs.train.len())
         .filter(|&u| match target {
             Target::Valid => seqs.valid[u].is_some(),
             Target::Test => seqs.test[u].is_some(),
         })
-        .collect();
+        .collect()
+}
+
+/// At most `cap` of `users` (all of them when `cap` is 0 or not below their number),
+/// drawn without replacement by `seed` and returned in index order: full ranking costs a
+/// pass over the catalogue per user, so a million users are judged on a sample.
+pub fn sample_users(users: Vec<usize>, cap: usize, seed: u64) -> Vec<usize> {
+    if cap == 0 || cap >= users.len() {
+        return users;
+    }
+    let mut drawn = users;
+    wander_core::rng::Rng::new(seed).shuffle(&mut drawn);
+    drawn.truncate(cap);
+    drawn.sort_unstable();
+    drawn
+}
+
+/// [`ranks`] for the given users only (each must have `target`).
+///
+/// # Panics
+/// If a user lacks the target: the caller selects them with [`users_with`].
+pub fn ranks_of<F>(
+    seqs: &Sequences,
+    target: Target,
+    users: &[usize],
+    score: F,
+    batch_size: usize,
+    threads: usize,
+) -> Vec<usize>
+where
+    F: Fn(&[u32]) -> Vec<f32> + Sync,
+{
     let batches: Vec<&[usize]> = users.chunks(batch_size.max(1)).collect();
     let mut out: Vec<Vec<usize>> = vec![Vec::new(); batches.len()];
     let threads = threads.max(1);
@@ -209,6 +252,21 @@ mod tests {
         for (b, t) in [(7, 2), (64, 3), (3, 1)] {
             assert_eq!(ranks(&seqs, Target::Test, score, b, t), base);
         }
+        // A sample ranks the same users as the whole does, and only them.
+        let all = users_with(&seqs, Target::Test);
+        let some = sample_users(all.clone(), 10, 7);
+        assert_eq!(some.len(), 10);
+        assert!(some.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(sample_users(all.clone(), 10, 7), some, "seeded");
+        assert_ne!(sample_users(all.clone(), 10, 8), some);
+        assert_eq!(sample_users(all.clone(), 0, 7), all);
+        assert_eq!(sample_users(all.clone(), 99, 7), all);
+        let sampled = ranks_of(&seqs, Target::Test, &some, score, 4, 2);
+        let expected: Vec<usize> = some
+            .iter()
+            .map(|u| base[all.iter().position(|a| a == u).unwrap()])
+            .collect();
+        assert_eq!(sampled, expected);
     }
 
     proptest! {

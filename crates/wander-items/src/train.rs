@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use wander_core::rng::Rng;
 use wander_optim::{AdamW, AdamWConfig};
 
-use crate::eval::{ranks, RankingMetrics, Target};
+use crate::eval::{ranks_of, RankingMetrics, Target};
 use crate::model::{SasRec, SasRecConfig};
 use crate::{ItemsError, Result, Sequences};
 
@@ -40,6 +40,13 @@ pub struct TrainConfig {
     pub seed: u64,
     /// Threads for the validation ranking.
     pub eval_threads: usize,
+    /// Most users an epoch trains on, a fresh seeded draw each epoch (0 = every user).
+    #[serde(default)]
+    pub users_per_epoch: usize,
+    /// Most users the validation ranks after each epoch, one seeded draw for the whole run
+    /// (0 = every user with a validation item).
+    #[serde(default)]
+    pub valid_users: usize,
 }
 
 /// One epoch's figures.
@@ -117,6 +124,9 @@ impl TrainReport {
     }
 }
 
+/// The random stream of the validation sample, apart from the epochs' streams (1, 2, ...).
+const VALID_SAMPLE_STREAM: u64 = u64::MAX;
+
 /// SASRec's optimizer: Adam with the paper's betas (0.9, 0.98), no weight decay.
 const ADAM: AdamWConfig = AdamWConfig {
     beta1: 0.9,
@@ -192,6 +202,11 @@ pub fn train(
         }
         Ok(out)
     };
+    let valid_users = crate::eval::sample_users(
+        crate::eval::users_with(seqs, Target::Valid),
+        cfg.valid_users,
+        Rng::new(cfg.seed).fork(VALID_SAMPLE_STREAM).next_u64(),
+    );
     let mut since_best = report.epochs.len().saturating_sub(report.best_epoch);
     while report.epochs.len() < cfg.max_epochs
         && !(report.best_epoch > 0 && since_best >= cfg.patience)
@@ -200,6 +215,9 @@ pub fn train(
         let t0 = Instant::now();
         let mut order = users.clone();
         Rng::new(cfg.seed).fork(epoch as u64).shuffle(&mut order);
+        if cfg.users_per_epoch > 0 {
+            order.truncate(cfg.users_per_epoch);
+        }
         let mut total = 0.0;
         let mut batches = 0;
         for (bi, batch) in order.chunks(cfg.batch_size).enumerate() {
@@ -222,9 +240,10 @@ pub fn train(
         let train_seconds = t0.elapsed().as_secs_f64();
         let t1 = Instant::now();
         let cpu = model.to_cpu()?;
-        let r = ranks(
+        let r = ranks_of(
             seqs,
             Target::Valid,
+            &valid_users,
             |h| full_scores(&cpu, h),
             64,
             cfg.eval_threads,
@@ -439,6 +458,7 @@ fn load_checkpoint(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::eval::ranks;
 
     /// Users cycle through item patterns; SASRec must learn to predict the next item.
     fn patterned() -> Sequences {
@@ -475,6 +495,8 @@ mod tests {
                 loss: Loss::Full,
                 seed: 3,
                 eval_threads: 1,
+                users_per_epoch: 0,
+                valid_users: 0,
             },
         )
     }
@@ -507,6 +529,42 @@ mod tests {
                 assert!((a - b).abs() < 1e-4, "{hist:?}: {a} vs {b}");
             }
         }
+    }
+
+    #[test]
+    fn capped_epochs_and_a_validation_sample_are_what_the_report_says() {
+        let seqs = patterned();
+        let (mc, mut tc) = cfg();
+        tc.max_epochs = 3;
+        tc.patience = 100;
+        let (_, all) = train(&seqs, mc, &tc, None, |_| {}).unwrap();
+        // A cap at or above the users is no cap.
+        tc.users_per_epoch = 60;
+        let (_, same) = train(&seqs, mc, &tc, None, |_| {}).unwrap();
+        assert_eq!(same.history().epochs.len(), all.history().epochs.len());
+        for (a, b) in same.epochs.iter().zip(&all.epochs) {
+            assert_eq!((a.loss, a.valid_ndcg10), (b.loss, b.valid_ndcg10));
+        }
+        // 16 users an epoch: another optimisation path.
+        tc.users_per_epoch = 16;
+        let (_, capped) = train(&seqs, mc, &tc, None, |_| {}).unwrap();
+        assert_ne!(capped.epochs[0].loss, all.epochs[0].loss);
+        // The validation figure is the sampled users' NDCG@10 of the kept model.
+        tc.valid_users = 10;
+        let (model, sampled) = train(&seqs, mc, &tc, None, |_| {}).unwrap();
+        let users = crate::eval::sample_users(
+            crate::eval::users_with(&seqs, Target::Valid),
+            10,
+            Rng::new(tc.seed).fork(VALID_SAMPLE_STREAM).next_u64(),
+        );
+        assert_eq!(users.len(), 10);
+        let cpu = model.to_cpu().unwrap();
+        let r = ranks_of(&seqs, Target::Valid, &users, |h| full_scores(&cpu, h), 4, 1);
+        assert_eq!(r.len(), 10);
+        assert_eq!(
+            RankingMetrics::from_ranks(r, 10).ndcg,
+            sampled.best_valid_ndcg10
+        );
     }
 
     /// Regression test for the graph-retention trap: Adam's moments must not track the

@@ -803,6 +803,9 @@ pub struct RetrievalFigures {
 pub struct EvalItemsSummary {
     /// Test users.
     pub users: usize,
+    /// How many users had a test item, when `users` is a sample of them (`items.eval_users`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sampled_from: Option<usize>,
     /// `sasrec` and `popularity`.
     pub methods: BTreeMap<String, RankingFigures>,
     /// Cluster-restricted retrieval.

@@ -22,7 +22,7 @@ pub fn bundle(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
     let inputs = manifests(&run, StageId::Bundle.inputs())?;
     let outcome = run
         .run_stage(StageId::Bundle.folder(), json!({}), inputs, force, |w| -> crate::Result<Value> {
-            let ds = wander_data::read_dataset(open(&run, StageId::Ingest)?.reader())?;
+            let ds = wander_data::read_catalogue(open(&run, StageId::Ingest)?.reader())?;
             let tax = wander_taxonomy::read(open(&run, StageId::Taxonomy)?.reader())?;
             let items = open(&run, StageId::TrainItems)?;
             let model = wander_items::model::SasRec::load(&items.path(ITEM_MODEL)?)?;
@@ -35,13 +35,7 @@ pub fn bundle(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
                     ds.items.len()
                 );
             }
-            let mut positives = vec![0u64; ds.items.len()];
-            let it = &ds.interactions;
-            for k in 0..it.len() {
-                if it.split[k] == wander_data::Split::Train && it.positive[k] {
-                    positives[it.item[k] as usize] += 1;
-                }
-            }
+            let positives = crate::stages::items::train_positives(&run)?;
             let catalogue = Catalogue {
                 format: wander_bundle::CATALOGUE_FORMAT,
                 table_version: run.manifest_checksum(StageId::Precompute.folder())?,

@@ -6,7 +6,9 @@ use serde_json::Value;
 use wander_core::artifact::RunDir;
 use wander_core::config::ItemLoss;
 use wander_explore::metrics::bootstrap;
-use wander_items::eval::ranks;
+use wander_items::eval::ranks_of;
+use wander_items::eval::sample_users;
+use wander_items::eval::users_with;
 use wander_items::eval::RankingMetrics;
 use wander_items::eval::Target;
 use wander_items::model::SasRec;
@@ -17,6 +19,7 @@ use wander_items::train::full_scores;
 use wander_items::train::Loss;
 use wander_items::train::TrainConfig;
 use wander_items::Sequences;
+use wander_items::SequencesBuilder;
 
 use crate::artifacts::*;
 use crate::common::manifests;
@@ -50,13 +53,71 @@ fn model_config(ctx: &StageContext, vocab: usize) -> SasRecConfig {
 /// The configuration `wander train items` depends on.
 pub(crate) fn train_items_slice(ctx: &StageContext) -> Value {
     let c = &ctx.config.items;
-    json!({"items": {"max_len": c.max_len, "dim": c.dim, "layers": c.layers, "heads": c.heads, "dropout": c.dropout, "loss": c.loss, "negatives": c.negatives, "batch_size": c.batch_size, "lr": c.lr, "max_epochs": c.max_epochs, "patience": c.patience}, "seed": ctx.config.run.seed})
+    let mut slice = json!({"items": {"max_len": c.max_len, "dim": c.dim, "layers": c.layers, "heads": c.heads, "dropout": c.dropout, "loss": c.loss, "negatives": c.negatives, "batch_size": c.batch_size, "lr": c.lr, "max_epochs": c.max_epochs, "patience": c.patience}, "seed": ctx.config.run.seed});
+    // The caps only where set, so that models trained before they existed stay fresh.
+    for (key, cap) in [
+        ("users_per_epoch", c.users_per_epoch),
+        ("valid_users", c.valid_users),
+    ] {
+        if cap > 0 {
+            slice["items"][key] = json!(cap);
+        }
+    }
+    slice
 }
 
 /// The configuration `wander eval items` depends on.
 pub(crate) fn eval_items_slice(ctx: &StageContext) -> Value {
     let c = &ctx.config.items;
-    json!({"index": c.index, "rerank": c.rerank, "seed": ctx.config.run.seed})
+    let mut slice = json!({"index": c.index, "rerank": c.rerank, "seed": ctx.config.run.seed});
+    if c.eval_users > 0 {
+        slice["eval_users"] = json!(c.eval_users);
+    }
+    slice
+}
+
+/// Each user's leave-last-out sequence, streamed from the ingested log: only its ids and
+/// splits are read, and 4 bytes a training event are held, not the whole log.
+pub(crate) fn sequences(run: &RunDir) -> crate::Result<Sequences> {
+    let ingest = open(run, StageId::Ingest)?;
+    let size = wander_data::catalogue_size(ingest.reader())?;
+    let mut builder = SequencesBuilder::new(size.users, size.items);
+    let mut failed = None;
+    wander_data::for_each_event(ingest.reader(), |e| {
+        if failed.is_none() {
+            failed = builder.push(e.user, e.item, e.loo_split).err();
+        }
+    })?;
+    if let Some(err) = failed {
+        let file = ingest.reader().path(wander_data::INTERACTIONS_FILE)?;
+        return Err(err).context(file.display());
+    }
+    Ok(builder.finish())
+}
+
+/// Each item's positive engagements in the training period (the service's popularity), in
+/// dataset order, streamed from the ingested log.
+pub(crate) fn train_positives(run: &RunDir) -> crate::Result<Vec<u64>> {
+    let ingest = open(run, StageId::Ingest)?;
+    let items = wander_data::catalogue_size(ingest.reader())?.items;
+    let mut positives = vec![0u64; items];
+    let mut outside = None;
+    wander_data::for_each_event(ingest.reader(), |e| {
+        if e.split == wander_data::Split::Train && e.positive {
+            match positives.get_mut(e.item as usize) {
+                Some(count) => *count += 1,
+                None => outside = Some(e.item),
+            }
+        }
+    })?;
+    if let Some(item) = outside {
+        let file = ingest.reader().path(wander_data::INTERACTIONS_FILE)?;
+        crate::bail!(
+            "{}: an event names item {item}, but the catalogue has {items} items",
+            file.display()
+        );
+    }
+    Ok(positives)
 }
 
 /// `wander train items`.
@@ -67,8 +128,7 @@ pub fn train_items(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
     let slice = train_items_slice(ctx);
     let checkpoints = run.root().join(".checkpoints/items");
     let outcome = run.run_stage(StageId::TrainItems.folder(), slice, inputs, force, |w| -> crate::Result<Value> {
-        let ds = wander_data::read_dataset(open(&run, StageId::Ingest)?.reader())?;
-        let seqs = Sequences::from_dataset(&ds);
+        let seqs = sequences(&run)?;
         let cfg = TrainConfig {
             max_epochs: c.max_epochs,
             patience: c.patience,
@@ -77,6 +137,8 @@ pub fn train_items(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
             loss: match c.loss { ItemLoss::Sampled => Loss::Sampled(c.negatives), ItemLoss::Full => Loss::Full },
             seed: ctx.config.run.seed,
             eval_threads: threads(c.eval_threads),
+            users_per_epoch: c.users_per_epoch,
+            valid_users: c.valid_users,
         };
         let bar = wander_core::progress::bar(c.max_epochs as u64, "items", "epochs");
         let (model, rep) = wander_items::train::train(&seqs, model_config(ctx, seqs.vocab), &cfg, Some(&checkpoints), |e| {
@@ -126,21 +188,28 @@ pub fn eval_items(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
     let slice = eval_items_slice(ctx);
     let stage_dir = run.stage_dir(StageId::EvalItems.folder());
     let outcome = run.run_stage(StageId::EvalItems.folder(), slice, inputs, force, |w| -> crate::Result<Value> {
-        let ds = wander_data::read_dataset(open(&run, StageId::Ingest)?.reader())?;
-        let seqs = Sequences::from_dataset(&ds);
+        let seqs = sequences(&run)?;
         let model = SasRec::load(&open(&run, StageId::TrainItems)?.path(ITEM_MODEL)?)?;
         let cpu = model.to_cpu()?;
         let th = threads(c.eval_threads);
+        let test_users = users_with(&seqs, Target::Test);
+        let all_test_users = test_users.len();
+        let users = sample_users(test_users, c.eval_users, seed ^ 0xe7a1);
+        let sampled = (users.len() < all_test_users).then_some(all_test_users);
         let t0 = std::time::Instant::now();
-        let sas = ranks(&seqs, Target::Test, |h| full_scores(&cpu, h), 64, th);
+        let sas = ranks_of(&seqs, Target::Test, &users, |h| full_scores(&cpu, h), 64, th);
         let sas_seconds = t0.elapsed().as_secs_f64();
         let pop_scores = seqs.popularity();
-        let pop = ranks(&seqs, Target::Test, |_| pop_scores.clone(), 64, th);
+        let pop = ranks_of(&seqs, Target::Test, &users, |_| pop_scores.clone(), 64, th);
         let rounds = 1000;
         let mut methods = std::collections::BTreeMap::new();
+        let whom = match sampled {
+            Some(all) => format!("{} test users, a seeded sample of {all} (`items.eval_users`)", sas.len()),
+            None => format!("{} test users", sas.len()),
+        };
         let mut md = format!(
-            "# Item policy: offline evaluation\n\nProtocol: leave-last-out per user over all interactions (implicit feedback): the last item is the test target, the second-to-last validation (early stopping), the rest training. Full ranking over all {} catalogue items; the user's training and validation items are removed from the candidates; ties are broken by item id (lower first). {} test users. 95% percentile-bootstrap intervals over users ({rounds} resamples).\n\n| model | NDCG@10 | Recall@10 | MRR@10 |\n|---|---|---|---|\n",
-            seqs.vocab - 1, sas.len()
+            "# Item policy: offline evaluation\n\nProtocol: leave-last-out per user over all interactions (implicit feedback): the last item is the test target, the second-to-last validation (early stopping), the rest training. Full ranking over all {} catalogue items; the user's training and validation items are removed from the candidates; ties are broken by item id (lower first). {whom}. 95% percentile-bootstrap intervals over users ({rounds} resamples).\n\n| model | NDCG@10 | Recall@10 | MRR@10 |\n|---|---|---|---|\n",
+            seqs.vocab - 1
         );
         for (name, r) in [("sasrec", &sas), ("popularity", &pop)] {
             let m = RankingMetrics::from_ranks(r.clone(), 10);
@@ -167,7 +236,6 @@ pub fn eval_items(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
         let mut rng = wander_core::rng::Rng::new(seed);
         let (mut found, mut total, mut violations, mut hits_exact) = (0usize, 0usize, 0usize, 0usize);
         let mut latencies = Vec::new();
-        let users: Vec<usize> = (0..seqs.train.len()).filter(|&u| seqs.test[u].is_some()).collect();
         for &u in &users {
             let mut history = seqs.train[u].clone();
             history.extend(seqs.valid[u]);
@@ -200,12 +268,13 @@ pub fn eval_items(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
             index: c.index,
         };
         md.push_str(&format!(
-            "\nCluster-restricted retrieval ({} requests: the test item's cluster plus one random cluster, top 10, seen items excluded): hit@10 of the test item {:.3}; quantized index recall@10 against the exact scan {:.3} (rerank {}); items outside the clusters or already seen: {}; latency per request (user vector from the history + exact scan) mean {:.3} ms, p99 {:.3} ms.\n\nFull ranking of all users took {:.2} s on {} threads.\n",
-            users.len(), retrieval.restricted_hit_at_10, retrieval.quantized_recall_at_10_vs_exact, c.rerank, violations, retrieval.latency_ms_mean, pct(0.99), sas_seconds, th
+            "\nCluster-restricted retrieval ({} requests: the test item's cluster plus one random cluster, top 10, seen items excluded): hit@10 of the test item {:.3}; quantized index recall@10 against the exact scan {:.3} (rerank {}); items outside the clusters or already seen: {}; latency per request (user vector from the history + exact scan) mean {:.3} ms, p99 {:.3} ms.\n\nFull ranking of {} took {:.2} s on {} threads.\n",
+            users.len(), retrieval.restricted_hit_at_10, retrieval.quantized_recall_at_10_vs_exact, c.rerank, violations, retrieval.latency_ms_mean, pct(0.99), if sampled.is_some() { "the sampled users" } else { "all users" }, sas_seconds, th
         ));
         report_md(StageId::EvalItems).write(w, md.as_bytes())?;
         crate::summaries::record(&crate::summaries::EvalItemsSummary {
             users: sas.len(),
+            sampled_from: sampled,
             methods,
             retrieval,
             ranking_seconds: sas_seconds,
@@ -214,4 +283,58 @@ pub fn eval_items(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
     })
     .context("eval items failed; earlier artifacts in the run directory are unchanged")?;
     Ok(report(StageId::EvalItems, &outcome))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wander_data::{Dataset, Interactions, Item, Split};
+
+    /// A stored log of `users` users, written as `wander ingest` writes it.
+    fn ingested(dir: &std::path::Path, users: u32) -> (RunDir, Dataset) {
+        let splits = [Split::Train, Split::Train, Split::Valid, Split::Test];
+        let mut it = Interactions::default();
+        for u in 0..users {
+            for k in 0..(u % 9 + 1) {
+                it.user.push(u);
+                it.item.push((u * 31 + k * 7) % 97);
+                it.timestamp.push(i64::from(k));
+                it.positive.push((u + k) % 3 != 0);
+                it.split.push(splits[((u + k) % 4) as usize]);
+                it.loo_split.push(splits[(k % 4) as usize]);
+            }
+        }
+        let ds = Dataset {
+            users: (0..users).map(|u| format!("u{u}")).collect(),
+            items: (0..97)
+                .map(|i| Item {
+                    id: format!("i{i}"),
+                    ..Item::default()
+                })
+                .collect(),
+            feedback_columns: Vec::new(),
+            interactions: it,
+        };
+        let run = RunDir::open(dir.join("run")).unwrap();
+        let w = run.begin(StageId::Ingest.folder()).unwrap();
+        wander_data::write_dataset(&w, &ds).unwrap();
+        w.commit(json!({}), Default::default(), json!({})).unwrap();
+        (run, ds)
+    }
+
+    #[test]
+    fn streamed_sequences_and_positives_equal_the_loaded_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let (run, ds) = ingested(dir.path(), 20_000);
+        assert!(ds.interactions.len() > 65_536, "more than one record batch");
+        assert_eq!(sequences(&run).unwrap(), Sequences::from_dataset(&ds));
+        let it = &ds.interactions;
+        let mut expected = vec![0u64; ds.items.len()];
+        for k in 0..it.len() {
+            if it.split[k] == Split::Train && it.positive[k] {
+                expected[it.item[k] as usize] += 1;
+            }
+        }
+        assert_eq!(train_positives(&run).unwrap(), expected);
+    }
 }
