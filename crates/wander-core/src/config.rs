@@ -178,6 +178,8 @@ pub struct SimulateConfig {
     pub labels_period: SimLabelsPeriod,
     /// Which clusters the exploration slot may serve.
     pub exploration: SimExploration,
+    /// Most real users the world is built from, a seeded draw (0 = every user).
+    pub world_users: usize,
 }
 
 /// `[serve]`

@@ -253,6 +253,22 @@ fn log_stages_item_policy_and_serving_bundle_on_a_tiny_log() {
         .as_f64()
         .unwrap();
     assert!((0.0..=1.0).contains(&ndcg));
+    assert!(ei.fields().get("sampled_from").is_none(), "{ei}");
+    // A sample of the test users, said so in the summary and the report.
+    let mut sampled = ctx.clone();
+    sampled.config.items.eval_users = 40;
+    let es = stages::EvalItems.run(&sampled, false).unwrap();
+    let all_users = ei.fields()["users"].as_u64().unwrap();
+    assert!(all_users > 40, "{ei}");
+    assert_eq!(es.fields()["users"], 40, "{es}");
+    assert_eq!(es.fields()["sampled_from"], all_users, "{es}");
+    let md = std::fs::read_to_string(ctx.config.run.dir.join("eval_items/report.md")).unwrap();
+    assert!(
+        md.contains(&format!("40 test users, a seeded sample of {all_users}")),
+        "{md}"
+    );
+    records_its_slice(&sampled, &stages::EvalItems);
+    stages::EvalItems.run(&ctx, false).unwrap();
 
     // The serving bundle, read by the service's own loader, answers a request from the table.
     table_by_hand(&ctx, n_clusters);
@@ -559,6 +575,18 @@ fn evaluation_stages_simulator_and_report_on_a_tiny_log() {
         .run(&with_baseline, true)
         .unwrap_err();
     assert!(format!("{e:#}").contains("simulate.baseline_run"), "{e:#}");
+
+    // A world of 50 of the real users: the report says so.
+    let mut drawn = ctx.clone();
+    drawn.config.simulate.world_users = 50;
+    let sim = stages::Simulate::default().run(&drawn, false).unwrap();
+    assert!(!sim.to_string().contains("NaN"), "{sim}");
+    let md = std::fs::read_to_string(ctx.config.run.dir.join("simulate/report.md")).unwrap();
+    assert!(
+        md.contains("50 of the ") && md.contains(" real users, a seeded draw"),
+        "{md}"
+    );
+    records_its_slice(&drawn, &stages::Simulate::default());
 }
 
 /// A random-weight Llama of SmolLM2's layout with a byte-level tokenizer, written as a real

@@ -113,35 +113,82 @@ fn pair_feedback(
         .collect())
 }
 
+/// The random stream of the world's user sample, apart from the simulation's own seeds.
+const WORLD_SAMPLE_STREAM: u64 = 0x5157_0001;
+
 fn world(
     run: &RunDir,
     cfg: &wander_core::config::SimulateConfig,
     baseline: &str,
-) -> crate::Result<World> {
-    let ds = wander_data::read_dataset(open(run, StageId::Ingest)?.reader())?;
+    seed: u64,
+) -> crate::Result<(World, Option<usize>)> {
     let tax = wander_taxonomy::read(open(run, StageId::Taxonomy)?.reader())?;
     let assign = tax.planner_assign().to_vec();
     let m = tax.planner_clusters().len();
-    let it = &ds.interactions;
-    let mut item_counts = vec![(0u32, 0u32); ds.items.len()];
-    let mut ucp = vec![vec![0.0; m]; ds.users.len()];
-    let mut uce = vec![vec![0.0; m]; ds.users.len()];
-    let mut seqs: Vec<Vec<u32>> = vec![Vec::new(); ds.users.len()];
-    for k in 0..it.len() {
-        if it.split[k] != wander_data::Split::Train {
-            continue;
+    let ingest = open(run, StageId::Ingest)?;
+    let size = wander_data::catalogue_size(ingest.reader())?;
+    if assign.len() != size.items {
+        crate::bail!(
+            "the taxonomy assigns {} items, the catalogue has {}: artifacts of different runs",
+            assign.len(),
+            size.items
+        );
+    }
+    // Each real user's row in the world, or none outside the drawn users.
+    let rows: Vec<u32> = if cfg.world_users > 0 && cfg.world_users < size.users {
+        let mut drawn: Vec<u32> = (0..size.users as u32).collect();
+        wander_core::rng::Rng::new(seed)
+            .fork(WORLD_SAMPLE_STREAM)
+            .shuffle(&mut drawn);
+        drawn.truncate(cfg.world_users);
+        drawn.sort_unstable();
+        let mut rows = vec![u32::MAX; size.users];
+        for (row, &u) in drawn.iter().enumerate() {
+            rows[u as usize] = row as u32;
         }
-        let (u, i) = (it.user[k] as usize, it.item[k] as usize);
+        rows
+    } else {
+        (0..size.users as u32).collect()
+    };
+    let n_rows = rows.iter().filter(|&&r| r != u32::MAX).count();
+    let mut item_counts = vec![(0u32, 0u32); size.items];
+    let mut ucp = vec![vec![0.0; m]; n_rows];
+    let mut uce = vec![vec![0.0; m]; n_rows];
+    let mut seqs: Vec<Vec<u32>> = vec![Vec::new(); n_rows];
+    let mut outside = None;
+    wander_data::for_each_event(ingest.reader(), |e| {
+        if e.split != wander_data::Split::Train {
+            return;
+        }
+        let (Some(&row), Some(&c)) = (rows.get(e.user as usize), assign.get(e.item as usize))
+        else {
+            outside = Some((e.user, e.item));
+            return;
+        };
+        let i = e.item as usize;
         item_counts[i].1 += 1;
-        uce[u][assign[i] as usize] += 1.0;
-        if it.positive[k] {
+        if e.positive {
             item_counts[i].0 += 1;
-            let c = assign[i];
+        }
+        if row == u32::MAX {
+            return;
+        }
+        let u = row as usize;
+        uce[u][c as usize] += 1.0;
+        if e.positive {
             ucp[u][c as usize] += 1.0;
             if seqs[u].last() != Some(&c) {
                 seqs[u].push(c);
             }
         }
+    })?;
+    if let Some((user, item)) = outside {
+        crate::bail!(
+            "{}: an event names user {user} and item {item}, outside the catalogue of {} users and {} items",
+            ingest.reader().path(wander_data::INTERACTIONS_FILE)?.display(),
+            size.users,
+            size.items
+        );
     }
     let pre = open(run, StageId::Precompute)?;
     let table = wander_table::ExplorationTable::read(&pre.path(TABLE)?)?;
@@ -163,7 +210,8 @@ fn world(
             .entry(t.next)
             .or_default() += 1;
     }
-    Ok(World::new(
+    let sampled_from = (n_rows < size.users).then_some(size.users);
+    let world = World::new(
         WorldInput {
             item_cluster: assign,
             item_counts,
@@ -181,7 +229,8 @@ fn world(
             },
         },
         cfg.rank,
-    )?)
+    )?;
+    Ok((world, sampled_from))
 }
 
 /// What decides a click's positive outcome, in the report's words.
@@ -203,6 +252,10 @@ pub(crate) fn simulate_slice(ctx: &StageContext, aa: bool) -> Value {
         }
     }
     if let Some(sim) = slice["simulate"].as_object_mut() {
+        if ctx.config.simulate.world_users == 0 {
+            // Every user, as before the cap existed.
+            sim.remove("world_users");
+        }
         if ctx.config.simulate.satisfaction == SimSatisfaction::Affinity {
             // Likewise for the choice model every run had before `satisfaction` existed.
             sim.remove("satisfaction");
@@ -241,7 +294,11 @@ pub fn simulate_stage(ctx: &StageContext, force: bool, aa: bool) -> crate::Resul
     let stage_dir = run.stage_dir(stage);
     let outcome = run.run_stage(stage, slice, inputs, force, |w| -> crate::Result<Value> {
         let baseline = if arms.contains(&Strategy::BaselineTable) { c.baseline_run.as_str() } else { "" };
-        let world = world(&run, c, baseline)?;
+        let (world, sampled_from) = world(&run, c, baseline, ctx.config.run.seed)?;
+        let sampled_note = match sampled_from {
+            Some(all) => format!("; {} of the {all} real users, a seeded draw (`simulate.world_users`)", c.world_users),
+            None => String::new(),
+        };
         let bar = wander_core::progress::bar(c.seeds as u64, "simulate", "seeds");
         let t0 = std::time::Instant::now();
         let mut runs = Vec::new();
@@ -253,8 +310,8 @@ pub fn simulate_stage(ctx: &StageContext, force: bool, aa: bool) -> crate::Resul
         let seconds = t0.elapsed().as_secs_f64();
         let mut effects = std::collections::BTreeMap::new();
         let mut md = format!(
-            "# Closed-loop simulation\n\nProtocol: {} simulated users over {} days, {} items per session (the first from the exploration strategy, {}; the rest from the user's known interests), {} seeds; users split into arms by a hash of the user id; every {} days the log-trained strategies are refitted on the real plus simulated logs, the same for every arm (co-occurrence counts, cluster popularity){}. Affinities: rank-{} fit of the real user x cluster engagement (training period) plus N(0, {}) noise; item quality: smoothed training positive rate; a click's positive outcome: {}. Effects: relative difference of the per-day mean against the control arm `{}`, mean over seeds with a 95% t-interval. {:.1} s in total.\n\n| arm | {} |\n|---|{}\n",
-            c.users, c.days, c.slots, match c.exploration { wander_core::config::SimExploration::OutsidePair => "a cluster outside the user's last two interests", wander_core::config::SimExploration::NewToUser => "a cluster new to the user" }, c.seeds, c.refresh_days, if c.refresh_table { ", and every ranked strategy (popular, co-occurrence, the table) re-ranks its top candidates by the exploration feedback observed so far, shrunk towards the pooled rate" } else { "" }, c.rank, c.noise, satisfaction_text(c), names[0], seconds,
+            "# Closed-loop simulation\n\nProtocol: {} simulated users over {} days, {} items per session (the first from the exploration strategy, {}; the rest from the user's known interests), {} seeds; users split into arms by a hash of the user id; every {} days the log-trained strategies are refitted on the real plus simulated logs, the same for every arm (co-occurrence counts, cluster popularity){}. Affinities: rank-{} fit of the real user x cluster engagement (training period{}) plus N(0, {}) noise; item quality: smoothed training positive rate; a click's positive outcome: {}. Effects: relative difference of the per-day mean against the control arm `{}`, mean over seeds with a 95% t-interval. {:.1} s in total.\n\n| arm | {} |\n|---|{}\n",
+            c.users, c.days, c.slots, match c.exploration { wander_core::config::SimExploration::OutsidePair => "a cluster outside the user's last two interests", wander_core::config::SimExploration::NewToUser => "a cluster new to the user" }, c.seeds, c.refresh_days, if c.refresh_table { ", and every ranked strategy (popular, co-occurrence, the table) re-ranks its top candidates by the exploration feedback observed so far, shrunk towards the pooled rate" } else { "" }, c.rank, sampled_note, c.noise, satisfaction_text(c), names[0], seconds,
             FIGURES.iter().map(|f| f.0).collect::<Vec<_>>().join(" | "), "---|".repeat(FIGURES.len())
         );
         for (a, name) in names.iter().enumerate().skip(1) {
