@@ -306,14 +306,16 @@ pub fn read_dataset(stage: &StageReader) -> Result<Dataset, DataError> {
     Ok(ds)
 }
 
-/// One stored interaction's ids, engagement and splits: what the sequence model, the item
-/// popularity and the serving catalogue need from the log.
+/// One stored interaction without its feedback values: what the sequence model, the item
+/// popularity, the serving catalogue, the simulator's world and the transitions need.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Event {
     /// Dense user index.
     pub user: u32,
     /// Dense item index.
     pub item: u32,
+    /// Unix seconds.
+    pub timestamp: i64,
     /// Whether the positive-engagement rule holds.
     pub positive: bool,
     /// Global temporal split.
@@ -349,14 +351,21 @@ pub fn catalogue_size(stage: &StageReader) -> Result<CatalogueSize, DataError> {
 
 /// Visits every interaction of a dataset written by [`write_dataset`] in its stored order
 /// (user, time, input), decoding only the columns of [`Event`] one record batch at a time:
-/// the memory it holds is one batch whatever the log's length (timestamps, feedback values
-/// and the catalogue's text are never read). Returns how many events it visited.
+/// the memory it holds is one batch whatever the log's length (feedback values and the
+/// catalogue's text are never read). Returns how many events it visited.
 pub fn for_each_event(stage: &StageReader, mut visit: impl FnMut(Event)) -> Result<u64, DataError> {
     let path = stage.path(INTERACTIONS_FILE)?;
     let file =
         File::open(&path).map_err(|e| DataError::Core(wander_core::CoreError::io(&path, e)))?;
     let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| pq_err(&path, e))?;
-    let columns = ["user", "item", "positive", "split", "loo_split"];
+    let columns = [
+        "user",
+        "item",
+        "timestamp",
+        "positive",
+        "split",
+        "loo_split",
+    ];
     for name in columns {
         if builder.schema().field_with_name(name).is_err() {
             return Err(pq_err(&path, format!("missing column `{name}`")));
@@ -373,6 +382,7 @@ pub fn for_each_event(stage: &StageReader, mut visit: impl FnMut(Event)) -> Resu
         let b = batch.map_err(|e| pq_err(&path, e))?;
         let user = typed_col!(&path, &b, "user", UInt32Type).values();
         let item = typed_col!(&path, &b, "item", UInt32Type).values();
+        let timestamp = typed_col!(&path, &b, "timestamp", Int64Type).values();
         let positive = column(&path, &b, "positive")?
             .as_boolean_opt()
             .ok_or_else(|| pq_err(&path, "positive is not boolean"))?;
@@ -383,6 +393,7 @@ pub fn for_each_event(stage: &StageReader, mut visit: impl FnMut(Event)) -> Resu
             visit(Event {
                 user: user[k],
                 item: item[k],
+                timestamp: timestamp[k],
                 positive: positive.is_valid(k) && positive.value(k),
                 split: Split::from_u8(split[k]).ok_or_else(|| bad("split", split[k]))?,
                 loo_split: Split::from_u8(loo_split[k])

@@ -236,10 +236,18 @@ fn streamed_events_and_catalogue_size_match_the_stored_dataset_across_batches() 
     let it = &ds.interactions;
     for (k, e) in seen.iter().enumerate() {
         assert_eq!(
-            (e.user, e.item, e.positive, e.split, e.loo_split),
+            (
+                e.user,
+                e.item,
+                e.timestamp,
+                e.positive,
+                e.split,
+                e.loo_split
+            ),
             (
                 it.user[k],
                 it.item[k],
+                it.timestamp[k],
                 it.positive[k],
                 it.split[k],
                 it.loo_split[k]

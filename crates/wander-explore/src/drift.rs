@@ -20,11 +20,15 @@ pub fn period_of(timestamps: &[i64], period_seconds: i64) -> Vec<u32> {
     let Some(&start) = timestamps.iter().min() else {
         return Vec::new();
     };
-    let width = period_seconds.max(1);
     timestamps
         .iter()
-        .map(|&t| ((t - start) / width) as u32)
+        .map(|&t| period_at(start, t, period_seconds))
         .collect()
+}
+
+/// The period of time `t` in a log that starts at `start` (see [`period_of`]).
+pub fn period_at(start: i64, t: i64, period_seconds: i64) -> u32 {
+    ((t - start) / period_seconds.max(1)) as u32
 }
 
 /// Counts per `(c1, c2)` of each next cluster, over the transitions whose period lies in

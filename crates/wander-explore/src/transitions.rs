@@ -40,42 +40,72 @@ pub fn mine_tagged<T: Copy>(
     tag: impl Fn(usize) -> T,
 ) -> Vec<(Transition, T)> {
     let it = &ds.interactions;
-    let mut out = Vec::new();
-    let mut start = 0;
-    while start < it.len() {
-        let mut end = start;
-        while end < it.len() && it.user[end] == it.user[start] {
-            end += 1;
+    let mut miner = Miner::new(item_cluster);
+    (0..it.len())
+        .filter_map(|k| {
+            miner
+                .push(it.user[k], it.item[k], it.positive[k], it.split[k])
+                .map(|t| (t, tag(k)))
+        })
+        .collect()
+}
+
+/// [`mine`] one interaction at a time, for a log streamed in its stored order (grouped by
+/// user, in time order within a user), so the log need not be in memory. A user's
+/// interactions are one run: a user met again after another's starts afresh, as in [`mine`].
+#[derive(Debug, Clone)]
+pub struct Miner<'a> {
+    item_cluster: &'a [u32],
+    user: Option<u32>,
+    /// The user's collapsed sequence's last two clusters, the latest last.
+    recent: [Option<u32>; 2],
+}
+
+impl<'a> Miner<'a> {
+    /// A miner over items' clusters.
+    pub fn new(item_cluster: &'a [u32]) -> Self {
+        Miner {
+            item_cluster,
+            user: None,
+            recent: [None, None],
         }
-        // (cluster, the interaction that entered it)
-        let mut seq: Vec<(u32, usize)> = Vec::new();
-        for k in start..end {
-            if !it.positive[k] {
-                continue;
-            }
-            let c = item_cluster[it.item[k] as usize];
-            if seq.last().is_none_or(|(last, _)| *last != c) {
-                seq.push((c, k));
-            }
-        }
-        for w in seq.windows(3) {
-            let (c1, c2, (c3, k)) = (w[0].0, w[1].0, w[2]);
-            if c3 != c1 && c3 != c2 {
-                out.push((
-                    Transition {
-                        user: it.user[start],
-                        c1,
-                        c2,
-                        next: c3,
-                        split: it.split[k],
-                    },
-                    tag(k),
-                ));
-            }
-        }
-        start = end;
     }
-    out
+
+    /// Feeds the next interaction; returns the transition it completes, if any.
+    ///
+    /// # Panics
+    /// If `item` has no cluster in `item_cluster`.
+    pub fn push(
+        &mut self,
+        user: u32,
+        item: u32,
+        positive: bool,
+        split: Split,
+    ) -> Option<Transition> {
+        if self.user != Some(user) {
+            self.user = Some(user);
+            self.recent = [None, None];
+        }
+        if !positive {
+            return None;
+        }
+        let c = self.item_cluster[item as usize];
+        if self.recent[1] == Some(c) {
+            return None;
+        }
+        let made = match self.recent {
+            [Some(c1), Some(c2)] if c != c1 => Some(Transition {
+                user,
+                c1,
+                c2,
+                next: c,
+                split,
+            }),
+            _ => None,
+        };
+        self.recent = [self.recent[1], Some(c)];
+        made
+    }
 }
 
 /// Counts of next clusters per history pair.
@@ -218,5 +248,58 @@ mod tests {
         let s = stats(&c, 10);
         assert_eq!((s.transitions, s.pairs, s.triples), (2, 2, 2));
         assert!((s.top10pct_target_share - 0.5).abs() < 1e-12);
+    }
+
+    /// The miner before it streamed: each user's positive clusters collapsed, then every
+    /// window of three whose last is new to the first two.
+    fn by_windows(ds: &Dataset, item_cluster: &[u32]) -> Vec<Transition> {
+        let it = &ds.interactions;
+        let mut out = Vec::new();
+        let mut start = 0;
+        while start < it.len() {
+            let mut end = start;
+            while end < it.len() && it.user[end] == it.user[start] {
+                end += 1;
+            }
+            let mut seq: Vec<(u32, usize)> = Vec::new();
+            for k in start..end {
+                let c = item_cluster[it.item[k] as usize];
+                if it.positive[k] && seq.last().is_none_or(|(last, _)| *last != c) {
+                    seq.push((c, k));
+                }
+            }
+            for w in seq.windows(3) {
+                let (c1, c2, (c3, k)) = (w[0].0, w[1].0, w[2]);
+                if c3 != c1 && c3 != c2 {
+                    out.push(Transition {
+                        user: it.user[start],
+                        c1,
+                        c2,
+                        next: c3,
+                        split: it.split[k],
+                    });
+                }
+            }
+            start = end;
+        }
+        out
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_streaming_miner_finds_what_the_windows_find(
+            events in proptest::collection::vec((0u32..4, 0u32..9, proptest::bool::weighted(0.7), 0u8..3), 0..200),
+            clusters in proptest::collection::vec(0u32..4, 9),
+        ) {
+            let mut it = Interactions::default();
+            for &(u, i, p, s) in &events {
+                it.user.push(u);
+                it.item.push(i);
+                it.positive.push(p);
+                it.split.push(Split::from_u8(s).unwrap());
+            }
+            let ds = Dataset { interactions: it, ..Dataset::default() };
+            proptest::prop_assert_eq!(mine(&ds, &clusters), by_windows(&ds, &clusters));
+        }
     }
 }

@@ -34,15 +34,23 @@ pub fn eval_drift(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
             inputs,
             force,
             |w| -> crate::Result<Value> {
-                let ds = wander_data::read_dataset(open(&run, StageId::Ingest)?.reader())?;
                 let tax = wander_taxonomy::read(open(&run, StageId::Taxonomy)?.reader())?;
                 let period_seconds = (cfg.period_days * 86_400.0).round() as i64;
-                let period = drift::period_of(&ds.interactions.timestamp, period_seconds);
-                let dated =
-                    wander_explore::transitions::mine_tagged(&ds, tax.planner_assign(), |k| {
-                        period[k]
-                    });
-                let n_periods = period.iter().max().map_or(0, |&p| p + 1);
+                // Two passes over the streamed log: its time span, then the transitions,
+                // each dated by the period of the engagement that made it.
+                let (mut first, mut last) = (i64::MAX, i64::MIN);
+                let events =
+                    wander_data::for_each_event(open(&run, StageId::Ingest)?.reader(), |e| {
+                        first = first.min(e.timestamp);
+                        last = last.max(e.timestamp);
+                    })?;
+                let period = |t: i64| drift::period_at(first, t, period_seconds);
+                let (all, periods) =
+                    super::transitions::streamed_transitions(&run, tax.planner_assign(), |e| {
+                        period(e.timestamp)
+                    })?;
+                let dated: Vec<_> = all.into_iter().zip(periods).collect();
+                let n_periods = if events == 0 { 0 } else { period(last) + 1 };
                 if n_periods <= cfg.warmup_periods {
                     // A short log is no error for `wander run`: the report says what is missing.
                     crate::log(format!("eval drift: {}", too_short(n_periods, cfg)));
@@ -55,7 +63,7 @@ pub fn eval_drift(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
                     seed: ctx.config.run.seed,
                 };
                 let figures = drift::analyse(&dated, n_periods, &settings);
-                let start = ds.interactions.timestamp.iter().min().copied().unwrap_or(0);
+                let start = if events == 0 { 0 } else { first };
                 let md = markdown(&figures, cfg, start, period_seconds);
                 report_md(StageId::EvalDrift).write(w, md.as_bytes())?;
                 crate::summaries::record(&crate::summaries::EvalDriftSummary {

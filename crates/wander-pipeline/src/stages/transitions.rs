@@ -26,6 +26,44 @@ pub(crate) fn transitions_slice(ctx: &StageContext) -> Value {
     slice
 }
 
+/// Every transition of the ingested log, streamed (`wander_data::for_each_event`, the log
+/// never whole in memory), each with `tag(event)`, and the number of events read.
+pub(crate) fn streamed_transitions<T>(
+    run: &RunDir,
+    item_cluster: &[u32],
+    mut tag: impl FnMut(&wander_data::Event) -> T,
+) -> crate::Result<(Vec<wander_explore::transitions::Transition>, Vec<T>)> {
+    let ingest = open(run, StageId::Ingest)?;
+    let items = wander_data::catalogue_size(ingest.reader())?.items;
+    if item_cluster.len() != items {
+        crate::bail!(
+            "the taxonomy assigns {} items, the catalogue has {items}: artifacts of different runs",
+            item_cluster.len()
+        );
+    }
+    let mut miner = wander_explore::transitions::Miner::new(item_cluster);
+    let (mut all, mut tags) = (Vec::new(), Vec::new());
+    let mut outside = None;
+    wander_data::for_each_event(ingest.reader(), |e| {
+        if e.item as usize >= items {
+            outside = Some(e.item);
+        } else if let Some(t) = miner.push(e.user, e.item, e.positive, e.split) {
+            all.push(t);
+            tags.push(tag(&e));
+        }
+    })?;
+    if let Some(item) = outside {
+        crate::bail!(
+            "{}: an event names item {item}, but the catalogue has {items} items",
+            ingest
+                .reader()
+                .path(wander_data::INTERACTIONS_FILE)?
+                .display()
+        );
+    }
+    Ok((all, tags))
+}
+
 /// `wander transitions`.
 pub fn transitions(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
     use wander_explore::{sft, transitions as tr};
@@ -44,10 +82,10 @@ pub fn transitions(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
                 let tax = wander_taxonomy::read(open(&run, StageId::Taxonomy)?.reader())?;
                 let clusters = tax.planner_clusters();
                 let (all, engine) = match ctx.config.engine.log_stages {
-                    LogStages::Memory => {
-                        let ds = wander_data::read_dataset(open(&run, StageId::Ingest)?.reader())?;
-                        (tr::mine(&ds, tax.planner_assign()), None)
-                    }
+                    LogStages::Memory => (
+                        streamed_transitions(&run, tax.planner_assign(), |_| ())?.0,
+                        None,
+                    ),
                     LogStages::Engine => {
                         let (all, mining) =
                             super::log_engine::transitions(ctx, &run, tax.planner_assign())?;
