@@ -18,8 +18,8 @@ mod text;
 pub use error::DataError;
 pub use formats::load;
 pub use parquet_io::{
-    catalogue_size, for_each_event, read_catalogue, read_dataset, write_dataset, CatalogueSize,
-    Event, INTERACTIONS_FILE, ITEMS_FILE, USERS_FILE,
+    catalogue_size, feedback_columns, for_each_event, for_each_valued_event, read_catalogue,
+    read_dataset, write_dataset, CatalogueSize, Event, INTERACTIONS_FILE, ITEMS_FILE, USERS_FILE,
 };
 pub use rebase::{concat, rebase, Rebased};
 pub use split::{leave_last_out, temporal_split, Split};

@@ -249,18 +249,7 @@ pub fn read_catalogue(stage: &StageReader) -> Result<Dataset, DataError> {
             });
         }
     }
-    let path = stage.path(INTERACTIONS_FILE)?;
-    let file =
-        File::open(&path).map_err(|e| DataError::Core(wander_core::CoreError::io(&path, e)))?;
-    let schema = ParquetRecordBatchReaderBuilder::try_new(file)
-        .map_err(|e| pq_err(&path, e))?
-        .schema()
-        .clone();
-    ds.feedback_columns = schema
-        .fields()
-        .iter()
-        .filter_map(|f| f.name().strip_prefix(FEEDBACK_PREFIX).map(str::to_string))
-        .collect();
+    ds.feedback_columns = feedback_columns(stage)?;
     Ok(ds)
 }
 
@@ -354,11 +343,45 @@ pub fn catalogue_size(stage: &StageReader) -> Result<CatalogueSize, DataError> {
 /// the memory it holds is one batch whatever the log's length (feedback values and the
 /// catalogue's text are never read). Returns how many events it visited.
 pub fn for_each_event(stage: &StageReader, mut visit: impl FnMut(Event)) -> Result<u64, DataError> {
+    scan_events(stage, None, |e, _| visit(e))
+}
+
+/// [`for_each_event`] with each event's value of the feedback column `name` (as
+/// [`Dataset::feedback_columns`] names it); a column the dataset lacks is an error naming it.
+pub fn for_each_valued_event(
+    stage: &StageReader,
+    name: &str,
+    visit: impl FnMut(Event, f64),
+) -> Result<u64, DataError> {
+    scan_events(stage, Some(name), visit)
+}
+
+/// The names of the numeric feedback columns of a dataset written by [`write_dataset`], from
+/// its Parquet schema.
+pub fn feedback_columns(stage: &StageReader) -> Result<Vec<String>, DataError> {
     let path = stage.path(INTERACTIONS_FILE)?;
     let file =
         File::open(&path).map_err(|e| DataError::Core(wander_core::CoreError::io(&path, e)))?;
     let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| pq_err(&path, e))?;
-    let columns = [
+    Ok(builder
+        .schema()
+        .fields()
+        .iter()
+        .filter_map(|f| f.name().strip_prefix(FEEDBACK_PREFIX).map(str::to_string))
+        .collect())
+}
+
+fn scan_events(
+    stage: &StageReader,
+    value_column: Option<&str>,
+    mut visit: impl FnMut(Event, f64),
+) -> Result<u64, DataError> {
+    let path = stage.path(INTERACTIONS_FILE)?;
+    let file =
+        File::open(&path).map_err(|e| DataError::Core(wander_core::CoreError::io(&path, e)))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| pq_err(&path, e))?;
+    let value_name = value_column.map(|name| format!("{FEEDBACK_PREFIX}{name}"));
+    let mut columns = vec![
         "user",
         "item",
         "timestamp",
@@ -366,7 +389,8 @@ pub fn for_each_event(stage: &StageReader, mut visit: impl FnMut(Event)) -> Resu
         "split",
         "loo_split",
     ];
-    for name in columns {
+    columns.extend(value_name.as_deref());
+    for name in &columns {
         if builder.schema().field_with_name(name).is_err() {
             return Err(pq_err(&path, format!("missing column `{name}`")));
         }
@@ -388,17 +412,24 @@ pub fn for_each_event(stage: &StageReader, mut visit: impl FnMut(Event)) -> Resu
             .ok_or_else(|| pq_err(&path, "positive is not boolean"))?;
         let split = typed_col!(&path, &b, "split", UInt8Type).values();
         let loo_split = typed_col!(&path, &b, "loo_split", UInt8Type).values();
+        let values = match &value_name {
+            Some(name) => Some(typed_col!(&path, &b, name.as_str(), Float64Type).values()),
+            None => None,
+        };
         let bad = |name: &str, v: u8| pq_err(&path, format!("bad {name} value {v}"));
         for k in 0..b.num_rows() {
-            visit(Event {
-                user: user[k],
-                item: item[k],
-                timestamp: timestamp[k],
-                positive: positive.is_valid(k) && positive.value(k),
-                split: Split::from_u8(split[k]).ok_or_else(|| bad("split", split[k]))?,
-                loo_split: Split::from_u8(loo_split[k])
-                    .ok_or_else(|| bad("loo_split", loo_split[k]))?,
-            });
+            visit(
+                Event {
+                    user: user[k],
+                    item: item[k],
+                    timestamp: timestamp[k],
+                    positive: positive.is_valid(k) && positive.value(k),
+                    split: Split::from_u8(split[k]).ok_or_else(|| bad("split", split[k]))?,
+                    loo_split: Split::from_u8(loo_split[k])
+                        .ok_or_else(|| bad("loo_split", loo_split[k]))?,
+                },
+                values.map_or(f64::NAN, |v| v[k]),
+            );
         }
         visited += b.num_rows() as u64;
     }

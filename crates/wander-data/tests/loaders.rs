@@ -255,6 +255,18 @@ fn streamed_events_and_catalogue_size_match_the_stored_dataset_across_batches() 
             "event {k}"
         );
     }
+    assert_eq!(wander_data::feedback_columns(&stage).unwrap(), ["rating"]);
+    let mut values = Vec::new();
+    wander_data::for_each_valued_event(&stage, "rating", |e, v| values.push((e.user, v))).unwrap();
+    let expected: Vec<(u32, f64)> = (0..n).map(|k| (it.user[k], it.feedback[0][k])).collect();
+    assert_eq!(values, expected);
+    let err = wander_data::for_each_valued_event(&stage, "watch", |_, _| {})
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("feedback_watch") && err.contains("interactions.parquet"),
+        "{err}"
+    );
 }
 
 #[test]

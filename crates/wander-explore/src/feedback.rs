@@ -38,37 +38,77 @@ pub struct FeedbackEvent {
 pub fn events(ds: &Dataset, item_cluster: &[u32], feedback_column: usize) -> Vec<FeedbackEvent> {
     let it = &ds.interactions;
     let values = it.feedback.get(feedback_column);
-    let mut out = Vec::new();
-    let mut start = 0;
-    while start < it.len() {
-        let mut end = start;
-        while end < it.len() && it.user[end] == it.user[start] {
-            end += 1;
+    let mut miner = EventMiner::new(item_cluster);
+    (0..it.len())
+        .filter_map(|k| {
+            miner.push(
+                it.user[k],
+                it.item[k],
+                it.positive[k],
+                values.map_or(f64::NAN, |v| v[k]),
+                it.split[k],
+            )
+        })
+        .collect()
+}
+
+/// [`events`] one interaction at a time, for a log streamed in its stored order (grouped by
+/// user, in time order within a user), so the log need not be in memory. A user met again
+/// after another's interactions starts afresh, as in [`events`].
+#[derive(Debug, Clone)]
+pub struct EventMiner<'a> {
+    item_cluster: &'a [u32],
+    user: Option<u32>,
+    /// The user's interest state: the last two distinct positively engaged clusters.
+    state: (Option<u32>, Option<u32>),
+}
+
+impl<'a> EventMiner<'a> {
+    /// A miner over items' clusters.
+    pub fn new(item_cluster: &'a [u32]) -> Self {
+        EventMiner {
+            item_cluster,
+            user: None,
+            state: (None, None),
         }
-        let (mut c1, mut c2): (Option<u32>, Option<u32>) = (None, None);
-        for k in start..end {
-            let c = item_cluster[it.item[k] as usize];
-            if let (Some(a), Some(b)) = (c1, c2) {
-                if c != a && c != b {
-                    out.push(FeedbackEvent {
-                        user: it.user[k],
-                        c1: a,
-                        c2: b,
-                        next: c,
-                        positive: it.positive[k],
-                        value: values.map_or(f64::NAN, |v| v[k]),
-                        split: it.split[k],
-                    });
-                }
-            }
-            if it.positive[k] && c2 != Some(c) {
-                c1 = c2;
-                c2 = Some(c);
-            }
-        }
-        start = end;
     }
-    out
+
+    /// Feeds the next interaction (`value`: the feedback column's); returns the feedback
+    /// event it makes, if any.
+    ///
+    /// # Panics
+    /// If `item` has no cluster in `item_cluster`.
+    pub fn push(
+        &mut self,
+        user: u32,
+        item: u32,
+        positive: bool,
+        value: f64,
+        split: Split,
+    ) -> Option<FeedbackEvent> {
+        if self.user != Some(user) {
+            self.user = Some(user);
+            self.state = (None, None);
+        }
+        let c = self.item_cluster[item as usize];
+        let (c1, c2) = self.state;
+        let made = match (c1, c2) {
+            (Some(a), Some(b)) if c != a && c != b => Some(FeedbackEvent {
+                user,
+                c1: a,
+                c2: b,
+                next: c,
+                positive,
+                value,
+                split,
+            }),
+            _ => None,
+        };
+        if positive && c2 != Some(c) {
+            self.state = (c2, Some(c));
+        }
+        made
+    }
 }
 
 pub use wander_core::config::{FeedbackNormalize as Normalize, FeedbackSignal as Signal};
@@ -810,5 +850,61 @@ mod tests {
             .iter()
             .zip([0.4, 0.6, 0.4])
             .all(|(a, b)| (a - b).abs() < 1e-6));
+    }
+
+    /// The miner before it streamed: each user's run of interactions in one loop.
+    fn by_runs(ds: &Dataset, item_cluster: &[u32], column: usize) -> Vec<FeedbackEvent> {
+        let it = &ds.interactions;
+        let values = it.feedback.get(column);
+        let mut out = Vec::new();
+        let mut start = 0;
+        while start < it.len() {
+            let mut end = start;
+            while end < it.len() && it.user[end] == it.user[start] {
+                end += 1;
+            }
+            let (mut c1, mut c2): (Option<u32>, Option<u32>) = (None, None);
+            for k in start..end {
+                let c = item_cluster[it.item[k] as usize];
+                if let (Some(a), Some(b)) = (c1, c2) {
+                    if c != a && c != b {
+                        out.push(FeedbackEvent {
+                            user: it.user[k],
+                            c1: a,
+                            c2: b,
+                            next: c,
+                            positive: it.positive[k],
+                            value: values.map_or(f64::NAN, |v| v[k]),
+                            split: it.split[k],
+                        });
+                    }
+                }
+                if it.positive[k] && c2 != Some(c) {
+                    c1 = c2;
+                    c2 = Some(c);
+                }
+            }
+            start = end;
+        }
+        out
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_streaming_miner_finds_what_the_user_runs_find(
+            log in proptest::collection::vec((0u32..4, 0u32..9, proptest::bool::weighted(0.6), 0u8..3, 0u8..6), 0..200),
+            clusters in proptest::collection::vec(0u32..4, 9),
+        ) {
+            let mut it = wander_data::Interactions { feedback: vec![Vec::new()], ..Default::default() };
+            for &(u, i, p, s, v) in &log {
+                it.user.push(u);
+                it.item.push(i);
+                it.positive.push(p);
+                it.split.push(Split::from_u8(s).unwrap());
+                it.feedback[0].push(f64::from(v) * 0.5);
+            }
+            let ds = Dataset { interactions: it, ..Dataset::default() };
+            proptest::prop_assert_eq!(events(&ds, &clusters, 0), by_runs(&ds, &clusters, 0));
+        }
     }
 }

@@ -57,27 +57,58 @@ pub(crate) struct PeriodFeedback {
     pub positive: usize,
 }
 
-/// The three periods' feedback (train, valid, test) from the ingested log loaded whole.
+/// The three periods' feedback (train, valid, test) from the ingested log, streamed (the
+/// log is never whole in memory; the feedback events are).
 fn in_memory(
     ctx: &StageContext,
     run: &RunDir,
     cfg: &LabelConfig,
     assign: &[u32],
 ) -> crate::Result<[PeriodFeedback; 3]> {
-    let ds = wander_data::read_dataset(open(run, StageId::Ingest)?.reader())?;
-    let column = ds
-        .feedback_columns
-        .iter()
-        .position(|c| *c == ctx.config.data.feedback);
-    if column.is_none() && cfg.signal != feedback::Signal::Positive {
+    let ingest = open(run, StageId::Ingest)?;
+    let size = wander_data::catalogue_size(ingest.reader())?;
+    if assign.len() != size.items {
+        bail!(
+            "the taxonomy assigns {} items, the catalogue has {}: artifacts of different runs",
+            assign.len(),
+            size.items
+        );
+    }
+    let columns = wander_data::feedback_columns(ingest.reader())?;
+    let has_column = columns.contains(&ctx.config.data.feedback);
+    if !has_column && cfg.signal != feedback::Signal::Positive {
         bail!(
             "config: data.feedback: column `{}` is not in the data (columns: {}); feedback.signal = {} needs it",
             ctx.config.data.feedback,
-            ds.feedback_columns.join(", "),
+            columns.join(", "),
             json!(cfg.signal)
         );
     }
-    let events = feedback::events(&ds, assign, column.unwrap_or(usize::MAX));
+    let mut miner = feedback::EventMiner::new(assign);
+    let mut events = Vec::new();
+    let mut outside = None;
+    let mut visit = |e: wander_data::Event, value: f64| {
+        if e.item as usize >= size.items {
+            outside = Some(e.item);
+        } else if let Some(made) = miner.push(e.user, e.item, e.positive, value, e.split) {
+            events.push(made);
+        }
+    };
+    if has_column {
+        wander_data::for_each_valued_event(ingest.reader(), &ctx.config.data.feedback, &mut visit)?;
+    } else {
+        wander_data::for_each_event(ingest.reader(), |e| visit(e, f64::NAN))?;
+    }
+    if let Some(item) = outside {
+        bail!(
+            "{}: an event names item {item}, but the catalogue has {} items",
+            ingest
+                .reader()
+                .path(wander_data::INTERACTIONS_FILE)?
+                .display(),
+            size.items
+        );
+    }
     let signal = feedback::EventSignal::new(cfg.signal, cfg.value_weight, &events)?;
     Ok([
         wander_data::Split::Train,
