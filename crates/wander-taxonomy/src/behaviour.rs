@@ -12,28 +12,66 @@ use crate::linalg::{orthonormalize, sparse_mul, symmetric_eigen, Sparse};
 /// positions of each other in a user's training sequence, counted in both directions.
 pub fn co_consumption(ds: &Dataset, window: usize) -> HashMap<(u32, u32), f64> {
     let it = &ds.interactions;
-    let mut pairs: HashMap<(u32, u32), f64> = HashMap::new();
-    let mut start = 0;
-    while start < it.len() {
-        let mut end = start;
-        while end < it.len() && it.user[end] == it.user[start] {
-            end += 1;
+    let mut counts = CoConsumption::new(window);
+    for k in 0..it.len() {
+        counts.push(it.user[k], it.item[k], it.positive[k], it.split[k]);
+    }
+    counts.finish()
+}
+
+/// [`co_consumption`] one interaction at a time, for a log streamed in its stored order
+/// (grouped by user, in time order within a user): it holds one user's training sequence
+/// and the counts, not the log. A user met again after another's interactions starts a new
+/// sequence, as in [`co_consumption`].
+#[derive(Debug, Clone)]
+pub struct CoConsumption {
+    window: usize,
+    user: Option<u32>,
+    /// The current user's positive training items, in order.
+    sequence: Vec<u32>,
+    pairs: HashMap<(u32, u32), f64>,
+}
+
+impl CoConsumption {
+    /// Counts within `window` positions.
+    pub fn new(window: usize) -> Self {
+        CoConsumption {
+            window,
+            user: None,
+            sequence: Vec::new(),
+            pairs: HashMap::new(),
         }
-        let seq: Vec<u32> = (start..end)
-            .filter(|&k| it.positive[k] && it.split[k] == Split::Train)
-            .map(|k| it.item[k])
-            .collect();
+    }
+
+    /// Feeds the next interaction.
+    pub fn push(&mut self, user: u32, item: u32, positive: bool, split: Split) {
+        if self.user != Some(user) {
+            self.count_sequence();
+            self.user = Some(user);
+        }
+        if positive && split == Split::Train {
+            self.sequence.push(item);
+        }
+    }
+
+    fn count_sequence(&mut self) {
+        let seq = &self.sequence;
         for i in 0..seq.len() {
-            for j in i + 1..(i + 1 + window).min(seq.len()) {
+            for j in i + 1..(i + 1 + self.window).min(seq.len()) {
                 if seq[i] != seq[j] {
-                    *pairs.entry((seq[i], seq[j])).or_default() += 1.0;
-                    *pairs.entry((seq[j], seq[i])).or_default() += 1.0;
+                    *self.pairs.entry((seq[i], seq[j])).or_default() += 1.0;
+                    *self.pairs.entry((seq[j], seq[i])).or_default() += 1.0;
                 }
             }
         }
-        start = end;
+        self.sequence.clear();
     }
-    pairs
+
+    /// The counts.
+    pub fn finish(mut self) -> HashMap<(u32, u32), f64> {
+        self.count_sequence();
+        self.pairs
+    }
 }
 
 /// PPMI matrix of items that the same user consumed positively within `window` positions of
@@ -108,4 +146,54 @@ pub fn embeddings(a: &Sparse, dim: usize, seed: u64) -> Vec<Vec<f32>> {
             v
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The counts before they streamed: each user's run gathered, then its windows counted.
+    fn by_runs(ds: &Dataset, window: usize) -> HashMap<(u32, u32), f64> {
+        let it = &ds.interactions;
+        let mut pairs: HashMap<(u32, u32), f64> = HashMap::new();
+        let mut start = 0;
+        while start < it.len() {
+            let mut end = start;
+            while end < it.len() && it.user[end] == it.user[start] {
+                end += 1;
+            }
+            let seq: Vec<u32> = (start..end)
+                .filter(|&k| it.positive[k] && it.split[k] == Split::Train)
+                .map(|k| it.item[k])
+                .collect();
+            for i in 0..seq.len() {
+                for j in i + 1..(i + 1 + window).min(seq.len()) {
+                    if seq[i] != seq[j] {
+                        *pairs.entry((seq[i], seq[j])).or_default() += 1.0;
+                        *pairs.entry((seq[j], seq[i])).or_default() += 1.0;
+                    }
+                }
+            }
+            start = end;
+        }
+        pairs
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn streamed_counts_equal_the_per_user_runs(
+            log in proptest::collection::vec((0u32..4, 0u32..7, proptest::bool::weighted(0.7), 0u8..3), 0..150),
+            window in 1usize..5,
+        ) {
+            let mut it = wander_data::Interactions::default();
+            for &(u, i, p, s) in &log {
+                it.user.push(u);
+                it.item.push(i);
+                it.positive.push(p);
+                it.split.push(Split::from_u8(s).unwrap());
+            }
+            let ds = Dataset { interactions: it, ..Dataset::default() };
+            proptest::prop_assert_eq!(co_consumption(&ds, window), by_runs(&ds, window));
+        }
+    }
 }

@@ -31,17 +31,40 @@ struct LogUsage {
     engine: Option<crate::summaries::EngineMining>,
 }
 
-/// Mines the log where `engine.log_stages` says: in memory from the log loaded whole, or
-/// on the SQL engine over its Parquet with only the catalogue loaded.
+/// Mines the log where `engine.log_stages` says: in memory from the log streamed, or on the
+/// SQL engine over its Parquet; either way only the catalogue is loaded.
 fn log_usage(ctx: &StageContext, run: &RunDir) -> crate::Result<LogUsage> {
     let ingest = open(run, StageId::Ingest)?;
     let window = ctx.config.taxonomy.window;
     match ctx.config.engine.log_stages {
         LogStages::Memory => {
-            let mut ds = wander_data::read_dataset(ingest.reader())?;
-            let train_interactions = wander_taxonomy::train_interactions(&ds);
-            let co_consumption = wander_taxonomy::behaviour::co_consumption(&ds, window);
-            ds.interactions = Default::default();
+            // The log streamed: the catalogue, each item's training interactions and the
+            // co-consumption counts are all the taxonomy keeps of it.
+            let ds = wander_data::read_catalogue(ingest.reader())?;
+            let items = ds.items.len();
+            let mut train_interactions = vec![0u64; items];
+            let mut counts = wander_taxonomy::behaviour::CoConsumption::new(window);
+            let mut outside = None;
+            wander_data::for_each_event(ingest.reader(), |e| {
+                if e.item as usize >= items {
+                    outside = Some(e.item);
+                    return;
+                }
+                if e.split == wander_data::Split::Train {
+                    train_interactions[e.item as usize] += 1;
+                }
+                counts.push(e.user, e.item, e.positive, e.split);
+            })?;
+            if let Some(item) = outside {
+                crate::bail!(
+                    "{}: an event names item {item}, but the catalogue has {items} items",
+                    ingest
+                        .reader()
+                        .path(wander_data::INTERACTIONS_FILE)?
+                        .display()
+                );
+            }
+            let co_consumption = counts.finish();
             Ok(LogUsage {
                 ds,
                 train_interactions,
