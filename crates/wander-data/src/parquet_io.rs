@@ -341,7 +341,9 @@ pub fn catalogue_size(stage: &StageReader) -> Result<CatalogueSize, DataError> {
 /// Visits every interaction of a dataset written by [`write_dataset`] in its stored order
 /// (user, time, input), decoding only the columns of [`Event`] one record batch at a time:
 /// the memory it holds is one batch whatever the log's length (feedback values and the
-/// catalogue's text are never read). Returns how many events it visited.
+/// catalogue's text are never read). Every visited event's user and item lie inside the
+/// catalogue ([`catalogue_size`]): one outside is an error naming the file and row, before
+/// it is visited. Returns how many events it visited.
 pub fn for_each_event(stage: &StageReader, mut visit: impl FnMut(Event)) -> Result<u64, DataError> {
     scan_events(stage, None, |e, _| visit(e))
 }
@@ -376,6 +378,7 @@ fn scan_events(
     value_column: Option<&str>,
     mut visit: impl FnMut(Event, f64),
 ) -> Result<u64, DataError> {
+    let size = catalogue_size(stage)?;
     let path = stage.path(INTERACTIONS_FILE)?;
     let file =
         File::open(&path).map_err(|e| DataError::Core(wander_core::CoreError::io(&path, e)))?;
@@ -418,6 +421,19 @@ fn scan_events(
         };
         let bad = |name: &str, v: u8| pq_err(&path, format!("bad {name} value {v}"));
         for k in 0..b.num_rows() {
+            if user[k] as usize >= size.users || item[k] as usize >= size.items {
+                return Err(pq_err(
+                    &path,
+                    format!(
+                        "row {} names user {} and item {}, but the catalogue has {} users and {} items",
+                        visited + k as u64 + 1,
+                        user[k],
+                        item[k],
+                        size.users,
+                        size.items
+                    ),
+                ));
+            }
             visit(
                 Event {
                     user: user[k],

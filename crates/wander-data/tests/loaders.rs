@@ -267,6 +267,29 @@ fn streamed_events_and_catalogue_size_match_the_stored_dataset_across_batches() 
         err.contains("feedback_watch") && err.contains("interactions.parquet"),
         "{err}"
     );
+    // An event outside the catalogue is refused before it is visited, naming file and row.
+    let mut short = ds.clone();
+    short.items.truncate(294);
+    let first_outside = ds.interactions.item.iter().position(|&i| i == 294).unwrap();
+    let w = run.begin("short").unwrap();
+    wander_data::write_dataset(&w, &short).unwrap();
+    w.commit(
+        serde_json::json!({}),
+        BTreeMap::new(),
+        serde_json::json!({}),
+    )
+    .unwrap();
+    let mut visited = 0;
+    let err = wander_data::for_each_event(&run.read("short").unwrap(), |_| visited += 1)
+        .unwrap_err()
+        .to_string();
+    assert_eq!(visited, first_outside);
+    assert!(
+        err.contains("interactions.parquet")
+            && err.contains(&format!("row {} names", first_outside + 1))
+            && err.contains("294 items"),
+        "{err}"
+    );
 }
 
 #[test]

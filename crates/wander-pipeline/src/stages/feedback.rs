@@ -86,11 +86,8 @@ fn in_memory(
     }
     let mut miner = feedback::EventMiner::new(assign);
     let mut events = Vec::new();
-    let mut outside = None;
     let mut visit = |e: wander_data::Event, value: f64| {
-        if e.item as usize >= size.items {
-            outside = Some(e.item);
-        } else if let Some(made) = miner.push(e.user, e.item, e.positive, value, e.split) {
+        if let Some(made) = miner.push(e.user, e.item, e.positive, value, e.split) {
             events.push(made);
         }
     };
@@ -98,16 +95,6 @@ fn in_memory(
         wander_data::for_each_valued_event(ingest.reader(), &ctx.config.data.feedback, &mut visit)?;
     } else {
         wander_data::for_each_event(ingest.reader(), |e| visit(e, f64::NAN))?;
-    }
-    if let Some(item) = outside {
-        bail!(
-            "{}: an event names item {item}, but the catalogue has {} items",
-            ingest
-                .reader()
-                .path(wander_data::INTERACTIONS_FILE)?
-                .display(),
-            size.items
-        );
     }
     let signal = feedback::EventSignal::new(cfg.signal, cfg.value_weight, &events)?;
     Ok([

@@ -155,17 +155,17 @@ fn world(
     let mut ucp = vec![vec![0.0; m]; n_rows];
     let mut uce = vec![vec![0.0; m]; n_rows];
     let mut seqs: Vec<Vec<u32>> = vec![Vec::new(); n_rows];
-    let mut outside = None;
+    // The stream's users and items lie inside the catalogue, whose size `rows` and
+    // `assign` have.
     wander_data::for_each_event(ingest.reader(), |e| {
         if e.split != wander_data::Split::Train {
             return;
         }
-        let (Some(&row), Some(&c)) = (rows.get(e.user as usize), assign.get(e.item as usize))
-        else {
-            outside = Some((e.user, e.item));
-            return;
-        };
-        let i = e.item as usize;
+        let (row, c, i) = (
+            rows[e.user as usize],
+            assign[e.item as usize],
+            e.item as usize,
+        );
         item_counts[i].1 += 1;
         if e.positive {
             item_counts[i].0 += 1;
@@ -182,14 +182,6 @@ fn world(
             }
         }
     })?;
-    if let Some((user, item)) = outside {
-        crate::bail!(
-            "{}: an event names user {user} and item {item}, outside the catalogue of {} users and {} items",
-            ingest.reader().path(wander_data::INTERACTIONS_FILE)?.display(),
-            size.users,
-            size.items
-        );
-    }
     let pre = open(run, StageId::Precompute)?;
     let table = wander_table::ExplorationTable::read(&pre.path(TABLE)?)?;
     let table: HashMap<(u32, u32), Vec<(u32, f32)>> = table

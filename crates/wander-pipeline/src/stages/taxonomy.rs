@@ -44,26 +44,12 @@ fn log_usage(ctx: &StageContext, run: &RunDir) -> crate::Result<LogUsage> {
             let items = ds.items.len();
             let mut train_interactions = vec![0u64; items];
             let mut counts = wander_taxonomy::behaviour::CoConsumption::new(window);
-            let mut outside = None;
             wander_data::for_each_event(ingest.reader(), |e| {
-                if e.item as usize >= items {
-                    outside = Some(e.item);
-                    return;
-                }
                 if e.split == wander_data::Split::Train {
                     train_interactions[e.item as usize] += 1;
                 }
                 counts.push(e.user, e.item, e.positive, e.split);
             })?;
-            if let Some(item) = outside {
-                crate::bail!(
-                    "{}: an event names item {item}, but the catalogue has {items} items",
-                    ingest
-                        .reader()
-                        .path(wander_data::INTERACTIONS_FILE)?
-                        .display()
-                );
-            }
             let co_consumption = counts.finish();
             Ok(LogUsage {
                 ds,

@@ -27,7 +27,7 @@ pub(crate) fn transitions_slice(ctx: &StageContext) -> Value {
 }
 
 /// Every transition of the ingested log, streamed (`wander_data::for_each_event`, the log
-/// never whole in memory), each with `tag(event)`, and the number of events read.
+/// never whole in memory), and beside them `tag(event)` of the event that made each.
 pub(crate) fn streamed_transitions<T>(
     run: &RunDir,
     item_cluster: &[u32],
@@ -43,24 +43,13 @@ pub(crate) fn streamed_transitions<T>(
     }
     let mut miner = wander_explore::transitions::Miner::new(item_cluster);
     let (mut all, mut tags) = (Vec::new(), Vec::new());
-    let mut outside = None;
+    // The stream's items lie inside the catalogue, so inside `item_cluster`.
     wander_data::for_each_event(ingest.reader(), |e| {
-        if e.item as usize >= items {
-            outside = Some(e.item);
-        } else if let Some(t) = miner.push(e.user, e.item, e.positive, e.split) {
+        if let Some(t) = miner.push(e.user, e.item, e.positive, e.split) {
             all.push(t);
             tags.push(tag(&e));
         }
     })?;
-    if let Some(item) = outside {
-        crate::bail!(
-            "{}: an event names item {item}, but the catalogue has {items} items",
-            ingest
-                .reader()
-                .path(wander_data::INTERACTIONS_FILE)?
-                .display()
-        );
-    }
     Ok((all, tags))
 }
 
