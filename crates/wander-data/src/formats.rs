@@ -243,16 +243,27 @@ impl Builder {
             remap[old as usize] = new as u32;
         }
         let sorted_users: Vec<String> = order.iter().map(|&o| users[o as usize].clone()).collect();
+        // The log is the memory here: each source column is dropped as soon as its sorted
+        // copy exists, so at most one column is held twice (with the order).
+        let (mut rows, mut fb) = (rows, fb);
+        rows.shrink_to_fit();
+        fb.iter_mut().for_each(Vec::shrink_to_fit);
         let mut idx: Vec<usize> = (0..rows.len()).collect();
         idx.sort_by_key(|&i| (remap[rows[i].0 as usize], rows[i].2, i));
+        let user = idx.iter().map(|&i| remap[rows[i].0 as usize]).collect();
+        let item = idx.iter().map(|&i| rows[i].1).collect();
+        let timestamp = idx.iter().map(|&i| rows[i].2).collect();
+        drop(rows);
+        let feedback = fb
+            .into_iter()
+            .map(|col| idx.iter().map(|&i| col[i]).collect())
+            .collect();
+        drop(idx);
         let mut inter = Interactions {
-            user: idx.iter().map(|&i| remap[rows[i].0 as usize]).collect(),
-            item: idx.iter().map(|&i| rows[i].1).collect(),
-            timestamp: idx.iter().map(|&i| rows[i].2).collect(),
-            feedback: fb
-                .iter()
-                .map(|col| idx.iter().map(|&i| col[i]).collect())
-                .collect(),
+            user,
+            item,
+            timestamp,
+            feedback,
             ..Default::default()
         };
         inter.positive = inter.feedback[rule_col]

@@ -83,46 +83,89 @@ fn write_batch(path: &Path, columns: Vec<(String, ArrayRef)>) -> Result<(), Data
     Ok(())
 }
 
-/// Writes the dataset's three Parquet files into a stage.
-pub fn write_dataset(stage: &StageWriter, ds: &Dataset) -> Result<(), DataError> {
+/// The interactions file's columns for the rows `rows`: user, item, timestamp, `seq` (the
+/// row's position in (user, time, input) order: the order key that SQL engines need, since
+/// timestamps tie), the feedback columns, positive, split, loo_split.
+fn interaction_columns(ds: &Dataset, rows: std::ops::Range<usize>) -> Vec<(String, ArrayRef)> {
     let it = &ds.interactions;
+    let r = rows.clone();
+    let splits = |col: &[Split]| -> ArrayRef {
+        Arc::new(UInt8Array::from_iter_values(
+            col[r.clone()].iter().map(|s| *s as u8),
+        ))
+    };
     let mut cols: Vec<(String, ArrayRef)> = vec![
-        ("user".into(), Arc::new(UInt32Array::from(it.user.clone()))),
-        ("item".into(), Arc::new(UInt32Array::from(it.item.clone()))),
+        (
+            "user".into(),
+            Arc::new(UInt32Array::from(it.user[r.clone()].to_vec())),
+        ),
+        (
+            "item".into(),
+            Arc::new(UInt32Array::from(it.item[r.clone()].to_vec())),
+        ),
         (
             "timestamp".into(),
-            Arc::new(Int64Array::from(it.timestamp.clone())),
+            Arc::new(Int64Array::from(it.timestamp[r.clone()].to_vec())),
         ),
-        // The row's position in (user, time, input) order: the order key that SQL engines
-        // need, since timestamps tie.
         (
             "seq".into(),
-            Arc::new(UInt64Array::from_iter_values(0..it.len() as u64)),
+            Arc::new(UInt64Array::from_iter_values(
+                rows.start as u64..rows.end as u64,
+            )),
         ),
     ];
     for (name, col) in ds.feedback_columns.iter().zip(&it.feedback) {
         cols.push((
             format!("{FEEDBACK_PREFIX}{name}"),
-            Arc::new(Float64Array::from(col.clone())),
+            Arc::new(Float64Array::from(col[r.clone()].to_vec())),
         ));
     }
     cols.push((
         "positive".into(),
-        Arc::new(BooleanArray::from(it.positive.clone())),
+        Arc::new(BooleanArray::from(it.positive[r.clone()].to_vec())),
     ));
-    cols.push((
-        "split".into(),
-        Arc::new(UInt8Array::from(
-            it.split.iter().map(|s| *s as u8).collect::<Vec<_>>(),
-        )),
-    ));
-    cols.push((
-        "loo_split".into(),
-        Arc::new(UInt8Array::from(
-            it.loo_split.iter().map(|s| *s as u8).collect::<Vec<_>>(),
-        )),
-    ));
-    write_batch(&stage.path(INTERACTIONS_FILE)?, cols)?;
+    cols.push(("split".into(), splits(&it.split)));
+    cols.push(("loo_split".into(), splits(&it.loo_split)));
+    cols
+}
+
+/// Rows per record batch of the interactions file: parquet-rs's row group size, so that
+/// writing the log batch by batch gives the same row groups (and bytes) as writing it whole.
+const INTERACTION_BATCH_ROWS: usize = parquet::file::properties::DEFAULT_MAX_ROW_GROUP_ROW_COUNT;
+
+/// Writes the dataset's three Parquet files into a stage. The interactions go out one
+/// record batch at a time, so that the log is not copied whole into Arrow arrays.
+pub fn write_dataset(stage: &StageWriter, ds: &Dataset) -> Result<(), DataError> {
+    let it = &ds.interactions;
+    let path = stage.path(INTERACTIONS_FILE)?;
+    let mut writer: Option<ArrowWriter<File>> = None;
+    let mut start = 0;
+    loop {
+        let end = (start + INTERACTION_BATCH_ROWS).min(it.len());
+        let batch = RecordBatch::try_from_iter(interaction_columns(ds, start..end))
+            .map_err(|e| pq_err(&path, e))?;
+        if writer.is_none() {
+            let file = File::create(&path)
+                .map_err(|e| DataError::Core(wander_core::CoreError::io(&path, e)))?;
+            let props = WriterProperties::builder()
+                .set_compression(Compression::SNAPPY)
+                .build();
+            writer = Some(
+                ArrowWriter::try_new(file, batch.schema(), Some(props))
+                    .map_err(|e| pq_err(&path, e))?,
+            );
+        }
+        let w = writer.as_mut().expect("created above");
+        w.write(&batch).map_err(|e| pq_err(&path, e))?;
+        start = end;
+        if start >= it.len() {
+            break;
+        }
+    }
+    writer
+        .expect("one batch at least")
+        .close()
+        .map_err(|e| pq_err(&path, e))?;
 
     let join = |f: &dyn Fn(&Item) -> String| -> ArrayRef {
         Arc::new(StringArray::from(

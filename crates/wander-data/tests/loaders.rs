@@ -192,8 +192,9 @@ fn parquet_round_trip_is_exact() {
 #[test]
 fn streamed_events_and_catalogue_size_match_the_stored_dataset_across_batches() {
     use wander_data::{Dataset, Interactions, Item, Split};
-    // More events than one record batch (65,536) holds, so the stream crosses boundaries.
-    let n = 150_001usize;
+    // More events than one record batch read (65,536) or written (1,048,576) holds, so the
+    // stream and the writer cross boundaries.
+    let n = 1_100_001usize;
     let splits = [Split::Train, Split::Valid, Split::Test];
     let it = Interactions {
         user: (0..n).map(|k| (k / 40) as u32).collect(),
@@ -227,6 +228,7 @@ fn streamed_events_and_catalogue_size_match_the_stored_dataset_across_batches() 
     )
     .unwrap();
     let stage = run.read("ingest").unwrap();
+    assert_eq!(wander_data::read_dataset(&stage).unwrap(), ds, "written batch by batch");
     let size = wander_data::catalogue_size(&stage).unwrap();
     assert_eq!((size.users, size.items), (ds.users.len(), 301));
     let mut seen = Vec::new();
