@@ -228,7 +228,11 @@ fn streamed_events_and_catalogue_size_match_the_stored_dataset_across_batches() 
     )
     .unwrap();
     let stage = run.read("ingest").unwrap();
-    assert_eq!(wander_data::read_dataset(&stage).unwrap(), ds, "written batch by batch");
+    assert_eq!(
+        wander_data::read_dataset(&stage).unwrap(),
+        ds,
+        "written batch by batch"
+    );
     let size = wander_data::catalogue_size(&stage).unwrap();
     assert_eq!((size.users, size.items), (ds.users.len(), 301));
     let mut seen = Vec::new();
