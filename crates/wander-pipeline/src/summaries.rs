@@ -438,14 +438,27 @@ pub struct TrainItemsSummary {
     pub resumed_from: usize,
     /// The loss.
     pub loss: ItemLoss,
+    /// Users an epoch visited, when `items.users_per_epoch` capped them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub users_per_epoch: Option<usize>,
+    /// Users the validation ranked, when `items.valid_users` sampled them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid_users: Option<usize>,
 }
 
 impl fmt::Display for TrainItemsSummary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "train items: {} epochs (best {}), valid NDCG@10 {:.4}, {:.1} s/epoch",
-            self.epochs, self.best_epoch, self.best_valid_ndcg10, self.seconds_per_epoch
+            "train items: {} epochs (best {}), valid NDCG@10 {:.4}{}, {:.1} s/epoch{}",
+            self.epochs,
+            self.best_epoch,
+            self.best_valid_ndcg10,
+            self.valid_users
+                .map_or(String::new(), |n| format!(" on {n} sampled users")),
+            self.seconds_per_epoch,
+            self.users_per_epoch
+                .map_or(String::new(), |n| format!(" of {n} users"))
         )
     }
 }

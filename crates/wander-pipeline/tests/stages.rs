@@ -268,6 +268,24 @@ fn log_stages_item_policy_and_serving_bundle_on_a_tiny_log() {
         "{md}"
     );
     records_its_slice(&sampled, &stages::EvalItems);
+    // Capped epochs and a validation sample, said so in the summary.
+    sampled.config.items.users_per_epoch = 30;
+    sampled.config.items.valid_users = 20;
+    let capped = stages::TrainItems.run(&sampled, false).unwrap();
+    let typed: wander_pipeline::summaries::TrainItemsSummary =
+        wander_pipeline::summaries::read(StageId::TrainItems, capped.fields()).unwrap();
+    assert_eq!(
+        (typed.users_per_epoch, typed.valid_users),
+        (Some(30), Some(20)),
+        "{capped}"
+    );
+    assert!(
+        capped.to_string().contains("on 20 sampled users"),
+        "{capped}"
+    );
+    records_its_slice(&sampled, &stages::TrainItems);
+    let uncapped = stages::TrainItems.run(&ctx, false).unwrap();
+    assert!(uncapped.fields().get("valid_users").is_none(), "{uncapped}");
     stages::EvalItems.run(&ctx, false).unwrap();
 
     // The serving bundle, read by the service's own loader, answers a request from the table.

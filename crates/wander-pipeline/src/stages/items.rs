@@ -109,6 +109,11 @@ pub(crate) fn train_positives(run: &RunDir) -> crate::Result<Vec<u64>> {
     Ok(positives)
 }
 
+/// `cap` when it is set and below `of`: the number a sample drew.
+fn capped(cap: usize, of: usize) -> Option<usize> {
+    (cap > 0 && cap < of).then_some(cap)
+}
+
 /// `wander train items`.
 pub fn train_items(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
     let c = &ctx.config.items;
@@ -118,6 +123,8 @@ pub fn train_items(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
     let checkpoints = run.root().join(".checkpoints/items");
     let outcome = run.run_stage(StageId::TrainItems.folder(), slice, inputs, force, |w| -> crate::Result<Value> {
         let seqs = sequences(&run)?;
+        // The users an epoch can visit: those with two training items.
+        let trainable = seqs.train.iter().filter(|s| s.len() >= 2).count();
         let cfg = TrainConfig {
             max_epochs: c.max_epochs,
             patience: c.patience,
@@ -152,6 +159,8 @@ pub fn train_items(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
             final_loss: rep.epochs.last().map(|e| e.loss),
             resumed_from: rep.resumed_from,
             loss: c.loss,
+            users_per_epoch: capped(c.users_per_epoch, trainable),
+            valid_users: capped(c.valid_users, users_with(&seqs, Target::Valid).len()),
         })
     })
     .context("train items failed; earlier artifacts are unchanged and a rerun resumes after the last finished epoch")?;
