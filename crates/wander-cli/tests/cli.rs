@@ -729,7 +729,8 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 }
 
 /// `wander aggregate --check` on the real log and taxonomy: the DataFusion plans, embedded and
-/// on a Ballista scheduler + executor on loopback, give exactly the in-memory miners' rows.
+/// on a Ballista scheduler and two executors (three processes on loopback), give exactly the
+/// in-memory miners' rows, and the log stages on them write the in-memory artifacts.
 #[cfg(feature = "engine")]
 fn aggregate_checks(dir: &std::path::Path, base: &dyn Fn(&mut std::process::Command)) {
     let mut agg = wander(dir);
@@ -782,20 +783,42 @@ fn aggregate_checks(dir: &std::path::Path, base: &dyn Fn(&mut std::process::Comm
         "{} is built by `cargo test --workspace`",
         launcher.display()
     );
-    let mut cluster = std::process::Command::new(&launcher)
-        .args(["local", "--cores", "2"])
+    // A scheduler and two executors, each its own process, as on a real cluster; killed
+    // when the test ends, pass or fail.
+    struct Cluster(Vec<std::process::Child>);
+    impl Drop for Cluster {
+        fn drop(&mut self) {
+            for child in &mut self.0 {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+    let mut scheduler = std::process::Command::new(&launcher)
+        .arg("scheduler")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
     let mut line = String::new();
     std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(cluster.stdout.take().unwrap()),
+        &mut std::io::BufReader::new(scheduler.stdout.take().unwrap()),
         &mut line,
     )
     .unwrap();
+    let mut cluster = Cluster(vec![scheduler]);
     let url: serde_json::Value = serde_json::from_str(&line).unwrap();
     let url = url["scheduler"].as_str().unwrap().to_string();
+    for _ in 0..2 {
+        cluster.0.push(
+            std::process::Command::new(&launcher)
+                .args(["executor", "--scheduler", &url, "--cores", "1"])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+    }
     let mut agg = wander(dir);
     base(&mut agg);
     let out = run(agg.args(["aggregate", "--check", "--force", "--engine", &url]));
@@ -808,8 +831,7 @@ fn aggregate_checks(dir: &std::path::Path, base: &dyn Fn(&mut std::process::Comm
         ],
         Some(&url),
     );
-    let _ = cluster.kill();
-    let _ = cluster.wait();
+    drop(cluster);
     assert!(out.status.success(), "{}", stderr(&out));
     let s = json(&out);
     assert_eq!(s["matches_in_memory"], true);

@@ -1496,8 +1496,11 @@ mod tests {
             final_loss: None,
             resumed_from: 0,
             loss: ItemLoss::Full,
+            users_per_epoch: None,
+            valid_users: Some(20),
         };
         let v = record(&s).unwrap();
+        assert!(v.get("users_per_epoch").is_none() && v["valid_users"] == 20);
         assert!(v["best_valid_ndcg10"].is_null());
         let back: TrainItemsSummary = read(StageId::TrainItems, &v).unwrap();
         assert!(back.best_valid_ndcg10.is_nan() && back.epochs == 2);

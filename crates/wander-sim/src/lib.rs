@@ -879,6 +879,7 @@ mod tests {
             satisfaction: Satisfaction::Affinity,
             labels_period: wander_core::config::SimLabelsPeriod::Validation,
             exploration: Exploration::OutsidePair,
+            world_users: 0,
         }
     }
 

@@ -1,4 +1,4 @@
-//! A real Ballista scheduler and executor, each its own process on loopback, run the plans;
+//! A real Ballista scheduler and two executors, each its own process on loopback, run the plans;
 //! the results must equal the embedded engine's and the in-memory miners'.
 
 use std::io::{BufRead, BufReader};
@@ -37,14 +37,19 @@ fn start_scheduler() -> (Server, String) {
 fn ballista_cluster_matches_embedded_engine_and_in_memory_miners() {
     let (_scheduler, url) = start_scheduler();
     assert!(url.starts_with("ballista://localhost:"), "{url}");
-    let _executor = Server(
-        Command::new(env!("CARGO_BIN_EXE_wander-ballista"))
-            .args(["executor", "--scheduler", &url, "--cores", "2"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start wander-ballista executor"),
-    );
+    // Two executors, each its own process, so the plans' stages are spread over processes.
+    let _executors: Vec<Server> = (0..2)
+        .map(|_| {
+            Server(
+                Command::new(env!("CARGO_BIN_EXE_wander-ballista"))
+                    .args(["executor", "--scheduler", &url, "--cores", "1"])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .expect("start wander-ballista executor"),
+            )
+        })
+        .collect();
     let log = random_log(3, 50, 40, 6, 80);
     let dir = tempfile::tempdir().unwrap();
     write_tables(&log, dir.path(), 3);
