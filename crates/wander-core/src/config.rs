@@ -858,6 +858,15 @@ pub struct DataConfig {
     pub valid_fraction: f64,
     /// Share of interactions (latest by time) in the test period.
     pub test_fraction: f64,
+    /// Most of the log (MiB of rows) that ingest sorts in memory; a larger log is sorted in
+    /// runs on disk and merged, to the same files. Not part of the ingest's configuration
+    /// slice: it changes how, not what.
+    #[serde(default = "default_sort_memory_mib")]
+    pub sort_memory_mib: u64,
+}
+
+fn default_sort_memory_mib() -> u64 {
+    512
 }
 
 /// `[llm]`
@@ -1021,6 +1030,16 @@ impl PositiveRule {
 }
 
 impl DataConfig {
+    /// The settings that decide what ingest writes, for its manifest: all of `[data]` but
+    /// `sort_memory_mib`, which decides only how (the same files either way).
+    pub fn output_slice(&self) -> serde_json::Value {
+        let mut slice = Config::slice(self);
+        if let Some(map) = slice.as_object_mut() {
+            map.remove("sort_memory_mib");
+        }
+        slice
+    }
+
     /// The parsed positive-engagement rule.
     pub fn positive_rule(&self) -> Result<PositiveRule> {
         PositiveRule::parse(&self.positive)
@@ -1191,6 +1210,7 @@ impl Config {
         }
         for (key, v) in [
             ("data.max_line_bytes", self.data.max_line_bytes as usize),
+            ("data.sort_memory_mib", self.data.sort_memory_mib as usize),
             ("taxonomy.batch_size", self.taxonomy.batch_size),
             ("taxonomy.min_cluster_size", self.taxonomy.min_cluster_size),
             ("novelty.max_per_pair", self.novelty.max_per_pair),

@@ -14,6 +14,7 @@ pub mod error;
 pub mod float;
 pub mod hash;
 pub mod linalg;
+pub mod memory;
 pub mod progress;
 pub mod rng;
 pub mod store;

@@ -5,10 +5,13 @@ use std::path::{Path, PathBuf};
 
 use wander_core::config::{DataConfig, DataFormat, PositiveRule};
 
-use crate::parquet_io::read_parquet_rows;
+use wander_core::artifact::StageWriter;
+
+use crate::external::{merge_into, Spill};
+use crate::parquet_io::{read_parquet_rows, write_catalogue, InteractionsWriter};
 use crate::split::{leave_last_out, temporal_split};
 use crate::text::{field, parse_f64, parse_timestamp, Delimited, Dialect, Encoding, Policy, Row};
-use crate::{DataError, Dataset, Interactions, Item, SkipCounts};
+use crate::{DataError, Dataset, Interactions, Item, SkipCounts, Stats};
 
 /// The 19 genres of GroupLens' MovieLens-100K, in `u.item` flag order.
 const ML100K_GENRES: [&str; 19] = [
@@ -46,6 +49,86 @@ pub struct Loaded {
 
 /// Loads the dataset in folder `root` as `cfg` describes, validates it and splits it.
 pub fn load(cfg: &DataConfig, root: &Path) -> Result<Loaded, DataError> {
+    let (b, rule) = read(cfg, root, None)?;
+    let files = b.files.clone();
+    let skips = b.policy.skips.clone();
+    let dataset = b.finish(&rule, &cfg.feedback, cfg.valid_fraction, cfg.test_fraction)?;
+    Ok(Loaded {
+        dataset,
+        skips,
+        files,
+    })
+}
+
+/// What [`ingest`] wrote.
+#[derive(Debug)]
+pub struct Ingested {
+    /// The stored dataset's figures.
+    pub stats: Stats,
+    /// Rows skipped in `skip` mode.
+    pub skips: SkipCounts,
+    /// Every file read.
+    pub files: Vec<PathBuf>,
+    /// Sorted runs the log went through on disk (0 when it fit in memory).
+    pub spilled_runs: usize,
+    /// Smallest and largest value of the positive rule's column, for a message when no
+    /// interaction is positive.
+    pub rule_range: (f64, f64),
+}
+
+/// [`load`] and [`crate::write_dataset`] in one pass, holding at most about
+/// `sort_memory_bytes` of the log's rows in memory: beyond that, rows go to disk in runs
+/// (a scratch folder inside `stage`, removed before returning) that are sorted one at a time
+/// and merged into the interactions file. The files are the same bytes either way; a log
+/// that fits is sorted in memory as [`load`] does.
+pub fn ingest(
+    cfg: &DataConfig,
+    root: &Path,
+    stage: &StageWriter,
+    sort_memory_bytes: u64,
+) -> Result<Ingested, DataError> {
+    let (mut b, rule) = read(cfg, root, Some((stage.path(".sort")?, sort_memory_bytes)))?;
+    let files = b.files.clone();
+    let skips = b.policy.skips.clone();
+    let (valid, test) = (cfg.valid_fraction, cfg.test_fraction);
+    if b.spill.as_ref().is_some_and(|p| p.spill.is_some()) {
+        let (stats, rule_range, spilled_runs) =
+            b.finish_spilled(&rule, &cfg.feedback, (valid, test), stage)?;
+        return Ok(Ingested {
+            stats,
+            skips,
+            files,
+            spilled_runs,
+            rule_range,
+        });
+    }
+    b.spill = None;
+    let dataset = b.finish(&rule, &cfg.feedback, valid, test)?;
+    crate::write_dataset(stage, &dataset)?;
+    let col = dataset
+        .feedback_index(&rule.column)
+        .expect("checked by finish");
+    let rule_range = dataset.interactions.feedback[col]
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| {
+            (lo.min(v), hi.max(v))
+        });
+    Ok(Ingested {
+        stats: dataset.stats(),
+        skips,
+        files,
+        spilled_runs: 0,
+        rule_range,
+    })
+}
+
+/// Parses the positive rule and reads every file into a builder (one that spills past the
+/// budget when `spill` names a folder and a byte budget).
+fn read(
+    cfg: &DataConfig,
+    root: &Path,
+    spill: Option<(PathBuf, u64)>,
+) -> Result<(Builder, PositiveRule), DataError> {
     let rule = cfg.positive_rule().map_err(|e| DataError::Config {
         key: "data.positive".into(),
         message: e.to_string(),
@@ -57,20 +140,28 @@ pub fn load(cfg: &DataConfig, root: &Path) -> Result<Loaded, DataError> {
         });
     }
     let mut b = Builder::new(Policy::new(cfg.on_error), cfg.max_line_bytes);
+    b.spill = spill.map(|(dir, budget)| SpillPlan {
+        dir,
+        budget,
+        run_rows: usize::MAX,
+        spill: None,
+    });
     match cfg.format {
         DataFormat::Recbole => load_recbole(&mut b, root)?,
         DataFormat::Movielens100k => load_ml100k(&mut b, root)?,
         DataFormat::MovielensLatest => load_latest(&mut b, root)?,
         DataFormat::Generic => load_generic(&mut b, root, &cfg.interactions, &cfg.items)?,
     }
-    let files = b.files.clone();
-    let skips = b.policy.skips.clone();
-    let dataset = b.finish(&rule, &cfg.feedback, cfg.valid_fraction, cfg.test_fraction)?;
-    Ok(Loaded {
-        dataset,
-        skips,
-        files,
-    })
+    Ok((b, rule))
+}
+
+/// Where and when the builder spills rows: past `budget` bytes of buffered rows (`run_rows`
+/// rows, known once the feedback columns are), into `dir`.
+struct SpillPlan {
+    dir: PathBuf,
+    budget: u64,
+    run_rows: usize,
+    spill: Option<Spill>,
 }
 
 struct Builder {
@@ -84,6 +175,11 @@ struct Builder {
     feedback_columns: Vec<String>,
     rows: Vec<(u32, u32, i64)>,
     feedback: Vec<Vec<f64>>,
+    /// Rows already written to disk (the input position of `rows[0]`).
+    spilled: u64,
+    /// Smallest and largest timestamp read.
+    time_range: (i64, i64),
+    spill: Option<SpillPlan>,
 }
 
 impl Builder {
@@ -99,6 +195,9 @@ impl Builder {
             feedback_columns: Vec::new(),
             rows: Vec::new(),
             feedback: Vec::new(),
+            spilled: 0,
+            time_range: (i64::MAX, i64::MIN),
+            spill: None,
         }
     }
 
@@ -109,6 +208,11 @@ impl Builder {
 
     fn set_feedback_columns(&mut self, names: Vec<String>) {
         self.feedback = vec![Vec::new(); names.len()];
+        if let Some(plan) = &mut self.spill {
+            // A buffered row: user, item and timestamp (16 bytes) and its feedback values.
+            let row_bytes = 16 + 8 * names.len() as u64;
+            plan.run_rows = (plan.budget / row_bytes).max(1) as usize;
+        }
         self.feedback_columns = names;
     }
 
@@ -177,12 +281,72 @@ impl Builder {
         for (col, v) in self.feedback.iter_mut().zip(feedback) {
             col.push(*v);
         }
+        self.time_range = (self.time_range.0.min(ts), self.time_range.1.max(ts));
+        if self
+            .spill
+            .as_ref()
+            .is_some_and(|p| self.rows.len() >= p.run_rows)
+        {
+            self.spill_rows()?;
+        }
+        Ok(())
+    }
+
+    /// Writes the buffered rows to disk as one run and empties the buffer (keeping its
+    /// allocation for the next run).
+    fn spill_rows(&mut self) -> Result<(), DataError> {
+        let plan = self.spill.as_mut().expect("a spill plan");
+        if plan.spill.is_none() {
+            plan.spill = Some(Spill::new(plan.dir.clone(), self.feedback.len())?);
+        }
+        let spill = plan.spill.as_mut().expect("created above");
+        spill.write_buffer(&self.rows, &self.feedback, self.spilled)?;
+        self.spilled += self.rows.len() as u64;
+        self.rows.clear();
+        self.feedback.iter_mut().for_each(Vec::clear);
         Ok(())
     }
 
     /// Checks a parsed row and applies the error policy.
     fn accept(&mut self, r: Result<(), DataError>) -> Result<(), DataError> {
         self.policy.check(r).map(|_| ())
+    }
+
+    /// The dataset's checks before anything is sorted: a catalogue, rows, and the rule's
+    /// and the feedback's columns among the feedback columns. Returns the rule's column.
+    fn check(&self, rule: &PositiveRule, feedback: &str, rows: u64) -> Result<usize, DataError> {
+        if self.items.is_empty() {
+            return Err(DataError::Empty {
+                file: self.files.first().cloned().unwrap_or_default(),
+            });
+        }
+        if rows == 0 {
+            return Err(DataError::Empty {
+                file: self.files.last().cloned().unwrap_or_default(),
+            });
+        }
+        let columns = &self.feedback_columns;
+        let rule_col = columns
+            .iter()
+            .position(|c| *c == rule.column)
+            .ok_or_else(|| DataError::Config {
+                key: "data.positive".into(),
+                message: format!(
+                    "column `{}` is not a numeric feedback column of the data (found: {})",
+                    rule.column,
+                    columns.join(", ")
+                ),
+            })?;
+        if !columns.iter().any(|c| c == feedback) {
+            return Err(DataError::Config {
+                key: "data.feedback".into(),
+                message: format!(
+                    "column `{feedback}` is not a numeric feedback column of the data (found: {})",
+                    columns.join(", ")
+                ),
+            });
+        }
+        Ok(rule_col)
     }
 
     fn finish(
@@ -192,57 +356,17 @@ impl Builder {
         valid: f64,
         test: f64,
     ) -> Result<Dataset, DataError> {
+        let rule_col = self.check(rule, feedback, self.rows.len() as u64)?;
         let Builder {
             items,
             users,
             feedback_columns,
             rows,
             feedback: fb,
-            files,
             ..
         } = self;
-        let first = files.last().cloned().unwrap_or_default();
-        if items.is_empty() {
-            return Err(DataError::Empty {
-                file: files.first().cloned().unwrap_or_default(),
-            });
-        }
-        if rows.is_empty() {
-            return Err(DataError::Empty { file: first });
-        }
-        let rule_col = feedback_columns
-            .iter()
-            .position(|c| *c == rule.column)
-            .ok_or_else(|| DataError::Config {
-                key: "data.positive".into(),
-                message: format!(
-                    "column `{}` is not a numeric feedback column of the data (found: {})",
-                    rule.column,
-                    feedback_columns.join(", ")
-                ),
-            })?;
-        if !feedback_columns.iter().any(|c| c == feedback) {
-            return Err(DataError::Config {
-                key: "data.feedback".into(),
-                message: format!(
-                    "column `{feedback}` is not a numeric feedback column of the data (found: {})",
-                    feedback_columns.join(", ")
-                ),
-            });
-        }
-        // Dense user ids in sorted order of the original ids (numeric when all are numbers),
-        // so that ids do not depend on row order.
-        let mut order: Vec<u32> = (0..users.len() as u32).collect();
-        let numeric: Option<Vec<u64>> = users.iter().map(|u| u.parse::<u64>().ok()).collect();
-        match &numeric {
-            Some(n) => order.sort_by_key(|&u| (n[u as usize], u)),
-            None => order.sort_by(|&a, &b| users[a as usize].cmp(&users[b as usize])),
-        }
-        let mut remap = vec![0u32; users.len()];
-        for (new, &old) in order.iter().enumerate() {
-            remap[old as usize] = new as u32;
-        }
-        let sorted_users: Vec<String> = order.iter().map(|&o| users[o as usize].clone()).collect();
+        let (remap, sorted_users) = user_numbering(&users);
+        drop(users);
         // The log is the memory here: each source column is dropped as soon as its sorted
         // copy exists, so at most one column is held twice (with the order).
         let (mut rows, mut fb) = (rows, fb);
@@ -279,6 +403,85 @@ impl Builder {
             interactions: inter,
         })
     }
+
+    /// [`Builder::finish`] and [`crate::write_dataset`] for a log that went to disk: the
+    /// last rows join the runs, each run is renumbered and sorted, and the merge writes the
+    /// interactions file. Returns the figures, the rule column's range and the run count.
+    fn finish_spilled(
+        mut self,
+        rule: &PositiveRule,
+        feedback: &str,
+        (valid, test): (f64, f64),
+        stage: &StageWriter,
+    ) -> Result<(Stats, (f64, f64), usize), DataError> {
+        let rule_col = self.check(rule, feedback, self.spilled + self.rows.len() as u64)?;
+        if !self.rows.is_empty() {
+            self.spill_rows()?;
+        }
+        let Builder {
+            items,
+            users,
+            feedback_columns,
+            rows,
+            feedback: buffer,
+            time_range,
+            spill,
+            ..
+        } = self;
+        drop((rows, buffer));
+        let spill = spill.and_then(|p| p.spill).expect("rows were spilled");
+        let (remap, sorted_users) = user_numbering(&users);
+        drop(users);
+        spill.sort_runs(&remap)?;
+        drop(remap);
+        let mut writer = InteractionsWriter::new(stage, &feedback_columns)?;
+        let merged = merge_into(
+            &spill,
+            &mut writer,
+            (rule, rule_col),
+            (valid, test),
+            time_range,
+            items.len(),
+        )?;
+        writer.finish()?;
+        write_catalogue(stage, &items, &sorted_users)?;
+        let runs = spill.runs();
+        spill.remove()?;
+        let n = merged.interactions;
+        let stats = Stats {
+            users: sorted_users.len(),
+            items: items.len(),
+            items_with_interactions: merged.items_seen.iter().filter(|s| **s).count(),
+            interactions: n,
+            positives: merged.positives,
+            positive_rate: merged.positives as f64 / n as f64,
+            density: n as f64 / (sorted_users.len() as f64 * items.len() as f64),
+            time_min: merged.time_min,
+            time_max: merged.time_max,
+            temporal_split: merged.temporal_split,
+            leave_last_out: merged.leave_last_out,
+            feedback_columns,
+        };
+        Ok((stats, merged.rule_range, runs))
+    }
+}
+
+/// Dense user ids in the sorted order of the original ids (numeric when all are numbers),
+/// so that ids do not depend on row order: `remap[read order] = dense id`, and the original
+/// ids by dense id.
+fn user_numbering(users: &[String]) -> (Vec<u32>, Vec<String>) {
+    let mut order: Vec<u32> = (0..users.len() as u32).collect();
+    let numeric: Option<Vec<u64>> = users.iter().map(|u| u.parse::<u64>().ok()).collect();
+    match &numeric {
+        Some(n) => order.sort_by_key(|&u| (n[u as usize], u)),
+        None => order.sort_by(|&a, &b| users[a as usize].cmp(&users[b as usize])),
+    }
+    let mut remap = vec![0u32; users.len()];
+    for (new, &old) in order.iter().enumerate() {
+        remap[old as usize] = new as u32;
+    }
+    let sorted = order.iter().map(|&o| users[o as usize].clone()).collect();
+    (remap, sorted)
 }
 
 fn find_one(root: &Path, ext: &str) -> Result<PathBuf, DataError> {

@@ -83,100 +83,165 @@ fn write_batch(path: &Path, columns: Vec<(String, ArrayRef)>) -> Result<(), Data
     Ok(())
 }
 
-/// The interactions file's columns for the rows `rows`: user, item, timestamp, `seq` (the
-/// row's position in (user, time, input) order: the order key that SQL engines need, since
-/// timestamps tie), the feedback columns, positive, split, loo_split.
-fn interaction_columns(ds: &Dataset, rows: std::ops::Range<usize>) -> Vec<(String, ArrayRef)> {
-    let it = &ds.interactions;
-    let r = rows.clone();
+/// A run of interaction rows in column form, as the interactions file stores them.
+pub(crate) struct RowSlices<'a> {
+    pub user: &'a [u32],
+    pub item: &'a [u32],
+    pub timestamp: &'a [i64],
+    /// One slice per feedback column.
+    pub feedback: Vec<&'a [f64]>,
+    pub positive: &'a [bool],
+    pub split: &'a [Split],
+    pub loo_split: &'a [Split],
+}
+
+/// The interactions file's columns for these rows, the first at position `first_seq`: user,
+/// item, timestamp, `seq` (the row's position in (user, time, input) order: the order key
+/// that SQL engines need, since timestamps tie), the feedback columns, positive, split,
+/// loo_split.
+fn interaction_columns(
+    feedback_columns: &[String],
+    rows: &RowSlices<'_>,
+    first_seq: u64,
+) -> Vec<(String, ArrayRef)> {
     let splits = |col: &[Split]| -> ArrayRef {
-        Arc::new(UInt8Array::from_iter_values(
-            col[r.clone()].iter().map(|s| *s as u8),
-        ))
+        Arc::new(UInt8Array::from_iter_values(col.iter().map(|s| *s as u8)))
     };
     let mut cols: Vec<(String, ArrayRef)> = vec![
         (
             "user".into(),
-            Arc::new(UInt32Array::from(it.user[r.clone()].to_vec())),
+            Arc::new(UInt32Array::from(rows.user.to_vec())),
         ),
         (
             "item".into(),
-            Arc::new(UInt32Array::from(it.item[r.clone()].to_vec())),
+            Arc::new(UInt32Array::from(rows.item.to_vec())),
         ),
         (
             "timestamp".into(),
-            Arc::new(Int64Array::from(it.timestamp[r.clone()].to_vec())),
+            Arc::new(Int64Array::from(rows.timestamp.to_vec())),
         ),
         (
             "seq".into(),
             Arc::new(UInt64Array::from_iter_values(
-                rows.start as u64..rows.end as u64,
+                first_seq..first_seq + rows.user.len() as u64,
             )),
         ),
     ];
-    for (name, col) in ds.feedback_columns.iter().zip(&it.feedback) {
+    for (name, col) in feedback_columns.iter().zip(&rows.feedback) {
         cols.push((
             format!("{FEEDBACK_PREFIX}{name}"),
-            Arc::new(Float64Array::from(col[r.clone()].to_vec())),
+            Arc::new(Float64Array::from(col.to_vec())),
         ));
     }
     cols.push((
         "positive".into(),
-        Arc::new(BooleanArray::from(it.positive[r.clone()].to_vec())),
+        Arc::new(BooleanArray::from(rows.positive.to_vec())),
     ));
-    cols.push(("split".into(), splits(&it.split)));
-    cols.push(("loo_split".into(), splits(&it.loo_split)));
+    cols.push(("split".into(), splits(rows.split)));
+    cols.push(("loo_split".into(), splits(rows.loo_split)));
     cols
 }
 
 /// Rows per record batch of the interactions file: parquet-rs's row group size, so that
 /// writing the log batch by batch gives the same row groups (and bytes) as writing it whole.
-const INTERACTION_BATCH_ROWS: usize = parquet::file::properties::DEFAULT_MAX_ROW_GROUP_ROW_COUNT;
+pub(crate) const INTERACTION_BATCH_ROWS: usize =
+    parquet::file::properties::DEFAULT_MAX_ROW_GROUP_ROW_COUNT;
+
+/// Writes the interactions file one record batch (one row group) at a time, from a dataset
+/// in memory or from rows merged off disk; either way the same rows give the same bytes.
+pub(crate) struct InteractionsWriter {
+    path: std::path::PathBuf,
+    feedback_columns: Vec<String>,
+    writer: Option<ArrowWriter<File>>,
+    written: u64,
+}
+
+impl InteractionsWriter {
+    pub(crate) fn new(stage: &StageWriter, feedback_columns: &[String]) -> Result<Self, DataError> {
+        Ok(InteractionsWriter {
+            path: stage.path(INTERACTIONS_FILE)?,
+            feedback_columns: feedback_columns.to_vec(),
+            writer: None,
+            written: 0,
+        })
+    }
+
+    /// Appends one batch of at most [`INTERACTION_BATCH_ROWS`] rows; only the last batch may
+    /// be shorter, so that row groups match a whole-log write.
+    pub(crate) fn write(&mut self, rows: &RowSlices<'_>) -> Result<(), DataError> {
+        let path = &self.path;
+        let batch = RecordBatch::try_from_iter(interaction_columns(
+            &self.feedback_columns,
+            rows,
+            self.written,
+        ))
+        .map_err(|e| pq_err(path, e))?;
+        if self.writer.is_none() {
+            let file = File::create(path)
+                .map_err(|e| DataError::Core(wander_core::CoreError::io(path, e)))?;
+            let props = WriterProperties::builder()
+                .set_compression(Compression::SNAPPY)
+                .build();
+            self.writer = Some(
+                ArrowWriter::try_new(file, batch.schema(), Some(props))
+                    .map_err(|e| pq_err(path, e))?,
+            );
+        }
+        let w = self.writer.as_mut().expect("created above");
+        w.write(&batch).map_err(|e| pq_err(path, e))?;
+        self.written += rows.user.len() as u64;
+        Ok(())
+    }
+
+    /// Closes the file (a log without rows writes none: the loaders refuse one earlier).
+    pub(crate) fn finish(self) -> Result<(), DataError> {
+        match self.writer {
+            Some(w) => w.close().map(|_| ()).map_err(|e| pq_err(&self.path, e)),
+            None => Ok(()),
+        }
+    }
+}
 
 /// Writes the dataset's three Parquet files into a stage. The interactions go out one
 /// record batch at a time, so that the log is not copied whole into Arrow arrays.
 pub fn write_dataset(stage: &StageWriter, ds: &Dataset) -> Result<(), DataError> {
     let it = &ds.interactions;
-    let path = stage.path(INTERACTIONS_FILE)?;
-    let mut writer: Option<ArrowWriter<File>> = None;
+    let mut writer = InteractionsWriter::new(stage, &ds.feedback_columns)?;
     let mut start = 0;
     loop {
         let end = (start + INTERACTION_BATCH_ROWS).min(it.len());
-        let batch = RecordBatch::try_from_iter(interaction_columns(ds, start..end))
-            .map_err(|e| pq_err(&path, e))?;
-        if writer.is_none() {
-            let file = File::create(&path)
-                .map_err(|e| DataError::Core(wander_core::CoreError::io(&path, e)))?;
-            let props = WriterProperties::builder()
-                .set_compression(Compression::SNAPPY)
-                .build();
-            writer = Some(
-                ArrowWriter::try_new(file, batch.schema(), Some(props))
-                    .map_err(|e| pq_err(&path, e))?,
-            );
-        }
-        let w = writer.as_mut().expect("created above");
-        w.write(&batch).map_err(|e| pq_err(&path, e))?;
+        writer.write(&RowSlices {
+            user: &it.user[start..end],
+            item: &it.item[start..end],
+            timestamp: &it.timestamp[start..end],
+            feedback: it.feedback.iter().map(|c| &c[start..end]).collect(),
+            positive: &it.positive[start..end],
+            split: &it.split[start..end],
+            loo_split: &it.loo_split[start..end],
+        })?;
         start = end;
         if start >= it.len() {
             break;
         }
     }
-    writer
-        .expect("one batch at least")
-        .close()
-        .map_err(|e| pq_err(&path, e))?;
+    writer.finish()?;
+    write_catalogue(stage, &ds.items, &ds.users)
+}
 
+/// Writes the items and users files.
+pub(crate) fn write_catalogue(
+    stage: &StageWriter,
+    items: &[Item],
+    users: &[String],
+) -> Result<(), DataError> {
     let join = |f: &dyn Fn(&Item) -> String| -> ArrayRef {
-        Arc::new(StringArray::from(
-            ds.items.iter().map(f).collect::<Vec<_>>(),
-        ))
+        Arc::new(StringArray::from(items.iter().map(f).collect::<Vec<_>>()))
     };
-    let items: Vec<(String, ArrayRef)> = vec![
+    let item_columns: Vec<(String, ArrayRef)> = vec![
         (
             "item".into(),
             Arc::new(UInt32Array::from(
-                (0..ds.items.len() as u32).collect::<Vec<_>>(),
+                (0..items.len() as u32).collect::<Vec<_>>(),
             )),
         ),
         ("item_id".into(), join(&|i| i.id.clone())),
@@ -184,28 +249,28 @@ pub fn write_dataset(stage: &StageWriter, ds: &Dataset) -> Result<(), DataError>
         (
             "year".into(),
             Arc::new(Int32Array::from(
-                ds.items.iter().map(|i| i.year).collect::<Vec<_>>(),
+                items.iter().map(|i| i.year).collect::<Vec<_>>(),
             )),
         ),
         ("genres".into(), join(&|i| i.genres.join("|"))),
         ("tags".into(), join(&|i| i.tags.join("|"))),
         ("text".into(), join(&|i| i.text.clone())),
     ];
-    write_batch(&stage.path(ITEMS_FILE)?, items)?;
+    write_batch(&stage.path(ITEMS_FILE)?, item_columns)?;
 
-    let users: Vec<(String, ArrayRef)> = vec![
+    let user_columns: Vec<(String, ArrayRef)> = vec![
         (
             "user".into(),
             Arc::new(UInt32Array::from(
-                (0..ds.users.len() as u32).collect::<Vec<_>>(),
+                (0..users.len() as u32).collect::<Vec<_>>(),
             )),
         ),
         (
             "user_id".into(),
-            Arc::new(StringArray::from(ds.users.clone())),
+            Arc::new(StringArray::from(users.to_vec())),
         ),
     ];
-    write_batch(&stage.path(USERS_FILE)?, users)
+    write_batch(&stage.path(USERS_FILE)?, user_columns)
 }
 
 /// Where a Parquet file comes from: its embedded Arrow schema is trusted only in wander's

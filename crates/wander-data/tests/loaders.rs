@@ -469,3 +469,114 @@ fn every_corrupted_byte_of_a_parquet_file_is_an_error_not_a_crash() {
         valid.len()
     );
 }
+
+/// Ingests a generic CSV log (`items`, `interactions` texts) into a fresh stage with
+/// `sort_memory_bytes` and returns the three files' bytes, the figures and the run count.
+fn ingest_bytes(
+    items: &str,
+    interactions: &str,
+    sort_memory_bytes: u64,
+) -> (Vec<Vec<u8>>, wander_data::Stats, usize) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("items.csv"), items).unwrap();
+    std::fs::write(dir.path().join("log.csv"), interactions).unwrap();
+    let mut cfg = config(DataFormat::Generic);
+    cfg.interactions = "log.csv".into();
+    cfg.items = "items.csv".into();
+    cfg.positive = "rating >= 4".into();
+    cfg.feedback = "rating".into();
+    let run = RunDir::open(dir.path().join("run")).unwrap();
+    let w = run.begin("ingest").unwrap();
+    let got = wander_data::ingest(&cfg, dir.path(), &w, sort_memory_bytes).unwrap();
+    let files = [
+        wander_data::INTERACTIONS_FILE,
+        wander_data::ITEMS_FILE,
+        wander_data::USERS_FILE,
+    ]
+    .iter()
+    .map(|f| std::fs::read(w.path(f).unwrap()).unwrap())
+    .collect();
+    assert!(
+        !w.path(".sort").unwrap().exists(),
+        "the sorted runs are removed"
+    );
+    // What the in-memory path writes from the same input.
+    let loaded = wander_data::load(&cfg, dir.path()).unwrap();
+    assert_eq!(got.stats, loaded.dataset.stats());
+    (files, got.stats, got.spilled_runs)
+}
+
+/// A log text: `rows` of (user, item, rating, watch, timestamp) in the given order.
+fn generic_log(rows: &[(String, u32, u32, f64, i64)]) -> String {
+    let mut s = String::from("user_id,item_id,rating,watch,timestamp\n");
+    for (u, i, r, w, t) in rows {
+        s.push_str(&format!("{u},i{i},{r},{w},{t}\n"));
+    }
+    s
+}
+
+fn generic_items(n: u32) -> String {
+    let mut s = String::from("item_id,title\n");
+    for i in 0..n {
+        s.push_str(&format!("i{i},Item {i}\n"));
+    }
+    s
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(wander_core::fuzz_cases(48)))]
+
+    /// Sorting on disk in runs of a few rows writes the same bytes as sorting in memory:
+    /// users numbered by their ids (numeric or not), ties of user and time kept in input
+    /// order, the temporal cuts and leave-last-out the same.
+    #[test]
+    fn ingest_sorted_on_disk_writes_the_same_files(
+        rows in proptest::collection::vec((0u32..12, 0u32..9, 1u32..6, 0.0f64..1.0, 0i64..40), 1..160),
+        numeric in any::<bool>(),
+        run_rows in 1u64..50,
+    ) {
+        let log: Vec<(String, u32, u32, f64, i64)> = rows
+            .iter()
+            .map(|&(u, i, r, w, t)| {
+                let user = if numeric { format!("{}", u * 7 % 12) } else { format!("u{u}") };
+                (user, i, r, (w * 8.0).round() / 8.0, 1_600_000_000 + t * 3600)
+            })
+            .collect();
+        let (items, text) = (generic_items(9), generic_log(&log));
+        let (memory, stats, runs) = ingest_bytes(&items, &text, u64::MAX);
+        prop_assert_eq!(runs, 0);
+        // Two feedback columns: 32 bytes a buffered row.
+        let (disk, disk_stats, disk_runs) = ingest_bytes(&items, &text, 32 * run_rows);
+        let expected = if log.len() < run_rows as usize { 0 } else { log.len().div_ceil(run_rows as usize) };
+        prop_assert_eq!(disk_runs, expected);
+        prop_assert_eq!(disk_stats, stats);
+        prop_assert!(memory == disk, "the files differ");
+    }
+}
+
+/// Across the interactions file's row groups (1,048,576 rows): 1,100,001 rows sorted on
+/// disk in four runs give the same bytes as in memory.
+#[test]
+fn ingest_sorted_on_disk_across_row_groups() {
+    let n = 1_100_001i64;
+    let log: Vec<(String, u32, u32, f64, i64)> = (0..n)
+        .map(|k| {
+            // Users interleaved, times tied within a user, so order and ties both matter.
+            let user = (k * 7919) % 30_011;
+            (
+                format!("{user}"),
+                (k % 97) as u32,
+                (k % 5 + 1) as u32,
+                (k % 4) as f64 * 0.25,
+                1_600_000_000 + (k / 3) % 50_000,
+            )
+        })
+        .collect();
+    let (items, text) = (generic_items(97), generic_log(&log));
+    let (memory, stats, _) = ingest_bytes(&items, &text, u64::MAX);
+    let (disk, disk_stats, runs) = ingest_bytes(&items, &text, 32 * 300_000);
+    assert_eq!(runs, 4);
+    assert_eq!(disk_stats, stats);
+    assert_eq!(stats.interactions, n as usize);
+    assert!(memory == disk, "the files differ");
+}

@@ -166,13 +166,7 @@ pub struct RunSummary {
     pub peak_rss_bytes: Option<u64>,
 }
 
-/// Peak resident set size of this process, from `/proc/self/status` (None off Linux).
-pub fn peak_rss_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
-}
+pub use wander_core::memory::peak_rss_bytes;
 
 fn check_input(path: &Path) -> Result<()> {
     if !path.exists() {

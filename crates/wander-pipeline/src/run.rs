@@ -21,6 +21,11 @@ pub struct RunSummary {
     pub wall_seconds: f64,
     /// Seconds of each step, by folder name (skipped steps included).
     pub step_wall_seconds: BTreeMap<&'static str, f64>,
+    /// Peak resident memory of this process during each step, MiB, by folder name (Linux;
+    /// empty where the kernel cannot reset the high-water mark). Child processes, such as
+    /// the service that the serve check starts, are not counted.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub step_peak_rss_mib: BTreeMap<&'static str, f64>,
     /// Each step's summary, by folder name.
     pub stages: BTreeMap<&'static str, Summary>,
     /// For a smoke run, that its figures are not results.
@@ -59,6 +64,7 @@ pub fn run_all(ctx: &StageContext, force: bool) -> Result<RunSummary> {
     }
     let mut stages = BTreeMap::new();
     let mut wall = BTreeMap::new();
+    let mut peak = BTreeMap::new();
     for (i, stage) in order.iter().enumerate() {
         let id = stage.id();
         log(format!(
@@ -67,20 +73,31 @@ pub fn run_all(ctx: &StageContext, force: bool) -> Result<RunSummary> {
             clock(started_run.elapsed().as_secs_f64())
         ));
         let started = Instant::now();
+        let measured = wander_core::memory::reset_peak_rss();
         let summary = stage
             .run(ctx, force)
             .with_context(|| format!("wander run: step {}/{total}, {id}", i + 1))?;
         let seconds = started.elapsed().as_secs_f64();
+        let peak_mib = measured
+            .then(wander_core::memory::peak_rss_bytes)
+            .flatten()
+            .map(|b| b as f64 / 1048576.0);
         if summary.fields().get("stage").is_some() {
             log(&summary);
         }
         log(format!(
-            "[{}/{total}] {id} done in {} (run elapsed {})",
+            "[{}/{total}] {id} done in {}{} (run elapsed {})",
             i + 1,
             clock(seconds),
+            peak_mib
+                .map(|m| format!(", peak memory {m:.0} MiB"))
+                .unwrap_or_default(),
             clock(started_run.elapsed().as_secs_f64())
         ));
         wall.insert(id.folder(), seconds);
+        if let Some(m) = peak_mib {
+            peak.insert(id.folder(), m);
+        }
         stages.insert(id.folder(), summary);
     }
     Ok(RunSummary {
@@ -88,6 +105,7 @@ pub fn run_all(ctx: &StageContext, force: bool) -> Result<RunSummary> {
         smoke: ctx.config.run.smoke,
         wall_seconds: started_run.elapsed().as_secs_f64(),
         step_wall_seconds: wall,
+        step_peak_rss_mib: peak,
         stages,
         note: ctx
             .config

@@ -4,7 +4,6 @@
 use serde_json::json;
 use serde_json::Value;
 use wander_core::artifact::RunDir;
-use wander_core::config::Config;
 
 use crate::artifacts::open;
 use crate::common::checksums;
@@ -142,44 +141,43 @@ pub fn ingest(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
     let root = ctx.fetcher().resolve(&cfg.path)?;
     let inputs = checksums(&wander_data::input_files(cfg, &root))?;
     let run = RunDir::open(&ctx.config.run.dir)?;
-    let outcome = run.run_stage(StageId::Ingest.folder(), Config::slice(cfg), inputs, force, |w| -> crate::Result<Value> {
+    let outcome = run.run_stage(StageId::Ingest.folder(), cfg.output_slice(), inputs, force, |w| -> crate::Result<Value> {
         let spinner = wander_core::progress::spinner("ingest");
         spinner.set_message(format!("reading {}", root.display()));
-        let loaded = wander_data::load(cfg, &root)?;
+        let ingested = wander_data::ingest(cfg, &root, w, cfg.sort_memory_mib << 20)?;
+        spinner.finish_and_clear();
+        if ingested.spilled_runs > 0 {
+            log(format!(
+                "sorted on disk in {} runs (the log is larger than data.sort_memory_mib = {} MiB)",
+                ingested.spilled_runs, cfg.sort_memory_mib
+            ));
+        }
         // Later stages would fail on these, three stages on: say it here, where it is found.
-        let early = loaded.dataset.stats();
-        if early.temporal_split[0] == 0 {
+        let stats = ingested.stats;
+        if stats.temporal_split[0] == 0 {
             crate::bail!(
                 "the training period is empty: none of the {} interactions falls before the validation cut (data.valid_fraction = {}, data.test_fraction = {}); are the timestamps all equal?",
-                early.interactions, cfg.valid_fraction, cfg.test_fraction
+                stats.interactions, cfg.valid_fraction, cfg.test_fraction
             );
         }
-        if early.positives == 0 {
+        if stats.positives == 0 {
             // The values the rule saw make a wrong threshold or a 0/1 (boolean) column obvious.
-            let range = cfg.positive_rule().ok().and_then(|rule| {
-                let ds = &loaded.dataset;
-                let col = ds.feedback_columns.iter().position(|c| *c == rule.column)?;
-                let values = &ds.interactions.feedback[col];
-                let lo = values.iter().copied().fold(f64::INFINITY, f64::min);
-                let hi = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-                Some(format!("; column `{}` ranges from {lo} to {hi} (a boolean column reads as 0 and 1)", rule.column))
+            let range = cfg.positive_rule().ok().map(|rule| {
+                let (lo, hi) = ingested.rule_range;
+                format!("; column `{}` ranges from {lo} to {hi} (a boolean column reads as 0 and 1)", rule.column)
             });
             crate::bail!(
                 "no interaction is positive under data.positive = \"{}\" ({} interactions){}: check the rule and the feedback column's values",
-                cfg.positive, early.interactions, range.unwrap_or_default()
+                cfg.positive, stats.interactions, range.unwrap_or_default()
             );
         }
-        spinner.set_message("writing parquet");
-        wander_data::write_dataset(w, &loaded.dataset)?;
-        spinner.finish_and_clear();
-        let stats = early;
-        for example in &loaded.skips.examples {
+        for example in &ingested.skips.examples {
             log(format!("skipped: {example}"));
         }
         crate::summaries::record(&summary_of(
             stats,
             (root.clone(), cfg.format, cfg.positive.clone()),
-            (loaded.skips.skipped_rows, loaded.skips.by_reason.clone()),
+            (ingested.skips.skipped_rows, ingested.skips.by_reason.clone()),
             None,
         ))
     })

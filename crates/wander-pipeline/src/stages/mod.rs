@@ -97,7 +97,7 @@ macro_rules! plain_stage {
 
 plain_stage!(
     /// `wander ingest`.
-    Ingest, Ingest, ingest::ingest, |ctx: &StageContext| wander_core::config::Config::slice(&ctx.config.data)
+    Ingest, Ingest, ingest::ingest, |ctx: &StageContext| ctx.config.data.output_slice()
 );
 plain_stage!(
     /// `wander taxonomy`.

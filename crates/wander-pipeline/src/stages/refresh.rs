@@ -31,7 +31,7 @@ const REPORT_UNCERTAIN: usize = 20;
 pub(crate) fn refresh_slice(ctx: &StageContext) -> Value {
     let r = &ctx.config.refresh;
     json!({
-        "data": wander_core::config::Config::slice(&ctx.config.data),
+        "data": ctx.config.data.output_slice(),
         "newer_data": r.data,
         "placement": r.placement,
         "neighbours": r.neighbours,

@@ -1,0 +1,543 @@
+//! Ingest in bounded memory: the log is sorted in runs that spill to disk and are merged.
+//!
+//! The stored log is ordered by (user, time, input order), with users numbered in the sorted
+//! order of their original ids, and split two ways: by global time quantiles and by each
+//! user's last events. The numbering is known only once every user has been read, and the
+//! quantiles only once every timestamp has; so rows are written to disk in runs as they
+//! are read, and after the last row each run is renumbered and sorted on its own (one run in
+//! memory at a time), the two time cuts are found by a radix selection over the runs'
+//! timestamps, and the runs are merged into the interactions file with each user's rows in
+//! hand for leave-last-out. The rows, their order and their splits are those of the
+//! in-memory path ([`crate::temporal_split`], [`crate::leave_last_out`]), so the files are
+//! byte for byte the same.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+use wander_core::config::PositiveRule;
+
+use crate::parquet_io::{InteractionsWriter, RowSlices, INTERACTION_BATCH_ROWS};
+use crate::{DataError, Split};
+
+fn io_err(path: &Path, e: std::io::Error) -> DataError {
+    DataError::Core(wander_core::CoreError::io(path, e))
+}
+
+/// Rows of the log as read, in column form; the `index` of a row is its position in the
+/// input, which breaks ties of user and time as the in-memory sort does.
+#[derive(Debug, Default)]
+pub(crate) struct Rows {
+    pub user: Vec<u32>,
+    pub item: Vec<u32>,
+    pub timestamp: Vec<i64>,
+    pub index: Vec<u64>,
+    /// Row-major: `width` values per row.
+    pub feedback: Vec<f64>,
+}
+
+impl Rows {
+    pub fn len(&self) -> usize {
+        self.user.len()
+    }
+}
+
+/// The runs written so far, in a scratch folder inside the stage being written.
+#[derive(Debug)]
+pub(crate) struct Spill {
+    dir: PathBuf,
+    width: usize,
+    runs: Vec<PathBuf>,
+    rows: u64,
+}
+
+impl Spill {
+    /// Runs go into `dir` (created); `width` feedback values per row.
+    pub fn new(dir: PathBuf, width: usize) -> Result<Self, DataError> {
+        std::fs::create_dir_all(&dir).map_err(|e| io_err(&dir, e))?;
+        Ok(Spill {
+            dir,
+            width,
+            runs: Vec::new(),
+            rows: 0,
+        })
+    }
+
+    /// How many runs were written.
+    pub fn runs(&self) -> usize {
+        self.runs.len()
+    }
+
+    /// Rows written in all runs.
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    fn row_bytes(&self) -> usize {
+        24 + 8 * self.width
+    }
+
+    /// Writes the builder's buffered rows (in input order, the first at input position
+    /// `first_index`; `feedback` one column per feedback value) as the next run.
+    pub fn write_buffer(
+        &mut self,
+        rows: &[(u32, u32, i64)],
+        feedback: &[Vec<f64>],
+        first_index: u64,
+    ) -> Result<(), DataError> {
+        let path = self.dir.join(format!("run-{:05}.bin", self.runs.len()));
+        let mut w =
+            BufWriter::with_capacity(1 << 20, File::create(&path).map_err(|e| io_err(&path, e))?);
+        let mut put = |i: usize, &(user, item, ts): &(u32, u32, i64)| -> std::io::Result<()> {
+            w.write_all(&user.to_le_bytes())?;
+            w.write_all(&item.to_le_bytes())?;
+            w.write_all(&ts.to_le_bytes())?;
+            w.write_all(&(first_index + i as u64).to_le_bytes())?;
+            for col in feedback {
+                w.write_all(&col[i].to_le_bytes())?;
+            }
+            Ok(())
+        };
+        rows.iter()
+            .enumerate()
+            .try_for_each(|(i, r)| put(i, r))
+            .and_then(|_| w.flush())
+            .map_err(|e| io_err(&path, e))?;
+        self.rows += rows.len() as u64;
+        self.runs.push(path);
+        Ok(())
+    }
+
+    /// Renumbers every run's users (`remap[old] = new`) and sorts it by (user, time, input
+    /// order), one run in memory at a time.
+    pub fn sort_runs(&self, remap: &[u32]) -> Result<(), DataError> {
+        for path in &self.runs {
+            let mut rows = read_rows(path, self.width, self.row_bytes())?;
+            for u in &mut rows.user {
+                *u = remap[*u as usize];
+            }
+            let mut order: Vec<u32> = (0..rows.len() as u32).collect();
+            order.sort_unstable_by_key(|&i| {
+                let i = i as usize;
+                (rows.user[i], rows.timestamp[i], rows.index[i])
+            });
+            write_rows(path, &rows, self.width, &order)?;
+        }
+        Ok(())
+    }
+
+    /// Calls `visit` with every row's timestamp, run by run.
+    fn for_each_timestamp(&self, visit: &mut dyn FnMut(i64)) -> Result<(), DataError> {
+        let row_bytes = self.row_bytes();
+        for path in &self.runs {
+            let mut r =
+                BufReader::with_capacity(1 << 20, File::open(path).map_err(|e| io_err(path, e))?);
+            let mut row = vec![0u8; row_bytes];
+            loop {
+                match r.read_exact(&mut row) {
+                    Ok(()) => visit(i64::from_le_bytes(row[8..16].try_into().expect("8 bytes"))),
+                    Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
+                    Err(e) => return Err(io_err(path, e)),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes the scratch folder.
+    pub fn remove(self) -> Result<(), DataError> {
+        std::fs::remove_dir_all(&self.dir).map_err(|e| io_err(&self.dir, e))
+    }
+}
+
+/// Writes `rows` in the given order.
+fn write_rows(path: &Path, rows: &Rows, width: usize, order: &[u32]) -> Result<(), DataError> {
+    let mut w = BufWriter::with_capacity(1 << 20, File::create(path).map_err(|e| io_err(path, e))?);
+    let mut put = |i: usize| -> std::io::Result<()> {
+        w.write_all(&rows.user[i].to_le_bytes())?;
+        w.write_all(&rows.item[i].to_le_bytes())?;
+        w.write_all(&rows.timestamp[i].to_le_bytes())?;
+        w.write_all(&rows.index[i].to_le_bytes())?;
+        for v in &rows.feedback[i * width..(i + 1) * width] {
+            w.write_all(&v.to_le_bytes())?;
+        }
+        Ok(())
+    };
+    order
+        .iter()
+        .try_for_each(|&i| put(i as usize))
+        .and_then(|_| w.flush())
+        .map_err(|e| io_err(path, e))
+}
+
+fn decode_row(bytes: &[u8], rows: &mut Rows, width: usize) {
+    let u32_at = |o: usize| u32::from_le_bytes(bytes[o..o + 4].try_into().expect("4 bytes"));
+    let u64_at = |o: usize| u64::from_le_bytes(bytes[o..o + 8].try_into().expect("8 bytes"));
+    rows.user.push(u32_at(0));
+    rows.item.push(u32_at(4));
+    rows.timestamp.push(u64_at(8) as i64);
+    rows.index.push(u64_at(16));
+    for c in 0..width {
+        rows.feedback.push(f64::from_bits(u64_at(24 + 8 * c)));
+    }
+}
+
+fn read_rows(path: &Path, width: usize, row_bytes: usize) -> Result<Rows, DataError> {
+    let bytes = std::fs::read(path).map_err(|e| io_err(path, e))?;
+    let n = bytes.len() / row_bytes;
+    let mut rows = Rows {
+        user: Vec::with_capacity(n),
+        item: Vec::with_capacity(n),
+        timestamp: Vec::with_capacity(n),
+        index: Vec::with_capacity(n),
+        feedback: Vec::with_capacity(n * width),
+    };
+    for row in bytes.chunks_exact(row_bytes) {
+        decode_row(row, &mut rows, width);
+    }
+    Ok(rows)
+}
+
+/// The `ranks`-th smallest values (0-based) of a multiset of integers in `[min, max]` that
+/// `source` visits in full each time it is called: a radix selection, 16 bits a pass, that
+/// holds a 65,536-bucket histogram per rank and never the values (at most four passes; two
+/// for timestamps in seconds spanning under two years).
+///
+/// `Ok(None)` when a pass counts fewer values than a rank needs: the source changed
+/// between passes, or a value lay outside `[min, max]`.
+pub(crate) fn select_ranks<E>(
+    mut source: impl FnMut(&mut dyn FnMut(i64)) -> Result<(), E>,
+    (min, max): (i64, i64),
+    ranks: &[u64],
+) -> Result<Option<Vec<i64>>, E> {
+    const BITS: u32 = 16;
+    // Per rank: values below `lo` counted in `below`; the answer lies in [lo, lo + span].
+    struct Window {
+        rank: u64,
+        lo: i128,
+        span: u128,
+        below: u64,
+        done: bool,
+    }
+    let mut windows: Vec<Window> = ranks
+        .iter()
+        .map(|&rank| Window {
+            rank,
+            lo: min as i128,
+            span: (max as i128 - min as i128).max(0) as u128,
+            below: 0,
+            done: false,
+        })
+        .collect();
+    let shift_of = |span: u128| (128 - span.leading_zeros()).saturating_sub(BITS);
+    while windows.iter().any(|w| !w.done) {
+        let mut counts: Vec<Vec<u64>> = windows
+            .iter()
+            .map(|w| {
+                if w.done {
+                    Vec::new()
+                } else {
+                    vec![0; 1 << BITS]
+                }
+            })
+            .collect();
+        source(&mut |v: i64| {
+            for (w, c) in windows.iter().zip(counts.iter_mut()) {
+                if w.done {
+                    continue;
+                }
+                let off = v as i128 - w.lo;
+                if off >= 0 && off as u128 <= w.span {
+                    c[(off as u128 >> shift_of(w.span)) as usize] += 1;
+                }
+            }
+        })?;
+        for (w, c) in windows.iter_mut().zip(&counts) {
+            if w.done {
+                continue;
+            }
+            let shift = shift_of(w.span);
+            let mut below = w.below;
+            let Some(bucket) = c.iter().position(|&n| {
+                if w.rank < below + n {
+                    true
+                } else {
+                    below += n;
+                    false
+                }
+            }) else {
+                return Ok(None);
+            };
+            w.below = below;
+            w.lo += (bucket as i128) << shift;
+            if shift == 0 {
+                w.span = 0;
+                w.done = true;
+            } else {
+                w.span = (w.span - ((bucket as u128) << shift)).min((1u128 << shift) - 1);
+            }
+        }
+    }
+    Ok(Some(windows.iter().map(|w| w.lo as i64).collect()))
+}
+
+/// What the merge wrote, for the ingest summary.
+#[derive(Debug, Clone)]
+pub(crate) struct MergeStats {
+    pub items_seen: Vec<bool>,
+    pub interactions: usize,
+    pub positives: usize,
+    pub time_min: i64,
+    pub time_max: i64,
+    pub temporal_split: [usize; 3],
+    pub leave_last_out: [usize; 3],
+    /// The positive rule's column's smallest and largest value.
+    pub rule_range: (f64, f64),
+}
+
+/// The temporal split's two cuts as [`crate::temporal_split`] places them.
+fn cuts(
+    spill: &Spill,
+    (min, max): (i64, i64),
+    valid: f64,
+    test: f64,
+) -> Result<(i64, i64), DataError> {
+    let n = spill.rows();
+    let rank = |q: f64| ((n as f64 * q).floor() as u64).min(n - 1);
+    let mut wanted = Vec::new();
+    if test > 0.0 {
+        wanted.push(rank(1.0 - test));
+    }
+    if valid > 0.0 {
+        wanted.push(rank(1.0 - valid - test));
+    }
+    let found = select_ranks(|visit| spill.for_each_timestamp(visit), (min, max), &wanted)?
+        .ok_or_else(|| {
+            DataError::Core(wander_core::CoreError::Artifact {
+                path: spill.dir.clone(),
+                message: "the sorted runs changed while the split's cuts were found".into(),
+            })
+        })?;
+    let q_t = if test > 0.0 { found[0] } else { i64::MAX };
+    let q_v = if valid > 0.0 {
+        *found.last().expect("asked")
+    } else {
+        q_t
+    };
+    Ok((q_v, q_t))
+}
+
+/// One run being merged: its reader and its current row.
+struct Cursor {
+    path: PathBuf,
+    reader: BufReader<File>,
+    row: Vec<u8>,
+}
+
+impl Cursor {
+    fn advance(&mut self) -> Result<bool, DataError> {
+        match self.reader.read_exact(&mut self.row) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(false),
+            Err(e) => Err(io_err(&self.path, e)),
+        }
+    }
+
+    fn key(&self) -> (u32, i64, u64) {
+        let r = &self.row;
+        (
+            u32::from_le_bytes(r[0..4].try_into().expect("4 bytes")),
+            i64::from_le_bytes(r[8..16].try_into().expect("8 bytes")),
+            u64::from_le_bytes(r[16..24].try_into().expect("8 bytes")),
+        )
+    }
+}
+
+/// The rows of one batch of the interactions file, gathered from the merge.
+#[derive(Default)]
+struct Batch {
+    rows: Rows,
+    positive: Vec<bool>,
+    split: Vec<Split>,
+    loo_split: Vec<Split>,
+}
+
+/// Merges the sorted runs into the interactions file: positive by `rule` on column
+/// `rule_col`, the temporal split at the cuts of `valid`/`test`, leave-last-out per user.
+/// `time_range` is the smallest and largest timestamp of all rows.
+pub(crate) fn merge_into(
+    spill: &Spill,
+    writer: &mut InteractionsWriter,
+    (rule, rule_col): (&PositiveRule, usize),
+    (valid, test): (f64, f64),
+    time_range: (i64, i64),
+    items: usize,
+) -> Result<MergeStats, DataError> {
+    let (q_v, q_t) = cuts(spill, time_range, valid, test)?;
+    let width = spill.width;
+    let mut cursors = Vec::new();
+    let mut heap = BinaryHeap::new();
+    for path in &spill.runs {
+        let mut c = Cursor {
+            path: path.clone(),
+            reader: BufReader::with_capacity(
+                1 << 20,
+                File::open(path).map_err(|e| io_err(path, e))?,
+            ),
+            row: vec![0u8; spill.row_bytes()],
+        };
+        if c.advance()? {
+            heap.push(Reverse((c.key(), cursors.len())));
+        }
+        cursors.push(c);
+    }
+    let mut stats = MergeStats {
+        items_seen: vec![false; items],
+        interactions: 0,
+        positives: 0,
+        time_min: time_range.0,
+        time_max: time_range.1,
+        temporal_split: [0; 3],
+        leave_last_out: [0; 3],
+        rule_range: (f64::INFINITY, f64::NEG_INFINITY),
+    };
+    let mut batch = Batch::default();
+    // The current user's rows: leave-last-out marks its last two once the user ends.
+    let mut user_start = 0usize;
+    let write_batch = |batch: &mut Batch,
+                       upto: usize,
+                       writer: &mut InteractionsWriter|
+     -> Result<(), DataError> {
+        let r = &batch.rows;
+        let columns: Vec<Vec<f64>> = (0..width)
+            .map(|c| (0..upto).map(|i| r.feedback[i * width + c]).collect())
+            .collect();
+        writer.write(&RowSlices {
+            user: &r.user[..upto],
+            item: &r.item[..upto],
+            timestamp: &r.timestamp[..upto],
+            feedback: columns.iter().map(Vec::as_slice).collect(),
+            positive: &batch.positive[..upto],
+            split: &batch.split[..upto],
+            loo_split: &batch.loo_split[..upto],
+        })?;
+        // Keep the rows after `upto` (the current user's, not yet split) for the next batch.
+        let keep = r.len() - upto;
+        let mut rest = Batch::default();
+        rest.rows.user.extend_from_slice(&r.user[upto..]);
+        rest.rows.item.extend_from_slice(&r.item[upto..]);
+        rest.rows.timestamp.extend_from_slice(&r.timestamp[upto..]);
+        rest.rows.index.extend_from_slice(&r.index[upto..]);
+        rest.rows
+            .feedback
+            .extend_from_slice(&r.feedback[upto * width..]);
+        rest.positive.extend_from_slice(&batch.positive[upto..]);
+        rest.split.extend_from_slice(&batch.split[upto..]);
+        rest.loo_split.extend_from_slice(&batch.loo_split[upto..]);
+        debug_assert_eq!(rest.rows.len(), keep);
+        *batch = rest;
+        Ok(())
+    };
+    let end_user = |batch: &mut Batch, start: usize, stats: &mut MergeStats| {
+        let n = batch.rows.len() - start;
+        if n >= 3 {
+            let last = batch.rows.len() - 1;
+            batch.loo_split[last] = Split::Test;
+            batch.loo_split[last - 1] = Split::Valid;
+            stats.leave_last_out[Split::Test as usize] += 1;
+            stats.leave_last_out[Split::Valid as usize] += 1;
+            stats.leave_last_out[Split::Train as usize] += n - 2;
+        } else {
+            stats.leave_last_out[Split::Train as usize] += n;
+        }
+    };
+    while let Some(Reverse((key, run))) = heap.pop() {
+        let (user, ts, index) = key;
+        if batch.rows.len() > user_start && batch.rows.user[user_start] != user {
+            end_user(&mut batch, user_start, &mut stats);
+            user_start = batch.rows.len();
+            while user_start >= INTERACTION_BATCH_ROWS {
+                write_batch(&mut batch, INTERACTION_BATCH_ROWS, writer)?;
+                user_start -= INTERACTION_BATCH_ROWS;
+            }
+        }
+        let c = &mut cursors[run];
+        decode_row(&c.row, &mut batch.rows, width);
+        debug_assert_eq!(*batch.rows.index.last().expect("pushed"), index);
+        let at = batch.rows.len() - 1;
+        let value = batch.rows.feedback[at * width + rule_col];
+        stats.rule_range = (stats.rule_range.0.min(value), stats.rule_range.1.max(value));
+        let positive = rule.holds(value);
+        stats.positives += positive as usize;
+        batch.positive.push(positive);
+        let split = if ts >= q_t {
+            Split::Test
+        } else if ts >= q_v {
+            Split::Valid
+        } else {
+            Split::Train
+        };
+        stats.temporal_split[split as usize] += 1;
+        batch.split.push(split);
+        batch.loo_split.push(Split::Train);
+        stats.items_seen[batch.rows.item[at] as usize] = true;
+        stats.interactions += 1;
+        if c.advance()? {
+            heap.push(Reverse((c.key(), run)));
+        }
+    }
+    if batch.rows.len() > user_start {
+        end_user(&mut batch, user_start, &mut stats);
+    }
+    // Whole batches first, then the rest, as the in-memory writer cuts them (no empty one).
+    while batch.rows.len() >= INTERACTION_BATCH_ROWS {
+        write_batch(&mut batch, INTERACTION_BATCH_ROWS, writer)?;
+    }
+    let n = batch.rows.len();
+    if n > 0 {
+        write_batch(&mut batch, n, writer)?;
+    }
+    Ok(stats)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn select(values: &[i64], ranks: &[u64]) -> Vec<i64> {
+        let (min, max) = (*values.iter().min().unwrap(), *values.iter().max().unwrap());
+        select_ranks(
+            |visit| {
+                values.iter().for_each(|&v| visit(v));
+                Ok::<(), ()>(())
+            },
+            (min, max),
+            ranks,
+        )
+        .unwrap()
+        .unwrap()
+    }
+
+    #[test]
+    fn selection_over_the_whole_i64_range() {
+        let values = [i64::MIN, -5, 0, 0, 7, i64::MAX];
+        assert_eq!(select(&values, &[0, 1, 2, 3, 4, 5]), values.to_vec());
+    }
+
+    proptest! {
+        #[test]
+        fn selection_matches_sorting(
+            values in proptest::collection::vec(prop_oneof![0i64..100, 1_600_000_000i64..1_700_000_000, any::<i64>()], 1..300),
+            picks in proptest::collection::vec(0.0f64..1.0, 1..4),
+        ) {
+            let mut sorted = values.clone();
+            sorted.sort_unstable();
+            let ranks: Vec<u64> = picks.iter().map(|p| ((values.len() as f64 * p) as u64).min(values.len() as u64 - 1)).collect();
+            let want: Vec<i64> = ranks.iter().map(|&r| sorted[r as usize]).collect();
+            prop_assert_eq!(select(&values, &ranks), want);
+        }
+    }
+}
