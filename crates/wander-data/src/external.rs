@@ -112,8 +112,9 @@ impl Spill {
 
     /// Renumbers every run's users (`remap[old] = new`) and sorts it by (user, time, input
     /// order), one run in memory at a time.
-    pub fn sort_runs(&self, remap: &[u32]) -> Result<(), DataError> {
-        for path in &self.runs {
+    pub fn sort_runs(&self, remap: &[u32], on_run: &dyn Fn(usize, usize)) -> Result<(), DataError> {
+        for (done, path) in self.runs.iter().enumerate() {
+            on_run(done, self.runs.len());
             let mut rows = read_rows(path, self.width, self.row_bytes())?;
             for u in &mut rows.user {
                 *u = remap[*u as usize];
@@ -125,6 +126,7 @@ impl Spill {
             });
             write_rows(path, &rows, self.width, &order)?;
         }
+        on_run(self.runs.len(), self.runs.len());
         Ok(())
     }
 
@@ -366,7 +368,8 @@ struct Batch {
 
 /// Merges the sorted runs into the interactions file: positive by `rule` on column
 /// `rule_col`, the temporal split at the cuts of `valid`/`test`, leave-last-out per user.
-/// `time_range` is the smallest and largest timestamp of all rows.
+/// `time_range` is the smallest and largest timestamp of all rows; `on_rows` hears the rows
+/// merged so far and the total, every 1,048,576 rows.
 pub(crate) fn merge_into(
     spill: &Spill,
     writer: &mut InteractionsWriter,
@@ -374,6 +377,7 @@ pub(crate) fn merge_into(
     (valid, test): (f64, f64),
     time_range: (i64, i64),
     items: usize,
+    on_rows: &dyn Fn(u64, u64),
 ) -> Result<MergeStats, DataError> {
     let (q_v, q_t) = cuts(spill, time_range, valid, test)?;
     let width = spill.width;
@@ -484,6 +488,9 @@ pub(crate) fn merge_into(
         batch.loo_split.push(Split::Train);
         stats.items_seen[batch.rows.item[at] as usize] = true;
         stats.interactions += 1;
+        if stats.interactions % (1 << 20) == 0 {
+            on_rows(stats.interactions as u64, spill.rows);
+        }
         if c.advance()? {
             heap.push(Reverse((c.key(), run)));
         }

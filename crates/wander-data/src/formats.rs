@@ -49,7 +49,7 @@ pub struct Loaded {
 
 /// Loads the dataset in folder `root` as `cfg` describes, validates it and splits it.
 pub fn load(cfg: &DataConfig, root: &Path) -> Result<Loaded, DataError> {
-    let (b, rule) = read(cfg, root, None)?;
+    let (b, rule) = read(cfg, root, None, None)?;
     let files = b.files.clone();
     let skips = b.policy.skips.clone();
     let dataset = b.finish(&rule, &cfg.feedback, cfg.valid_fraction, cfg.test_fraction)?;
@@ -59,6 +59,36 @@ pub fn load(cfg: &DataConfig, root: &Path) -> Result<Loaded, DataError> {
         files,
     })
 }
+
+/// Where [`ingest`] is, for a progress display.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum IngestPhase {
+    /// Reading the interactions: the share of the file read (None when its size is
+    /// unknown) and the rows so far.
+    Reading {
+        /// Share of the interactions file read, in [0, 1].
+        fraction: Option<f64>,
+        /// Rows read.
+        rows: u64,
+    },
+    /// Sorting the runs on disk: `done` of `runs`.
+    SortingRuns {
+        /// Runs sorted.
+        done: usize,
+        /// Runs in all.
+        runs: usize,
+    },
+    /// Merging the runs into the interactions file: `rows` of `total` written.
+    Merging {
+        /// Rows merged.
+        rows: u64,
+        /// Rows in all.
+        total: u64,
+    },
+}
+
+/// Rows between two progress reports.
+const PROGRESS_ROWS: u64 = 1 << 16;
 
 /// What [`ingest`] wrote.
 #[derive(Debug)]
@@ -81,19 +111,24 @@ pub struct Ingested {
 /// (a scratch folder inside `stage`, removed before returning) that are sorted one at a time
 /// and merged into the interactions file. The files are the same bytes either way; a log
 /// that fits is sorted in memory as [`load`] does.
+///
+/// `on_progress` is told where the work is: reading (the share of the interactions file
+/// read), then, for a log sorted on disk, each run sorted and the merge's rows.
 pub fn ingest(
     cfg: &DataConfig,
     root: &Path,
     stage: &StageWriter,
     sort_memory_bytes: u64,
+    on_progress: &dyn Fn(IngestPhase),
 ) -> Result<Ingested, DataError> {
-    let (mut b, rule) = read(cfg, root, Some((stage.path(".sort")?, sort_memory_bytes)))?;
+    let spill = Some((stage.path(".sort")?, sort_memory_bytes));
+    let (mut b, rule) = read(cfg, root, spill, Some(on_progress))?;
     let files = b.files.clone();
     let skips = b.policy.skips.clone();
     let (valid, test) = (cfg.valid_fraction, cfg.test_fraction);
     if b.spill.as_ref().is_some_and(|p| p.spill.is_some()) {
         let (stats, rule_range, spilled_runs) =
-            b.finish_spilled(&rule, &cfg.feedback, (valid, test), stage)?;
+            b.finish_spilled(&rule, &cfg.feedback, (valid, test), stage, on_progress)?;
         return Ok(Ingested {
             stats,
             skips,
@@ -124,11 +159,12 @@ pub fn ingest(
 
 /// Parses the positive rule and reads every file into a builder (one that spills past the
 /// budget when `spill` names a folder and a byte budget).
-fn read(
+fn read<'p>(
     cfg: &DataConfig,
     root: &Path,
     spill: Option<(PathBuf, u64)>,
-) -> Result<(Builder, PositiveRule), DataError> {
+    on_progress: Option<&'p dyn Fn(IngestPhase)>,
+) -> Result<(Builder<'p>, PositiveRule), DataError> {
     let rule = cfg.positive_rule().map_err(|e| DataError::Config {
         key: "data.positive".into(),
         message: e.to_string(),
@@ -140,6 +176,7 @@ fn read(
         });
     }
     let mut b = Builder::new(Policy::new(cfg.on_error), cfg.max_line_bytes);
+    b.on_progress = on_progress;
     b.spill = spill.map(|(dir, budget)| SpillPlan {
         dir,
         budget,
@@ -164,7 +201,9 @@ struct SpillPlan {
     spill: Option<Spill>,
 }
 
-struct Builder {
+struct Builder<'p> {
+    /// Told where reading is, every [`PROGRESS_ROWS`] rows.
+    on_progress: Option<&'p dyn Fn(IngestPhase)>,
     policy: Policy,
     max_line_bytes: u64,
     files: Vec<PathBuf>,
@@ -182,9 +221,10 @@ struct Builder {
     spill: Option<SpillPlan>,
 }
 
-impl Builder {
+impl<'p> Builder<'p> {
     fn new(policy: Policy, max_line_bytes: u64) -> Self {
         Builder {
+            on_progress: None,
             policy,
             max_line_bytes,
             files: Vec::new(),
@@ -413,6 +453,7 @@ impl Builder {
         feedback: &str,
         (valid, test): (f64, f64),
         stage: &StageWriter,
+        on_progress: &dyn Fn(IngestPhase),
     ) -> Result<(Stats, (f64, f64), usize), DataError> {
         let rule_col = self.check(rule, feedback, self.spilled + self.rows.len() as u64)?;
         if !self.rows.is_empty() {
@@ -432,7 +473,9 @@ impl Builder {
         let spill = spill.and_then(|p| p.spill).expect("rows were spilled");
         let (remap, sorted_users) = user_numbering(&users);
         drop(users);
-        spill.sort_runs(&remap)?;
+        spill.sort_runs(&remap, &|done, runs| {
+            on_progress(IngestPhase::SortingRuns { done, runs })
+        })?;
         drop(remap);
         let mut writer = InteractionsWriter::new(stage, &feedback_columns)?;
         let merged = merge_into(
@@ -442,6 +485,7 @@ impl Builder {
             (valid, test),
             time_range,
             items.len(),
+            &|rows, total| on_progress(IngestPhase::Merging { rows, total }),
         )?;
         writer.finish()?;
         write_catalogue(stage, &items, &sorted_users)?;
@@ -619,6 +663,14 @@ fn read_interactions(
             b.add_interaction(&file, row.line, user.trim(), item.trim(), ts, &values)
         });
         b.accept(r)?;
+        if let Some(report) = b.on_progress {
+            if reader.rows_read() % PROGRESS_ROWS == 0 {
+                report(IngestPhase::Reading {
+                    fraction: reader.read_fraction(),
+                    rows: reader.rows_read(),
+                });
+            }
+        }
     }
     if reader.rows_read() == 0 {
         return Err(DataError::Empty { file });
@@ -829,8 +881,8 @@ fn load_generic(
 fn open_table(b: &mut Builder, path: &Path) -> Result<Delimited, DataError> {
     if path.extension().is_some_and(|e| e == "parquet") {
         b.files.push(path.to_path_buf());
-        let (header, rows) = read_parquet_rows(path)?;
-        Ok(Delimited::from_rows(path, header, rows))
+        let (header, rows, total) = read_parquet_rows(path)?;
+        Ok(Delimited::from_rows(path, header, rows, Some(total)))
     } else {
         b.open(path, CSV)
     }

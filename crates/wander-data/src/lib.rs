@@ -17,7 +17,7 @@ pub mod synth;
 mod text;
 
 pub use error::DataError;
-pub use formats::{ingest, load, Ingested};
+pub use formats::{ingest, load, IngestPhase, Ingested};
 pub use parquet_io::{
     catalogue_size, feedback_columns, for_each_event, for_each_valued_event, read_catalogue,
     read_dataset, write_dataset, CatalogueSize, Event, INTERACTIONS_FILE, ITEMS_FILE, USERS_FILE,

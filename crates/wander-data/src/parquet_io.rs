@@ -632,7 +632,8 @@ impl Iterator for ParquetRows {
 }
 
 /// Opens any flat Parquet file as text rows (see [`ParquetRows`]), with its column names.
-pub(crate) fn read_parquet_rows(path: &Path) -> Result<(Vec<String>, ParquetRows), DataError> {
+/// Also returns the file's row count from its footer.
+pub(crate) fn read_parquet_rows(path: &Path) -> Result<(Vec<String>, ParquetRows, u64), DataError> {
     let reader = guarded(path, || {
         let file =
             File::open(path).map_err(|e| DataError::Core(wander_core::CoreError::io(path, e)))?;
@@ -640,9 +641,13 @@ pub(crate) fn read_parquet_rows(path: &Path) -> Result<(Vec<String>, ParquetRows
         // fuzz test); Parquet's own schema carries every type a data file needs.
         let options = ArrowReaderOptions::new().with_skip_arrow_metadata(true);
         ParquetRecordBatchReaderBuilder::try_new_with_options(file, options)
-            .and_then(|b| b.with_batch_size(65_536).build())
+            .and_then(|b| {
+                let rows = b.metadata().file_metadata().num_rows().max(0) as u64;
+                Ok((b.with_batch_size(65_536).build()?, rows))
+            })
             .map_err(|e| pq_err(path, e))
     })?;
+    let (reader, total_rows) = reader;
     let header: Vec<String> = reader
         .schema()
         .fields()
@@ -664,7 +669,7 @@ pub(crate) fn read_parquet_rows(path: &Path) -> Result<(Vec<String>, ParquetRows
             file: path.to_path_buf(),
         }),
         Some(Err(e)) => Err(e),
-        Some(Ok(())) => Ok((header, rows)),
+        Some(Ok(())) => Ok((header, rows, total_rows)),
     }
 }
 

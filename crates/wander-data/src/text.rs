@@ -37,6 +37,8 @@ pub(crate) struct Delimited {
     /// The file's length when it does not end with a newline: the row that reaches it was
     /// possibly cut short (a copy or download stopped mid-row).
     unterminated_len: Option<u64>,
+    /// How much there is to read: the CSV file's bytes, or the rows of a decoded file.
+    size: Option<u64>,
 }
 
 enum Source {
@@ -65,6 +67,7 @@ impl Delimited {
         })?;
         let unterminated_len = unterminated_length(&mut file)
             .map_err(|e| DataError::Core(wander_core::CoreError::io(path, e)))?;
+        let size = file.metadata().ok().map(|m| m.len());
         let reader = csv::ReaderBuilder::new()
             .delimiter(dialect.delimiter)
             .quoting(dialect.quoting)
@@ -80,6 +83,7 @@ impl Delimited {
             header: Vec::new(),
             rows_read: 0,
             unterminated_len: None,
+            size,
         };
         if dialect.has_header {
             match me.next_raw() {
@@ -121,6 +125,7 @@ impl Delimited {
         file: &Path,
         header: Vec<String>,
         rows: impl Iterator<Item = Result<Row, DataError>> + 'static,
+        total_rows: Option<u64>,
     ) -> Self {
         Delimited {
             file: file.to_path_buf(),
@@ -131,6 +136,7 @@ impl Delimited {
             header,
             rows_read: 0,
             unterminated_len: None,
+            size: total_rows,
         }
     }
 
@@ -161,6 +167,16 @@ impl Delimited {
     /// Number of data rows returned so far.
     pub fn rows_read(&self) -> u64 {
         self.rows_read
+    }
+
+    /// The share of the file read so far, in [0, 1] (None when its size is unknown).
+    pub fn read_fraction(&self) -> Option<f64> {
+        let size = self.size.filter(|&s| s > 0)? as f64;
+        let done = match &self.source {
+            Source::Csv(reader) => reader.position().byte() as f64,
+            Source::Rows(_) => self.rows_read as f64,
+        };
+        Some((done / size).min(1.0))
     }
 
     fn next_raw(&mut self) -> Option<Result<Row, DataError>> {

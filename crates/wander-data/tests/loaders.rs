@@ -487,7 +487,7 @@ fn ingest_bytes(
     cfg.feedback = "rating".into();
     let run = RunDir::open(dir.path().join("run")).unwrap();
     let w = run.begin("ingest").unwrap();
-    let got = wander_data::ingest(&cfg, dir.path(), &w, sort_memory_bytes).unwrap();
+    let got = wander_data::ingest(&cfg, dir.path(), &w, sort_memory_bytes, &|_| {}).unwrap();
     let files = [
         wander_data::INTERACTIONS_FILE,
         wander_data::ITEMS_FILE,

@@ -142,10 +142,32 @@ pub fn ingest(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
     let inputs = checksums(&wander_data::input_files(cfg, &root))?;
     let run = RunDir::open(&ctx.config.run.dir)?;
     let outcome = run.run_stage(StageId::Ingest.folder(), cfg.output_slice(), inputs, force, |w| -> crate::Result<Value> {
-        let spinner = wander_core::progress::spinner("ingest");
-        spinner.set_message(format!("reading {}", root.display()));
-        let ingested = wander_data::ingest(cfg, &root, w, cfg.sort_memory_mib << 20)?;
-        spinner.finish_and_clear();
+        log(format!("reading {}", root.display()));
+        // One bar per phase: reading (the share of the interactions file), then, for a log
+        // sorted on disk, the runs sorted and the rows merged.
+        let shown: std::cell::RefCell<Option<(u8, wander_core::progress::Bar)>> = Default::default();
+        let on_progress = |phase: wander_data::IngestPhase| {
+            use wander_data::IngestPhase::*;
+            let (tag, len, pos, label, unit) = match phase {
+                Reading { fraction, .. } => (0, 1000, (fraction.unwrap_or(0.0) * 1000.0) as u64, "read", "‰ of the log"),
+                SortingRuns { done, runs } => (1, runs as u64, done as u64, "sort", "runs"),
+                Merging { rows, total } => (2, total, rows, "merge", "rows"),
+            };
+            let mut current = shown.borrow_mut();
+            if current.as_ref().map(|(t, _)| *t) != Some(tag) {
+                if let Some((_, bar)) = current.take() {
+                    bar.finish_and_clear();
+                }
+                *current = Some((tag, wander_core::progress::bar(len, label, unit)));
+            }
+            if let Some((_, bar)) = current.as_ref() {
+                bar.set_position(pos);
+            }
+        };
+        let ingested = wander_data::ingest(cfg, &root, w, cfg.sort_memory_mib << 20, &on_progress)?;
+        if let Some((_, bar)) = shown.borrow_mut().take() {
+            bar.finish_and_clear();
+        }
         if ingested.spilled_runs > 0 {
             log(format!(
                 "sorted on disk in {} runs (the log is larger than data.sort_memory_mib = {} MiB)",
