@@ -186,9 +186,11 @@ fn decode_row(bytes: &[u8], rows: &mut Rows, width: usize) {
     }
 }
 
+/// Reads a run back in column form, decoding as it reads (the file is never held whole
+/// beside its columns).
 fn read_rows(path: &Path, width: usize, row_bytes: usize) -> Result<Rows, DataError> {
-    let bytes = std::fs::read(path).map_err(|e| io_err(path, e))?;
-    let n = bytes.len() / row_bytes;
+    let file = File::open(path).map_err(|e| io_err(path, e))?;
+    let n = file.metadata().map_err(|e| io_err(path, e))?.len() as usize / row_bytes;
     let mut rows = Rows {
         user: Vec::with_capacity(n),
         item: Vec::with_capacity(n),
@@ -196,8 +198,11 @@ fn read_rows(path: &Path, width: usize, row_bytes: usize) -> Result<Rows, DataEr
         index: Vec::with_capacity(n),
         feedback: Vec::with_capacity(n * width),
     };
-    for row in bytes.chunks_exact(row_bytes) {
-        decode_row(row, &mut rows, width);
+    let mut r = BufReader::with_capacity(1 << 20, file);
+    let mut row = vec![0u8; row_bytes];
+    for _ in 0..n {
+        r.read_exact(&mut row).map_err(|e| io_err(path, e))?;
+        decode_row(&row, &mut rows, width);
     }
     Ok(rows)
 }
