@@ -5,7 +5,10 @@
 
 use std::collections::HashMap;
 
-use crate::{Dataset, Interactions};
+use wander_core::artifact::StageReader;
+
+use crate::parquet_io::{catalogue_size, feedback_columns, for_each_event};
+use crate::{DataError, Dataset, Event, Interactions, INTERACTIONS_FILE};
 
 /// A newer dataset re-indexed onto a base one.
 #[derive(Debug, Clone, PartialEq)]
@@ -167,6 +170,61 @@ pub fn concat(base: &Dataset, newer: &Dataset) -> Result<(Dataset, Vec<bool>), S
         },
         from_newer,
     ))
+}
+
+/// [`concat`] as a stream: visits the events of the base log stored in `base` and of the
+/// rebased window `newer`, in [`concat`]'s order, each with whether it came from `newer`;
+/// the base log is read one record batch at a time, so only `newer` is in memory. Refuses
+/// a window with other feedback columns, or one whose users and items do not extend the
+/// stored catalogue's.
+pub fn for_each_concat_event(
+    base: &StageReader,
+    newer: &Dataset,
+    mut visit: impl FnMut(Event, bool),
+) -> Result<u64, DataError> {
+    let columns = feedback_columns(base)?;
+    let stored = || base.path(INTERACTIONS_FILE).unwrap_or_default();
+    if columns != newer.feedback_columns {
+        return Err(DataError::Parquet {
+            file: stored(),
+            message: format!(
+                "the feedback columns differ: [{}] before, [{}] in the newer window",
+                columns.join(", "),
+                newer.feedback_columns.join(", ")
+            ),
+        });
+    }
+    let size = catalogue_size(base)?;
+    if newer.users.len() < size.users || newer.items.len() < size.items {
+        return Err(DataError::Parquet {
+            file: stored(),
+            message: "the newer window is not re-indexed onto the base's users and items".into(),
+        });
+    }
+    let it = &newer.interactions;
+    let event = |k: usize| Event {
+        user: it.user[k],
+        item: it.item[k],
+        timestamp: it.timestamp[k],
+        positive: it.positive[k],
+        split: it.split[k],
+        loo_split: it.loo_split[k],
+    };
+    let mut next = 0usize;
+    let mut visited = for_each_event(base, |e| {
+        // At equal user and time the base's events come first, as in `concat`.
+        while next < it.len() && (it.user[next], it.timestamp[next]) < (e.user, e.timestamp) {
+            visit(event(next), true);
+            next += 1;
+        }
+        visit(e, false);
+    })?;
+    while next < it.len() {
+        visit(event(next), true);
+        next += 1;
+    }
+    visited += it.len() as u64;
+    Ok(visited)
 }
 
 #[cfg(test)]

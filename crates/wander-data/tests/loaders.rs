@@ -580,3 +580,70 @@ fn ingest_sorted_on_disk_across_row_groups() {
     assert_eq!(stats.interactions, n as usize);
     assert!(memory == disk, "the files differ");
 }
+
+/// A small dataset: users `u0..`, items `i0..`, the events sorted as a stored log is.
+fn small_dataset(
+    users: &[&str],
+    items: u32,
+    mut events: Vec<(u32, u32, i64, bool)>,
+) -> wander_data::Dataset {
+    use wander_data::{Dataset, Interactions, Item, Split};
+    events.sort_by_key(|&(u, _, t, _)| (u, t));
+    let n = events.len();
+    Dataset {
+        users: users.iter().map(|u| u.to_string()).collect(),
+        items: (0..items)
+            .map(|i| Item {
+                id: format!("i{i}"),
+                title: format!("Item {i}"),
+                ..Item::default()
+            })
+            .collect(),
+        feedback_columns: vec!["rating".into()],
+        interactions: Interactions {
+            user: events.iter().map(|e| e.0).collect(),
+            item: events.iter().map(|e| e.1).collect(),
+            timestamp: events.iter().map(|e| e.2).collect(),
+            feedback: vec![(0..n).map(|k| k as f64).collect()],
+            positive: events.iter().map(|e| e.3).collect(),
+            split: (0..n)
+                .map(|k| [Split::Train, Split::Valid, Split::Test][k % 3])
+                .collect(),
+            loo_split: vec![Split::Train; n],
+        },
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(wander_core::fuzz_cases(64)))]
+
+    /// The stored base log and a rebased newer window streamed together visit the events of
+    /// `concat`, in its order, each marked by its source.
+    #[test]
+    fn the_concat_stream_visits_concat_in_order(
+        base_events in proptest::collection::vec((0u32..4, 0u32..5, 0i64..6, any::<bool>()), 1..40),
+        newer_events in proptest::collection::vec((0u32..5, 0u32..6, 3i64..9, any::<bool>()), 0..40),
+    ) {
+        let base = small_dataset(&["a", "b", "c", "d"], 5, base_events);
+        // The newer window names users in another order and adds a user and an item.
+        let newer = small_dataset(&["c", "e", "a", "d", "b"], 6, newer_events);
+        let newer = wander_data::rebase(&base, newer).dataset;
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunDir::open(dir.path().join("run")).unwrap();
+        let w = run.begin("ingest").unwrap();
+        wander_data::write_dataset(&w, &base).unwrap();
+        w.commit(serde_json::json!({}), BTreeMap::new(), serde_json::json!({})).unwrap();
+        let (all, from_newer) = wander_data::concat(&base, &newer).unwrap();
+        let mut seen = Vec::new();
+        let n = wander_data::for_each_concat_event(&run.read("ingest").unwrap(), &newer, |e, m| {
+            seen.push((e.user, e.item, e.timestamp, e.positive, e.split, m))
+        })
+        .unwrap();
+        prop_assert_eq!(n as usize, all.interactions.len());
+        let it = &all.interactions;
+        let want: Vec<_> = (0..it.len())
+            .map(|k| (it.user[k], it.item[k], it.timestamp[k], it.positive[k], it.split[k], from_newer[k]))
+            .collect();
+        prop_assert_eq!(seen, want);
+    }
+}

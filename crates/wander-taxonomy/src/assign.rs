@@ -198,22 +198,19 @@ pub struct CoConsumption {
 impl CoConsumption {
     /// From an interaction log in columns (`n_items` items; user ids dense).
     pub fn new(n_items: usize, user: &[u32], item: &[u32], positive: &[bool]) -> Self {
-        let n_users = user.iter().max().map_or(0, |&u| u as usize + 1);
-        let mut item_users = vec![Vec::new(); n_items];
-        let mut user_items = vec![Vec::new(); n_users];
+        let mut b = CoConsumption::builder(n_items);
         for ((&u, &i), &p) in user.iter().zip(item).zip(positive) {
-            if p && (i as usize) < n_items {
-                item_users[i as usize].push(u);
-                user_items[u as usize].push(i);
-            }
+            b.push(u, i, p);
         }
-        for v in item_users.iter_mut().chain(user_items.iter_mut()) {
-            v.sort_unstable();
-            v.dedup();
-        }
-        CoConsumption {
-            item_users,
-            user_items,
+        b.finish()
+    }
+
+    /// [`CoConsumption::new`] one interaction at a time, in any order, for a streamed log:
+    /// it holds two ids a positive interaction, not the log.
+    pub fn builder(n_items: usize) -> CoConsumptionBuilder {
+        CoConsumptionBuilder {
+            item_users: vec![Vec::new(); n_items],
+            user_items: Vec::new(),
         }
     }
 
@@ -254,6 +251,39 @@ impl CoConsumption {
             votes.iter_mut().for_each(|x| *x /= voters as f64);
             votes
         })
+    }
+}
+
+/// Collects a [`CoConsumption`] from interactions pushed one at a time.
+#[derive(Debug, Clone)]
+pub struct CoConsumptionBuilder {
+    item_users: Vec<Vec<u32>>,
+    user_items: Vec<Vec<u32>>,
+}
+
+impl CoConsumptionBuilder {
+    /// Feeds one interaction (ignored unless positive and of a known item).
+    pub fn push(&mut self, user: u32, item: u32, positive: bool) {
+        // Every user seen has a row, as in the whole-log constructor.
+        if self.user_items.len() <= user as usize {
+            self.user_items.resize(user as usize + 1, Vec::new());
+        }
+        if positive && (item as usize) < self.item_users.len() {
+            self.item_users[item as usize].push(user);
+            self.user_items[user as usize].push(item);
+        }
+    }
+
+    /// The distinct users of each item and items of each user.
+    pub fn finish(mut self) -> CoConsumption {
+        for v in self.item_users.iter_mut().chain(self.user_items.iter_mut()) {
+            v.sort_unstable();
+            v.dedup();
+        }
+        CoConsumption {
+            item_users: self.item_users,
+            user_items: self.user_items,
+        }
     }
 }
 

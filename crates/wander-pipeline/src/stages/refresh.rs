@@ -86,7 +86,10 @@ pub fn refresh(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
             |w| -> crate::Result<Value> {
                 let spinner = wander_core::progress::spinner("refresh");
                 spinner.set_message(format!("reading {}", root.display()));
-                let base = wander_data::read_dataset(open(&run, StageId::Ingest)?.reader())?;
+                // The base log is streamed (twice: co-consumption before the placements,
+                // transitions after them), never loaded: only its catalogue is held.
+                let base_stage = open(&run, StageId::Ingest)?;
+                let base = wander_data::read_catalogue(base_stage.reader())?;
                 let built = open(&run, StageId::Taxonomy)?;
                 let base_version = crate::summaries::read::<crate::summaries::TaxonomySummary>(
                     StageId::Taxonomy,
@@ -105,14 +108,12 @@ pub fn refresh(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
                 // The base log and the newer window as one log, so a user's history runs on
                 // across the boundary (transitions) and a new item's users count with what
                 // they engaged with before (placement by consumption).
-                let (all, from_newer) = wander_data::concat(&base, ds)
-                    .map_err(|e| crate::PipelineError::msg(format!("{}: {e}", root.display())))?;
-                let co = CoConsumption::new(
-                    ds.items.len(),
-                    &all.interactions.user,
-                    &all.interactions.item,
-                    &all.interactions.positive,
-                );
+                let mut co = CoConsumption::builder(ds.items.len());
+                wander_data::for_each_concat_event(base_stage.reader(), ds, |e, _| {
+                    co.push(e.user, e.item, e.positive)
+                })
+                .map_err(|e| crate::PipelineError::msg(format!("{}: {e}", root.display())))?;
+                let co = co.finish();
                 spinner.finish_and_clear();
 
                 // Every item's text vector: the built ones come from the taxonomy's cache.
@@ -200,10 +201,13 @@ pub fn refresh(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
 
                 // Each transition dated by the window of the engagement that made its next
                 // cluster.
-                let dated =
-                    wander_explore::transitions::mine_tagged(&all, tax.planner_assign(), |k| {
-                        u32::from(from_newer[k])
-                    });
+                let mut dated = Vec::new();
+                let mut miner = wander_explore::transitions::Miner::new(tax.planner_assign());
+                wander_data::for_each_concat_event(base_stage.reader(), ds, |e, from_newer| {
+                    if let Some(t) = miner.push(e.user, e.item, e.positive, e.split) {
+                        dated.push((t, u32::from(from_newer)));
+                    }
+                })?;
                 let before = drift::counts_in(&dated, 0..1);
                 let after = drift::counts_in(&dated, 1..2);
                 let jaccards = drift::successor_jaccard(&before, &after, cfg.k, cfg.min_support);
