@@ -290,7 +290,7 @@ pub(crate) fn select_ranks<E>(
     Ok(Some(windows.iter().map(|w| w.lo as i64).collect()))
 }
 
-/// What the merge wrote, for the ingest summary.
+/// What a [`SortedRowSink`] wrote, for the ingest summary.
 #[derive(Debug, Clone)]
 pub(crate) struct MergeStats {
     pub items_seen: Vec<bool>,
@@ -300,19 +300,17 @@ pub(crate) struct MergeStats {
     pub time_max: i64,
     pub temporal_split: [usize; 3],
     pub leave_last_out: [usize; 3],
-    /// The positive rule's column's smallest and largest value.
-    pub rule_range: (f64, f64),
 }
 
-/// The temporal split's two cuts as [`crate::temporal_split`] places them.
-fn cuts(
-    spill: &Spill,
+/// The two cuts of [`crate::temporal_split`] over the `n` timestamps in `[min, max]` that
+/// `source` visits in full on each call (at most four calls).
+pub(crate) fn split_cuts<E>(
+    source: impl FnMut(&mut dyn FnMut(i64)) -> Result<(), E>,
+    n: u64,
     (min, max): (i64, i64),
-    valid: f64,
-    test: f64,
-) -> Result<(i64, i64), DataError> {
-    let n = spill.rows();
-    let rank = |q: f64| ((n as f64 * q).floor() as u64).min(n - 1);
+    (valid, test): (f64, f64),
+) -> Result<Option<(i64, i64)>, E> {
+    let rank = |q: f64| ((n as f64 * q).floor() as u64).min(n.saturating_sub(1));
     let mut wanted = Vec::new();
     if test > 0.0 {
         wanted.push(rank(1.0 - test));
@@ -320,20 +318,171 @@ fn cuts(
     if valid > 0.0 {
         wanted.push(rank(1.0 - valid - test));
     }
-    let found = select_ranks(|visit| spill.for_each_timestamp(visit), (min, max), &wanted)?
-        .ok_or_else(|| {
-            DataError::Core(wander_core::CoreError::Artifact {
-                path: spill.dir.clone(),
-                message: "the sorted runs changed while the split's cuts were found".into(),
-            })
-        })?;
+    let Some(found) = select_ranks(source, (min, max), &wanted)? else {
+        return Ok(None);
+    };
     let q_t = if test > 0.0 { found[0] } else { i64::MAX };
     let q_v = if valid > 0.0 {
         *found.last().expect("asked")
     } else {
         q_t
     };
-    Ok((q_v, q_t))
+    Ok(Some((q_v, q_t)))
+}
+
+/// The temporal split of a timestamp at the cuts `(q_v, q_t)`.
+pub(crate) fn split_at(ts: i64, (q_v, q_t): (i64, i64)) -> Split {
+    if ts >= q_t {
+        Split::Test
+    } else if ts >= q_v {
+        Split::Valid
+    } else {
+        Split::Train
+    }
+}
+
+/// Takes a log's rows in stored order (grouped by user, by time within a user) and writes
+/// the interactions file one row group at a time, marking leave-last-out as each user ends
+/// (so it holds one row group and the current user's rows), and counts the summary figures.
+pub(crate) struct SortedRowSink<'w> {
+    writer: &'w mut InteractionsWriter,
+    width: usize,
+    batch: Batch,
+    /// Where the current user's rows start in `batch`.
+    user_start: usize,
+    stats: MergeStats,
+}
+
+/// The rows of one batch of the interactions file, gathered from the merge.
+#[derive(Default)]
+struct Batch {
+    rows: Rows,
+    positive: Vec<bool>,
+    split: Vec<Split>,
+    loo_split: Vec<Split>,
+}
+
+impl<'w> SortedRowSink<'w> {
+    /// A sink for rows of `width` feedback values over `items` catalogue items.
+    pub fn new(writer: &'w mut InteractionsWriter, width: usize, items: usize) -> Self {
+        SortedRowSink {
+            writer,
+            width,
+            batch: Batch::default(),
+            user_start: 0,
+            stats: MergeStats {
+                items_seen: vec![false; items],
+                interactions: 0,
+                positives: 0,
+                time_min: i64::MAX,
+                time_max: i64::MIN,
+                temporal_split: [0; 3],
+                leave_last_out: [0; 3],
+            },
+        }
+    }
+
+    /// Rows taken so far.
+    pub fn rows(&self) -> usize {
+        self.stats.interactions
+    }
+
+    /// The next row in stored order.
+    pub fn push(
+        &mut self,
+        (user, item, timestamp): (u32, u32, i64),
+        feedback: &[f64],
+        positive: bool,
+        split: Split,
+    ) -> Result<(), DataError> {
+        let b = &self.batch;
+        if b.rows.len() > self.user_start && b.rows.user[self.user_start] != user {
+            self.end_user();
+            self.user_start = self.batch.rows.len();
+            while self.user_start >= INTERACTION_BATCH_ROWS {
+                self.write_batch(INTERACTION_BATCH_ROWS)?;
+                self.user_start -= INTERACTION_BATCH_ROWS;
+            }
+        }
+        let (b, s) = (&mut self.batch, &mut self.stats);
+        b.rows.user.push(user);
+        b.rows.item.push(item);
+        b.rows.timestamp.push(timestamp);
+        b.rows.feedback.extend_from_slice(&feedback[..self.width]);
+        b.positive.push(positive);
+        b.split.push(split);
+        b.loo_split.push(Split::Train);
+        s.positives += positive as usize;
+        s.temporal_split[split as usize] += 1;
+        s.items_seen[item as usize] = true;
+        s.interactions += 1;
+        s.time_min = s.time_min.min(timestamp);
+        s.time_max = s.time_max.max(timestamp);
+        Ok(())
+    }
+
+    /// Leave-last-out for the user whose rows end the batch.
+    fn end_user(&mut self) {
+        let (b, s) = (&mut self.batch, &mut self.stats);
+        let n = b.rows.len() - self.user_start;
+        if n >= 3 {
+            let last = b.rows.len() - 1;
+            b.loo_split[last] = Split::Test;
+            b.loo_split[last - 1] = Split::Valid;
+            s.leave_last_out[Split::Test as usize] += 1;
+            s.leave_last_out[Split::Valid as usize] += 1;
+            s.leave_last_out[Split::Train as usize] += n - 2;
+        } else {
+            s.leave_last_out[Split::Train as usize] += n;
+        }
+    }
+
+    /// Writes the batch's first `upto` rows (all of finished users) and keeps the rest.
+    fn write_batch(&mut self, upto: usize) -> Result<(), DataError> {
+        let width = self.width;
+        let b = &self.batch;
+        let r = &b.rows;
+        let columns: Vec<Vec<f64>> = (0..width)
+            .map(|c| (0..upto).map(|i| r.feedback[i * width + c]).collect())
+            .collect();
+        self.writer.write(&RowSlices {
+            user: &r.user[..upto],
+            item: &r.item[..upto],
+            timestamp: &r.timestamp[..upto],
+            feedback: columns.iter().map(Vec::as_slice).collect(),
+            positive: &b.positive[..upto],
+            split: &b.split[..upto],
+            loo_split: &b.loo_split[..upto],
+        })?;
+        let mut rest = Batch::default();
+        rest.rows.user.extend_from_slice(&r.user[upto..]);
+        rest.rows.item.extend_from_slice(&r.item[upto..]);
+        rest.rows.timestamp.extend_from_slice(&r.timestamp[upto..]);
+        rest.rows
+            .feedback
+            .extend_from_slice(&r.feedback[upto * width..]);
+        rest.positive.extend_from_slice(&b.positive[upto..]);
+        rest.split.extend_from_slice(&b.split[upto..]);
+        rest.loo_split.extend_from_slice(&b.loo_split[upto..]);
+        self.batch = rest;
+        Ok(())
+    }
+
+    /// Ends the last user and writes what is left: whole row groups, then the rest, as the
+    /// in-memory writer cuts them (no empty one).
+    pub fn finish(mut self) -> Result<MergeStats, DataError> {
+        if self.batch.rows.len() > self.user_start {
+            self.end_user();
+        }
+        while self.batch.rows.len() >= INTERACTION_BATCH_ROWS {
+            self.write_batch(INTERACTION_BATCH_ROWS)?;
+        }
+        let n = self.batch.rows.len();
+        if n > 0 {
+            self.write_batch(n)?;
+        }
+        Ok(self.stats)
+    }
 }
 
 /// One run being merged: its reader and its current row.
@@ -362,29 +511,32 @@ impl Cursor {
     }
 }
 
-/// The rows of one batch of the interactions file, gathered from the merge.
-#[derive(Default)]
-struct Batch {
-    rows: Rows,
-    positive: Vec<bool>,
-    split: Vec<Split>,
-    loo_split: Vec<Split>,
-}
-
 /// Merges the sorted runs into the interactions file: positive by `rule` on column
 /// `rule_col`, the temporal split at the cuts of `valid`/`test`, leave-last-out per user.
 /// `time_range` is the smallest and largest timestamp of all rows; `on_rows` hears the rows
-/// merged so far and the total, every 1,048,576 rows.
+/// merged so far and the total, every 1,048,576 rows. Also returns the rule column's
+/// smallest and largest value.
 pub(crate) fn merge_into(
     spill: &Spill,
     writer: &mut InteractionsWriter,
     (rule, rule_col): (&PositiveRule, usize),
-    (valid, test): (f64, f64),
+    fractions: (f64, f64),
     time_range: (i64, i64),
     items: usize,
     on_rows: &dyn Fn(u64, u64),
-) -> Result<MergeStats, DataError> {
-    let (q_v, q_t) = cuts(spill, time_range, valid, test)?;
+) -> Result<(MergeStats, (f64, f64)), DataError> {
+    let cuts = split_cuts(
+        |visit| spill.for_each_timestamp(visit),
+        spill.rows(),
+        time_range,
+        fractions,
+    )?
+    .ok_or_else(|| {
+        DataError::Core(wander_core::CoreError::Artifact {
+            path: spill.dir.clone(),
+            message: "the sorted runs changed while the split's cuts were found".into(),
+        })
+    })?;
     let width = spill.width;
     let mut cursors = Vec::new();
     let mut heap = BinaryHeap::new();
@@ -402,116 +554,33 @@ pub(crate) fn merge_into(
         }
         cursors.push(c);
     }
-    let mut stats = MergeStats {
-        items_seen: vec![false; items],
-        interactions: 0,
-        positives: 0,
-        time_min: time_range.0,
-        time_max: time_range.1,
-        temporal_split: [0; 3],
-        leave_last_out: [0; 3],
-        rule_range: (f64::INFINITY, f64::NEG_INFINITY),
-    };
-    let mut batch = Batch::default();
-    // The current user's rows: leave-last-out marks its last two once the user ends.
-    let mut user_start = 0usize;
-    let write_batch = |batch: &mut Batch,
-                       upto: usize,
-                       writer: &mut InteractionsWriter|
-     -> Result<(), DataError> {
-        let r = &batch.rows;
-        let columns: Vec<Vec<f64>> = (0..width)
-            .map(|c| (0..upto).map(|i| r.feedback[i * width + c]).collect())
-            .collect();
-        writer.write(&RowSlices {
-            user: &r.user[..upto],
-            item: &r.item[..upto],
-            timestamp: &r.timestamp[..upto],
-            feedback: columns.iter().map(Vec::as_slice).collect(),
-            positive: &batch.positive[..upto],
-            split: &batch.split[..upto],
-            loo_split: &batch.loo_split[..upto],
-        })?;
-        // Keep the rows after `upto` (the current user's, not yet split) for the next batch.
-        let keep = r.len() - upto;
-        let mut rest = Batch::default();
-        rest.rows.user.extend_from_slice(&r.user[upto..]);
-        rest.rows.item.extend_from_slice(&r.item[upto..]);
-        rest.rows.timestamp.extend_from_slice(&r.timestamp[upto..]);
-        rest.rows.index.extend_from_slice(&r.index[upto..]);
-        rest.rows
-            .feedback
-            .extend_from_slice(&r.feedback[upto * width..]);
-        rest.positive.extend_from_slice(&batch.positive[upto..]);
-        rest.split.extend_from_slice(&batch.split[upto..]);
-        rest.loo_split.extend_from_slice(&batch.loo_split[upto..]);
-        debug_assert_eq!(rest.rows.len(), keep);
-        *batch = rest;
-        Ok(())
-    };
-    let end_user = |batch: &mut Batch, start: usize, stats: &mut MergeStats| {
-        let n = batch.rows.len() - start;
-        if n >= 3 {
-            let last = batch.rows.len() - 1;
-            batch.loo_split[last] = Split::Test;
-            batch.loo_split[last - 1] = Split::Valid;
-            stats.leave_last_out[Split::Test as usize] += 1;
-            stats.leave_last_out[Split::Valid as usize] += 1;
-            stats.leave_last_out[Split::Train as usize] += n - 2;
-        } else {
-            stats.leave_last_out[Split::Train as usize] += n;
-        }
-    };
-    while let Some(Reverse((key, run))) = heap.pop() {
-        let (user, ts, index) = key;
-        if batch.rows.len() > user_start && batch.rows.user[user_start] != user {
-            end_user(&mut batch, user_start, &mut stats);
-            user_start = batch.rows.len();
-            while user_start >= INTERACTION_BATCH_ROWS {
-                write_batch(&mut batch, INTERACTION_BATCH_ROWS, writer)?;
-                user_start -= INTERACTION_BATCH_ROWS;
-            }
-        }
+    let mut sink = SortedRowSink::new(writer, width, items);
+    let mut rule_range = (f64::INFINITY, f64::NEG_INFINITY);
+    let mut row = Rows::default();
+    while let Some(Reverse(((user, ts, _), run))) = heap.pop() {
         let c = &mut cursors[run];
-        decode_row(&c.row, &mut batch.rows, width);
-        debug_assert_eq!(*batch.rows.index.last().expect("pushed"), index);
-        let at = batch.rows.len() - 1;
-        let value = batch.rows.feedback[at * width + rule_col];
-        stats.rule_range = (stats.rule_range.0.min(value), stats.rule_range.1.max(value));
-        let positive = rule.holds(value);
-        stats.positives += positive as usize;
-        batch.positive.push(positive);
-        let split = if ts >= q_t {
-            Split::Test
-        } else if ts >= q_v {
-            Split::Valid
-        } else {
-            Split::Train
-        };
-        stats.temporal_split[split as usize] += 1;
-        batch.split.push(split);
-        batch.loo_split.push(Split::Train);
-        stats.items_seen[batch.rows.item[at] as usize] = true;
-        stats.interactions += 1;
-        if stats.interactions % (1 << 20) == 0 {
-            on_rows(stats.interactions as u64, spill.rows);
+        row.user.clear();
+        row.item.clear();
+        row.timestamp.clear();
+        row.index.clear();
+        row.feedback.clear();
+        decode_row(&c.row, &mut row, width);
+        let value = row.feedback[rule_col];
+        rule_range = (rule_range.0.min(value), rule_range.1.max(value));
+        sink.push(
+            (user, row.item[0], ts),
+            &row.feedback,
+            rule.holds(value),
+            split_at(ts, cuts),
+        )?;
+        if sink.rows() % (1 << 20) == 0 {
+            on_rows(sink.rows() as u64, spill.rows);
         }
         if c.advance()? {
             heap.push(Reverse((c.key(), run)));
         }
     }
-    if batch.rows.len() > user_start {
-        end_user(&mut batch, user_start, &mut stats);
-    }
-    // Whole batches first, then the rest, as the in-memory writer cuts them (no empty one).
-    while batch.rows.len() >= INTERACTION_BATCH_ROWS {
-        write_batch(&mut batch, INTERACTION_BATCH_ROWS, writer)?;
-    }
-    let n = batch.rows.len();
-    if n > 0 {
-        write_batch(&mut batch, n, writer)?;
-    }
-    Ok(stats)
+    Ok((sink.finish()?, rule_range))
 }
 
 #[cfg(test)]

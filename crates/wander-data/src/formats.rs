@@ -478,7 +478,7 @@ impl<'p> Builder<'p> {
         })?;
         drop(remap);
         let mut writer = InteractionsWriter::new(stage, &feedback_columns)?;
-        let merged = merge_into(
+        let (merged, rule_range) = merge_into(
             &spill,
             &mut writer,
             (rule, rule_col),
@@ -506,7 +506,7 @@ impl<'p> Builder<'p> {
             leave_last_out: merged.leave_last_out,
             feedback_columns,
         };
-        Ok((stats, merged.rule_range, runs))
+        Ok((stats, rule_range, runs))
     }
 }
 

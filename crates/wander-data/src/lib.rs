@@ -22,7 +22,7 @@ pub use parquet_io::{
     catalogue_size, feedback_columns, for_each_event, for_each_valued_event, read_catalogue,
     read_dataset, write_dataset, CatalogueSize, Event, INTERACTIONS_FILE, ITEMS_FILE, USERS_FILE,
 };
-pub use rebase::{concat, for_each_concat_event, rebase, Rebased};
+pub use rebase::{concat, for_each_concat_event, rebase, write_concat, Rebased};
 pub use split::{leave_last_out, temporal_split, Split};
 
 use serde::Serialize;

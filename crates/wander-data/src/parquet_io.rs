@@ -453,7 +453,7 @@ pub fn catalogue_size(stage: &StageReader) -> Result<CatalogueSize, DataError> {
 /// catalogue ([`catalogue_size`]): one outside is an error naming the file and row, before
 /// it is visited. Returns how many events it visited.
 pub fn for_each_event(stage: &StageReader, mut visit: impl FnMut(Event)) -> Result<u64, DataError> {
-    scan_events(stage, None, |e, _| visit(e))
+    scan_events(stage, Values::None, |e, _| visit(e))
 }
 
 /// [`for_each_event`] with each event's value of the feedback column `name` (as
@@ -461,9 +461,26 @@ pub fn for_each_event(stage: &StageReader, mut visit: impl FnMut(Event)) -> Resu
 pub fn for_each_valued_event(
     stage: &StageReader,
     name: &str,
-    visit: impl FnMut(Event, f64),
+    mut visit: impl FnMut(Event, f64),
 ) -> Result<u64, DataError> {
-    scan_events(stage, Some(name), visit)
+    scan_events(stage, Values::One(name), |e, v| visit(e, v[0]))
+}
+
+/// [`for_each_event`] with each event's values of every feedback column, in
+/// [`feedback_columns`]' order.
+pub(crate) fn for_each_event_with_feedback(
+    stage: &StageReader,
+    visit: impl FnMut(Event, &[f64]),
+) -> Result<u64, DataError> {
+    scan_events(stage, Values::All, visit)
+}
+
+/// Which feedback values a scan decodes.
+#[derive(Clone, Copy)]
+enum Values<'a> {
+    None,
+    One(&'a str),
+    All,
 }
 
 /// The names of the numeric feedback columns of a dataset written by [`write_dataset`], from
@@ -483,15 +500,22 @@ pub fn feedback_columns(stage: &StageReader) -> Result<Vec<String>, DataError> {
 
 fn scan_events(
     stage: &StageReader,
-    value_column: Option<&str>,
-    mut visit: impl FnMut(Event, f64),
+    values: Values<'_>,
+    mut visit: impl FnMut(Event, &[f64]),
 ) -> Result<u64, DataError> {
     let size = catalogue_size(stage)?;
+    let value_names: Vec<String> = match values {
+        Values::None => Vec::new(),
+        Values::One(name) => vec![format!("{FEEDBACK_PREFIX}{name}")],
+        Values::All => feedback_columns(stage)?
+            .iter()
+            .map(|name| format!("{FEEDBACK_PREFIX}{name}"))
+            .collect(),
+    };
     let path = stage.path(INTERACTIONS_FILE)?;
     let file =
         File::open(&path).map_err(|e| DataError::Core(wander_core::CoreError::io(&path, e)))?;
     let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| pq_err(&path, e))?;
-    let value_name = value_column.map(|name| format!("{FEEDBACK_PREFIX}{name}"));
     let mut columns = vec![
         "user",
         "item",
@@ -500,7 +524,7 @@ fn scan_events(
         "split",
         "loo_split",
     ];
-    columns.extend(value_name.as_deref());
+    columns.extend(value_names.iter().map(String::as_str));
     for name in &columns {
         if builder.schema().field_with_name(name).is_err() {
             return Err(pq_err(&path, format!("missing column `{name}`")));
@@ -523,10 +547,11 @@ fn scan_events(
             .ok_or_else(|| pq_err(&path, "positive is not boolean"))?;
         let split = typed_col!(&path, &b, "split", UInt8Type).values();
         let loo_split = typed_col!(&path, &b, "loo_split", UInt8Type).values();
-        let values = match &value_name {
-            Some(name) => Some(typed_col!(&path, &b, name.as_str(), Float64Type).values()),
-            None => None,
-        };
+        let value_cols = value_names
+            .iter()
+            .map(|name| Ok(typed_col!(&path, &b, name.as_str(), Float64Type).values()))
+            .collect::<Result<Vec<_>, DataError>>()?;
+        let mut row_values = vec![0.0; value_cols.len()];
         let bad = |name: &str, v: u8| pq_err(&path, format!("bad {name} value {v}"));
         for k in 0..b.num_rows() {
             if user[k] as usize >= size.users || item[k] as usize >= size.items {
@@ -542,6 +567,9 @@ fn scan_events(
                     ),
                 ));
             }
+            for (slot, col) in row_values.iter_mut().zip(&value_cols) {
+                *slot = col[k];
+            }
             visit(
                 Event {
                     user: user[k],
@@ -552,7 +580,7 @@ fn scan_events(
                     loo_split: Split::from_u8(loo_split[k])
                         .ok_or_else(|| bad("loo_split", loo_split[k]))?,
                 },
-                values.map_or(f64::NAN, |v| v[k]),
+                &row_values,
             );
         }
         visited += b.num_rows() as u64;

@@ -5,10 +5,14 @@
 
 use std::collections::HashMap;
 
-use wander_core::artifact::StageReader;
+use wander_core::artifact::{StageReader, StageWriter};
 
-use crate::parquet_io::{catalogue_size, feedback_columns, for_each_event};
-use crate::{DataError, Dataset, Event, Interactions, INTERACTIONS_FILE};
+use crate::external::{split_at, split_cuts, SortedRowSink};
+use crate::parquet_io::{
+    catalogue_size, feedback_columns, for_each_event, for_each_event_with_feedback,
+    write_catalogue, InteractionsWriter,
+};
+use crate::{DataError, Dataset, Event, Interactions, Stats, INTERACTIONS_FILE};
 
 /// A newer dataset re-indexed onto a base one.
 #[derive(Debug, Clone, PartialEq)]
@@ -182,6 +186,16 @@ pub fn for_each_concat_event(
     newer: &Dataset,
     mut visit: impl FnMut(Event, bool),
 ) -> Result<u64, DataError> {
+    concat_scan(base, newer, false, |e, _, from_newer| visit(e, from_newer))
+}
+
+/// [`for_each_concat_event`], with every feedback value of each event when `values`.
+fn concat_scan(
+    base: &StageReader,
+    newer: &Dataset,
+    values: bool,
+    mut visit: impl FnMut(Event, &[f64], bool),
+) -> Result<u64, DataError> {
     let columns = feedback_columns(base)?;
     let stored = || base.path(INTERACTIONS_FILE).unwrap_or_default();
     if columns != newer.feedback_columns {
@@ -210,21 +224,102 @@ pub fn for_each_concat_event(
         split: it.split[k],
         loo_split: it.loo_split[k],
     };
+    let mut row_values = vec![0.0; if values { columns.len() } else { 0 }];
+    let mut emit = |k: usize, visit: &mut dyn FnMut(Event, &[f64], bool)| {
+        for (slot, col) in row_values.iter_mut().zip(&it.feedback) {
+            *slot = col[k];
+        }
+        visit(event(k), &row_values, true);
+    };
     let mut next = 0usize;
-    let mut visited = for_each_event(base, |e| {
+    let on_base = |e: Event, v: &[f64]| {
         // At equal user and time the base's events come first, as in `concat`.
         while next < it.len() && (it.user[next], it.timestamp[next]) < (e.user, e.timestamp) {
-            visit(event(next), true);
+            emit(next, &mut visit);
             next += 1;
         }
-        visit(e, false);
-    })?;
+        visit(e, v, false);
+    };
+    let mut visited = if values {
+        for_each_event_with_feedback(base, on_base)?
+    } else {
+        let mut on_base = on_base;
+        for_each_event(base, |e| on_base(e, &[]))?
+    };
     while next < it.len() {
-        visit(event(next), true);
+        emit(next, &mut visit);
         next += 1;
     }
     visited += it.len() as u64;
     Ok(visited)
+}
+
+/// [`concat`] split again in time and written as a dataset: the stored base log and the
+/// rebased window `newer` as one log, the temporal split recomputed over it at
+/// `valid`/`test` and leave-last-out per user, written into `stage` with `newer`'s users and
+/// items; each event keeps its positive flag. The base log is streamed (a few passes for the
+/// split's cuts, one to write), so memory holds `newer` and one row group, not the log.
+pub fn write_concat(
+    base: &StageReader,
+    newer: &Dataset,
+    stage: &StageWriter,
+    (valid, test): (f64, f64),
+) -> Result<Stats, DataError> {
+    let (mut n, mut min, mut max) = (0u64, i64::MAX, i64::MIN);
+    for_each_concat_event(base, newer, |e, _| {
+        n += 1;
+        min = min.min(e.timestamp);
+        max = max.max(e.timestamp);
+    })?;
+    if n == 0 {
+        return Err(DataError::Empty {
+            file: base.path(INTERACTIONS_FILE)?,
+        });
+    }
+    let cuts = split_cuts(
+        |visit| for_each_concat_event(base, newer, |e, _| visit(e.timestamp)).map(|_| ()),
+        n,
+        (min, max),
+        (valid, test),
+    )?
+    .ok_or_else(|| DataError::Parquet {
+        file: base.path(INTERACTIONS_FILE).unwrap_or_default(),
+        message: "the stored log changed while it was read".into(),
+    })?;
+    let width = newer.feedback_columns.len();
+    let mut writer = InteractionsWriter::new(stage, &newer.feedback_columns)?;
+    let mut sink = SortedRowSink::new(&mut writer, width, newer.items.len());
+    let mut failed = None;
+    concat_scan(base, newer, true, |e, values, _| {
+        if failed.is_none() {
+            let row = (e.user, e.item, e.timestamp);
+            if let Err(err) = sink.push(row, values, e.positive, split_at(e.timestamp, cuts)) {
+                failed = Some(err);
+            }
+        }
+    })?;
+    if let Some(err) = failed {
+        return Err(err);
+    }
+    let merged = sink.finish()?;
+    writer.finish()?;
+    write_catalogue(stage, &newer.items, &newer.users)?;
+    let rows = merged.interactions;
+    let (users, items) = (newer.users.len(), newer.items.len());
+    Ok(Stats {
+        users,
+        items,
+        items_with_interactions: merged.items_seen.iter().filter(|s| **s).count(),
+        interactions: rows,
+        positives: merged.positives,
+        positive_rate: merged.positives as f64 / rows as f64,
+        density: rows as f64 / (users as f64 * items as f64),
+        time_min: merged.time_min,
+        time_max: merged.time_max,
+        temporal_split: merged.temporal_split,
+        leave_last_out: merged.leave_last_out,
+        feedback_columns: newer.feedback_columns.clone(),
+    })
 }
 
 #[cfg(test)]

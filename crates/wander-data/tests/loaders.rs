@@ -645,5 +645,22 @@ proptest! {
             .map(|k| (it.user[k], it.item[k], it.timestamp[k], it.positive[k], it.split[k], from_newer[k]))
             .collect();
         prop_assert_eq!(seen, want);
+
+        // Joined, split again and written: the bytes of the same in memory.
+        let (valid, test) = (0.2, 0.25);
+        let mut joined = all.clone();
+        joined.interactions.split = wander_data::temporal_split(&joined.interactions.timestamp, valid, test);
+        joined.interactions.loo_split = wander_data::leave_last_out(&joined.interactions.user);
+        let w = run.begin("joined").unwrap();
+        let stats = wander_data::write_concat(&run.read("ingest").unwrap(), &newer, &w, (valid, test)).unwrap();
+        let memory = run.begin("memory").unwrap();
+        wander_data::write_dataset(&memory, &joined).unwrap();
+        prop_assert_eq!(stats, joined.stats());
+        for f in [wander_data::INTERACTIONS_FILE, wander_data::ITEMS_FILE, wander_data::USERS_FILE] {
+            prop_assert!(
+                std::fs::read(w.path(f).unwrap()).unwrap() == std::fs::read(memory.path(f).unwrap()).unwrap(),
+                "{} differs", f
+            );
+        }
     }
 }

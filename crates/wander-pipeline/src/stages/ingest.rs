@@ -83,29 +83,24 @@ fn ingest_from_parent(ctx: &StageContext, parent: &str, force: bool) -> crate::R
             |w| -> crate::Result<Value> {
                 let spinner = wander_core::progress::spinner("ingest");
                 spinner.set_message(format!("reading {parent}"));
+                // The parent's log is streamed (a few passes), the refreshed window loaded.
                 let base_reader = open(&parent_run, StageId::Ingest)?;
-                let base = wander_data::read_dataset(base_reader.reader())?;
                 let refresh_reader = open(&parent_run, StageId::Refresh)?;
                 let newer = wander_data::read_dataset(refresh_reader.reader())?;
-                let (mut all, _) = wander_data::concat(&base, &newer).map_err(|e| {
-                    crate::PipelineError::msg(format!("run.parent = \"{parent}\": {e}"))
-                })?;
-                all.interactions.split = wander_data::temporal_split(
-                    &all.interactions.timestamp,
-                    cfg.valid_fraction,
-                    cfg.test_fraction,
-                );
-                all.interactions.loo_split = wander_data::leave_last_out(&all.interactions.user);
-        let stats = all.stats();
-        if stats.temporal_split[0] == 0 {
-            crate::bail!(
-                "run.parent = \"{parent}\": the training period of the joined log is empty (data.valid_fraction = {}, data.test_fraction = {}, {} interactions)",
-                cfg.valid_fraction, cfg.test_fraction, stats.interactions
-            );
-        }
-                spinner.set_message("writing parquet");
-                wander_data::write_dataset(w, &all)?;
+                let stats = wander_data::write_concat(
+                    base_reader.reader(),
+                    &newer,
+                    w,
+                    (cfg.valid_fraction, cfg.test_fraction),
+                )
+                .map_err(|e| crate::PipelineError::msg(format!("run.parent = \"{parent}\": {e}")))?;
                 spinner.finish_and_clear();
+                if stats.temporal_split[0] == 0 {
+                    crate::bail!(
+                        "run.parent = \"{parent}\": the training period of the joined log is empty (data.valid_fraction = {}, data.test_fraction = {}, {} interactions)",
+                        cfg.valid_fraction, cfg.test_fraction, stats.interactions
+                    );
+                }
                 let before: crate::summaries::IngestSummary =
                     crate::summaries::read(StageId::Ingest, &base_reader.manifest().summary)?;
                 let refreshed: crate::summaries::RefreshSummary =
