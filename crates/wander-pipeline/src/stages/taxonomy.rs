@@ -73,6 +73,21 @@ fn log_usage(ctx: &StageContext, run: &RunDir) -> crate::Result<LogUsage> {
 }
 
 /// The configuration `wander taxonomy` depends on.
+/// The behavioural item embeddings (PPMI of the co-consumption counts, then a truncated
+/// SVD), consuming the counts: at scale the counts and the PPMI matrix are the stage's
+/// largest structures (tens of millions of item pairs), so they are gone before the item
+/// texts are embedded and clustered.
+fn behaviour_of(
+    items: usize,
+    co_consumption: std::collections::HashMap<(u32, u32), f64>,
+    dim: usize,
+    seed: u64,
+) -> Vec<Vec<f32>> {
+    let ppmi = wander_taxonomy::behaviour::ppmi_from_counts(items, &co_consumption);
+    drop(co_consumption);
+    wander_taxonomy::behaviour::embeddings(&ppmi, dim, seed)
+}
+
 pub(crate) fn taxonomy_slice(ctx: &StageContext) -> Value {
     let mut slice = json!({"taxonomy": ctx.config.taxonomy, "seed": ctx.config.run.seed});
     if ctx.config.taxonomy.describe == DescribeScheme::Tfidf {
@@ -117,6 +132,10 @@ pub fn taxonomy(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
             force,
             |w| -> crate::Result<Value> {
                 let LogUsage { ds, train_interactions, co_consumption, engine } = log_usage(ctx, &run)?;
+                let spinner = wander_core::progress::spinner("taxonomy");
+                spinner.set_message("behavioural embeddings (PPMI + SVD)");
+                let behaviour = behaviour_of(ds.items.len(), co_consumption, cfg.behaviour_dim, seed);
+                spinner.finish_and_clear();
                 let texts: Vec<String> = ds.items.iter().map(wander_taxonomy::item_text).collect();
                 let embedder = wander_taxonomy::embed::TextEmbedder::load(&model_dir)?;
                 let mut cache = wander_taxonomy::embed::EmbeddingCache::for_model(&cfg.cache_dir, &embedder);
@@ -136,10 +155,6 @@ pub fn taxonomy(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
                     texts.len() - computed
                 ));
                 let spinner = wander_core::progress::spinner("taxonomy");
-                spinner.set_message("behavioural embeddings (PPMI + SVD)");
-                let ppmi = wander_taxonomy::behaviour::ppmi_from_counts(ds.items.len(), &co_consumption);
-                let behaviour =
-                    wander_taxonomy::behaviour::embeddings(&ppmi, cfg.behaviour_dim, seed);
                 spinner.set_message("clustering");
                 let mixed = wander_taxonomy::mix(&text, &behaviour, cfg.text_weight);
                 // Candidate descriptions are embedded without the cache: thousands of
@@ -315,6 +330,7 @@ fn inherited_taxonomy(
     let outcome = run
         .run_stage(StageId::Taxonomy.folder(), slice, inputs, force, |w| -> crate::Result<Value> {
             let LogUsage { ds, train_interactions, co_consumption, engine } = log_usage(ctx, &run)?;
+            let behaviour = behaviour_of(ds.items.len(), co_consumption, cfg.behaviour_dim, seed);
             let refresh = open(&parent_run, StageId::Refresh)?;
             let tax = wander_taxonomy::read(refresh.reader())?;
             if tax.item_fine.len() != ds.items.len() {
@@ -334,8 +350,6 @@ fn inherited_taxonomy(
             let (text, computed) = wander_taxonomy::embed::embed_all(&embedder, &mut cache, &texts, cfg.batch_size, Some(&bar))?;
             let embed_seconds = t0.elapsed().as_secs_f64();
             bar.finish_and_clear();
-            let ppmi = wander_taxonomy::behaviour::ppmi_from_counts(ds.items.len(), &co_consumption);
-            let behaviour = wander_taxonomy::behaviour::embeddings(&ppmi, cfg.behaviour_dim, seed);
             let mixed = wander_taxonomy::mix(&text, &behaviour, cfg.text_weight);
             let (quality, body) = wander_taxonomy::report(&ds, &train_interactions, &tax, &text, &mixed, seed);
             let descriptions: Vec<String> = tax.planner_clusters().iter().map(|c| c.description.clone()).collect();
