@@ -489,6 +489,14 @@ pub struct TaxonomyConfig {
     pub describe: DescribeScheme,
     /// Level the planner LLM speaks: `coarse` or `fine`.
     pub planner_level: PlannerLevel,
+    /// Whether the report compares the text/behaviour mix at five weights (four extra
+    /// clusterings: most of the stage's time on a large catalogue once the texts are cached).
+    #[serde(default = "yes")]
+    pub compare_mixes: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// `[run]`

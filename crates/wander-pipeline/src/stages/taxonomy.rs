@@ -90,10 +90,13 @@ fn behaviour_of(
 
 pub(crate) fn taxonomy_slice(ctx: &StageContext) -> Value {
     let mut slice = json!({"taxonomy": ctx.config.taxonomy, "seed": ctx.config.run.seed});
-    if ctx.config.taxonomy.describe == DescribeScheme::Tfidf {
-        // Absent at its first default, so that runs made before the key existed stay fresh.
-        if let Some(t) = slice["taxonomy"].as_object_mut() {
+    // Absent at their first defaults, so that runs made before the keys existed stay fresh.
+    if let Some(t) = slice["taxonomy"].as_object_mut() {
+        if ctx.config.taxonomy.describe == DescribeScheme::Tfidf {
             t.remove("describe");
+        }
+        if ctx.config.taxonomy.compare_mixes {
+            t.remove("compare_mixes");
         }
     }
     slice
@@ -183,7 +186,9 @@ pub fn taxonomy(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
                 // era and popularity, and whether its descriptions name its clusters.
                 spinner.set_message("text/behaviour mix comparison");
                 let mut weights = vec![0.0, 0.25, 0.5, 0.75, 1.0];
-                if !weights.contains(&cfg.text_weight) {
+                if !cfg.compare_mixes {
+                    weights.clear();
+                } else if !weights.contains(&cfg.text_weight) {
                     weights.push(cfg.text_weight);
                     weights.sort_by(f64::total_cmp);
                 }
@@ -263,10 +268,12 @@ pub fn taxonomy(ctx: &StageContext, force: bool) -> crate::Result<Summary> {
                 }
                 spinner.finish_and_clear();
                 let mut markdown = markdown;
-                markdown.push_str(&format!(
+                if !cfg.compare_mixes {
+                    markdown.push_str("\n## Text or behaviour: the mix as a measured choice\n\nNot computed in this run (`taxonomy.compare_mixes = false`).\n");
+                } else { markdown.push_str(&format!(
                     "\n## Text or behaviour: the mix as a measured choice\n\nThe same clustering settings at several weights of the text embedding (`taxonomy.text_weight`; the rest is the behavioural one). Coherence lift: text coherence over a random assignment's. Era and popularity: the share of the release year's and of log(1 + training interactions)'s variance that lies between clusters (a random assignment gives about {:.3}); high values mean clusters that sort items by when or how much they were watched rather than by topic. Retrieval: the share of `{}` descriptions nearest their own cluster's mean item embedding. New-item placement: the share of held-out items (10% of each fine cluster) that the nearest text centroid of the rest puts back in their own fine cluster, what `wander refresh` can do for an item with no consumption yet.\n\n| text_weight | coherence lift | genre purity | era share | popularity share | description retrieval | new-item placement |\n|---|---|---|---|---|---|---|\n{mix_rows}",
                     (planner.len() as f64 - 1.0) / (ds.items.len() as f64 - 1.0), cfg.describe
-                ));
+                )); }
                 markdown.push_str(&format!(
                     "\n## Do the descriptions name their clusters?\n\nEach {} description is embedded (the same sentence model as the items) and compared by cosine with every cluster's mean item embedding; it retrieves its cluster when its own is the nearest. Every keyword scheme (`taxonomy.describe`) on the same clusters; this run uses `{}`. *Held out*: each cluster's members split in two halves (seeded), the descriptions made from the first half's items alone, each judged against the second half's mean item embeddings, and the other way round (the two averaged); the discriminative scheme chooses its titles by this very measure, so its in-sample figure flatters it and the held-out one is the fair comparison.\n\n| scheme | retrieval accuracy | mean rank of the own cluster (of {}) | held out: accuracy | held out: mean rank |\n|---|---|---|---|---|\n",
                     tax.planner_level, cfg.describe, planner.len()
