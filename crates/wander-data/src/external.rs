@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use wander_core::config::PositiveRule;
 
 use crate::parquet_io::{InteractionsWriter, RowSlices, INTERACTION_BATCH_ROWS};
+use crate::split::{cut_values, split_at};
 use crate::{DataError, Split};
 
 fn io_err(path: &Path, e: std::io::Error) -> DataError {
@@ -310,35 +311,22 @@ pub(crate) fn split_cuts<E>(
     (min, max): (i64, i64),
     (valid, test): (f64, f64),
 ) -> Result<Option<(i64, i64)>, E> {
-    let rank = |q: f64| ((n as f64 * q).floor() as u64).min(n.saturating_sub(1));
+    // The ranks the cuts need, then their values by one selection.
     let mut wanted = Vec::new();
-    if test > 0.0 {
-        wanted.push(rank(1.0 - test));
-    }
-    if valid > 0.0 {
-        wanted.push(rank(1.0 - valid - test));
-    }
+    cut_values(
+        |rank| {
+            wanted.push(rank);
+            0
+        },
+        n,
+        valid,
+        test,
+    );
     let Some(found) = select_ranks(source, (min, max), &wanted)? else {
         return Ok(None);
     };
-    let q_t = if test > 0.0 { found[0] } else { i64::MAX };
-    let q_v = if valid > 0.0 {
-        *found.last().expect("asked")
-    } else {
-        q_t
-    };
-    Ok(Some((q_v, q_t)))
-}
-
-/// The temporal split of a timestamp at the cuts `(q_v, q_t)`.
-pub(crate) fn split_at(ts: i64, (q_v, q_t): (i64, i64)) -> Split {
-    if ts >= q_t {
-        Split::Test
-    } else if ts >= q_v {
-        Split::Valid
-    } else {
-        Split::Train
-    }
+    let mut at = found.into_iter();
+    Ok(Some(cut_values(|_| at.next().expect("selected"), n, valid, test)))
 }
 
 /// Takes a log's rows in stored order (grouped by user, by time within a user) and writes

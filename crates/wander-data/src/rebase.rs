@@ -7,7 +7,8 @@ use std::collections::HashMap;
 
 use wander_core::artifact::{StageReader, StageWriter};
 
-use crate::external::{split_at, split_cuts, SortedRowSink};
+use crate::external::{split_cuts, SortedRowSink};
+use crate::split::split_at;
 use crate::parquet_io::{
     catalogue_size, feedback_columns, for_each_event, for_each_event_with_feedback,
     write_catalogue, InteractionsWriter,

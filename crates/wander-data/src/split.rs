@@ -54,25 +54,39 @@ pub fn temporal_split(timestamps: &[i64], valid: f64, test: f64) -> Vec<Split> {
     }
     let mut sorted = timestamps.to_vec();
     sorted.sort_unstable();
-    let at = |q: f64| sorted[((n as f64 * q).floor() as usize).min(n - 1)];
-    let q_t = if test > 0.0 { at(1.0 - test) } else { i64::MAX };
+    let cuts = cut_values(|rank| sorted[rank as usize], n as u64, valid, test);
+    timestamps.iter().map(|&t| split_at(t, cuts)).collect()
+}
+
+/// The 0-based rank, among `n` sorted timestamps, of the nearest-rank quantile `q`.
+pub(crate) fn cut_rank(n: u64, q: f64) -> u64 {
+    ((n as f64 * q).floor() as u64).min(n.saturating_sub(1))
+}
+
+/// The cuts `(q_v, q_t)` of [`temporal_split`] from the timestamp at each rank (`at`).
+pub(crate) fn cut_values(mut at: impl FnMut(u64) -> i64, n: u64, valid: f64, test: f64) -> (i64, i64) {
+    let q_t = if test > 0.0 {
+        at(cut_rank(n, 1.0 - test))
+    } else {
+        i64::MAX
+    };
     let q_v = if valid > 0.0 {
-        at(1.0 - valid - test)
+        at(cut_rank(n, 1.0 - valid - test))
     } else {
         q_t
     };
-    timestamps
-        .iter()
-        .map(|&t| {
-            if t >= q_t {
-                Split::Test
-            } else if t >= q_v {
-                Split::Valid
-            } else {
-                Split::Train
-            }
-        })
-        .collect()
+    (q_v, q_t)
+}
+
+/// The temporal split of a timestamp at the cuts `(q_v, q_t)`.
+pub(crate) fn split_at(ts: i64, (q_v, q_t): (i64, i64)) -> Split {
+    if ts >= q_t {
+        Split::Test
+    } else if ts >= q_v {
+        Split::Valid
+    } else {
+        Split::Train
+    }
 }
 
 /// Leave-last-out: for each user with at least three interactions, the last (by time) is
