@@ -326,7 +326,12 @@ pub(crate) fn split_cuts<E>(
         return Ok(None);
     };
     let mut at = found.into_iter();
-    Ok(Some(cut_values(|_| at.next().expect("selected"), n, valid, test)))
+    Ok(Some(cut_values(
+        |_| at.next().expect("selected"),
+        n,
+        valid,
+        test,
+    )))
 }
 
 /// Takes a log's rows in stored order (grouped by user, by time within a user) and writes

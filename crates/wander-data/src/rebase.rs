@@ -8,11 +8,11 @@ use std::collections::HashMap;
 use wander_core::artifact::{StageReader, StageWriter};
 
 use crate::external::{split_cuts, SortedRowSink};
-use crate::split::split_at;
 use crate::parquet_io::{
     catalogue_size, feedback_columns, for_each_event, for_each_event_with_feedback,
     write_catalogue, InteractionsWriter,
 };
+use crate::split::split_at;
 use crate::{DataError, Dataset, Event, Interactions, Stats, INTERACTIONS_FILE};
 
 /// A newer dataset re-indexed onto a base one.

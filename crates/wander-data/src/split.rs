@@ -64,7 +64,12 @@ pub(crate) fn cut_rank(n: u64, q: f64) -> u64 {
 }
 
 /// The cuts `(q_v, q_t)` of [`temporal_split`] from the timestamp at each rank (`at`).
-pub(crate) fn cut_values(mut at: impl FnMut(u64) -> i64, n: u64, valid: f64, test: f64) -> (i64, i64) {
+pub(crate) fn cut_values(
+    mut at: impl FnMut(u64) -> i64,
+    n: u64,
+    valid: f64,
+    test: f64,
+) -> (i64, i64) {
     let q_t = if test > 0.0 {
         at(cut_rank(n, 1.0 - test))
     } else {
