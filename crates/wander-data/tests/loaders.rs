@@ -191,7 +191,7 @@ fn parquet_round_trip_is_exact() {
 
 #[test]
 fn streamed_events_and_catalogue_size_match_the_stored_dataset_across_batches() {
-    use wander_data::{Dataset, Interactions, Item, Split};
+    use wander_data::{Dataset, Interactions, Split};
     // More events than one record batch read (65,536) or written (1,048,576) holds, so the
     // stream and the writer cross boundaries.
     let n = 1_100_001usize;
@@ -207,13 +207,7 @@ fn streamed_events_and_catalogue_size_match_the_stored_dataset_across_batches() 
     };
     let ds = Dataset {
         users: (0..n.div_ceil(40)).map(|u| format!("u{u}")).collect(),
-        items: (0..301)
-            .map(|i| Item {
-                id: format!("i{i}"),
-                title: format!("Item {i}"),
-                ..Item::default()
-            })
-            .collect(),
+        items: numbered_items(301),
         feedback_columns: vec!["rating".into()],
         interactions: it,
     };
@@ -587,18 +581,12 @@ fn small_dataset(
     items: u32,
     mut events: Vec<(u32, u32, i64, bool)>,
 ) -> wander_data::Dataset {
-    use wander_data::{Dataset, Interactions, Item, Split};
+    use wander_data::{Dataset, Interactions, Split};
     events.sort_by_key(|&(u, _, t, _)| (u, t));
     let n = events.len();
     Dataset {
         users: users.iter().map(|u| u.to_string()).collect(),
-        items: (0..items)
-            .map(|i| Item {
-                id: format!("i{i}"),
-                title: format!("Item {i}"),
-                ..Item::default()
-            })
-            .collect(),
+        items: numbered_items(items),
         feedback_columns: vec!["rating".into()],
         interactions: Interactions {
             user: events.iter().map(|e| e.0).collect(),
@@ -663,4 +651,15 @@ proptest! {
             );
         }
     }
+}
+
+/// Items `i0..` titled `Item 0..`.
+fn numbered_items(n: u32) -> Vec<wander_data::Item> {
+    (0..n)
+        .map(|i| wander_data::Item {
+            id: format!("i{i}"),
+            title: format!("Item {i}"),
+            ..wander_data::Item::default()
+        })
+        .collect()
 }
