@@ -7,14 +7,58 @@
 pub type Sparse = Vec<Vec<(u32, f32)>>;
 
 /// `A X` for sparse `A` (n x n) and dense column-major `X` (n x k, `x[c * n + r]`).
+///
+/// Each output entry is summed over its row's entries in their stored order, exactly as a
+/// plain triple loop would, so the result is bit for bit the same on any number of threads;
+/// the work reads `X` row-major (one cache line per nonzero instead of `k` far apart) and
+/// splits the rows over every core. At 200k items and tens of millions of nonzeros this
+/// product was most of the taxonomy stage.
 pub fn sparse_mul(a: &Sparse, x: &[f64], k: usize) -> Vec<f64> {
     let n = a.len();
+    let mut xt = vec![0.0; n * k];
+    for j in 0..k {
+        for r in 0..n {
+            xt[r * k + j] = x[j * n + r];
+        }
+    }
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |t| t.get())
+        .min(n / 256)
+        .max(1);
+    let chunk = n.div_ceil(threads).max(1);
+    let rows_of = |rows: std::ops::Range<usize>| -> Vec<f64> {
+        let mut acc = vec![0.0; rows.len() * k];
+        for (i, row) in a[rows].iter().enumerate() {
+            let out = &mut acc[i * k..(i + 1) * k];
+            for &(c, v) in row {
+                let v = v as f64;
+                let xr = &xt[c as usize * k..(c as usize + 1) * k];
+                for (o, &xv) in out.iter_mut().zip(xr) {
+                    *o += v * xv;
+                }
+            }
+        }
+        acc
+    };
+    let parts: Vec<(usize, Vec<f64>)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..n)
+            .step_by(chunk)
+            .map(|start| {
+                let rows = start..(start + chunk).min(n);
+                let rows_of = &rows_of;
+                scope.spawn(move || (start, rows_of(rows)))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("a sparse product worker panicked"))
+            .collect()
+    });
     let mut out = vec![0.0; n * k];
-    for (r, row) in a.iter().enumerate() {
-        for &(c, v) in row {
-            let v = v as f64;
-            for j in 0..k {
-                out[j * n + r] += v * x[j * n + c as usize];
+    for (start, acc) in parts {
+        for (i, row) in acc.chunks_exact(k.max(1)).enumerate() {
+            for (j, &v) in row.iter().enumerate() {
+                out[j * n + start + i] = v;
             }
         }
     }
@@ -110,6 +154,33 @@ pub fn symmetric_eigen(m: &[f64], k: usize) -> (Vec<f64>, Vec<f64>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_sparse_product_is_the_plain_triple_loop_bit_for_bit() {
+        let mut rng = crate::rng::Rng::new(5);
+        let (n, k) = (1500, 7);
+        let a: Sparse = (0..n)
+            .map(|_| {
+                (0..(rng.below(9)))
+                    .map(|_| (rng.below(n) as u32, rng.normal() as f32))
+                    .collect()
+            })
+            .collect();
+        let x: Vec<f64> = (0..n * k).map(|_| rng.normal()).collect();
+        let mut want = vec![0.0; n * k];
+        for (r, row) in a.iter().enumerate() {
+            for &(c, v) in row {
+                for j in 0..k {
+                    want[j * n + r] += v as f64 * x[j * n + c as usize];
+                }
+            }
+        }
+        let got = sparse_mul(&a, &x, k);
+        assert!(got
+            .iter()
+            .zip(&want)
+            .all(|(g, w)| g.to_bits() == w.to_bits()));
+    }
 
     #[test]
     fn jacobi_recovers_a_known_spectrum() {
