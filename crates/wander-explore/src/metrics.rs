@@ -33,8 +33,12 @@ pub fn bootstrap(values: &[f64], rounds: usize, seed: u64) -> Estimate {
     }
     let mean = values.iter().sum::<f64>() / n as f64;
     let mut rng = Rng::new(seed);
+    let levels = (n > DRAW_COUNTS_ABOVE).then(|| levels_of(values)).flatten();
     let mut means: Vec<f64> = (0..rounds.max(1))
-        .map(|_| (0..n).map(|_| values[rng.below(n)]).sum::<f64>() / n as f64)
+        .map(|_| match &levels {
+            Some(levels) => resampled_mean_of_levels(levels, n as u64, &mut rng),
+            None => (0..n).map(|_| values[rng.below(n)]).sum::<f64>() / n as f64,
+        })
         .collect();
     means.sort_by(|a, b| a.total_cmp(b));
     let at = |q: f64| means[((means.len() - 1) as f64 * q).round() as usize];
@@ -43,6 +47,49 @@ pub fn bootstrap(values: &[f64], rounds: usize, seed: u64) -> Estimate {
         lo: at(0.025),
         hi: at(0.975),
     }
+}
+
+/// Above this many values, [`bootstrap`] draws a resample of values that take at most
+/// [`MAX_LEVELS`] distinct values (hits, differences of hits) as its counts of each value,
+/// from their multinomial distribution: the same distribution of resampled means as drawing
+/// the values one by one, in O(levels log n) a round instead of O(n), which at tens of
+/// millions of replayed events was most of `eval drift`. Below it the values are drawn one by
+/// one as always, so every figure of a log of this size or less is what it was.
+pub const DRAW_COUNTS_ABOVE: usize = 1 << 20;
+
+/// The most distinct values a sample may take for [`bootstrap`] to draw it by counts.
+pub const MAX_LEVELS: usize = 16;
+
+/// The distinct values of `values` (by bit pattern) with their counts, in order of first
+/// appearance; `None` past [`MAX_LEVELS`].
+fn levels_of(values: &[f64]) -> Option<Vec<(f64, u64)>> {
+    let mut levels: Vec<(f64, u64)> = Vec::new();
+    for &v in values {
+        match levels.iter().position(|(x, _)| x.to_bits() == v.to_bits()) {
+            Some(at) => levels[at].1 += 1,
+            None if levels.len() < MAX_LEVELS => levels.push((v, 1)),
+            None => return None,
+        }
+    }
+    Some(levels)
+}
+
+/// The mean of `n` values drawn with replacement from a sample of `n` summarised by its
+/// levels: each level's count is binomial in the draws not yet given to earlier levels,
+/// with its share of the sample not yet visited (the multinomial, one margin at a time).
+fn resampled_mean_of_levels(levels: &[(f64, u64)], n: u64, rng: &mut Rng) -> f64 {
+    let (mut draws_left, mut sample_left, mut sum) = (n, n, 0.0);
+    for (i, &(value, count)) in levels.iter().enumerate() {
+        let drawn = if i + 1 == levels.len() {
+            draws_left
+        } else {
+            rng.binomial(draws_left, count as f64 / sample_left as f64)
+        };
+        sum += drawn as f64 * value;
+        draws_left -= drawn;
+        sample_left -= count;
+    }
+    sum / n as f64
 }
 
 /// 1 if `truth` is among the first `k` of `ranked`, else 0 (hit rate / recall@k with one
@@ -389,6 +436,64 @@ pub fn paired_within_group_gains(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Above the threshold a sample of few values is resampled by counts: its resampled means
+    /// have the spread and centre of drawing one by one (both against the analytic standard
+    /// error of a mean), and their interval is the same to a few percent of its width.
+    #[test]
+    fn resampling_by_counts_matches_drawing_one_by_one() {
+        let n = DRAW_COUNTS_ABOVE + 1;
+        let mut r = wander_core::rng::Rng::new(9);
+        // Paired differences of hits: -1, 0 or 1, mostly 0, a slight lean to 1.
+        let values: Vec<f64> = (0..n)
+            .map(|_| match r.below(100) {
+                0..=6 => -1.0,
+                7..=16 => 1.0,
+                _ => 0.0,
+            })
+            .collect();
+        let mean = values.iter().sum::<f64>() / n as f64;
+        let se =
+            (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n as f64 / n as f64).sqrt();
+        let rounds = 300;
+        let levels = levels_of(&values).expect("three levels");
+        assert_eq!(levels.len(), 3);
+        let mut rng = wander_core::rng::Rng::new(1);
+        let by_counts: Vec<f64> = (0..rounds)
+            .map(|_| resampled_mean_of_levels(&levels, n as u64, &mut rng))
+            .collect();
+        let one_by_one: Vec<f64> = (0..rounds)
+            .map(|_| (0..n).map(|_| values[rng.below(n)]).sum::<f64>() / n as f64)
+            .collect();
+        for draws in [&by_counts, &one_by_one] {
+            let m = draws.iter().sum::<f64>() / rounds as f64;
+            let sd =
+                (draws.iter().map(|d| (d - m).powi(2)).sum::<f64>() / (rounds - 1) as f64).sqrt();
+            assert!(
+                (m - mean).abs() < 4.0 * se / (rounds as f64).sqrt(),
+                "centre {m} against {mean}"
+            );
+            assert!((sd / se - 1.0).abs() < 0.15, "spread {sd} against {se}");
+        }
+        let e = bootstrap(&values, 1_000, 4);
+        assert_eq!(e.mean, mean);
+        let half = 1.96 * se;
+        assert!(
+            (e.lo - (mean - half)).abs() < 0.1 * half && (e.hi - (mean + half)).abs() < 0.1 * half,
+            "{e:?} against {mean} +- {half}"
+        );
+    }
+
+    #[test]
+    fn levels_are_counted_by_value_and_refused_past_the_limit() {
+        assert_eq!(
+            levels_of(&[1.0, 0.0, 1.0, -0.0]),
+            Some(vec![(1.0, 2), (0.0, 1), (-0.0, 1)])
+        );
+        let many: Vec<f64> = (0..=MAX_LEVELS).map(|i| i as f64).collect();
+        assert_eq!(levels_of(&many), None);
+        assert!(levels_of(&many[..MAX_LEVELS]).is_some());
+    }
 
     #[test]
     fn within_group_spearman_ranks_inside_each_group() {
