@@ -326,6 +326,21 @@ impl StageWriter {
         fs::write(&path, bytes).map_err(|e| CoreError::io(&path, e))
     }
 
+    /// Writes `name` through a buffered writer that `fill` writes into, for files too large
+    /// to build in memory first.
+    pub fn write_streamed(
+        &self,
+        name: &str,
+        fill: impl FnOnce(&mut dyn std::io::Write) -> std::io::Result<()>,
+    ) -> Result<()> {
+        let path = self.path(name)?;
+        let file = fs::File::create(&path).map_err(|e| CoreError::io(&path, e))?;
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+        fill(&mut out)
+            .and_then(|()| std::io::Write::flush(&mut out))
+            .map_err(|e| CoreError::io(&path, e))
+    }
+
     /// Writes `value` as pretty JSON named `name`.
     pub fn write_json<T: Serialize>(&self, name: &str, value: &T) -> Result<()> {
         let path = self.path(name)?;

@@ -306,6 +306,11 @@ pub struct FeedbackConfig {
     /// Pseudo-users at the candidate's global rate added to every label (empirical-Bayes
     /// shrinkage: a label from few users moves towards the candidate's rate); 0 = none.
     pub shrinkage: f64,
+    /// Whether the stage writes the training period's pairwise examples as prompt lines
+    /// (`pairwise_train.jsonl`, for training elsewhere): they grow with the square of the
+    /// candidates per history (8.3 GB at 50M events and 128 clusters).
+    #[serde(default = "yes")]
+    pub export_pairwise: bool,
 }
 
 /// Training objective of the alignment model.
@@ -359,6 +364,10 @@ pub struct AlignmentConfig {
     pub checkpoint_every: usize,
     /// Bootstrap resamples for the 95% intervals of `eval alignment`.
     pub bootstrap_rounds: usize,
+    /// Held-out history pairs `eval alignment` scores: a seeded sample of at most this many,
+    /// each with all its labels; 0 = every pair.
+    #[serde(default)]
+    pub eval_pairs: usize,
     /// A run directory whose trained alignment model (adapter and head) starts this run's
     /// training instead of a fresh one (empty: fresh).
     pub warm_start: String,

@@ -39,6 +39,19 @@ pub struct Example {
 }
 
 impl Example {
+    /// A stand-in for an example that a run does not visit (see [`TrainConfig::visited`]),
+    /// so that a large training set need not be tokenized whole: it has no tokens, and a
+    /// batch that met one would fail rather than train on it.
+    pub fn unread() -> Example {
+        Example {
+            prompt: Vec::new(),
+            answer: Vec::new(),
+            label: 0.0,
+            targets: Vec::new(),
+            candidates: Vec::new(),
+        }
+    }
+
     /// One example for several whole prompts with their labels (the candidates of one
     /// history): their longest common prefix becomes the prompt, the rest of each the
     /// candidate's suffix. The tokens the model reads are exactly each whole prompt's.
@@ -139,6 +152,25 @@ impl TrainConfig {
             .fork((k / n) as u64)
             .shuffle(&mut idx);
         idx[k % n]
+    }
+
+    /// Which of `n` examples a run of `steps` optimizer steps visits ([`Self::example_at`]
+    /// for every visit): all of them once the run spans an epoch, else the first visits of
+    /// the first epoch's order.
+    pub fn visited(&self, n: usize) -> Vec<bool> {
+        let visits = self.steps * self.batch_size * self.grad_accum;
+        if visits >= n {
+            return vec![true; n];
+        }
+        let mut idx: Vec<usize> = (0..n).collect();
+        wander_core::rng::Rng::new(self.seed)
+            .fork(0)
+            .shuffle(&mut idx);
+        let mut read = vec![false; n];
+        for &i in &idx[..visits] {
+            read[i] = true;
+        }
+        read
     }
 
     /// Learning rate at optimizer step `step` (0-based).
@@ -749,6 +781,36 @@ impl<'a> Trainer<'a> {
 #[cfg(test)]
 mod tests {
     use super::common_prefix;
+    use super::TrainConfig;
+
+    /// `visited` marks exactly the examples that `example_at` hands the run, below and
+    /// beyond one epoch.
+    #[test]
+    fn visited_marks_what_the_run_visits() {
+        for (steps, batch_size, grad_accum, n) in [
+            (12, 4, 1, 500),
+            (3, 2, 2, 13),
+            (40, 8, 1, 64),
+            (5, 4, 1, 20),
+        ] {
+            let cfg = TrainConfig {
+                steps,
+                batch_size,
+                grad_accum,
+                seed: 7,
+                ..TrainConfig::default()
+            };
+            let read = cfg.visited(n);
+            let mut seen = vec![false; n];
+            for k in 0..steps * batch_size * grad_accum {
+                seen[cfg.example_at(n, k)] = true;
+            }
+            assert_eq!(
+                read, seen,
+                "steps {steps} batch {batch_size} accum {grad_accum} n {n}"
+            );
+        }
+    }
 
     #[test]
     fn the_shared_prefix_leaves_every_prompt_a_token() {

@@ -89,6 +89,16 @@ impl File {
     pub fn write(&self, writer: &StageWriter, bytes: &[u8]) -> crate::Result<()> {
         Ok(writer.write_bytes(self.file, bytes)?)
     }
+
+    /// Writes it through a buffered writer that `fill` writes into (see
+    /// [`StageWriter::write_streamed`]).
+    pub fn write_streamed(
+        &self,
+        writer: &StageWriter,
+        fill: impl FnOnce(&mut dyn std::io::Write) -> std::io::Result<()>,
+    ) -> crate::Result<()> {
+        Ok(writer.write_streamed(self.file, fill)?)
+    }
 }
 
 /// Every transition mined from the log, all periods.

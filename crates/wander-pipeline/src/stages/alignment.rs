@@ -82,10 +82,27 @@ pub(crate) fn candidate_examples(
     descriptions: &[String],
     labels: &[Label],
 ) -> crate::Result<Vec<wander_llm::train::Example>> {
+    candidate_examples_where(tok, descriptions, labels, |_| true)
+}
+
+/// [`candidate_examples`] with only the history pairs that `read` selects (by index in pair
+/// order) tokenized, the others [`wander_llm::train::Example::unread`]: at tens of millions
+/// of events a short run visits a few hundred of a million labels, and tokenizing them all
+/// took most of its time.
+pub(crate) fn candidate_examples_where(
+    tok: &wander_llm::tokenizer::Tokenizer,
+    descriptions: &[String],
+    labels: &[Label],
+    read: impl Fn(usize) -> bool,
+) -> crate::Result<Vec<wander_llm::train::Example>> {
     let d = |c: u32| descriptions[c as usize].as_str();
     feedback::by_pair(labels)
         .into_iter()
-        .map(|((c1, c2), candidates)| {
+        .enumerate()
+        .map(|(i, ((c1, c2), candidates))| {
+            if !read(i) {
+                return Ok(wander_llm::train::Example::unread());
+            }
             let prompts = candidates
                 .into_iter()
                 .map(|(next, label)| {
@@ -217,6 +234,10 @@ pub(crate) fn train_alignment_slice(ctx: &StageContext) -> Value {
 /// The configuration `wander eval alignment` depends on.
 pub(crate) fn eval_alignment_slice(ctx: &StageContext) -> Value {
     let mut slice = json!({"bootstrap_rounds": ctx.config.alignment.bootstrap_rounds, "seed": ctx.config.run.seed});
+    // Only where it samples, so that evaluations made before the key stay fresh.
+    if ctx.config.alignment.eval_pairs > 0 {
+        slice["eval_pairs"] = json!(ctx.config.alignment.eval_pairs);
+    }
     crate::llm::add_alignment_products(ctx, &mut slice);
     slice
 }
@@ -301,17 +322,33 @@ pub fn train_alignment(ctx: &StageContext, force: bool) -> crate::Result<Summary
                 None => labels.to_vec(),
             }
         };
-        let (train, mut eval) = if candidate {
-            (candidate_examples(&tok, &descriptions, &targets(&train_labels))?, candidate_examples(&tok, &descriptions, &targets(&valid_labels))?)
-        } else {
-            (alignment_examples(&tok, &descriptions, &train_labels, pairwise)?, alignment_examples(&tok, &descriptions, &valid_labels, pairwise)?)
-        };
         // The periodic eval loss runs every validation prompt: a seeded sample bounds its cost
         // (the candidate architecture has one prompt per label, several times the pairs).
-        if eval.len() > cfg.eval_prompts {
-            wander_core::rng::Rng::new(ctx.config.run.seed).shuffle(&mut eval);
-            eval.truncate(cfg.eval_prompts);
+        fn sample<T>(mut eval: Vec<T>, at_most: usize, seed: u64) -> Vec<T> {
+            if eval.len() > at_most {
+                wander_core::rng::Rng::new(seed).shuffle(&mut eval);
+                eval.truncate(at_most);
+            }
+            eval
         }
+        let (at_most, seed) = (cfg.eval_prompts, ctx.config.run.seed);
+        let (train, eval) = if candidate {
+            // Only the pairs the run reads are tokenized: the steps' visits, and the sample
+            // of validation pairs (the same shuffle on their indices picks the same pairs).
+            let train_labels = targets(&train_labels);
+            let read = train_cfg.visited(feedback::by_pair(&train_labels).len());
+            let train = candidate_examples_where(&tok, &descriptions, &train_labels, |i| read[i])?;
+            let valid_labels = targets(&valid_labels);
+            let n_valid = feedback::by_pair(&valid_labels).len();
+            let sampled = sample((0..n_valid).collect::<Vec<usize>>(), at_most, seed);
+            let mut chosen = vec![false; n_valid];
+            sampled.iter().for_each(|&i| chosen[i] = true);
+            let mut all = candidate_examples_where(&tok, &descriptions, &valid_labels, |i| chosen[i])?;
+            let eval = sampled.iter().map(|&i| std::mem::replace(&mut all[i], wander_llm::train::Example::unread())).collect();
+            (train, eval)
+        } else {
+            (alignment_examples(&tok, &descriptions, &train_labels, pairwise)?, sample(alignment_examples(&tok, &descriptions, &valid_labels, pairwise)?, at_most, seed))
+        };
         if train.is_empty() {
             bail!("no training labels: lower feedback.min_users or check data.positive (feedback stage has 0 train labels)");
         }
@@ -386,7 +423,7 @@ pub fn train_alignment(ctx: &StageContext, force: bool) -> crate::Result<Summary
             head: readout_file.into(),
             output: matches!(readout, Readout::Text(_)).then_some(AlignmentOutput::Text),
             arch: candidate.then_some(cfg.arch),
-            prompts: candidate.then_some(train.iter().map(|e| e.candidates.len()).sum()),
+            prompts: candidate.then_some(train_labels.len()),
             holdout_candidates: held.iter().copied().collect(),
             prior: offsets.is_some().then_some(AlignmentPrior::Offset),
             warm_start: warm.as_ref().map(|(adapter, _)| adapter.clone()),
@@ -475,9 +512,18 @@ pub fn eval_alignment(ctx: &StageContext, force: bool) -> crate::Result<Summary>
         let seen = |l: &Label| !held.contains(&l.next);
         let train: Vec<Label> = stage.json(LABELS_TRAIN)?.into_iter().filter(seen).collect();
         let valid: Vec<Label> = stage.json(LABELS_VALID)?.into_iter().filter(seen).collect();
-        let test: Vec<Label> = stage.json(LABELS_TEST)?;
+        let mut test: Vec<Label> = stage.json(LABELS_TEST)?;
         if test.is_empty() {
             bail!("no held-out labels in the test period: lower feedback.min_users");
+        }
+        let eval_pairs = ctx.config.alignment.eval_pairs;
+        let all_pairs: Vec<(u32, u32)> = test.iter().map(|l| (l.c1, l.c2)).collect::<BTreeSet<_>>().into_iter().collect();
+        if eval_pairs > 0 && all_pairs.len() > eval_pairs {
+            let mut chosen = all_pairs.clone();
+            wander_core::rng::Rng::new(seed).shuffle(&mut chosen);
+            let chosen: BTreeSet<(u32, u32)> = chosen.into_iter().take(eval_pairs).collect();
+            test.retain(|l| chosen.contains(&(l.c1, l.c2)));
+            crate::log(format!("eval alignment: a seeded sample of {eval_pairs} of the {} held-out history pairs (alignment.eval_pairs), {} labels", all_pairs.len(), test.len()));
         }
         let models = load_models(ctx, &run, &q8, false)?;
         let n = models.descriptions.len();
@@ -539,8 +585,10 @@ pub fn eval_alignment(ctx: &StageContext, force: bool) -> crate::Result<Summary>
         let median = sorted[sorted.len() / 2];
         let mut overall = BTreeMap::new();
         let mut md = format!(
-            "# Alignment model: offline evaluation\n\nProtocol: collective feedback labels (`{}` signal, `{}` normalisation, at least {} users, rounded to {}) of the held-out test period: {} (c1, c2, candidate) triples over {} history pairs. The model was trained on {} training-period labels. Above-median for AUC: label > {median:.3}. 95% intervals: percentile bootstrap over triples ({rounds} resamples).\n\n| method | Spearman | AUC (above median) | MAE |\n|---|---|---|---|\n",
-            serde_json::to_value(ctx.config.feedback.signal)?.as_str().unwrap_or(""), serde_json::to_value(ctx.config.feedback.normalize)?.as_str().unwrap_or(""), ctx.config.feedback.min_users, ctx.config.feedback.round, test.len(), pairs.len(), train.len()
+            "# Alignment model: offline evaluation\n\nProtocol: collective feedback labels (`{}` signal, `{}` normalisation, at least {} users, rounded to {}) of the held-out test period: {} (c1, c2, candidate) triples over {} history pairs{}. The model was trained on {} training-period labels. Above-median for AUC: label > {median:.3}. 95% intervals: percentile bootstrap over triples ({rounds} resamples).\n\n| method | Spearman | AUC (above median) | MAE |\n|---|---|---|---|\n",
+            serde_json::to_value(ctx.config.feedback.signal)?.as_str().unwrap_or(""), serde_json::to_value(ctx.config.feedback.normalize)?.as_str().unwrap_or(""), ctx.config.feedback.min_users, ctx.config.feedback.round, test.len(), pairs.len(),
+            if pairs.len() < all_pairs.len() { format!(" (a seeded sample of the {} held-out pairs: `alignment.eval_pairs`)", all_pairs.len()) } else { String::new() },
+            train.len()
         );
         let above: Vec<f64> = truth.iter().map(|&t| f64::from(u8::from(t > median))).collect();
         let fmt = |e: &Estimate| format!("{:.3} [{:.3}, {:.3}]", e.mean, e.lo, e.hi);
