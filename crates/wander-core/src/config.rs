@@ -357,6 +357,11 @@ pub struct AlignmentConfig {
     /// Validation history pairs (each with all its labels) in the periodic eval loss: a
     /// seeded sample of at most this many.
     pub eval_prompts: usize,
+    /// Most candidates of one history pair in one training example of the candidate reader
+    /// (a pair with more is split into several, each running the history once); 0 = no
+    /// limit. A step's memory grows with its examples' candidates.
+    #[serde(default)]
+    pub max_candidates: usize,
     /// Share of the planner clusters (seeded) whose labels as a candidate training never
     /// sees, so that `eval alignment` measures unseen candidates; 0 = none.
     pub holdout_candidates: f64,

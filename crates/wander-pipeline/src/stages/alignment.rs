@@ -82,33 +82,56 @@ pub(crate) fn candidate_examples(
     descriptions: &[String],
     labels: &[Label],
 ) -> crate::Result<Vec<wander_llm::train::Example>> {
-    candidate_examples_where(tok, descriptions, labels, |_| true)
+    candidate_examples_where(tok, descriptions, &candidate_units(labels, 0), |_| true)
 }
 
-/// [`candidate_examples`] with only the history pairs that `read` selects (by index in pair
-/// order) tokenized, the others [`wander_llm::train::Example::unread`]: at tens of millions
-/// of events a short run visits a few hundred of a million labels, and tokenizing them all
-/// took most of its time.
+/// A history pair with some of its candidates `(next, label)`: one training example.
+pub(crate) type CandidateUnit = ((u32, u32), Vec<(u32, f64)>);
+
+/// The labels grouped by history pair, in pair order, each pair's candidates split into
+/// units of at most `max_candidates` (0: one unit a pair). The memory of a training step
+/// grows with the candidates of its examples: about 98 a pair at 128 clusters and 50M
+/// events, where whole pairs took a 4-pair step to 10 GiB.
+pub(crate) fn candidate_units(labels: &[Label], max_candidates: usize) -> Vec<CandidateUnit> {
+    feedback::by_pair(labels)
+        .into_iter()
+        .flat_map(|(pair, candidates)| {
+            let size = if max_candidates == 0 {
+                candidates.len().max(1)
+            } else {
+                max_candidates
+            };
+            candidates
+                .chunks(size)
+                .map(|c| (pair, c.to_vec()))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// One example per unit, with only the units that `read` selects (by index) tokenized, the
+/// others [`wander_llm::train::Example::unread`]: at tens of millions of events a short run
+/// visits a few hundred of a million labels, and tokenizing them all took most of its time.
 pub(crate) fn candidate_examples_where(
     tok: &wander_llm::tokenizer::Tokenizer,
     descriptions: &[String],
-    labels: &[Label],
+    units: &[CandidateUnit],
     read: impl Fn(usize) -> bool,
 ) -> crate::Result<Vec<wander_llm::train::Example>> {
     let d = |c: u32| descriptions[c as usize].as_str();
-    feedback::by_pair(labels)
-        .into_iter()
+    units
+        .iter()
         .enumerate()
         .map(|(i, ((c1, c2), candidates))| {
             if !read(i) {
                 return Ok(wander_llm::train::Example::unread());
             }
             let prompts = candidates
-                .into_iter()
-                .map(|(next, label)| {
+                .iter()
+                .map(|&(next, label)| {
                     let prompt = tok.chat_prompt(
                         feedback::ALIGNMENT_CANDIDATE_SYSTEM,
-                        &feedback::candidate_message(d(c1), d(c2), d(next)),
+                        &feedback::candidate_message(d(*c1), d(*c2), d(next)),
                     )?;
                     Ok((prompt, label as f32))
                 })
@@ -225,6 +248,9 @@ pub(crate) fn train_alignment_slice(ctx: &StageContext) -> Value {
     if cfg.holdout_candidates > 0.0 {
         slice["holdout_candidates"] = json!(cfg.holdout_candidates);
     }
+    if cfg.arch == AlignmentArch::Candidate && cfg.max_candidates > 0 {
+        slice["max_candidates"] = json!(cfg.max_candidates);
+    }
     if cfg.prior == AlignmentPrior::Offset {
         slice["prior"] = json!(cfg.prior);
     }
@@ -335,15 +361,14 @@ pub fn train_alignment(ctx: &StageContext, force: bool) -> crate::Result<Summary
         let (train, eval) = if candidate {
             // Only the pairs the run reads are tokenized: the steps' visits, and the sample
             // of validation pairs (the same shuffle on their indices picks the same pairs).
-            let train_labels = targets(&train_labels);
-            let read = train_cfg.visited(feedback::by_pair(&train_labels).len());
-            let train = candidate_examples_where(&tok, &descriptions, &train_labels, |i| read[i])?;
-            let valid_labels = targets(&valid_labels);
-            let n_valid = feedback::by_pair(&valid_labels).len();
-            let sampled = sample((0..n_valid).collect::<Vec<usize>>(), at_most, seed);
-            let mut chosen = vec![false; n_valid];
+            let units = candidate_units(&targets(&train_labels), cfg.max_candidates);
+            let read = train_cfg.visited(units.len());
+            let train = candidate_examples_where(&tok, &descriptions, &units, |i| read[i])?;
+            let units = candidate_units(&targets(&valid_labels), cfg.max_candidates);
+            let sampled = sample((0..units.len()).collect::<Vec<usize>>(), at_most, seed);
+            let mut chosen = vec![false; units.len()];
             sampled.iter().for_each(|&i| chosen[i] = true);
-            let mut all = candidate_examples_where(&tok, &descriptions, &valid_labels, |i| chosen[i])?;
+            let mut all = candidate_examples_where(&tok, &descriptions, &units, |i| chosen[i])?;
             let eval = sampled.iter().map(|&i| std::mem::replace(&mut all[i], wander_llm::train::Example::unread())).collect();
             (train, eval)
         } else {
