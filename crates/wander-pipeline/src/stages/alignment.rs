@@ -745,3 +745,62 @@ pub fn eval_alignment(ctx: &StageContext, force: bool) -> crate::Result<Summary>
     .context("eval alignment failed; earlier artifacts in the run directory are unchanged")?;
     Ok(report(StageId::EvalAlignment, &outcome))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn label(c1: u32, c2: u32, next: u32) -> Label {
+        Label {
+            c1,
+            c2,
+            next,
+            label: f64::from(next) / 10.0,
+            rate: 0.5,
+            users: 3,
+        }
+    }
+
+    /// A pair's candidates split in order into units of at most the limit; without one, a
+    /// unit a pair, as the examples were before the limit existed.
+    #[test]
+    fn candidate_units_split_each_pair_in_order() {
+        let labels: Vec<Label> = [
+            (0, 1, 2),
+            (0, 1, 3),
+            (0, 1, 4),
+            (0, 1, 5),
+            (0, 1, 6),
+            (2, 0, 1),
+            (2, 0, 3),
+        ]
+        .iter()
+        .map(|&(a, b, c)| label(a, b, c))
+        .collect();
+        let nexts = |units: &[CandidateUnit]| -> Vec<((u32, u32), Vec<u32>)> {
+            units
+                .iter()
+                .map(|(p, c)| (*p, c.iter().map(|&(n, _)| n).collect()))
+                .collect()
+        };
+        assert_eq!(
+            nexts(&candidate_units(&labels, 2)),
+            vec![
+                ((0, 1), vec![2, 3]),
+                ((0, 1), vec![4, 5]),
+                ((0, 1), vec![6]),
+                ((2, 0), vec![1, 3])
+            ]
+        );
+        assert_eq!(
+            nexts(&candidate_units(&labels, 0)),
+            vec![((0, 1), vec![2, 3, 4, 5, 6]), ((2, 0), vec![1, 3])]
+        );
+        let units = candidate_units(&labels, 3);
+        assert_eq!(
+            units.iter().map(|(_, c)| c.len()).sum::<usize>(),
+            labels.len()
+        );
+        assert_eq!(units[0].1[1], (3, 0.3));
+    }
+}
