@@ -758,6 +758,7 @@ mod tests {
             label: f64::from(next) / 10.0,
             rate: 0.5,
             users: 3,
+            events: 3,
         }
     }
 
