@@ -274,29 +274,33 @@ pub fn label_parts(events: &[FeedbackEvent], split: Split, signal: &EventSignal)
         }));
         stats.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
         for &(s, n) in &stats {
-            match parts.last_mut() {
-                Some(LabelPart {
-                    c1: p1,
-                    c2: p2,
-                    next: pn,
-                    s: ps,
-                    n: pk,
-                    users,
-                }) if (*p1, *p2, *pn, *pk) == (c1, c2, next, n) && ps.total_cmp(&s).is_eq() => {
-                    *users += 1
-                }
-                _ => parts.push(LabelPart {
-                    c1,
-                    c2,
-                    next,
-                    s,
-                    n,
-                    users: 1,
-                }),
-            }
+            count_user(&mut parts, (c1, c2, next), s, n);
         }
     }
     parts
+}
+
+/// Adds one user's `(sum, count)` for a triple to `parts`, whose last part it joins when it
+/// has the same triple and values (users of one triple arrive sorted by those values).
+fn count_user(parts: &mut Vec<LabelPart>, (c1, c2, next): (u32, u32, u32), s: f64, n: u32) {
+    match parts.last_mut() {
+        Some(LabelPart {
+            c1: p1,
+            c2: p2,
+            next: pn,
+            s: ps,
+            n: pk,
+            users,
+        }) if (*p1, *p2, *pn, *pk) == (c1, c2, next, n) && ps.total_cmp(&s).is_eq() => *users += 1,
+        _ => parts.push(LabelPart {
+            c1,
+            c2,
+            next,
+            s,
+            n,
+            users: 1,
+        }),
+    }
 }
 
 /// Per-cluster rate of the signal over all events of a period (mean over events), from the
@@ -910,7 +914,7 @@ mod tests {
         out
     }
 
-    /// The map-of-maps aggregation `label_parts` replaced: its oracle.
+    /// The map-of-maps aggregation `label_parts` replaced (its merging step shared): the oracle.
     fn label_parts_by_maps(
         events: &[FeedbackEvent],
         split: Split,
@@ -934,26 +938,7 @@ mod tests {
             let mut stats: Vec<(f64, u32)> = users.into_values().collect();
             stats.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
             for (s, n) in stats {
-                match parts.last_mut() {
-                    Some(LabelPart {
-                        c1: p1,
-                        c2: p2,
-                        next: pn,
-                        s: ps,
-                        n: pk,
-                        users,
-                    }) if (*p1, *p2, *pn, *pk) == (c1, c2, next, n) && ps.total_cmp(&s).is_eq() => {
-                        *users += 1
-                    }
-                    _ => parts.push(LabelPart {
-                        c1,
-                        c2,
-                        next,
-                        s,
-                        n,
-                        users: 1,
-                    }),
-                }
+                count_user(&mut parts, (c1, c2, next), s, n);
             }
         }
         parts
