@@ -91,7 +91,7 @@ pub(crate) type CandidateUnit = ((u32, u32), Vec<(u32, f64)>);
 /// The labels grouped by history pair, in pair order, each pair's candidates split into
 /// units of at most `max_candidates` (0: one unit a pair). The memory of a training step
 /// grows with the candidates of its examples: about 98 a pair at 128 clusters and 50M
-/// events, where whole pairs took a 4-pair step to 10 GiB.
+/// events, where the passes over whole pairs reached 10-11 GiB.
 pub(crate) fn candidate_units(labels: &[Label], max_candidates: usize) -> Vec<CandidateUnit> {
     feedback::by_pair(labels)
         .into_iter()
